@@ -1,0 +1,370 @@
+//! The `[proxy]`, `[upstream]` and `[pac]` sections of `safegate.toml`.
+//!
+//! Defaults live in the `Default` impls and nowhere else; `validate()` reports every
+//! problem with the dotted key it belongs to, so the binary can print them all at once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// One configuration problem: the dotted key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key, e.g. `proxy.connect_ports`.
+    pub key: String,
+    /// What is wrong, in words a technician can act on.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    /// A problem with `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `[proxy]`: the client-facing listener and its limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address the explicit proxy listens on.
+    pub listen: SocketAddr,
+    /// Ports that CONNECT may open tunnels to.
+    pub connect_ports: Vec<u16>,
+    /// Client connections served at once; further ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// Largest request line plus headers, in bytes (bigger gets 431).
+    pub max_header_bytes: usize,
+    /// Most header fields in one request (more gets 431).
+    pub max_headers: usize,
+    /// Time a client has to send a whole request head once it started (408 after).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time an idle keep-alive client connection is kept open.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Time a CONNECT tunnel may pass no byte in either direction before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub tunnel_idle_timeout: Duration,
+    /// Name this proxy gives itself in the `Via` header.
+    pub via_pseudonym: String,
+    /// On SIGTERM/SIGINT, time given to in-flight requests and tunnels to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            connect_ports: vec![443],
+            max_connections: 4096,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(75),
+            tunnel_idle_timeout: Duration::from_secs(600),
+            via_pseudonym: "safegate".to_owned(),
+            shutdown_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+/// hyper refuses read buffers smaller than this, so it is our floor for `max_header_bytes`.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+impl ProxyConfig {
+    /// Every problem in this section.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        if self.connect_ports.is_empty() {
+            problems.push(ConfigProblem::new(
+                "proxy.connect_ports",
+                "must list at least one port (443 lets browsers reach HTTPS sites)",
+            ));
+        }
+        if self.connect_ports.contains(&0) {
+            problems.push(ConfigProblem::new("proxy.connect_ports", "0 is not a port"));
+        }
+        if self.max_connections == 0 {
+            problems.push(ConfigProblem::new(
+                "proxy.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if !(MIN_HEADER_BYTES..=1024 * 1024).contains(&self.max_header_bytes) {
+            problems.push(ConfigProblem::new(
+                "proxy.max_header_bytes",
+                format!("must be between {MIN_HEADER_BYTES} and 1048576 bytes"),
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_headers) {
+            problems.push(ConfigProblem::new(
+                "proxy.max_headers",
+                "must be between 1 and 10000",
+            ));
+        }
+        for (key, value) in [
+            ("proxy.header_read_timeout", self.header_read_timeout),
+            ("proxy.idle_timeout", self.idle_timeout),
+            ("proxy.tunnel_idle_timeout", self.tunnel_idle_timeout),
+        ] {
+            if value.is_zero() {
+                problems.push(ConfigProblem::new(key, "must be longer than 0s"));
+            }
+        }
+        if !is_token(&self.via_pseudonym) {
+            problems.push(ConfigProblem::new(
+                "proxy.via_pseudonym",
+                "must be one word of letters, digits, '.', '-' or '_'",
+            ));
+        }
+        problems
+    }
+}
+
+fn is_token(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// `[upstream]`: how SafeGate reaches origin servers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Let clients reach loopback and link-local addresses (tests only: it exposes the
+    /// admin interface and local services to every pupil).
+    pub allow_loopback: bool,
+    /// Networks clients may never reach through the proxy (private ranges are allowed
+    /// otherwise, for school intranets).
+    pub deny_networks: Vec<IpNet>,
+    /// Time to establish a TCP connection to an origin.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time an origin has to start its response once the request is sent (504 after).
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// Time an idle pooled origin connection is kept for reuse.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept per origin.
+    pub pool_max_idle_per_host: usize,
+    /// Name resolution.
+    pub dns: DnsConfig,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            allow_loopback: false,
+            deny_networks: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 64,
+            dns: DnsConfig::default(),
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// Every problem in this section.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        for (key, value) in [
+            ("upstream.connect_timeout", self.connect_timeout),
+            ("upstream.response_timeout", self.response_timeout),
+            ("upstream.dns.timeout", self.dns.timeout),
+        ] {
+            if value.is_zero() {
+                problems.push(ConfigProblem::new(key, "must be longer than 0s"));
+            }
+        }
+        if self.dns.cache_size == 0 {
+            problems.push(ConfigProblem::new(
+                "upstream.dns.cache_size",
+                "must be at least 1",
+            ));
+        }
+        problems
+    }
+}
+
+/// `[upstream.dns]`: the resolver (hickory, with its cache).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// DNS servers to ask (`"ip"` or `"ip:port"`); empty means the system's resolv.conf.
+    pub servers: Vec<DnsServer>,
+    /// Time for one DNS query before trying again or giving up.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Answers kept in the resolver's cache.
+    pub cache_size: u64,
+    /// Which address families to look up, in preference order.
+    pub ip_strategy: IpStrategy,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            timeout: Duration::from_secs(3),
+            cache_size: 8192,
+            ip_strategy: IpStrategy::Ipv4AndIpv6,
+        }
+    }
+}
+
+/// A DNS server address; the port defaults to 53.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DnsServer(pub SocketAddr);
+
+impl TryFrom<String> for DnsServer {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        if let Ok(addr) = value.parse::<SocketAddr>() {
+            return Ok(Self(addr));
+        }
+        value
+            .parse::<std::net::IpAddr>()
+            .map(|ip| Self(SocketAddr::new(ip, 53)))
+            .map_err(|_| format!("`{value}` is not an IP address or IP:port"))
+    }
+}
+
+impl From<DnsServer> for String {
+    fn from(value: DnsServer) -> Self {
+        value.0.to_string()
+    }
+}
+
+/// Address families looked up for an origin host name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpStrategy {
+    /// A and AAAA in parallel, IPv4 addresses tried first.
+    Ipv4AndIpv6,
+    /// A and AAAA in parallel, IPv6 addresses tried first.
+    Ipv6AndIpv4,
+    /// Only A records.
+    Ipv4Only,
+    /// Only AAAA records.
+    Ipv6Only,
+}
+
+/// `[pac]`: the proxy auto-configuration file served at `/proxy.pac` and `/wpad.dat`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PacConfig {
+    /// `host:port` that browsers should use as their proxy; empty means the address the
+    /// browser used to fetch the PAC file (with the proxy's port).
+    pub proxy: String,
+    /// Domains (and their subdomains) that browsers reach directly, e.g. the intranet.
+    pub direct_domains: Vec<String>,
+    /// Networks that browsers reach directly when the host is an IP address in them.
+    pub direct_networks: Vec<IpNet>,
+}
+
+impl PacConfig {
+    /// Every problem in this section.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        if !self.proxy.is_empty() && !is_host_port(&self.proxy) {
+            problems.push(ConfigProblem::new(
+                "pac.proxy",
+                format!("`{}` is not host:port", self.proxy),
+            ));
+        }
+        for domain in &self.direct_domains {
+            let bare = domain.trim_start_matches('.');
+            if bare.is_empty()
+                || !bare
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+            {
+                problems.push(ConfigProblem::new(
+                    "pac.direct_domains",
+                    format!("`{domain}` is not a domain name"),
+                ));
+            }
+        }
+        problems
+    }
+}
+
+fn is_host_port(value: &str) -> bool {
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    port.parse::<u16>().is_ok_and(|p| p != 0)
+        && !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(ProxyConfig::default().validate().is_empty());
+        assert!(UpstreamConfig::default().validate().is_empty());
+        assert!(PacConfig::default().validate().is_empty());
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let proxy = ProxyConfig {
+            connect_ports: vec![],
+            max_header_bytes: 10,
+            idle_timeout: Duration::ZERO,
+            via_pseudonym: "two words".into(),
+            ..ProxyConfig::default()
+        };
+        let keys: Vec<_> = proxy.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "proxy.connect_ports",
+                "proxy.max_header_bytes",
+                "proxy.idle_timeout",
+                "proxy.via_pseudonym"
+            ]
+        );
+    }
+
+    #[test]
+    fn dns_server_port_defaults_to_53() {
+        let server = DnsServer::try_from("192.0.2.1".to_owned()).ok();
+        assert_eq!(
+            server,
+            Some(DnsServer(
+                "192.0.2.1:53".parse().unwrap_or_else(|_| unreachable!())
+            ))
+        );
+        assert!(DnsServer::try_from("resolver".to_owned()).is_err());
+    }
+
+    #[test]
+    fn pac_proxy_must_be_host_and_port() {
+        let mut pac = PacConfig {
+            proxy: "proxy.school.lan:3128".into(),
+            ..PacConfig::default()
+        };
+        assert!(pac.validate().is_empty());
+        pac.proxy = "proxy.school.lan".into();
+        assert_eq!(pac.validate().len(), 1);
+    }
+}

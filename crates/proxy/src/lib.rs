@@ -1,0 +1,179 @@
+//! SafeGate's explicit forward proxy: it accepts HTTP/1.1 clients, forwards
+//! absolute-form requests to origins with streamed bodies and pooled keep-alive
+//! connections, opens CONNECT tunnels, relays WebSocket upgrades, and serves its own
+//! status page and PAC file.
+//!
+//! One request flows: `listener` (accept, limits, timeouts) → `service` (route) →
+//! `tunnel` or forward through `upstream` (DNS, `destination_guard`, connect) →
+//! response streamed back, or an `error_page`. Nothing on that path touches the disk
+//! or a global lock apart from hyper-util's connection pool.
+
+pub mod config;
+pub mod destination_guard;
+pub mod dns;
+pub mod error;
+pub mod error_page;
+pub mod hop_by_hop;
+pub mod local_pages;
+pub mod upstream;
+
+mod body;
+mod client_io;
+mod listener;
+mod service;
+mod state;
+mod tunnel;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use hyper::server::conn::http1;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use crate::body::ResponseBody;
+pub use crate::config::{ConfigProblem, DnsConfig, PacConfig, ProxyConfig, UpstreamConfig};
+pub use crate::error::{ProxyError, UpstreamError};
+
+use crate::destination_guard::DestinationGuard;
+use crate::state::{ProxyState, Stats};
+use crate::upstream::Connector;
+
+/// The sections of the configuration the proxy reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxySettings<'a> {
+    /// `[proxy]`.
+    pub proxy: &'a ProxyConfig,
+    /// `[upstream]`.
+    pub upstream: &'a UpstreamConfig,
+    /// `[pac]`.
+    pub pac: &'a PacConfig,
+}
+
+/// A bound proxy listener, ready to serve.
+pub struct Proxy {
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    limit: Arc<Semaphore>,
+    shutdown_grace: Duration,
+}
+
+/// How serving ended after shutdown was requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every request and tunnel finished within the grace period.
+    Complete,
+    /// The grace period ran out with connections or tunnels still open.
+    GraceExpired {
+        /// Connections and tunnels still open.
+        open: usize,
+    },
+}
+
+impl Proxy {
+    /// Binds `proxy.listen` and prepares the upstream side. `other_listeners` are
+    /// SafeGate's other sockets (the admin interface), which clients may never reach
+    /// through the proxy.
+    pub async fn bind(
+        settings: ProxySettings<'_>,
+        other_listeners: &[SocketAddr],
+    ) -> Result<Self, ProxyError> {
+        let ProxySettings {
+            proxy,
+            upstream,
+            pac,
+        } = settings;
+        let listener =
+            TcpListener::bind(proxy.listen)
+                .await
+                .map_err(|source| ProxyError::Bind {
+                    addr: proxy.listen,
+                    source,
+                })?;
+        let listen = listener.local_addr().map_err(|source| ProxyError::Bind {
+            addr: proxy.listen,
+            source,
+        })?;
+        let mut protected = other_listeners.to_vec();
+        protected.push(listen);
+        let guard = DestinationGuard::new(
+            upstream.allow_loopback,
+            upstream.deny_networks.clone(),
+            protected,
+        );
+        let resolver = dns::build_resolver(&upstream.dns)?;
+        let connector = Connector::new(resolver, guard, upstream.connect_timeout);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(upstream.pool_idle_timeout)
+            .pool_max_idle_per_host(upstream.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .set_host(false)
+            .build(connector.clone());
+
+        let mut http1 = http1::Builder::new();
+        http1
+            .header_read_timeout(None)
+            .max_header_size(proxy.max_header_bytes)
+            .keep_alive(true);
+        if proxy.max_headers != 100 {
+            // hyper's default is 100 on the stack; any other value costs a heap buffer.
+            http1.max_headers(proxy.max_headers);
+        }
+        let via = HeaderValue::from_str(&format!("1.1 {}", proxy.via_pseudonym))
+            .unwrap_or_else(|_| HeaderValue::from_static("1.1 safegate"));
+
+        let state = Arc::new(ProxyState {
+            listen,
+            connect_ports: proxy.connect_ports.clone(),
+            pac: pac.clone(),
+            via,
+            header_read_timeout: proxy.header_read_timeout,
+            idle_timeout: proxy.idle_timeout,
+            response_timeout: upstream.response_timeout,
+            tunnel_idle_timeout: proxy.tunnel_idle_timeout,
+            http1,
+            client,
+            connector,
+            tasks: TaskTracker::new(),
+            stats: Stats::default(),
+            started: Instant::now(),
+        });
+        Ok(Self {
+            listener,
+            state,
+            limit: Arc::new(Semaphore::new(proxy.max_connections)),
+            shutdown_grace: proxy.shutdown_grace,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.listen
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting and gives open
+    /// requests and tunnels up to `proxy.shutdown_grace` to finish.
+    pub async fn run(self, shutdown: CancellationToken) -> Drained {
+        let Self {
+            listener,
+            state,
+            limit,
+            shutdown_grace,
+        } = self;
+        listener::accept_loop(listener, Arc::clone(&state), limit, shutdown).await;
+        state.tasks.close();
+        match tokio::time::timeout(shutdown_grace, state.tasks.wait()).await {
+            Ok(()) => Drained::Complete,
+            Err(_) => Drained::GraceExpired {
+                open: state.tasks.len(),
+            },
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The accept loop and the driver of one client connection.
+//!
+//! Connections beyond `proxy.max_connections` get a short 503 and are closed. Each
+//! accepted connection runs hyper's HTTP/1.1 server in its own task, watched by a
+//! timer that follows the connection's `Phase`: a slow request head is answered 408,
+//! an idle keep-alive connection is closed, a busy one is left alone. On shutdown the
+//! driver asks hyper to finish the request in flight and close.
+
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::client_io::{Activity, ClientIo, Phase};
+use crate::service::{self, ClientContext};
+use crate::state::ProxyState;
+
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+Content-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\nContent-Length: 52\r\n\r\n\
+SafeGate is at its connection limit; try again soon.";
+
+/// Accepts until `shutdown` is cancelled.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    limit: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    let last_busy_warning = AtomicU64::new(0);
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match Arc::clone(&limit).try_acquire_owned() {
+            Ok(permit) => {
+                let state_for_task = Arc::clone(&state);
+                state.tasks.spawn(serve_client(
+                    state_for_task,
+                    stream,
+                    peer,
+                    permit,
+                    shutdown.clone(),
+                ));
+            }
+            Err(_) => {
+                let now = state.started.elapsed().as_secs();
+                if last_busy_warning.swap(now, Ordering::Relaxed) != now {
+                    warn!(client = %peer, "connection limit reached (proxy.max_connections); answering 503");
+                }
+                let _ = stream.try_write(BUSY_RESPONSE);
+            }
+        }
+    }
+}
+
+enum Ending {
+    Finished(Result<(), hyper::Error>),
+    HeadTimeout,
+    Idle,
+}
+
+async fn serve_client(
+    state: Arc<ProxyState>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+    shutdown: CancellationToken,
+) {
+    let _open = state.stats.connection_opened();
+    let _ = stream.set_nodelay(true);
+    let activity = Activity::new();
+    let context = Arc::new(ClientContext {
+        peer,
+        activity: Arc::clone(&activity),
+    });
+    let service_state = Arc::clone(&state);
+    let service = service_fn(move |request| {
+        let state = Arc::clone(&service_state);
+        let context = Arc::clone(&context);
+        async move { Ok::<_, Infallible>(service::handle(state, context, request).await) }
+    });
+    let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&activity)));
+    let mut connection = pin!(state.http1.serve_connection(io, service).with_upgrades());
+    let mut shutdown_signal = pin!(shutdown.cancelled_owned());
+    let mut timer = pin!(tokio::time::sleep(state.idle_timeout));
+    let mut armed: Option<Instant> = None;
+    let mut draining = false;
+
+    let ending = poll_fn(|cx| {
+        if !draining && shutdown_signal.as_mut().poll(cx).is_ready() {
+            draining = true;
+            connection.as_mut().graceful_shutdown();
+        }
+        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Ending::Finished(result));
+        }
+        let (deadline, ending) = match activity.phase() {
+            Phase::Busy => return Poll::Pending,
+            Phase::Idle(since) => (since + state.idle_timeout, Ending::Idle),
+            Phase::ReadingHead(since) => (since + state.header_read_timeout, Ending::HeadTimeout),
+        };
+        if armed != Some(deadline) {
+            timer.as_mut().reset(deadline);
+            armed = Some(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(ending),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+
+    match ending {
+        Ending::Finished(Ok(())) => {}
+        Ending::Finished(Err(error)) => log_connection_error(peer, &error),
+        Ending::Idle => debug!(client = %peer, "idle keep-alive connection closed"),
+        Ending::HeadTimeout => {
+            info!(client = %peer, "request head not received within proxy.header_read_timeout; answered 408");
+            activity.expire_head();
+            // The next read answers 408 and fails, which ends hyper's connection.
+            let _ = tokio::time::timeout(Duration::from_secs(1), connection.as_mut()).await;
+        }
+    }
+}
+
+fn log_connection_error(peer: SocketAddr, error: &hyper::Error) {
+    if error.is_parse_too_large() {
+        info!(client = %peer, %error, "request head too large; answered 431");
+    } else if error.is_parse() {
+        info!(client = %peer, %error, "malformed request; answered 400");
+    } else if error.is_incomplete_message() || error.is_canceled() {
+        debug!(client = %peer, %error, "client closed mid-message");
+    } else {
+        debug!(client = %peer, %error, "client connection ended with an error");
+    }
+}

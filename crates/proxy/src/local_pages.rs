@@ -1,0 +1,210 @@
+//! What SafeGate serves when a request is addressed to the proxy itself (origin-form):
+//! a small status page at `/`, and the proxy auto-configuration file at `/proxy.pac`
+//! and `/wpad.dat` (the name browsers ask for with WPAD), built from `[pac]`.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use crate::body::ResponseBody;
+use crate::config::PacConfig;
+use crate::error_page;
+
+/// Figures shown on the status page.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusFigures {
+    /// Time since start.
+    pub uptime: Duration,
+    /// Open client connections.
+    pub connections: usize,
+    /// Open CONNECT tunnels and WebSocket relays.
+    pub tunnels: usize,
+    /// Requests handled since start.
+    pub requests: u64,
+}
+
+/// Answers a request for one of the proxy's own pages.
+pub fn serve(
+    method: &Method,
+    path: &str,
+    host_header: Option<&str>,
+    pac: &PacConfig,
+    listen: SocketAddr,
+    figures: StatusFigures,
+) -> Response<ResponseBody> {
+    if method != Method::GET && method != Method::HEAD {
+        return error_page::page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            path,
+            "SafeGate's own pages only answer GET and HEAD.",
+        );
+    }
+    match path {
+        "/proxy.pac" | "/wpad.dat" => {
+            let script = pac_script(pac, &proxy_address(pac, host_header, listen));
+            let mut response = Response::new(ResponseBody::full(script));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ns-proxy-autoconfig"),
+            );
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+            response
+        }
+        "/" => {
+            let mut response = Response::new(ResponseBody::full(status_page(figures)));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        _ => error_page::page(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            path,
+            "This is SafeGate, the school's web filter. Set it as your browser's proxy, \
+             or use the automatic configuration at /proxy.pac.",
+        ),
+    }
+}
+
+/// The `host:port` browsers should use: `pac.proxy` if set, else the listener's own
+/// address, else (listener on a wildcard address) the host the browser asked for.
+fn proxy_address(pac: &PacConfig, host_header: Option<&str>, listen: SocketAddr) -> String {
+    if !pac.proxy.is_empty() {
+        return pac.proxy.clone();
+    }
+    if !listen.ip().is_unspecified() {
+        return listen.to_string();
+    }
+    let asked_host = host_header
+        .map(|host| match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        })
+        .filter(|host| {
+            !host.is_empty()
+                && host.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':')
+                })
+        });
+    match asked_host {
+        Some(host) => format!("{host}:{}", listen.port()),
+        None => listen.to_string(),
+    }
+}
+
+/// The PAC script. Domains and networks were validated at start-up, and the proxy
+/// address is either configuration or filtered to host-name characters.
+pub fn pac_script(pac: &PacConfig, proxy: &str) -> String {
+    let mut script = String::from(
+        "// SafeGate proxy auto-configuration, generated from safegate.toml [pac].\n\
+         function FindProxyForURL(url, host) {\n\
+         \x20 if (isPlainHostName(host) || host == \"localhost\") return \"DIRECT\";\n",
+    );
+    for domain in &pac.direct_domains {
+        let domain = domain.trim_start_matches('.').to_ascii_lowercase();
+        let _ = writeln!(
+            script,
+            "  if (host == \"{domain}\" || dnsDomainIs(host, \".{domain}\")) return \"DIRECT\";"
+        );
+    }
+    let v4_networks: Vec<_> = pac
+        .direct_networks
+        .iter()
+        .filter_map(|net| match (net.network(), net.netmask()) {
+            (IpAddr::V4(network), IpAddr::V4(mask)) => Some((network, mask)),
+            _ => None,
+        })
+        .collect();
+    if !v4_networks.is_empty() {
+        script.push_str("  if (/^[0-9.]+$/.test(host)) {\n");
+        for (network, mask) in v4_networks {
+            let _ = writeln!(
+                script,
+                "    if (isInNet(host, \"{network}\", \"{mask}\")) return \"DIRECT\";"
+            );
+        }
+        script.push_str("  }\n");
+    }
+    let _ = writeln!(script, "  return \"PROXY {proxy}\";\n}}");
+    script
+}
+
+fn status_page(figures: StatusFigures) -> String {
+    let uptime = figures.uptime.as_secs();
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>SafeGate</title><style>body{{font-family:system-ui,sans-serif;max-width:40em;\
+margin:3em auto;padding:0 1em;color:#222}}td{{padding:.2em 1em .2em 0}}</style></head>\n\
+<body><h1>SafeGate is running</h1>\n<p>This is the school's web filter. Browsers use it \
+as their proxy; the automatic configuration is at <a href=\"/proxy.pac\">/proxy.pac</a>.</p>\n\
+<table><tr><td>Version</td><td>{version}</td></tr>\
+<tr><td>Up for</td><td>{days}d {hours}h {minutes}m</td></tr>\
+<tr><td>Open connections</td><td>{connections}</td></tr>\
+<tr><td>Open tunnels</td><td>{tunnels}</td></tr>\
+<tr><td>Requests served</td><td>{requests}</td></tr></table></body></html>\n",
+        version = env!("CARGO_PKG_VERSION"),
+        days = uptime / 86_400,
+        hours = uptime % 86_400 / 3600,
+        minutes = uptime % 3600 / 60,
+        connections = figures.connections,
+        tunnels = figures.tunnels,
+        requests = figures.requests,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen(text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|_| unreachable!())
+    }
+
+    #[test]
+    fn pac_sends_everything_else_through_the_proxy() {
+        let pac = PacConfig {
+            proxy: String::new(),
+            direct_domains: vec!["school.lan".into(), ".intranet.example".into()],
+            direct_networks: vec!["10.0.0.0/8".parse().unwrap_or_else(|_| unreachable!())],
+        };
+        let script = pac_script(&pac, &proxy_address(&pac, None, listen("10.1.1.1:3128")));
+        assert!(script.contains("dnsDomainIs(host, \".school.lan\")"));
+        assert!(script.contains("dnsDomainIs(host, \".intranet.example\")"));
+        assert!(script.contains("isInNet(host, \"10.0.0.0\", \"255.0.0.0\")"));
+        assert!(
+            script
+                .trim_end()
+                .ends_with("return \"PROXY 10.1.1.1:3128\";\n}")
+        );
+    }
+
+    #[test]
+    fn wildcard_listener_uses_the_asked_host_but_only_safe_characters() {
+        let pac = PacConfig::default();
+        let wildcard = listen("0.0.0.0:3128");
+        assert_eq!(
+            proxy_address(&pac, Some("wpad.school.lan"), wildcard),
+            "wpad.school.lan:3128"
+        );
+        assert_eq!(
+            proxy_address(&pac, Some("10.0.0.5:80"), wildcard),
+            "10.0.0.5:3128"
+        );
+        assert_eq!(
+            proxy_address(&pac, Some("x\";alert(1)//"), wildcard),
+            "0.0.0.0:3128"
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! One request from a client: decide where it goes (SafeGate's own pages, a CONNECT
+//! tunnel, or an origin) and answer it. Forwarding streams both bodies, strips
+//! hop-by-hop headers, adds `Via`, and relays WebSocket upgrades.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use http::header::{HOST, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tracing::{debug, warn};
+
+use crate::body::ResponseBody;
+use crate::client_io::Activity;
+use crate::error::UpstreamError;
+use crate::error_page;
+use crate::hop_by_hop::{append_via, strip_hop_by_hop, wants_upgrade};
+use crate::local_pages;
+use crate::state::ProxyState;
+use crate::tunnel;
+
+/// Per client connection facts the handler needs.
+pub(crate) struct ClientContext {
+    pub(crate) peer: SocketAddr,
+    pub(crate) activity: Arc<Activity>,
+}
+
+/// Entry point for every request hyper parsed on a client connection.
+pub(crate) async fn handle(
+    state: Arc<ProxyState>,
+    client: Arc<ClientContext>,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let in_flight = client.activity.request_started();
+    state.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let method = request.method().clone();
+    let target = request.uri().to_string();
+    let response = if method == Method::CONNECT {
+        tunnel::open(&state, request).await
+    } else if request.uri().authority().is_none() {
+        let host = request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned);
+        local_pages::serve(
+            &method,
+            request.uri().path(),
+            host.as_deref(),
+            &state.pac,
+            state.listen,
+            state.status_figures(),
+        )
+    } else {
+        forward(&state, request).await
+    };
+    debug!(
+        client = %client.peer,
+        %method,
+        target,
+        status = response.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response.map(|body| body.finishing(in_flight))
+}
+
+async fn forward(
+    state: &Arc<ProxyState>,
+    mut request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let target = request.uri().to_string();
+    if request.uri().scheme() != Some(&Scheme::HTTP) {
+        return error_page::page(
+            StatusCode::BAD_REQUEST,
+            "unsupported-scheme",
+            &target,
+            "SafeGate forwards http:// addresses; browsers reach https:// sites with CONNECT.",
+        );
+    }
+    let Some(authority) = request.uri().authority().cloned() else {
+        return error_page::page(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            &target,
+            "The address has no host.",
+        );
+    };
+    let host = authority.host().to_owned();
+    let upgrade = wants_upgrade(request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    headers.insert(HOST, host_header(&authority));
+    append_via(headers, &state.via);
+
+    let sent = tokio::time::timeout(state.response_timeout, state.client.request(request)).await;
+    let mut response = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            let error = upstream_error(&error, &host);
+            debug!(%error, target, "upstream failed");
+            return error_page::upstream_failure(&error, &target);
+        }
+        Err(_) => {
+            let error = UpstreamError::ResponseTimeout {
+                host,
+                seconds: state.response_timeout.as_secs(),
+            };
+            return error_page::upstream_failure(&error, &target);
+        }
+    };
+
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        match client_upgrade {
+            Some(client_upgrade) => {
+                let origin_upgrade = hyper::upgrade::on(&mut response);
+                relay_upgraded(state, client_upgrade, origin_upgrade, target.clone());
+            }
+            None => {
+                return error_page::page(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream-protocol",
+                    &target,
+                    "The site switched protocols without being asked to.",
+                );
+            }
+        }
+    }
+    let headers = response.headers_mut();
+    strip_hop_by_hop(headers, switching);
+    append_via(headers, &state.via);
+    response.map(ResponseBody::streamed)
+}
+
+/// `Host` as RFC 9112 wants it from a proxy: the target's authority without userinfo.
+fn host_header(authority: &Authority) -> HeaderValue {
+    let text = authority.as_str();
+    let without_userinfo = text.rsplit_once('@').map_or(text, |(_, host)| host);
+    HeaderValue::from_str(without_userinfo).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Finds SafeGate's own connect error inside hyper-util's, or describes what hyper saw.
+fn upstream_error(error: &hyper_util::client::legacy::Error, host: &str) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(upstream) = current.downcast_ref::<UpstreamError>() {
+            return upstream.clone();
+        }
+        source = current.source();
+    }
+    let mut reason = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        reason.push_str(": ");
+        reason.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    UpstreamError::Protocol {
+        host: host.to_owned(),
+        reason,
+    }
+}
+
+/// After a `101 Switching Protocols`, copies bytes between client and origin until
+/// either side closes.
+fn relay_upgraded(
+    state: &Arc<ProxyState>,
+    client: hyper::upgrade::OnUpgrade,
+    origin: hyper::upgrade::OnUpgrade,
+    target: String,
+) {
+    let relay_state = Arc::clone(state);
+    state.tasks.spawn(async move {
+        let (client, origin) = match tokio::try_join!(client, origin) {
+            Ok(pair) => pair,
+            Err(error) => {
+                warn!(%error, target, "upgrade failed");
+                return;
+            }
+        };
+        tunnel::relay(
+            &relay_state,
+            TokioIo::new(client),
+            TokioIo::new(origin),
+            &target,
+        )
+        .await;
+    });
+}

@@ -1,0 +1,79 @@
+//! What every connection of one proxy listener shares: settings resolved at start,
+//! the upstream client and its pool, the task tracker used for draining, and counters.
+//! Immutable apart from the atomics.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::client::legacy::Client;
+use tokio_util::task::TaskTracker;
+
+use crate::config::PacConfig;
+use crate::local_pages::StatusFigures;
+use crate::upstream::Connector;
+
+pub(crate) struct ProxyState {
+    pub(crate) listen: SocketAddr,
+    pub(crate) connect_ports: Vec<u16>,
+    pub(crate) pac: PacConfig,
+    pub(crate) via: HeaderValue,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) tunnel_idle_timeout: Duration,
+    pub(crate) http1: http1::Builder,
+    pub(crate) client: Client<Connector, Incoming>,
+    pub(crate) connector: Connector,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) stats: Stats,
+    pub(crate) started: Instant,
+}
+
+impl ProxyState {
+    pub(crate) fn status_figures(&self) -> StatusFigures {
+        StatusFigures {
+            uptime: self.started.elapsed(),
+            connections: self.stats.connections.load(Ordering::Relaxed),
+            tunnels: self.stats.tunnels.load(Ordering::Relaxed),
+            requests: self.stats.requests.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Live counters shown on the status page.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) connections: AtomicUsize,
+    pub(crate) tunnels: AtomicUsize,
+    pub(crate) requests: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn connection_opened(&self) -> OpenGuard<'_> {
+        OpenGuard::new(&self.connections)
+    }
+
+    pub(crate) fn tunnel_opened(&self) -> OpenGuard<'_> {
+        OpenGuard::new(&self.tunnels)
+    }
+}
+
+/// Counts one open connection or tunnel until dropped.
+pub(crate) struct OpenGuard<'a>(&'a AtomicUsize);
+
+impl<'a> OpenGuard<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,89 @@
+//! `safegate run`: binds the listeners, serves, and shuts down in order on
+//! SIGTERM/SIGINT (stop accepting, drain within the grace period, exit 0).
+
+use anyhow::{Context, Result};
+use safegate_admin::AdminServer;
+use safegate_proxy::{Drained, Proxy, ProxySettings};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::settings::Config;
+
+/// Runs SafeGate until a termination signal.
+pub fn run(config: Config) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("safegate")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create data_dir {} (set data_dir to a writable directory)",
+            config.data_dir.display()
+        )
+    })?;
+    let admin = AdminServer::bind(&config.admin)
+        .await
+        .context("admin.listen")?;
+    let admin_addr = admin.local_addr();
+    let proxy = Proxy::bind(
+        ProxySettings {
+            proxy: &config.proxy,
+            upstream: &config.upstream,
+            pac: &config.pac,
+        },
+        &[admin_addr],
+    )
+    .await
+    .context("proxy.listen")?;
+    let proxy_addr = proxy.local_addr();
+
+    let shutdown = CancellationToken::new();
+    let admin_task = tokio::spawn(admin.run(shutdown.clone()));
+    let proxy_task = tokio::spawn(proxy.run(shutdown.clone()));
+    info!("admin listening on {admin_addr}");
+    info!("proxy listening on {proxy_addr}");
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "SafeGate ready: point browsers at http://{proxy_addr} or http://{proxy_addr}/proxy.pac"
+    );
+
+    wait_for_signal().await?;
+    info!(
+        grace_seconds = config.proxy.shutdown_grace.as_secs(),
+        "shutting down: no new connections, waiting for open requests and tunnels"
+    );
+    shutdown.cancel();
+    tokio::spawn(async {
+        if wait_for_signal().await.is_ok() {
+            warn!("second signal: exiting at once");
+            std::process::exit(1);
+        }
+    });
+    match proxy_task.await.context("proxy task")? {
+        Drained::Complete => info!("all requests finished"),
+        Drained::GraceExpired { open } => {
+            warn!(open, "grace period over; closing what is still open");
+        }
+    }
+    if let Ok(Err(error)) = admin_task.await {
+        warn!(%error, "admin listener ended with an error");
+    }
+    info!("SafeGate stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = terminate.recv() => info!("SIGTERM received"),
+        _ = interrupt.recv() => info!("SIGINT received"),
+    }
+    Ok(())
+}

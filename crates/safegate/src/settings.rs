@@ -1,0 +1,292 @@
+//! `safegate.toml`: the whole configuration, read from the file, amended by
+//! `--set KEY=VALUE` overrides (dotted key, TOML value), then validated. Every error
+//! names the file (or the `--set`), the key, and what is wrong.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use safegate_admin::AdminConfig;
+use safegate_proxy::{ConfigProblem, PacConfig, ProxyConfig, UpstreamConfig};
+use serde::{Deserialize, Serialize};
+
+/// The configuration of one SafeGate process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory for SafeGate's state (database, generated CA, reports).
+    pub data_dir: PathBuf,
+    /// The client-facing proxy listener.
+    pub proxy: ProxyConfig,
+    /// How origins are reached.
+    pub upstream: UpstreamConfig,
+    /// The proxy auto-configuration file.
+    pub pac: PacConfig,
+    /// The admin listener.
+    pub admin: AdminConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            proxy: ProxyConfig::default(),
+            upstream: UpstreamConfig::default(),
+            pac: PacConfig::default(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[log]`: what is logged and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Level or tracing filter (`info`, `debug`, `safegate_proxy=debug,info`).
+    pub level: String,
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// Reads `path`, applies `overrides` (`KEY=VALUE` each) and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+        let file = path.display();
+        let deserializer = toml::Deserializer::parse(&text).map_err(|e| anyhow!("{file}: {e}"))?;
+        let mut config: Config = serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| describe_error(&file.to_string(), &text, &e))?;
+        if !overrides.is_empty() {
+            let mut table: toml::Table =
+                toml::from_str(&text).map_err(|e| anyhow!("{file}: {e}"))?;
+            for assignment in overrides {
+                apply_override(&mut table, assignment)?;
+            }
+            config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                anyhow!(
+                    "--set: key `{}`: {}",
+                    e.path(),
+                    e.inner().message().trim_end()
+                )
+            })?;
+        }
+        let problems = config.validate();
+        if !problems.is_empty() {
+            let mut message = format!("{file}: invalid configuration");
+            if !overrides.is_empty() {
+                message.push_str(" (after --set overrides)");
+            }
+            for problem in problems {
+                let _ = write!(message, "\n  {}: {}", problem.key, problem.message);
+            }
+            bail!(message);
+        }
+        Ok(config)
+    }
+
+    /// Every problem in every section.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push(ConfigProblem::new("data_dir", "must name a directory"));
+        }
+        problems.extend(self.proxy.validate());
+        problems.extend(self.upstream.validate());
+        problems.extend(self.pac.validate());
+        if self.admin.listen == self.proxy.listen && self.proxy.listen.port() != 0 {
+            problems.push(ConfigProblem::new(
+                "admin.listen",
+                "must differ from proxy.listen",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(ConfigProblem::new(
+                "log.level",
+                format!(
+                    "`{}` is not a level (error, warn, info, debug, trace) or tracing filter",
+                    self.log.level
+                ),
+            ));
+        }
+        problems
+    }
+}
+
+fn describe_error(
+    file: &str,
+    text: &str,
+    error: &serde_path_to_error::Error<toml::de::Error>,
+) -> anyhow::Error {
+    let inner = error.inner();
+    let location = inner
+        .span()
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{line}:{column}: ")
+        })
+        .unwrap_or_default();
+    let path = error.path().to_string();
+    let key = if path == "." || path.is_empty() {
+        String::new()
+    } else {
+        format!("key `{path}`: ")
+    };
+    anyhow!("{file}:{location}{key}{}", inner.message().trim_end())
+}
+
+/// Applies one `--set KEY=VALUE` to the parsed file.
+fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
+    let Some((key, raw_value)) = assignment.split_once('=') else {
+        bail!("--set {assignment}: expected KEY=VALUE, e.g. --set 'proxy.listen=\"0.0.0.0:3128\"'");
+    };
+    let key = key.trim();
+    let segments: Vec<&str> = key.split('.').collect();
+    if segments.iter().any(|segment| {
+        segment.is_empty()
+            || !segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }) {
+        bail!("--set {assignment}: `{key}` is not a dotted key like proxy.listen");
+    }
+    let value = parse_value(raw_value.trim()).with_context(|| {
+        format!(
+            "--set {assignment}: `{}` is not a TOML value (strings need quotes: {key}='\"...\"')",
+            raw_value.trim()
+        )
+    })?;
+    let (last, parents) = segments
+        .split_last()
+        .ok_or_else(|| anyhow!("--set {assignment}: empty key"))?;
+    let mut current = table;
+    for (depth, segment) in parents.iter().enumerate() {
+        let entry = current
+            .entry((*segment).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = match entry {
+            toml::Value::Table(inner) => inner,
+            _ => bail!(
+                "--set {assignment}: `{}` is a value, not a section",
+                segments[..=depth].join(".")
+            ),
+        };
+    }
+    current.insert((*last).to_owned(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> Result<toml::Value> {
+    let mut wrapper: toml::Table = toml::from_str(&format!("value = {raw}"))?;
+    wrapper.remove("value").ok_or_else(|| anyhow!("no value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn file_with(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("temp file: {e}"));
+        file.write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        file
+    }
+
+    fn load_error(text: &str, overrides: &[&str]) -> String {
+        let file = file_with(text);
+        let overrides: Vec<String> = overrides.iter().map(|s| (*s).to_owned()).collect();
+        match Config::load(file.path(), &overrides) {
+            Ok(_) => panic!("expected an error for {text:?} {overrides:?}"),
+            Err(error) => format!("{error:#}"),
+        }
+    }
+
+    #[test]
+    fn shipped_configuration_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/safegate.toml");
+        let config = Config::load(&path, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(config.proxy.listen.to_string(), "127.0.0.1:3128");
+        assert!(!config.upstream.allow_loopback);
+    }
+
+    #[test]
+    fn overrides_replace_and_create_keys() {
+        let file = file_with("[proxy]\nlisten = \"127.0.0.1:3128\"\n");
+        let config = Config::load(
+            file.path(),
+            &[
+                "proxy.listen=\"127.0.0.1:0\"".to_owned(),
+                "upstream.allow_loopback=true".to_owned(),
+                "upstream.dns.servers=[\"127.0.0.1:5353\"]".to_owned(),
+                "data_dir='/tmp/sg'".to_owned(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(config.proxy.listen.port(), 0);
+        assert!(config.upstream.allow_loopback);
+        assert_eq!(config.upstream.dns.servers[0].0.port(), 5353);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/sg"));
+    }
+
+    #[test]
+    fn type_errors_name_line_and_key() {
+        let error = load_error(
+            "data_dir = \"x\"\n[proxy]\nlisten = \"not an address\"\n",
+            &[],
+        );
+        assert!(error.contains(":3:"), "{error}");
+        assert!(error.contains("key `proxy.listen`"), "{error}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let error = load_error("[proxy]\nlisen = \"127.0.0.1:1\"\n", &[]);
+        assert!(error.contains("unknown field `lisen`"), "{error}");
+    }
+
+    #[test]
+    fn override_errors_name_the_key() {
+        let error = load_error("", &["upstream.allow_loopback=\"yes\""]);
+        assert!(
+            error.contains("--set: key `upstream.allow_loopback`"),
+            "{error}"
+        );
+        let error = load_error("", &["proxy.listen=127.0.0.1:3128"]);
+        assert!(error.contains("is not a TOML value"), "{error}");
+    }
+
+    #[test]
+    fn validation_lists_every_problem() {
+        let error = load_error(
+            "[proxy]\nconnect_ports = []\n[log]\nlevel = \"loud\"\n",
+            &[],
+        );
+        assert!(error.contains("proxy.connect_ports"), "{error}");
+        assert!(error.contains("log.level"), "{error}");
+    }
+}
