@@ -27,6 +27,9 @@ SafeGate: the request headers did not arrive in time.\r\n";
 /// What the connection is doing, as the driver sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
+    /// Accepted at the given instant and nothing has arrived yet: the client gets
+    /// the header read timeout to start, then the connection is closed quietly.
+    Fresh(Instant),
     /// Waiting for the next request since the given instant.
     Idle(Instant),
     /// Part of a request head has arrived; it started at the given instant.
@@ -51,7 +54,7 @@ impl Activity {
             origin: Instant::now(),
             in_flight: AtomicU32::new(0),
             head_started_ms: AtomicU64::new(NOT_STARTED),
-            idle_since_ms: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(NOT_STARTED),
             send_request_timeout: AtomicBool::new(false),
         })
     }
@@ -84,7 +87,10 @@ impl Activity {
             return Phase::Busy;
         }
         match self.head_started_ms.load(Ordering::Relaxed) {
-            NOT_STARTED => Phase::Idle(self.at(self.idle_since_ms.load(Ordering::Relaxed))),
+            NOT_STARTED => match self.idle_since_ms.load(Ordering::Relaxed) {
+                NOT_STARTED => Phase::Fresh(self.origin),
+                since => Phase::Idle(self.at(since)),
+            },
             started => Phase::ReadingHead(self.at(started)),
         }
     }

@@ -38,7 +38,7 @@ pub(crate) async fn accept_loop(
     limit: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
-    let last_busy_warning = AtomicU64::new(0);
+    let last_busy_warning = AtomicU64::new(u64::MAX);
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -118,6 +118,7 @@ async fn serve_client(
         }
         let (deadline, ending) = match activity.phase() {
             Phase::Busy => return Poll::Pending,
+            Phase::Fresh(since) => (since + state.header_read_timeout, Ending::Idle),
             Phase::Idle(since) => (since + state.idle_timeout, Ending::Idle),
             Phase::ReadingHead(since) => (since + state.header_read_timeout, Ending::HeadTimeout),
         };

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use safegate_admin::AdminServer;
 use safegate_proxy::{Drained, Proxy, ProxySettings};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -21,6 +21,9 @@ pub fn run(config: Config) -> Result<()> {
 }
 
 async fn serve(config: Config) -> Result<()> {
+    // Watch the signals before announcing readiness, so a signal sent the moment the
+    // listeners are logged is handled, not fatal.
+    let mut signals = Signals::new()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create data_dir {} (set data_dir to a writable directory)",
@@ -53,17 +56,16 @@ async fn serve(config: Config) -> Result<()> {
         "SafeGate ready: point browsers at http://{proxy_addr} or http://{proxy_addr}/proxy.pac"
     );
 
-    wait_for_signal().await?;
+    signals.next().await;
     info!(
         grace_seconds = config.proxy.shutdown_grace.as_secs(),
         "shutting down: no new connections, waiting for open requests and tunnels"
     );
     shutdown.cancel();
-    tokio::spawn(async {
-        if wait_for_signal().await.is_ok() {
-            warn!("second signal: exiting at once");
-            std::process::exit(1);
-        }
+    tokio::spawn(async move {
+        signals.next().await;
+        warn!("second signal: exiting at once");
+        std::process::exit(1);
     });
     match proxy_task.await.context("proxy task")? {
         Drained::Complete => info!("all requests finished"),
@@ -78,12 +80,24 @@ async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<()> {
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = terminate.recv() => info!("SIGTERM received"),
-        _ = interrupt.recv() => info!("SIGINT received"),
+/// SIGTERM and SIGINT, watched from start-up on.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => info!("SIGTERM received"),
+            _ = self.interrupt.recv() => info!("SIGINT received"),
+        }
+    }
 }

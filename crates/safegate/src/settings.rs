@@ -76,7 +76,8 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read configuration file {}", path.display()))?;
         let file = path.display();
-        let deserializer = toml::Deserializer::parse(&text).map_err(|e| anyhow!("{file}: {e}"))?;
+        let deserializer = toml::Deserializer::parse(&text)
+            .map_err(|e| anyhow!("{file}:{}{}", location(&text, e.span()), e.message()))?;
         let mut config: Config = serde_path_to_error::deserialize(deserializer)
             .map_err(|e| describe_error(&file.to_string(), &text, &e))?;
         if !overrides.is_empty() {
@@ -122,7 +123,7 @@ impl Config {
                 "must differ from proxy.listen",
             ));
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if !is_log_filter(&self.log.level) {
             problems.push(ConfigProblem::new(
                 "log.level",
                 format!(
@@ -135,21 +136,36 @@ impl Config {
     }
 }
 
+/// A level name, or a tracing filter with directives (`info,safegate_proxy=debug`).
+/// A bare word that is not a level would silently mean "only target <word>", so it is
+/// refused.
+fn is_log_filter(level: &str) -> bool {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let bare_word = !level.contains(['=', ',']);
+    if bare_word && !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+        return false;
+    }
+    tracing_subscriber::EnvFilter::try_new(level).is_ok()
+}
+
+/// `line:column: ` of a span's start in `text`, or nothing when the span is unknown.
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    span.map(|span| {
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("{line}:{column}: ")
+    })
+    .unwrap_or_default()
+}
+
 fn describe_error(
     file: &str,
     text: &str,
     error: &serde_path_to_error::Error<toml::de::Error>,
 ) -> anyhow::Error {
     let inner = error.inner();
-    let location = inner
-        .span()
-        .map(|span| {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("{line}:{column}: ")
-        })
-        .unwrap_or_default();
+    let location = location(text, inner.span());
     let path = error.path().to_string();
     let key = if path == "." || path.is_empty() {
         String::new()

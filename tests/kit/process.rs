@@ -1,0 +1,201 @@
+//! The SafeGate binary as a child process, started on the shipped configuration with
+//! `--set` overrides: ephemeral loopback ports, a temporary data directory, loopback
+//! upstreams allowed, and DNS pointed at loopback so no test ever asks a real resolver.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_safegate"))
+}
+
+pub fn shipped_config() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/safegate.toml")
+}
+
+pub struct SafeGate {
+    child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    log_lines: watch::Receiver<usize>,
+    log_reader: Option<tokio::task::JoinHandle<()>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl SafeGate {
+    /// Starts SafeGate with the test defaults plus `sets` (later ones win).
+    pub async fn start(sets: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--config".into(),
+            shipped_config().display().to_string(),
+        ];
+        let data = format!("data_dir={:?}", data_dir.path().display().to_string());
+        let defaults = [
+            "proxy.listen=\"127.0.0.1:0\"",
+            "admin.listen=\"127.0.0.1:0\"",
+            "upstream.allow_loopback=true",
+            // Port 9 on loopback: nothing answers, so a stray lookup fails fast and locally.
+            "upstream.dns.servers=[\"127.0.0.1:9\"]",
+            "upstream.dns.timeout=\"1s\"",
+            data.as_str(),
+        ];
+        for set in defaults.iter().copied().chain(sets.iter().copied()) {
+            args.push("--set".into());
+            args.push(set.to_owned());
+        }
+        let mut child = Command::new(binary())
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (count_tx, mut log_lines) = watch::channel(0usize);
+        let sink = Arc::clone(&logs);
+        let log_reader = tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut all = sink.lock().unwrap();
+                all.push(line);
+                let _ = count_tx.send(all.len());
+            }
+        });
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                {
+                    let all = logs.lock().unwrap();
+                    let proxy = find_addr(&all, "proxy listening on ");
+                    let admin = find_addr(&all, "admin listening on ");
+                    if let (Some(proxy), Some(admin)) = (proxy, admin) {
+                        return Ok((proxy, admin));
+                    }
+                }
+                if log_lines.changed().await.is_err() {
+                    return Err(logs.lock().unwrap().join("\n"));
+                }
+            }
+        })
+        .await;
+        let (proxy, admin) = match ready {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(output)) => panic!("safegate exited before it was ready:\n{output}"),
+            Err(_) => panic!(
+                "safegate not ready in 30s:\n{}",
+                logs.lock().unwrap().join("\n")
+            ),
+        };
+        Self {
+            child,
+            proxy,
+            admin,
+            logs,
+            log_lines,
+            log_reader: Some(log_reader),
+            _data_dir: data_dir,
+        }
+    }
+
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.proxy)
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains `needle` (bounded by the caller's test limit).
+    pub async fn wait_for_log(&mut self, needle: &str) -> String {
+        loop {
+            if let Some(line) = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            if self.log_lines.changed().await.is_err() {
+                panic!(
+                    "safegate's log closed without {needle:?}:\n{}",
+                    self.logs().join("\n")
+                );
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and for its last log lines to be read.
+    pub async fn wait(&mut self) -> ExitStatus {
+        let status = self.child.wait().await.unwrap();
+        if let Some(reader) = self.log_reader.take() {
+            reader.await.unwrap();
+        }
+        status
+    }
+
+    /// An HTTP client that uses this SafeGate as its proxy.
+    pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().unwrap()
+    }
+
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(self.proxy_url()).unwrap())
+            .timeout(Duration::from_secs(30))
+    }
+}
+
+fn find_addr(lines: &[String], marker: &str) -> Option<SocketAddr> {
+    lines.iter().find_map(|line| {
+        let rest = &line[line.find(marker)? + marker.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Runs the binary to completion with `args`; returns (exit status, stdout, stderr).
+pub async fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(binary())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

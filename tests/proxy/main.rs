@@ -1,0 +1,16 @@
+//! End-to-end tests of SafeGate's forward proxy: the built binary, a real origin on
+//! 127.0.0.1, and real clients (reqwest, curl, raw sockets for bad input).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../kit/mod.rs"]
+mod kit;
+
+mod cli;
+mod forward;
+mod lifecycle;
+mod limits;
+mod local_pages;
+mod safety;
+mod tunnel;
+mod upstream_failures;

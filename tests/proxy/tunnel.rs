@@ -1,0 +1,123 @@
+//! CONNECT tunnels: HTTPS through the proxy (reqwest and curl), half-close, and the
+//! port allow-list.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::kit::origin::{Origin, TestCa};
+use crate::kit::process::SafeGate;
+use crate::kit::{bounded, payload, raw};
+
+#[tokio::test]
+async fn https_through_connect_equals_direct() {
+    bounded(async {
+        let ca = TestCa::new();
+        let origin = Origin::start_tls(&ca).await;
+        let ports = format!("proxy.connect_ports=[{}]", origin.addr.port());
+        let safegate = SafeGate::start(&[&ports]).await;
+        let root = reqwest::Certificate::from_pem(ca.ca_pem.as_bytes()).unwrap();
+        let through = safegate
+            .client_builder()
+            .add_root_certificate(root.clone())
+            .build()
+            .unwrap();
+        let direct = reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(root)
+            .build()
+            .unwrap();
+        for path in ["/bytes/1024", "/bytes/2500000", "/chunked/700000"] {
+            let proxied = through.get(origin.tls_url(path)).send().await.unwrap();
+            assert_eq!(proxied.status(), 200);
+            let proxied = proxied.bytes().await.unwrap();
+            let expected = direct
+                .get(origin.tls_url(path))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert!(proxied == expected, "{path}: differs from direct");
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+        let url = origin.tls_url("/bytes/1500000");
+        let curl = |proxy: Option<String>| {
+            let mut command = tokio::process::Command::new("curl");
+            command.args(["-sS", "--fail", "--cacert"]).arg(&ca_file);
+            match proxy {
+                Some(proxy) => command.args(["-x", &proxy]),
+                None => command.args(["--noproxy", "*"]),
+            };
+            command.arg(&url).output()
+        };
+        let proxied = curl(Some(safegate.proxy_url())).await.unwrap();
+        assert!(
+            proxied.status.success(),
+            "{}",
+            String::from_utf8_lossy(&proxied.stderr)
+        );
+        let direct = curl(None).await.unwrap();
+        assert_eq!(proxied.stdout.len(), 1_500_000);
+        assert!(proxied.stdout == direct.stdout);
+    })
+    .await;
+}
+
+/// The client half-closes after sending; the origin must see EOF, answer, and the
+/// answer must still reach the client.
+#[tokio::test]
+async fn tunnel_passes_half_close_both_ways() {
+    bounded(async {
+        let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin_addr = origin.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = origin.accept().await.unwrap();
+            let mut received = Vec::new();
+            stream.read_to_end(&mut received).await.unwrap();
+            let reply = format!("got {} bytes", received.len());
+            stream.write_all(reply.as_bytes()).await.unwrap();
+            stream.shutdown().await.unwrap();
+        });
+        let ports = format!("proxy.connect_ports=[{}]", origin_addr.port());
+        let safegate = SafeGate::start(&[&ports]).await;
+        let mut stream = raw::connect(safegate.proxy).await;
+        let connect = format!("CONNECT {origin_addr} HTTP/1.1\r\nHost: {origin_addr}\r\n\r\n");
+        stream.write_all(connect.as_bytes()).await.unwrap();
+        let head = raw::read_head(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        stream.write_all(&payload(300_000)).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await.unwrap();
+        assert_eq!(reply, "got 300000 bytes");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connect_to_a_port_not_allowed_is_refused() {
+    bounded(async {
+        let origin = Origin::start().await;
+        let safegate = SafeGate::start(&[]).await;
+        let request = format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr);
+        let mut stream = raw::connect(safegate.proxy).await;
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (head, body) = raw::read_response(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+        assert!(
+            head.contains("x-safegate-reason: connect-port-denied"),
+            "{head}"
+        );
+        assert!(String::from_utf8_lossy(&body).contains(&origin.addr.port().to_string()));
+        assert_eq!(
+            origin.connections(),
+            0,
+            "no connection was opened to the origin"
+        );
+    })
+    .await;
+}
