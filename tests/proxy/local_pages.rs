@@ -58,3 +58,19 @@ async fn status_page_and_unknown_paths() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn admin_health_check_answers_ok() {
+    bounded(async {
+        let safegate = SafeGate::start(&[]).await;
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let response = client
+            .get(format!("http://{}/healthz", safegate.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "ok\n");
+    })
+    .await;
+}
