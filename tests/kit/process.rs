@@ -109,6 +109,11 @@ impl SafeGate {
         }
     }
 
+    /// The temporary data directory (database, reports).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
     pub fn proxy_url(&self) -> String {
         format!("http://{}", self.proxy)
     }

@@ -10,14 +10,20 @@ async fn get(safegate: &SafeGate, url: &str) -> reqwest::Response {
 }
 
 #[tokio::test]
-async fn requests_to_the_proxy_or_admin_listener_are_refused_as_loops() {
+async fn requests_to_the_proxy_or_admin_listener_are_never_forwarded() {
     bounded(async {
         let safegate = SafeGate::start(&[]).await;
-        for target in [safegate.proxy, safegate.admin] {
-            let response = get(&safegate, &format!("http://{target}/loop")).await;
-            assert_eq!(response.status(), 508, "{target}");
-            assert_eq!(response.headers()["x-safegate-reason"], "loop");
-        }
+        // The admin listener is refused as a loop.
+        let response = get(&safegate, &format!("http://{}/healthz", safegate.admin)).await;
+        assert_eq!(response.status(), 508);
+        assert_eq!(response.headers()["x-safegate-reason"], "loop");
+        // The proxy's own address is answered by SafeGate itself (its pages), not forwarded.
+        let response = get(&safegate, &format!("http://{}/loop", safegate.proxy)).await;
+        assert_eq!(response.status(), 404);
+        assert_eq!(response.headers()["x-safegate-reason"], "not-found");
+        let response = get(&safegate, &format!("http://{}/proxy.pac", safegate.proxy)).await;
+        assert_eq!(response.status(), 200);
+        assert!(response.text().await.unwrap().contains("FindProxyForURL"));
     })
     .await;
 }

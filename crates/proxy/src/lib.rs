@@ -8,6 +8,7 @@
 //! response streamed back, or an `error_page`. Nothing on that path touches the disk
 //! or a global lock apart from hyper-util's connection pool.
 
+pub mod block_page;
 pub mod config;
 pub mod destination_guard;
 pub mod dns;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod error_page;
 pub mod hop_by_hop;
 pub mod local_pages;
+pub mod safesearch;
 pub mod upstream;
 
 mod body;
@@ -46,7 +48,7 @@ use crate::state::{ProxyState, Stats};
 use crate::upstream::Connector;
 
 /// The sections of the configuration the proxy reads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProxySettings<'a> {
     /// `[proxy]`.
     pub proxy: &'a ProxyConfig,
@@ -54,6 +56,8 @@ pub struct ProxySettings<'a> {
     pub upstream: &'a UpstreamConfig,
     /// `[pac]`.
     pub pac: &'a PacConfig,
+    /// Where review requests from the block page go; none disables the form.
+    pub reviews: Option<safegate_store::ReviewQueue>,
 }
 
 /// A bound proxy listener, ready to serve.
@@ -88,6 +92,7 @@ impl Proxy {
             proxy,
             upstream,
             pac,
+            reviews,
         } = settings;
         let listener =
             TcpListener::bind(proxy.listen)
@@ -144,6 +149,7 @@ impl Proxy {
             tasks: TaskTracker::new(),
             stats: Stats::default(),
             started: Instant::now(),
+            reviews,
         });
         Ok(Self {
             listener,

@@ -91,8 +91,10 @@ async fn serve_client(
     let _open = state.stats.connection_opened();
     let _ = stream.set_nodelay(true);
     let activity = Activity::new();
+    let local = stream.local_addr().unwrap_or(state.listen);
     let context = Arc::new(ClientContext {
         peer,
+        local,
         activity: Arc::clone(&activity),
     });
     let service_state = Arc::clone(&state);

@@ -208,3 +208,114 @@ mod tests {
         );
     }
 }
+
+/// Path the block page's review form posts to.
+pub const REVIEW_PATH: &str = "/safegate/review";
+
+/// Largest review form accepted, in bytes.
+const REVIEW_FORM_LIMIT: usize = 8 * 1024;
+
+/// Longest comment kept, in characters.
+const REVIEW_COMMENT_LIMIT: usize = 500;
+
+/// Who asks for the review, as identified by the proxy.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    /// Client address.
+    pub client: IpAddr,
+    /// User name, when identified.
+    pub user: Option<String>,
+    /// Browsing role.
+    pub role: String,
+}
+
+/// Records a review request from the block page's form and thanks the person.
+pub async fn review(
+    queue: Option<&safegate_store::ReviewQueue>,
+    requester: Requester,
+    request: http::Request<hyper::body::Incoming>,
+) -> Response<ResponseBody> {
+    use http_body_util::BodyExt;
+    let Some(queue) = queue else {
+        return error_page::page(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            REVIEW_PATH,
+            "Review requests are not enabled on this SafeGate.",
+        );
+    };
+    let limited = http_body_util::Limited::new(request.into_body(), REVIEW_FORM_LIMIT);
+    let Ok(collected) = limited.collect().await else {
+        return error_page::page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad-request",
+            REVIEW_PATH,
+            "The review form was too large or did not arrive completely.",
+        );
+    };
+    let form = collected.to_bytes();
+    let mut url = None;
+    let mut rule = String::new();
+    let mut categories = Vec::new();
+    let mut comment = String::new();
+    for (key, value) in form_urlencoded::parse(&form) {
+        match key.as_ref() {
+            "url" => url = Some(value.into_owned()),
+            "rule" => rule = value.into_owned(),
+            "categories" => {
+                categories = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty() && *c != "none")
+                    .map(str::to_owned)
+                    .collect();
+            }
+            "comment" => comment = value.chars().take(REVIEW_COMMENT_LIMIT).collect(),
+            _ => {}
+        }
+    }
+    let Some(url) = url.filter(|u| !u.is_empty() && u.len() <= 4096) else {
+        return error_page::page(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            REVIEW_PATH,
+            "The review form did not say which address was blocked.",
+        );
+    };
+    let at_unix_nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let accepted = queue.submit(safegate_store::ReviewRequest {
+        at_unix_nanos,
+        client: requester.client,
+        user: requester.user,
+        role: requester.role,
+        url: url.clone(),
+        rule,
+        categories,
+        comment,
+    });
+    if !accepted {
+        return error_page::page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "review-queue-full",
+            &url,
+            "SafeGate is busy and could not take your request; please try again in a minute.",
+        );
+    }
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Review requested - SafeGate</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em}}code{{word-break:break-all}}</style></head>\n\
+<body><h1>Review requested</h1><p>Thank you. The filter admin will look at <code>{}</code>.</p></body></html>\n",
+        html_escape::encode_text(&url)
+    );
+    let mut response = Response::new(ResponseBody::full(html));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

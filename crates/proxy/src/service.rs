@@ -26,6 +26,9 @@ use crate::tunnel;
 /// Per client connection facts the handler needs.
 pub(crate) struct ClientContext {
     pub(crate) peer: SocketAddr,
+    /// The address the client connected to (differs from `listen` when that is a
+    /// wildcard); SafeGate's own pages are reached through it.
+    pub(crate) local: SocketAddr,
     pub(crate) activity: Arc<Activity>,
 }
 
@@ -42,20 +45,8 @@ pub(crate) async fn handle(
     let target = request.uri().to_string();
     let response = if method == Method::CONNECT {
         tunnel::open(&state, request).await
-    } else if request.uri().authority().is_none() {
-        let host = request
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned);
-        local_pages::serve(
-            &method,
-            request.uri().path(),
-            host.as_deref(),
-            &state.pac,
-            state.listen,
-            state.status_figures(),
-        )
+    } else if addressed_to_us(request.uri().authority(), &client, state.listen) {
+        own_page(&state, &client, request).await
     } else {
         forward(&state, request).await
     };
@@ -68,6 +59,58 @@ pub(crate) async fn handle(
         "request"
     );
     response.map(|body| body.finishing(in_flight))
+}
+
+/// True for origin-form requests and for absolute-form requests naming the address
+/// the client connected to (a browser using the proxy fetches SafeGate's own pages,
+/// such as the review form target, that way).
+fn addressed_to_us(
+    authority: Option<&Authority>,
+    client: &ClientContext,
+    listen: SocketAddr,
+) -> bool {
+    let Some(authority) = authority else {
+        return true;
+    };
+    let port = authority.port_u16().unwrap_or(80);
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let Ok(ip) = host.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    [client.local, listen]
+        .iter()
+        .any(|own| own.port() == port && own.ip() == ip)
+}
+
+async fn own_page(
+    state: &Arc<ProxyState>,
+    client: &ClientContext,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    if request.method() == Method::POST && request.uri().path() == local_pages::REVIEW_PATH {
+        let requester = local_pages::Requester {
+            client: client.peer.ip(),
+            user: None,
+            role: String::new(),
+        };
+        return local_pages::review(state.reviews.as_ref(), requester, request).await;
+    }
+    let host = request
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    local_pages::serve(
+        request.method(),
+        request.uri().path(),
+        host.as_deref(),
+        &state.pac,
+        state.listen,
+        state.status_figures(),
+    )
 }
 
 async fn forward(

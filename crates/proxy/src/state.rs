@@ -31,6 +31,7 @@ pub(crate) struct ProxyState {
     pub(crate) tasks: TaskTracker,
     pub(crate) stats: Stats,
     pub(crate) started: Instant,
+    pub(crate) reviews: Option<safegate_store::ReviewQueue>,
 }
 
 impl ProxyState {

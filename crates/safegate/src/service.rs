@@ -1,6 +1,8 @@
 //! `safegate run`: binds the listeners, serves, and shuts down in order on
 //! SIGTERM/SIGINT (stop accepting, drain within the grace period, exit 0).
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use safegate_admin::AdminServer;
 use safegate_proxy::{Drained, Proxy, ProxySettings};
@@ -8,7 +10,12 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use safegate_store::{Store, spawn_review_writer};
+
 use crate::settings::Config;
+
+/// Review requests waiting for the database writer.
+const REVIEW_QUEUE_DEPTH: usize = 1024;
 
 /// Runs SafeGate until a termination signal.
 pub fn run(config: Config) -> Result<()> {
@@ -30,6 +37,9 @@ async fn serve(config: Config) -> Result<()> {
             config.data_dir.display()
         )
     })?;
+    let store = Store::open(&config.data_dir)
+        .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
+    let (reviews, review_writer) = spawn_review_writer(store.clone(), REVIEW_QUEUE_DEPTH);
     let admin = AdminServer::bind(&config.admin)
         .await
         .context("admin.listen")?;
@@ -39,6 +49,7 @@ async fn serve(config: Config) -> Result<()> {
             proxy: &config.proxy,
             upstream: &config.upstream,
             pac: &config.pac,
+            reviews: Some(reviews),
         },
         &[admin_addr],
     )
@@ -75,6 +86,16 @@ async fn serve(config: Config) -> Result<()> {
     }
     if let Ok(Err(error)) = admin_task.await {
         warn!(%error, "admin listener ended with an error");
+    }
+    // Once the proxy has let go of its queue handle the writer drains what is left and
+    // ends; connections cut off by the grace period may still hold it, so bound the wait.
+    match tokio::time::timeout(Duration::from_secs(5), review_writer).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => warn!("review writer ended abnormally"),
+        Err(_) => warn!("review writer still busy at exit; queued review requests may be lost"),
+    }
+    if let Err(error) = store.flush().await {
+        warn!(%error, "cannot flush the database");
     }
     info!("SafeGate stopped");
     Ok(())

@@ -1,0 +1,161 @@
+//! The page a person sees when SafeGate blocks a plain-HTTP request: what was blocked,
+//! why (category, rule, reason), when and for whom, and a form to ask for a review.
+//! Everything shown came from the request or the policy and is HTML-escaped; the form
+//! posts to SafeGate's own address, which the proxy answers itself.
+//!
+//! A blocked CONNECT cannot show a page (browsers do not display a proxy's answer to
+//! CONNECT), so it gets a short text body and the same headers.
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::body::ResponseBody;
+use crate::error_page::REASON_HEADER;
+
+/// Header carrying the id of the rule that blocked a request.
+pub const RULE_HEADER: &str = "x-safegate-rule";
+
+/// What the block page shows.
+#[derive(Debug, Clone)]
+pub struct BlockInfo<'a> {
+    /// The blocked address as requested.
+    pub url: &'a str,
+    /// Categories the address is in.
+    pub categories: &'a [String],
+    /// Stable id of the rule that decided.
+    pub rule: &'a str,
+    /// One line for people.
+    pub reason: &'a str,
+    /// Local time of the decision, already formatted.
+    pub at: &'a str,
+    /// The person, when identified.
+    pub user: Option<&'a str>,
+    /// The role the decision was made for.
+    pub role: &'a str,
+    /// The group, if any.
+    pub group: Option<&'a str>,
+    /// Where the review form posts to (`http://PROXY/safegate/review`); no form if None.
+    pub review_action: Option<&'a str>,
+}
+
+fn escape(text: &str) -> String {
+    html_escape::encode_double_quoted_attribute(text).into_owned()
+}
+
+/// The 403 page for a blocked plain-HTTP request.
+pub fn page(info: &BlockInfo<'_>) -> Response<ResponseBody> {
+    let categories = if info.categories.is_empty() {
+        "none".to_owned()
+    } else {
+        info.categories.join(", ")
+    };
+    let who = match (info.user, info.group) {
+        (Some(user), _) => format!("{user} ({})", info.role),
+        (None, Some(group)) => format!("{} / {group}", info.role),
+        (None, None) => info.role.to_owned(),
+    };
+    let form = info.review_action.map_or_else(String::new, |action| {
+        format!(
+            "<h2>Think this is wrong?</h2>\n\
+<form method=\"post\" action=\"{action}\">\
+<input type=\"hidden\" name=\"url\" value=\"{url}\">\
+<input type=\"hidden\" name=\"rule\" value=\"{rule}\">\
+<input type=\"hidden\" name=\"categories\" value=\"{categories}\">\
+<label for=\"comment\">Tell the filter admin why you need this page:</label><br>\
+<textarea id=\"comment\" name=\"comment\" rows=\"3\" cols=\"60\" maxlength=\"500\"></textarea><br>\
+<button type=\"submit\">Request a review</button></form>\n",
+            action = escape(action),
+            url = escape(info.url),
+            rule = escape(info.rule),
+            categories = escape(&categories),
+        )
+    });
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>Blocked - SafeGate</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:44em;margin:3em auto;padding:0 1em;color:#222}}\
+code{{word-break:break-all;background:#f3f3f3;padding:.1em .3em}}dt{{font-weight:bold}}</style></head>\n\
+<body><h1>This page is blocked</h1>\n<p>{reason}</p>\n<dl>\
+<dt>Address</dt><dd><code>{url}</code></dd>\
+<dt>Category</dt><dd>{categories}</dd>\
+<dt>Rule</dt><dd><code>{rule}</code></dd>\
+<dt>Time</dt><dd>{at}</dd>\
+<dt>Browsing as</dt><dd>{who}</dd></dl>\n{form}\
+<p><small>SafeGate, the school's web filter.</small></p></body></html>\n",
+        reason = escape(info.reason),
+        url = escape(info.url),
+        categories = escape(&categories),
+        rule = escape(info.rule),
+        at = escape(info.at),
+        who = escape(&who),
+    );
+    let mut response = Response::new(ResponseBody::full(html));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    decorate(&mut response, info.rule, "text/html; charset=utf-8");
+    response
+}
+
+/// The 403 answer to a blocked CONNECT.
+pub fn connect_refusal(info: &BlockInfo<'_>) -> Response<ResponseBody> {
+    let text = format!(
+        "Blocked by SafeGate: {} ({}; rule {})\n",
+        info.reason,
+        if info.categories.is_empty() {
+            "no category".to_owned()
+        } else {
+            info.categories.join(", ")
+        },
+        info.rule
+    );
+    let mut response = Response::new(ResponseBody::full(text));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    decorate(&mut response, info.rule, "text/plain; charset=utf-8");
+    response
+}
+
+fn decorate(response: &mut Response<ResponseBody>, rule: &str, content_type: &'static str) {
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(REASON_HEADER, HeaderValue::from_static("blocked"));
+    if let Ok(rule) = HeaderValue::from_str(rule) {
+        headers.insert(RULE_HEADER, rule);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn everything_shown_is_escaped() {
+        let categories = vec!["<b>gambling</b>".to_owned()];
+        let info = BlockInfo {
+            url: "http://bet.test/\"><script>alert(1)</script>",
+            categories: &categories,
+            rule: "category:pupil:gambling",
+            reason: "Gambling sites are blocked for pupils",
+            at: "Mon 23 Nov 2026 10:00",
+            user: Some("<img src=x>"),
+            role: "pupil",
+            group: None,
+            review_action: Some("http://127.0.0.1:3128/safegate/review"),
+        };
+        let response = page(&info);
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()[RULE_HEADER], "category:pupil:gambling");
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        let Ok(body) = body else { panic!("body") };
+        let html = String::from_utf8_lossy(&body);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(!html.contains("<b>gambling"), "{html}");
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(
+            html.contains("action=\"http://127.0.0.1:3128/safegate/review\""),
+            "{html}"
+        );
+    }
+}
