@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod files;
 pub mod origin;
 pub mod process;
 pub mod raw;

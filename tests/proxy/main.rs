@@ -10,6 +10,7 @@ mod cli;
 mod forward;
 mod lifecycle;
 mod limits;
+mod lists_import;
 mod local_pages;
 mod safety;
 mod tunnel;

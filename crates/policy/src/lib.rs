@@ -1,3 +1,31 @@
 //! SafeGate's policy: the model of `config/policy.toml` (categories, roles, groups,
 //! rules, time windows, unblocks), its compilation into an immutable `Snapshot`, and
 //! `Snapshot::decide`, the one function the proxy and `safegate check` call.
+//!
+//! ```no_run
+//! use safegate_policy::{Policy, Role, Subject};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let snapshot = Policy::load(std::path::Path::new("config/policy.toml"))?;
+//! let subject = Subject { role: Role::Pupil, group: Some("year6"), user: Some("ada") };
+//! let target = safegate_policy::RequestTarget::parse_url("http://www.bet.com/")?;
+//! let decision = snapshot.decide(&subject, &target, jiff::Timestamp::now());
+//! println!("{:?} by {}: {}", decision.verdict, decision.rule, decision.reason);
+//! # Ok(()) }
+//! ```
+
+mod compile;
+mod error;
+mod file_rule;
+mod model;
+mod snapshot;
+mod window;
+
+use safegate_lists as lists;
+
+pub use compile::Policy;
+pub use error::{PolicyError, Problem};
+pub use lists::normalize::RequestTarget;
+pub use snapshot::{
+    CategoryStats, Decision, LoadStats, Role, SafeSearch, Snapshot, Subject, UnknownRole, Verdict,
+    YouTubeMode,
+};

@@ -14,6 +14,7 @@ pub mod destination_guard;
 pub mod dns;
 pub mod error;
 pub mod error_page;
+pub mod filter;
 pub mod hop_by_hop;
 pub mod local_pages;
 pub mod safesearch;
@@ -58,6 +59,10 @@ pub struct ProxySettings<'a> {
     pub pac: &'a PacConfig,
     /// Where review requests from the block page go; none disables the form.
     pub reviews: Option<safegate_store::ReviewQueue>,
+    /// The live policy every request is decided against.
+    pub policy: filter::PolicyHandle,
+    /// Client address ranges bound to roles.
+    pub client_roles: Vec<filter::ClientRole>,
 }
 
 /// A bound proxy listener, ready to serve.
@@ -93,6 +98,8 @@ impl Proxy {
             upstream,
             pac,
             reviews,
+            policy,
+            client_roles,
         } = settings;
         let listener =
             TcpListener::bind(proxy.listen)
@@ -150,6 +157,7 @@ impl Proxy {
             stats: Stats::default(),
             started: Instant::now(),
             reviews,
+            filter: filter::Filter::new(policy, client_roles),
         });
         Ok(Self {
             listener,

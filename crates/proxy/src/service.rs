@@ -7,19 +7,24 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use http::header::{HOST, HeaderValue};
+use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HOST, HeaderValue};
 use http::uri::{Authority, Scheme};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tracing::{debug, warn};
+use jiff::Timestamp;
+use safegate_policy::{Decision, RequestTarget, Snapshot};
+use tracing::{debug, info, warn};
 
+use crate::block_page;
 use crate::body::ResponseBody;
 use crate::client_io::Activity;
 use crate::error::UpstreamError;
 use crate::error_page;
+use crate::filter::{self, Identity};
 use crate::hop_by_hop::{append_via, strip_hop_by_hop, wants_upgrade};
 use crate::local_pages;
+use crate::safesearch::{self, Restrictions};
 use crate::state::ProxyState;
 use crate::tunnel;
 
@@ -44,11 +49,11 @@ pub(crate) async fn handle(
     let method = request.method().clone();
     let target = request.uri().to_string();
     let response = if method == Method::CONNECT {
-        tunnel::open(&state, request).await
+        tunnel::open(&state, &client, request).await
     } else if addressed_to_us(request.uri().authority(), &client, state.listen) {
         own_page(&state, &client, request).await
     } else {
-        forward(&state, request).await
+        forward(&state, &client, request).await
     };
     debug!(
         client = %client.peer,
@@ -91,10 +96,12 @@ async fn own_page(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     if request.method() == Method::POST && request.uri().path() == local_pages::REVIEW_PATH {
+        let snapshot = state.filter.snapshot();
+        let identity = state.filter.identify(client.peer.ip(), &snapshot);
         let requester = local_pages::Requester {
             client: client.peer.ip(),
-            user: None,
-            role: String::new(),
+            user: identity.user,
+            role: identity.role.as_str().to_owned(),
         };
         return local_pages::review(state.reviews.as_ref(), requester, request).await;
     }
@@ -115,6 +122,7 @@ async fn own_page(
 
 async fn forward(
     state: &Arc<ProxyState>,
+    client: &ClientContext,
     mut request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let target = request.uri().to_string();
@@ -135,6 +143,24 @@ async fn forward(
         );
     };
     let host = authority.host().to_owned();
+    let path_and_query = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let Ok(normalized) = RequestTarget::from_parts(&host, Some(path_and_query)) else {
+        return error_page::page(
+            StatusCode::BAD_REQUEST,
+            "bad-host",
+            &target,
+            "The address's host name is not valid.",
+        );
+    };
+    let snapshot = state.filter.snapshot();
+    let identity = state.filter.identify(client.peer.ip(), &snapshot);
+    let now = Timestamp::now();
+    let decision = snapshot.decide(&identity.subject(), &normalized, now);
+    if decision.is_blocked() {
+        return blocked(&snapshot, &decision, &identity, client, &target, now, false);
+    }
+    let restrictions = filter::restrictions(&snapshot, &identity);
+
     let upgrade = wants_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
@@ -142,6 +168,9 @@ async fn forward(
     strip_hop_by_hop(headers, upgrade);
     headers.insert(HOST, host_header(&authority));
     append_via(headers, &state.via);
+    if let Err(response) = enforce_safesearch(&mut request, &authority, restrictions, &target) {
+        return *response;
+    }
 
     let sent = tokio::time::timeout(state.response_timeout, state.client.request(request)).await;
     let mut response = match sent {
@@ -177,10 +206,106 @@ async fn forward(
             }
         }
     }
+    if !switching {
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let file_decision = snapshot.decide_response(
+            &identity.subject(),
+            &normalized,
+            header(CONTENT_TYPE),
+            header(CONTENT_DISPOSITION),
+            now,
+        );
+        if let Some(decision) = file_decision.filter(|d| d.is_blocked()) {
+            // Dropping the origin's response closes that connection; nothing was sent.
+            return blocked(&snapshot, &decision, &identity, client, &target, now, false);
+        }
+    }
     let headers = response.headers_mut();
     strip_hop_by_hop(headers, switching);
     append_via(headers, &state.via);
     response.map(ResponseBody::streamed)
+}
+
+/// The answer to a blocked request: the block page, or for CONNECT a short refusal.
+pub(crate) fn blocked(
+    snapshot: &Snapshot,
+    decision: &Decision,
+    identity: &Identity,
+    client: &ClientContext,
+    target: &str,
+    now: Timestamp,
+    connect: bool,
+) -> Response<ResponseBody> {
+    info!(
+        client = %client.peer,
+        role = identity.role.as_str(),
+        target,
+        rule = decision.rule,
+        categories = ?decision.categories,
+        "blocked"
+    );
+    let at = filter::local_time(snapshot, now);
+    let review_action = format!("http://{}{}", client.local, local_pages::REVIEW_PATH);
+    let info = filter::block_info(decision, identity, target, &at, Some(&review_action));
+    if connect {
+        block_page::connect_refusal(&info)
+    } else {
+        block_page::page(&info)
+    }
+}
+
+/// Routes a request for a search engine or YouTube to the provider's enforced
+/// endpoint and forces the SafeSearch parameter, as `restrictions` require.
+fn enforce_safesearch(
+    request: &mut Request<Incoming>,
+    authority: &Authority,
+    restrictions: Restrictions,
+    target: &str,
+) -> Result<(), Box<Response<ResponseBody>>> {
+    if restrictions == Restrictions::default() {
+        return Ok(());
+    }
+    let host = authority.host();
+    let original_query = request.uri().query().map(str::to_owned);
+    let query = safesearch::mark_plain_request(
+        host,
+        original_query.as_deref(),
+        request.headers_mut(),
+        restrictions,
+    );
+    let endpoint = safesearch::enforced_endpoint(host, restrictions);
+    if query.is_none() && endpoint.is_none() {
+        return Ok(());
+    }
+    let mut parts = request.uri().clone().into_parts();
+    if let Some(endpoint) = endpoint {
+        let rewritten = match authority.port_u16() {
+            Some(port) => format!("{endpoint}:{port}"),
+            None => endpoint.to_owned(),
+        };
+        parts.authority = Authority::try_from(rewritten).ok();
+    }
+    if let Some(query) = query {
+        let path = request.uri().path();
+        parts.path_and_query = format!("{path}?{query}").parse().ok();
+    }
+    match Uri::from_parts(parts) {
+        Ok(uri) => {
+            *request.uri_mut() = uri;
+            Ok(())
+        }
+        Err(_) => Err(Box::new(error_page::page(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            target,
+            "The address could not be rewritten for SafeSearch.",
+        ))),
+    }
 }
 
 /// `Host` as RFC 9112 wants it from a proxy: the target's authority without userinfo.

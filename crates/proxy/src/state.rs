@@ -32,6 +32,7 @@ pub(crate) struct ProxyState {
     pub(crate) stats: Stats,
     pub(crate) started: Instant,
     pub(crate) reviews: Option<safegate_store::ReviewQueue>,
+    pub(crate) filter: crate::filter::Filter,
 }
 
 impl ProxyState {

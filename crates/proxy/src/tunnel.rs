@@ -11,12 +11,17 @@ use std::task::{Context, Poll};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use jiff::Timestamp;
+use safegate_policy::RequestTarget;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::body::ResponseBody;
 use crate::error_page;
+use crate::filter;
+use crate::safesearch;
+use crate::service::{self, ClientContext};
 use crate::state::ProxyState;
 
 /// Buffer per direction; large enough that bulk transfers are not syscall-bound.
@@ -25,6 +30,7 @@ const RELAY_BUFFER: usize = 64 * 1024;
 /// Answers a CONNECT request.
 pub(crate) async fn open(
     state: &Arc<ProxyState>,
+    client: &ClientContext,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let target = request.uri().to_string();
@@ -54,7 +60,27 @@ pub(crate) async fn open(
             ),
         );
     }
-    let origin = match state.connector.connect(authority.host(), port).await {
+    let Ok(normalized) = RequestTarget::from_parts(authority.host(), None) else {
+        return error_page::page(
+            StatusCode::BAD_REQUEST,
+            "bad-host",
+            &target,
+            "The tunnel's host name is not valid.",
+        );
+    };
+    let snapshot = state.filter.snapshot();
+    let identity = state.filter.identify(client.peer.ip(), &snapshot);
+    let now = Timestamp::now();
+    let decision = snapshot.decide(&identity.subject(), &normalized, now);
+    if decision.is_blocked() {
+        return service::blocked(&snapshot, &decision, &identity, client, &target, now, true);
+    }
+    let restrictions = filter::restrictions(&snapshot, &identity);
+    // SafeSearch without decryption: the tunnel goes to the provider's enforced
+    // endpoint; the browser's TLS still names the original host.
+    let connect_host = safesearch::enforced_endpoint(normalized.host.as_str(), restrictions)
+        .unwrap_or(authority.host());
+    let origin = match state.connector.connect(connect_host, port).await {
         Ok(origin) => origin,
         Err(error) => {
             debug!(%error, target, "tunnel connect failed");

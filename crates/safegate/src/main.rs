@@ -5,8 +5,11 @@
 //! do the work; this binary parses arguments, loads configuration, sets up logging,
 //! wires the pieces together and handles signals.
 
+mod check;
 mod cli;
+mod lists_import;
 mod logging;
+mod policy_reload;
 mod service;
 mod settings;
 
@@ -14,12 +17,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ConfigAction};
+use crate::cli::{Cli, Command, ConfigAction, ListsAction};
 use crate::settings::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Check(args) => match check::run(&args) {
+            Ok(true) => return ExitCode::from(check::BLOCKED_EXIT),
+            Ok(false) => Ok(()),
+            Err(error) => Err(error),
+        },
         Command::Run(args) => Config::load(&args.config, &args.set).and_then(|config| {
             logging::init(&config.log)?;
             service::run(config)
@@ -37,6 +45,11 @@ fn main() -> ExitCode {
             ConfigAction::Show(args) => Config::load(&args.config, &args.set).and_then(|config| {
                 print!("{}", toml::to_string_pretty(&config)?);
                 Ok(())
+            }),
+        },
+        Command::Lists { action } => match action {
+            ListsAction::Import(args) => lists_import::run(&args).map(|summary| {
+                print!("{summary}");
             }),
         },
     };

@@ -1,6 +1,7 @@
 //! `safegate run`: binds the listeners, serves, and shuts down in order on
 //! SIGTERM/SIGINT (stop accepting, drain within the grace period, exit 0).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -12,6 +13,7 @@ use tracing::{info, warn};
 
 use safegate_store::{Store, spawn_review_writer};
 
+use crate::policy_reload::{self, ReloadCounters};
 use crate::settings::Config;
 
 /// Review requests waiting for the database writer.
@@ -37,6 +39,10 @@ async fn serve(config: Config) -> Result<()> {
             config.data_dir.display()
         )
     })?;
+    let policy = policy_reload::load_initial(&config.policy.file)?;
+    let client_roles = config.policy.client_roles().map_err(|problems| {
+        anyhow::anyhow!("policy.client_roles: {} problem(s)", problems.len())
+    })?;
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
     let (reviews, review_writer) = spawn_review_writer(store.clone(), REVIEW_QUEUE_DEPTH);
@@ -50,6 +56,8 @@ async fn serve(config: Config) -> Result<()> {
             upstream: &config.upstream,
             pac: &config.pac,
             reviews: Some(reviews),
+            policy: Arc::clone(&policy),
+            client_roles,
         },
         &[admin_addr],
     )
@@ -58,6 +66,14 @@ async fn serve(config: Config) -> Result<()> {
     let proxy_addr = proxy.local_addr();
 
     let shutdown = CancellationToken::new();
+    let reload_counters = Arc::new(ReloadCounters::default());
+    let reloader = policy_reload::spawn_reloader(
+        config.policy.file.clone(),
+        config.policy.watch,
+        policy,
+        reload_counters,
+        shutdown.clone(),
+    )?;
     let admin_task = tokio::spawn(admin.run(shutdown.clone()));
     let proxy_task = tokio::spawn(proxy.run(shutdown.clone()));
     info!("admin listening on {admin_addr}");
@@ -78,6 +94,7 @@ async fn serve(config: Config) -> Result<()> {
         warn!("second signal: exiting at once");
         std::process::exit(1);
     });
+    let _ = reloader.await;
     match proxy_task.await.context("proxy task")? {
         Drained::Complete => info!("all requests finished"),
         Drained::GraceExpired { open } => {

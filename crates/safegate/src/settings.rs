@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use safegate_admin::AdminConfig;
+use safegate_policy::Role;
+use safegate_proxy::filter::ClientRole;
 use safegate_proxy::{ConfigProblem, PacConfig, ProxyConfig, UpstreamConfig};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,8 @@ pub struct Config {
     pub pac: PacConfig,
     /// The admin listener.
     pub admin: AdminConfig,
+    /// The policy file and client-address bindings.
+    pub policy: PolicyConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -36,7 +40,72 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             pac: PacConfig::default(),
             admin: AdminConfig::default(),
+            policy: PolicyConfig::default(),
             log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[policy]`: where the policy lives and which client addresses have which role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The policy file; a relative path is relative to the configuration file.
+    pub file: PathBuf,
+    /// Reload when the policy file changes (SIGHUP always reloads).
+    pub watch: bool,
+    /// Client address ranges bound to a role (first match wins).
+    pub client_roles: Vec<ClientRoleConfig>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::from("policy.toml"),
+            watch: true,
+            client_roles: Vec::new(),
+        }
+    }
+}
+
+/// One `[[policy.client_roles]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRoleConfig {
+    /// Client addresses, e.g. `10.20.0.0/16`.
+    pub network: ipnet::IpNet,
+    /// `pupil`, `staff` or `filter-admin`.
+    pub role: String,
+    /// Group within the role, e.g. `year6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl PolicyConfig {
+    /// The client-role bindings in the proxy's terms; every bad role is a problem.
+    pub fn client_roles(&self) -> Result<Vec<ClientRole>, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let mut roles = Vec::new();
+        for (index, binding) in self.client_roles.iter().enumerate() {
+            match binding.role.parse::<Role>() {
+                Ok(role) => roles.push(ClientRole {
+                    network: binding.network.trunc(),
+                    role,
+                    group: binding.group.clone(),
+                }),
+                Err(_) => problems.push(ConfigProblem::new(
+                    format!("policy.client_roles[{index}].role"),
+                    format!(
+                        "`{}` is not a role (pupil, staff, filter-admin)",
+                        binding.role
+                    ),
+                )),
+            }
+        }
+        if problems.is_empty() {
+            Ok(roles)
+        } else {
+            Err(problems)
         }
     }
 }
@@ -94,6 +163,10 @@ impl Config {
                 )
             })?;
         }
+        if config.policy.file.is_relative() {
+            let base = path.parent().unwrap_or(Path::new(""));
+            config.policy.file = base.join(&config.policy.file);
+        }
         let problems = config.validate();
         if !problems.is_empty() {
             let mut message = format!("{file}: invalid configuration");
@@ -117,6 +190,15 @@ impl Config {
         problems.extend(self.proxy.validate());
         problems.extend(self.upstream.validate());
         problems.extend(self.pac.validate());
+        if let Err(bad_roles) = self.policy.client_roles() {
+            problems.extend(bad_roles);
+        }
+        if self.policy.file.as_os_str().is_empty() {
+            problems.push(ConfigProblem::new(
+                "policy.file",
+                "must name the policy file",
+            ));
+        }
         if self.admin.listen == self.proxy.listen && self.proxy.listen.port() != 0 {
             problems.push(ConfigProblem::new(
                 "admin.listen",

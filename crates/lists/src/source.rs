@@ -1,0 +1,508 @@
+//! List formats: UT1 category folders (as imported by squidGuard, ufdbGuard and
+//! e2guardian), hosts files and plain domain lists, read into normalised [`Entries`].
+//!
+//! Reading never fails because of one bad line: such lines are collected in
+//! [`Entries::skipped`] with file, line number and reason, so that an operator sees them
+//! and the rest of the list still protects. Only I/O errors (naming the file) and a path
+//! that is not a list at all are errors.
+//!
+//! UT1 ships some categories as symbolic links (`porn -> adult`). A real symbolic link is
+//! followed by the file system; a checkout without symlink support stores the link as a
+//! small file whose content is the target name, and [`resolve_ut1_dir`] follows that too.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::index::ListId;
+use crate::normalize::{Host, RequestTarget};
+
+/// Errors from reading lists or building the index or a phrase set.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// A list file or folder could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The path exists but is not a list of the requested format.
+    #[error("{} is not a list: {reason}", path.display())]
+    NotAList {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An expression is not a valid regular expression.
+    #[error("list {list}: invalid expression `{expression}`: {reason}")]
+    Expression {
+        /// The list the expression was added to.
+        list: ListId,
+        /// The expression as added.
+        expression: String,
+        /// The regex compiler's message.
+        reason: String,
+    },
+    /// The expressions are valid one by one but too large to compile together.
+    #[error("the expressions are too large to compile together: {0}")]
+    ExpressionsTooLarge(String),
+    /// The phrase list could not be compiled.
+    #[error("cannot compile the phrase list: {0}")]
+    Phrases(String),
+}
+
+/// The formats that [`read`] understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListFormat {
+    /// A UT1 category folder with optional `domains`, `urls` and `expressions` files
+    /// (`very_restrictive_expression` only through [`read_ut1`]).
+    Ut1,
+    /// A hosts file: `0.0.0.0 host [host ...]`, `#` comments; localhost names skipped.
+    Hosts,
+    /// One domain per line, `#` comments; a leading `*.` or `.` is accepted and ignored.
+    Domains,
+}
+
+/// Options for reading a UT1 category folder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ut1Options {
+    /// Also read `very_restrictive_expression` (UT1 marks these as prone to false positives).
+    pub very_restrictive: bool,
+}
+
+/// A line that was not taken into a list, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedLine {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// Why the line was skipped.
+    pub reason: String,
+}
+
+/// The normalised content of one list.
+#[derive(Debug, Clone, Default)]
+pub struct Entries {
+    /// Domain (or IP address) entries: match the host and every subdomain.
+    pub domains: Vec<Host>,
+    /// URL entries: host (and subdomains) plus normalised path prefix (case kept).
+    pub urls: Vec<(Host, String)>,
+    /// Regular expressions over [`RequestTarget::url_text`], in `regex` crate syntax
+    /// (UT1's POSIX EREs are translated by [`translate_ere`]).
+    pub expressions: Vec<String>,
+    /// Lines that were not taken, with the reason.
+    pub skipped: Vec<SkippedLine>,
+}
+
+impl Entries {
+    /// Number of entries (domains, URLs and expressions; skipped lines not counted).
+    pub fn len(&self) -> usize {
+        self.domains.len() + self.urls.len() + self.expressions.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the entries (and skipped lines) of `other`.
+    pub fn extend(&mut self, other: Entries) {
+        self.domains.extend(other.domains);
+        self.urls.extend(other.urls);
+        self.expressions.extend(other.expressions);
+        self.skipped.extend(other.skipped);
+    }
+}
+
+/// Reads a list of the given format. See the module documentation for error handling.
+pub fn read(format: ListFormat, path: &Path) -> Result<Entries, ListError> {
+    match format {
+        ListFormat::Ut1 => read_ut1(path, Ut1Options::default()),
+        ListFormat::Hosts => {
+            let mut entries = Entries::default();
+            parse_hosts(&read_text(path)?, path, &mut entries);
+            Ok(entries)
+        }
+        ListFormat::Domains => {
+            let mut entries = Entries::default();
+            parse_domains(&read_text(path)?, path, &mut entries);
+            Ok(entries)
+        }
+    }
+}
+
+/// Reads a UT1 category folder (following UT1's symbolic links, see the module docs).
+/// A folder with none of the list files is an error; each missing file is not.
+pub fn read_ut1(path: &Path, options: Ut1Options) -> Result<Entries, ListError> {
+    let dir = resolve_ut1_dir(path)?;
+    let mut entries = Entries::default();
+    let mut found = false;
+    let mut expression_files = vec!["expressions"];
+    if options.very_restrictive {
+        expression_files.push("very_restrictive_expression");
+    }
+    for name in ["domains", "urls"].into_iter().chain(expression_files) {
+        let file = dir.join(name);
+        let text = match fs::read(&file) {
+            Ok(bytes) => bytes_to_text(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(ListError::Io { path: file, source }),
+        };
+        found = true;
+        match name {
+            "domains" => parse_domains(&text, &file, &mut entries),
+            "urls" => parse_urls(&text, &file, &mut entries),
+            _ => parse_expressions(&text, &file, &mut entries),
+        }
+    }
+    if !found {
+        return Err(ListError::NotAList {
+            path: path.to_path_buf(),
+            reason: "a UT1 category folder needs at least one of `domains`, `urls`, `expressions`"
+                .into(),
+        });
+    }
+    Ok(entries)
+}
+
+/// The folder a UT1 category path stands for: the path itself if it is a folder (real
+/// symbolic links are followed by the file system), or, if it is a small file holding a
+/// sibling's name (a symbolic link checked out as a file), that sibling folder.
+pub fn resolve_ut1_dir(path: &Path) -> Result<PathBuf, ListError> {
+    let mut current = path.to_path_buf();
+    for _ in 0..8 {
+        let meta = fs::metadata(&current).map_err(|source| ListError::Io {
+            path: current.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            return Ok(current);
+        }
+        if meta.len() > 256 {
+            break;
+        }
+        let target = fs::read_to_string(&current).map_err(|source| ListError::Io {
+            path: current.clone(),
+            source,
+        })?;
+        let target = target.trim();
+        if target.is_empty() || target.contains('\n') {
+            break;
+        }
+        current = match current.parent() {
+            Some(parent) => parent.join(target),
+            None => PathBuf::from(target),
+        };
+    }
+    Err(ListError::NotAList {
+        path: path.to_path_buf(),
+        reason: "not a UT1 category folder (nor a link to one)".into(),
+    })
+}
+
+fn read_text(path: &Path) -> Result<String, ListError> {
+    fs::read(path)
+        .map(bytes_to_text)
+        .map_err(|source| ListError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Lists are meant to be UTF-8; a stray Latin-1 byte must not lose the whole file.
+fn bytes_to_text(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+/// Non-empty, comment-stripped, trimmed lines with 1-based numbers.
+fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter_map(|(i, line)| {
+        let line = match line.find('#') {
+            Some(j) => &line[..j],
+            None => line,
+        };
+        let line = line.trim();
+        (!line.is_empty()).then_some((i + 1, line))
+    })
+}
+
+fn skip(entries: &mut Entries, path: &Path, line: usize, reason: String) {
+    entries.skipped.push(SkippedLine {
+        path: path.to_path_buf(),
+        line,
+        reason,
+    });
+}
+
+/// Parses a plain domain list (also UT1 `domains`) into `entries`.
+pub fn parse_domains(text: &str, path: &Path, entries: &mut Entries) {
+    for (n, line) in content_lines(text) {
+        let name = line
+            .strip_prefix("*.")
+            .or_else(|| line.strip_prefix('.'))
+            .unwrap_or(line);
+        if name.contains(char::is_whitespace) {
+            skip(entries, path, n, format!("more than one word: `{line}`"));
+            continue;
+        }
+        match Host::parse(name) {
+            Ok(host) => entries.domains.push(host),
+            Err(e) => skip(entries, path, n, e.to_string()),
+        }
+    }
+}
+
+/// Host names that hosts files map to themselves; never entries.
+const HOSTS_FILE_LOCAL_NAMES: &[&str] = &[
+    "localhost",
+    "localhost.localdomain",
+    "local",
+    "broadcasthost",
+    "ip6-localhost",
+    "ip6-loopback",
+    "ip6-localnet",
+    "ip6-mcastprefix",
+    "ip6-allnodes",
+    "ip6-allrouters",
+    "ip6-allhosts",
+    "0.0.0.0",
+];
+
+/// Parses a hosts file (`address host [host ...]`) into `entries`.
+pub fn parse_hosts(text: &str, path: &Path, entries: &mut Entries) {
+    for (n, line) in content_lines(text) {
+        let mut words = line.split_whitespace();
+        let address = words.next().unwrap_or("");
+        if address.parse::<std::net::IpAddr>().is_err() {
+            skip(
+                entries,
+                path,
+                n,
+                format!("`{address}` is not an IP address (expected `0.0.0.0 host`)"),
+            );
+            continue;
+        }
+        let mut any = false;
+        for word in words {
+            any = true;
+            if HOSTS_FILE_LOCAL_NAMES.contains(&word) {
+                continue;
+            }
+            match Host::parse(word) {
+                Ok(host) => entries.domains.push(host),
+                Err(e) => skip(entries, path, n, e.to_string()),
+            }
+        }
+        if !any {
+            skip(entries, path, n, "an address without a host name".into());
+        }
+    }
+}
+
+/// Parses UT1 `urls` lines (`host/path`, no scheme) into `entries`.
+pub fn parse_urls(text: &str, path: &Path, entries: &mut Entries) {
+    for (n, line) in content_lines(text) {
+        match RequestTarget::parse_url(line) {
+            Ok(t) => {
+                let p = t.path.unwrap_or_else(|| "/".to_string());
+                entries.urls.push((t.host, p));
+            }
+            Err(e) => skip(entries, path, n, e.to_string()),
+        }
+    }
+}
+
+/// Parses UT1 expression lines (POSIX extended regular expressions) into `entries`,
+/// translating them with [`translate_ere`] (falling back to the line as written if only
+/// that compiles); an expression that compiles neither way is skipped with the
+/// compiler's message.
+pub fn parse_expressions(text: &str, path: &Path, entries: &mut Entries) {
+    // Expressions may contain `#`, so no comment stripping here beyond whole lines.
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let translated = translate_ere(line);
+        match check_expression(&translated) {
+            Ok(()) => entries.expressions.push(translated),
+            Err(first) => match check_expression(line) {
+                Ok(()) => entries.expressions.push(line.to_string()),
+                Err(_) => skip(entries, path, i + 1, first),
+            },
+        }
+    }
+}
+
+/// Builds one expression with the options the index uses (ASCII, case-insensitive).
+pub(crate) fn expression_builder(expression: &str) -> regex::bytes::RegexBuilder {
+    let mut b = regex::bytes::RegexBuilder::new(expression);
+    b.case_insensitive(true).unicode(false);
+    b
+}
+
+/// Checks that an expression compiles as the index will compile it.
+pub fn check_expression(expression: &str) -> Result<(), String> {
+    expression_builder(expression)
+        .build()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Translates a POSIX extended regular expression to `regex` crate syntax where the two
+/// differ: inside a bracket expression `\`, `[` (outside `[:class:]`) and the set
+/// operators `&&`, `--`, `~~` are literal in POSIX; a `{` that does not start a bound
+/// is literal in POSIX.
+pub fn translate_ere(ere: &str) -> String {
+    let chars: Vec<char> = ere.chars().collect();
+    let mut out = String::with_capacity(ere.len() + 8);
+    let mut in_bound = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\\' => {
+                out.push('\\');
+                if let Some(&next) = chars.get(i + 1) {
+                    out.push(next);
+                    i += 1;
+                } else {
+                    out.push('\\');
+                }
+            }
+            '[' => {
+                out.push('[');
+                i += 1;
+                if chars.get(i) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                if chars.get(i) == Some(&']') {
+                    out.push_str("\\]");
+                    i += 1;
+                }
+                while i < chars.len() && chars[i] != ']' {
+                    let d = chars[i];
+                    if d == '[' && matches!(chars.get(i + 1), Some(':' | '.' | '=')) {
+                        // Copy a `[:class:]` (or collating element) verbatim.
+                        let close = chars.get(i + 1).copied().unwrap_or(':');
+                        out.push('[');
+                        out.push(close);
+                        i += 2;
+                        while i < chars.len()
+                            && !(chars[i] == close && chars.get(i + 1) == Some(&']'))
+                        {
+                            out.push(chars[i]);
+                            i += 1;
+                        }
+                        if i < chars.len() {
+                            out.push(close);
+                            out.push(']');
+                            i += 2;
+                        }
+                        continue;
+                    }
+                    if matches!(d, '\\' | '[' | '&' | '~')
+                        || (d == '-' && chars.get(i + 1) == Some(&'-'))
+                    {
+                        out.push('\\');
+                    }
+                    out.push(d);
+                    i += 1;
+                }
+                if i < chars.len() {
+                    out.push(']');
+                }
+            }
+            '{' => {
+                let rest: String = chars[i + 1..].iter().take(24).collect();
+                let bound = rest.find('}').is_some_and(|end| {
+                    let inner = &rest[..end];
+                    let mut parts = inner.splitn(2, ',');
+                    let lo = parts.next().unwrap_or("");
+                    let hi = parts.next();
+                    !lo.is_empty()
+                        && lo.bytes().all(|b| b.is_ascii_digit())
+                        && hi.is_none_or(|h| h.bytes().all(|b| b.is_ascii_digit()))
+                });
+                if bound && !out.is_empty() {
+                    out.push('{');
+                    in_bound = true;
+                } else {
+                    out.push_str("\\{");
+                }
+            }
+            '}' if in_bound => {
+                out.push('}');
+                in_bound = false;
+            }
+            '}' => out.push_str("\\}"),
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_format() {
+        let mut e = Entries::default();
+        let text = "# comment\nExample.COM\n\n*.wild.org\n.dot.net\nbad host\nxn--bcher-kva.de # tail\n-=bad=-\n";
+        parse_domains(text, Path::new("t"), &mut e);
+        let got: Vec<&str> = e.domains.iter().map(Host::as_str).collect();
+        assert_eq!(
+            got,
+            ["example.com", "wild.org", "dot.net", "xn--bcher-kva.de"]
+        );
+        assert_eq!(e.skipped.len(), 2);
+        assert_eq!(e.skipped[0].line, 6);
+        assert_eq!(e.skipped[1].line, 8);
+    }
+
+    #[test]
+    fn hosts_format() {
+        let mut e = Entries::default();
+        let text = "127.0.0.1 localhost\n::1 ip6-localhost ip6-loopback\n0.0.0.0 0.0.0.0\n0.0.0.0 a.com b.com # x\n127.0.0.1\tWWW.C.COM\nnotip d.com\n0.0.0.0\n";
+        parse_hosts(text, Path::new("h"), &mut e);
+        let got: Vec<&str> = e.domains.iter().map(Host::as_str).collect();
+        assert_eq!(got, ["a.com", "b.com", "www.c.com"]);
+        let lines: Vec<usize> = e.skipped.iter().map(|s| s.line).collect();
+        assert_eq!(lines, [6, 7]);
+    }
+
+    #[test]
+    fn urls_format() {
+        let mut e = Entries::default();
+        parse_urls("Example.com/A/./b\nhost.org\n", Path::new("u"), &mut e);
+        assert_eq!(e.urls[0].0.as_str(), "example.com");
+        assert_eq!(e.urls[0].1, "/A/b");
+        assert_eq!(e.urls[1].1, "/");
+    }
+
+    #[test]
+    fn ere_translation() {
+        assert_eq!(translate_ere(r"[\.]x"), r"[\\.]x");
+        assert_eq!(translate_ere(r"a{2,3}"), r"a{2,3}");
+        assert_eq!(translate_ere(r"a{b}"), r"a\{b\}");
+        assert_eq!(translate_ere(r"[[:alpha:]]+"), r"[[:alpha:]]+");
+        assert_eq!(translate_ere(r"[]a]"), r"[\]a]");
+        assert_eq!(translate_ere(r"[a[b]"), r"[a\[b]");
+        for e in [r"[\.]x", r"a{b}", r"[a[b]", r"x[&&]", "{x"] {
+            assert!(check_expression(&translate_ere(e)).is_ok(), "{e}");
+        }
+        let mut entries = Entries::default();
+        parse_expressions("(a|b\n{x}\nok[\\/]\n", Path::new("e"), &mut entries);
+        assert_eq!(entries.expressions, ["\\{x\\}", "ok[\\\\/]"]);
+        assert_eq!(entries.skipped.len(), 1);
+    }
+}

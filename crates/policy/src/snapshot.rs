@@ -1,0 +1,575 @@
+//! The compiled policy and `decide`, the function the proxy calls on every request.
+//!
+//! A `Snapshot` is immutable after `Policy::compile`: one list index for every
+//! category and every allow/deny list, the windows with the time zone resolved, and
+//! each role's and group's rules already merged (a group's scope holds its role's
+//! rules plus its own). `decide` is a pure function of (snapshot, subject, target,
+//! now): it queries the index once, converts `now` to school time at most once, and
+//! allocates only the strings of the `Decision` it returns.
+//!
+//! Decision order, first match wins:
+//! 1. locked categories (`locked:<category>`);
+//! 2. allow-lists: global, role, group (`allow:global`, `allow:role:<r>`,
+//!    `allow:group:<g>`);
+//! 3. active temporary unblocks of a site (`unblock:<id>`); an unblock of a
+//!    category lifts that category's blocks in step 4 and, if nothing else in step 4
+//!    blocks, allows with its own id;
+//! 4. deny-lists (`deny:global`, `deny:role:<r>`, `deny:group:<g>`), then blocked
+//!    categories (`category:<role or group>:<category>`), each in its windows;
+//! 5. file rules by path extension (`file:<role or group>:<rule>`); by response
+//!    headers in `decide_response`;
+//! 6. allow (`default`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use crate::file_rule::FileRule;
+use crate::lists::index::{Index, ListId, ListMatches};
+use crate::lists::normalize::RequestTarget;
+use crate::window::{Calendar, LocalNow, Window, WindowId};
+
+/// A browsing role. Admin permissions are separate and not part of the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Pupils (the strictest role, and the shipped default for unidentified clients).
+    Pupil,
+    /// Teaching and support staff.
+    Staff,
+    /// Staff with the filter-management responsibility.
+    FilterAdmin,
+}
+
+impl Role {
+    /// Every role, in index order.
+    pub const ALL: [Role; 3] = [Role::Pupil, Role::Staff, Role::FilterAdmin];
+
+    /// The name used in the policy file and in rule ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Pupil => "pupil",
+            Role::Staff => "staff",
+            Role::FilterAdmin => "filter-admin",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of `pupil`, `staff`, `filter-admin`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role `{0}`; roles are pupil, staff, filter-admin")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Role, UnknownRole> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str() == s)
+            .ok_or_else(|| UnknownRole(s.to_string()))
+    }
+}
+
+/// Who is browsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subject<'a> {
+    /// The person's role.
+    pub role: Role,
+    /// The group within the role (e.g. `year6`); a group the role does not have is
+    /// ignored and the role's rules apply.
+    pub group: Option<&'a str>,
+    /// The user name, for per-user unblocks and logging.
+    pub user: Option<&'a str>,
+}
+
+/// Allow or block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let the request through.
+    Allow,
+    /// Refuse it with the block page.
+    Block,
+}
+
+/// The outcome of a decision, with its explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allow or block.
+    pub verdict: Verdict,
+    /// Every category the target is in (sorted by name), for logging and reports.
+    pub categories: Vec<String>,
+    /// Stable id of the rule that decided, e.g. `category:pupil:gambling`.
+    pub rule: String,
+    /// One line for people, shown on the block page and by `safegate check`.
+    pub reason: String,
+}
+
+impl Decision {
+    /// True when the verdict is `Block`.
+    pub fn is_blocked(&self) -> bool {
+        self.verdict == Verdict::Block
+    }
+}
+
+/// YouTube Restricted Mode level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum YouTubeMode {
+    /// No restriction.
+    Off,
+    /// Moderate Restricted Mode.
+    Moderate,
+    /// Strict Restricted Mode.
+    #[default]
+    Strict,
+}
+
+/// Search restrictions to enforce for one subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SafeSearch {
+    /// Google, Bing and DuckDuckGo SafeSearch.
+    pub safesearch: bool,
+    /// YouTube Restricted Mode.
+    pub youtube: YouTubeMode,
+}
+
+impl Default for SafeSearch {
+    /// The defaults for a role that says nothing: SafeSearch on, YouTube strict.
+    fn default() -> Self {
+        SafeSearch {
+            safesearch: true,
+            youtube: YouTubeMode::Strict,
+        }
+    }
+}
+
+/// What loading a policy read and built.
+#[derive(Debug, Clone, Default)]
+pub struct LoadStats {
+    /// Per category, in name order.
+    pub categories: Vec<CategoryStats>,
+    /// Distinct lists in the index (categories, allow/deny lists, unblocked sites).
+    pub lists: usize,
+    /// Entries in the compiled index.
+    pub index_entries: usize,
+    /// Temporary unblocks in the file (active, future or expired).
+    pub unblocks: usize,
+    /// Time to read the lists and build the snapshot.
+    pub compile_time: Duration,
+}
+
+/// Entries read for one category.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CategoryStats {
+    /// Category name.
+    pub name: String,
+    /// Locked (illegal content) category.
+    pub locked: bool,
+    /// Domain entries (files and inline).
+    pub domains: usize,
+    /// URL (host/path) entries.
+    pub urls: usize,
+    /// Expression entries.
+    pub expressions: usize,
+    /// Lines of the list files that were not understood and skipped.
+    pub skipped: usize,
+}
+
+/// A category in the snapshot.
+#[derive(Debug)]
+pub(crate) struct Category {
+    pub name: String,
+    pub list: ListId,
+    pub locked: bool,
+}
+
+/// An allow-list of a scope.
+#[derive(Debug, Clone)]
+pub(crate) struct AllowRule {
+    pub list: ListId,
+    pub rule: String,
+    pub owner: String,
+}
+
+/// A deny-list (one per scope and set of windows).
+#[derive(Debug, Clone)]
+pub(crate) struct DenyRule {
+    pub list: ListId,
+    pub windows: Vec<WindowId>,
+    pub rule: String,
+    pub owner: String,
+}
+
+/// A blocked category of a scope.
+#[derive(Debug, Clone)]
+pub(crate) struct BlockRule {
+    pub category: u16,
+    pub windows: Vec<WindowId>,
+    pub rule: String,
+    pub owner: String,
+}
+
+/// The merged rules of one role or one group.
+#[derive(Debug, Clone)]
+pub(crate) struct Scope {
+    pub allow: Vec<AllowRule>,
+    pub deny: Vec<DenyRule>,
+    pub blocks: Vec<BlockRule>,
+    pub files: Vec<FileRule>,
+    pub safesearch: SafeSearch,
+}
+
+/// A role's scope and its groups' scopes.
+#[derive(Debug, Clone)]
+pub(crate) struct RoleRules {
+    pub scope: Scope,
+    pub groups: Vec<(String, Scope)>,
+}
+
+/// What an unblock lifts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum UnblockTarget {
+    Site(ListId),
+    Category(u16),
+}
+
+/// A temporary unblock.
+#[derive(Debug, Clone)]
+pub(crate) struct Unblock {
+    pub rule: String,
+    pub target: UnblockTarget,
+    pub role: Option<Role>,
+    pub group: Option<String>,
+    pub user: Option<String>,
+    pub from: Option<Timestamp>,
+    pub until: Timestamp,
+    pub until_text: String,
+    pub reason: Option<String>,
+}
+
+impl Unblock {
+    fn applies(&self, subject: &Subject<'_>, now: Timestamp) -> bool {
+        self.from.is_none_or(|from| from <= now)
+            && now < self.until
+            && self.role.is_none_or(|role| role == subject.role)
+            && self
+                .group
+                .as_deref()
+                .is_none_or(|group| subject.group == Some(group))
+            && self.user.as_deref().is_none_or(|user| {
+                subject
+                    .user
+                    .is_some_and(|subject| subject.eq_ignore_ascii_case(user))
+            })
+    }
+
+    fn describe(&self, what: &str) -> String {
+        match &self.reason {
+            Some(reason) => format!(
+                "{what} is temporarily unblocked until {} ({reason})",
+                self.until_text
+            ),
+            None => format!("{what} is temporarily unblocked until {}", self.until_text),
+        }
+    }
+}
+
+/// An immutable, compiled policy. Cheap to share behind an `Arc`; swap a new one in
+/// on reload.
+pub struct Snapshot {
+    pub(crate) index: Index,
+    pub(crate) tz: TimeZone,
+    pub(crate) default_role: Role,
+    pub(crate) categories: Vec<Category>,
+    /// Category index by list id, for naming the categories of a target.
+    pub(crate) category_of_list: Vec<Option<u16>>,
+    pub(crate) locked: Vec<u16>,
+    pub(crate) global_allow: Option<ListId>,
+    pub(crate) global_deny: Vec<DenyRule>,
+    pub(crate) roles: Vec<RoleRules>,
+    pub(crate) windows: Vec<Window>,
+    pub(crate) calendar: Calendar,
+    pub(crate) unblocks: Vec<Unblock>,
+    pub(crate) stats: LoadStats,
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("default_role", &self.default_role)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// The role for clients that are not identified yet.
+    pub fn default_role(&self) -> Role {
+        self.default_role
+    }
+
+    /// The school's time zone.
+    pub fn timezone(&self) -> &TimeZone {
+        &self.tz
+    }
+
+    /// What loading read and built.
+    pub fn stats(&self) -> &LoadStats {
+        &self.stats
+    }
+
+    /// Category names, in name order.
+    pub fn category_names(&self) -> impl Iterator<Item = &str> {
+        self.categories.iter().map(|c| c.name.as_str())
+    }
+
+    /// SafeSearch and YouTube restrictions for `subject` (the group's setting if it
+    /// has one, else the role's, else on/strict).
+    pub fn safesearch(&self, subject: &Subject<'_>) -> SafeSearch {
+        self.scope(subject).safesearch
+    }
+
+    /// Request phase: decides from the host and path alone (steps 1 to 6).
+    pub fn decide(
+        &self,
+        subject: &Subject<'_>,
+        target: &RequestTarget,
+        now: Timestamp,
+    ) -> Decision {
+        let scope = self.scope(subject);
+        let matches = self.index.matches(target);
+        let mut clock = LocalNow::new(now, &self.tz);
+        if let Some(decision) = self.decide_lists(scope, subject, &matches, now, &mut clock) {
+            return decision;
+        }
+        if let Some(path) = target.path.as_deref() {
+            for rule in &scope.files {
+                if let Some(ext) = rule.match_path(path)
+                    && self.open(&rule.windows, &mut clock)
+                {
+                    return self.decision(
+                        Verdict::Block,
+                        &matches,
+                        &rule.rule,
+                        format!(".{ext} files are blocked for {}", rule.owner),
+                    );
+                }
+            }
+        }
+        self.decision(
+            Verdict::Allow,
+            &matches,
+            "default",
+            "no rule blocks this site".to_string(),
+        )
+    }
+
+    /// Response phase: applies the file rules to the response's `Content-Type` and
+    /// `Content-Disposition`. `None` means "let the response through"; a target that
+    /// an allow-list or an unblock lets through is never blocked here.
+    pub fn decide_response(
+        &self,
+        subject: &Subject<'_>,
+        target: &RequestTarget,
+        content_type: Option<&str>,
+        content_disposition: Option<&str>,
+        now: Timestamp,
+    ) -> Option<Decision> {
+        let scope = self.scope(subject);
+        let mut clock = LocalNow::new(now, &self.tz);
+        // Cheap header checks first: most responses match no file rule, and then the
+        // index is not consulted at all.
+        let (rule, what) = scope.files.iter().find_map(|rule| {
+            let owner = &rule.owner;
+            let what = if let Some(t) = content_type.and_then(|ct| rule.match_content_type(ct)) {
+                format!("{t} downloads are blocked for {owner}")
+            } else {
+                let ext = content_disposition.and_then(|cd| rule.match_disposition(cd))?;
+                format!(".{ext} files are blocked for {owner}")
+            };
+            self.open(&rule.windows, &mut clock).then_some((rule, what))
+        })?;
+        let matches = self.index.matches(target);
+        match self.decide_lists(scope, subject, &matches, now, &mut clock) {
+            Some(decision) if decision.verdict == Verdict::Allow => None,
+            Some(decision) => Some(decision),
+            None => Some(self.decision(Verdict::Block, &matches, &rule.rule, what)),
+        }
+    }
+
+    /// Steps 1 to 4; `None` when none of them decides.
+    fn decide_lists(
+        &self,
+        scope: &Scope,
+        subject: &Subject<'_>,
+        matches: &ListMatches,
+        now: Timestamp,
+        clock: &mut LocalNow<'_>,
+    ) -> Option<Decision> {
+        if matches.is_empty() {
+            return None;
+        }
+        // 1. Locked categories.
+        for &category in &self.locked {
+            let category = &self.categories[usize::from(category)];
+            if matches.contains(category.list) {
+                return Some(self.decision(
+                    Verdict::Block,
+                    matches,
+                    &format!("locked:{}", category.name),
+                    format!(
+                        "in the locked category `{}`, blocked for everyone",
+                        category.name
+                    ),
+                ));
+            }
+        }
+        // 2. Allow-lists.
+        if let Some(list) = self.global_allow
+            && matches.contains(list)
+        {
+            return Some(self.decision(
+                Verdict::Allow,
+                matches,
+                "allow:global",
+                "on the allow-list for everyone".to_string(),
+            ));
+        }
+        for allow in &scope.allow {
+            if matches.contains(allow.list) {
+                return Some(self.decision(
+                    Verdict::Allow,
+                    matches,
+                    &allow.rule,
+                    format!("on the allow-list of {}", allow.owner),
+                ));
+            }
+        }
+        // 3. Temporary unblocks of a site.
+        for unblock in &self.unblocks {
+            if let UnblockTarget::Site(list) = unblock.target
+                && matches.contains(list)
+                && unblock.applies(subject, now)
+            {
+                return Some(self.decision(
+                    Verdict::Allow,
+                    matches,
+                    &unblock.rule,
+                    unblock.describe("this site"),
+                ));
+            }
+        }
+        // 4. Deny-lists, then blocked categories (minus unblocked categories).
+        for deny in self.global_deny.iter().chain(&scope.deny) {
+            if matches.contains(deny.list) && self.open(&deny.windows, clock) {
+                return Some(self.decision(
+                    Verdict::Block,
+                    matches,
+                    &deny.rule,
+                    format!(
+                        "on the deny-list of {}{}",
+                        deny.owner,
+                        self.during(&deny.windows, clock)
+                    ),
+                ));
+            }
+        }
+        let mut lifted_by: Option<(&Unblock, u16)> = None;
+        for block in &scope.blocks {
+            let category = &self.categories[usize::from(block.category)];
+            if !matches.contains(category.list) || !self.open(&block.windows, clock) {
+                continue;
+            }
+            if let Some(unblock) = self.unblocks.iter().find(|u| {
+                matches!(u.target, UnblockTarget::Category(c) if c == block.category)
+                    && u.applies(subject, now)
+            }) {
+                lifted_by.get_or_insert((unblock, block.category));
+                continue;
+            }
+            return Some(self.decision(
+                Verdict::Block,
+                matches,
+                &block.rule,
+                format!(
+                    "in the category `{}`, blocked for {}{}",
+                    category.name,
+                    block.owner,
+                    self.during(&block.windows, clock)
+                ),
+            ));
+        }
+        lifted_by.map(|(unblock, category)| {
+            let name = &self.categories[usize::from(category)].name;
+            self.decision(
+                Verdict::Allow,
+                matches,
+                &unblock.rule,
+                unblock.describe(&format!("the category `{name}`")),
+            )
+        })
+    }
+
+    fn scope(&self, subject: &Subject<'_>) -> &Scope {
+        let role = &self.roles[subject.role.index()];
+        subject
+            .group
+            .and_then(|group| role.groups.iter().find(|(name, _)| name == group))
+            .map_or(&role.scope, |(_, scope)| scope)
+    }
+
+    /// True when `windows` is empty (always) or one of them is open.
+    fn open(&self, windows: &[WindowId], clock: &mut LocalNow<'_>) -> bool {
+        windows.is_empty()
+            || windows
+                .iter()
+                .any(|&w| self.windows[usize::from(w)].contains(clock, &self.calendar))
+    }
+
+    /// ` during <window>` for the first open window, or nothing for "always".
+    fn during(&self, windows: &[WindowId], clock: &mut LocalNow<'_>) -> String {
+        windows
+            .iter()
+            .map(|&w| &self.windows[usize::from(w)])
+            .find(|w| w.contains(clock, &self.calendar))
+            .map(|w| format!(" during {}", w.name))
+            .unwrap_or_default()
+    }
+
+    fn decision(
+        &self,
+        verdict: Verdict,
+        matches: &ListMatches,
+        rule: &str,
+        reason: String,
+    ) -> Decision {
+        let mut categories: Vec<String> = matches
+            .iter()
+            .filter_map(|id| {
+                self.category_of_list
+                    .get(usize::from(id))
+                    .copied()
+                    .flatten()
+            })
+            .map(|c| self.categories[usize::from(c)].name.clone())
+            .collect();
+        categories.sort_unstable();
+        Decision {
+            verdict,
+            categories,
+            rule: rule.to_string(),
+            reason,
+        }
+    }
+}

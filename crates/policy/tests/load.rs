@@ -1,0 +1,205 @@
+//! Loading: broken files are refused with file, line, column and key; validation
+//! reports every problem; statistics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use safegate_policy::{Policy, PolicyError};
+
+fn write(policy: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ok.txt"),
+        "# two\na.test\nb.test\nnot a domain!\n",
+    )
+    .unwrap();
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, policy).unwrap();
+    (dir, path)
+}
+
+const ROLES: &str = "[roles.pupil]\n[roles.staff]\n[roles.filter-admin]\n";
+
+#[test]
+fn syntax_error_has_file_line_and_column() {
+    let (_dir, path) = write("timezone = \"Europe/London\"\n[roles.pupil]\nblock = [\"a\", \n");
+    let err = Policy::load(&path).unwrap_err();
+    let PolicyError::Syntax { line, column, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*line, 3, "{err}");
+    assert!(*column > 1, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("{}:3:", path.display())),
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_key_names_key_line_and_column() {
+    let (_dir, path) = write(
+        "[roles.pupil]\nsafesearch = true\n  blok = [\"gambling\"]\n[roles.staff]\n[roles.filter-admin]\n",
+    );
+    let err = Policy::load(&path).unwrap_err();
+    let PolicyError::Schema {
+        line,
+        column,
+        key,
+        message,
+        ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!((*line, *column), (Some(3), Some(3)), "{err}");
+    assert_eq!(key, "roles.pupil.blok", "{err}");
+    assert!(message.contains("blok"), "{err}");
+    assert!(
+        err.to_string()
+            .contains(":3:3: key `roles.pupil.blok`: unknown field `blok`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let (_dir, path) = write(&format!(
+        "{ROLES}[[unblocks]]\nsite = \"a.test\"\nrole = \"pupil\"\nuntil = 5\n"
+    ));
+    let err = Policy::load(&path).unwrap_err();
+    let PolicyError::Schema { line, key, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(key, "unblocks[0].until", "{err}");
+    assert_eq!(*line, Some(7), "{err}");
+    let (_dir, path) = write(&format!("{ROLES}[windows.w]\ndays = \"mon-fri\"\n"));
+    let err = Policy::load(&path).unwrap_err();
+    assert!(err.to_string().contains("key `windows.w.days`"), "{err}");
+    let (_dir, path) =
+        write("[roles.pupil]\nyoutube = \"very\"\n[roles.staff]\n[roles.filter-admin]\n");
+    let err = Policy::load(&path).unwrap_err();
+    assert!(
+        err.to_string().contains(":2:11: key `roles.pupil.youtube`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validation_reports_every_problem_with_its_key_and_line() {
+    let policy = r#"timezone = "Europe/Londres"
+default_role = "guest"
+
+[categories.ok]
+sources = [{ format = "domains", path = "ok.txt" }]
+[categories.missing]
+sources = [{ format = "domains", path = "lists/missing.txt" }]
+[categories.locked]
+locked = true
+sites = ["bad host!"]
+
+[windows.w]
+days = ["mon-fri", "funday"]
+times = ["15:30-08:30", "09:00-12:00", "11:00-13:00"]
+terms_only = true
+
+[calendar]
+terms = [{ from = "2026-09-01", until = "2026-08-01" }]
+
+[roles.pupil]
+block = ["ok", "nope", { category = "ok", windows = ["nowin"] }]
+
+[roles.pupil.groups.year6]
+lift = ["locked"]
+
+[roles.staff.groups.year6]
+
+[roles.teacher]
+
+[[unblocks]]
+category = "locked"
+role = "pupil"
+until = "soon"
+"#;
+    let (dir, path) = write(policy);
+    let err = Policy::load(&path).unwrap_err();
+    let PolicyError::Invalid { problems, .. } = &err else {
+        panic!("{err:?}")
+    };
+    let text = err.to_string();
+    let expect = [
+        ("timezone", "Europe/Londres"),
+        ("default_role", "unknown role `guest`"),
+        (
+            "categories.missing.sources[0].path",
+            "missing.txt does not exist",
+        ),
+        ("categories.locked.sites[0]", "bad host!"),
+        ("windows.w.days[1]", "funday"),
+        ("windows.w.times[0]", "ends before it starts"),
+        ("windows.w.times[2]", "overlaps windows.w.times[1]"),
+        ("windows.w.terms_only", "needs term dates"),
+        ("calendar.terms[0]", "`until` is before `from`"),
+        ("roles.pupil.block[1]", "unknown category `nope`"),
+        ("roles.pupil.block[2].windows[0]", "unknown window `nowin`"),
+        ("roles.pupil.groups.year6.lift[0]", "locked category"),
+        ("roles.staff.groups.year6", "group names must be unique"),
+        ("roles.teacher", "unknown role `teacher`"),
+        ("roles.filter-admin", "is not defined"),
+        ("unblocks[0].category", "can never be unblocked"),
+        ("unblocks[0].until", "`soon` is not a time"),
+    ];
+    for (key, message) in expect {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == key && p.message.contains(message)),
+            "missing {key}: {message}\n{text}"
+        );
+    }
+    assert_eq!(problems.len(), expect.len(), "{text}");
+    // The missing list is named by its full path.
+    assert!(
+        text.contains(&dir.path().join("lists/missing.txt").display().to_string()),
+        "{text}"
+    );
+    // Lines are found for keys that are written in the file.
+    let line_of = |key: &str| problems.iter().find(|p| p.key == key).and_then(|p| p.line);
+    assert_eq!(line_of("timezone"), Some(1));
+    assert_eq!(line_of("windows.w.days[1]"), Some(13));
+    assert_eq!(line_of("roles.pupil.block[2].windows[0]"), Some(21));
+    assert_eq!(line_of("unblocks[0].until"), Some(33));
+    assert_eq!(line_of("roles.filter-admin"), None);
+    assert!(text.contains("line 13: windows.w.days[1]: "), "{text}");
+}
+
+#[test]
+fn unreadable_file_is_a_read_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Policy::load(&dir.path().join("nope.toml")).unwrap_err();
+    assert!(matches!(err, PolicyError::Read { .. }), "{err:?}");
+}
+
+#[test]
+fn load_statistics() {
+    let (_dir, path) = write(&format!(
+        "[categories.ok]\nsources = [{{ format = \"domains\", path = \"ok.txt\" }}]\nsites = [\"c.test\", \"d.test/x\"]\n{ROLES}"
+    ));
+    let s = Policy::load(&path).unwrap();
+    let stats = s.stats();
+    assert_eq!(stats.categories.len(), 1);
+    let c = &stats.categories[0];
+    assert_eq!((c.domains, c.urls, c.skipped), (3, 1, 1), "{c:?}");
+    assert_eq!(stats.lists, 1);
+    assert!(stats.index_entries >= 4, "{stats:?}");
+    assert!(stats.compile_time.as_secs() < 5);
+    assert_eq!(s.category_names().collect::<Vec<_>>(), vec!["ok"]);
+}
+
+#[test]
+fn toml_dates_and_times_may_be_bare() {
+    let (_dir, path) = write(&format!(
+        "{ROLES}[calendar]\nterms = [{{ from = 2026-09-02, until = 2026-12-18 }}]\n\
+         [[unblocks]]\nsite = \"a.test\"\nrole = \"pupil\"\nfrom = 2026-11-23T14:30:00\nuntil = 2026-11-23T15:30:00Z\n"
+    ));
+    Policy::load(&path).unwrap_or_else(|e| panic!("{e}"));
+}

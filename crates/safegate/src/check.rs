@@ -1,0 +1,134 @@
+//! `safegate check`: the policy's decision for one address, explained. It loads the
+//! policy exactly as `safegate run` does and calls the same `Snapshot::decide`.
+
+use anyhow::{Context, Result, anyhow, bail};
+use jiff::Timestamp;
+use jiff::civil::DateTime;
+use safegate_policy::{Decision, Policy, RequestTarget, Role, Subject};
+
+use crate::cli::CheckArgs;
+use crate::settings::Config;
+
+/// Exit status for a blocked address.
+pub const BLOCKED_EXIT: u8 = 3;
+
+/// Decides `args.url`; returns whether it is blocked.
+pub fn run(args: &CheckArgs) -> Result<bool> {
+    let config = Config::load(&args.config.config, &args.config.set)?;
+    let path = &config.policy.file;
+    let snapshot = Policy::load(path).with_context(|| format!("policy {}", path.display()))?;
+    let role = match &args.role {
+        Some(name) => name
+            .parse::<Role>()
+            .map_err(|_| anyhow!("--role {name}: not a role (pupil, staff, filter-admin)"))?,
+        None => snapshot.default_role(),
+    };
+    let now = match &args.at {
+        Some(text) => parse_time(text, snapshot.timezone())?,
+        None => Timestamp::now(),
+    };
+    let (target, host_only) = target_of(&args.url)?;
+    let subject = Subject {
+        role,
+        group: args.group.as_deref(),
+        user: args.user.as_deref(),
+    };
+    let decision = snapshot.decide(&subject, &target, now);
+    let local = now.to_zoned_datetime(snapshot.timezone().clone());
+    if args.json {
+        let json = serde_json::json!({
+            "url": args.url,
+            "target": target.url_text(),
+            "host_only": host_only,
+            "role": role.as_str(),
+            "group": args.group,
+            "user": args.user,
+            "at": local.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+            "verdict": if decision.is_blocked() { "block" } else { "allow" },
+            "categories": decision.categories,
+            "rule": decision.rule,
+            "reason": decision.reason,
+        });
+        println!("{json}");
+    } else {
+        let at = local.strftime("%a %-d %b %Y %H:%M %Z").to_string();
+        print_decision(args, &decision, role, &target.url_text(), host_only, &at);
+    }
+    Ok(decision.is_blocked())
+}
+
+fn print_decision(
+    args: &CheckArgs,
+    decision: &Decision,
+    role: Role,
+    target: &str,
+    host_only: bool,
+    at: &str,
+) {
+    let verdict = if decision.is_blocked() {
+        "BLOCK"
+    } else {
+        "ALLOW"
+    };
+    println!("{verdict} {}", args.url);
+    println!(
+        "  matched as:  {target}{}",
+        if host_only {
+            " (host only, as for an HTTPS tunnel)"
+        } else {
+            ""
+        }
+    );
+    let mut who = role.as_str().to_owned();
+    if let Some(group) = &args.group {
+        who.push_str(&format!(" / {group}"));
+    }
+    if let Some(user) = &args.user {
+        who.push_str(&format!(" (user {user})"));
+    }
+    println!("  for:         {who}");
+    println!("  at:          {at}");
+    let categories = if decision.categories.is_empty() {
+        "none".to_owned()
+    } else {
+        decision.categories.join(", ")
+    };
+    println!("  categories:  {categories}");
+    println!("  rule:        {}", decision.rule);
+    println!("  reason:      {}", decision.reason);
+}
+
+/// The target the proxy would decide on: the full URL for `http://`, the host alone
+/// for `https://` (a CONNECT tunnel without decryption) and for a bare host.
+fn target_of(url: &str) -> Result<(RequestTarget, bool)> {
+    let lower = url.to_ascii_lowercase();
+    if let Some(rest) = lower.strip_prefix("https://") {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        // ASCII lower-casing keeps byte offsets, so `end` indexes the original too.
+        let authority = &url["https://".len()..];
+        let authority = &authority[..end];
+        let target =
+            RequestTarget::from_parts(authority.rsplit('@').next().unwrap_or(authority), None)
+                .map_err(|e| anyhow!("{url}: {e}"))?;
+        return Ok((target, true));
+    }
+    if lower.starts_with("http://") || url.contains('/') {
+        let target = RequestTarget::parse_url(url).map_err(|e| anyhow!("{url}: {e}"))?;
+        return Ok((target, false));
+    }
+    let target = RequestTarget::from_parts(url, None).map_err(|e| anyhow!("{url}: {e}"))?;
+    Ok((target, true))
+}
+
+fn parse_time(text: &str, tz: &jiff::tz::TimeZone) -> Result<Timestamp> {
+    if let Ok(timestamp) = text.parse::<Timestamp>() {
+        return Ok(timestamp);
+    }
+    let civil: DateTime = text.trim().replacen(' ', "T", 1).parse().map_err(|_| {
+        anyhow!("--at {text}: expected RFC 3339 or local time like 2026-11-23 10:00")
+    })?;
+    match tz.to_ambiguous_zoned_datetime(civil).compatible() {
+        Ok(zoned) => Ok(zoned.timestamp()),
+        Err(err) => bail!("--at {text}: {err}"),
+    }
+}

@@ -1,0 +1,134 @@
+//! Loading and hot-reloading the policy. The policy file and its lists are parsed and
+//! compiled on a blocking thread, off the proxy's hot path, then swapped in atomically;
+//! requests in flight keep the snapshot they started with. A broken file is refused
+//! with file, line and column, and the previous policy stays live. Reloads happen on
+//! SIGHUP and, with `policy.watch`, when the policy file changes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use notify::{RecursiveMode, Watcher};
+use safegate_policy::{Policy, Snapshot};
+use safegate_proxy::filter::PolicyHandle;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// Quiet time after a file event before reloading (editors write in several steps).
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// Reload outcomes since start.
+#[derive(Debug, Default)]
+pub struct ReloadCounters {
+    /// Policies compiled and swapped in.
+    pub succeeded: AtomicU64,
+    /// Policies refused (the previous one stayed live).
+    pub failed: AtomicU64,
+}
+
+/// Loads the policy for start-up; errors name the file, line and column.
+pub fn load_initial(path: &Path) -> Result<PolicyHandle> {
+    let snapshot = Policy::load(path).with_context(|| format!("policy {}", path.display()))?;
+    log_loaded(path, &snapshot, "policy loaded");
+    Ok(Arc::new(ArcSwap::from_pointee(snapshot)))
+}
+
+fn log_loaded(path: &Path, snapshot: &Snapshot, message: &str) {
+    let stats = snapshot.stats();
+    info!(
+        file = %path.display(),
+        entries = stats.index_entries,
+        lists = stats.lists,
+        unblocks = stats.unblocks,
+        compile_ms = stats.compile_time.as_millis() as u64,
+        "{message}"
+    );
+}
+
+/// Compiles the policy again and swaps it in; on failure the old policy stays.
+pub async fn reload(path: &Path, handle: &PolicyHandle, counters: &ReloadCounters) -> bool {
+    let file = path.to_owned();
+    let compiled = tokio::task::spawn_blocking(move || Policy::load(&file)).await;
+    match compiled {
+        Ok(Ok(snapshot)) => {
+            log_loaded(path, &snapshot, "policy reloaded");
+            handle.store(Arc::new(snapshot));
+            counters.succeeded.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Ok(Err(err)) => {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            error!(file = %path.display(), "policy NOT reloaded, the previous policy stays live: {err}");
+            false
+        }
+        Err(err) => {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            error!(%err, "policy reload task failed; the previous policy stays live");
+            false
+        }
+    }
+}
+
+/// Reloads on SIGHUP and (if `watch`) on changes to the policy file, until `shutdown`.
+pub fn spawn_reloader(
+    path: PathBuf,
+    watch: bool,
+    handle: PolicyHandle,
+    counters: Arc<ReloadCounters>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let (changed_tx, mut changed) = mpsc::channel::<()>(1);
+    let watcher = if watch {
+        Some(watch_file(&path, changed_tx)?)
+    } else {
+        None
+    };
+    Ok(tokio::spawn(async move {
+        let _watcher = watcher;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = hangup.recv() => info!("SIGHUP received: reloading the policy"),
+                Some(()) = changed.recv() => {
+                    // Let the editor finish writing; fold further events into this reload.
+                    tokio::time::sleep(SETTLE).await;
+                    while changed.try_recv().is_ok() {}
+                    info!(file = %path.display(), "policy file changed: reloading");
+                }
+            }
+            reload(&path, &handle, &counters).await;
+        }
+    }))
+}
+
+/// Watches the policy file's directory (editors replace files rather than write them
+/// in place) and signals changes to the file itself.
+fn watch_file(path: &Path, changed: mpsc::Sender<()>) -> Result<notify::RecommendedWatcher> {
+    let name = path.file_name().map(ToOwned::to_owned);
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) => {
+                let relevant =
+                    event.kind.is_modify() || event.kind.is_create() || event.kind.is_remove();
+                if relevant && event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
+                    let _ = changed.try_send(());
+                }
+            }
+            Err(err) => warn!(%err, "policy file watcher error"),
+        })
+        .context("cannot start the policy file watcher")?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    Ok(watcher)
+}
