@@ -159,7 +159,12 @@ fn host_mix(listed: &[&Host], count: usize) -> Vec<RequestTarget> {
     (0..count)
         .map(|_| {
             let host = if rng.below(10) == 0 {
-                format!("www.{}", listed[rng.below(listed.len())].as_str())
+                let h = listed[rng.below(listed.len())];
+                if h.is_ip() {
+                    h.to_string()
+                } else {
+                    format!("www.{h}")
+                }
             } else {
                 let b = BENIGN[rng.below(BENIGN.len())];
                 if rng.below(3) == 0 {

@@ -208,6 +208,18 @@ async fn route(state: Arc<OriginState>, mut request: Request<Incoming>) -> Respo
                 .collect();
             respond(StatusCode::OK, chunks(parts))
         }
+        ["uri"] => respond(StatusCode::OK, full(request.uri().to_string())),
+        ["download", name] => {
+            // A download whose type and file name only the response reveals.
+            let mut response = respond(StatusCode::OK, full(payload(2048)));
+            let headers = response.headers_mut();
+            headers.insert("content-type", "application/x-msdownload".parse().unwrap());
+            headers.insert(
+                "content-disposition",
+                format!("attachment; filename=\"{name}\"").parse().unwrap(),
+            );
+            response
+        }
         ["status", code] => {
             let code = code
                 .parse()

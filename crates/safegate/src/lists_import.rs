@@ -483,10 +483,6 @@ fn extract(archive: &mut File, lists: &Path) -> Result<Extracted> {
                     .insert(file, entries);
                 *extracted.bytes.entry(category).or_default() += bytes;
             }
-            (Place::Top(name), tar::EntryType::Directory) => {
-                // A category folder that may stay empty; real categories need list files.
-                let _ = name;
-            }
             (Place::Top(name), tar::EntryType::Symlink) => {
                 let target = entry
                     .link_name_bytes()
@@ -578,7 +574,9 @@ fn place(raw: &[u8]) -> Result<Place> {
     Ok(match parts.as_slice() {
         [_, category, file] | [category, file] if is_list(file) => {
             if !valid_category(category) {
-                bail!("invalid category name {category:?}");
+                bail!(
+                    "invalid category name {category:?} (letters, digits, _ and -, at most {MAX_CATEGORY_LEN} characters)"
+                );
             }
             Place::List {
                 category: category.clone(),

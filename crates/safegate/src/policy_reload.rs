@@ -56,8 +56,9 @@ pub async fn reload(path: &Path, handle: &PolicyHandle, counters: &ReloadCounter
     let compiled = tokio::task::spawn_blocking(move || Policy::load(&file)).await;
     match compiled {
         Ok(Ok(snapshot)) => {
+            let snapshot = Arc::new(snapshot);
+            handle.store(Arc::clone(&snapshot));
             log_loaded(path, &snapshot, "policy reloaded");
-            handle.store(Arc::new(snapshot));
             counters.succeeded.fetch_add(1, Ordering::Relaxed);
             true
         }
