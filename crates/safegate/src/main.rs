@@ -15,6 +15,7 @@ mod settings;
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, ConfigAction, ListsAction};
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
             service::run(config)
         }),
         Command::Config { action } => match action {
-            ConfigAction::Check(args) => Config::load(&args.config, &args.set).map(|config| {
+            ConfigAction::Check(args) => Config::load(&args.config, &args.set).and_then(|config| {
                 println!(
                     "{}: configuration is valid (proxy on {}, admin on {}, data in {})",
                     args.config.display(),
@@ -41,6 +42,19 @@ fn main() -> ExitCode {
                     config.admin.listen,
                     config.data_dir.display()
                 );
+                let path = &config.policy.file;
+                let snapshot = safegate_policy::Policy::load(path)
+                    .with_context(|| format!("policy {}", path.display()))?;
+                let stats = snapshot.stats();
+                println!(
+                    "{}: policy is valid ({} lists, {} entries, {} unblocks, compiled in {} ms)",
+                    path.display(),
+                    stats.lists,
+                    stats.index_entries,
+                    stats.unblocks,
+                    stats.compile_time.as_millis()
+                );
+                Ok(())
             }),
             ConfigAction::Show(args) => Config::load(&args.config, &args.set).and_then(|config| {
                 print!("{}", toml::to_string_pretty(&config)?);
