@@ -48,23 +48,68 @@ die() { log "error: $*"; exit 1; }
 # the foreground-mode background (`... &`) and calls `track <name> $!`. Nothing else.
 
 ALL_PEERS=(safegate squid tinyproxy e2guardian)
+# Extra SafeGate variants, run only when named in PEERS: the same binary with no list
+# at all, and with every UT1 category and Sinfonietta hosts file in ../shared blocked
+# for the default role (about 640k entries), to show what the lists cost per request.
 declare -A PEER_PORT=(
     [safegate]=$((BASE_PORT + 10))
+    [safegate-nolists]=$((BASE_PORT + 12))
+    [safegate-alllists]=$((BASE_PORT + 14))
     [squid]=$((BASE_PORT + 20))
     [tinyproxy]=$((BASE_PORT + 30))
     [e2guardian]=$((BASE_PORT + 40))
 )
 declare -A PEER_LABEL=(
     [safegate]=safegate
+    [safegate-nolists]=sg-nolists
+    [safegate-alllists]=sg-alllists
     [squid]=squid
     [tinyproxy]=tinyproxy
     [e2guardian]=e2guardian
 )
 
 start_safegate() {
-    local dir=$WORK/safegate port=${PEER_PORT[safegate]}
+    start_safegate_variant safegate "$ROOT/config/policy.toml"
+}
+
+start_safegate-nolists() {
+    local policy=$WORK/policy-nolists.toml
+    printf '%s\n' 'default_role = "pupil"' '[roles.pupil]' 'block = []' 'safesearch = false' \
+        'youtube = "off"' '[roles.staff]' '[roles.filter-admin]' >"$policy"
+    start_safegate_variant safegate-nolists "$policy"
+}
+
+start_safegate-alllists() {
+    local policy=$WORK/policy-alllists.toml shared=$ROOT/../shared/blocklists
+    [[ -d $shared/ut1 ]] || die "$shared/ut1 not found (../shared beside the checkout)"
+    local names=() folder name hosts
+    {
+        echo 'default_role = "pupil"'
+        for folder in "$shared"/ut1/*/; do
+            [[ -L ${folder%/} ]] && continue   # aliases (porn -> adult) would double-count
+            name=ut1-$(basename "$folder")
+            printf '[categories.%s]\nsources = [{ format = "ut1", path = "%s" }]\n' "$name" "${folder%/}"
+            names+=("\"$name\"")
+        done
+        for hosts in "$shared"/sinfonietta/*-hosts; do
+            name=sf-$(basename "$hosts")
+            printf '[categories.%s]\nsources = [{ format = "hosts", path = "%s" }]\n' "$name" "$hosts"
+            names+=("\"$name\"")
+        done
+        local IFS=,
+        printf '[roles.pupil]\nblock = [%s]\nsafesearch = false\nyoutube = "off"\n' "${names[*]}"
+        printf '[roles.staff]\n[roles.filter-admin]\n'
+    } >"$policy"
+    start_safegate_variant safegate-alllists "$policy"
+}
+
+# start_safegate_variant NAME POLICY_FILE
+start_safegate_variant() {
+    local name=$1 policy=$2
+    local dir=$WORK/$name port=${PEER_PORT[$1]}
     mkdir -p "$dir/data"
     "$SAFEGATE" run --config "$ROOT/config/safegate.toml" \
+        --set "policy.file=\"$policy\"" \
         --set "proxy.listen=\"127.0.0.1:$port\"" \
         --set "admin.listen=\"127.0.0.1:$((port + 1))\"" \
         --set "proxy.connect_ports=[443, $TUNNEL_PORT]" \
@@ -73,7 +118,7 @@ start_safegate() {
         --set 'upstream.dns.servers=["127.0.0.1:9"]' \
         --set 'log.level="warn"' \
         >"$dir/out.log" 2>&1 &
-    track safegate $!
+    track "$name" $!
 }
 
 start_squid() {

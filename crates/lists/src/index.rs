@@ -35,8 +35,11 @@
 //!   matches host-only targets (CONNECT); other URL entries cannot match those.
 //!
 //! * **Expressions**: one [`regex::bytes::RegexSet`] (case-insensitive, ASCII classes)
-//!   over [`RequestTarget::url_text`], run only when there are expressions; a cheap
-//!   `is_match` pass runs first and the per-pattern pass only on a hit.
+//!   over [`RequestTarget::url_text`], run only when there are expressions. A cheap
+//!   "any match?" pass runs first — a fully compiled dense DFA of all expressions when
+//!   it fits in 8 MiB (≈80 ns for the UT1 expressions against ≈200 ns for
+//!   `RegexSet::is_match`), else `RegexSet::is_match` — and the per-pattern pass only
+//!   on a hit.
 //!
 //! The hot path allocates nothing for a miss; a hit allocates only if more than
 //! [`ListMatches`]'s inline capacity of lists match. Building the URL text for
@@ -194,8 +197,15 @@ impl IndexBuilder {
             Some(compile_set(&patterns, &expressions)?)
         };
 
+        let prefilter = if patterns.is_empty() {
+            None
+        } else {
+            compile_prefilter(&patterns)
+        };
+
         Ok(Index {
             hasher,
+            prefilter,
             domains: domain_table,
             url_hosts,
             url_rules,
@@ -234,6 +244,31 @@ fn compile_set(
             Err(ListError::ExpressionsTooLarge(set_error.to_string()))
         }
     }
+}
+
+/// Size limit of the expression pre-check DFA (and of its construction).
+const PREFILTER_DFA_LIMIT: usize = 8 << 20;
+
+/// A dense DFA answering "does any expression match?" about 2–3× faster than the lazy
+/// DFA behind `RegexSet::is_match`; `None` if it would exceed the size limit.
+fn compile_prefilter(patterns: &[String]) -> Option<regex_automata::dfa::dense::DFA<Vec<u32>>> {
+    use regex_automata::dfa::dense;
+    use regex_automata::util::syntax;
+    dense::Builder::new()
+        .syntax(
+            syntax::Config::new()
+                .case_insensitive(true)
+                .unicode(false)
+                .utf8(false),
+        )
+        .configure(
+            dense::Config::new()
+                .match_kind(regex_automata::MatchKind::All)
+                .dfa_size_limit(Some(PREFILTER_DFA_LIMIT))
+                .determinize_size_limit(Some(PREFILTER_DFA_LIMIT)),
+        )
+        .build_many(patterns)
+        .ok()
 }
 
 /// The domain fingerprint: keyed SipHash-1-3 of the name; never 0 (0 marks a free slot).
@@ -354,9 +389,9 @@ impl DomainTable {
         }
     }
 
+    /// Looks up `fp`, scanning from slot `i` (its home slot).
     #[inline]
-    fn get(&self, fp: u64) -> Option<u32> {
-        let mut i = home(fp, self.buckets);
+    fn get_from(&self, mut i: usize, fp: u64) -> Option<u32> {
         loop {
             let k = *self.keys.get(i)?;
             if k == fp {
@@ -420,6 +455,9 @@ pub struct Index {
     url_hosts: HashMap<u64, (u32, u32), BuildHasherDefault<FingerprintHasher>>,
     url_rules: Vec<(Box<str>, ListId)>,
     regex_set: Option<regex::bytes::RegexSet>,
+    /// A fully compiled DFA of all expressions, used as a fast "any match?" pre-check
+    /// when it fits in [`PREFILTER_DFA_LIMIT`] bytes; the set stays authoritative.
+    prefilter: Option<regex_automata::dfa::dense::DFA<Vec<u32>>>,
     pattern_bytes: usize,
     pattern_sets: Vec<u32>,
     sets: SetTable,
@@ -446,7 +484,7 @@ impl Index {
         self.match_host_and_path(&target.host, target.path.as_deref(), &mut out);
         if let Some(set) = &self.regex_set {
             let text = target.url_text();
-            if set.is_match(text.as_bytes()) {
+            if self.any_expression_matches(set, text.as_bytes()) {
                 for p in set.matches(text.as_bytes()).iter() {
                     for &id in self.sets.get(self.pattern_sets[p]) {
                         out.insert(id);
@@ -464,7 +502,7 @@ impl Index {
         self.match_host_and_path(host, None, &mut out);
         if let Some(set) = &self.regex_set {
             let text = host.as_str().as_bytes();
-            if set.is_match(text) {
+            if self.any_expression_matches(set, text) {
                 for p in set.matches(text).iter() {
                     for &id in self.sets.get(self.pattern_sets[p]) {
                         out.insert(id);
@@ -475,35 +513,71 @@ impl Index {
         out
     }
 
+    fn any_expression_matches(&self, set: &regex::bytes::RegexSet, text: &[u8]) -> bool {
+        use regex_automata::dfa::Automaton;
+        if let Some(dfa) = &self.prefilter {
+            let input = regex_automata::Input::new(text).earliest(true);
+            if let Ok(found) = dfa.try_search_fwd(&input) {
+                return found.is_some();
+            }
+        }
+        set.is_match(text)
+    }
+
+    /// Probes every label suffix of `host`. Fingerprints of all suffixes are computed
+    /// first and the first slot of each is loaded in a branch-free pass, so the (up to
+    /// one per suffix) cache misses on a large table overlap instead of queueing.
     #[inline]
     fn match_host_and_path(&self, host: &Host, path: Option<&str>, out: &mut ListMatches) {
-        let mut name = host.as_str();
+        const BATCH: usize = 12;
         let single = host.is_ip();
         let check_urls = !self.url_hosts.is_empty();
-        loop {
-            let fp = fingerprint(&self.hasher, name);
-            if let Some(set) = self.domains.get(fp) {
-                for &id in self.sets.get(set) {
-                    out.insert(id);
+        let mut next = Some(host.as_str());
+        while let Some(mut name) = next.take() {
+            let mut fps = [0u64; BATCH];
+            let mut n = 0;
+            loop {
+                fps[n] = fingerprint(&self.hasher, name);
+                n += 1;
+                if single {
+                    break;
+                }
+                match name.find('.') {
+                    Some(i) => name = &name[i + 1..],
+                    None => break,
+                }
+                if n == BATCH {
+                    next = Some(name);
+                    break;
                 }
             }
-            if check_urls && let Some(&(a, b)) = self.url_hosts.get(&fp) {
-                for (entry, id) in &self.url_rules[a as usize..b as usize] {
-                    let hit = match path {
-                        Some(p) => path_prefix_matches(entry, p),
-                        None => &**entry == "/",
-                    };
-                    if hit {
-                        out.insert(*id);
+            let mut slots = [0usize; BATCH];
+            let mut first = [0u64; BATCH];
+            for j in 0..n {
+                slots[j] = home(fps[j], self.domains.buckets);
+                first[j] = self.domains.keys.get(slots[j]).copied().unwrap_or(0);
+            }
+            for j in 0..n {
+                let fp = fps[j];
+                if first[j] != 0
+                    && first[j] <= fp
+                    && let Some(set) = self.domains.get_from(slots[j], fp)
+                {
+                    for &id in self.sets.get(set) {
+                        out.insert(id);
                     }
                 }
-            }
-            if single {
-                break;
-            }
-            match name.find('.') {
-                Some(i) => name = &name[i + 1..],
-                None => break,
+                if check_urls && let Some(&(a, b)) = self.url_hosts.get(&fp) {
+                    for (entry, id) in &self.url_rules[a as usize..b as usize] {
+                        let hit = match path {
+                            Some(p) => path_prefix_matches(entry, p),
+                            None => &**entry == "/",
+                        };
+                        if hit {
+                            out.insert(*id);
+                        }
+                    }
+                }
             }
         }
     }
@@ -532,6 +606,7 @@ impl Index {
             + set_lookup
             + self.pattern_sets.capacity() * 4
             + self.pattern_bytes * 64
+            + self.prefilter.as_ref().map_or(0, |d| d.memory_usage())
     }
 }
 
