@@ -121,3 +121,37 @@ async fn connect_to_a_port_not_allowed_is_refused() {
     })
     .await;
 }
+
+/// Bytes the client sends right behind the CONNECT head, in the same write, have been
+/// read by the proxy's HTTP parser already; they must still reach the origin, first.
+#[tokio::test]
+async fn bytes_behind_the_connect_head_reach_the_origin() {
+    bounded(async {
+        let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin_addr = origin.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = origin.accept().await.unwrap();
+            let mut received = Vec::new();
+            stream.read_to_end(&mut received).await.unwrap();
+            stream.write_all(&received).await.unwrap();
+            stream.shutdown().await.unwrap();
+        });
+        let ports = format!("proxy.connect_ports=[{}]", origin_addr.port());
+        let safegate = SafeGate::start(&[&ports]).await;
+        let mut stream = raw::connect(safegate.proxy).await;
+        let connect = format!("CONNECT {origin_addr} HTTP/1.1\r\nHost: {origin_addr}\r\n\r\nHELLO");
+        stream.write_all(connect.as_bytes()).await.unwrap();
+        let head = raw::read_head(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let rest = payload(200_000);
+        stream.write_all(&rest).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut echoed = Vec::new();
+        stream.read_to_end(&mut echoed).await.unwrap();
+        let mut expected = b"HELLO".to_vec();
+        expected.extend_from_slice(&rest);
+        assert_eq!(echoed.len(), expected.len());
+        assert!(echoed == expected, "echo differs from what was sent");
+    })
+    .await;
+}

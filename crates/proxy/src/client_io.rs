@@ -127,6 +127,11 @@ impl ClientIo {
         Self { stream, activity }
     }
 
+    /// The socket itself, for a tunnel that relays it without hyper.
+    pub(crate) fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     fn answer_request_timeout(&mut self, cx: &mut Context<'_>) -> io::Error {
         // Best effort: the response is tiny and the send buffer empty at this point.
         let _ = Pin::new(&mut self.stream).poll_write(cx, REQUEST_TIMEOUT_RESPONSE);

@@ -24,6 +24,8 @@ mod body;
 mod client_io;
 mod listener;
 mod service;
+#[cfg(target_os = "linux")]
+mod splice_relay;
 mod state;
 mod tunnel;
 
