@@ -8,8 +8,10 @@
 //! Writes from the proxy never happen on the request path: the proxy hands records
 //! to a bounded queue (`ReviewQueue`) and a writer task applies them.
 
+pub mod record;
 mod reviews;
 
+pub use crate::record::{IdentifiedBy, Outcome, RECORD_VERSION, Record, SearchTerms, SeenAs};
 pub use crate::reviews::{ReviewQueue, ReviewRequest, spawn_review_writer};
 
 use std::path::Path;
