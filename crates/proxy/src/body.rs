@@ -9,12 +9,56 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::client_io::InFlight;
+use crate::visit_record::PendingRecord;
 
 /// A response body towards the client.
 pub struct ResponseBody {
     inner: Either<Incoming, Full<Bytes>>,
     _in_flight: Option<InFlight>,
+    record: Option<PendingRecord>,
+}
+
+/// A request body on its way to the origin, counted for the visit log.
+pub struct UpstreamBody {
+    inner: Incoming,
+    sent: Option<Arc<AtomicU64>>,
+}
+
+impl UpstreamBody {
+    /// Wraps the client's body; `sent` (if any) counts the bytes passed on.
+    pub(crate) fn new(inner: Incoming, sent: Option<Arc<AtomicU64>>) -> Self {
+        Self { inner, sent }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(sent)) = (&polled, &self.sent)
+            && let Some(data) = frame.data_ref()
+        {
+            sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl ResponseBody {
@@ -23,6 +67,7 @@ impl ResponseBody {
         Self {
             inner: Either::Left(body),
             _in_flight: None,
+            record: None,
         }
     }
 
@@ -31,6 +76,7 @@ impl ResponseBody {
         Self {
             inner: Either::Right(Full::new(bytes.into())),
             _in_flight: None,
+            record: None,
         }
     }
 
@@ -43,6 +89,12 @@ impl ResponseBody {
         self._in_flight = Some(in_flight);
         self
     }
+
+    /// Attaches the visit-log record that is submitted when this body is done.
+    pub(crate) fn recording(mut self, record: Option<PendingRecord>) -> Self {
+        self.record = record;
+        self
+    }
 }
 
 impl Body for ResponseBody {
@@ -53,12 +105,19 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match &mut self.inner {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
             Either::Left(incoming) => Pin::new(incoming).poll_frame(cx),
             Either::Right(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
+        };
+        if let (Poll::Ready(Some(Ok(frame))), Some(record)) = (&polled, &mut this.record)
+            && let Some(data) = frame.data_ref()
+        {
+            record.add_down(data.len() as u64);
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

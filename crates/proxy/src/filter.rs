@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use jiff::Timestamp;
 use safegate_policy::{Decision, Role, Snapshot, Subject, YouTubeMode};
+use safegate_store::IdentifiedBy;
 
 use crate::safesearch::{self, Restrictions};
 
@@ -39,6 +40,8 @@ pub struct Identity {
     pub group: Option<String>,
     /// User name, when known.
     pub user: Option<String>,
+    /// How the identity was found.
+    pub identified_by: IdentifiedBy,
 }
 
 impl Identity {
@@ -81,11 +84,13 @@ impl Filter {
                 role: bound.role,
                 group: bound.group.clone(),
                 user: None,
+                identified_by: IdentifiedBy::Address,
             },
             None => Identity {
                 role: snapshot.default_role(),
                 group: None,
                 user: None,
+                identified_by: IdentifiedBy::Default,
             },
         }
     }

@@ -19,6 +19,7 @@ pub mod hop_by_hop;
 pub mod local_pages;
 pub mod safesearch;
 pub mod upstream;
+pub mod visit_record;
 
 mod body;
 mod client_io;
@@ -51,7 +52,7 @@ use crate::state::{ProxyState, Stats};
 use crate::upstream::Connector;
 
 /// The sections of the configuration the proxy reads.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProxySettings<'a> {
     /// `[proxy]`.
     pub proxy: &'a ProxyConfig,
@@ -65,6 +66,8 @@ pub struct ProxySettings<'a> {
     pub policy: filter::PolicyHandle,
     /// Client address ranges bound to roles.
     pub client_roles: Vec<filter::ClientRole>,
+    /// Where visit-log records go; none turns the visit log off.
+    pub records: Option<visit_record::SharedSink>,
 }
 
 /// A bound proxy listener, ready to serve.
@@ -102,6 +105,7 @@ impl Proxy {
             reviews,
             policy,
             client_roles,
+            records,
         } = settings;
         let listener =
             TcpListener::bind(proxy.listen)
@@ -160,6 +164,7 @@ impl Proxy {
             started: Instant::now(),
             reviews,
             filter: filter::Filter::new(policy, client_roles),
+            records,
         });
         Ok(Self {
             listener,

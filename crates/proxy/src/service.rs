@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HOST, HeaderValue};
+use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
@@ -17,7 +17,7 @@ use safegate_policy::{Decision, RequestTarget, Snapshot};
 use tracing::{debug, info, warn};
 
 use crate::block_page;
-use crate::body::ResponseBody;
+use crate::body::{ResponseBody, UpstreamBody};
 use crate::client_io::Activity;
 use crate::error::UpstreamError;
 use crate::error_page;
@@ -27,6 +27,8 @@ use crate::local_pages;
 use crate::safesearch::{self, Restrictions};
 use crate::state::ProxyState;
 use crate::tunnel;
+use crate::visit_record::{PendingRecord, RequestFacts};
+use safegate_store::SeenAs;
 
 /// Per client connection facts the handler needs.
 pub(crate) struct ClientContext {
@@ -152,12 +154,35 @@ async fn forward(
             "The address's host name is not valid.",
         );
     };
+    let started = Instant::now();
     let snapshot = state.filter.snapshot();
     let identity = state.filter.identify(client.peer.ip(), &snapshot);
     let now = Timestamp::now();
     let decision = snapshot.decide(&identity.subject(), &normalized, now);
+    let method = request.method().as_str().to_owned();
+    let user_agent = request
+        .headers()
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let facts = RequestFacts {
+        client: client.peer,
+        identity: &identity,
+        method: &method,
+        scheme: "http",
+        target: &normalized,
+        port: authority.port_u16().unwrap_or(80),
+        decision: &decision,
+        seen_as: SeenAs::PlainHttp,
+        user_agent: user_agent.as_deref(),
+    };
+    let pending = state
+        .records
+        .as_ref()
+        .map(|sink| PendingRecord::new(facts.record(0), Arc::clone(sink), started));
     if decision.is_blocked() {
-        return blocked(&snapshot, &decision, &identity, client, &target, now, false);
+        let page = blocked(&snapshot, &decision, &identity, client, &target, now, false);
+        return with_record(page, pending, None);
     }
     let restrictions = filter::restrictions(&snapshot, &identity);
 
@@ -169,23 +194,27 @@ async fn forward(
     headers.insert(HOST, host_header(&authority));
     append_via(headers, &state.via);
     if let Err(response) = enforce_safesearch(&mut request, &authority, restrictions, &target) {
-        return *response;
+        return with_record(*response, pending, None);
     }
 
+    let counter = pending.as_ref().map(|p| Arc::clone(&p.bytes_up));
+    let request = request.map(|body| UpstreamBody::new(body, counter));
     let sent = tokio::time::timeout(state.response_timeout, state.client.request(request)).await;
     let mut response = match sent {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
             let error = upstream_error(&error, &host);
             debug!(%error, target, "upstream failed");
-            return error_page::upstream_failure(&error, &target);
+            let page = error_page::upstream_failure(&error, &target);
+            return with_record(page, pending, Some(error.kind()));
         }
         Err(_) => {
             let error = UpstreamError::ResponseTimeout {
                 host,
                 seconds: state.response_timeout.as_secs(),
             };
-            return error_page::upstream_failure(&error, &target);
+            let page = error_page::upstream_failure(&error, &target);
+            return with_record(page, pending, Some(error.kind()));
         }
     };
 
@@ -197,12 +226,13 @@ async fn forward(
                 relay_upgraded(state, client_upgrade, origin_upgrade, target.clone());
             }
             None => {
-                return error_page::page(
+                let page = error_page::page(
                     StatusCode::BAD_GATEWAY,
                     "upstream-protocol",
                     &target,
                     "The site switched protocols without being asked to.",
                 );
+                return with_record(page, pending, Some("upstream-protocol"));
             }
         }
     }
@@ -222,13 +252,32 @@ async fn forward(
         );
         if let Some(decision) = file_decision.filter(|d| d.is_blocked()) {
             // Dropping the origin's response closes that connection; nothing was sent.
-            return blocked(&snapshot, &decision, &identity, client, &target, now, false);
+            let page = blocked(&snapshot, &decision, &identity, client, &target, now, false);
+            let pending = pending.map(|mut p| {
+                p.block(&decision);
+                p
+            });
+            return with_record(page, pending, None);
         }
     }
     let headers = response.headers_mut();
     strip_hop_by_hop(headers, switching);
     append_via(headers, &state.via);
-    response.map(ResponseBody::streamed)
+    with_record(response.map(ResponseBody::streamed), pending, None)
+}
+
+/// Attaches the visit-log record to the response: it is submitted, with the status,
+/// bytes and duration, when the client has the whole body (or has gone).
+pub(crate) fn with_record(
+    response: Response<ResponseBody>,
+    pending: Option<PendingRecord>,
+    failure: Option<&str>,
+) -> Response<ResponseBody> {
+    let Some(mut pending) = pending else {
+        return response;
+    };
+    pending.finish(response.status().as_u16(), failure);
+    response.map(|body| body.recording(Some(pending)))
 }
 
 /// The answer to a blocked request: the block page, or for CONNECT a short refusal.
@@ -354,7 +403,7 @@ fn relay_upgraded(
                 return;
             }
         };
-        tunnel::relay(
+        let _ = tunnel::relay(
             &relay_state,
             TokioIo::new(client),
             TokioIo::new(origin),

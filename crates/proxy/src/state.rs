@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::client::legacy::Client;
 use tokio_util::task::TaskTracker;
@@ -26,13 +25,14 @@ pub(crate) struct ProxyState {
     pub(crate) response_timeout: Duration,
     pub(crate) tunnel_idle_timeout: Duration,
     pub(crate) http1: http1::Builder,
-    pub(crate) client: Client<Connector, Incoming>,
+    pub(crate) client: Client<Connector, crate::body::UpstreamBody>,
     pub(crate) connector: Connector,
     pub(crate) tasks: TaskTracker,
     pub(crate) stats: Stats,
     pub(crate) started: Instant,
     pub(crate) reviews: Option<safegate_store::ReviewQueue>,
     pub(crate) filter: crate::filter::Filter,
+    pub(crate) records: Option<crate::visit_record::SharedSink>,
 }
 
 impl ProxyState {

@@ -28,6 +28,8 @@ use crate::filter;
 use crate::safesearch;
 use crate::service::{self, ClientContext};
 use crate::state::ProxyState;
+use crate::visit_record::{PendingRecord, RequestFacts};
+use safegate_store::SeenAs;
 
 /// Buffer per direction; large enough that bulk transfers are not syscall-bound.
 const RELAY_BUFFER: usize = 64 * 1024;
@@ -77,8 +79,28 @@ pub(crate) async fn open(
     let identity = state.filter.identify(client.peer.ip(), &snapshot);
     let now = Timestamp::now();
     let decision = snapshot.decide(&identity.subject(), &normalized, now);
+    let user_agent = request
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let facts = RequestFacts {
+        client: client.peer,
+        identity: &identity,
+        method: "CONNECT",
+        scheme: "https",
+        target: &normalized,
+        port,
+        decision: &decision,
+        seen_as: SeenAs::ConnectHost,
+        user_agent: user_agent.as_deref(),
+    };
+    let mut pending = state.records.as_ref().map(|sink| {
+        PendingRecord::new(facts.record(0), Arc::clone(sink), Instant::now().into_std())
+    });
     if decision.is_blocked() {
-        return service::blocked(&snapshot, &decision, &identity, client, &target, now, true);
+        let refusal = service::blocked(&snapshot, &decision, &identity, client, &target, now, true);
+        return service::with_record(refusal, pending, None);
     }
     let restrictions = filter::restrictions(&snapshot, &identity);
     // SafeSearch without decryption: the tunnel goes to the provider's enforced
@@ -89,15 +111,26 @@ pub(crate) async fn open(
         Ok(origin) => origin,
         Err(error) => {
             debug!(%error, target, "tunnel connect failed");
-            return error_page::upstream_failure(&error, &target);
+            let page = error_page::upstream_failure(&error, &target);
+            return service::with_record(page, pending, Some(error.kind()));
         }
     };
+    if let Some(pending) = &mut pending {
+        pending.finish(200, None);
+    }
     let tunnel_state = Arc::clone(state);
     state.tasks.spawn(async move {
         match hyper::upgrade::on(request).await {
-            Ok(client) => relay(&tunnel_state, TokioIo::new(client), origin, &target).await,
+            Ok(client) => {
+                let moved = relay(&tunnel_state, TokioIo::new(client), origin, &target).await;
+                if let (Some(pending), Some((up, down))) = (&mut pending, moved) {
+                    pending.set_bytes(up, down);
+                }
+            }
             Err(error) => debug!(%error, target, "client left before the tunnel opened"),
         }
+        // The record is submitted here, with the tunnel's lifetime as its duration.
+        drop(pending);
     });
     Response::new(ResponseBody::empty())
 }
@@ -108,7 +141,14 @@ pub(crate) async fn open(
 /// When both ends turn out to be plain TCP sockets (a CONNECT tunnel, or a WebSocket
 /// upgrade whose hyper connections can be taken apart), Linux moves the bytes with
 /// splice(2) and they never enter user space; otherwise a userspace copy loop runs.
-pub(crate) async fn relay<C, O>(state: &ProxyState, client: C, origin: O, target: &str)
+/// Returns the bytes moved each way when the tunnel ended normally; `None` when it
+/// broke or was closed for idleness (the counts are not known then).
+pub(crate) async fn relay<C, O>(
+    state: &ProxyState,
+    client: C,
+    origin: O,
+    target: &str,
+) -> Option<(u64, u64)>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     O: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -119,11 +159,20 @@ where
     tokio::select! {
         result = transfer(End::of(client), End::of(origin), &clock) => {
             match result {
-                Ok((up, down)) => debug!(target, up, down, "tunnel closed"),
-                Err(error) => debug!(target, %error, "tunnel broken"),
+                Ok((up, down)) => {
+                    debug!(target, up, down, "tunnel closed");
+                    Some((up, down))
+                }
+                Err(error) => {
+                    debug!(target, %error, "tunnel broken");
+                    None
+                }
             }
         }
-        () = clock.expired(idle_timeout) => debug!(target, "tunnel idle, closed"),
+        () = clock.expired(idle_timeout) => {
+            debug!(target, "tunnel idle, closed");
+            None
+        }
     }
 }
 

@@ -58,6 +58,7 @@ async fn serve(config: Config) -> Result<()> {
             reviews: Some(reviews),
             policy: Arc::clone(&policy),
             client_roles,
+            records: None,
         },
         &[admin_addr],
     )

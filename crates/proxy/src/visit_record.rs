@@ -1,0 +1,142 @@
+//! Visit-log records produced by the proxy. A record is started when a request has
+//! been decided, follows the response body (or the tunnel) while it runs, and is handed
+//! to the `RecordSink` when the body is finished or dropped, with bytes and duration
+//! filled in. The sink never waits: it is the store's bounded queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use safegate_policy::{Decision, RequestTarget};
+use safegate_store::{Outcome, Record, SeenAs};
+
+use crate::filter::Identity;
+
+/// Where finished records go. Implementations must not block.
+pub trait RecordSink: Send + Sync + 'static {
+    /// Takes one finished record.
+    fn submit(&self, record: Record);
+}
+
+/// A shared sink.
+pub type SharedSink = Arc<dyn RecordSink>;
+
+/// Now, in Unix microseconds.
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// What describes a request before it is answered.
+pub(crate) struct RequestFacts<'a> {
+    pub(crate) client: SocketAddr,
+    pub(crate) identity: &'a Identity,
+    pub(crate) method: &'a str,
+    pub(crate) scheme: &'static str,
+    pub(crate) target: &'a RequestTarget,
+    pub(crate) port: u16,
+    pub(crate) decision: &'a Decision,
+    pub(crate) seen_as: SeenAs,
+    pub(crate) user_agent: Option<&'a str>,
+}
+
+impl RequestFacts<'_> {
+    /// The record as far as it is known at decision time.
+    pub(crate) fn record(&self, status: u16) -> Record {
+        Record {
+            at_unix_micros: now_micros(),
+            user: self.identity.user.clone(),
+            role: self.identity.role.as_str().to_owned(),
+            group: self.identity.group.clone(),
+            client: self.client.ip(),
+            identified_by: self.identity.identified_by,
+            method: self.method.to_owned(),
+            scheme: self.scheme.to_owned(),
+            host: self.target.host.as_str().to_owned(),
+            port: self.port,
+            path: self.target.path.clone(),
+            categories: self.decision.categories.clone(),
+            outcome: if self.decision.is_blocked() {
+                Outcome::Blocked
+            } else {
+                Outcome::Allowed
+            },
+            rule: self.decision.rule.clone(),
+            status,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_micros: 0,
+            search: None,
+            seen_as: self.seen_as,
+            user_agent: self.user_agent.map(str::to_owned),
+            failure: None,
+        }
+    }
+}
+
+/// A record that is submitted when dropped, with the bytes counted meanwhile.
+pub(crate) struct PendingRecord {
+    record: Option<Record>,
+    sink: SharedSink,
+    started: Instant,
+    /// Request body bytes, counted by the upstream body wrapper.
+    pub(crate) bytes_up: Arc<AtomicU64>,
+    bytes_down: u64,
+}
+
+impl PendingRecord {
+    pub(crate) fn new(record: Record, sink: SharedSink, started: Instant) -> Self {
+        Self {
+            record: Some(record),
+            sink,
+            started,
+            bytes_up: Arc::new(AtomicU64::new(0)),
+            bytes_down: 0,
+        }
+    }
+
+    /// Adds bytes sent to the client.
+    pub(crate) fn add_down(&mut self, bytes: u64) {
+        self.bytes_down += bytes;
+    }
+
+    /// Sets the status sent to the client; a failure kind marks the site unreachable.
+    pub(crate) fn finish(&mut self, status: u16, failure: Option<&str>) {
+        if let Some(record) = &mut self.record {
+            record.status = status;
+            if let Some(kind) = failure {
+                record.outcome = Outcome::Failed;
+                record.failure = Some(kind.to_owned());
+            }
+        }
+    }
+
+    /// Marks the request blocked by a later decision (a file rule on the response).
+    pub(crate) fn block(&mut self, decision: &Decision) {
+        if let Some(record) = &mut self.record {
+            record.outcome = Outcome::Blocked;
+            record.rule.clone_from(&decision.rule);
+            record.categories.clone_from(&decision.categories);
+        }
+    }
+
+    /// Sets both byte counts at once (tunnels).
+    pub(crate) fn set_bytes(&mut self, up: u64, down: u64) {
+        self.bytes_up.store(up, Ordering::Relaxed);
+        self.bytes_down = down;
+    }
+}
+
+impl Drop for PendingRecord {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.bytes_up = self.bytes_up.load(Ordering::Relaxed);
+            record.bytes_down = self.bytes_down;
+            record.duration_micros =
+                u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.sink.submit(record);
+        }
+    }
+}
