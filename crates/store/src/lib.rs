@@ -4,15 +4,31 @@
 //! Layout:
 //! - `review_requests`: key = request time in Unix nanoseconds (u64 BE) followed by
 //!   a sequence number (u64 BE) from sled's id generator; value = JSON `ReviewRequest`.
+//! - `records`: the visit log. Key = time key = request time in Unix microseconds
+//!   (u64 BE) followed by a sequence number (u64 BE) from sled's id generator;
+//!   value = `Record::encode` (version byte + postcard).
+//! - `by_user`: key = user name bytes, 0x00, time key; empty value.
+//! - `by_host`: key = host name bytes, 0x00, time key; empty value.
+//! - `blocked`: key = time key of each blocked record; empty value.
+//! - `searches`: key = time key of each record with search terms; empty value.
+//!
+//! The visit-log trees, their crash semantics and queries are described in
+//! [`visit_log`].
 //!
 //! Writes from the proxy never happen on the request path: the proxy hands records
-//! to a bounded queue (`ReviewQueue`) and a writer task applies them.
+//! to a bounded queue (`ReviewQueue`, `VisitLogQueue`) and a writer task applies them.
 
 pub mod record;
 mod reviews;
+pub mod visit_log;
+mod visit_log_writer;
 
 pub use crate::record::{IdentifiedBy, Outcome, RECORD_VERSION, Record, SearchTerms, SeenAs};
 pub use crate::reviews::{ReviewQueue, ReviewRequest, spawn_review_writer};
+pub use crate::visit_log::{Query, write_records_csv, write_records_json};
+pub use crate::visit_log_writer::{
+    VisitLogQueue, VisitLogStats, VisitLogStatsSnapshot, spawn_visit_log_writer,
+};
 
 use std::path::Path;
 
@@ -33,6 +49,16 @@ pub enum StoreError {
     /// A stored value could not be encoded or decoded.
     #[error("cannot encode or decode a stored record: {0}")]
     Encoding(#[from] serde_json::Error),
+    /// A stored visit-log record could not be decoded (corrupt or truncated).
+    #[error("cannot decode a visit-log record: {0}")]
+    Decoding(#[from] postcard::Error),
+    /// A stored visit-log record has a version this build does not know (`None`: the
+    /// value was empty).
+    #[error("visit-log record of unknown version {0:?}")]
+    UnknownRecordVersion(Option<u8>),
+    /// Writing an export failed.
+    #[error("cannot write the export: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// The open database; cheap to clone.
@@ -40,6 +66,11 @@ pub enum StoreError {
 pub struct Store {
     db: sled::Db,
     reviews: sled::Tree,
+    records: sled::Tree,
+    by_user: sled::Tree,
+    by_host: sled::Tree,
+    blocked: sled::Tree,
+    searches: sled::Tree,
 }
 
 impl Store {
@@ -54,7 +85,15 @@ impl Store {
                 source,
             })?;
         let reviews = db.open_tree("review_requests")?;
-        Ok(Self { db, reviews })
+        Ok(Self {
+            reviews,
+            records: db.open_tree("records")?,
+            by_user: db.open_tree("by_user")?,
+            by_host: db.open_tree("by_host")?,
+            blocked: db.open_tree("blocked")?,
+            searches: db.open_tree("searches")?,
+            db,
+        })
     }
 
     /// Writes everything to disk.

@@ -102,3 +102,104 @@ pub struct SearchTerms {
     /// The decoded terms, as typed.
     pub terms: String,
 }
+
+impl Record {
+    /// The stored form: one version byte (`RECORD_VERSION`) followed by the postcard
+    /// encoding of the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.push(RECORD_VERSION);
+        // Encoding to a Vec cannot fail for this type: every field is a plain value
+        // with a known length; postcard reports errors only for sequences of unknown
+        // length and full fixed buffers.
+        match postcard::to_extend(self, out) {
+            Ok(out) => out,
+            Err(_) => vec![RECORD_VERSION],
+        }
+    }
+
+    /// Reads a stored record, checking its version byte.
+    pub fn decode(bytes: &[u8]) -> Result<Self, crate::StoreError> {
+        match bytes.split_first() {
+            None => Err(crate::StoreError::UnknownRecordVersion(None)),
+            Some((&RECORD_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+            Some((&other, _)) => Err(crate::StoreError::UnknownRecordVersion(Some(other))),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::StoreError;
+
+    /// A realistic record (about 200 bytes encoded) for tests and benchmarks.
+    pub(crate) fn sample(at: u64, user: &str, host: &str) -> Record {
+        Record {
+            at_unix_micros: at,
+            user: Some(user.into()),
+            role: "pupil".into(),
+            group: Some("year-9".into()),
+            client: IpAddr::from([10, 1, 2, 3]),
+            identified_by: IdentifiedBy::ProxyAuth,
+            method: "GET".into(),
+            scheme: "http".into(),
+            host: host.into(),
+            port: 80,
+            path: Some("/search?q=volcano+eruption%2C+%22pompeii%22".into()),
+            categories: vec!["search-engines".into(), "education".into()],
+            outcome: Outcome::Allowed,
+            rule: "default".into(),
+            status: 200,
+            bytes_up: 512,
+            bytes_down: 48_213,
+            duration_micros: 125_000,
+            search: Some(SearchTerms {
+                engine: "google".into(),
+                terms: "volcano eruption, \"pompeii\"".into(),
+            }),
+            seen_as: SeenAs::PlainHttp,
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Firefox/128.0".into()),
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn encode_decode_roundtrip() {
+        let record = sample(1_700_000_000_000_000, "alice", "www.google.com");
+        let bytes = record.encode();
+        assert_eq!(bytes[0], RECORD_VERSION);
+        assert!(bytes.len() < 260, "{} bytes", bytes.len());
+        assert_eq!(Record::decode(&bytes).unwrap(), record);
+
+        let mut bare = record.clone();
+        bare.user = None;
+        bare.group = None;
+        bare.path = None;
+        bare.search = None;
+        bare.user_agent = None;
+        bare.failure = Some("dns-failure".into());
+        bare.outcome = Outcome::Failed;
+        bare.client = "2001:db8::1".parse().unwrap();
+        assert_eq!(Record::decode(&bare.encode()).unwrap(), bare);
+    }
+
+    #[test]
+    fn decode_rejects_unknown_versions_and_garbage() {
+        let mut bytes = sample(1, "alice", "a.test").encode();
+        bytes[0] = 2;
+        assert!(matches!(
+            Record::decode(&bytes),
+            Err(StoreError::UnknownRecordVersion(Some(2)))
+        ));
+        assert!(matches!(
+            Record::decode(&[]),
+            Err(StoreError::UnknownRecordVersion(None))
+        ));
+        assert!(matches!(
+            Record::decode(&[RECORD_VERSION, 0xff]),
+            Err(StoreError::Decoding(_))
+        ));
+    }
+}

@@ -1,0 +1,394 @@
+//! The visit log against a real sled database in a temporary directory.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use safegate_store::{
+    IdentifiedBy, Outcome, Query, Record, SearchTerms, SeenAs, Store, spawn_visit_log_writer,
+    write_records_csv, write_records_json,
+};
+
+const T0: u64 = 1_763_900_000_000_000;
+const HOUR: u64 = 3_600_000_000;
+
+fn record(at: u64, user: Option<&str>, host: &str) -> Record {
+    Record {
+        at_unix_micros: at,
+        user: user.map(Into::into),
+        role: "pupil".into(),
+        group: Some("year-9".into()),
+        client: IpAddr::from([10, 1, 2, 3]),
+        identified_by: IdentifiedBy::ProxyAuth,
+        method: "GET".into(),
+        scheme: "http".into(),
+        host: host.into(),
+        port: 80,
+        path: Some("/".into()),
+        categories: vec!["education".into()],
+        outcome: Outcome::Allowed,
+        rule: "default".into(),
+        status: 200,
+        bytes_up: 100,
+        bytes_down: 2000,
+        duration_micros: 5000,
+        search: None,
+        seen_as: SeenAs::PlainHttp,
+        user_agent: Some("Firefox".into()),
+        failure: None,
+    }
+}
+
+fn blocked(mut r: Record) -> Record {
+    r.outcome = Outcome::Blocked;
+    r.status = 403;
+    r.categories = vec!["gambling".into()];
+    r.rule = "category:pupil:gambling".into();
+    r
+}
+
+fn searched(mut r: Record, terms: &str) -> Record {
+    r.search = Some(SearchTerms {
+        engine: "google".into(),
+        terms: terms.into(),
+    });
+    r
+}
+
+/// A small mixed log: alice and bob over 10 hours, a few blocked and searches.
+fn fixture() -> Vec<Record> {
+    let mut all = Vec::new();
+    for h in 0..10 {
+        let at = T0 + h * HOUR;
+        all.push(record(at, Some("alice"), "www.bbc.co.uk"));
+        all.push(record(at + 1, Some("bob"), "en.wikipedia.org"));
+        if h % 3 == 0 {
+            all.push(blocked(record(at + 2, Some("bob"), "casino.test")));
+        }
+        if h % 4 == 0 {
+            all.push(searched(
+                record(at + 3, Some("alice"), "www.google.com"),
+                "volcanoes",
+            ));
+        }
+    }
+    all.push(record(T0 + 5 * HOUR + 7, None, "www.bbc.co.uk"));
+    all
+}
+
+/// Opens the raw sled database again. sled releases its file lock from a background
+/// thread shortly after the last handle is dropped, so retry for a while.
+fn reopen_raw(dir: &std::path::Path) -> sled::Db {
+    for _ in 0..200 {
+        if let Ok(db) = sled::open(dir.join("db")) {
+            return db;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sled::open(dir.join("db")).unwrap()
+}
+
+/// `Store::open` again, with the same retry as `reopen_raw`.
+fn reopen(dir: &std::path::Path) -> Store {
+    for _ in 0..200 {
+        if let Ok(store) = Store::open(dir) {
+            return store;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Store::open(dir).unwrap()
+}
+
+fn times(records: &[Record]) -> Vec<u64> {
+    records.iter().map(|r| r.at_unix_micros).collect()
+}
+
+fn expected(all: &[Record], query: &Query) -> Vec<u64> {
+    let mut t: Vec<u64> = all
+        .iter()
+        .filter(|r| query.matches(r))
+        .map(|r| r.at_unix_micros)
+        .collect();
+    t.sort_unstable();
+    if let Some(limit) = query.limit {
+        t.truncate(limit);
+    }
+    t
+}
+
+#[tokio::test]
+async fn writer_writes_every_queued_record_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (queue, writer) = spawn_visit_log_writer(store.clone(), 10_000, Duration::from_millis(50));
+    let all = fixture();
+    for r in &all {
+        assert!(queue.submit(r.clone()));
+    }
+    let stats = queue.stats().clone();
+    drop(queue);
+    writer.await.unwrap();
+    let s = stats.snapshot();
+    assert_eq!(s.written, all.len() as u64);
+    assert_eq!(s.dropped, 0);
+    assert_eq!(s.write_errors, 0);
+    assert_eq!(s.queue_depth, 0);
+    assert!(s.batches >= 1);
+    assert_eq!(store.record_count(), all.len());
+    let everything = store.query(&Query::default()).unwrap();
+    assert_eq!(times(&everything), expected(&all, &Query::default()));
+    // Stored records come back exactly.
+    let mut sorted = all.clone();
+    sorted.sort_by_key(|r| r.at_unix_micros);
+    assert_eq!(everything, sorted);
+}
+
+#[tokio::test]
+async fn full_queue_drops_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // A current-thread runtime: the writer cannot run while we submit.
+    let (queue, writer) = spawn_visit_log_writer(store.clone(), 4, Duration::from_secs(1));
+    let accepted = (0..10)
+        .filter(|i| queue.submit(record(T0 + i, Some("alice"), "a.test")))
+        .count();
+    assert_eq!(accepted, 4);
+    let stats = queue.stats().clone();
+    assert_eq!(stats.snapshot().dropped, 6);
+    assert_eq!(stats.snapshot().queue_depth, 4);
+    drop(queue);
+    writer.await.unwrap();
+    assert_eq!(stats.snapshot().written, 4);
+    assert_eq!(store.record_count(), 4);
+}
+
+#[test]
+fn queries_use_each_index_and_filter_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let all = fixture();
+    store.write_records(&all).unwrap();
+    let q = |f: fn(&mut Query)| {
+        let mut query = Query::default();
+        f(&mut query);
+        query
+    };
+    let queries = [
+        q(|q| q.user = Some("alice".into())),
+        q(|q| q.user = Some("bob".into())),
+        q(|q| q.user = Some("nobody".into())),
+        q(|q| q.user = Some("ali".into())),
+        q(|q| {
+            q.user = Some("alice".into());
+            q.since = Some(T0 + 2 * HOUR);
+            q.until = Some(T0 + 6 * HOUR);
+        }),
+        q(|q| {
+            q.user = Some("bob".into());
+            q.blocked_only = true;
+        }),
+        q(|q| q.host = Some("www.bbc.co.uk".into())),
+        q(|q| {
+            q.host = Some("www.bbc.co.uk".into());
+            q.until = Some(T0 + 5 * HOUR + 8);
+            q.since = Some(T0 + 5 * HOUR);
+        }),
+        q(|q| q.blocked_only = true),
+        q(|q| {
+            q.blocked_only = true;
+            q.since = Some(T0 + HOUR);
+        }),
+        q(|q| q.search_terms_only = true),
+        q(|q| q.category = Some("gambling".into())),
+        q(|q| {
+            q.since = Some(T0 + 3 * HOUR);
+            q.until = Some(T0 + 4 * HOUR);
+        }),
+        q(|q| {
+            q.user = Some("alice".into());
+            q.limit = Some(3);
+        }),
+        q(|q| q.limit = Some(0)),
+        q(|q| {
+            q.since = Some(T0 + 4 * HOUR);
+            q.until = Some(T0 + 4 * HOUR);
+        }),
+    ];
+    for query in &queries {
+        let got = store.query(query).unwrap();
+        assert_eq!(times(&got), expected(&all, query), "{query:?}");
+        assert!(got.iter().all(|r| query.matches(r)));
+    }
+    // Spot checks that the fixture exercises what we think.
+    assert_eq!(store.query(&queries[0]).unwrap().len(), 13);
+    assert_eq!(store.query(&queries[8]).unwrap().len(), 4);
+    assert_eq!(store.query(&queries[10]).unwrap().len(), 3);
+    assert_eq!(store.query(&queries[12]).unwrap().len(), 3);
+    assert_eq!(store.query(&queries[13]).unwrap().len(), 3);
+}
+
+#[test]
+fn purge_removes_old_records_and_their_index_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let all = fixture();
+    store.write_records(&all).unwrap();
+    let cutoff = T0 + 4 * HOUR;
+    let old = all.iter().filter(|r| r.at_unix_micros < cutoff).count();
+    assert_eq!(store.purge_before(cutoff).unwrap(), old);
+    assert_eq!(store.record_count(), all.len() - old);
+    let remaining: Vec<Record> = all
+        .iter()
+        .filter(|r| r.at_unix_micros >= cutoff)
+        .cloned()
+        .collect();
+    for query in [
+        Query::default(),
+        Query {
+            user: Some("alice".into()),
+            ..Query::default()
+        },
+        Query {
+            host: Some("casino.test".into()),
+            ..Query::default()
+        },
+        Query {
+            blocked_only: true,
+            ..Query::default()
+        },
+        Query {
+            search_terms_only: true,
+            ..Query::default()
+        },
+    ] {
+        assert_eq!(
+            times(&store.query(&query).unwrap()),
+            expected(&remaining, &query),
+            "{query:?}"
+        );
+    }
+    // Index entries are gone too, not merely skipped: purge everything and check
+    // the whole database holds no visit-log keys.
+    let everything = store.purge_before(u64::MAX).unwrap();
+    assert_eq!(everything, remaining.len());
+    drop(store);
+    let db = reopen_raw(dir.path());
+    for tree in ["records", "by_user", "by_host", "blocked", "searches"] {
+        assert_eq!(db.open_tree(tree).unwrap().len(), 0, "{tree}");
+    }
+}
+
+#[test]
+fn dangling_index_entries_are_skipped_and_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .write_records(&[blocked(record(T0, Some("alice"), "casino.test"))])
+        .unwrap();
+    drop(store);
+    // Simulate a crash between the index batches and the records batch.
+    {
+        let db = reopen_raw(dir.path());
+        let records = db.open_tree("records").unwrap();
+        let key = records.first().unwrap().unwrap().0;
+        records.remove(key).unwrap();
+        db.flush().unwrap();
+    }
+    let store = reopen(dir.path());
+    for query in [
+        Query {
+            user: Some("alice".into()),
+            ..Query::default()
+        },
+        Query {
+            host: Some("casino.test".into()),
+            ..Query::default()
+        },
+        Query {
+            blocked_only: true,
+            ..Query::default()
+        },
+    ] {
+        assert!(store.query(&query).unwrap().is_empty());
+    }
+    assert_eq!(store.purge_before(T0 + 1).unwrap(), 0);
+    drop(store);
+    let db = reopen_raw(dir.path());
+    for tree in ["by_user", "by_host", "blocked"] {
+        assert_eq!(db.open_tree(tree).unwrap().len(), 0, "{tree}");
+    }
+}
+
+#[test]
+fn export_json_and_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut tricky = searched(
+        record(T0 + 5, Some("alice"), "www.google.com"),
+        "comma, \"quote\"\nnewline",
+    );
+    tricky.categories = vec!["search-engines".into(), "education".into()];
+    tricky.path = Some("/search?q=a,b".into());
+    tricky.user_agent = None;
+    let plain = record(T0 + 9, Some("alice"), "www.bbc.co.uk");
+    store
+        .write_records(&[
+            tricky.clone(),
+            plain.clone(),
+            record(T0 + 7, Some("bob"), "x.test"),
+            record(T0 + 1, Some("alice"), "old.test"),
+        ])
+        .unwrap();
+    let exported = store.export_user("alice", Some(T0 + 2), None).unwrap();
+    assert_eq!(exported, vec![tricky.clone(), plain.clone()]);
+
+    let mut json = Vec::new();
+    write_records_json(&exported, &mut json).unwrap();
+    let parsed: Vec<Record> = serde_json::from_slice(&json).unwrap();
+    assert_eq!(parsed, exported);
+    let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(value[0]["search"]["terms"], "comma, \"quote\"\nnewline");
+    assert_eq!(value[0]["outcome"], "Allowed");
+
+    let mut csv = Vec::new();
+    write_records_csv(&exported, &mut csv).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    let expected = format!(
+        "at_unix_micros,user,role,group,client,identified_by,method,scheme,host,port,path,\
+         categories,outcome,rule,status,bytes_up,bytes_down,duration_micros,search_engine,\
+         search_terms,seen_as,user_agent,failure\r\n\
+         {},alice,pupil,year-9,10.1.2.3,ProxyAuth,GET,http,www.google.com,80,\"/search?q=a,b\",\
+         search-engines;education,Allowed,default,200,100,2000,5000,google,\
+         \"comma, \"\"quote\"\"\nnewline\",PlainHttp,,\r\n\
+         {},alice,pupil,year-9,10.1.2.3,ProxyAuth,GET,http,www.bbc.co.uk,80,/,education,\
+         Allowed,default,200,100,2000,5000,,,PlainHttp,Firefox,\r\n",
+        T0 + 5,
+        T0 + 9
+    );
+    assert_eq!(csv, expected);
+}
+
+#[tokio::test]
+async fn records_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = fixture();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let (queue, writer) = spawn_visit_log_writer(store, 100, Duration::from_millis(10));
+        for r in &all {
+            assert!(queue.submit(r.clone()));
+        }
+        drop(queue);
+        writer.await.unwrap();
+    }
+    let store = reopen(dir.path());
+    assert_eq!(store.record_count(), all.len());
+    let alice = Query {
+        user: Some("alice".into()),
+        ..Query::default()
+    };
+    assert_eq!(times(&store.query(&alice).unwrap()), expected(&all, &alice));
+    // Sequence numbers keep growing across restarts: same-time records stay distinct.
+    store.write_records(&all[..1]).unwrap();
+    assert_eq!(store.record_count(), all.len() + 1);
+}
