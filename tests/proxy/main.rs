@@ -16,3 +16,4 @@ mod policy;
 mod safety;
 mod tunnel;
 mod upstream_failures;
+mod visit_log;

@@ -11,7 +11,8 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use safegate_store::{Store, spawn_review_writer};
+use safegate_proxy::visit_record::{RecordSink, SharedSink};
+use safegate_store::{Record, Store, VisitLogQueue, spawn_review_writer, spawn_visit_log_writer};
 
 use crate::policy_reload::{self, ReloadCounters};
 use crate::settings::Config;
@@ -46,6 +47,17 @@ async fn serve(config: Config) -> Result<()> {
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
     let (reviews, review_writer) = spawn_review_writer(store.clone(), REVIEW_QUEUE_DEPTH);
+    let (records, visit_log_writer) = if config.store.visit_log {
+        let (queue, writer) = spawn_visit_log_writer(
+            store.clone(),
+            config.store.queue_capacity,
+            config.store.flush_interval,
+        );
+        let sink: SharedSink = Arc::new(VisitLogSink { queue });
+        (Some(sink), Some(writer))
+    } else {
+        (None, None)
+    };
     let admin = AdminServer::bind(&config.admin)
         .await
         .context("admin.listen")?;
@@ -58,7 +70,7 @@ async fn serve(config: Config) -> Result<()> {
             reviews: Some(reviews),
             policy: Arc::clone(&policy),
             client_roles,
-            records: None,
+            records,
         },
         &[admin_addr],
     )
@@ -96,21 +108,33 @@ async fn serve(config: Config) -> Result<()> {
         std::process::exit(1);
     });
     let _ = reloader.await;
-    match proxy_task.await.context("proxy task")? {
-        Drained::Complete => info!("all requests finished"),
+    // Cut-off connections may still hold the writers' queues; do not wait long then.
+    let writer_wait = match proxy_task.await.context("proxy task")? {
+        Drained::Complete => {
+            info!("all requests finished");
+            Duration::from_secs(10)
+        }
         Drained::GraceExpired { open } => {
             warn!(open, "grace period over; closing what is still open");
+            Duration::from_secs(1)
         }
-    }
+    };
     if let Ok(Err(error)) = admin_task.await {
         warn!(%error, "admin listener ended with an error");
     }
     // Once the proxy has let go of its queue handle the writer drains what is left and
     // ends; connections cut off by the grace period may still hold it, so bound the wait.
-    match tokio::time::timeout(Duration::from_secs(5), review_writer).await {
+    match tokio::time::timeout(writer_wait, review_writer).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => warn!("review writer ended abnormally"),
         Err(_) => warn!("review writer still busy at exit; queued review requests may be lost"),
+    }
+    if let Some(writer) = visit_log_writer {
+        match tokio::time::timeout(writer_wait, writer).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => warn!("visit log writer ended abnormally"),
+            Err(_) => warn!("visit log writer still busy at exit; queued records may be lost"),
+        }
     }
     if let Err(error) = store.flush().await {
         warn!(%error, "cannot flush the database");
@@ -138,5 +162,23 @@ impl Signals {
             _ = self.terminate.recv() => info!("SIGTERM received"),
             _ = self.interrupt.recv() => info!("SIGINT received"),
         }
+    }
+}
+
+/// Hands the proxy's records to the visit log's queue, with search terms filled in
+/// from search-engine and video-site URLs.
+struct VisitLogSink {
+    queue: VisitLogQueue,
+}
+
+impl RecordSink for VisitLogSink {
+    fn submit(&self, mut record: Record) {
+        if record.search.is_none()
+            && let Some(path) = &record.path
+        {
+            record.search = safegate_monitor::extract(&record.host, path);
+        }
+        // A full queue drops the record; the writer's counters show it.
+        let _ = self.queue.submit(record);
     }
 }

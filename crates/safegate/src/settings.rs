@@ -10,6 +10,7 @@ use safegate_admin::AdminConfig;
 use safegate_policy::Role;
 use safegate_proxy::filter::ClientRole;
 use safegate_proxy::{ConfigProblem, PacConfig, ProxyConfig, UpstreamConfig};
+use safegate_store::StoreConfig;
 use serde::{Deserialize, Serialize};
 
 /// The configuration of one SafeGate process.
@@ -28,6 +29,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The policy file and client-address bindings.
     pub policy: PolicyConfig,
+    /// The visit log.
+    pub store: StoreConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -41,6 +44,7 @@ impl Default for Config {
             pac: PacConfig::default(),
             admin: AdminConfig::default(),
             policy: PolicyConfig::default(),
+            store: StoreConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -190,6 +194,9 @@ impl Config {
         problems.extend(self.proxy.validate());
         problems.extend(self.upstream.validate());
         problems.extend(self.pac.validate());
+        for (key, message) in self.store.validate() {
+            problems.push(ConfigProblem::new(key, message));
+        }
         if let Err(bad_roles) = self.policy.client_roles() {
             problems.extend(bad_roles);
         }

@@ -102,3 +102,46 @@ impl Store {
         Ok(())
     }
 }
+
+/// `[store]`: the visit log's settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Record every request in the visit log.
+    pub visit_log: bool,
+    /// Records waiting for the writer; beyond it records are dropped and counted.
+    pub queue_capacity: usize,
+    /// How often written records are flushed to disk: the most a crash can lose.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: std::time::Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            visit_log: true,
+            queue_capacity: 65_536,
+            flush_interval: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Every problem, as (key, message).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if self.queue_capacity == 0 {
+            problems.push((
+                "store.queue_capacity".to_owned(),
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if self.flush_interval.is_zero() {
+            problems.push((
+                "store.flush_interval".to_owned(),
+                "must be longer than 0s".to_owned(),
+            ));
+        }
+        problems
+    }
+}
