@@ -55,6 +55,7 @@ declare -A PEER_PORT=(
     [safegate]=$((BASE_PORT + 10))
     [safegate-nolists]=$((BASE_PORT + 12))
     [safegate-alllists]=$((BASE_PORT + 14))
+    [safegate-log]=$((BASE_PORT + 16))
     [squid]=$((BASE_PORT + 20))
     [tinyproxy]=$((BASE_PORT + 30))
     [e2guardian]=$((BASE_PORT + 40))
@@ -63,6 +64,7 @@ declare -A PEER_LABEL=(
     [safegate]=safegate
     [safegate-nolists]=sg-nolists
     [safegate-alllists]=sg-alllists
+    [safegate-log]=sg-log
     [squid]=squid
     [tinyproxy]=tinyproxy
     [e2guardian]=e2guardian
@@ -103,13 +105,19 @@ start_safegate-alllists() {
     start_safegate_variant safegate-alllists "$policy"
 }
 
-# start_safegate_variant NAME POLICY_FILE
+# The visit log on (it is off in the shipped configuration for now).
+start_safegate-log() {
+    start_safegate_variant safegate-log "$ROOT/config/policy.toml" --set store.visit_log=true
+}
+
+# start_safegate_variant NAME POLICY_FILE [EXTRA ARGS...]
 start_safegate_variant() {
     local name=$1 policy=$2
-    local dir=$WORK/$name port=${PEER_PORT[$1]}
+    shift 2
+    local dir=$WORK/$name port=${PEER_PORT[$name]}
     mkdir -p "$dir/data"
     "$SAFEGATE" run --config "$ROOT/config/safegate.toml" \
-        --set "policy.file=\"$policy\"" \
+        --set "policy.file=\"$policy\"" "$@" \
         --set "proxy.listen=\"127.0.0.1:$port\"" \
         --set "admin.listen=\"127.0.0.1:$((port + 1))\"" \
         --set "proxy.connect_ports=[443, $TUNNEL_PORT]" \

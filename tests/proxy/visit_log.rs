@@ -27,6 +27,7 @@ async fn requests_are_recorded_with_their_fields() {
             format!("upstream.dns.servers=[\"{}\"]", dns.addr),
             "upstream.dns.ip_strategy=\"ipv4_only\"".to_owned(),
             format!("proxy.connect_ports=[443, {port}]"),
+            "store.visit_log=true".to_owned(),
             "policy.client_roles=[{ network = \"127.0.0.0/8\", role = \"filter-admin\" }]"
                 .to_owned(),
         ];

@@ -61,6 +61,9 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
+/// Page cache of the database, in bytes.
+const DB_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The open database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -77,8 +80,10 @@ impl Store {
     /// Opens (or creates) the database in `data_dir/db`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join("db");
+        // sled's default page cache is 1 GiB; a school's proxy box has better uses for it.
         let db = sled::Config::new()
             .path(&path)
+            .cache_capacity(DB_CACHE_BYTES)
             .open()
             .map_err(|source| StoreError::Open {
                 path: path.display().to_string(),
@@ -119,7 +124,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            visit_log: true,
+            visit_log: false,
             queue_capacity: 65_536,
             flush_interval: std::time::Duration::from_secs(1),
         }
