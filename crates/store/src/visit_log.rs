@@ -362,7 +362,9 @@ pub const CSV_HEADER: [&str; 23] = [
 
 /// Writes records as CSV (RFC 4180): a header row, then one row per record; empty
 /// fields for absent values, categories joined with `;`, fields containing a comma,
-/// quote, CR or LF quoted with inner quotes doubled; rows end with CRLF.
+/// quote, CR or LF quoted with inner quotes doubled; rows end with CRLF. A field that
+/// a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, tab or CR:
+/// search terms and URLs are attacker-controlled) is prefixed with `'`.
 pub fn write_records_csv(records: &[Record], out: impl Write) -> Result<(), StoreError> {
     let mut out = std::io::BufWriter::new(out);
     write_row(&mut out, CSV_HEADER.iter().copied())?;
@@ -413,6 +415,13 @@ fn write_row<'a>(
         if i > 0 {
             out.write_all(b",")?;
         }
+        let neutralised;
+        let field = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            neutralised = format!("'{field}");
+            neutralised.as_str()
+        } else {
+            field
+        };
         if field.contains([',', '"', '\n', '\r']) {
             out.write_all(b"\"")?;
             out.write_all(field.replace('"', "\"\"").as_bytes())?;
@@ -422,4 +431,24 @@ fn write_row<'a>(
         }
     }
     out.write_all(b"\r\n")
+}
+
+#[cfg(test)]
+mod csv_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::write_row;
+
+    #[test]
+    fn formulas_are_neutralised_and_quoting_still_applies() {
+        let mut out = Vec::new();
+        write_row(
+            &mut out,
+            ["=HYPERLINK(\"x\")", "+1", "-2", "@SUM", "plain", "a,b"].into_iter(),
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"'=HYPERLINK(\"\"x\"\")\",'+1,'-2,'@SUM,plain,\"a,b\"\r\n"
+        );
+    }
 }
