@@ -154,32 +154,21 @@ async fn forward(
             "The address's host name is not valid.",
         );
     };
-    let started = Instant::now();
-    let snapshot = state.filter.snapshot();
-    let identity = state.filter.identify(client.peer.ip(), &snapshot);
-    let now = Timestamp::now();
-    let decision = snapshot.decide(&identity.subject(), &normalized, now);
-    let method = request.method().as_str().to_owned();
-    let user_agent = request
-        .headers()
-        .get(USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let facts = RequestFacts {
-        client: client.peer,
-        identity: &identity,
-        method: &method,
-        scheme: "http",
-        target: &normalized,
-        port: authority.port_u16().unwrap_or(80),
-        decision: &decision,
-        seen_as: SeenAs::PlainHttp,
-        user_agent: user_agent.as_deref(),
-    };
-    let pending = state
-        .records
-        .as_ref()
-        .map(|sink| PendingRecord::new(facts.record(0), Arc::clone(sink), started));
+    let Decided {
+        snapshot,
+        identity,
+        decision,
+        now,
+        pending,
+    } = decide(
+        state,
+        client,
+        &request,
+        &normalized,
+        "http",
+        authority.port_u16().unwrap_or(80),
+        SeenAs::PlainHttp,
+    );
     if decision.is_blocked() {
         let page = blocked(&snapshot, &decision, &identity, client, &target, now, false);
         return with_record(page, pending, None);
@@ -278,6 +267,61 @@ pub(crate) fn with_record(
     };
     pending.finish(response.status().as_u16(), failure);
     response.map(|body| body.recording(Some(pending)))
+}
+
+/// A request decided against the live policy, with its visit-log record started.
+pub(crate) struct Decided {
+    /// The policy the request was decided with (kept for the response phase).
+    pub(crate) snapshot: Arc<Snapshot>,
+    /// Who the request was decided for.
+    pub(crate) identity: Identity,
+    /// The decision.
+    pub(crate) decision: Decision,
+    /// When it was decided.
+    pub(crate) now: Timestamp,
+    /// The visit-log record, when the visit log is on.
+    pub(crate) pending: Option<PendingRecord>,
+}
+
+/// Identifies the client and decides `target` (a forwarded request or a tunnel).
+pub(crate) fn decide(
+    state: &ProxyState,
+    client: &ClientContext,
+    request: &Request<Incoming>,
+    target: &RequestTarget,
+    scheme: &'static str,
+    port: u16,
+    seen_as: SeenAs,
+) -> Decided {
+    let started = std::time::Instant::now();
+    let snapshot = state.filter.snapshot();
+    let identity = state.filter.identify(client.peer.ip(), &snapshot);
+    let now = Timestamp::now();
+    let decision = snapshot.decide(&identity.subject(), target, now);
+    let pending = state.records.as_ref().map(|sink| {
+        let facts = RequestFacts {
+            client: client.peer,
+            identity: &identity,
+            method: request.method().as_str(),
+            scheme,
+            target,
+            port,
+            decision: &decision,
+            seen_as,
+            user_agent: request
+                .headers()
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        };
+        PendingRecord::new(facts.record(0), Arc::clone(sink), started)
+    });
+    Decided {
+        snapshot,
+        identity,
+        decision,
+        now,
+        pending,
+    }
 }
 
 /// The answer to a blocked request: the block page, or for CONNECT a short refusal.

@@ -14,7 +14,6 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use jiff::Timestamp;
 use safegate_policy::RequestTarget;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -26,9 +25,8 @@ use crate::client_io::ClientIo;
 use crate::error_page;
 use crate::filter;
 use crate::safesearch;
-use crate::service::{self, ClientContext};
+use crate::service::{self, ClientContext, Decided};
 use crate::state::ProxyState;
-use crate::visit_record::{PendingRecord, RequestFacts};
 use safegate_store::SeenAs;
 
 /// Buffer per direction; large enough that bulk transfers are not syscall-bound.
@@ -75,29 +73,21 @@ pub(crate) async fn open(
             "The tunnel's host name is not valid.",
         );
     };
-    let snapshot = state.filter.snapshot();
-    let identity = state.filter.identify(client.peer.ip(), &snapshot);
-    let now = Timestamp::now();
-    let decision = snapshot.decide(&identity.subject(), &normalized, now);
-    let user_agent = request
-        .headers()
-        .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let facts = RequestFacts {
-        client: client.peer,
-        identity: &identity,
-        method: "CONNECT",
-        scheme: "https",
-        target: &normalized,
+    let Decided {
+        snapshot,
+        identity,
+        decision,
+        now,
+        mut pending,
+    } = service::decide(
+        state,
+        client,
+        &request,
+        &normalized,
+        "https",
         port,
-        decision: &decision,
-        seen_as: SeenAs::ConnectHost,
-        user_agent: user_agent.as_deref(),
-    };
-    let mut pending = state.records.as_ref().map(|sink| {
-        PendingRecord::new(facts.record(0), Arc::clone(sink), Instant::now().into_std())
-    });
+        SeenAs::ConnectHost,
+    );
     if decision.is_blocked() {
         let refusal = service::blocked(&snapshot, &decision, &identity, client, &target, now, true);
         return service::with_record(refusal, pending, None);
