@@ -46,27 +46,9 @@ pub fn serve(
     match path {
         "/proxy.pac" | "/wpad.dat" => {
             let script = pac_script(pac, &proxy_address(pac, host_header, listen));
-            let mut response = Response::new(ResponseBody::full(script));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/x-ns-proxy-autoconfig"),
-            );
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
-            response
+            own_response(script, "application/x-ns-proxy-autoconfig", "max-age=300")
         }
-        "/" => {
-            let mut response = Response::new(ResponseBody::full(status_page(figures)));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
+        "/" => own_response(status_page(figures), HTML, "no-store"),
         _ => error_page::page(
             StatusCode::NOT_FOUND,
             "not-found",
@@ -309,13 +291,20 @@ pub async fn review(
 <body><h1>Review requested</h1><p>Thank you. The filter admin will look at <code>{}</code>.</p></body></html>\n",
         html_escape::encode_text(&url)
     );
-    let mut response = Response::new(ResponseBody::full(html));
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    own_response(html, HTML, "no-store")
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+
+/// A 200 response with SafeGate's own content.
+fn own_response(
+    body: String,
+    content_type: &'static str,
+    cache_control: &'static str,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache_control));
     response
 }
