@@ -474,6 +474,13 @@ async fn safesearch_parameter_is_forced_on_plain_http() {
         let seen = response.split("\r\n\r\n").nth(1).unwrap();
         assert_eq!(seen, "/uri?q=cats&safe=active", "what the origin was asked");
         assert_eq!(enforced.connections(), 1);
+        // Upper case and a trailing dot are the same host: no way round SafeSearch.
+        let request = format!(
+            "GET http://WWW.GOOGLE.COM.:{port}/uri?q=dogs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let response = raw::exchange(safegate.proxy, request.as_bytes()).await;
+        assert_eq!(raw::status_of(&response), 200, "{response}");
+        assert!(response.ends_with("/uri?q=dogs&safe=active"), "{response}");
     })
     .await;
 }

@@ -182,7 +182,13 @@ async fn forward(
     strip_hop_by_hop(headers, upgrade);
     headers.insert(HOST, host_header(&authority));
     append_via(headers, &state.via);
-    if let Err(response) = enforce_safesearch(&mut request, &authority, restrictions, &target) {
+    if let Err(response) = enforce_safesearch(
+        &mut request,
+        &authority,
+        normalized.host.as_str(),
+        restrictions,
+        &target,
+    ) {
         return with_record(*response, pending, None);
     }
 
@@ -354,16 +360,17 @@ pub(crate) fn blocked(
 
 /// Routes a request for a search engine or YouTube to the provider's enforced
 /// endpoint and forces the SafeSearch parameter, as `restrictions` require.
+/// `host` is the normalised host, so `WWW.GOOGLE.COM.` is recognised as Google.
 fn enforce_safesearch(
     request: &mut Request<Incoming>,
     authority: &Authority,
+    host: &str,
     restrictions: Restrictions,
     target: &str,
 ) -> Result<(), Box<Response<ResponseBody>>> {
     if restrictions == Restrictions::default() {
         return Ok(());
     }
-    let host = authority.host();
     let original_query = request.uri().query().map(str::to_owned);
     let query = safesearch::mark_plain_request(
         host,
