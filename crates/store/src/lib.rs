@@ -119,6 +119,9 @@ pub struct StoreConfig {
     /// How often written records are flushed to disk: the most a crash can lose.
     #[serde(with = "humantime_serde")]
     pub flush_interval: std::time::Duration,
+    /// Records older than this many days are purged (daily, and by `safegate log
+    /// purge`); 0 keeps everything.
+    pub retention_days: u32,
 }
 
 impl Default for StoreConfig {
@@ -127,6 +130,7 @@ impl Default for StoreConfig {
             visit_log: false,
             queue_capacity: 65_536,
             flush_interval: std::time::Duration::from_secs(1),
+            retention_days: 365,
         }
     }
 }
