@@ -1,6 +1,9 @@
 //! CONNECT tunnels: HTTPS through the proxy (reqwest and curl), half-close, and the
 //! port allow-list.
 
+use std::time::Duration;
+
+use safegate_store::{Query, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -152,6 +155,63 @@ async fn bytes_behind_the_connect_head_reach_the_origin() {
         expected.extend_from_slice(&rest);
         assert_eq!(echoed.len(), expected.len());
         assert!(echoed == expected, "echo differs from what was sent");
+    })
+    .await;
+}
+
+/// A tunnel that moved bytes and then went quiet is closed by
+/// `proxy.tunnel_idle_timeout`; its visit-log record has the bytes it moved each way
+/// and lasts at least the idle timeout (the counts used to be lost: 0 and 0).
+#[tokio::test]
+async fn tunnel_closed_for_idleness_is_logged_with_its_bytes() {
+    bounded(async {
+        const UP: usize = 100 * 1024;
+        const DOWN: usize = 300 * 1024;
+        let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin_addr = origin.local_addr().unwrap();
+        let origin_task = tokio::spawn(async move {
+            let (mut stream, _) = origin.accept().await.unwrap();
+            let mut received = vec![0u8; UP];
+            stream.read_exact(&mut received).await.unwrap();
+            stream.write_all(&payload(DOWN)).await.unwrap();
+            // Quiet until the proxy closes the tunnel.
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest).await;
+            rest.len()
+        });
+        let ports = format!("proxy.connect_ports=[{}]", origin_addr.port());
+        let mut safegate = SafeGate::start(&[
+            &ports,
+            "proxy.tunnel_idle_timeout=\"500ms\"",
+            "store.visit_log=true",
+        ])
+        .await;
+        let mut stream = raw::connect(safegate.proxy).await;
+        let connect = format!("CONNECT {origin_addr} HTTP/1.1\r\nHost: {origin_addr}\r\n\r\n");
+        stream.write_all(connect.as_bytes()).await.unwrap();
+        let head = raw::read_head(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        stream.write_all(&payload(UP)).await.unwrap();
+        let mut received = vec![0u8; DOWN];
+        stream.read_exact(&mut received).await.unwrap();
+        assert!(received == payload(DOWN));
+        // Neither side closes; the proxy does once the tunnel has been idle.
+        let rest = raw::read_until_close(&mut stream, Duration::from_secs(20)).await;
+        assert!(rest.is_empty());
+        assert_eq!(origin_task.await.unwrap(), 0);
+        drop(stream);
+
+        safegate.terminate();
+        assert!(safegate.wait().await.success());
+        let store = Store::open(safegate.data_dir()).unwrap();
+        let records = store.query(&Query::default()).unwrap();
+        let record = records.iter().find(|r| r.method == "CONNECT").unwrap();
+        assert_eq!(
+            (record.bytes_up, record.bytes_down),
+            (UP as u64, DOWN as u64),
+            "{record:?}"
+        );
+        assert!(record.duration_micros >= 500_000, "{record:?}");
     })
     .await;
 }

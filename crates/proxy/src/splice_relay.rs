@@ -25,6 +25,8 @@ use rustix::pipe::{PipeFlags, SpliceFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::visit_record::Direction;
+
 /// Most bytes asked for per splice; the pipe's capacity is the real bound.
 const MAX_SPLICE: usize = 1 << 20;
 /// Pipe capacity asked for; the kernel's default (64 KiB) is kept when refused.
@@ -82,26 +84,33 @@ pub(crate) fn available() -> io::Result<()> {
 /// Relays both ways until each side has sent EOF (passed on as a write shutdown to
 /// the other) or either direction fails. Each socket comes with the bytes already
 /// read from it (by hyper, past the HTTP head), which go to the other side first.
-/// `progress` is called whenever bytes arrive. Returns the bytes moved (client →
-/// origin, origin → client).
-pub(crate) async fn relay<F: Fn() + Sync>(
+/// `delivered` is called with the direction and the count each time bytes have been
+/// written to the receiving socket (client → origin is `Up`), so the caller's counts
+/// are exact even when this future is dropped halfway or a direction fails.
+pub(crate) async fn relay<F: Fn(Direction, u64) + Sync>(
     (client, from_client): (&TcpStream, Bytes),
     (origin, from_origin): (&TcpStream, Bytes),
-    progress: &F,
-) -> io::Result<(u64, u64)> {
+    delivered: &F,
+) -> io::Result<()> {
+    let up = |bytes| delivered(Direction::Up, bytes);
+    let down = |bytes| delivered(Direction::Down, bytes);
     tokio::try_join!(
-        one_way(client, origin, from_client, progress),
-        one_way(origin, client, from_origin, progress),
-    )
+        one_way(client, origin, from_client, &up),
+        one_way(origin, client, from_origin, &down),
+    )?;
+    Ok(())
 }
 
-/// Writes all of `bytes` to `to`.
-async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+/// Writes all of `bytes` to `to`, reporting each write to `delivered`.
+async fn write_all<D: Fn(u64)>(to: &TcpStream, mut bytes: &[u8], delivered: &D) -> io::Result<()> {
     while !bytes.is_empty() {
         to.writable().await?;
         match to.try_write(bytes) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Ok(n) => {
+                delivered(n as u64);
+                bytes = bytes.get(n..).unwrap_or_default();
+            }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             Err(error) => return Err(error),
         }
@@ -109,14 +118,13 @@ async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-async fn one_way<F: Fn() + Sync>(
+async fn one_way<D: Fn(u64) + Sync>(
     from: &TcpStream,
     to: &TcpStream,
     pending: Bytes,
-    progress: &F,
-) -> io::Result<u64> {
-    write_all(to, &pending).await?;
-    let mut total = pending.len() as u64;
+    delivered: &D,
+) -> io::Result<()> {
+    write_all(to, &pending, delivered).await?;
     let mut spliced = false;
     loop {
         from.readable().await?;
@@ -126,13 +134,9 @@ async fn one_way<F: Fn() + Sync>(
                 // Out of file descriptors for a moment: this transfer goes through
                 // user space.
                 let mut buffer = vec![0; FALLBACK_BUFFER];
-                match copy_once(from, to, &mut buffer).await? {
+                match copy_once(from, to, &mut buffer, delivered).await? {
                     0 => break,
-                    copied => {
-                        progress();
-                        total += copied as u64;
-                        continue;
-                    }
+                    _ => continue,
                 }
             }
         };
@@ -157,22 +161,26 @@ async fn one_way<F: Fn() + Sync>(
             }
             Err(error) if !spliced && unsupported(&error) => {
                 pipe.put_back();
-                return Ok(total + copy_one_way(from, to, progress).await?);
+                return copy_one_way(from, to, delivered).await;
             }
             Err(error) => return Err(error),
         };
         spliced = true;
-        progress();
-        splice_out(&pipe, to, moved).await?;
+        splice_out(&pipe, to, moved, delivered).await?;
         pipe.put_back();
-        total += moved as u64;
     }
     rustix::net::shutdown(to, Shutdown::Write)?;
-    Ok(total)
+    Ok(())
 }
 
-/// Moves exactly `len` bytes, all in the pipe, from the pipe to `to`.
-async fn splice_out(pipe: &Pipe, to: &TcpStream, mut len: usize) -> io::Result<()> {
+/// Moves exactly `len` bytes, all in the pipe, from the pipe to `to`, reporting each
+/// splice to `delivered`.
+async fn splice_out<D: Fn(u64)>(
+    pipe: &Pipe,
+    to: &TcpStream,
+    mut len: usize,
+    delivered: &D,
+) -> io::Result<()> {
     while len > 0 {
         to.writable().await?;
         match to.try_io(Interest::WRITABLE, || {
@@ -181,7 +189,10 @@ async fn splice_out(pipe: &Pipe, to: &TcpStream, mut len: usize) -> io::Result<(
             )?)
         }) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(moved) => len = len.saturating_sub(moved),
+            Ok(moved) => {
+                delivered(moved as u64);
+                len = len.saturating_sub(moved);
+            }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             Err(error) => return Err(error),
         }
@@ -197,33 +208,29 @@ fn unsupported(error: &io::Error) -> bool {
 }
 
 /// The userspace copy for a direction the kernel will not splice; passes EOF on.
-async fn copy_one_way<F: Fn() + Sync>(
+async fn copy_one_way<D: Fn(u64)>(
     from: &TcpStream,
     to: &TcpStream,
-    progress: &F,
-) -> io::Result<u64> {
+    delivered: &D,
+) -> io::Result<()> {
     let mut buffer = vec![0; FALLBACK_BUFFER];
-    let mut total = 0u64;
-    loop {
-        match copy_once(from, to, &mut buffer).await? {
-            0 => break,
-            copied => {
-                progress();
-                total += copied as u64;
-            }
-        }
-    }
+    while copy_once(from, to, &mut buffer, delivered).await? > 0 {}
     rustix::net::shutdown(to, Shutdown::Write)?;
-    Ok(total)
+    Ok(())
 }
 
 /// Reads what `from` has (once) and writes it all to `to`; 0 at EOF.
-async fn copy_once(from: &TcpStream, to: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
+async fn copy_once<D: Fn(u64)>(
+    from: &TcpStream,
+    to: &TcpStream,
+    buffer: &mut [u8],
+    delivered: &D,
+) -> io::Result<usize> {
     loop {
         from.readable().await?;
         match from.try_read(buffer) {
             Ok(read) => {
-                write_all(to, buffer.get(..read).unwrap_or_default()).await?;
+                write_all(to, buffer.get(..read).unwrap_or_default(), delivered).await?;
                 return Ok(read);
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
@@ -237,6 +244,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::visit_record::TunnelBytes;
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -252,11 +261,13 @@ mod tests {
     async fn relays_both_ways_with_half_close() {
         let (mut client, client_side) = pair().await;
         let (origin_side, mut origin) = pair().await;
+        let counts = Arc::new(TunnelBytes::default());
+        let counting = Arc::clone(&counts);
         let relay = tokio::spawn(async move {
             relay(
                 (&client_side, Bytes::new()),
                 (&origin_side, Bytes::new()),
-                &|| {},
+                &|direction, bytes| counting.add(direction, bytes),
             )
             .await
         });
@@ -282,8 +293,7 @@ mod tests {
         origin.shutdown().await.unwrap();
         let at_client = client_task.await.unwrap();
         assert!(at_client == download);
-        let (up, down) = relay.await.unwrap().unwrap();
-        assert_eq!(up, 3_000_000);
-        assert_eq!(down, 5_000_000);
+        relay.await.unwrap().unwrap();
+        assert_eq!(counts.totals(), (3_000_000, 5_000_000));
     }
 }

@@ -27,6 +27,7 @@ use crate::filter;
 use crate::safesearch;
 use crate::service::{self, ClientContext, Decided};
 use crate::state::ProxyState;
+use crate::visit_record::{Direction, TunnelBytes};
 use safegate_store::SeenAs;
 
 /// Buffer per direction; large enough that bulk transfers are not syscall-bound.
@@ -105,17 +106,18 @@ pub(crate) async fn open(
             return service::with_record(page, pending, Some(error.kind()));
         }
     };
+    // The record reads the relay's counters when it is submitted, so it has the bytes
+    // however the tunnel ends (closed, idle, broken, or its task cut off).
+    let bytes = Arc::new(TunnelBytes::default());
     if let Some(pending) = &mut pending {
         pending.finish(200, None);
+        pending.follow_tunnel(Arc::clone(&bytes));
     }
     let tunnel_state = Arc::clone(state);
     state.tasks.spawn(async move {
         match hyper::upgrade::on(request).await {
             Ok(client) => {
-                let moved = relay(&tunnel_state, TokioIo::new(client), origin, &target).await;
-                if let (Some(pending), Some((up, down))) = (&mut pending, moved) {
-                    pending.set_bytes(up, down);
-                }
+                relay_counted(&tunnel_state, TokioIo::new(client), origin, &target, bytes).await;
             }
             Err(error) => debug!(%error, target, "client left before the tunnel opened"),
         }
@@ -131,57 +133,84 @@ pub(crate) async fn open(
 /// When both ends turn out to be plain TCP sockets (a CONNECT tunnel, or a WebSocket
 /// upgrade whose hyper connections can be taken apart), Linux moves the bytes with
 /// splice(2) and they never enter user space; otherwise a userspace copy loop runs.
-/// Returns the bytes moved each way when the tunnel ended normally; `None` when it
-/// broke or was closed for idleness (the counts are not known then).
+/// Returns the bytes delivered each way (client → origin, origin → client), however
+/// the relay ended.
 pub(crate) async fn relay<C, O>(
     state: &ProxyState,
     client: C,
     origin: O,
     target: &str,
-) -> Option<(u64, u64)>
+) -> (u64, u64)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    O: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let bytes = Arc::new(TunnelBytes::default());
+    relay_counted(state, client, origin, target, bytes).await
+}
+
+/// [`relay`], counting into `bytes` as each write completes, so that whoever else
+/// holds them (the tunnel's visit-log record) sees the bytes delivered so far even if
+/// this future is dropped before it ends.
+pub(crate) async fn relay_counted<C, O>(
+    state: &ProxyState,
+    client: C,
+    origin: O,
+    target: &str,
+    bytes: Arc<TunnelBytes>,
+) -> (u64, u64)
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     O: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _open = state.stats.tunnel_opened();
-    let clock = Arc::new(IdleClock::new());
-    let idle_timeout = state.tunnel_idle_timeout;
-    tokio::select! {
-        result = transfer(End::of(client), End::of(origin), &clock) => {
-            match result {
-                Ok((up, down)) => {
-                    debug!(target, up, down, "tunnel closed");
-                    Some((up, down))
-                }
-                Err(error) => {
-                    debug!(target, %error, "tunnel broken");
-                    None
-                }
-            }
-        }
-        () = clock.expired(idle_timeout) => {
-            debug!(target, "tunnel idle, closed");
-            None
-        }
-    }
+    relay_until_idle(client, origin, state.tunnel_idle_timeout, bytes, target).await
 }
 
-/// Moves the bytes; returns how many went client → origin and origin → client.
+/// The relay proper: transfer until done, broken, or idle for `idle_timeout`.
+async fn relay_until_idle<C, O>(
+    client: C,
+    origin: O,
+    idle_timeout: std::time::Duration,
+    bytes: Arc<TunnelBytes>,
+    target: &str,
+) -> (u64, u64)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    O: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let meter = Arc::new(Meter::new(bytes));
+    let ended = tokio::select! {
+        result = transfer(End::of(client), End::of(origin), &meter) => match result {
+            Ok(()) => "closed",
+            Err(error) => {
+                debug!(target, %error, "tunnel broken");
+                "broken"
+            }
+        },
+        () = meter.expired(idle_timeout) => "idle",
+    };
+    let (up, down) = meter.bytes.totals();
+    debug!(target, up, down, ended, "tunnel over");
+    (up, down)
+}
+
+/// Moves the bytes, counting them into `meter` as they are delivered.
 async fn transfer<C: Stream + 'static, O: Stream + 'static>(
     client: End<C>,
     origin: End<O>,
-    clock: &Arc<IdleClock>,
-) -> io::Result<(u64, u64)> {
+    meter: &Arc<Meter>,
+) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     let (client, origin) = match (client, origin) {
         (End::Tcp(client, to_origin), End::Tcp(origin, to_client)) => {
             match crate::splice_relay::available() {
                 Ok(()) => {
-                    let progress = || clock.touch();
+                    let delivered = |direction, bytes| meter.delivered(direction, bytes);
                     return crate::splice_relay::relay(
                         (&client, to_origin),
                         (&origin, to_client),
-                        &progress,
+                        &delivered,
                     )
                     .await;
                 }
@@ -193,10 +222,12 @@ async fn transfer<C: Stream + 'static, O: Stream + 'static>(
         }
         pair => pair,
     };
-    let mut client = Tracked::new(client.into_stream(), Arc::clone(clock));
-    let mut origin = Tracked::new(origin.into_stream(), Arc::clone(clock));
+    // Each side counts what is written to it: writes to the client went down.
+    let mut client = Tracked::new(client.into_stream(), Arc::clone(meter), Direction::Down);
+    let mut origin = Tracked::new(origin.into_stream(), Arc::clone(meter), Direction::Up);
     tokio::io::copy_bidirectional_with_sizes(&mut client, &mut origin, RELAY_BUFFER, RELAY_BUFFER)
-        .await
+        .await?;
+    Ok(())
 }
 
 /// What the copy loop needs of a stream.
@@ -303,21 +334,26 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     }
 }
 
-/// Last time any byte moved through a tunnel, in milliseconds since it opened.
-struct IdleClock {
+/// A tunnel's bytes delivered each way (shared with its record) and the last time
+/// any moved, in milliseconds since it opened (for the idle timeout).
+struct Meter {
+    bytes: Arc<TunnelBytes>,
     opened: Instant,
     last_ms: AtomicU64,
 }
 
-impl IdleClock {
-    fn new() -> Self {
+impl Meter {
+    fn new(bytes: Arc<TunnelBytes>) -> Self {
         Self {
+            bytes,
             opened: Instant::now(),
             last_ms: AtomicU64::new(0),
         }
     }
 
-    fn touch(&self) {
+    /// Counts `bytes` written to the receiving side and restarts the idle clock.
+    fn delivered(&self, direction: Direction, bytes: u64) {
+        self.bytes.add(direction, bytes);
         let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(now, Ordering::Relaxed);
     }
@@ -335,15 +371,21 @@ impl IdleClock {
     }
 }
 
-/// A stream that touches the idle clock whenever it reads bytes.
+/// A stream that counts the bytes written to it (delivered in `direction`) into the
+/// tunnel's meter.
 struct Tracked<T> {
     inner: T,
-    clock: Arc<IdleClock>,
+    meter: Arc<Meter>,
+    direction: Direction,
 }
 
 impl<T> Tracked<T> {
-    fn new(inner: T, clock: Arc<IdleClock>) -> Self {
-        Self { inner, clock }
+    fn new(inner: T, meter: Arc<Meter>, direction: Direction) -> Self {
+        Self {
+            inner,
+            meter,
+            direction,
+        }
     }
 }
 
@@ -353,12 +395,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.clock.touch();
-        }
-        result
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -368,7 +405,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = result
+            && written > 0
+        {
+            self.meter.delivered(self.direction, written as u64);
+        }
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -377,5 +420,109 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The userspace copy loop (streams that are not TCP sockets, as on every
+    //! platform without splice): the counts are right however the relay ends. The
+    //! splice path is covered through the proxy in `tests/visit_records.rs`.
+
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+
+    use super::*;
+
+    const UP: usize = 100 * 1024;
+    const DOWN: usize = 300 * 1024;
+
+    /// A relay over in-memory streams (so the copy loop runs), with its counters.
+    fn start(
+        idle_timeout: Duration,
+    ) -> (
+        DuplexStream,
+        DuplexStream,
+        Arc<TunnelBytes>,
+        tokio::task::JoinHandle<(u64, u64)>,
+    ) {
+        let (client, client_side) = duplex(64 * 1024);
+        let (origin_side, origin) = duplex(64 * 1024);
+        let bytes = Arc::new(TunnelBytes::default());
+        let counting = Arc::clone(&bytes);
+        let relay = tokio::spawn(async move {
+            relay_until_idle(client_side, origin_side, idle_timeout, counting, "test").await
+        });
+        (client, origin, bytes, relay)
+    }
+
+    #[tokio::test]
+    async fn copy_loop_counts_survive_the_idle_timeout() {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let idle_timeout = Duration::from_millis(200);
+            let started = Instant::now();
+            let (mut client, mut origin, bytes, relay) = start(idle_timeout);
+            let upload = vec![1u8; UP];
+            let download = vec![2u8; DOWN];
+            let client_side = async {
+                client.write_all(&upload).await.unwrap();
+                let mut received = vec![0u8; DOWN];
+                client.read_exact(&mut received).await.unwrap();
+                assert!(received == download);
+            };
+            let origin_side = async {
+                let mut received = vec![0u8; UP];
+                origin.read_exact(&mut received).await.unwrap();
+                assert!(received == upload);
+                origin.write_all(&download).await.unwrap();
+            };
+            tokio::join!(client_side, origin_side);
+            // Both ends stay open: only the idle timeout ends the relay.
+            let moved = relay.await.unwrap();
+            assert!(started.elapsed() >= idle_timeout);
+            assert_eq!(moved, (UP as u64, DOWN as u64));
+            assert_eq!(bytes.totals(), (UP as u64, DOWN as u64));
+            // The relay let go of both streams.
+            let mut rest = Vec::new();
+            assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
+            assert_eq!(origin.read_to_end(&mut rest).await.unwrap(), 0);
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    #[tokio::test]
+    async fn copy_loop_counts_what_was_relayed_when_the_client_goes() {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let (mut client, mut origin, bytes, relay) = start(Duration::from_secs(600));
+            client.write_all(&vec![1u8; UP]).await.unwrap();
+            let mut received = vec![0u8; UP];
+            origin.read_exact(&mut received).await.unwrap();
+            // The origin streams until the tunnel breaks.
+            let streaming = tokio::spawn(async move {
+                let chunk = vec![2u8; 16 * 1024];
+                let mut written = 0u64;
+                while let Ok(n) = origin.write(&chunk).await {
+                    written += n as u64;
+                }
+                written
+            });
+            let mut seen = vec![0u8; DOWN];
+            client.read_exact(&mut seen).await.unwrap();
+            drop(client);
+            let (up, down) = relay.await.unwrap();
+            let written = streaming.await.unwrap();
+            assert_eq!(up, UP as u64);
+            assert!(
+                (DOWN as u64..=written).contains(&down),
+                "down {down}, origin wrote {written}"
+            );
+            assert_eq!(bytes.totals(), (up, down));
+        })
+        .await
+        .expect("test timed out");
     }
 }

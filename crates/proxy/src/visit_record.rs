@@ -76,6 +76,44 @@ impl RequestFacts<'_> {
     }
 }
 
+/// Which way bytes go through a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Client → origin.
+    Up,
+    /// Origin → client.
+    Down,
+}
+
+/// Bytes a tunnel has relayed so far, each way. The relay adds to it as each write
+/// completes; the tunnel's record reads it when it is submitted, so the counts are
+/// right however the tunnel ended (both sides closed, idle timeout, an error, or its
+/// task cut off).
+#[derive(Debug, Default)]
+pub(crate) struct TunnelBytes {
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl TunnelBytes {
+    /// Counts `bytes` delivered in `direction`.
+    pub(crate) fn add(&self, direction: Direction, bytes: u64) {
+        let counter = match direction {
+            Direction::Up => &self.up,
+            Direction::Down => &self.down,
+        };
+        counter.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes delivered so far: (client → origin, origin → client).
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        (
+            self.up.load(Ordering::Relaxed),
+            self.down.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// A record that is submitted when dropped, with the bytes counted meanwhile.
 pub(crate) struct PendingRecord {
     record: Option<Record>,
@@ -84,6 +122,8 @@ pub(crate) struct PendingRecord {
     /// Request body bytes, counted by the upstream body wrapper.
     pub(crate) bytes_up: Arc<AtomicU64>,
     bytes_down: u64,
+    /// A tunnel's counters; when set, they are the record's bytes.
+    tunnel: Option<Arc<TunnelBytes>>,
 }
 
 impl PendingRecord {
@@ -94,6 +134,7 @@ impl PendingRecord {
             started,
             bytes_up: Arc::new(AtomicU64::new(0)),
             bytes_down: 0,
+            tunnel: None,
         }
     }
 
@@ -122,18 +163,19 @@ impl PendingRecord {
         }
     }
 
-    /// Sets both byte counts at once (tunnels).
-    pub(crate) fn set_bytes(&mut self, up: u64, down: u64) {
-        self.bytes_up.store(up, Ordering::Relaxed);
-        self.bytes_down = down;
+    /// Takes the record's bytes from a tunnel's counters, read when it is submitted.
+    pub(crate) fn follow_tunnel(&mut self, bytes: Arc<TunnelBytes>) {
+        self.tunnel = Some(bytes);
     }
 }
 
 impl Drop for PendingRecord {
     fn drop(&mut self) {
         if let Some(mut record) = self.record.take() {
-            record.bytes_up = self.bytes_up.load(Ordering::Relaxed);
-            record.bytes_down = self.bytes_down;
+            (record.bytes_up, record.bytes_down) = match &self.tunnel {
+                Some(tunnel) => tunnel.totals(),
+                None => (self.bytes_up.load(Ordering::Relaxed), self.bytes_down),
+            };
             record.duration_micros =
                 u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
             self.sink.submit(record);

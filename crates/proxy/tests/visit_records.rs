@@ -12,11 +12,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use safegate_policy::Policy;
 use safegate_proxy::visit_record::RecordSink;
-use safegate_proxy::{PacConfig, Proxy, ProxyConfig, ProxySettings, UpstreamConfig};
+use safegate_proxy::{Drained, PacConfig, Proxy, ProxyConfig, ProxySettings, UpstreamConfig};
 use safegate_store::{Outcome, Record, SeenAs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
@@ -78,6 +79,20 @@ async fn start(
     collected: &Arc<Collected>,
     origin_port: u16,
 ) -> (SocketAddr, CancellationToken, tempfile::TempDir) {
+    let running = start_with(collected, origin_port, ProxyConfig::default()).await;
+    (running.addr, running.shutdown, running.dir)
+}
+
+/// A proxy serving in the background.
+struct Running {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    served: JoinHandle<Drained>,
+    dir: tempfile::TempDir,
+}
+
+/// A proxy with `proxy`'s timeouts (its listen address and ports are set here).
+async fn start_with(collected: &Arc<Collected>, origin_port: u16, proxy: ProxyConfig) -> Running {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gambling.txt"), "bet.test\n").unwrap();
     let policy_path = dir.path().join("policy.toml");
@@ -91,7 +106,7 @@ async fn start(
     let proxy = ProxyConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         connect_ports: vec![443, origin_port],
-        ..ProxyConfig::default()
+        ..proxy
     };
     let mut upstream = UpstreamConfig {
         allow_loopback: true,
@@ -113,8 +128,13 @@ async fn start(
     let bound = Proxy::bind(settings, &[]).await.unwrap();
     let addr = bound.local_addr();
     let shutdown = CancellationToken::new();
-    tokio::spawn(bound.run(shutdown.clone()));
-    (addr, shutdown, dir)
+    let served = tokio::spawn(bound.run(shutdown.clone()));
+    Running {
+        addr,
+        shutdown,
+        served,
+        dir,
+    }
 }
 
 async fn exchange(proxy: SocketAddr, request: &str) -> Vec<u8> {
@@ -196,4 +216,182 @@ async fn every_kind_of_request_leaves_one_complete_record() {
     })
     .await
     .expect("test timed out");
+}
+
+const UP: usize = 100 * 1024;
+const DOWN: usize = 300 * 1024;
+
+/// Opens a CONNECT tunnel to `origin` through `proxy` and reads the 200.
+async fn open_tunnel(proxy: SocketAddr, origin: SocketAddr) -> TcpStream {
+    let mut tunnel = TcpStream::connect(proxy).await.unwrap();
+    tunnel
+        .write_all(format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tunnel.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tunnel
+}
+
+/// An origin for one tunnel: it reads `UP` bytes, answers `DOWN` bytes, then keeps
+/// the connection open, passing nothing, until the proxy closes it. The task returns
+/// what it read after the answer.
+async fn quiet_origin() -> (SocketAddr, JoinHandle<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut received = vec![0u8; UP];
+        stream.read_exact(&mut received).await.unwrap();
+        stream.write_all(&vec![2u8; DOWN]).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        rest.len()
+    });
+    (addr, task)
+}
+
+/// Sends `UP` bytes into the tunnel and reads the `DOWN` bytes of the answer.
+async fn exchange_through(tunnel: &mut TcpStream) {
+    tunnel.write_all(&vec![1u8; UP]).await.unwrap();
+    let mut received = vec![0u8; DOWN];
+    tunnel.read_exact(&mut received).await.unwrap();
+    assert!(received.iter().all(|&b| b == 2));
+}
+
+/// A tunnel that moved bytes and then went quiet is closed by the idle timeout; its
+/// record has the bytes relayed each way (they used to be lost: 0 and 0) and lasts
+/// at least the idle timeout. On Linux both ends are TCP sockets, so this is the
+/// splice path; the copy loop is covered by the unit tests in `tunnel.rs`.
+#[tokio::test]
+async fn tunnel_closed_for_idleness_is_recorded_with_its_bytes() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let idle_timeout = Duration::from_millis(300);
+        let (origin, origin_task) = quiet_origin().await;
+        let collected = Arc::new(Collected::default());
+        let config = ProxyConfig {
+            tunnel_idle_timeout: idle_timeout,
+            ..ProxyConfig::default()
+        };
+        let running = start_with(&collected, origin.port(), config).await;
+        let mut tunnel = open_tunnel(running.addr, origin).await;
+        exchange_through(&mut tunnel).await;
+        // Neither side closes: the proxy does, once the tunnel has been idle.
+        let mut rest = Vec::new();
+        tunnel.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(origin_task.await.unwrap(), 0, "the origin saw the close");
+        let records = collected.wait_for(1).await;
+        assert_eq!(records.len(), 1, "{records:#?}");
+        let record = &records[0];
+        assert_eq!((record.method.as_str(), record.status), ("CONNECT", 200));
+        assert_eq!(
+            (record.bytes_up, record.bytes_down),
+            (UP as u64, DOWN as u64)
+        );
+        assert!(
+            record.duration_micros >= idle_timeout.as_micros() as u64,
+            "{record:?}"
+        );
+        running.shutdown.cancel();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The client vanishes in the middle of a download (its socket is closed with unread
+/// bytes, so it resets): the record has the bytes that were relayed until then.
+#[tokio::test]
+async fn tunnel_cut_off_by_the_client_is_recorded_with_what_was_relayed() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = listener.local_addr().unwrap();
+        // Reads `UP` bytes, then streams until the tunnel breaks; returns how much of
+        // the stream its socket accepted.
+        let origin_task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut received = vec![0u8; UP];
+            stream.read_exact(&mut received).await.unwrap();
+            let chunk = vec![2u8; 16 * 1024];
+            let mut written = 0u64;
+            while let Ok(n) = stream.write(&chunk).await {
+                written += n as u64;
+            }
+            written
+        });
+        let collected = Arc::new(Collected::default());
+        let running = start_with(&collected, origin.port(), ProxyConfig::default()).await;
+        let mut tunnel = open_tunnel(running.addr, origin).await;
+        tunnel.write_all(&vec![1u8; UP]).await.unwrap();
+        let mut received = vec![0u8; DOWN];
+        tunnel.read_exact(&mut received).await.unwrap();
+        drop(tunnel);
+        let records = collected.wait_for(1).await;
+        let written = origin_task.await.unwrap();
+        let record = &records[0];
+        assert_eq!(record.method, "CONNECT");
+        assert_eq!(record.bytes_up, UP as u64, "{record:?}");
+        assert!(
+            (DOWN as u64..=written).contains(&record.bytes_down),
+            "{record:?}; the origin's socket took {written}"
+        );
+        assert!(record.duration_micros > 0);
+        running.shutdown.cancel();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Shutdown with a tunnel still open: the grace period expires and the tunnel's task
+/// is dropped with the runtime. The record it submits then still has the bytes.
+#[test]
+fn tunnel_cut_off_at_shutdown_is_recorded_with_its_bytes() {
+    let collected = Arc::new(Collected::default());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tunnel, running) = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            let (origin, _origin_task) = quiet_origin().await;
+            let config = ProxyConfig {
+                shutdown_grace: Duration::from_millis(100),
+                ..ProxyConfig::default()
+            };
+            let mut running = start_with(&collected, origin.port(), config).await;
+            let mut tunnel = open_tunnel(running.addr, origin).await;
+            exchange_through(&mut tunnel).await;
+            running.shutdown.cancel();
+            let drained = (&mut running.served).await.unwrap();
+            assert!(
+                matches!(drained, Drained::GraceExpired { open } if open >= 1),
+                "{drained:?}"
+            );
+            assert!(collected.records.lock().unwrap().is_empty());
+            (tunnel, running)
+        })
+        .await
+        .expect("test timed out")
+    });
+    // The tunnel task (and the record it holds) is dropped here.
+    drop(runtime);
+    drop((tunnel, running));
+    let records = collected.records.lock().unwrap();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let record = &records[0];
+    assert_eq!(record.method, "CONNECT");
+    assert_eq!(
+        (record.bytes_up, record.bytes_down),
+        (UP as u64, DOWN as u64)
+    );
 }
