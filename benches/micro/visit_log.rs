@@ -32,16 +32,16 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Record `i` of `n` spread over `days` days: realistic sizes (~200 bytes encoded),
-/// 5% blocked, 3% searches.
-fn record(i: u64, n: u64, days: u64) -> Record {
+/// Record `i`, `spacing` microseconds after record `i - 1`: realistic sizes (~225
+/// bytes encoded), 5% blocked, 3% searches.
+fn record(i: u64, spacing: u64) -> Record {
     let r = mix(i);
     let user = r % USERS;
     let host = (r >> 16) % HOSTS;
     let blocked = (r >> 40) % 100 < 5;
     let search = (r >> 48) % 100 < 3;
     Record {
-        at_unix_micros: T0 + i * (days * DAY / n.max(1)),
+        at_unix_micros: T0 + i * spacing,
         user: Some(format!("pupil{user:04}")),
         role: "pupil".into(),
         group: Some(format!("year-{}", 7 + user % 7)),
@@ -111,7 +111,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 async fn writer_throughput(dir: &Path, n: u64) {
     let store = Store::open(dir).unwrap();
-    let records: Vec<Record> = (0..n).map(|i| record(i, n, 1)).collect();
+    // Arriving at 100,000 records/s: 10 us apart.
+    let records: Vec<Record> = (0..n).map(|i| record(i, 10)).collect();
     let encoded: usize = records.iter().map(|r| r.encode().len()).sum();
     let (queue, writer) = spawn_visit_log_writer(store.clone(), 65_536, Duration::from_secs(1));
     let stats = queue.stats().clone();
@@ -164,7 +165,7 @@ async fn rated_load(dir: &Path, rate: u64, seconds: u64) {
     while i < n {
         ticker.tick().await;
         for _ in 0..per_tick {
-            queue.submit(record(i, n, 1));
+            queue.submit(record(i, 1_000_000 / rate));
             i += 1;
         }
         max_depth = max_depth.max(stats.snapshot().queue_depth);
@@ -186,13 +187,17 @@ async fn rated_load(dir: &Path, rate: u64, seconds: u64) {
 fn build(dir: &Path, n: u64, days: u64) {
     let store = Store::open(dir).unwrap();
     let started = Instant::now();
+    // What the writer hands sled at this density: one flush interval of a busy
+    // school (~64 requests/s). Batches of thousands of sparse records leave sled's
+    // nodes fragmented and make reads several times slower.
+    let batch_len = env_u64("VISIT_LOG_BENCH_BUILD_BATCH", 64);
     let mut i = 0;
     while i < n {
-        let end = (i + 4096).min(n);
-        let batch: Vec<Record> = (i..end).map(|j| record(j, n, days)).collect();
+        let end = (i + batch_len).min(n);
+        let batch: Vec<Record> = (i..end).map(|j| record(j, days * DAY / n)).collect();
         store.write_records(&batch).unwrap();
         i = end;
-        if i % 1_000_000 == 0 {
+        if i % 1_048_576 == 0 {
             eprintln!("  built {i} in {:.1} s", started.elapsed().as_secs_f64());
         }
     }

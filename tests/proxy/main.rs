@@ -12,6 +12,7 @@ mod lifecycle;
 mod limits;
 mod lists_import;
 mod local_pages;
+mod log_cli;
 mod policy;
 mod safety;
 mod tunnel;

@@ -1,13 +1,13 @@
 //! `safegate check`: the policy's decision for one address, explained. It loads the
 //! policy exactly as `safegate run` does and calls the same `Snapshot::decide`.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use jiff::Timestamp;
-use jiff::civil::DateTime;
 use safegate_policy::{Decision, Policy, RequestTarget, Role, Subject};
 
 use crate::cli::CheckArgs;
 use crate::settings::Config;
+use crate::time_arg::parse_time;
 
 /// Exit status for a blocked address.
 pub const BLOCKED_EXIT: u8 = 3;
@@ -24,7 +24,7 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
         None => snapshot.default_role(),
     };
     let now = match &args.at {
-        Some(text) => parse_time(text, snapshot.timezone())?,
+        Some(text) => parse_time("--at", text, snapshot.timezone(), Timestamp::now())?,
         None => Timestamp::now(),
     };
     let (target, host_only) = target_of(&args.url)?;
@@ -118,17 +118,4 @@ fn target_of(url: &str) -> Result<(RequestTarget, bool)> {
     }
     let target = RequestTarget::from_parts(url, None).map_err(|e| anyhow!("{url}: {e}"))?;
     Ok((target, true))
-}
-
-fn parse_time(text: &str, tz: &jiff::tz::TimeZone) -> Result<Timestamp> {
-    if let Ok(timestamp) = text.parse::<Timestamp>() {
-        return Ok(timestamp);
-    }
-    let civil: DateTime = text.trim().replacen(' ', "T", 1).parse().map_err(|_| {
-        anyhow!("--at {text}: expected RFC 3339 or local time like 2026-11-23 10:00")
-    })?;
-    match tz.to_ambiguous_zoned_datetime(civil).compatible() {
-        Ok(zoned) => Ok(zoned.timestamp()),
-        Err(err) => bail!("--at {text}: {err}"),
-    }
 }

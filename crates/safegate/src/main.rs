@@ -1,17 +1,25 @@
 //! `safegate`: the one SafeGate process and its command line.
 //!
 //! `safegate run` starts the proxy and the admin listener from `safegate.toml`;
-//! `safegate config check|show` validate and print the configuration. Library crates
-//! do the work; this binary parses arguments, loads configuration, sets up logging,
-//! wires the pieces together and handles signals.
+//! `safegate config check|show` validate and print the configuration; `safegate log
+//! query|purge|export` read and maintain the visit log, through the running service's
+//! control socket when it holds the database. Library crates do the work; this binary
+//! parses arguments, loads configuration, sets up logging, wires the pieces together
+//! and handles signals.
 
 mod check;
 mod cli;
+mod control;
+mod export;
 mod lists_import;
+mod log_command;
+mod log_exec;
 mod logging;
 mod policy_reload;
+mod retention;
 mod service;
 mod settings;
+mod time_arg;
 
 use std::process::ExitCode;
 
@@ -66,6 +74,7 @@ fn main() -> ExitCode {
                 print!("{summary}");
             }),
         },
+        Command::Log { action } => log_command::run(&action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

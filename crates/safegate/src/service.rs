@@ -9,12 +9,14 @@ use safegate_admin::AdminServer;
 use safegate_proxy::{Drained, Proxy, ProxySettings};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use safegate_proxy::visit_record::{RecordSink, SharedSink};
 use safegate_store::{Record, Store, VisitLogQueue, spawn_review_writer, spawn_visit_log_writer};
 
+use crate::control::ControlServer;
 use crate::policy_reload::{self, ReloadCounters};
+use crate::retention;
 use crate::settings::Config;
 
 /// Review requests waiting for the database writer.
@@ -87,6 +89,23 @@ async fn serve(config: Config) -> Result<()> {
         reload_counters,
         shutdown.clone(),
     )?;
+    // The control socket comes after the listeners bound, so a start-up that fails
+    // leaves no socket behind; `safegate log ...` uses it while this process holds the
+    // database.
+    let control_task = match ControlServer::bind(&config.data_dir, store.clone()) {
+        Ok(control) => {
+            info!(socket = %control.path().display(), "control socket ready for `safegate log` commands");
+            Some(tokio::spawn(control.run(shutdown.clone())))
+        }
+        Err(err) => {
+            error!(
+                "CONTROL SOCKET NOT AVAILABLE: `safegate log` commands cannot reach the database while SafeGate runs: {err:#}"
+            );
+            None
+        }
+    };
+    let retention_task = (config.store.retention_days > 0)
+        .then(|| retention::spawn(store.clone(), config.store.retention_days, shutdown.clone()));
     let admin_task = tokio::spawn(admin.run(shutdown.clone()));
     let proxy_task = tokio::spawn(proxy.run(shutdown.clone()));
     info!("admin listening on {admin_addr}");
@@ -108,6 +127,20 @@ async fn serve(config: Config) -> Result<()> {
         std::process::exit(1);
     });
     let _ = reloader.await;
+    if let Some(task) = control_task
+        && tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+    {
+        warn!("control socket did not close in time");
+    }
+    if let Some(task) = retention_task
+        && tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .is_err()
+    {
+        warn!("visit log retention purge still running at exit");
+    }
     // Cut-off connections may still hold the writers' queues; do not wait long then.
     let writer_wait = match proxy_task.await.context("proxy task")? {
         Drained::Complete => {

@@ -4,16 +4,9 @@
 //! Layout:
 //! - `review_requests`: key = request time in Unix nanoseconds (u64 BE) followed by
 //!   a sequence number (u64 BE) from sled's id generator; value = JSON `ReviewRequest`.
-//! - `records`: the visit log. Key = time key = request time in Unix microseconds
-//!   (u64 BE) followed by a sequence number (u64 BE) from sled's id generator;
-//!   value = `Record::encode` (version byte + postcard).
-//! - `by_user`: key = user name bytes, 0x00, time key; empty value.
-//! - `by_host`: key = host name bytes, 0x00, time key; empty value.
-//! - `blocked`: key = time key of each blocked record; empty value.
-//! - `searches`: key = time key of each record with search terms; empty value.
-//!
-//! The visit-log trees, their crash semantics and queries are described in
-//! [`visit_log`].
+//! - `visit_log`, `visit_log_users`, `visit_log_index`: the visit log, records in
+//!   time-keyed per-user blocks, a copy of them keyed by user, and a host index; the layout, its crash semantics and queries
+//!   are described in [`visit_log`].
 //!
 //! Writes from the proxy never happen on the request path: the proxy hands records
 //! to a bounded queue (`ReviewQueue`, `VisitLogQueue`) and a writer task applies them.
@@ -56,6 +49,9 @@ pub enum StoreError {
     /// value was empty).
     #[error("visit-log record of unknown version {0:?}")]
     UnknownRecordVersion(Option<u8>),
+    /// A stored visit-log block is truncated or damaged.
+    #[error("a visit-log block is damaged")]
+    DamagedBlock,
     /// Writing an export failed.
     #[error("cannot write the export: {0}")]
     Io(#[from] std::io::Error),
@@ -69,11 +65,9 @@ const DB_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 pub struct Store {
     db: sled::Db,
     reviews: sled::Tree,
-    records: sled::Tree,
-    by_user: sled::Tree,
-    by_host: sled::Tree,
-    blocked: sled::Tree,
-    searches: sled::Tree,
+    visit_log: sled::Tree,
+    visit_log_users: sled::Tree,
+    visit_log_index: sled::Tree,
 }
 
 impl Store {
@@ -90,13 +84,26 @@ impl Store {
                 source,
             })?;
         let reviews = db.open_tree("review_requests")?;
+        // Development builds before the block layout wrote one key per record in
+        // these trees; no release did, so they are dropped rather than converted.
+        for old in ["records", "by_user", "by_host", "blocked", "searches"] {
+            if db
+                .tree_names()
+                .iter()
+                .any(|name| name.as_ref() == old.as_bytes())
+            {
+                tracing::warn!(
+                    tree = old,
+                    "dropping a visit-log tree of an unreleased format"
+                );
+                db.drop_tree(old)?;
+            }
+        }
         Ok(Self {
             reviews,
-            records: db.open_tree("records")?,
-            by_user: db.open_tree("by_user")?,
-            by_host: db.open_tree("by_host")?,
-            blocked: db.open_tree("blocked")?,
-            searches: db.open_tree("searches")?,
+            visit_log: db.open_tree("visit_log")?,
+            visit_log_users: db.open_tree("visit_log_users")?,
+            visit_log_index: db.open_tree("visit_log_index")?,
             db,
         })
     }
@@ -104,6 +111,13 @@ impl Store {
     /// Writes everything to disk.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Writes everything to disk, blocking the calling thread (for blocking threads
+    /// and tools).
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
         Ok(())
     }
 }

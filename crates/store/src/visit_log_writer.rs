@@ -1,8 +1,11 @@
 //! The visit-log writer: the proxy hands each [`Record`] to a bounded queue without
-//! waiting ([`VisitLogQueue::submit`]); one task takes whatever is queued (up to
-//! [`MAX_BATCH`] records), writes it on a blocking thread with
-//! [`Store::write_records`], and flushes sled every flush interval. A full queue drops
-//! the record and counts it; a sled error is logged, counted, and the writer goes on.
+//! waiting ([`VisitLogQueue::submit`]); one task gathers records for one flush interval
+//! (or until it has [`MAX_BATCH`]), then writes them on a blocking thread with
+//! [`Store::write_records`] as one atomic batch and flushes sled. Large batches are
+//! what make sled fast (it pays per key; see [`crate::visit_log`]), and they lose
+//! nothing more on a crash than writing early and flushing on the same interval would.
+//! A full queue drops the record and counts it; a sled error is logged, counted, and
+//! the writer goes on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,13 +18,14 @@ use tracing::error;
 use crate::{Record, Store};
 
 /// Most records written in one batch.
-pub const MAX_BATCH: usize = 4096;
+pub const MAX_BATCH: usize = 65_536;
 
 /// The writer's counters, shared with whoever reports metrics. All relaxed atomics.
 #[derive(Debug, Default)]
 pub struct VisitLogStats {
     queue_depth: AtomicU64,
     written: AtomicU64,
+    flushed: AtomicU64,
     batches: AtomicU64,
     dropped: AtomicU64,
     write_errors: AtomicU64,
@@ -39,6 +43,8 @@ pub struct VisitLogStatsSnapshot {
     pub queue_depth: u64,
     /// Records written to sled (not necessarily flushed yet).
     pub written: u64,
+    /// Records written and flushed to disk: these survive a crash.
+    pub flushed: u64,
     /// Batches written.
     pub batches: u64,
     /// Records dropped because the queue was full or the writer had stopped.
@@ -49,11 +55,11 @@ pub struct VisitLogStatsSnapshot {
     pub lost: u64,
     /// Flushes that failed.
     pub flush_errors: u64,
-    /// Time to write the last batch, microseconds.
+    /// Time to write and flush the last batch, microseconds.
     pub last_write_micros: u64,
-    /// Longest batch write, microseconds.
+    /// Longest batch write and flush, microseconds.
     pub max_write_micros: u64,
-    /// Sum of batch write times, microseconds (mean = total / batches).
+    /// Sum of batch write and flush times, microseconds (mean = total / batches).
     pub total_write_micros: u64,
 }
 
@@ -63,6 +69,7 @@ impl VisitLogStats {
         VisitLogStatsSnapshot {
             queue_depth: self.queue_depth.load(Relaxed),
             written: self.written.load(Relaxed),
+            flushed: self.flushed.load(Relaxed),
             batches: self.batches.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             write_errors: self.write_errors.load(Relaxed),
@@ -103,9 +110,9 @@ impl VisitLogQueue {
 }
 
 /// Starts the writer task draining a queue `capacity` records deep into the store,
-/// flushing every `flush_interval` (records written since the last flush are what a
-/// crash can lose). It ends when every `VisitLogQueue` has been dropped, after writing
-/// what was queued and a final flush.
+/// writing and flushing a batch at most `flush_interval` after its first record
+/// arrived (what a crash can lose). It ends when every `VisitLogQueue` has been
+/// dropped, after writing and flushing what was queued.
 pub fn spawn_visit_log_writer(
     store: Store,
     capacity: usize,
@@ -123,43 +130,44 @@ async fn run_writer(
     stats: Arc<VisitLogStats>,
     flush_interval: Duration,
 ) {
-    let mut ticker = tokio::time::interval(flush_interval.max(Duration::from_millis(1)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut dirty = false;
-    let mut flushing: Option<JoinHandle<()>> = None;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let flush_interval = flush_interval.max(Duration::from_millis(1));
+    let mut pending: Vec<Record> = Vec::new();
+    let mut deadline = tokio::time::Instant::now();
     loop {
+        let room = MAX_BATCH - pending.len();
         tokio::select! {
-            received = receiver.recv_many(&mut batch, MAX_BATCH) => {
+            received = receiver.recv_many(&mut pending, room) => {
                 if received == 0 {
                     break;
                 }
                 stats.queue_depth.fetch_sub(received as u64, Relaxed);
-                batch = write_batch(&store, batch, &stats).await;
-                batch.clear();
-                dirty = true;
-            }
-            _ = ticker.tick() => {
-                if dirty && flushing.as_ref().is_none_or(JoinHandle::is_finished) {
-                    dirty = false;
-                    flushing = Some(tokio::spawn(flush(store.clone(), stats.clone())));
+                if pending.len() == received {
+                    deadline = tokio::time::Instant::now() + flush_interval;
                 }
+                if pending.len() >= MAX_BATCH {
+                    pending = write_and_flush(&store, pending, &stats).await;
+                }
+            }
+            () = tokio::time::sleep_until(deadline), if !pending.is_empty() => {
+                pending = write_and_flush(&store, pending, &stats).await;
             }
         }
     }
-    if let Some(previous) = flushing {
-        let _ = previous.await;
+    if !pending.is_empty() {
+        write_and_flush(&store, pending, &stats).await;
     }
-    flush(store, stats).await;
 }
 
-async fn write_batch(store: &Store, batch: Vec<Record>, stats: &VisitLogStats) -> Vec<Record> {
+/// Writes one batch as one atomic sled batch and flushes it, on a blocking thread;
+/// gives the emptied vector back for reuse.
+async fn write_and_flush(store: &Store, batch: Vec<Record>, stats: &VisitLogStats) -> Vec<Record> {
     let n = batch.len() as u64;
     let writing = store.clone();
     let started = Instant::now();
     let result = tokio::task::spawn_blocking(move || {
-        let result = writing.write_records(&batch);
-        (batch, result)
+        let written = writing.write_records(&batch);
+        let flushed = written.is_ok().then(|| writing.flush_blocking());
+        (batch, written, flushed)
     })
     .await;
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -168,28 +176,35 @@ async fn write_batch(store: &Store, batch: Vec<Record>, stats: &VisitLogStats) -
     stats.total_write_micros.fetch_add(micros, Relaxed);
     stats.batches.fetch_add(1, Relaxed);
     match result {
-        Ok((batch, Ok(()))) => {
-            stats.written.fetch_add(n, Relaxed);
-            batch
-        }
-        Ok((batch, Err(err))) => {
-            stats.write_errors.fetch_add(1, Relaxed);
-            stats.lost.fetch_add(n, Relaxed);
-            error!(%err, records = n, "VISIT LOG RECORDS NOT WRITTEN: database error");
+        Ok((mut batch, written, flushed)) => {
+            match written {
+                Ok(()) => {
+                    stats.written.fetch_add(n, Relaxed);
+                }
+                Err(err) => {
+                    stats.write_errors.fetch_add(1, Relaxed);
+                    stats.lost.fetch_add(n, Relaxed);
+                    error!(%err, records = n, "VISIT LOG RECORDS NOT WRITTEN: database error");
+                }
+            }
+            match flushed {
+                Some(Ok(())) => {
+                    stats.flushed.fetch_add(n, Relaxed);
+                }
+                Some(Err(err)) => {
+                    stats.flush_errors.fetch_add(1, Relaxed);
+                    error!(%err, records = n, "VISIT LOG NOT FLUSHED: cannot write the database to disk");
+                }
+                None => {}
+            }
+            batch.clear();
             batch
         }
         Err(err) => {
             stats.write_errors.fetch_add(1, Relaxed);
             stats.lost.fetch_add(n, Relaxed);
             error!(%err, records = n, "VISIT LOG RECORDS NOT WRITTEN: writer thread failed");
-            Vec::with_capacity(MAX_BATCH)
+            Vec::new()
         }
-    }
-}
-
-async fn flush(store: Store, stats: Arc<VisitLogStats>) {
-    if let Err(err) = store.flush().await {
-        stats.flush_errors.fetch_add(1, Relaxed);
-        error!(%err, "VISIT LOG NOT FLUSHED: cannot flush the database to disk");
     }
 }

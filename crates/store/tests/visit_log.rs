@@ -273,50 +273,9 @@ fn purge_removes_old_records_and_their_index_entries() {
     assert_eq!(everything, remaining.len());
     drop(store);
     let db = reopen_raw(dir.path());
-    for tree in ["records", "by_user", "by_host", "blocked", "searches"] {
-        assert_eq!(db.open_tree(tree).unwrap().len(), 0, "{tree}");
-    }
-}
-
-#[test]
-fn dangling_index_entries_are_skipped_and_purged() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    store
-        .write_records(&[blocked(record(T0, Some("alice"), "casino.test"))])
-        .unwrap();
-    drop(store);
-    // Simulate a crash between the index batches and the records batch.
-    {
-        let db = reopen_raw(dir.path());
-        let records = db.open_tree("records").unwrap();
-        let key = records.first().unwrap().unwrap().0;
-        records.remove(key).unwrap();
-        db.flush().unwrap();
-    }
-    let store = reopen(dir.path());
-    for query in [
-        Query {
-            user: Some("alice".into()),
-            ..Query::default()
-        },
-        Query {
-            host: Some("casino.test".into()),
-            ..Query::default()
-        },
-        Query {
-            blocked_only: true,
-            ..Query::default()
-        },
-    ] {
-        assert!(store.query(&query).unwrap().is_empty());
-    }
-    assert_eq!(store.purge_before(T0 + 1).unwrap(), 0);
-    drop(store);
-    let db = reopen_raw(dir.path());
-    for tree in ["by_user", "by_host", "blocked"] {
-        assert_eq!(db.open_tree(tree).unwrap().len(), 0, "{tree}");
-    }
+    assert_eq!(db.open_tree("visit_log").unwrap().len(), 0);
+    assert_eq!(db.open_tree("visit_log_index").unwrap().len(), 0);
+    assert_eq!(db.open_tree("visit_log_users").unwrap().len(), 0);
 }
 
 #[test]
@@ -391,4 +350,95 @@ async fn records_survive_reopening() {
     // Sequence numbers keep growing across restarts: same-time records stay distinct.
     store.write_records(&all[..1]).unwrap();
     assert_eq!(store.record_count(), all.len() + 1);
+}
+
+/// Many batches of records arriving out of order (long requests are recorded when
+/// they end), over many blocks: every query answers exactly, oldest first, for time
+/// ranges that cut through blocks.
+#[test]
+fn blocks_from_overlapping_batches_answer_every_query_in_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut state = 0x1234_5678_9abc_def0_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let users = ["alice", "bob", "carol", "dave"];
+    let hosts = ["a.test", "b.test", "casino.test", "www.google.com"];
+    let mut all = Vec::new();
+    for batch in 0..40u64 {
+        let mut records = Vec::new();
+        for _ in 0..150 {
+            let r = next();
+            // Mostly recent, sometimes minutes late.
+            let late = if r % 10 == 0 {
+                (r >> 8) % (5 * 60_000_000)
+            } else {
+                0
+            };
+            let at = (T0 + batch * 20_000_000 + (r >> 20) % 20_000_000).saturating_sub(late);
+            let user = (r % 5 != 4).then(|| users[(r >> 3) as usize % users.len()]);
+            let mut rec = record(at, user, hosts[(r >> 5) as usize % hosts.len()]);
+            if r % 7 == 0 {
+                rec = blocked(rec);
+            }
+            if r % 11 == 0 {
+                rec = searched(rec, "terms");
+            }
+            records.push(rec);
+        }
+        store.write_records(&records).unwrap();
+        all.extend(records);
+    }
+    assert_eq!(store.record_count(), all.len());
+    let mid = T0 + 7 * 60_000_000 + 123;
+    let end = T0 + 11 * 60_000_000 + 7;
+    let mut queries = Vec::new();
+    for user in [None, Some("bob"), Some("nobody")] {
+        for host in [None, Some("casino.test")] {
+            for (blocked_only, search_terms_only) in [(false, false), (true, false), (false, true)]
+            {
+                for (since, until) in [(None, None), (Some(mid), None), (Some(mid), Some(end))] {
+                    for limit in [None, Some(17)] {
+                        queries.push(Query {
+                            user: user.map(Into::into),
+                            host: host.map(Into::into),
+                            blocked_only,
+                            search_terms_only,
+                            since,
+                            until,
+                            limit,
+                            ..Query::default()
+                        });
+                    }
+                }
+            }
+        }
+    }
+    for query in &queries {
+        assert_eq!(
+            times(&store.query(query).unwrap()),
+            expected(&all, query),
+            "{query:?}"
+        );
+    }
+    // Purging to a cutoff leaves no record older than the cutoff by more than a
+    // block span, and every record from the cutoff on.
+    store.purge_before(mid).unwrap();
+    let left = store.query(&Query::default()).unwrap();
+    assert!(
+        left.iter()
+            .all(|r| r.at_unix_micros + safegate_store::visit_log::BLOCK_SPAN_MICROS >= mid)
+    );
+    let since_mid = Query {
+        since: Some(mid),
+        ..Query::default()
+    };
+    assert_eq!(
+        times(&store.query(&since_mid).unwrap()),
+        expected(&all, &since_mid)
+    );
 }
