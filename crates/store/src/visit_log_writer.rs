@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::error;
+use tracing::{debug, error};
 
 use crate::{Record, Store};
 
@@ -189,7 +189,8 @@ async fn write_and_flush(store: &Store, batch: Vec<Record>, stats: &VisitLogStat
             }
             match flushed {
                 Some(Ok(())) => {
-                    stats.flushed.fetch_add(n, Relaxed);
+                    let flushed = stats.flushed.fetch_add(n, Relaxed) + n;
+                    debug!(records = n, flushed, micros, "visit log batch written and flushed");
                 }
                 Some(Err(err)) => {
                     stats.flush_errors.fetch_add(1, Relaxed);
