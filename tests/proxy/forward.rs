@@ -277,7 +277,7 @@ async fn hop_by_hop_headers_are_stripped_and_via_added() {
 async fn websocket_upgrade_passes_through() {
     bounded(async {
         let origin = Origin::start().await;
-        let safegate = SafeGate::start(&[]).await;
+        let mut safegate = SafeGate::start(&["store.visit_log=true"]).await;
         let mut stream = raw::connect(safegate.proxy).await;
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -309,6 +309,21 @@ async fn websocket_upgrade_passes_through() {
         );
         socket.close(None).await.unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(5), socket.next()).await;
+        drop(socket);
+        // The upgraded connection's record counts the frames relayed each way.
+        safegate.terminate();
+        assert!(safegate.wait().await.success());
+        let store = safegate_store::Store::open(safegate.data_dir()).unwrap();
+        let records = store.query(&safegate_store::Query::default()).unwrap();
+        let ws = records
+            .iter()
+            .find(|r| r.path.as_deref() == Some("/ws"))
+            .expect("a record for the WebSocket");
+        assert_eq!(ws.status, 101, "{ws:?}");
+        assert!(
+            ws.bytes_up > 100_000 && ws.bytes_down > 100_000,
+            "frames are counted: {ws:?}"
+        );
     })
     .await;
 }

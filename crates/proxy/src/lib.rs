@@ -51,6 +51,9 @@ use crate::destination_guard::DestinationGuard;
 use crate::state::{ProxyState, Stats};
 use crate::upstream::Connector;
 
+/// How long connections and tunnels cut off after the shutdown grace get to end.
+const CUT_OFF_WAIT: Duration = Duration::from_secs(1);
+
 /// The sections of the configuration the proxy reads.
 #[derive(Clone)]
 pub struct ProxySettings<'a> {
@@ -165,6 +168,7 @@ impl Proxy {
             reviews,
             filter: filter::Filter::new(policy, client_roles),
             records,
+            cut_off: CancellationToken::new(),
         });
         Ok(Self {
             listener,
@@ -192,9 +196,13 @@ impl Proxy {
         state.tasks.close();
         match tokio::time::timeout(shutdown_grace, state.tasks.wait()).await {
             Ok(()) => Drained::Complete,
-            Err(_) => Drained::GraceExpired {
-                open: state.tasks.len(),
-            },
+            Err(_) => {
+                let open = state.tasks.len();
+                // Cut what is left off, and let it end (recording what it moved).
+                state.cut_off.cancel();
+                let _ = tokio::time::timeout(CUT_OFF_WAIT, state.tasks.wait()).await;
+                Drained::GraceExpired { open }
+            }
         }
     }
 }

@@ -79,6 +79,7 @@ enum Ending {
     Finished(Result<(), hyper::Error>),
     HeadTimeout,
     Idle,
+    CutOff,
 }
 
 async fn serve_client(
@@ -106,6 +107,7 @@ async fn serve_client(
     let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&activity)));
     let mut connection = pin!(state.http1.serve_connection(io, service).with_upgrades());
     let mut shutdown_signal = pin!(shutdown.cancelled_owned());
+    let mut cut_off = pin!(state.cut_off.clone().cancelled_owned());
     let mut timer = pin!(tokio::time::sleep(state.idle_timeout));
     let mut armed: Option<Instant> = None;
     let mut draining = false;
@@ -117,6 +119,9 @@ async fn serve_client(
         }
         if let Poll::Ready(result) = connection.as_mut().poll(cx) {
             return Poll::Ready(Ending::Finished(result));
+        }
+        if cut_off.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ending::CutOff);
         }
         let (deadline, ending) = match activity.phase() {
             Phase::Busy => return Poll::Pending,
@@ -139,6 +144,7 @@ async fn serve_client(
         Ending::Finished(Ok(())) => {}
         Ending::Finished(Err(error)) => log_connection_error(peer, &error),
         Ending::Idle => debug!(client = %peer, "idle keep-alive connection closed"),
+        Ending::CutOff => info!(client = %peer, "connection cut off: shutdown grace over"),
         Ending::HeadTimeout => {
             info!(client = %peer, "request head not received within proxy.header_read_timeout; answered 408");
             activity.expire_head();

@@ -27,7 +27,7 @@ use crate::local_pages;
 use crate::safesearch::{self, Restrictions};
 use crate::state::ProxyState;
 use crate::tunnel;
-use crate::visit_record::{PendingRecord, RequestFacts};
+use crate::visit_record::{PendingRecord, RequestFacts, TunnelBytes};
 use safegate_store::SeenAs;
 
 /// Per client connection facts the handler needs.
@@ -159,7 +159,7 @@ async fn forward(
         identity,
         decision,
         now,
-        pending,
+        mut pending,
     } = decide(
         state,
         client,
@@ -218,7 +218,19 @@ async fn forward(
         match client_upgrade {
             Some(client_upgrade) => {
                 let origin_upgrade = hyper::upgrade::on(&mut response);
-                relay_upgraded(state, client_upgrade, origin_upgrade, target.clone());
+                // The upgraded connection's record counts the relayed bytes and is
+                // submitted when the relay ends.
+                let relayed = pending.take().map(|mut pending| {
+                    pending.finish(StatusCode::SWITCHING_PROTOCOLS.as_u16(), None);
+                    pending
+                });
+                relay_upgraded(
+                    state,
+                    client_upgrade,
+                    origin_upgrade,
+                    target.clone(),
+                    relayed,
+                );
             }
             None => {
                 let page = error_page::page(
@@ -444,9 +456,14 @@ fn relay_upgraded(
     client: hyper::upgrade::OnUpgrade,
     origin: hyper::upgrade::OnUpgrade,
     target: String,
+    mut record: Option<PendingRecord>,
 ) {
     let relay_state = Arc::clone(state);
     state.tasks.spawn(async move {
+        let bytes = Arc::new(TunnelBytes::default());
+        if let Some(record) = &mut record {
+            record.follow_tunnel(Arc::clone(&bytes));
+        }
         let (client, origin) = match tokio::try_join!(client, origin) {
             Ok(pair) => pair,
             Err(error) => {
@@ -454,12 +471,14 @@ fn relay_upgraded(
                 return;
             }
         };
-        let _ = tunnel::relay(
+        let _ = tunnel::relay_counted(
             &relay_state,
             TokioIo::new(client),
             TokioIo::new(origin),
             &target,
+            bytes,
         )
         .await;
+        drop(record);
     });
 }

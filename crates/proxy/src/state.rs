@@ -33,6 +33,9 @@ pub(crate) struct ProxyState {
     pub(crate) reviews: Option<safegate_store::ReviewQueue>,
     pub(crate) filter: crate::filter::Filter,
     pub(crate) records: Option<crate::visit_record::SharedSink>,
+    /// Cancelled when the shutdown grace has run out: open connections and tunnels
+    /// end at once, so their visit-log records still reach the writer.
+    pub(crate) cut_off: tokio_util::sync::CancellationToken,
 }
 
 impl ProxyState {

@@ -134,24 +134,9 @@ pub(crate) async fn open(
 /// upgrade whose hyper connections can be taken apart), Linux moves the bytes with
 /// splice(2) and they never enter user space; otherwise a userspace copy loop runs.
 /// Returns the bytes delivered each way (client → origin, origin → client), however
-/// the relay ended.
-pub(crate) async fn relay<C, O>(
-    state: &ProxyState,
-    client: C,
-    origin: O,
-    target: &str,
-) -> (u64, u64)
-where
-    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    O: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let bytes = Arc::new(TunnelBytes::default());
-    relay_counted(state, client, origin, target, bytes).await
-}
-
-/// [`relay`], counting into `bytes` as each write completes, so that whoever else
-/// holds them (the tunnel's visit-log record) sees the bytes delivered so far even if
-/// this future is dropped before it ends.
+/// the relay ended (closed, broken, idle, or cut off at shutdown), and counts them into
+/// `bytes` as each write completes, so that whoever else holds them (the visit-log
+/// record) sees the bytes delivered so far even if this future is dropped.
 pub(crate) async fn relay_counted<C, O>(
     state: &ProxyState,
     client: C,
@@ -164,16 +149,25 @@ where
     O: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _open = state.stats.tunnel_opened();
-    relay_until_idle(client, origin, state.tunnel_idle_timeout, bytes, target).await
+    relay_until_idle(
+        client,
+        origin,
+        state.tunnel_idle_timeout,
+        bytes,
+        target,
+        &state.cut_off,
+    )
+    .await
 }
 
-/// The relay proper: transfer until done, broken, or idle for `idle_timeout`.
+/// The relay proper: transfer until done, broken, idle for `idle_timeout`, or cut off.
 async fn relay_until_idle<C, O>(
     client: C,
     origin: O,
     idle_timeout: std::time::Duration,
     bytes: Arc<TunnelBytes>,
     target: &str,
+    cut_off: &tokio_util::sync::CancellationToken,
 ) -> (u64, u64)
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -189,6 +183,7 @@ where
             }
         },
         () = meter.expired(idle_timeout) => "idle",
+        () = cut_off.cancelled() => "cut off at shutdown",
     };
     let (up, down) = meter.bytes.totals();
     debug!(target, up, down, ended, "tunnel over");
@@ -454,7 +449,15 @@ mod tests {
         let bytes = Arc::new(TunnelBytes::default());
         let counting = Arc::clone(&bytes);
         let relay = tokio::spawn(async move {
-            relay_until_idle(client_side, origin_side, idle_timeout, counting, "test").await
+            relay_until_idle(
+                client_side,
+                origin_side,
+                idle_timeout,
+                counting,
+                "test",
+                &tokio_util::sync::CancellationToken::new(),
+            )
+            .await
         });
         (client, origin, bytes, relay)
     }

@@ -351,47 +351,41 @@ async fn tunnel_cut_off_by_the_client_is_recorded_with_what_was_relayed() {
     .expect("test timed out");
 }
 
-/// Shutdown with a tunnel still open: the grace period expires and the tunnel's task
-/// is dropped with the runtime. The record it submits then still has the bytes.
-#[test]
-fn tunnel_cut_off_at_shutdown_is_recorded_with_its_bytes() {
+/// A tunnel still open when the shutdown grace runs out is cut off, and its record
+/// (with the bytes it moved) is submitted before `run` returns, while the visit-log
+/// writer still runs.
+#[tokio::test]
+async fn tunnel_cut_off_at_shutdown_is_recorded_with_its_bytes() {
     let collected = Arc::new(Collected::default());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tunnel, running) = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(30), async {
-            let (origin, _origin_task) = quiet_origin().await;
-            let config = ProxyConfig {
-                shutdown_grace: Duration::from_millis(100),
-                ..ProxyConfig::default()
-            };
-            let mut running = start_with(&collected, origin.port(), config).await;
-            let mut tunnel = open_tunnel(running.addr, origin).await;
-            exchange_through(&mut tunnel).await;
-            running.shutdown.cancel();
-            let drained = (&mut running.served).await.unwrap();
-            assert!(
-                matches!(drained, Drained::GraceExpired { open } if open >= 1),
-                "{drained:?}"
-            );
-            assert!(collected.records.lock().unwrap().is_empty());
-            (tunnel, running)
-        })
-        .await
-        .expect("test timed out")
-    });
-    // The tunnel task (and the record it holds) is dropped here.
-    drop(runtime);
-    drop((tunnel, running));
-    let records = collected.records.lock().unwrap();
-    assert_eq!(records.len(), 1, "{records:#?}");
-    let record = &records[0];
-    assert_eq!(record.method, "CONNECT");
-    assert_eq!(
-        (record.bytes_up, record.bytes_down),
-        (UP as u64, DOWN as u64)
-    );
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (origin, _origin_task) = quiet_origin().await;
+        let config = ProxyConfig {
+            shutdown_grace: Duration::from_millis(100),
+            ..ProxyConfig::default()
+        };
+        let mut running = start_with(&collected, origin.port(), config).await;
+        let mut tunnel = open_tunnel(running.addr, origin).await;
+        exchange_through(&mut tunnel).await;
+        running.shutdown.cancel();
+        let drained = (&mut running.served).await.unwrap();
+        assert!(
+            matches!(drained, Drained::GraceExpired { open } if open >= 1),
+            "{drained:?}"
+        );
+        let records = collected.records.lock().unwrap().clone();
+        assert_eq!(records.len(), 1, "{records:#?}");
+        let record = &records[0];
+        assert_eq!(record.method, "CONNECT");
+        assert_eq!(
+            (record.bytes_up, record.bytes_down),
+            (UP as u64, DOWN as u64)
+        );
+        // The proxy closed its side of the tunnel (EOF or reset, not silence).
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), tunnel.read_to_end(&mut rest))
+            .await
+            .expect("the cut-off tunnel was not closed");
+    })
+    .await
+    .expect("test timed out");
 }
