@@ -382,7 +382,7 @@ async fn tunnel_cut_off_at_shutdown_is_recorded_with_its_bytes() {
         );
         // The proxy closed its side of the tunnel (EOF or reset, not silence).
         let mut rest = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), tunnel.read_to_end(&mut rest))
+        let _closed = tokio::time::timeout(Duration::from_secs(5), tunnel.read_to_end(&mut rest))
             .await
             .expect("the cut-off tunnel was not closed");
     })
