@@ -55,7 +55,7 @@ declare -A PEER_PORT=(
     [safegate]=$((BASE_PORT + 10))
     [safegate-nolists]=$((BASE_PORT + 12))
     [safegate-alllists]=$((BASE_PORT + 14))
-    [safegate-log]=$((BASE_PORT + 16))
+    [safegate-nolog]=$((BASE_PORT + 16))
     [squid]=$((BASE_PORT + 20))
     [tinyproxy]=$((BASE_PORT + 30))
     [e2guardian]=$((BASE_PORT + 40))
@@ -64,7 +64,7 @@ declare -A PEER_LABEL=(
     [safegate]=safegate
     [safegate-nolists]=sg-nolists
     [safegate-alllists]=sg-alllists
-    [safegate-log]=sg-log
+    [safegate-nolog]=sg-nolog
     [squid]=squid
     [tinyproxy]=tinyproxy
     [e2guardian]=e2guardian
@@ -105,9 +105,9 @@ start_safegate-alllists() {
     start_safegate_variant safegate-alllists "$policy"
 }
 
-# The visit log on (it is off in the shipped configuration for now).
-start_safegate-log() {
-    start_safegate_variant safegate-log "$ROOT/config/policy.toml" --set store.visit_log=true
+# The visit log off (it is on in the shipped configuration): what logging costs.
+start_safegate-nolog() {
+    start_safegate_variant safegate-nolog "$ROOT/config/policy.toml" --set store.visit_log=false
 }
 
 # start_safegate_variant NAME POLICY_FILE [EXTRA ARGS...]

@@ -144,8 +144,32 @@ impl SafeGate {
         }
     }
 
+    /// Waits until the log lines so far, taken together, satisfy `done` (called again
+    /// on every new line; bounded by the caller's test limit); returns them.
+    pub async fn wait_for_logs(&mut self, mut done: impl FnMut(&[String]) -> bool) -> Vec<String> {
+        loop {
+            {
+                let all = self.logs.lock().unwrap();
+                if done(&all) {
+                    return all.clone();
+                }
+            }
+            if self.log_lines.changed().await.is_err() {
+                panic!(
+                    "safegate's log closed before the awaited lines:\n{}",
+                    self.logs().join("\n")
+                );
+            }
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()
+    }
+
+    /// Sends SIGKILL: no shutdown, no flush, like a crash. `wait` then reaps the process.
+    pub fn kill_9(&mut self) {
+        self.child.start_kill().unwrap();
     }
 
     /// Sends SIGTERM.

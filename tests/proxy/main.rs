@@ -13,6 +13,7 @@ mod limits;
 mod lists_import;
 mod local_pages;
 mod log_cli;
+mod metrics;
 mod policy;
 mod safety;
 mod tunnel;

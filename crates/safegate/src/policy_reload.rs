@@ -6,12 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
+use safegate_admin::metrics::{PolicyReloadCounts, PolicyReloadSource};
 use safegate_policy::{Policy, Snapshot};
 use safegate_proxy::filter::PolicyHandle;
 use tokio::signal::unix::{SignalKind, signal};
@@ -22,13 +23,33 @@ use tracing::{error, info, warn};
 /// Quiet time after a file event before reloading (editors write in several steps).
 const SETTLE: Duration = Duration::from_millis(250);
 
-/// Reload outcomes since start.
+/// Reload outcomes since start; exported on `/metrics`.
 #[derive(Debug, Default)]
 pub struct ReloadCounters {
     /// Policies compiled and swapped in.
     pub succeeded: AtomicU64,
     /// Policies refused (the previous one stayed live).
     pub failed: AtomicU64,
+    /// Whether the most recent reload was refused.
+    pub last_failed: AtomicBool,
+}
+
+impl ReloadCounters {
+    fn record(&self, ok: bool) {
+        let counter = if ok { &self.succeeded } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.last_failed.store(!ok, Ordering::Relaxed);
+    }
+}
+
+impl PolicyReloadSource for ReloadCounters {
+    fn policy_reloads(&self) -> PolicyReloadCounts {
+        PolicyReloadCounts {
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            last_failed: self.last_failed.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Loads the policy for start-up; errors name the file, line and column.
@@ -59,16 +80,16 @@ pub async fn reload(path: &Path, handle: &PolicyHandle, counters: &ReloadCounter
             let snapshot = Arc::new(snapshot);
             handle.store(Arc::clone(&snapshot));
             log_loaded(path, &snapshot, "policy reloaded");
-            counters.succeeded.fetch_add(1, Ordering::Relaxed);
+            counters.record(true);
             true
         }
         Ok(Err(err)) => {
-            counters.failed.fetch_add(1, Ordering::Relaxed);
+            counters.record(false);
             error!(file = %path.display(), "policy NOT reloaded, the previous policy stays live: {err}");
             false
         }
         Err(err) => {
-            counters.failed.fetch_add(1, Ordering::Relaxed);
+            counters.record(false);
             error!(%err, "policy reload task failed; the previous policy stays live");
             false
         }

@@ -5,14 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use safegate_admin::AdminServer;
+use safegate_admin::metrics::{PolicyReloadCollector, VisitLogCollector};
+use safegate_admin::{AdminServer, Metrics};
 use safegate_proxy::{Drained, Proxy, ProxySettings};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use safegate_proxy::visit_record::{RecordSink, SharedSink};
-use safegate_store::{Record, Store, VisitLogQueue, spawn_review_writer, spawn_visit_log_writer};
+use safegate_store::{
+    Record, Store, VisitLogQueue, VisitLogStats, spawn_review_writer, spawn_visit_log_writer,
+};
 
 use crate::control::ControlServer;
 use crate::policy_reload::{self, ReloadCounters};
@@ -49,18 +52,21 @@ async fn serve(config: Config) -> Result<()> {
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
     let (reviews, review_writer) = spawn_review_writer(store.clone(), REVIEW_QUEUE_DEPTH);
-    let (records, visit_log_writer) = if config.store.visit_log {
+    let (records, visit_log_writer, visit_log_stats) = if config.store.visit_log {
         let (queue, writer) = spawn_visit_log_writer(
             store.clone(),
             config.store.queue_capacity,
             config.store.flush_interval,
         );
+        let stats = Arc::clone(queue.stats());
         let sink: SharedSink = Arc::new(VisitLogSink { queue });
-        (Some(sink), Some(writer))
+        (Some(sink), Some(writer), Some(stats))
     } else {
-        (None, None)
+        (None, None, None)
     };
-    let admin = AdminServer::bind(&config.admin)
+    let reload_counters = Arc::new(ReloadCounters::default());
+    let metrics = metrics(visit_log_stats, Arc::clone(&reload_counters))?;
+    let admin = AdminServer::bind(&config.admin, metrics)
         .await
         .context("admin.listen")?;
     let admin_addr = admin.local_addr();
@@ -81,7 +87,6 @@ async fn serve(config: Config) -> Result<()> {
     let proxy_addr = proxy.local_addr();
 
     let shutdown = CancellationToken::new();
-    let reload_counters = Arc::new(ReloadCounters::default());
     let reloader = policy_reload::spawn_reloader(
         config.policy.file.clone(),
         config.policy.watch,
@@ -174,6 +179,25 @@ async fn serve(config: Config) -> Result<()> {
     }
     info!("SafeGate stopped");
     Ok(())
+}
+
+/// What `/metrics` on the admin listener exports: every collector is registered here.
+/// Collectors read the counters the components keep anyway, at scrape time.
+fn metrics(visit_log: Option<Arc<VisitLogStats>>, reloads: Arc<ReloadCounters>) -> Result<Metrics> {
+    let metrics = Metrics::new(env!("CARGO_PKG_VERSION")).context("metrics")?;
+    // With the visit log off its metrics are exported as zeros (and
+    // safegate_visit_log_enabled 0), so dashboards and alerts need no special case.
+    metrics
+        .register(Box::new(
+            VisitLogCollector::new(visit_log).context("visit log metrics")?,
+        ))
+        .context("visit log metrics")?;
+    metrics
+        .register(Box::new(
+            PolicyReloadCollector::new(reloads).context("policy reload metrics")?,
+        ))
+        .context("policy reload metrics")?;
+    Ok(metrics)
 }
 
 /// SIGTERM and SIGINT, watched from start-up on.

@@ -141,7 +141,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            visit_log: false,
+            visit_log: true,
             queue_capacity: 65_536,
             flush_interval: std::time::Duration::from_secs(1),
             retention_days: 365,

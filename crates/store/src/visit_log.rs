@@ -15,25 +15,25 @@
 //! A block value is [`BLOCK_FORMAT`] (1 byte), the latest record time in the block
 //! (u64 BE), the item count (u32 LE), then per item its length (u32 LE) and bytes.
 //!
-//! Two sled trees, each key starting with a one-byte prefix:
+//! Three sled trees, each key starting with a one-byte prefix:
 //!
 //! | tree              | prefix | key after the prefix         | value                                   |
 //! |-------------------|--------|------------------------------|-----------------------------------------|
 //! | `visit_log`       | `R`    | block key                    | block of records (`Record::encode`), all of one user (or all without a user name) |
 //! | `visit_log`       | `B`    | block key                    | block of the blocked records (a copy)   |
 //! | `visit_log`       | `S`    | block key                    | block of the records with search terms (a copy) |
-//! | `visit_log_index` | `U`    | user name, `0x00`, block key | empty: the `R` block with that key is this user's |
+//! | `visit_log_users` | `U`    | user name, `0x00`, block key | the same block as `R` with that key (a copy, for users only) |
 //! | `visit_log_index` | `H`    | host name, `0x00`, block key | block of references to that host's records: `R` block key (16 bytes) and position in it (u16 LE) |
 //!
 //! The writer hands over large batches (all records of one flush interval, up to its
 //! batch limit); each batch is grouped by user, so an `R` block holds one person's
-//! records and one user's week is a short range scan of `U` keys plus one read per
-//! block. sled keeps values inside its tree nodes, so the big values (`visit_log`) are
-//! only ever appended near the newest keys, and the keys inserted all over the tree
-//! (`visit_log_index`) carry small values: a batch costs about one key per user and
-//! per host, and one per block. `B` and `S` copies make "blocked in a range" and
-//! "search terms in a range" read only those records (a record is stored about 1.1
-//! times).
+//! records, and one user's week is one contiguous range scan of that user's `U`
+//! copies. sled keeps values inside its tree nodes and pays per key, so the big
+//! values of `visit_log` are only ever appended near the newest keys, the index that
+//! is inserted all over its tree carries small values, and a batch costs about one key
+//! per block (per user at full load) plus one per host. `B` and `S` copies make
+//! "blocked in a range" and "search terms in a range" read only those records. A
+//! record with a user name is stored about twice.
 //!
 //! Because blocks overlap in time (per-user blocks of one batch; a long download is
 //! recorded when it ends), a scan reads blocks in key order and releases a record only
@@ -45,18 +45,21 @@
 //!
 //! # Writing and crash semantics
 //!
-//! [`Store::write_records`] writes one batch as one atomic sled `Batch` per tree, the
-//! index first and `visit_log` last. Nothing is durable until the next flush (the
-//! writer task flushes after each batch), and sled recovers to a prefix of the
-//! operations it had accepted, so after `kill -9` or a power cut:
+//! [`Store::write_records`] writes one batch as one atomic sled `Batch` per tree: the
+//! host index, then the user copies, then `visit_log`. Nothing is durable until the
+//! next flush (the writer task flushes after each batch), and sled recovers to a
+//! prefix of the operations it had accepted, so after `kill -9` or a power cut:
 //!
 //! - every batch whose flush completed is there, whole;
 //! - the records of the batch being written or flushed, plus those still queued, are
-//!   lost: at most one flush interval's worth;
-//! - the index entries of that last batch may have survived without its blocks:
-//!   queries skip an entry whose block is missing, and [`Store::purge_before`]
-//!   removes such entries by their time like any other. A block that survived always
-//!   has its index entries.
+//!   lost: at most one flush interval's worth (the end-to-end kill -9 test finds
+//!   exactly the records the writer had reported flushed);
+//! - of that last batch, the host index entries and user copies may have survived
+//!   without its `visit_log` blocks: a user's query may then show records that a time
+//!   query does not (they were really made), and host queries skip an entry whose
+//!   block is missing. [`Store::purge_before`] removes all of them by their time like
+//!   any other. A block that survived in `visit_log` always has its copies and index
+//!   entries.
 //!
 //! Nothing is ever partially written inside a tree's batch: a block is whole or
 //! absent.
@@ -67,9 +70,8 @@
 //! chunk one short batch, so the writer task and queries interleave with it and the
 //! proxy keeps serving. A block is removed when its latest record is older than the
 //! cutoff; a block that straddles the cutoff stays until the next purge (records at
-//! most one block span, a minute, past the limit). Index entries go a block span after
-//! their time. Users and hosts are purged with one seek per distinct name, so a purge
-//! interrupted by a crash is completed by the next.
+//! most one block span, a minute, past the limit). Users and hosts are purged with one
+//! seek per distinct name, so a purge interrupted by a crash is completed by the next.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

@@ -190,7 +190,10 @@ async fn write_and_flush(store: &Store, batch: Vec<Record>, stats: &VisitLogStat
             match flushed {
                 Some(Ok(())) => {
                     let flushed = stats.flushed.fetch_add(n, Relaxed) + n;
-                    debug!(records = n, flushed, micros, "visit log batch written and flushed");
+                    debug!(
+                        records = n,
+                        flushed, micros, "visit log batch written and flushed"
+                    );
                 }
                 Some(Err(err)) => {
                     stats.flush_errors.fetch_add(1, Relaxed);

@@ -1,0 +1,522 @@
+//! `/metrics`: SafeGate's counters in the Prometheus text format (version 0.0.4).
+//!
+//! [`Metrics`] owns a [`prometheus::Registry`] (never the crate's global default
+//! registry) and the admin server renders it on every scrape. Every collector here
+//! reads counters that the rest of SafeGate already keeps as relaxed atomics, at
+//! scrape time: the hot path does nothing more than its own increments, and nothing
+//! is counted twice. More collectors (proxy request counters, ...) are registered with
+//! [`Metrics::register`] where the service builds its `Metrics`.
+//!
+//! Access: `/metrics` has no sign-in yet; see the ACCESS note on the route in this
+//! crate (it must go behind the `metrics` permission or a bearer token).
+//!
+//! Metric names, all prefixed `safegate_`:
+//! - `build_info{version}`: always 1;
+//! - `visit_log_*`: the visit-log writer (see [`VisitLogCollector`]);
+//! - `policy_reloads_total{result="ok|failed"}`, `policy_last_reload_failed`: policy
+//!   reloads (see [`PolicyReloadCollector`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+use prometheus::{Encoder, IntGauge, Opts, Registry, TextEncoder};
+use safegate_store::{VisitLogStats, VisitLogStatsSnapshot};
+
+/// Content type of the rendered metrics: Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// SafeGate's metrics: a registry owned by the admin server. Cheap to clone (the
+/// clones share the registry).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A registry holding `safegate_build_info{version}`; `version` is SafeGate's.
+    pub fn new(version: &str) -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let build_info = IntGauge::with_opts(
+            Opts::new(
+                "safegate_build_info",
+                "The SafeGate version that is running, in the label version; always 1.",
+            )
+            .const_label("version", version),
+        )?;
+        build_info.set(1);
+        registry.register(Box::new(build_info))?;
+        Ok(Self { registry })
+    }
+
+    /// Adds a collector; it is asked for its values on every scrape, so it should only
+    /// read counters (relaxed atomics), never wait. Fails on a name already registered.
+    pub fn register(&self, collector: Box<dyn Collector>) -> prometheus::Result<()> {
+        self.registry.register(collector)
+    }
+
+    /// Every metric now, in the Prometheus text format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> prometheus::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(4096);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+}
+
+/// What a collector exports for one metric: its description and type.
+struct Spec {
+    desc: Desc,
+    kind: MetricType,
+}
+
+impl Spec {
+    fn new(kind: MetricType, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<Self> {
+        let labels = labels.iter().map(|l| (*l).to_owned()).collect();
+        let desc = Desc::new(name.to_owned(), help.to_owned(), labels, HashMap::new())?;
+        Ok(Self { desc, kind })
+    }
+
+    fn counter(name: &str, help: &str) -> prometheus::Result<Self> {
+        Self::new(MetricType::COUNTER, name, help, &[])
+    }
+
+    fn gauge(name: &str, help: &str) -> prometheus::Result<Self> {
+        Self::new(MetricType::GAUGE, name, help, &[])
+    }
+
+    /// The family with one unlabelled sample.
+    fn one(&self, value: f64) -> MetricFamily {
+        self.family(&[(&[], value)])
+    }
+
+    /// The family with one sample per (label values, value); label values are in the
+    /// order of the label names given to [`Spec::new`].
+    fn family(&self, samples: &[(&[&str], f64)]) -> MetricFamily {
+        let metrics = samples
+            .iter()
+            .map(|(values, value)| {
+                let mut metric = proto::Metric::default();
+                let labels = self
+                    .desc
+                    .variable_labels
+                    .iter()
+                    .zip(values.iter())
+                    .map(|(name, value)| {
+                        let mut pair = LabelPair::default();
+                        pair.set_name(name.clone());
+                        pair.set_value((*value).to_owned());
+                        pair
+                    })
+                    .collect();
+                metric.set_label(labels);
+                if self.kind == MetricType::COUNTER {
+                    let mut counter = proto::Counter::default();
+                    counter.set_value(*value);
+                    metric.set_counter(counter);
+                } else {
+                    let mut gauge = proto::Gauge::default();
+                    gauge.set_value(*value);
+                    metric.set_gauge(gauge);
+                }
+                metric
+            })
+            .collect();
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(self.kind);
+        family.set_metric(metrics);
+        family
+    }
+}
+
+fn descs<'a>(specs: &[&'a Spec]) -> Vec<&'a Desc> {
+    specs.iter().map(|spec| &spec.desc).collect()
+}
+
+fn seconds(micros: u64) -> f64 {
+    micros as f64 / 1_000_000.0
+}
+
+type SnapshotFn = dyn Fn() -> VisitLogStatsSnapshot + Send + Sync;
+
+/// The visit-log writer's counters ([`VisitLogStats`]), read once per scrape.
+///
+/// With the visit log off (`store.visit_log = false`) every `safegate_visit_log_*`
+/// metric is still exported, at 0, and `safegate_visit_log_enabled` is 0: dashboards
+/// and alerts keep working, and the enabled gauge tells "off" from "idle".
+pub struct VisitLogCollector {
+    enabled: bool,
+    read: Box<SnapshotFn>,
+    enabled_spec: Spec,
+    queue_depth: Spec,
+    written: Spec,
+    flushed: Spec,
+    batches: Spec,
+    dropped: Spec,
+    write_errors: Spec,
+    lost: Spec,
+    flush_errors: Spec,
+    last_seconds: Spec,
+    max_seconds: Spec,
+    sum_seconds: Spec,
+}
+
+impl VisitLogCollector {
+    /// Reads `stats` at scrape time; `None` when the visit log is off.
+    pub fn new(stats: Option<Arc<VisitLogStats>>) -> prometheus::Result<Self> {
+        match stats {
+            Some(stats) => Self::with_source(true, Box::new(move || stats.snapshot())),
+            None => Self::with_source(false, Box::new(VisitLogStatsSnapshot::default)),
+        }
+    }
+
+    fn with_source(enabled: bool, read: Box<SnapshotFn>) -> prometheus::Result<Self> {
+        Ok(Self {
+            enabled,
+            read,
+            enabled_spec: Spec::gauge(
+                "safegate_visit_log_enabled",
+                "1 if the visit log is on (store.visit_log = true). 0 if it is off: then every \
+                 safegate_visit_log_* metric stays at 0 and no visits are recorded.",
+            )?,
+            queue_depth: Spec::gauge(
+                "safegate_visit_log_queue_depth",
+                "Visit-log records waiting in memory for the database writer (approximate). \
+                 Close to store.queue_capacity means records are about to be dropped: the disk \
+                 is too slow or the writer is stuck.",
+            )?,
+            written: Spec::counter(
+                "safegate_visit_log_records_written_total",
+                "Visit-log records written to the database since SafeGate started (not \
+                 necessarily on disk yet: see safegate_visit_log_records_flushed_total).",
+            )?,
+            flushed: Spec::counter(
+                "safegate_visit_log_records_flushed_total",
+                "Visit-log records written and flushed to disk since SafeGate started; these \
+                 survive a crash or a power cut.",
+            )?,
+            batches: Spec::counter(
+                "safegate_visit_log_batches_total",
+                "Batches of visit-log records the writer has written since SafeGate started \
+                 (about one per store.flush_interval while there is traffic), failed ones \
+                 included.",
+            )?,
+            dropped: Spec::counter(
+                "safegate_visit_log_records_dropped_total",
+                "Visit-log records thrown away because the queue was full \
+                 (store.queue_capacity) or the writer had stopped. Should stay 0: if it grows, \
+                 the visit log is missing visits.",
+            )?,
+            write_errors: Spec::counter(
+                "safegate_visit_log_write_errors_total",
+                "Visit-log batches the database failed to write (disk full, I/O error, \
+                 corruption); their records are in safegate_visit_log_records_lost_total. \
+                 SafeGate's log has the error.",
+            )?,
+            lost: Spec::counter(
+                "safegate_visit_log_records_lost_total",
+                "Visit-log records in batches that failed to write: they are not in the \
+                 visit log.",
+            )?,
+            flush_errors: Spec::counter(
+                "safegate_visit_log_flush_errors_total",
+                "Times the visit log could not be flushed to disk: records written since the \
+                 last good flush can be lost in a crash. SafeGate's log has the error.",
+            )?,
+            last_seconds: Spec::gauge(
+                "safegate_visit_log_batch_write_seconds_last",
+                "Seconds taken to write and flush the most recent visit-log batch.",
+            )?,
+            max_seconds: Spec::gauge(
+                "safegate_visit_log_batch_write_seconds_max",
+                "Longest time taken to write and flush one visit-log batch since SafeGate \
+                 started, in seconds. Near or above store.flush_interval means the disk cannot \
+                 keep up.",
+            )?,
+            sum_seconds: Spec::counter(
+                "safegate_visit_log_batch_write_seconds_sum",
+                "Total seconds spent writing and flushing visit-log batches since SafeGate \
+                 started; divided by safegate_visit_log_batches_total (or rate by rate) it is \
+                 the mean time per batch.",
+            )?,
+        })
+    }
+
+    fn specs(&self) -> [&Spec; 12] {
+        [
+            &self.enabled_spec,
+            &self.queue_depth,
+            &self.written,
+            &self.flushed,
+            &self.batches,
+            &self.dropped,
+            &self.write_errors,
+            &self.lost,
+            &self.flush_errors,
+            &self.last_seconds,
+            &self.max_seconds,
+            &self.sum_seconds,
+        ]
+    }
+}
+
+impl Collector for VisitLogCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        descs(&self.specs())
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = (self.read)();
+        vec![
+            self.enabled_spec.one(if self.enabled { 1.0 } else { 0.0 }),
+            self.queue_depth.one(s.queue_depth as f64),
+            self.written.one(s.written as f64),
+            self.flushed.one(s.flushed as f64),
+            self.batches.one(s.batches as f64),
+            self.dropped.one(s.dropped as f64),
+            self.write_errors.one(s.write_errors as f64),
+            self.lost.one(s.lost as f64),
+            self.flush_errors.one(s.flush_errors as f64),
+            self.last_seconds.one(seconds(s.last_write_micros)),
+            self.max_seconds.one(seconds(s.max_write_micros)),
+            self.sum_seconds.one(seconds(s.total_write_micros)),
+        ]
+    }
+}
+
+/// Policy reload outcomes since start, as the service counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyReloadCounts {
+    /// Policies compiled and swapped in.
+    pub succeeded: u64,
+    /// Policies refused (the previous one stayed live).
+    pub failed: u64,
+    /// Whether the most recent reload was refused.
+    pub last_failed: bool,
+}
+
+/// Whatever counts policy reloads (the service's reload counters); read at scrape
+/// time, so it should only load atomics.
+pub trait PolicyReloadSource: Send + Sync {
+    /// The counts now.
+    fn policy_reloads(&self) -> PolicyReloadCounts;
+}
+
+/// `safegate_policy_reloads_total{result="ok|failed"}` and
+/// `safegate_policy_last_reload_failed`.
+pub struct PolicyReloadCollector {
+    source: Arc<dyn PolicyReloadSource>,
+    reloads: Spec,
+    last_failed: Spec,
+}
+
+impl PolicyReloadCollector {
+    /// Reads `source` at scrape time.
+    pub fn new(source: Arc<dyn PolicyReloadSource>) -> prometheus::Result<Self> {
+        Ok(Self {
+            source,
+            reloads: Spec::new(
+                MetricType::COUNTER,
+                "safegate_policy_reloads_total",
+                "Policy reloads since SafeGate started (SIGHUP, systemctl reload, or a change \
+                 to the policy file with policy.watch). result=\"ok\": the new policy is in \
+                 force; result=\"failed\": it was refused and the previous policy stayed in \
+                 force (SafeGate's log names the file, line and column).",
+                &["result"],
+            )?,
+            last_failed: Spec::gauge(
+                "safegate_policy_last_reload_failed",
+                "1 if the most recent policy reload was refused, so an older policy is still \
+                 in force: fix the file and reload. 0 if it worked or there has been none.",
+            )?,
+        })
+    }
+}
+
+impl Collector for PolicyReloadCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        descs(&[&self.reloads, &self.last_failed])
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let counts = self.source.policy_reloads();
+        vec![
+            self.reloads.family(&[
+                (&["ok"], counts.succeeded as f64),
+                (&["failed"], counts.failed as f64),
+            ]),
+            self.last_failed
+                .one(if counts.last_failed { 1.0 } else { 0.0 }),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    struct Fixed(PolicyReloadCounts);
+
+    impl PolicyReloadSource for Fixed {
+        fn policy_reloads(&self) -> PolicyReloadCounts {
+            self.0
+        }
+    }
+
+    fn render(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.render().unwrap()).unwrap()
+    }
+
+    /// Every sample line, as (name with labels, value).
+    fn samples(text: &str) -> HashMap<String, f64> {
+        text.lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .map(|line| {
+                let (name, value) = line.rsplit_once(' ').unwrap();
+                (name.to_owned(), value.parse().unwrap())
+            })
+            .collect()
+    }
+
+    fn snapshot() -> VisitLogStatsSnapshot {
+        VisitLogStatsSnapshot {
+            queue_depth: 3,
+            written: 120,
+            flushed: 110,
+            batches: 4,
+            dropped: 2,
+            write_errors: 1,
+            lost: 7,
+            flush_errors: 5,
+            last_write_micros: 1_500,
+            max_write_micros: 250_000,
+            total_write_micros: 2_750_000,
+        }
+    }
+
+    #[test]
+    fn renders_every_metric_in_the_text_format() {
+        let metrics = Metrics::new("1.2.3").unwrap();
+        let visit_log = VisitLogCollector::with_source(true, Box::new(snapshot)).unwrap();
+        metrics.register(Box::new(visit_log)).unwrap();
+        let reloads = Fixed(PolicyReloadCounts {
+            succeeded: 6,
+            failed: 2,
+            last_failed: true,
+        });
+        metrics
+            .register(Box::new(
+                PolicyReloadCollector::new(Arc::new(reloads)).unwrap(),
+            ))
+            .unwrap();
+        let text = render(&metrics);
+
+        assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4");
+        for line in [
+            "# TYPE safegate_build_info gauge",
+            "safegate_build_info{version=\"1.2.3\"} 1",
+            "# HELP safegate_visit_log_queue_depth Visit-log records waiting in memory",
+            "# TYPE safegate_visit_log_queue_depth gauge",
+            "# TYPE safegate_visit_log_records_flushed_total counter",
+            "# TYPE safegate_visit_log_batch_write_seconds_max gauge",
+            "# TYPE safegate_visit_log_batch_write_seconds_sum counter",
+            "# TYPE safegate_policy_reloads_total counter",
+            "# TYPE safegate_policy_last_reload_failed gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(line)),
+                "no line {line:?} in:\n{text}"
+            );
+        }
+        let values = samples(&text);
+        let expected = [
+            ("safegate_build_info{version=\"1.2.3\"}", 1.0),
+            ("safegate_visit_log_enabled", 1.0),
+            ("safegate_visit_log_queue_depth", 3.0),
+            ("safegate_visit_log_records_written_total", 120.0),
+            ("safegate_visit_log_records_flushed_total", 110.0),
+            ("safegate_visit_log_batches_total", 4.0),
+            ("safegate_visit_log_records_dropped_total", 2.0),
+            ("safegate_visit_log_write_errors_total", 1.0),
+            ("safegate_visit_log_records_lost_total", 7.0),
+            ("safegate_visit_log_flush_errors_total", 5.0),
+            ("safegate_visit_log_batch_write_seconds_last", 0.0015),
+            ("safegate_visit_log_batch_write_seconds_max", 0.25),
+            ("safegate_visit_log_batch_write_seconds_sum", 2.75),
+            ("safegate_policy_reloads_total{result=\"ok\"}", 6.0),
+            ("safegate_policy_reloads_total{result=\"failed\"}", 2.0),
+            ("safegate_policy_last_reload_failed", 1.0),
+        ];
+        for (name, value) in expected {
+            assert_eq!(values.get(name), Some(&value), "{name} in:\n{text}");
+        }
+        assert_eq!(
+            values.len(),
+            expected.len(),
+            "unexpected samples in:\n{text}"
+        );
+        // Every sample has its HELP and TYPE lines.
+        for name in values.keys() {
+            let family = name.split('{').next().unwrap();
+            assert!(text.contains(&format!("# HELP {family} ")), "{family}");
+            assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
+        }
+    }
+
+    #[test]
+    fn visit_log_off_exports_zeros() {
+        let metrics = Metrics::new("1.2.3").unwrap();
+        metrics
+            .register(Box::new(VisitLogCollector::new(None).unwrap()))
+            .unwrap();
+        let values = samples(&render(&metrics));
+        assert_eq!(values["safegate_visit_log_enabled"], 0.0);
+        assert_eq!(values["safegate_visit_log_records_flushed_total"], 0.0);
+        assert_eq!(values["safegate_visit_log_queue_depth"], 0.0);
+        assert_eq!(values["safegate_visit_log_batch_write_seconds_sum"], 0.0);
+    }
+
+    #[test]
+    fn values_are_read_at_scrape_time() {
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        let written = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&written);
+        let read = move || VisitLogStatsSnapshot {
+            written: counter.load(Relaxed),
+            ..VisitLogStatsSnapshot::default()
+        };
+        let metrics = Metrics::new("1.2.3").unwrap();
+        let collector = VisitLogCollector::with_source(true, Box::new(read)).unwrap();
+        metrics.register(Box::new(collector)).unwrap();
+        let name = "safegate_visit_log_records_written_total";
+        assert_eq!(samples(&render(&metrics))[name], 0.0);
+        written.fetch_add(42, Relaxed);
+        assert_eq!(samples(&render(&metrics))[name], 42.0);
+        // The real stats plug in the same way.
+        let real = VisitLogCollector::new(Some(Arc::new(VisitLogStats::default()))).unwrap();
+        assert!((real.read)() == VisitLogStatsSnapshot::default() && real.enabled);
+    }
+
+    #[test]
+    fn a_name_registered_twice_is_refused() {
+        let metrics = Metrics::new("1.2.3").unwrap();
+        metrics
+            .register(Box::new(VisitLogCollector::new(None).unwrap()))
+            .unwrap();
+        assert!(
+            metrics
+                .register(Box::new(VisitLogCollector::new(None).unwrap()))
+                .is_err()
+        );
+    }
+}
