@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, error};
 
 use crate::{Record, Store};
 
 /// Most records written in one batch.
-pub const MAX_BATCH: usize = 65_536;
+pub const MAX_BATCH: usize = 32_768;
 
 /// The writer's counters, shared with whoever reports metrics. All relaxed atomics.
 #[derive(Debug, Default)]
@@ -87,14 +87,20 @@ impl VisitLogStats {
 pub struct VisitLogQueue {
     sender: mpsc::Sender<Record>,
     stats: Arc<VisitLogStats>,
+    /// Wakes the writer early when the queue reaches `high_water`.
+    wake: Arc<Notify>,
+    high_water: u64,
 }
 
 impl VisitLogQueue {
     /// Queues a record; false (and counted as dropped) when the queue is full or the
     /// writer has stopped.
     pub fn submit(&self, record: Record) -> bool {
-        self.stats.queue_depth.fetch_add(1, Relaxed);
+        let depth = self.stats.queue_depth.fetch_add(1, Relaxed) + 1;
         if self.sender.try_send(record).is_ok() {
+            if depth == self.high_water {
+                self.wake.notify_one();
+            }
             true
         } else {
             self.stats.queue_depth.fetch_sub(1, Relaxed);
@@ -118,43 +124,66 @@ pub fn spawn_visit_log_writer(
     capacity: usize,
     flush_interval: Duration,
 ) -> (VisitLogQueue, JoinHandle<()>) {
-    let (sender, receiver) = mpsc::channel::<Record>(capacity.max(1));
+    let capacity = capacity.max(1);
+    let (sender, receiver) = mpsc::channel::<Record>(capacity);
     let stats = Arc::new(VisitLogStats::default());
-    let task = tokio::spawn(run_writer(store, receiver, stats.clone(), flush_interval));
-    (VisitLogQueue { sender, stats }, task)
+    let wake = Arc::new(Notify::new());
+    let high_water = (capacity / 2).clamp(1, MAX_BATCH) as u64;
+    let task = tokio::spawn(run_writer(
+        store,
+        receiver,
+        stats.clone(),
+        flush_interval,
+        Arc::clone(&wake),
+        high_water,
+    ));
+    let queue = VisitLogQueue {
+        sender,
+        stats,
+        wake,
+        high_water,
+    };
+    (queue, task)
 }
 
+/// The writer's loop. It is woken once when a record arrives after a quiet spell, then
+/// sleeps through the flush interval while records queue up (a wake-up per record
+/// would cost the proxy a cross-thread wake and a context switch per request), unless
+/// the queue reaches its high-water mark first; then it takes everything queued (up
+/// to [`MAX_BATCH`]) and writes it as one batch.
 async fn run_writer(
     store: Store,
     mut receiver: mpsc::Receiver<Record>,
     stats: Arc<VisitLogStats>,
     flush_interval: Duration,
+    wake: Arc<Notify>,
+    high_water: u64,
 ) {
     let flush_interval = flush_interval.max(Duration::from_millis(1));
     let mut pending: Vec<Record> = Vec::new();
-    let mut deadline = tokio::time::Instant::now();
     loop {
-        let room = MAX_BATCH - pending.len();
-        tokio::select! {
-            received = receiver.recv_many(&mut pending, room) => {
-                if received == 0 {
-                    break;
-                }
-                stats.queue_depth.fetch_sub(received as u64, Relaxed);
-                if pending.len() == received {
-                    deadline = tokio::time::Instant::now() + flush_interval;
-                }
-                if pending.len() >= MAX_BATCH {
-                    pending = write_and_flush(&store, pending, &stats).await;
-                }
-            }
-            () = tokio::time::sleep_until(deadline), if !pending.is_empty() => {
-                pending = write_and_flush(&store, pending, &stats).await;
+        let mut received = receiver.recv_many(&mut pending, MAX_BATCH).await;
+        if received == 0 {
+            break;
+        }
+        if (pending.len() as u64) < high_water && stats.queue_depth.load(Relaxed) < high_water {
+            let deadline = tokio::time::Instant::now() + flush_interval;
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = wake.notified() => {}
             }
         }
-    }
-    if !pending.is_empty() {
-        write_and_flush(&store, pending, &stats).await;
+        while pending.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(record) => {
+                    pending.push(record);
+                    received += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        stats.queue_depth.fetch_sub(received as u64, Relaxed);
+        pending = write_and_flush(&store, pending, &stats).await;
     }
 }
 
