@@ -87,6 +87,10 @@ struct Common {
     /// Label copied into the result line.
     #[arg(long, default_value = "-")]
     label: String,
+    /// Extra header line sent with every CONNECT, e.g. `Proxy-Authorization: Basic ...`
+    /// (repeatable).
+    #[arg(long, value_name = "NAME: VALUE")]
+    proxy_header: Vec<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +145,12 @@ fn check_common(common: &Common) -> anyhow::Result<()> {
         common.duration > 0.0 && common.warmup >= 0.0,
         "--duration must be positive and --warmup not negative"
     );
+    for header in &common.proxy_header {
+        ensure!(
+            header.contains(':') && !header.contains(['\r', '\n']),
+            "--proxy-header {header:?} is not one `Name: value` line"
+        );
+    }
     Ok(())
 }
 
@@ -213,7 +223,12 @@ async fn open_tunnel(common: &Common) -> anyhow::Result<TcpStream> {
     let mut stream = TcpStream::connect(proxy).await?;
     stream.set_nodelay(true)?;
     let target = common.target;
-    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    for header in &common.proxy_header {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await?;
     // The origin speaks only after the mode byte, so nothing follows the head.
     let mut head = Vec::with_capacity(256);

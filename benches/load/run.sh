@@ -50,12 +50,14 @@ die() { log "error: $*"; exit 1; }
 ALL_PEERS=(safegate squid tinyproxy e2guardian)
 # Extra SafeGate variants, run only when named in PEERS: the same binary with no list
 # at all, and with every UT1 category and Sinfonietta hosts file in ../shared blocked
-# for the default role (about 640k entries), to show what the lists cost per request.
+# for the default role (about 640k entries), to show what the lists cost per request;
+# without the visit log; and with log-ins required (every request authenticated).
 declare -A PEER_PORT=(
     [safegate]=$((BASE_PORT + 10))
     [safegate-nolists]=$((BASE_PORT + 12))
     [safegate-alllists]=$((BASE_PORT + 14))
     [safegate-nolog]=$((BASE_PORT + 16))
+    [safegate-auth]=$((BASE_PORT + 18))
     [squid]=$((BASE_PORT + 20))
     [tinyproxy]=$((BASE_PORT + 30))
     [e2guardian]=$((BASE_PORT + 40))
@@ -65,6 +67,7 @@ declare -A PEER_LABEL=(
     [safegate-nolists]=sg-nolists
     [safegate-alllists]=sg-alllists
     [safegate-nolog]=sg-nolog
+    [safegate-auth]=sg-auth
     [squid]=squid
     [tinyproxy]=tinyproxy
     [e2guardian]=e2guardian
@@ -108,6 +111,24 @@ start_safegate-alllists() {
 # The visit log off (it is on in the shipped configuration): what logging costs.
 start_safegate-nolog() {
     start_safegate_variant safegate-nolog "$ROOT/config/policy.toml" --set store.visit_log=false
+}
+
+# Log-ins required (auth.required=true), and every request (wrk's, and the CONNECTs of
+# safegate-loadgen) carrying the credentials of a user created before the start: what
+# checking them costs per request. The user is a pupil, the role the other columns are
+# decided for, so the decisions are the same and only authentication differs.
+start_safegate-auth() {
+    local dir=$WORK/safegate-auth password
+    password=bench-$RANDOM$RANDOM$RANDOM
+    mkdir -p "$dir/data"
+    if ! printf '%s\n' "$password" | "$SAFEGATE" users add bench --role pupil --password-stdin \
+        --config "$ROOT/config/safegate.toml" --set "data_dir=\"$dir/data\"" \
+        >"$dir/users.log" 2>&1; then
+        log "safegate-auth: safegate users add failed: $(tail -n 1 "$dir/users.log")"
+        return 1
+    fi
+    PEER_HEADER[safegate-auth]="Proxy-Authorization: Basic $(printf 'bench:%s' "$password" | base64 -w0)"
+    start_safegate_variant safegate-auth "$ROOT/config/policy.toml" --set auth.required=true
 }
 
 # start_safegate_variant NAME POLICY_FILE [EXTRA ARGS...]
@@ -209,6 +230,9 @@ EOF
 # line in SCENARIO_RUN: a runner (run_wrk / run_bulk / run_tunnels) and its
 # arguments. A runner is called as `runner PROXY_ADDR_OR_EMPTY ARGS...` and prints one
 # line: `primary=<n> unit=<u> p50=<ms|-> p99=<ms|-> errors=<n> note=<text>`.
+# A peer that needs one more request header (credentials) sets PEER_HEADER[<name>] in
+# its start function; runners send $EXTRA_HEADER, which holds that peer's header (or
+# nothing) while its column runs.
 
 ALL_SCENARIOS=(get1k_c1 get1k_c16 get1k_c128 get1m_c4 connect_bulk connect_new)
 declare -A SCENARIO_TITLE=(
@@ -257,6 +281,7 @@ run_wrk() {
         script=$WORK/wrk-absolute${path//\//-}.lua
     fi
     local args=(-t "$threads" -c "$conns" --timeout 5s -s "$script")
+    [[ -n ${EXTRA_HEADER:-} ]] && args+=(-H "$EXTRA_HEADER")
     if [[ $WARMUP != 0 ]]; then
         wrk "${args[@]}" -d "${WARMUP}s" "$url" >/dev/null 2>&1 || true
     fi
@@ -287,6 +312,7 @@ loadgen_common() {
     local proxy=$1
     printf '%s\n' --target "$TUNNEL_ORIGIN" --duration "$DURATION" --warmup "$WARMUP"
     [[ -n $proxy ]] && printf '%s\n' --proxy "$proxy"
+    [[ -n $proxy && -n ${EXTRA_HEADER:-} ]] && printf '%s\n' --proxy-header "$EXTRA_HEADER"
     return 0
 }
 
@@ -324,6 +350,7 @@ run_tunnels() {
 # Processes
 
 declare -A PID=()
+declare -A PEER_HEADER=()
 track() { PID[$1]=$2; }
 
 cleanup() {
@@ -396,13 +423,17 @@ cpu_ticks() {
 # A plain GET and a CONNECT through the proxy; a peer failing either is left out.
 smoke_test() {
     local name=$1 port=${PEER_PORT[$1]} code
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --noproxy '' \
+    local -a extra=()
+    [[ -n ${PEER_HEADER[$name]:-} ]] && extra=(-H "${PEER_HEADER[$name]}")
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --noproxy '' "${extra[@]}" \
         -x "http://127.0.0.1:$port" "http://$ORIGIN/1k" || true)
     if [[ $code != 200 ]]; then
         log "$name: GET through it answered '$code'; leaving it out"
         return 1
     fi
-    if ! "$LOADGEN" tunnels --target "$TUNNEL_ORIGIN" --proxy "127.0.0.1:$port" \
+    extra=()
+    [[ -n ${PEER_HEADER[$name]:-} ]] && extra=(--proxy-header "${PEER_HEADER[$name]}")
+    if ! "$LOADGEN" tunnels --target "$TUNNEL_ORIGIN" --proxy "127.0.0.1:$port" "${extra[@]}" \
         --duration 0.2 --warmup 0 --concurrency 1 >/dev/null 2>"$WORK/$name-smoke.err"; then
         log "$name: CONNECT through it failed: $(tail -n 1 "$WORK/$name-smoke.err")"
         return 1
@@ -527,7 +558,7 @@ for s in "${SCENARIOS[@]}"; do
     # Rounds outermost, so slow drifts of the machine hit every column alike.
     for ((round = 1; round <= REPEAT; round++)); do
         for col in "${COLUMNS_[@]}"; do
-            proxy=""
+            proxy="" EXTRA_HEADER=${PEER_HEADER[$col]:-}
             [[ $col != direct ]] && proxy=127.0.0.1:${PEER_PORT[$col]}
             # CPU time of the proxy's process tree over the whole cell (warm-up
             # included, the load is steady): cores busy, for the cost-per-unit rows.
@@ -642,6 +673,10 @@ print_cpu_rows() {
     if [[ -n ${RESULT[get1k_c16,safegate]:-} ]]; then
         awk -v a="$(get get1k_c16 safegate primary)" -v d="$(get get1k_c16 direct primary)" \
             'BEGIN { if (d > 0) printf "GET 1 KiB, 16 conns: safegate / direct = %.0f%% (target >= 35%%)\n", 100 * a / d }'
+    fi
+    if [[ -n ${RESULT[get1k_c16,safegate]:-} && -n ${RESULT[get1k_c16,safegate-auth]:-} ]]; then
+        awk -v a="$(get get1k_c16 safegate-auth primary)" -v b="$(get get1k_c16 safegate primary)" \
+            'BEGIN { if (b > 0) printf "GET 1 KiB, 16 conns: sg-auth / safegate = %.1f%% (target >= 95%%)\n", 100 * a / b }'
     fi
     if [[ -n ${RESULT[connect_bulk,safegate]:-} ]]; then
         awk -v a="$(get connect_bulk safegate primary)" -v d="$(get connect_bulk direct primary)" \

@@ -36,6 +36,11 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new() -> Self {
+        Self::for_names(&["localhost", "127.0.0.1"])
+    }
+
+    /// A CA whose leaf certificate is valid for `names` (host names or IP addresses).
+    pub fn for_names(names: &[&str]) -> Self {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -44,9 +49,13 @@ impl TestCa {
             .push(rcgen::DnType::CommonName, "SafeGate test origin CA");
         let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
         let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf_params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .unwrap();
+        let leaf_params = rcgen::CertificateParams::new(
+            names
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
         Self {
             ca_pem: ca.pem(),
@@ -103,6 +112,12 @@ impl Origin {
     pub async fn start_at(addr: &str) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Self::serve(listener, None))
+    }
+
+    /// A TLS origin on `addr` (e.g. `127.0.0.5:443`); fails if it cannot be bound.
+    pub async fn start_tls_at(ca: &TestCa, addr: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self::serve(listener, Some(ca.acceptor())))
     }
 
     async fn start_with(tls: Option<TlsAcceptor>) -> Self {

@@ -114,6 +114,12 @@ impl SafeGate {
         self._data_dir.path()
     }
 
+    /// The address in the first log line containing `marker` followed by an address,
+    /// e.g. `"transparent HTTP listening on "` (logged before the service is ready).
+    pub fn logged_addr(&self, marker: &str) -> Option<SocketAddr> {
+        find_addr(&self.logs.lock().unwrap(), marker)
+    }
+
     pub fn proxy_url(&self) -> String {
         format!("http://{}", self.proxy)
     }

@@ -6,6 +6,7 @@
 #[path = "../kit/mod.rs"]
 mod kit;
 
+mod auth;
 mod cli;
 mod forward;
 mod lifecycle;
@@ -16,6 +17,8 @@ mod log_cli;
 mod metrics;
 mod policy;
 mod safety;
+mod transparent;
 mod tunnel;
 mod upstream_failures;
+mod users_cli;
 mod visit_log;

@@ -247,7 +247,7 @@ async fn roles_come_from_the_client_address_map() {
     bounded(async {
         let world = World::new(&policy("", "")).await;
         let staff = world
-            .safegate(&["policy.client_roles=[{ network = \"127.0.0.0/8\", role = \"staff\" }]"])
+            .safegate(&["auth.bindings=[{ network = \"127.0.0.0/8\", role = \"staff\" }]"])
             .await;
         let (status, _, body) = fetch(&staff, &world.url("bet.test", "/bytes/5")).await;
         assert_eq!(status, 200, "staff may visit: {body}");
@@ -302,7 +302,7 @@ until = "2099-01-01 00:00"
         let (status, rule, _) = fetch(&safegate, &world.url("chat.test", "/")).await;
         assert_eq!((status, rule.as_str()), (403, "category:pupil:social"), "expired unblock");
         let year6 = world
-            .safegate(&["policy.client_roles=[{ network = \"127.0.0.0/8\", role = \"pupil\", group = \"year6\" }]"])
+            .safegate(&["auth.bindings=[{ network = \"127.0.0.0/8\", role = \"pupil\", group = \"year6\" }]"])
             .await;
         let (status, _, _) = fetch(&year6, &world.url("chat.test", "/bytes/3")).await;
         assert_eq!(status, 200, "category unblock for the group");
@@ -327,7 +327,7 @@ async fn file_rules_block_executables_by_path_and_by_response_type() {
             "{body}"
         );
         let staff = world
-            .safegate(&["policy.client_roles=[{ network = \"127.0.0.0/8\", role = \"staff\" }]"])
+            .safegate(&["auth.bindings=[{ network = \"127.0.0.0/8\", role = \"staff\" }]"])
             .await;
         let (status, _, _) = fetch(&staff, &world.url("school.test", "/download/tool")).await;
         assert_eq!(status, 200);
@@ -442,7 +442,7 @@ async fn safesearch_routes_to_the_enforced_endpoints() {
 
         // Staff have SafeSearch off in this policy: straight to www.google.com.
         let mut staff_sets = refs.clone();
-        staff_sets.push("policy.client_roles=[{ network = \"127.0.0.0/8\", role = \"staff\" }]");
+        staff_sets.push("auth.bindings=[{ network = \"127.0.0.0/8\", role = \"staff\" }]");
         let staff = SafeGate::start(&staff_sets).await;
         let response = staff.client().get(&url).send().await.unwrap();
         assert_eq!(response.status(), 200);

@@ -34,8 +34,7 @@ async fn requests_are_recorded_with_their_fields() {
             "upstream.dns.ip_strategy=\"ipv4_only\"".to_owned(),
             format!("proxy.connect_ports=[443, {port}]"),
             "store.visit_log=true".to_owned(),
-            "policy.client_roles=[{ network = \"127.0.0.0/8\", role = \"filter-admin\" }]"
-                .to_owned(),
+            "auth.bindings=[{ network = \"127.0.0.0/8\", role = \"filter-admin\" }]".to_owned(),
         ];
         let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
         let mut safegate = SafeGate::start(&refs).await;
@@ -205,8 +204,7 @@ async fn search_terms_for_every_engine_are_recorded() {
             format!("upstream.dns.servers=[\"{}\"]", dns.addr),
             "upstream.dns.ip_strategy=\"ipv4_only\"".to_owned(),
             "store.visit_log=true".to_owned(),
-            "policy.client_roles=[{ network = \"127.0.0.0/8\", role = \"filter-admin\" }]"
-                .to_owned(),
+            "auth.bindings=[{ network = \"127.0.0.0/8\", role = \"filter-admin\" }]".to_owned(),
         ];
         let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
         let mut safegate = SafeGate::start(&refs).await;

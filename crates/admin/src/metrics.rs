@@ -15,6 +15,8 @@
 //! - `visit_log_*`: the visit-log writer (see [`VisitLogCollector`]);
 //! - `policy_reloads_total{result="ok|failed"}`, `policy_last_reload_failed`: policy
 //!   reloads (see [`PolicyReloadCollector`]).
+//! - `proxy_auth_total{result=...}`, `proxy_auth_users`, `proxy_auth_cached_credentials`:
+//!   proxy authentication (see [`ProxyAuthCollector`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -359,6 +361,96 @@ impl Collector for PolicyReloadCollector {
     }
 }
 
+/// Proxy authentication counters since start, as the proxy keeps them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyAuthCounts {
+    /// Requests whose credentials were verified before (no password check).
+    pub cache_hits: u64,
+    /// Passwords checked with Argon2 and right.
+    pub verified: u64,
+    /// Failed log-ins (wrong password, unknown or disabled user, malformed header).
+    pub failed: u64,
+    /// Log-ins refused unchecked: too many failures from the address or for the user.
+    pub rate_limited: u64,
+    /// Requests without credentials answered 407 (`auth.required`).
+    pub challenged: u64,
+    /// Log-ins answered 503: too many waiting for a password check.
+    pub busy: u64,
+    /// Users in the proxy's user table now.
+    pub users: u64,
+    /// Verified credentials held in the cache now.
+    pub cached_credentials: u64,
+}
+
+/// Whatever keeps the proxy authentication counters; read at scrape time, so it
+/// should only load atomics (and take short locks).
+pub trait ProxyAuthSource: Send + Sync {
+    /// The counts now.
+    fn proxy_auth(&self) -> ProxyAuthCounts;
+}
+
+/// `safegate_proxy_auth_total{result}`, `safegate_proxy_auth_users` and
+/// `safegate_proxy_auth_cached_credentials`.
+pub struct ProxyAuthCollector {
+    source: Arc<dyn ProxyAuthSource>,
+    total: Spec,
+    users: Spec,
+    cached: Spec,
+}
+
+impl ProxyAuthCollector {
+    /// Reads `source` at scrape time.
+    pub fn new(source: Arc<dyn ProxyAuthSource>) -> prometheus::Result<Self> {
+        Ok(Self {
+            source,
+            total: Spec::new(
+                MetricType::COUNTER,
+                "safegate_proxy_auth_total",
+                "Proxy authentication outcomes since SafeGate started. result=\"cache_hit\": \
+                 credentials verified earlier, no password check; \"verified\": password \
+                 checked and right (a log-in, in SafeGate's log); \"failed\": wrong password, \
+                 unknown or disabled user, or an unreadable header (each in SafeGate's log); \
+                 \"rate_limited\": refused unchecked after too many failures from the address \
+                 or for the user (auth.max_failures_per_*): a rise means someone is guessing \
+                 passwords; \"challenged\": no credentials where log-in is required (407, \
+                 normal for a browser's first request); \"busy\": too many log-ins waiting \
+                 for a password check (503).",
+                &["result"],
+            )?,
+            users: Spec::gauge(
+                "safegate_proxy_auth_users",
+                "Users in the proxy's user table (rebuilt from the database on every change).",
+            )?,
+            cached: Spec::gauge(
+                "safegate_proxy_auth_cached_credentials",
+                "Verified credentials the proxy holds (auth.credential_cache_size at most).",
+            )?,
+        })
+    }
+}
+
+impl Collector for ProxyAuthCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        descs(&[&self.total, &self.users, &self.cached])
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let c = self.source.proxy_auth();
+        vec![
+            self.total.family(&[
+                (&["cache_hit"], c.cache_hits as f64),
+                (&["verified"], c.verified as f64),
+                (&["failed"], c.failed as f64),
+                (&["rate_limited"], c.rate_limited as f64),
+                (&["challenged"], c.challenged as f64),
+                (&["busy"], c.busy as f64),
+            ]),
+            self.users.one(c.users as f64),
+            self.cached.one(c.cached_credentials as f64),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -518,5 +610,46 @@ mod tests {
                 .register(Box::new(VisitLogCollector::new(None).unwrap()))
                 .is_err()
         );
+    }
+
+    struct AuthFixed(ProxyAuthCounts);
+
+    impl ProxyAuthSource for AuthFixed {
+        fn proxy_auth(&self) -> ProxyAuthCounts {
+            self.0
+        }
+    }
+
+    #[test]
+    fn proxy_auth_counts_are_exported_by_result() {
+        let metrics = Metrics::new("1.2.3").unwrap();
+        let counts = ProxyAuthCounts {
+            cache_hits: 100,
+            verified: 4,
+            failed: 3,
+            rate_limited: 2,
+            challenged: 9,
+            busy: 0,
+            users: 30,
+            cached_credentials: 4,
+        };
+        metrics
+            .register(Box::new(
+                ProxyAuthCollector::new(Arc::new(AuthFixed(counts))).unwrap(),
+            ))
+            .unwrap();
+        let values = samples(&render(&metrics));
+        for (name, value) in [
+            ("safegate_proxy_auth_total{result=\"cache_hit\"}", 100.0),
+            ("safegate_proxy_auth_total{result=\"verified\"}", 4.0),
+            ("safegate_proxy_auth_total{result=\"failed\"}", 3.0),
+            ("safegate_proxy_auth_total{result=\"rate_limited\"}", 2.0),
+            ("safegate_proxy_auth_total{result=\"challenged\"}", 9.0),
+            ("safegate_proxy_auth_total{result=\"busy\"}", 0.0),
+            ("safegate_proxy_auth_users", 30.0),
+            ("safegate_proxy_auth_cached_credentials", 4.0),
+        ] {
+            assert_eq!(values.get(name), Some(&value), "{name}");
+        }
     }
 }

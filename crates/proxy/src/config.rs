@@ -1,4 +1,4 @@
-//! The `[proxy]`, `[upstream]` and `[pac]` sections of `safegate.toml`.
+//! The `[proxy]`, `[upstream]`, `[pac]` and `[transparent]` sections of `safegate.toml`.
 //!
 //! Defaults live in the `Default` impls and nowhere else; `validate()` reports every
 //! problem with the dotted key it belongs to, so the binary can print them all at once.
@@ -313,6 +313,78 @@ fn is_host_port(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
 }
 
+/// `[transparent]`: listeners for traffic the school router redirects to SafeGate
+/// (ports 80 and 443 with iptables `REDIRECT`, or `DNAT` on this machine). Both are off
+/// unless given an address.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransparentConfig {
+    /// Where redirected plain HTTP (port 80) arrives; `None` (`""` in the file) is off.
+    #[serde(with = "optional_addr")]
+    pub http_listen: Option<SocketAddr>,
+    /// Where redirected HTTPS (port 443) arrives; `None` (`""` in the file) is off.
+    #[serde(with = "optional_addr")]
+    pub https_listen: Option<SocketAddr>,
+}
+
+impl TransparentConfig {
+    /// Every problem in this section.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        if let (Some(http), Some(https)) = (self.http_listen, self.https_listen)
+            && http == https
+            && http.port() != 0
+        {
+            problems.push(ConfigProblem::new(
+                "transparent.https_listen",
+                "must differ from transparent.http_listen",
+            ));
+        }
+        problems
+    }
+
+    /// The configured listeners with their keys, for checks against other sections.
+    pub fn listeners(&self) -> impl Iterator<Item = (&'static str, SocketAddr)> {
+        [
+            ("transparent.http_listen", self.http_listen),
+            ("transparent.https_listen", self.https_listen),
+        ]
+        .into_iter()
+        .filter_map(|(key, addr)| addr.map(|addr| (key, addr)))
+    }
+}
+
+/// An optional socket address written as a string, `""` meaning none.
+mod optional_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<SocketAddr>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(addr) => serializer.collect_str(addr),
+            None => serializer.serialize_str(""),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        text.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not an address like \"0.0.0.0:3129\" (or \"\" for off)"
+            ))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +427,21 @@ mod tests {
             ))
         );
         assert!(DnsServer::try_from("resolver".to_owned()).is_err());
+    }
+
+    #[test]
+    fn transparent_listeners_must_differ() {
+        let addr = |text: &str| text.parse::<SocketAddr>().ok();
+        let mut transparent = TransparentConfig::default();
+        assert!(transparent.validate().is_empty());
+        assert_eq!(transparent.listeners().count(), 0);
+        transparent.http_listen = addr("0.0.0.0:3129");
+        transparent.https_listen = addr("0.0.0.0:3129");
+        let keys: Vec<_> = transparent.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["transparent.https_listen"]);
+        transparent.https_listen = addr("0.0.0.0:3130");
+        assert!(transparent.validate().is_empty());
+        assert_eq!(transparent.listeners().count(), 2);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The proxy's view of the policy: who the client is (for now the role bound to its
-//! address, or the policy's default role; users arrive with proxy authentication),
-//! the decision for a request, and what the block page shows.
+//! The proxy's view of the policy: who the client is (proxy authentication, an
+//! address binding, or the policy's default role: see [`crate::auth`]), the decision
+//! for a request, and what the block page shows.
 //!
 //! The policy is an immutable `Snapshot` behind an `ArcSwap`: a request takes one
 //! reference at its start and keeps using it, so a reload never disturbs a request in
@@ -10,26 +10,16 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use ipnet::IpNet;
+use http::HeaderValue;
 use jiff::Timestamp;
 use safegate_policy::{Decision, Role, Snapshot, Subject, YouTubeMode};
 use safegate_store::IdentifiedBy;
 
+use crate::auth::{Authenticator, Check, Refusal};
 use crate::safesearch::{self, Restrictions};
 
 /// The live policy, swapped atomically on reload.
 pub type PolicyHandle = Arc<ArcSwap<Snapshot>>;
-
-/// A client address range bound to a browsing role (the pupils' Wi-Fi, a year-6 room).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientRole {
-    /// Client addresses this applies to.
-    pub network: IpNet,
-    /// Role of everyone in the range.
-    pub role: Role,
-    /// Group within the role, if any.
-    pub group: Option<String>,
-}
 
 /// Who a request is decided for.
 #[derive(Debug, Clone)]
@@ -58,17 +48,14 @@ impl Identity {
 /// Identification and decisions for one proxy.
 pub struct Filter {
     policy: PolicyHandle,
-    client_roles: Vec<ClientRole>,
+    auth: Arc<Authenticator>,
 }
 
 impl Filter {
-    /// A filter deciding with `policy`, identifying clients by `client_roles` (first
-    /// matching range wins).
-    pub fn new(policy: PolicyHandle, client_roles: Vec<ClientRole>) -> Self {
-        Self {
-            policy,
-            client_roles,
-        }
+    /// A filter deciding with `policy`, identifying clients with `auth` (credentials
+    /// and address bindings).
+    pub fn new(policy: PolicyHandle, auth: Arc<Authenticator>) -> Self {
+        Self { policy, auth }
     }
 
     /// The current policy, for the whole of one request.
@@ -76,31 +63,49 @@ impl Filter {
         self.policy.load_full()
     }
 
-    /// Who the client at `peer` is.
+    /// The authenticator (for its counters).
+    pub fn auth(&self) -> &Arc<Authenticator> {
+        &self.auth
+    }
+
+    /// Who the client at `peer` is by its address alone: its binding, or the policy's
+    /// default role. For clients that cannot be asked to log in (transparent mode).
     pub fn identify(&self, peer: IpAddr, snapshot: &Snapshot) -> Identity {
-        let peer = canonical(peer);
-        match self.client_roles.iter().find(|r| r.network.contains(&peer)) {
-            Some(bound) => Identity {
-                role: bound.role,
-                group: bound.group.clone(),
-                user: None,
-                identified_by: IdentifiedBy::Address,
-            },
-            None => Identity {
-                role: snapshot.default_role(),
-                group: None,
-                user: None,
-                identified_by: IdentifiedBy::Default,
+        self.auth
+            .bound(peer)
+            .unwrap_or_else(|| default_identity(snapshot))
+    }
+
+    /// Who an explicit-proxy client at `peer` sending `proxy_authorization` is:
+    /// credentials first, then its binding, then (unless `auth.required`) the default
+    /// role. A refusal is answered `407` ([`Refusal::response`]).
+    pub async fn authenticate(
+        &self,
+        peer: IpAddr,
+        proxy_authorization: Option<&HeaderValue>,
+        snapshot: &Snapshot,
+    ) -> Result<Identity, Refusal> {
+        match self.auth.check(peer, proxy_authorization) {
+            Check::Known(identity) => Ok(identity),
+            Check::Refused(refusal) => Err(refusal),
+            // Boxed: the rare slow path does not grow every request's future.
+            Check::Verify(verification) => Box::pin(self.auth.verify(verification)).await,
+            Check::Anonymous => match self.auth.bound(peer) {
+                Some(identity) => Ok(identity),
+                None if self.auth.required() => Err(self.auth.challenge()),
+                None => Ok(default_identity(snapshot)),
             },
         }
     }
 }
 
-/// IPv4-mapped IPv6 addresses (from a dual-stack listener) compared as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
+/// The identity of a client nobody identified: the policy's default role.
+fn default_identity(snapshot: &Snapshot) -> Identity {
+    Identity {
+        role: snapshot.default_role(),
+        group: None,
+        user: None,
+        identified_by: IdentifiedBy::Default,
     }
 }
 

@@ -3,11 +3,17 @@
 //! connections, opens CONNECT tunnels, relays WebSocket upgrades, and serves its own
 //! status page and PAC file.
 //!
-//! One request flows: `listener` (accept, limits, timeouts) → `service` (route) →
+//! Traffic redirected by the school router arrives on the `transparent` listeners:
+//! plain HTTP joins the same request path, HTTPS is decided on its TLS server name
+//! (`sni`) and relayed without decryption.
+//!
+//! One request flows: `listener` (accept, limits, timeouts) → `service` (identify the
+//! client with `auth`: credentials, address binding or default role; route) →
 //! `tunnel` or forward through `upstream` (DNS, `destination_guard`, connect) →
 //! response streamed back, or an `error_page`. Nothing on that path touches the disk
 //! or a global lock apart from hyper-util's connection pool.
 
+pub mod auth;
 pub mod block_page;
 pub mod config;
 pub mod destination_guard;
@@ -18,16 +24,19 @@ pub mod filter;
 pub mod hop_by_hop;
 pub mod local_pages;
 pub mod safesearch;
+pub mod sni;
 pub mod upstream;
 pub mod visit_record;
 
 mod body;
 mod client_io;
 mod listener;
+mod original_dst;
 mod service;
 #[cfg(target_os = "linux")]
 mod splice_relay;
 mod state;
+mod transparent;
 mod tunnel;
 
 use std::net::SocketAddr;
@@ -44,11 +53,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::body::ResponseBody;
-pub use crate::config::{ConfigProblem, DnsConfig, PacConfig, ProxyConfig, UpstreamConfig};
+pub use crate::config::{
+    ConfigProblem, DnsConfig, PacConfig, ProxyConfig, TransparentConfig, UpstreamConfig,
+};
 pub use crate::error::{ProxyError, UpstreamError};
 
 use crate::destination_guard::DestinationGuard;
 use crate::state::{ProxyState, Stats};
+use crate::transparent::ListenerKind;
 use crate::upstream::Connector;
 
 /// How long connections and tunnels cut off after the shutdown grace get to end.
@@ -63,12 +75,15 @@ pub struct ProxySettings<'a> {
     pub upstream: &'a UpstreamConfig,
     /// `[pac]`.
     pub pac: &'a PacConfig,
+    /// `[transparent]`.
+    pub transparent: &'a TransparentConfig,
     /// Where review requests from the block page go; none disables the form.
     pub reviews: Option<safegate_store::ReviewQueue>,
     /// The live policy every request is decided against.
     pub policy: filter::PolicyHandle,
-    /// Client address ranges bound to roles.
-    pub client_roles: Vec<filter::ClientRole>,
+    /// Proxy authentication and address bindings; the binary keeps its user table
+    /// current.
+    pub auth: Arc<auth::Authenticator>,
     /// Where visit-log records go; none turns the visit log off.
     pub records: Option<visit_record::SharedSink>,
 }
@@ -76,6 +91,8 @@ pub struct ProxySettings<'a> {
 /// A bound proxy listener, ready to serve.
 pub struct Proxy {
     listener: TcpListener,
+    /// The transparent listeners that are on, with the kind of traffic they take.
+    transparent: Vec<(TcpListener, ListenerKind)>,
     state: Arc<ProxyState>,
     limit: Arc<Semaphore>,
     shutdown_grace: Duration,
@@ -94,9 +111,10 @@ pub enum Drained {
 }
 
 impl Proxy {
-    /// Binds `proxy.listen` and prepares the upstream side. `other_listeners` are
-    /// SafeGate's other sockets (the admin interface), which clients may never reach
-    /// through the proxy.
+    /// Binds `proxy.listen` and the transparent listeners that are on, and prepares the
+    /// upstream side. `other_listeners` are SafeGate's other sockets (the admin
+    /// interface), which clients may never reach through the proxy; nor may they reach
+    /// any of the proxy's own listeners (no loops).
     pub async fn bind(
         settings: ProxySettings<'_>,
         other_listeners: &[SocketAddr],
@@ -105,9 +123,10 @@ impl Proxy {
             proxy,
             upstream,
             pac,
+            transparent,
             reviews,
             policy,
-            client_roles,
+            auth,
             records,
         } = settings;
         let listener =
@@ -123,6 +142,17 @@ impl Proxy {
         })?;
         let mut protected = other_listeners.to_vec();
         protected.push(listen);
+        let mut transparent_listeners = Vec::new();
+        for (addr, kind) in [
+            (transparent.http_listen, ListenerKind::TransparentHttp),
+            (transparent.https_listen, ListenerKind::TransparentTls),
+        ] {
+            let Some(addr) = addr else { continue };
+            let bind_error = |source| ProxyError::Bind { addr, source };
+            let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+            protected.push(listener.local_addr().map_err(bind_error)?);
+            transparent_listeners.push((listener, kind));
+        }
         let guard = DestinationGuard::new(
             upstream.allow_loopback,
             upstream.deny_networks.clone(),
@@ -166,12 +196,13 @@ impl Proxy {
             stats: Stats::default(),
             started: Instant::now(),
             reviews,
-            filter: filter::Filter::new(policy, client_roles),
+            filter: filter::Filter::new(policy, auth),
             records,
             cut_off: CancellationToken::new(),
         });
         Ok(Self {
             listener,
+            transparent: transparent_listeners,
             state,
             limit: Arc::new(Semaphore::new(proxy.max_connections)),
             shutdown_grace: proxy.shutdown_grace,
@@ -183,16 +214,42 @@ impl Proxy {
         self.state.listen
     }
 
+    /// The transparent listeners actually bound: (HTTP, HTTPS), each when configured.
+    pub fn transparent_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        let find = |wanted| {
+            self.transparent
+                .iter()
+                .find(|(_, kind)| *kind == wanted)
+                .and_then(|(listener, _)| listener.local_addr().ok())
+        };
+        (
+            find(ListenerKind::TransparentHttp),
+            find(ListenerKind::TransparentTls),
+        )
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting and gives open
     /// requests and tunnels up to `proxy.shutdown_grace` to finish.
     pub async fn run(self, shutdown: CancellationToken) -> Drained {
         let Self {
             listener,
+            transparent,
             state,
             limit,
             shutdown_grace,
         } = self;
-        listener::accept_loop(listener, Arc::clone(&state), limit, shutdown).await;
+        // Every listener shares the connection limit and the drain below.
+        let listeners = std::iter::once((listener, ListenerKind::Explicit)).chain(transparent);
+        futures_util::future::join_all(listeners.map(|(listener, kind)| {
+            listener::accept_loop(
+                listener,
+                Arc::clone(&state),
+                Arc::clone(&limit),
+                shutdown.clone(),
+                kind,
+            )
+        }))
+        .await;
         state.tasks.close();
         match tokio::time::timeout(shutdown_grace, state.tasks.wait()).await {
             Ok(()) => Drained::Complete,

@@ -4,7 +4,9 @@
 //! accepted connection runs hyper's HTTP/1.1 server in its own task, watched by a
 //! timer that follows the connection's `Phase`: a slow request head is answered 408,
 //! an idle keep-alive connection is closed, a busy one is left alone. On shutdown the
-//! driver asks hyper to finish the request in flight and close.
+//! driver asks hyper to finish the request in flight and close. Transparent HTTP
+//! connections are driven the same way; transparent TLS connections go to
+//! `transparent::serve_tls`.
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
@@ -26,17 +28,19 @@ use tracing::{debug, info, warn};
 use crate::client_io::{Activity, ClientIo, Phase};
 use crate::service::{self, ClientContext};
 use crate::state::ProxyState;
+use crate::transparent::{self, Intake, ListenerKind};
 
 const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
 Content-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\nContent-Length: 52\r\n\r\n\
 SafeGate is at its connection limit; try again soon.";
 
-/// Accepts until `shutdown` is cancelled.
+/// Accepts until `shutdown` is cancelled; `kind` says how the clients are served.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     state: Arc<ProxyState>,
     limit: Arc<Semaphore>,
     shutdown: CancellationToken,
+    kind: ListenerKind,
 ) {
     let last_busy_warning = AtomicU64::new(u64::MAX);
     loop {
@@ -45,7 +49,8 @@ pub(crate) async fn accept_loop(
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
-            Ok(pair) => pair,
+            // IPv4 clients of a dual-stack listener are seen, logged and recorded as IPv4.
+            Ok((stream, peer)) => (stream, canonical(peer)),
             Err(error) => {
                 // Out of file descriptors or similar: back off instead of spinning.
                 warn!(%error, "accept failed");
@@ -56,12 +61,23 @@ pub(crate) async fn accept_loop(
         match Arc::clone(&limit).try_acquire_owned() {
             Ok(permit) => {
                 let state_for_task = Arc::clone(&state);
+                if kind == ListenerKind::TransparentTls {
+                    state.tasks.spawn(transparent::serve_tls(
+                        state_for_task,
+                        stream,
+                        peer,
+                        permit,
+                        shutdown.clone(),
+                    ));
+                    continue;
+                }
                 state.tasks.spawn(serve_client(
                     state_for_task,
                     stream,
                     peer,
                     permit,
                     shutdown.clone(),
+                    kind,
                 ));
             }
             Err(_) => {
@@ -69,7 +85,9 @@ pub(crate) async fn accept_loop(
                 if last_busy_warning.swap(now, Ordering::Relaxed) != now {
                     warn!(client = %peer, "connection limit reached (proxy.max_connections); answering 503");
                 }
-                let _ = stream.try_write(BUSY_RESPONSE);
+                if kind != ListenerKind::TransparentTls {
+                    let _ = stream.try_write(BUSY_RESPONSE);
+                }
             }
         }
     }
@@ -88,21 +106,32 @@ async fn serve_client(
     peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
     shutdown: CancellationToken,
+    kind: ListenerKind,
 ) {
     let _open = state.stats.connection_opened();
     let _ = stream.set_nodelay(true);
     let activity = Activity::new();
-    let local = stream.local_addr().unwrap_or(state.listen);
+    let local = stream.local_addr().map_or(state.listen, canonical);
+    let intake = Intake::of(kind, &stream);
     let context = Arc::new(ClientContext {
         peer,
         local,
         activity: Arc::clone(&activity),
+        intake,
     });
     let service_state = Arc::clone(&state);
     let service = service_fn(move |request| {
         let state = Arc::clone(&service_state);
         let context = Arc::clone(&context);
-        async move { Ok::<_, Infallible>(service::handle(state, context, request).await) }
+        async move {
+            let response = match intake {
+                Intake::Transparent { original_dst } => {
+                    transparent::handle_http(state, context, request, original_dst).await
+                }
+                Intake::Explicit => service::handle(state, context, request).await,
+            };
+            Ok::<_, Infallible>(response)
+        }
     });
     let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&activity)));
     let mut connection = pin!(state.http1.serve_connection(io, service).with_upgrades());
@@ -152,6 +181,11 @@ async fn serve_client(
             let _ = tokio::time::timeout(Duration::from_secs(1), connection.as_mut()).await;
         }
     }
+}
+
+/// An IPv4-mapped IPv6 address (from a dual-stack listener) as the IPv4 address.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 fn log_connection_error(peer: SocketAddr, error: &hyper::Error) {

@@ -1,13 +1,19 @@
 //! One request from a client: decide where it goes (SafeGate's own pages, a CONNECT
-//! tunnel, or an origin) and answer it. Forwarding streams both bodies, strips
-//! hop-by-hop headers, adds `Via`, and relays WebSocket upgrades.
+//! tunnel, or an origin) and answer it. Requests for tunnels and origins are first
+//! identified (credentials, address binding, default role: [`crate::auth`]); a client
+//! that must log in gets `407`. Forwarding streams both bodies, strips hop-by-hop
+//! headers (`Proxy-Authorization` among them), adds `Via`, and relays WebSocket
+//! upgrades.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
+use http::header::{
+    CONTENT_DISPOSITION, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, PROXY_AUTHORIZATION,
+    USER_AGENT,
+};
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
@@ -26,6 +32,7 @@ use crate::hop_by_hop::{append_via, strip_hop_by_hop, wants_upgrade};
 use crate::local_pages;
 use crate::safesearch::{self, Restrictions};
 use crate::state::ProxyState;
+use crate::transparent::Intake;
 use crate::tunnel;
 use crate::visit_record::{PendingRecord, RequestFacts, TunnelBytes};
 use safegate_store::SeenAs;
@@ -37,6 +44,9 @@ pub(crate) struct ClientContext {
     /// wildcard); SafeGate's own pages are reached through it.
     pub(crate) local: SocketAddr,
     pub(crate) activity: Arc<Activity>,
+    /// Explicit proxy client, or redirected (transparent: never ask it for proxy
+    /// credentials, it cannot answer them).
+    pub(crate) intake: crate::transparent::Intake,
 }
 
 /// Entry point for every request hyper parsed on a client connection.
@@ -51,11 +61,17 @@ pub(crate) async fn handle(
     let method = request.method().clone();
     let target = request.uri().to_string();
     let response = if method == Method::CONNECT {
-        tunnel::open(&state, &client, request).await
+        match identify(&state, &client, request.headers(), &target).await {
+            Ok(who) => tunnel::open(&state, &client, request, who).await,
+            Err(refusal) => refusal,
+        }
     } else if addressed_to_us(request.uri().authority(), &client, state.listen) {
         own_page(&state, &client, request).await
     } else {
-        forward(&state, &client, request).await
+        match identify(&state, &client, request.headers(), &target).await {
+            Ok(who) => forward(&state, &client, request, who).await,
+            Err(refusal) => refusal,
+        }
     };
     debug!(
         client = %client.peer,
@@ -66,6 +82,39 @@ pub(crate) async fn handle(
         "request"
     );
     response.map(|body| body.finishing(in_flight))
+}
+
+/// A client identified for one request, with the policy it is decided against.
+pub(crate) struct Identified {
+    /// The policy for the whole request.
+    pub(crate) snapshot: Arc<Snapshot>,
+    /// Who the request is decided for.
+    pub(crate) identity: Identity,
+}
+
+/// Who the client is: explicit-proxy clients by their credentials, binding or the
+/// default role (or the `407` answer when they must log in); transparent clients by
+/// their binding or the default role.
+async fn identify(
+    state: &ProxyState,
+    client: &ClientContext,
+    headers: &HeaderMap,
+    target: &str,
+) -> Result<Identified, Response<ResponseBody>> {
+    let snapshot = state.filter.snapshot();
+    let identity = match client.intake {
+        Intake::Transparent { .. } => state.filter.identify(client.peer.ip(), &snapshot),
+        Intake::Explicit => state
+            .filter
+            .authenticate(
+                client.peer.ip(),
+                headers.get(PROXY_AUTHORIZATION),
+                &snapshot,
+            )
+            .await
+            .map_err(|refusal| refusal.response(target))?,
+    };
+    Ok(Identified { snapshot, identity })
 }
 
 /// True for origin-form requests and for absolute-form requests naming the address
@@ -98,8 +147,15 @@ async fn own_page(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     if request.method() == Method::POST && request.uri().path() == local_pages::REVIEW_PATH {
-        let snapshot = state.filter.snapshot();
-        let identity = state.filter.identify(client.peer.ip(), &snapshot);
+        // Credentials are not required for SafeGate's own pages; when they are sent
+        // and right, the review request names the user.
+        let identity = match identify(state, client, request.headers(), "").await {
+            Ok(who) => who.identity,
+            Err(_) => {
+                let snapshot = state.filter.snapshot();
+                state.filter.identify(client.peer.ip(), &snapshot)
+            }
+        };
         let requester = local_pages::Requester {
             client: client.peer.ip(),
             user: identity.user,
@@ -126,6 +182,7 @@ async fn forward(
     state: &Arc<ProxyState>,
     client: &ClientContext,
     mut request: Request<Incoming>,
+    who: Identified,
 ) -> Response<ResponseBody> {
     let target = request.uri().to_string();
     if request.uri().scheme() != Some(&Scheme::HTTP) {
@@ -164,10 +221,13 @@ async fn forward(
         state,
         client,
         &request,
-        &normalized,
-        "http",
-        authority.port_u16().unwrap_or(80),
-        SeenAs::PlainHttp,
+        who,
+        Destination {
+            target: &normalized,
+            scheme: "http",
+            port: authority.port_u16().unwrap_or(80),
+            seen_as: SeenAs::PlainHttp,
+        },
     );
     if decision.is_blocked() {
         let page = blocked(&snapshot, &decision, &identity, client, &target, now, false);
@@ -301,19 +361,34 @@ pub(crate) struct Decided {
     pub(crate) pending: Option<PendingRecord>,
 }
 
-/// Identifies the client and decides `target` (a forwarded request or a tunnel).
+/// Where a request or tunnel goes, as decided and recorded.
+pub(crate) struct Destination<'a> {
+    /// The normalised host (and path, when visible).
+    pub(crate) target: &'a RequestTarget,
+    /// `http` or `https`.
+    pub(crate) scheme: &'static str,
+    /// Destination port.
+    pub(crate) port: u16,
+    /// How much of the request SafeGate sees.
+    pub(crate) seen_as: SeenAs,
+}
+
+/// Decides `destination` (a forwarded request or a tunnel) for the identified client.
 pub(crate) fn decide(
     state: &ProxyState,
     client: &ClientContext,
     request: &Request<Incoming>,
-    target: &RequestTarget,
-    scheme: &'static str,
-    port: u16,
-    seen_as: SeenAs,
+    who: Identified,
+    destination: Destination<'_>,
 ) -> Decided {
     let started = std::time::Instant::now();
-    let snapshot = state.filter.snapshot();
-    let identity = state.filter.identify(client.peer.ip(), &snapshot);
+    let Identified { snapshot, identity } = who;
+    let Destination {
+        target,
+        scheme,
+        port,
+        seen_as,
+    } = destination;
     let now = Timestamp::now();
     let decision = snapshot.decide(&identity.subject(), target, now);
     let pending = state.records.as_ref().map(|sink| {
@@ -354,6 +429,7 @@ pub(crate) fn blocked(
 ) -> Response<ResponseBody> {
     info!(
         client = %client.peer,
+        user = identity.user.as_deref(),
         role = identity.role.as_str(),
         target,
         rule = decision.rule,

@@ -25,7 +25,7 @@ use crate::client_io::ClientIo;
 use crate::error_page;
 use crate::filter;
 use crate::safesearch;
-use crate::service::{self, ClientContext, Decided};
+use crate::service::{self, ClientContext, Decided, Destination, Identified};
 use crate::state::ProxyState;
 use crate::visit_record::{Direction, TunnelBytes};
 use safegate_store::SeenAs;
@@ -33,11 +33,12 @@ use safegate_store::SeenAs;
 /// Buffer per direction; large enough that bulk transfers are not syscall-bound.
 const RELAY_BUFFER: usize = 64 * 1024;
 
-/// Answers a CONNECT request.
+/// Answers a CONNECT request from an identified client.
 pub(crate) async fn open(
     state: &Arc<ProxyState>,
     client: &ClientContext,
     request: Request<Incoming>,
+    who: Identified,
 ) -> Response<ResponseBody> {
     let target = request.uri().to_string();
     let Some(authority) = request.uri().authority().cloned() else {
@@ -84,10 +85,13 @@ pub(crate) async fn open(
         state,
         client,
         &request,
-        &normalized,
-        "https",
-        port,
-        SeenAs::ConnectHost,
+        who,
+        Destination {
+            target: &normalized,
+            scheme: "https",
+            port,
+            seen_as: SeenAs::ConnectHost,
+        },
     );
     if decision.is_blocked() {
         let refusal = service::blocked(&snapshot, &decision, &identity, client, &target, now, true);

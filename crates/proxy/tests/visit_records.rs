@@ -120,9 +120,10 @@ async fn start_with(collected: &Arc<Collected>, origin_port: u16, proxy: ProxyCo
         proxy: &proxy,
         upstream: &upstream,
         pac: &PacConfig::default(),
+        transparent: &safegate_proxy::TransparentConfig::default(),
         reviews: None,
         policy: Arc::new(ArcSwap::from_pointee(snapshot)),
-        client_roles: Vec::new(),
+        auth: Arc::default(),
         records: Some(Arc::new(Collector(Arc::clone(collected)))),
     };
     let bound = Proxy::bind(settings, &[]).await.unwrap();

@@ -1,5 +1,5 @@
-//! The control channel: how `safegate log ...` (and later `safegate users ...`) reach
-//! the database while `safegate run` holds it. sled lets one process open a database,
+//! The control channel: how `safegate log ...` and `safegate users ...` reach the
+//! database while `safegate run` holds it. sled lets one process open a database,
 //! so while the service runs, commands are run *by the service*, over a Unix socket
 //! `<data_dir>/control.sock`.
 //!
@@ -26,6 +26,13 @@
 //! `SO_PEERCRED`: only the service's own user and root are served; anyone else gets a
 //! refusal line and the service logs a warning. A client that sends nothing for
 //! [`REQUEST_TIMEOUT`] is dropped, and at most [`MAX_CONCURRENT`] commands run at once.
+//!
+//! # What is logged
+//!
+//! The service logs every command at info with the peer's uid, what it asked
+//! ([`Request::describe`]) and what was done ([`Output::summary`]): who looked at whose
+//! records, who added, changed or removed which user. Users commands carry password
+//! hashes only (the command line hashes), and neither form ever includes them.
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::os::fd::AsFd;
@@ -36,7 +43,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use safegate_store::{Store, StoreError};
+use safegate_store::users::permissions_text;
+use safegate_store::{Store, StoreError, UserError};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -44,7 +52,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::log_exec::{self, LogExport, LogPurge, LogQuery, Output};
+use crate::log_exec::{self, LogExport, LogPurge, LogQuery};
+use crate::users_exec::{
+    self, UserName, UsersAdd, UsersFailure, UsersImport, UsersList, UsersPasswd, UsersUpdate,
+};
 
 /// The socket's file name in `data_dir`.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -52,10 +63,14 @@ pub const SOCKET_NAME: &str = "control.sock";
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Commands served at once; more connections are told to try again.
 pub const MAX_CONCURRENT: usize = 4;
-/// Longest command line accepted.
-const MAX_REQUEST_BYTES: u64 = 64 * 1024;
-/// Longest status line accepted by the client.
-const MAX_STATUS_BYTES: u64 = 64 * 1024;
+/// Longest command line accepted: an import of tens of thousands of users (about
+/// 250 bytes a row with its hash). Only SafeGate's own user and root get this far.
+const MAX_REQUEST_BYTES: u64 = 32 * 1024 * 1024;
+/// Longest status line accepted by the client (an import's report names every bad
+/// row).
+const MAX_STATUS_BYTES: u64 = 16 * 1024 * 1024;
+/// Most characters of a failure message written to the service's log.
+const LOGGED_FAILURE_CHARS: usize = 2000;
 /// How long the server waits for a client to take more output (`| less` may pause).
 const SERVER_WRITE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// How long the client waits for the service (a purge of years of records is slow).
@@ -64,8 +79,6 @@ const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// A command sent over the control socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
-// Every command is `log_*` until the `users_*` commands join them.
-#[allow(clippy::enum_variant_names)]
 pub enum Request {
     /// `safegate log query`.
     LogQuery(LogQuery),
@@ -73,6 +86,22 @@ pub enum Request {
     LogPurge(LogPurge),
     /// `safegate log export`.
     LogExport(LogExport),
+    /// `safegate users add`.
+    UsersAdd(UsersAdd),
+    /// `safegate users list`.
+    UsersList(UsersList),
+    /// `safegate users passwd`.
+    UsersPasswd(UsersPasswd),
+    /// `safegate users disable`.
+    UsersDisable(UserName),
+    /// `safegate users enable`.
+    UsersEnable(UserName),
+    /// `safegate users remove`.
+    UsersRemove(UserName),
+    /// `safegate users update`.
+    UsersUpdate(UsersUpdate),
+    /// `safegate users import` (and its check before hashing).
+    UsersImport(UsersImport),
 }
 
 impl Request {
@@ -100,7 +129,93 @@ impl Request {
             }
             Request::LogPurge(purge) => format!("log purge before={}", purge.before),
             Request::LogExport(export) => format!("log export user={:?}", export.user),
+            // Never the password hash.
+            Request::UsersAdd(add) => format!(
+                "users add name={:?} role={:?} group={:?} permissions={}",
+                add.name,
+                add.role,
+                add.group.as_deref().unwrap_or(""),
+                permissions_text(&add.permissions)
+            ),
+            Request::UsersList(_) => "users list".to_owned(),
+            Request::UsersPasswd(passwd) => format!("users passwd name={:?}", passwd.name),
+            Request::UsersDisable(user) => format!("users disable name={:?}", user.name),
+            Request::UsersEnable(user) => format!("users enable name={:?}", user.name),
+            Request::UsersRemove(user) => format!("users remove name={:?}", user.name),
+            Request::UsersUpdate(update) => {
+                let mut text = format!("users update name={:?}", update.name);
+                if let Some(role) = &update.role {
+                    text.push_str(&format!(" role={role:?}"));
+                }
+                if let Some(group) = &update.group {
+                    text.push_str(&format!(" group={group:?}"));
+                }
+                if update.clear_group {
+                    text.push_str(" no-group");
+                }
+                if let Some(permissions) = &update.permissions {
+                    text.push_str(&format!(" permissions={}", permissions_text(permissions)));
+                }
+                if update.display_name.is_some() || update.clear_display_name {
+                    text.push_str(" display-name");
+                }
+                text
+            }
+            Request::UsersImport(import) => format!(
+                "users import file={:?} rows={}{}",
+                import.source,
+                import.rows.len(),
+                if import.dry_run || !import.bad_rows.is_empty() {
+                    " check-only"
+                } else {
+                    ""
+                }
+            ),
         }
+    }
+}
+
+/// What a command found or did, ready to be written.
+#[derive(Debug)]
+pub enum Output {
+    /// A `log` command's output.
+    Log(log_exec::Output),
+    /// A `users` command's output.
+    Users(users_exec::Output),
+}
+
+impl Output {
+    /// One line for the service's log: what was done, how much.
+    pub fn summary(&self) -> String {
+        match self {
+            Output::Log(output) => output.summary(),
+            Output::Users(output) => output.summary(),
+        }
+    }
+
+    /// Writes the output; only writing can fail here.
+    pub fn write_to(&self, out: &mut dyn Write) -> Result<(), StoreError> {
+        match self {
+            Output::Log(output) => output.write_to(out),
+            Output::Users(output) => Ok(output.write_to(out)?),
+        }
+    }
+}
+
+/// Why a command failed (the message goes to the client as it is).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A `log` command's database work failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A `users` command failed.
+    #[error(transparent)]
+    Users(#[from] UsersFailure),
+}
+
+impl From<UserError> for CommandError {
+    fn from(error: UserError) -> Self {
+        CommandError::Users(UsersFailure::User(error))
     }
 }
 
@@ -128,11 +243,22 @@ impl Status {
 
 /// Does the database work of a command (everything that can fail for a reason other
 /// than writing).
-pub fn prepare(store: &Store, request: &Request) -> Result<Output, StoreError> {
+pub fn prepare(store: &Store, request: &Request) -> Result<Output, CommandError> {
+    let users = |output: Result<users_exec::Output, UsersFailure>| -> Result<Output, CommandError> {
+        Ok(Output::Users(output?))
+    };
     match request {
-        Request::LogQuery(query) => log_exec::query(store, query),
-        Request::LogPurge(purge) => log_exec::purge(store, purge),
-        Request::LogExport(export) => log_exec::export(store, export),
+        Request::LogQuery(query) => Ok(Output::Log(log_exec::query(store, query)?)),
+        Request::LogPurge(purge) => Ok(Output::Log(log_exec::purge(store, purge)?)),
+        Request::LogExport(export) => Ok(Output::Log(log_exec::export(store, export)?)),
+        Request::UsersAdd(add) => users(users_exec::add(store, add)),
+        Request::UsersList(list) => users(users_exec::list(store, list)),
+        Request::UsersPasswd(passwd) => users(users_exec::passwd(store, passwd)),
+        Request::UsersDisable(user) => users(users_exec::set_disabled(store, user, true)),
+        Request::UsersEnable(user) => users(users_exec::set_disabled(store, user, false)),
+        Request::UsersRemove(user) => users(users_exec::remove(store, user)),
+        Request::UsersUpdate(update) => users(users_exec::update(store, update)),
+        Request::UsersImport(import) => users(users_exec::import(store, import)),
     }
 }
 
@@ -349,6 +475,7 @@ async fn serve(mut stream: UnixStream, store: Store, peer_uid: u32, request_time
     match ran {
         Ok(Ok(summary)) => info!(peer_uid, ms, "control: {what}: {summary}"),
         Ok(Err(Failure::Command(message))) => {
+            let message = shortened_for_log(&message);
             error!(peer_uid, ms, "control: {what} failed: {message}")
         }
         // `safegate log query | head`, or a client that stopped reading.
@@ -357,6 +484,15 @@ async fn serve(mut stream: UnixStream, store: Store, peer_uid: u32, request_time
             ms, "control: {what}: the client stopped taking the output: {err}"
         ),
         Err(err) => error!(peer_uid, %err, "control: {what}: the command's thread failed"),
+    }
+}
+
+/// A failure message cut to [`LOGGED_FAILURE_CHARS`] for the log (an import's report
+/// can name thousands of rows; the client gets it whole).
+fn shortened_for_log(message: &str) -> String {
+    match message.char_indices().nth(LOGGED_FAILURE_CHARS) {
+        None => message.to_owned(),
+        Some((cut, _)) => format!("{}... ({} bytes in all)", &message[..cut], message.len()),
     }
 }
 
@@ -406,9 +542,10 @@ pub enum Access {
     Local(Store),
     /// `safegate run` holds it: commands go through its control socket.
     Remote {
-        /// The connection.
-        stream: StdUnixStream,
-        /// The socket's path, for messages.
+        /// The connection for the next command (one command per connection; later
+        /// commands connect again).
+        stream: Option<StdUnixStream>,
+        /// The socket's path, for messages and reconnecting.
         socket: PathBuf,
     },
 }
@@ -458,7 +595,12 @@ pub fn open_store_or_connect(data_dir: &Path) -> Result<Access> {
     };
     let locked = is_locked(&open_error);
     let connect_error = match StdUnixStream::connect(&socket) {
-        Ok(stream) => return Ok(Access::Remote { stream, socket }),
+        Ok(stream) => {
+            return Ok(Access::Remote {
+                stream: Some(stream),
+                socket,
+            });
+        }
         Err(err) => err,
     };
     let hint = match (locked, connect_error.kind()) {
@@ -481,15 +623,51 @@ pub fn open_store_or_connect(data_dir: &Path) -> Result<Access> {
     ))
 }
 
+/// Like [`open_store_or_connect`], but where there is no database yet (and SafeGate is
+/// not running) one is created in `data_dir`: for commands that set SafeGate up before
+/// its first start (`safegate users add|import`). Says so on standard error.
+pub fn open_create_or_connect(data_dir: &Path) -> Result<Access> {
+    let db = data_dir.join("db");
+    if db.exists() || socket_path(data_dir).exists() {
+        return open_store_or_connect(data_dir);
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let store = Store::open(data_dir)?;
+    eprintln!(
+        "safegate: note: created a new SafeGate database in {} (data_dir); SafeGate will use \
+         it when it starts with the same data_dir",
+        db.display()
+    );
+    Ok(Access::Local(store))
+}
+
 impl Access {
     /// Runs `request`, writing its output to `out`.
-    pub fn run(self, request: &Request, out: &mut dyn Write) -> Result<()> {
+    pub fn run(mut self, request: &Request, out: &mut dyn Write) -> Result<()> {
+        self.run_next(request, out)
+    }
+
+    /// Runs one of several requests in a row: a local database stays open, and each
+    /// request after the first through the control socket connects again.
+    pub fn run_next(&mut self, request: &Request, out: &mut dyn Write) -> Result<()> {
         match self {
             Access::Local(store) => {
-                execute(&store, request, out)?;
-                flush_store(&store)
+                execute(store, request, out)?;
+                flush_store(store)
             }
-            Access::Remote { stream, socket } => run_remote(stream, &socket, request, out),
+            Access::Remote { stream, socket } => {
+                let stream = match stream.take() {
+                    Some(stream) => stream,
+                    None => StdUnixStream::connect(&*socket).with_context(|| {
+                        format!(
+                            "cannot reach SafeGate's control socket {}",
+                            socket.display()
+                        )
+                    })?,
+                };
+                run_remote(stream, socket, request, out)
+            }
         }
     }
 }
@@ -542,10 +720,14 @@ fn run_remote(
         )
     })?;
     if !status.ok {
+        // The service's message as it is, so a command fails with the same words
+        // whether SafeGate ran it or this process did.
         bail!(
-            "SafeGate (through {}) refused the command: {}",
-            via(),
-            status.error.as_deref().unwrap_or("no reason given")
+            "{}",
+            status
+                .error
+                .as_deref()
+                .unwrap_or("SafeGate refused the command without giving a reason")
         );
     }
     std::io::copy(&mut reader, out)
@@ -599,9 +781,72 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let unknown = serde_json::from_str::<Request>(r#"{"command":"users_add"}"#).unwrap_err();
-        assert!(unknown.to_string().contains("users_add"), "{unknown}");
+        let unknown =
+            serde_json::from_str::<Request>(r#"{"command":"users_frobnicate"}"#).unwrap_err();
+        assert!(
+            unknown.to_string().contains("users_frobnicate"),
+            "{unknown}"
+        );
         assert!(serde_json::from_str::<Request>(r#"{"command":"log_query","usr":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn users_requests_never_show_hashes_in_logs() {
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g";
+        let requests = [
+            Request::UsersAdd(UsersAdd {
+                name: "ada".into(),
+                display_name: Some("Ada".into()),
+                role: "staff".into(),
+                group: Some("office".into()),
+                permissions: [safegate_store::Permission::Reports].into(),
+                password_hash: hash.into(),
+            }),
+            Request::UsersPasswd(UsersPasswd {
+                name: "ada".into(),
+                password_hash: hash.into(),
+            }),
+            Request::UsersImport(UsersImport {
+                source: "pupils.csv".into(),
+                rows: vec![safegate_store::ImportRow {
+                    line: 2,
+                    name: "year6".into(),
+                    display_name: None,
+                    role: "pupil".into(),
+                    group: Some("year6".into()),
+                    permissions: Default::default(),
+                    password_hash: Some(hash.into()),
+                }],
+                bad_rows: Vec::new(),
+                dry_run: false,
+            }),
+        ];
+        for request in &requests {
+            let described = request.describe();
+            let debug = format!("{request:?}");
+            for text in [&described, &debug] {
+                assert!(!text.contains("argon2"), "{text}");
+            }
+            // What crosses the socket does carry the hash, and reads back the same.
+            let line = serde_json::to_string(request).unwrap();
+            assert!(line.contains(hash), "{line}");
+            assert_eq!(&serde_json::from_str::<Request>(&line).unwrap(), request);
+        }
+        assert_eq!(
+            requests[0].describe(),
+            r#"users add name="ada" role="staff" group="office" permissions=reports"#
+        );
+        assert_eq!(
+            requests[2].describe(),
+            r#"users import file="pupils.csv" rows=1"#
+        );
+        // A plain password field is refused, not ignored.
+        let plain = serde_json::from_str::<Request>(
+            r#"{"command":"users_passwd","name":"ada","password":"hunter22"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(plain.contains("password"), "{plain}");
     }
 
     #[test]

@@ -225,7 +225,7 @@ impl Output {
 
 /// Text fit for a terminal: control characters (escape sequences in a URL or user
 /// name could rewrite the screen) shown as `?`.
-fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
@@ -249,7 +249,7 @@ fn decision(outcome: Outcome) -> &'static str {
 }
 
 /// Writes `rows` under `header` in columns; columns listed in `right` are right-aligned.
-fn write_table<const N: usize>(
+pub(crate) fn write_table<const N: usize>(
     out: &mut dyn Write,
     header: [&str; N],
     rows: &[[String; N]],

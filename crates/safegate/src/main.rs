@@ -2,8 +2,8 @@
 //!
 //! `safegate run` starts the proxy and the admin listener from `safegate.toml`;
 //! `safegate config check|show` validate and print the configuration; `safegate log
-//! query|purge|export` read and maintain the visit log, through the running service's
-//! control socket when it holds the database. Library crates do the work; this binary
+//! query|purge|export` read and maintain the visit log and `safegate users ...` the
+//! users, through the running service's control socket when it holds the database. Library crates do the work; this binary
 //! parses arguments, loads configuration, sets up logging, wires the pieces together
 //! and handles signals.
 
@@ -20,6 +20,10 @@ mod retention;
 mod service;
 mod settings;
 mod time_arg;
+mod user_table;
+mod users_command;
+mod users_exec;
+mod users_import;
 
 use std::process::ExitCode;
 
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
             }),
         },
         Command::Log { action } => log_command::run(&action),
+        Command::Users { action } => users_command::run(&action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

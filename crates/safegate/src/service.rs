@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use safegate_admin::metrics::{PolicyReloadCollector, VisitLogCollector};
+use safegate_admin::metrics::{
+    PolicyReloadCollector, ProxyAuthCollector, ProxyAuthCounts, ProxyAuthSource, VisitLogCollector,
+};
 use safegate_admin::{AdminServer, Metrics};
+use safegate_proxy::auth::Authenticator;
 use safegate_proxy::{Drained, Proxy, ProxySettings};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +24,7 @@ use crate::control::ControlServer;
 use crate::policy_reload::{self, ReloadCounters};
 use crate::retention;
 use crate::settings::Config;
+use crate::user_table;
 
 /// Review requests waiting for the database writer.
 const REVIEW_QUEUE_DEPTH: usize = 1024;
@@ -46,11 +50,13 @@ async fn serve(config: Config) -> Result<()> {
         )
     })?;
     let policy = policy_reload::load_initial(&config.policy.file)?;
-    let client_roles = config.policy.client_roles().map_err(|problems| {
-        anyhow::anyhow!("policy.client_roles: {} problem(s)", problems.len())
-    })?;
+    let auth = Arc::new(
+        Authenticator::new(&config.auth)
+            .map_err(|problems| anyhow::anyhow!("auth: {} problem(s)", problems.len()))?,
+    );
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
+    let users_watch = user_table::start(&store, &auth)?;
     let (reviews, review_writer) = spawn_review_writer(store.clone(), REVIEW_QUEUE_DEPTH);
     let (records, visit_log_writer, visit_log_stats) = if config.store.visit_log {
         let (queue, writer) = spawn_visit_log_writer(
@@ -65,7 +71,11 @@ async fn serve(config: Config) -> Result<()> {
         (None, None, None)
     };
     let reload_counters = Arc::new(ReloadCounters::default());
-    let metrics = metrics(visit_log_stats, Arc::clone(&reload_counters))?;
+    let metrics = metrics(
+        visit_log_stats,
+        Arc::clone(&reload_counters),
+        Arc::clone(&auth),
+    )?;
     let admin = AdminServer::bind(&config.admin, metrics)
         .await
         .context("admin.listen")?;
@@ -75,18 +85,22 @@ async fn serve(config: Config) -> Result<()> {
             proxy: &config.proxy,
             upstream: &config.upstream,
             pac: &config.pac,
+            transparent: &config.transparent,
             reviews: Some(reviews),
             policy: Arc::clone(&policy),
-            client_roles,
+            auth: Arc::clone(&auth),
             records,
         },
         &[admin_addr],
     )
     .await
-    .context("proxy.listen")?;
+    .context("proxy.listen or transparent.*_listen")?;
     let proxy_addr = proxy.local_addr();
+    let (transparent_http, transparent_https) = proxy.transparent_addrs();
 
     let shutdown = CancellationToken::new();
+    let users_follower =
+        user_table::spawn_follower(store.clone(), users_watch, auth, shutdown.clone());
     let reloader = policy_reload::spawn_reloader(
         config.policy.file.clone(),
         config.policy.watch,
@@ -99,12 +113,12 @@ async fn serve(config: Config) -> Result<()> {
     // database.
     let control_task = match ControlServer::bind(&config.data_dir, store.clone()) {
         Ok(control) => {
-            info!(socket = %control.path().display(), "control socket ready for `safegate log` commands");
+            info!(socket = %control.path().display(), "control socket ready for `safegate log` and `safegate users` commands");
             Some(tokio::spawn(control.run(shutdown.clone())))
         }
         Err(err) => {
             error!(
-                "CONTROL SOCKET NOT AVAILABLE: `safegate log` commands cannot reach the database while SafeGate runs: {err:#}"
+                "CONTROL SOCKET NOT AVAILABLE: `safegate log` and `safegate users` commands cannot reach the database while SafeGate runs: {err:#}"
             );
             None
         }
@@ -114,6 +128,12 @@ async fn serve(config: Config) -> Result<()> {
     let admin_task = tokio::spawn(admin.run(shutdown.clone()));
     let proxy_task = tokio::spawn(proxy.run(shutdown.clone()));
     info!("admin listening on {admin_addr}");
+    if let Some(addr) = transparent_http {
+        info!("transparent HTTP listening on {addr} (redirect port 80 here)");
+    }
+    if let Some(addr) = transparent_https {
+        info!("transparent HTTPS listening on {addr} (redirect port 443 here)");
+    }
     info!("proxy listening on {proxy_addr}");
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -132,6 +152,7 @@ async fn serve(config: Config) -> Result<()> {
         std::process::exit(1);
     });
     let _ = reloader.await;
+    let _ = users_follower.await;
     if let Some(task) = control_task
         && tokio::time::timeout(Duration::from_secs(5), task)
             .await
@@ -183,7 +204,11 @@ async fn serve(config: Config) -> Result<()> {
 
 /// What `/metrics` on the admin listener exports: every collector is registered here.
 /// Collectors read the counters the components keep anyway, at scrape time.
-fn metrics(visit_log: Option<Arc<VisitLogStats>>, reloads: Arc<ReloadCounters>) -> Result<Metrics> {
+fn metrics(
+    visit_log: Option<Arc<VisitLogStats>>,
+    reloads: Arc<ReloadCounters>,
+    auth: Arc<Authenticator>,
+) -> Result<Metrics> {
     let metrics = Metrics::new(env!("CARGO_PKG_VERSION")).context("metrics")?;
     // With the visit log off its metrics are exported as zeros (and
     // safegate_visit_log_enabled 0), so dashboards and alerts need no special case.
@@ -197,7 +222,31 @@ fn metrics(visit_log: Option<Arc<VisitLogStats>>, reloads: Arc<ReloadCounters>) 
             PolicyReloadCollector::new(reloads).context("policy reload metrics")?,
         ))
         .context("policy reload metrics")?;
+    metrics
+        .register(Box::new(
+            ProxyAuthCollector::new(Arc::new(AuthCounters(auth))).context("proxy auth metrics")?,
+        ))
+        .context("proxy auth metrics")?;
     Ok(metrics)
+}
+
+/// The authenticator's counters for `/metrics`.
+struct AuthCounters(Arc<Authenticator>);
+
+impl ProxyAuthSource for AuthCounters {
+    fn proxy_auth(&self) -> ProxyAuthCounts {
+        let stats = self.0.stats();
+        ProxyAuthCounts {
+            cache_hits: stats.cache_hits,
+            verified: stats.verified,
+            failed: stats.failed,
+            rate_limited: stats.rate_limited,
+            challenged: stats.challenged,
+            busy: stats.busy,
+            users: self.0.users().len() as u64,
+            cached_credentials: self.0.cached_credentials() as u64,
+        }
+    }
 }
 
 /// SIGTERM and SIGINT, watched from start-up on.

@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use safegate_admin::AdminConfig;
-use safegate_policy::Role;
-use safegate_proxy::filter::ClientRole;
-use safegate_proxy::{ConfigProblem, PacConfig, ProxyConfig, UpstreamConfig};
+use safegate_proxy::auth::AuthConfig;
+use safegate_proxy::{ConfigProblem, PacConfig, ProxyConfig, TransparentConfig, UpstreamConfig};
 use safegate_store::StoreConfig;
 use serde::{Deserialize, Serialize};
 
@@ -25,10 +24,14 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// The proxy auto-configuration file.
     pub pac: PacConfig,
+    /// Listeners for traffic the router redirects (transparent mode).
+    pub transparent: TransparentConfig,
     /// The admin listener.
     pub admin: AdminConfig,
-    /// The policy file and client-address bindings.
+    /// The policy file.
     pub policy: PolicyConfig,
+    /// Proxy authentication and address bindings.
+    pub auth: AuthConfig,
     /// The visit log.
     pub store: StoreConfig,
     /// Logging.
@@ -42,15 +45,17 @@ impl Default for Config {
             proxy: ProxyConfig::default(),
             upstream: UpstreamConfig::default(),
             pac: PacConfig::default(),
+            transparent: TransparentConfig::default(),
             admin: AdminConfig::default(),
             policy: PolicyConfig::default(),
+            auth: AuthConfig::default(),
             store: StoreConfig::default(),
             log: LogConfig::default(),
         }
     }
 }
 
-/// `[policy]`: where the policy lives and which client addresses have which role.
+/// `[policy]`: where the policy lives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
@@ -58,8 +63,9 @@ pub struct PolicyConfig {
     pub file: PathBuf,
     /// Reload when the policy file changes (SIGHUP always reloads).
     pub watch: bool,
-    /// Client address ranges bound to a role (first match wins).
-    pub client_roles: Vec<ClientRoleConfig>,
+    /// The former address bindings, now `[[auth.bindings]]`: only read to say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_roles: Option<toml::Value>,
 }
 
 impl Default for PolicyConfig {
@@ -67,49 +73,7 @@ impl Default for PolicyConfig {
         Self {
             file: PathBuf::from("policy.toml"),
             watch: true,
-            client_roles: Vec::new(),
-        }
-    }
-}
-
-/// One `[[policy.client_roles]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientRoleConfig {
-    /// Client addresses, e.g. `10.20.0.0/16`.
-    pub network: ipnet::IpNet,
-    /// `pupil`, `staff` or `filter-admin`.
-    pub role: String,
-    /// Group within the role, e.g. `year6`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-}
-
-impl PolicyConfig {
-    /// The client-role bindings in the proxy's terms; every bad role is a problem.
-    pub fn client_roles(&self) -> Result<Vec<ClientRole>, Vec<ConfigProblem>> {
-        let mut problems = Vec::new();
-        let mut roles = Vec::new();
-        for (index, binding) in self.client_roles.iter().enumerate() {
-            match binding.role.parse::<Role>() {
-                Ok(role) => roles.push(ClientRole {
-                    network: binding.network.trunc(),
-                    role,
-                    group: binding.group.clone(),
-                }),
-                Err(_) => problems.push(ConfigProblem::new(
-                    format!("policy.client_roles[{index}].role"),
-                    format!(
-                        "`{}` is not a role (pupil, staff, filter-admin)",
-                        binding.role
-                    ),
-                )),
-            }
-        }
-        if problems.is_empty() {
-            Ok(roles)
-        } else {
-            Err(problems)
+            client_roles: None,
         }
     }
 }
@@ -194,11 +158,26 @@ impl Config {
         problems.extend(self.proxy.validate());
         problems.extend(self.upstream.validate());
         problems.extend(self.pac.validate());
+        problems.extend(self.transparent.validate());
+        for (key, addr) in self.transparent.listeners() {
+            if addr.port() != 0 && (addr == self.proxy.listen || addr == self.admin.listen) {
+                problems.push(ConfigProblem::new(
+                    key,
+                    "must differ from proxy.listen and admin.listen",
+                ));
+            }
+        }
         for (key, message) in self.store.validate() {
             problems.push(ConfigProblem::new(key, message));
         }
-        if let Err(bad_roles) = self.policy.client_roles() {
-            problems.extend(bad_roles);
+        problems.extend(self.auth.validate());
+        if self.policy.client_roles.is_some() {
+            problems.push(ConfigProblem::new(
+                "policy.client_roles",
+                "has moved to [[auth.bindings]] with the same entries \
+                 ({ network = \"10.20.0.0/16\", role = \"pupil\", group = \"year6\" }); \
+                 a binding can also name a user ({ network = \"10.1.1.5/32\", user = \"office\" })",
+            ));
         }
         if self.policy.file.as_os_str().is_empty() {
             problems.push(ConfigProblem::new(
@@ -393,5 +372,84 @@ mod tests {
         );
         assert!(error.contains("proxy.connect_ports"), "{error}");
         assert!(error.contains("log.level"), "{error}");
+    }
+
+    #[test]
+    fn transparent_listeners_are_off_by_default_and_checked() {
+        let file = file_with("");
+        let config = Config::load(file.path(), &[]).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(config.transparent.http_listen, None);
+        assert_eq!(config.transparent.https_listen, None);
+        let config = Config::load(
+            file.path(),
+            &[
+                "transparent.http_listen=\"0.0.0.0:3129\"".to_owned(),
+                "transparent.https_listen=\"\"".to_owned(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(
+            config.transparent.http_listen.map(|a| a.to_string()),
+            Some("0.0.0.0:3129".to_owned())
+        );
+        assert_eq!(config.transparent.https_listen, None);
+        let error = load_error("", &["transparent.https_listen=\"127.0.0.1:3128\""]);
+        assert!(
+            error.contains("transparent.https_listen: must differ from proxy.listen"),
+            "{error}"
+        );
+        let error = load_error("", &["transparent.http_listen=\"port 80\""]);
+        assert!(error.contains("key `transparent.http_listen`"), "{error}");
+        assert!(error.contains("is not an address"), "{error}");
+    }
+
+    #[test]
+    fn auth_bindings_are_read_and_checked() {
+        let file = file_with(
+            "[auth]\nrequired = true\ncredential_cache_ttl = \"10m\"\n\
+             [[auth.bindings]]\nnetwork = \"10.20.6.0/24\"\nrole = \"pupil\"\ngroup = \"year6\"\n\
+             [[auth.bindings]]\nnetwork = \"10.1.1.5/32\"\nuser = \"office\"\n",
+        );
+        let config = Config::load(file.path(), &[]).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(config.auth.required);
+        assert_eq!(config.auth.credential_cache_ttl.as_secs(), 600);
+        assert_eq!(config.auth.bindings.len(), 2);
+        assert_eq!(config.auth.bindings[1].user.as_deref(), Some("office"));
+        // Overrides write bindings inline, as the tests do.
+        let config = Config::load(
+            file.path(),
+            &["auth.bindings=[{ network = \"127.0.0.1/32\", role = \"staff\" }]".to_owned()],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(config.auth.bindings.len(), 1);
+
+        let error = load_error(
+            "",
+            &["auth.bindings=[{ network = \"10.0.0.0/8\", role = \"teacher\" }]"],
+        );
+        assert!(error.contains("auth.bindings[0].role"), "{error}");
+        assert!(error.contains("`teacher` is not a role"), "{error}");
+        let error = load_error(
+            "[[auth.bindings]]\nnetwork = \"10.0.0.0/8\"\nrol = \"x\"\n",
+            &[],
+        );
+        assert!(error.contains("unknown field `rol`"), "{error}");
+        let error = load_error("", &["auth.max_failures_per_address=0"]);
+        assert!(
+            error.contains("auth.max_failures_per_address: must be at least 1"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_old_client_roles_key_says_where_it_went() {
+        let error = load_error(
+            "",
+            &["policy.client_roles=[{ network = \"127.0.0.0/8\", role = \"staff\" }]"],
+        );
+        assert!(
+            error.contains("policy.client_roles: has moved to [[auth.bindings]]"),
+            "{error}"
+        );
     }
 }

@@ -7,17 +7,26 @@
 //! - `visit_log`, `visit_log_users`, `visit_log_index`: the visit log, records in
 //!   time-keyed per-user blocks, a copy of them keyed by user, and a host index; the layout, its crash semantics and queries
 //!   are described in [`visit_log`].
+//! - `users`: key = the user name (normalised), value = a version byte and the user;
+//!   names, writes, generations and watching are described in [`users`]. Password
+//!   hashes are Argon2id PHC strings ([`password`]).
 //!
 //! Writes from the proxy never happen on the request path: the proxy hands records
 //! to a bounded queue (`ReviewQueue`, `VisitLogQueue`) and a writer task applies them.
 
+pub mod password;
 pub mod record;
 mod reviews;
+pub mod users;
 pub mod visit_log;
 mod visit_log_writer;
 
 pub use crate::record::{IdentifiedBy, Outcome, RECORD_VERSION, Record, SearchTerms, SeenAs};
 pub use crate::reviews::{ReviewQueue, ReviewRequest, spawn_review_writer};
+pub use crate::users::{
+    BadRow, ImportErrors, ImportReport, ImportRow, NewUser, Permission, User, UserError,
+    UserUpdate, UsersWatch,
+};
 pub use crate::visit_log::{Query, write_records_csv, write_records_json};
 pub use crate::visit_log_writer::{
     VisitLogQueue, VisitLogStats, VisitLogStatsSnapshot, spawn_visit_log_writer,
@@ -68,6 +77,7 @@ pub struct Store {
     visit_log: sled::Tree,
     visit_log_users: sled::Tree,
     visit_log_index: sled::Tree,
+    users: sled::Tree,
 }
 
 impl Store {
@@ -104,6 +114,7 @@ impl Store {
             visit_log: db.open_tree("visit_log")?,
             visit_log_users: db.open_tree("visit_log_users")?,
             visit_log_index: db.open_tree("visit_log_index")?,
+            users: db.open_tree("users")?,
             db,
         })
     }

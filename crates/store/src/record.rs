@@ -15,7 +15,7 @@ pub const RECORD_VERSION: u8 = 1;
 pub enum IdentifiedBy {
     /// Not identified: the policy's default role.
     Default,
-    /// A client address range bound to a role (`policy.client_roles`).
+    /// A client address range bound to a role or a user (`[[auth.bindings]]`).
     Address,
     /// Proxy authentication (`Proxy-Authorization`).
     ProxyAuth,

@@ -1,0 +1,543 @@
+//! Who a client is: proxy authentication (`Proxy-Authorization: Basic`) against the
+//! in-memory [`UserTable`], and address bindings (`[[auth.bindings]]`).
+//!
+//! An explicit-proxy request is identified, in this order:
+//! 1. **credentials**, when sent: a cache hit or an Argon2 verification makes the
+//!    client that user (`IdentifiedBy::ProxyAuth`); wrong, unknown, disabled or
+//!    malformed credentials get `407` whatever `auth.required` says (the client asked
+//!    to log in, so it is asked again), as does a client locked by the failure limits;
+//! 2. the first **binding** whose network holds the client address: its role and
+//!    group, or its user's (`IdentifiedBy::Address`); a binding to a user that does not
+//!    exist or is disabled gives nothing, and the client goes on to step 3;
+//! 3. `auth.required = true`: `407` with `Proxy-Authenticate: Basic realm="SafeGate"`;
+//!    otherwise the policy's default role (`IdentifiedBy::Default`).
+//!
+//! Transparent clients cannot be asked to log in: they are identified by steps 2 and 3
+//! without the `407`.
+//!
+//! Costs: nothing here touches the disk. A request with credentials that were verified
+//! before costs a SipHash of the header's token, a read lock on one of 16 cache shards
+//! and a hash-map probe in the user table ([`cache`]). A miss decodes the header and,
+//! unless the client or the user is locked ([`rate_limit`]), runs Argon2 on the
+//! blocking thread pool, at most [`VERIFY_CONCURRENCY`] at a time and with at most
+//! [`MAX_WAITING`] waiting (beyond: `503`), so a password-guessing storm cannot take
+//! the cores from the proxy.
+//!
+//! Log lines: every verified log-in (`proxy log-in`, info: once per credential-cache
+//! lifetime, the audit trail), every failure (info, with client address and user
+//! name, never the password), every lock switched on (warn). Counters: [`AuthStats`].
+
+mod basic;
+mod cache;
+mod config;
+mod rate_limit;
+mod table;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::header::{HeaderValue, PROXY_AUTHENTICATE, RETRY_AFTER};
+use http::{Response, StatusCode};
+use safegate_store::IdentifiedBy;
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+pub use self::basic::Malformed;
+pub use self::config::{AuthConfig, Binding, BindingConfig, Grant};
+pub use self::table::{UserEntry, UserTable};
+
+use self::cache::CredentialCache;
+use self::rate_limit::{FailureLimiter, Locked, LockedOn};
+use crate::body::ResponseBody;
+use crate::config::ConfigProblem;
+use crate::error_page;
+use crate::filter::Identity;
+
+/// Argon2 verifications running at once (each takes one core for 20–50 ms).
+pub const VERIFY_CONCURRENCY: usize = 2;
+
+/// Log-ins waiting for a verification slot; more are answered `503` at once.
+pub const MAX_WAITING: usize = 64;
+
+/// The realm browsers show in their log-in prompt.
+pub const REALM: &str = "SafeGate";
+
+/// The `Proxy-Authenticate` challenge.
+const CHALLENGE: &str = "Basic realm=\"SafeGate\", charset=\"UTF-8\"";
+
+/// Why a request was not let through by authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No credentials, no binding, and `auth.required` is on.
+    #[error("no credentials and log-in is required")]
+    Missing,
+    /// The `Proxy-Authorization` header cannot be read.
+    #[error("malformed Proxy-Authorization: {0}")]
+    Malformed(Malformed),
+    /// No such user.
+    #[error("no such user")]
+    UnknownUser,
+    /// The user is disabled.
+    #[error("the user is disabled")]
+    Disabled,
+    /// The password is wrong.
+    #[error("wrong password")]
+    WrongPassword,
+    /// Too many failures from this client address; no check until the window closes.
+    #[error("too many failed log-ins from this address")]
+    AddressLocked {
+        /// Until the window closes.
+        retry_after: Duration,
+    },
+    /// Too many wrong passwords for this user; no check until the window closes.
+    #[error("too many failed log-ins for this user")]
+    UserLocked {
+        /// Until the window closes.
+        retry_after: Duration,
+    },
+    /// Too many log-ins are waiting for a password check.
+    #[error("too many log-ins waiting for a password check")]
+    Busy,
+}
+
+impl Refusal {
+    /// The answer: `407` with the `Basic` challenge (`503` when busy), the reason in
+    /// `x-safegate-reason`, and a short page saying why; `target` is the request's
+    /// address (escaped on the page).
+    pub fn response(&self, target: &str) -> Response<ResponseBody> {
+        let (status, reason, explanation, retry_after) = match *self {
+            Refusal::Missing => (
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                "proxy-auth-required",
+                "Log in with your school user name and password to use the web.".to_owned(),
+                None,
+            ),
+            Refusal::Malformed(_) => (
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                "proxy-auth-malformed",
+                "Your browser sent log-in details SafeGate cannot read. Log in again with your \
+                 school user name and password."
+                    .to_owned(),
+                None,
+            ),
+            Refusal::UnknownUser | Refusal::Disabled | Refusal::WrongPassword => (
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                "proxy-auth-failed",
+                "The user name or password was not accepted. Check them and try again; if it \
+                 keeps happening, ask the school's IT support (the account may be disabled)."
+                    .to_owned(),
+                None,
+            ),
+            Refusal::AddressLocked { retry_after } | Refusal::UserLocked { retry_after } => (
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                "proxy-auth-locked",
+                format!(
+                    "Too many failed log-ins {}. Log-ins are refused for {}; then try again \
+                     with the right password.",
+                    if matches!(self, Refusal::AddressLocked { .. }) {
+                        "from this computer"
+                    } else {
+                        "for this user name"
+                    },
+                    minutes(retry_after)
+                ),
+                Some(retry_after.as_secs().max(1)),
+            ),
+            Refusal::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "proxy-auth-busy",
+                "SafeGate is busy checking passwords. Try again in a moment.".to_owned(),
+                Some(1),
+            ),
+        };
+        let mut response = error_page::page(status, reason, target, &explanation);
+        let headers = response.headers_mut();
+        if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            headers.insert(PROXY_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+        }
+        if let Some(seconds) = retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// "4 minutes", "1 minute", "30 seconds".
+fn minutes(duration: Duration) -> String {
+    let seconds = duration.as_secs().max(1);
+    match seconds {
+        1 => "1 second".to_owned(),
+        2..60 => format!("{seconds} seconds"),
+        60..120 => "1 minute".to_owned(),
+        _ => format!("{} minutes", seconds.div_ceil(60)),
+    }
+}
+
+/// Authentication counters since start ([`Authenticator::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthStats {
+    /// Requests whose credentials were verified before (no Argon2).
+    pub cache_hits: u64,
+    /// Requests with credentials not in the cache (or no longer valid there).
+    pub cache_misses: u64,
+    /// Passwords verified with Argon2 and right.
+    pub verified: u64,
+    /// Failed log-ins: wrong password, unknown or disabled user, malformed header.
+    pub failed: u64,
+    /// Log-ins refused without a check because the address or user was locked.
+    pub rate_limited: u64,
+    /// Requests without credentials answered `407` (`auth.required`).
+    pub challenged: u64,
+    /// Log-ins answered `503` because too many were waiting for a check.
+    pub busy: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    verified: AtomicU64,
+    failed: AtomicU64,
+    rate_limited: AtomicU64,
+    challenged: AtomicU64,
+    busy: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What [`Authenticator::check`] found without waiting.
+#[derive(Debug)]
+pub enum Check {
+    /// No `Proxy-Authorization` header.
+    Anonymous,
+    /// Credentials verified before: this user.
+    Known(Identity),
+    /// Refused (malformed, unknown or disabled user, locked).
+    Refused(Refusal),
+    /// The password must be verified: pass this to [`Authenticator::verify`].
+    Verify(Verification),
+}
+
+/// A password to verify. `Debug` leaves the password out.
+pub struct Verification {
+    peer: IpAddr,
+    key: u64,
+    entry: Arc<UserEntry>,
+    password: String,
+}
+
+impl fmt::Debug for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verification")
+            .field("peer", &self.peer)
+            .field("user", &self.entry.name)
+            .field("password", &"<hidden>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts a log-in waiting for a verification slot while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Proxy authentication and address bindings for one proxy; see the module
+/// documentation. `Default` is `[auth]`'s defaults with no user.
+pub struct Authenticator {
+    required: bool,
+    bindings: Vec<Binding>,
+    users: ArcSwap<UserTable>,
+    cache: CredentialCache,
+    limiter: FailureLimiter,
+    failure_window: Duration,
+    verify_slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    counters: Counters,
+}
+
+impl Default for Authenticator {
+    fn default() -> Self {
+        Self::build(&AuthConfig::default(), Vec::new())
+    }
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("required", &self.required)
+            .field("bindings", &self.bindings)
+            .field("users", &self.users.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// An authenticator for `config`, with no users yet ([`Self::replace_users`]).
+    pub fn new(config: &AuthConfig) -> Result<Self, Vec<ConfigProblem>> {
+        let bindings = config.bindings()?;
+        Ok(Self::build(config, bindings))
+    }
+
+    fn build(config: &AuthConfig, bindings: Vec<Binding>) -> Self {
+        Self {
+            required: config.required,
+            bindings,
+            users: ArcSwap::from_pointee(UserTable::default()),
+            cache: CredentialCache::new(config.credential_cache_size, config.credential_cache_ttl),
+            limiter: FailureLimiter::new(
+                config.failure_window,
+                config.max_failures_per_address,
+                config.max_failures_per_user,
+            ),
+            failure_window: config.failure_window,
+            verify_slots: Arc::new(Semaphore::new(VERIFY_CONCURRENCY)),
+            waiting: AtomicUsize::new(0),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Whether explicit-proxy clients without credentials or binding get `407`.
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// Puts a new user table in force for every request from now on.
+    pub fn replace_users(&self, users: UserTable) {
+        self.users.store(Arc::new(users));
+    }
+
+    /// The user table in force.
+    pub fn users(&self) -> Arc<UserTable> {
+        self.users.load_full()
+    }
+
+    /// One line per user binding that gives nothing with the current table (the user
+    /// does not exist or is disabled), for the start-up log.
+    pub fn binding_warnings(&self) -> Vec<String> {
+        let users = self.users.load();
+        self.bindings
+            .iter()
+            .enumerate()
+            .filter_map(|(index, binding)| {
+                let Grant::User(name) = &binding.grant else {
+                    return None;
+                };
+                let why = match users.get(name) {
+                    None => "there is no such user",
+                    Some(entry) if entry.disabled => "the user is disabled",
+                    Some(_) => return None,
+                };
+                Some(format!(
+                    "auth.bindings[{index}]: {} is bound to user {name}, but {why}; the binding \
+                     gives nothing until the user exists and is enabled",
+                    binding.network
+                ))
+            })
+            .collect()
+    }
+
+    /// The counters since start.
+    pub fn stats(&self) -> AuthStats {
+        let c = &self.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        AuthStats {
+            cache_hits: read(&c.cache_hits),
+            cache_misses: read(&c.cache_misses),
+            verified: read(&c.verified),
+            failed: read(&c.failed),
+            rate_limited: read(&c.rate_limited),
+            challenged: read(&c.challenged),
+            busy: read(&c.busy),
+        }
+    }
+
+    /// Credentials verified before and still in the cache (expired ones included until
+    /// pushed out).
+    pub fn cached_credentials(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The identity the first binding holding `peer` gives, if any.
+    pub fn bound(&self, peer: IpAddr) -> Option<Identity> {
+        let peer = peer.to_canonical();
+        let binding = self.bindings.iter().find(|b| b.network.contains(&peer))?;
+        match &binding.grant {
+            Grant::Role { role, group } => Some(Identity {
+                role: *role,
+                group: group.clone(),
+                user: None,
+                identified_by: IdentifiedBy::Address,
+            }),
+            Grant::User(name) => {
+                let users = self.users.load();
+                let entry = users.get(name).filter(|entry| !entry.disabled)?;
+                Some(identity_of(entry, IdentifiedBy::Address))
+            }
+        }
+    }
+
+    /// Counts and returns the refusal for a client that must log in and did not try.
+    pub fn challenge(&self) -> Refusal {
+        bump(&self.counters.challenged);
+        Refusal::Missing
+    }
+
+    /// Checks a request's `Proxy-Authorization` header from `peer` as far as it can be
+    /// without waiting: no header, a cache hit, or a refusal are answered here; a
+    /// password to verify is returned as [`Check::Verify`].
+    pub fn check(&self, peer: IpAddr, header: Option<&HeaderValue>) -> Check {
+        let Some(value) = header else {
+            return Check::Anonymous;
+        };
+        let now = Instant::now();
+        let token = match basic::token(value) {
+            Ok(token) => token,
+            Err(why) => return self.malformed(peer, why, now),
+        };
+        let key = self.cache.key(token);
+        let users = self.users.load();
+        let hit = self.cache.lookup(key, now, |name, generation| {
+            users
+                .get(name)
+                .filter(|entry| entry.generation == generation && !entry.disabled)
+                .map(|entry| identity_of(entry, IdentifiedBy::ProxyAuth))
+        });
+        if let Some(Some(identity)) = hit {
+            bump(&self.counters.cache_hits);
+            return Check::Known(identity);
+        }
+        bump(&self.counters.cache_misses);
+        let credentials = match basic::decode(token) {
+            Ok(credentials) => credentials,
+            Err(why) => return self.malformed(peer, why, now),
+        };
+        let entry = users.get(&credentials.user).cloned();
+        drop(users);
+        if let Err(locked) = self
+            .limiter
+            .check(peer, entry.as_ref().map(|e| &e.name), now)
+        {
+            bump(&self.counters.rate_limited);
+            debug!(client = %peer, user = ?credentials.user, locked_on = ?locked.on, "proxy log-in refused: too many failed log-ins");
+            return Check::Refused(match locked {
+                Locked {
+                    on: LockedOn::Address,
+                    remaining,
+                } => Refusal::AddressLocked {
+                    retry_after: remaining,
+                },
+                Locked {
+                    on: LockedOn::User,
+                    remaining,
+                } => Refusal::UserLocked {
+                    retry_after: remaining,
+                },
+            });
+        }
+        let Some(entry) = entry else {
+            info!(client = %peer, user = ?credentials.user, "proxy log-in failed: no such user");
+            self.failed(peer, None, now);
+            return Check::Refused(Refusal::UnknownUser);
+        };
+        if entry.disabled {
+            info!(client = %peer, user = %entry.name, "proxy log-in failed: the user is disabled");
+            self.failed(peer, None, now);
+            return Check::Refused(Refusal::Disabled);
+        }
+        Check::Verify(Verification {
+            peer,
+            key,
+            entry,
+            password: credentials.password,
+        })
+    }
+
+    /// Verifies a password with Argon2 on the blocking pool (at most
+    /// [`VERIFY_CONCURRENCY`] at once); a right one is cached for later requests.
+    pub async fn verify(&self, verification: Verification) -> Result<Identity, Refusal> {
+        let Verification {
+            peer,
+            key,
+            entry,
+            password,
+        } = verification;
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            bump(&self.counters.busy);
+            debug!(client = %peer, user = %entry.name, "proxy log-in refused: too many waiting for a password check");
+            return Err(Refusal::Busy);
+        }
+        let waiting = Waiting(&self.waiting);
+        let Ok(permit) = Arc::clone(&self.verify_slots).acquire_owned().await else {
+            return Err(Refusal::Busy);
+        };
+        drop(waiting);
+        let hash = Arc::clone(&entry.password_hash);
+        // The permit lives as long as the computation, even if this request is dropped.
+        let verified = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            safegate_store::password::verify_password(&hash, &password)
+        })
+        .await
+        .unwrap_or(false);
+        let now = Instant::now();
+        if verified {
+            self.cache
+                .insert(key, Arc::clone(&entry.name), entry.generation, now);
+            bump(&self.counters.verified);
+            info!(client = %peer, user = %entry.name, role = entry.role.as_str(), "proxy log-in");
+            Ok(identity_of(&entry, IdentifiedBy::ProxyAuth))
+        } else {
+            info!(client = %peer, user = %entry.name, "proxy log-in failed: wrong password");
+            self.failed(peer, Some(&entry.name), now);
+            Err(Refusal::WrongPassword)
+        }
+    }
+
+    fn malformed(&self, peer: IpAddr, why: Malformed, now: Instant) -> Check {
+        info!(client = %peer, %why, "proxy log-in failed: malformed Proxy-Authorization header");
+        self.failed(peer, None, now);
+        Check::Refused(Refusal::Malformed(why))
+    }
+
+    /// Counts a failure, and logs the locks it switched on.
+    fn failed(&self, peer: IpAddr, user: Option<&Arc<str>>, now: Instant) {
+        bump(&self.counters.failed);
+        for on in self.limiter.fail(peer, user, now) {
+            let minutes = minutes(self.failure_window);
+            match on {
+                LockedOn::Address => warn!(
+                    client = %peer,
+                    "too many failed proxy log-ins from this address: its log-ins are refused for up to {minutes} (auth.max_failures_per_address)"
+                ),
+                LockedOn::User => warn!(
+                    client = %peer,
+                    user = user.map(|u| &**u),
+                    "too many wrong passwords for this user: their log-ins are refused for up to {minutes} (auth.max_failures_per_user)"
+                ),
+            }
+        }
+    }
+}
+
+fn identity_of(entry: &UserEntry, identified_by: IdentifiedBy) -> Identity {
+    Identity {
+        role: entry.role,
+        group: entry.group.clone(),
+        user: Some(entry.name.to_string()),
+        identified_by,
+    }
+}
+
+#[cfg(test)]
+mod tests;

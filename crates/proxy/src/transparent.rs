@@ -1,0 +1,572 @@
+//! Transparent mode: clients that do not know SafeGate is there. The school router
+//! (or netfilter on this machine) redirects their ports 80 and 443 to
+//! `transparent.http_listen` and `transparent.https_listen`.
+//!
+//! **HTTP** arrives in origin-form (`GET /path` with a `Host` header). Each request is
+//! turned into the absolute-form request an explicit-proxy client would have sent
+//! (`http://host[:port]/path`) and handed to the ordinary request path: the same
+//! decision, block page, forwarding and visit-log record (`PlainHttp`).
+//!
+//! **HTTPS** is not decrypted. The TLS ClientHello is read (within
+//! `proxy.header_read_timeout`, at most [`sni::MAX_CLIENT_HELLO`] bytes) and its server
+//! name decided like a CONNECT to that host: a blocked site gets a TLS `access_denied`
+//! alert and the connection is closed; an allowed one is connected to, sent the
+//! ClientHello bytes exactly as received, and relayed both ways by the tunnel relay,
+//! which counts the bytes into the record (`ConnectHost`, method `TLS`).
+//!
+//! **Host and SNI decide, and are where SafeGate connects.** The original destination
+//! (`SO_ORIGINAL_DST`) only stands in when the client named no host (HTTP without
+//! `Host`, TLS without SNI) and supplies the port when the name has none. Connecting
+//! to the original destination while deciding on the name would let a client fetch a
+//! blocked site's content by sending an allowed name to the blocked site's address;
+//! going where the name says means a client that lies in `Host` or SNI only ever
+//! reaches the site it named, which is the site that was decided. (A mismatch between
+//! the name's DNS answer and the original destination is normal with CDNs and split
+//! DNS, so it is not an error.) What cannot be seen without decryption cannot be
+//! filtered: domain fronting (an allowed SNI, a blocked `Host` inside TLS) and the
+//! inner name of Encrypted Client Hello.
+//!
+//! **No SNI**: with an original destination, the IP address is decided like a CONNECT
+//! to it (IP entries in the lists apply; otherwise the role's rules for an unknown
+//! host) and connected to; without one (the client reached the port directly) the
+//! connection is refused with an info log line.
+//!
+//! Transparent clients cannot be asked for proxy credentials: they are identified by
+//! their address (`auth.bindings`) or get the default role.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::BufMut;
+use http::header::HOST;
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use jiff::Timestamp;
+use safegate_policy::RequestTarget;
+use safegate_store::SeenAs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::body::ResponseBody;
+use crate::error_page;
+use crate::filter;
+use crate::original_dst;
+use crate::safesearch;
+use crate::service::{self, ClientContext, Decided};
+use crate::sni::{self, HelloError, MAX_CLIENT_HELLO};
+use crate::state::ProxyState;
+use crate::tunnel;
+use crate::visit_record::{Direction, PendingRecord, RequestFacts, TunnelBytes};
+
+/// A fatal `access_denied` alert (RFC 8446 §6.2): browsers show it as the site
+/// refusing access, which is the most a proxy that does not decrypt can say.
+const ACCESS_DENIED_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 49];
+
+/// Time given to the alert to leave before the connection is closed.
+const ALERT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What kind of clients a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenerKind {
+    /// Browsers configured to use SafeGate as their proxy (`proxy.listen`).
+    Explicit,
+    /// Redirected plain HTTP (`transparent.http_listen`).
+    TransparentHttp,
+    /// Redirected HTTPS (`transparent.https_listen`).
+    TransparentTls,
+}
+
+/// How a client connection reached SafeGate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Intake {
+    /// Through the explicit proxy listener: the client knows it talks to a proxy and
+    /// can be asked for credentials.
+    Explicit,
+    /// Redirected to a transparent listener: the client believes it talks to the
+    /// site, so it cannot be asked for proxy credentials.
+    Transparent {
+        /// Where the client was originally going, when the redirect happened on this
+        /// machine.
+        original_dst: Option<SocketAddr>,
+    },
+}
+
+impl Intake {
+    /// How a connection accepted on a `kind` listener reached SafeGate.
+    pub(crate) fn of(kind: ListenerKind, stream: &TcpStream) -> Self {
+        match kind {
+            ListenerKind::Explicit => Self::Explicit,
+            ListenerKind::TransparentHttp | ListenerKind::TransparentTls => Self::Transparent {
+                original_dst: original_dst::lookup(stream),
+            },
+        }
+    }
+}
+
+/// Why a redirected HTTP request names no site SafeGate can go to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TargetError {
+    /// No `Host` header and no original destination.
+    #[error("the request has no Host header and the connection was not redirected")]
+    NoDestination,
+    /// The `Host` header is not `host[:port]`.
+    #[error("the Host header is not a host name with an optional port")]
+    BadHost,
+}
+
+/// Answers one request on a transparent HTTP connection: origin-form requests are
+/// given the absolute-form target an explicit-proxy client would have sent, then
+/// everything goes through the ordinary request path.
+pub(crate) async fn handle_http(
+    state: Arc<ProxyState>,
+    client: Arc<ClientContext>,
+    mut request: Request<Incoming>,
+    original_dst: Option<SocketAddr>,
+) -> Response<ResponseBody> {
+    match absolute_form(request.uri(), request.headers().get(HOST), original_dst) {
+        Ok(Some(uri)) => *request.uri_mut() = uri,
+        Ok(None) => {}
+        Err(error) => {
+            // Counted as a request like any other; the connection's clock sees it
+            // served, so keep-alive and timeouts behave as for every answer.
+            let in_flight = client.activity.request_started();
+            state.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let target = request.uri().to_string();
+            info!(client = %client.peer, target, %error, "transparent request refused; answered 400");
+            let (reason, detail) = match error {
+                TargetError::NoDestination => (
+                    "bad-request",
+                    "The request does not say which site it is for (no Host header).",
+                ),
+                TargetError::BadHost => ("bad-host", "The request's Host header is not valid."),
+            };
+            let page = error_page::page(StatusCode::BAD_REQUEST, reason, &target, detail);
+            return page.map(|body| body.finishing(in_flight));
+        }
+    }
+    service::handle(state, client, request).await
+}
+
+/// The absolute-form target of a redirected request: `http://`, then the `Host`
+/// header (or the original destination when there is none; its port when `Host` has
+/// none), then the path. `Ok(None)` leaves the request as it is: it already names its
+/// site (absolute-form, CONNECT), or it is `OPTIONS *`.
+pub(crate) fn absolute_form(
+    uri: &Uri,
+    host: Option<&HeaderValue>,
+    original_dst: Option<SocketAddr>,
+) -> Result<Option<Uri>, TargetError> {
+    if uri.authority().is_some() {
+        return Ok(None);
+    }
+    let Some(path) = uri
+        .path_and_query()
+        .filter(|path| path.as_str().starts_with('/'))
+    else {
+        return Ok(None);
+    };
+    let named = host
+        .map(|value| value.to_str().map(str::trim))
+        .transpose()
+        .map_err(|_| TargetError::BadHost)?
+        .filter(|text| !text.is_empty());
+    let authority = match (named, original_dst) {
+        (Some(text), original) => {
+            let authority = Authority::from_str(text).map_err(|_| TargetError::BadHost)?;
+            if !is_host_and_port(&authority) {
+                return Err(TargetError::BadHost);
+            }
+            match (authority.port_u16(), original) {
+                // A client that left the port out meant the port it connected to.
+                (None, Some(original)) if original.port() != 80 => {
+                    Authority::from_str(&format!("{}:{}", authority.host(), original.port()))
+                        .map_err(|_| TargetError::BadHost)?
+                }
+                _ => authority,
+            }
+        }
+        (None, Some(original)) => {
+            Authority::from_str(&original.to_string()).map_err(|_| TargetError::BadHost)?
+        }
+        (None, None) => return Err(TargetError::NoDestination),
+    };
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(path.clone())
+        .build()
+        .map(Some)
+        .map_err(|_| TargetError::BadHost)
+}
+
+/// `host` or `host:port` with a numeric port: no user info, no empty host.
+fn is_host_and_port(authority: &Authority) -> bool {
+    let (text, host) = (authority.as_str(), authority.host());
+    if host.is_empty() || !text.starts_with(host) {
+        return false;
+    }
+    match text[host.len()..].strip_prefix(':') {
+        None => text.len() == host.len(),
+        Some(port) => !port.is_empty() && port.parse::<u16>().is_ok(),
+    }
+}
+
+/// Why a redirected TLS connection was closed before it was decided.
+#[derive(Debug, thiserror::Error)]
+enum IntakeError {
+    /// The client went away mid-ClientHello.
+    #[error("the client closed the connection before its TLS ClientHello was complete")]
+    Closed,
+    /// Reading failed.
+    #[error("reading the TLS ClientHello failed: {0}")]
+    Io(#[from] io::Error),
+    /// The bytes are not a ClientHello SafeGate can decide on.
+    #[error(transparent)]
+    Hello(#[from] HelloError),
+}
+
+/// Serves one redirected TLS connection: read the ClientHello, decide its server name
+/// (or the original destination's address), then refuse or relay.
+pub(crate) async fn serve_tls(
+    state: Arc<ProxyState>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+    shutdown: CancellationToken,
+) {
+    let _open = state.stats.connection_opened();
+    let _ = stream.set_nodelay(true);
+    let original_dst = original_dst::lookup(&stream);
+    let read = tokio::select! {
+        () = shutdown.cancelled() => return,
+        read = tokio::time::timeout(state.header_read_timeout, read_client_hello(&mut stream)) => read,
+    };
+    let (hello, server_name) = match read {
+        Ok(Ok(read)) => read,
+        Ok(Err(error @ IntakeError::Hello(_))) => {
+            info!(client = %peer, %error, "transparent HTTPS connection closed");
+            return;
+        }
+        Ok(Err(error)) => {
+            debug!(client = %peer, %error, "transparent HTTPS connection closed");
+            return;
+        }
+        Err(_) => {
+            info!(client = %peer, "TLS ClientHello not received within proxy.header_read_timeout; connection closed");
+            return;
+        }
+    };
+    state.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let Some((host, port)) = destination(server_name, original_dst) else {
+        info!(client = %peer, "transparent HTTPS connection without SNI and without an original destination (it was not redirected); closed");
+        return;
+    };
+    let target = match host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port).to_string(),
+        Err(_) => format!("{host}:{port}"),
+    };
+    let Ok(normalized) = RequestTarget::from_parts(&host, None) else {
+        info!(client = %peer, target, "transparent HTTPS server name is not a valid host; closed");
+        return;
+    };
+    let Decided {
+        snapshot,
+        identity,
+        decision,
+        mut pending,
+        ..
+    } = decide(&state, peer, &normalized, port);
+    if decision.is_blocked() {
+        info!(
+            client = %peer,
+            role = identity.role.as_str(),
+            target,
+            rule = decision.rule,
+            categories = ?decision.categories,
+            "blocked (transparent HTTPS: TLS access_denied alert)"
+        );
+        if let Some(pending) = &mut pending {
+            // Recorded like a refused CONNECT.
+            pending.finish(StatusCode::FORBIDDEN.as_u16(), None);
+        }
+        let _ = tokio::time::timeout(ALERT_WRITE_TIMEOUT, async {
+            if stream.write_all(&ACCESS_DENIED_ALERT).await.is_ok() {
+                let _ = stream.shutdown().await;
+            }
+        })
+        .await;
+        return;
+    }
+    let restrictions = filter::restrictions(&snapshot, &identity);
+    // SafeSearch without decryption, as for CONNECT: go to the provider's enforced
+    // endpoint; the client's TLS still names the original host.
+    let connect_host = safesearch::enforced_endpoint(normalized.host.as_str(), restrictions)
+        .unwrap_or(host.as_str());
+    let mut origin = match state.connector.connect(connect_host, port).await {
+        Ok(origin) => origin,
+        Err(error) => {
+            debug!(%error, target, "transparent HTTPS connect failed");
+            if let Some(pending) = &mut pending {
+                pending.finish(StatusCode::BAD_GATEWAY.as_u16(), Some(error.kind()));
+            }
+            return;
+        }
+    };
+    let bytes = Arc::new(TunnelBytes::default());
+    if let Some(pending) = &mut pending {
+        pending.finish(StatusCode::OK.as_u16(), None);
+        pending.follow_tunnel(Arc::clone(&bytes));
+    }
+    let sent = tokio::time::timeout(state.tunnel_idle_timeout, origin.write_all(&hello)).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        debug!(target, "the origin did not take the ClientHello");
+        return;
+    }
+    bytes.add(Direction::Up, hello.len() as u64);
+    tunnel::relay_counted(&state, stream, origin, &target, bytes).await;
+    // The record is submitted here, with the relay's bytes and lifetime.
+    drop(pending);
+}
+
+/// The host to decide and connect to, and the port: the server name, or the original
+/// destination's address without one; the original destination's port, else 443.
+fn destination(
+    server_name: Option<String>,
+    original_dst: Option<SocketAddr>,
+) -> Option<(String, u16)> {
+    let port = original_dst.map_or(443, |original| original.port());
+    match (server_name, original_dst) {
+        (Some(name), _) => Some((name, port)),
+        (None, Some(original)) => Some((original.ip().to_string(), port)),
+        (None, None) => None,
+    }
+}
+
+/// Reads until the ClientHello is complete: its bytes (everything read, to be sent on
+/// unchanged) and its server name.
+async fn read_client_hello(
+    stream: &mut TcpStream,
+) -> Result<(Vec<u8>, Option<String>), IntakeError> {
+    let mut buf = Vec::with_capacity(2048);
+    loop {
+        if let Some(hello) = sni::parse(&buf)? {
+            return Ok((buf, hello.server_name));
+        }
+        // `parse` never waits for more than the limit, so there is always room here.
+        let room = MAX_CLIENT_HELLO.saturating_sub(buf.len()).min(16 * 1024);
+        if room == 0 {
+            return Err(HelloError::TooLarge.into());
+        }
+        buf.reserve(room);
+        if stream.read_buf(&mut (&mut buf).limit(room)).await? == 0 {
+            return Err(IntakeError::Closed);
+        }
+    }
+}
+
+/// Identifies the client by its address and decides a TLS connection to
+/// `target:port`, starting its visit-log record.
+fn decide(state: &ProxyState, peer: SocketAddr, target: &RequestTarget, port: u16) -> Decided {
+    let started = Instant::now();
+    let snapshot = state.filter.snapshot();
+    let identity = state.filter.identify(peer.ip(), &snapshot);
+    let now = Timestamp::now();
+    let decision = snapshot.decide(&identity.subject(), target, now);
+    let pending = state.records.as_ref().map(|sink| {
+        let facts = RequestFacts {
+            client: peer,
+            identity: &identity,
+            method: "TLS",
+            scheme: "https",
+            target,
+            port,
+            decision: &decision,
+            // The store has no "SNI" kind yet; like CONNECT, only the host is seen.
+            seen_as: SeenAs::ConnectHost,
+            user_agent: None,
+        };
+        PendingRecord::new(facts.record(0), Arc::clone(sink), started)
+    });
+    Decided {
+        snapshot,
+        identity,
+        decision,
+        now,
+        pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn rewrite(
+        uri: &str,
+        host: Option<&str>,
+        original: Option<&str>,
+    ) -> Result<String, TargetError> {
+        let uri: Uri = uri.parse().unwrap();
+        let host = host.map(|h| HeaderValue::from_str(h).unwrap());
+        let original = original.map(|o| o.parse().unwrap());
+        absolute_form(&uri, host.as_ref(), original)
+            .map(|u| u.map_or("unchanged".into(), |u| u.to_string()))
+    }
+
+    #[test]
+    fn origin_form_takes_the_host_header() {
+        let cases = [
+            (
+                "/a?b=c",
+                Some("Example.com"),
+                None,
+                "http://Example.com/a?b=c",
+            ),
+            (
+                "/",
+                Some("example.com:8080"),
+                Some("192.0.2.1:80"),
+                "http://example.com:8080/",
+            ),
+            // No port in Host: the port the client connected to.
+            (
+                "/x",
+                Some("example.com"),
+                Some("192.0.2.1:8080"),
+                "http://example.com:8080/x",
+            ),
+            (
+                "/x",
+                Some("example.com"),
+                Some("192.0.2.1:80"),
+                "http://example.com/x",
+            ),
+            ("/x", Some("[2001:db8::1]"), None, "http://[2001:db8::1]/x"),
+            // The name decides even when it is not where the client was going.
+            (
+                "/x",
+                Some("allowed.example"),
+                Some("198.51.100.9:80"),
+                "http://allowed.example/x",
+            ),
+        ];
+        for (uri, host, original, expected) in cases {
+            assert_eq!(
+                rewrite(uri, host, original),
+                Ok(expected.to_owned()),
+                "{uri} {host:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_host_the_original_destination_stands_in() {
+        assert_eq!(
+            rewrite("/p", None, Some("198.51.100.9:80")),
+            Ok("http://198.51.100.9:80/p".to_owned())
+        );
+        assert_eq!(
+            rewrite("/p", Some(" "), Some("[2001:db8::5]:8080")),
+            Ok("http://[2001:db8::5]:8080/p".to_owned())
+        );
+        assert_eq!(rewrite("/p", None, None), Err(TargetError::NoDestination));
+    }
+
+    #[test]
+    fn bad_hosts_are_refused_and_absolute_targets_kept() {
+        for bad in [
+            "user@evil.example",
+            "a b",
+            "example.com:http",
+            "example.com:",
+            "example.com:99999",
+            "[::1",
+            ":80",
+        ] {
+            assert_eq!(
+                rewrite("/", Some(bad), None),
+                Err(TargetError::BadHost),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            rewrite("http://example.org/x", Some("other.example"), None),
+            Ok("unchanged".to_owned())
+        );
+        assert_eq!(
+            rewrite("*", Some("example.org"), None),
+            Ok("unchanged".to_owned())
+        );
+    }
+
+    #[test]
+    fn tls_destination_prefers_the_server_name() {
+        let original: SocketAddr = "203.0.113.4:8443".parse().unwrap();
+        assert_eq!(
+            destination(Some("www.example.com".into()), Some(original)),
+            Some(("www.example.com".to_owned(), 8443))
+        );
+        assert_eq!(
+            destination(Some("www.example.com".into()), None),
+            Some(("www.example.com".to_owned(), 443))
+        );
+        assert_eq!(
+            destination(None, Some(original)),
+            Some(("203.0.113.4".to_owned(), 8443))
+        );
+        assert_eq!(destination(None, None), None);
+    }
+
+    /// A slow, truncated, oversized or non-TLS start never yields a hello, and the
+    /// reader never holds more than the limit.
+    #[tokio::test]
+    async fn the_reader_stops_at_garbage_and_at_the_limit() {
+        async fn feed(bytes: Vec<u8>) -> Result<(Vec<u8>, Option<String>), IntakeError> {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let writer = tokio::spawn(async move {
+                let mut client = TcpStream::connect(addr).await.unwrap();
+                let _ = client.write_all(&bytes).await;
+                let _ = client.shutdown().await;
+                // Keep the socket until the reader is done.
+                let mut rest = Vec::new();
+                let _ = client.read_to_end(&mut rest).await;
+            });
+            let (mut accepted, _) = listener.accept().await.unwrap();
+            let result =
+                tokio::time::timeout(Duration::from_secs(10), read_client_hello(&mut accepted))
+                    .await
+                    .expect("reader hung");
+            drop(accepted);
+            writer.await.unwrap();
+            result
+        }
+        assert!(matches!(
+            feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await,
+            Err(IntakeError::Hello(HelloError::NotTls))
+        ));
+        assert!(matches!(
+            feed(vec![22, 3, 1, 0, 200, 1]).await,
+            Err(IntakeError::Closed)
+        ));
+        // Many tiny records: the wire limit is reached before the hello is complete.
+        let mut tiny = Vec::new();
+        tiny.extend_from_slice(&[22, 3, 1, 0, 4, 1, 0, 0x3f, 0xf0]);
+        for _ in 0..4000 {
+            tiny.extend_from_slice(&[22, 3, 1, 0, 1, 0]);
+        }
+        assert!(matches!(
+            feed(tiny).await,
+            Err(IntakeError::Hello(HelloError::TooLarge))
+        ));
+    }
+}
