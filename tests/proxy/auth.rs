@@ -48,14 +48,14 @@ block = []
 
 /// An origin, a fake DNS (`bet.test`, a gambling site, and `school.test`), the policy
 /// above, and a data directory to seed users into before SafeGate starts.
-struct World {
+pub(crate) struct World {
     origin: Origin,
     dns: FakeDns,
     dir: tempfile::TempDir,
 }
 
 impl World {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let origin = Origin::start().await;
         let dns = FakeDns::start(&[
             ("bet.test", Ipv4Addr::LOCALHOST),
@@ -69,14 +69,14 @@ impl World {
         Self { origin, dns, dir }
     }
 
-    fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
     /// Adds users (name, role, group, password) with `safegate users import` of their
     /// hashes (SafeGate must not be running). A separate process: the database is
     /// closed for certain when it has exited.
-    async fn seed_users(&self, users: &[(&str, &str, Option<&str>, &str)]) {
+    pub(crate) async fn seed_users(&self, users: &[(&str, &str, Option<&str>, &str)]) {
         let mut csv = String::from("user,role,group,password hash\n");
         for (name, role, group, password) in users {
             let group = group.unwrap_or_default();
@@ -91,7 +91,7 @@ impl World {
             .await;
     }
 
-    async fn safegate(&self, more: &[&str]) -> SafeGate {
+    pub(crate) async fn safegate(&self, more: &[&str]) -> SafeGate {
         let mut sets = vec![
             format!(
                 "policy.file={:?}",
@@ -107,13 +107,13 @@ impl World {
         SafeGate::start(&refs).await
     }
 
-    fn url(&self, host: &str, path: &str) -> String {
+    pub(crate) fn url(&self, host: &str, path: &str) -> String {
         format!("http://{host}:{}{path}", self.origin.addr.port())
     }
 
     /// `safegate users ARGS` on this data directory (through the control socket while
     /// SafeGate runs), with `stdin`; must succeed.
-    async fn users(&self, args: &[&str], stdin: &str) -> String {
+    pub(crate) async fn users(&self, args: &[&str], stdin: &str) -> String {
         let config = shipped_config().display().to_string();
         let data = format!("data_dir={:?}", self.data_dir().display().to_string());
         let mut all: Vec<&str> = vec!["users"];
@@ -143,7 +143,7 @@ impl World {
 }
 
 /// A valid Argon2id hash with cheap parameters.
-fn cheap_hash(password: &str) -> String {
+pub(crate) fn cheap_hash(password: &str) -> String {
     let params = Params::new(8, 1, 1, None).unwrap();
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_with_salt(password.as_bytes(), b"test-salt-16byte")
@@ -241,7 +241,12 @@ fn rebuilds(safegate: &SafeGate) -> usize {
 
 /// Runs `safegate users ARGS` against the running `safegate` and waits until it has
 /// rebuilt its user table after the change.
-async fn change_users(world: &World, safegate: &mut SafeGate, args: &[&str], stdin: &str) {
+pub(crate) async fn change_users(
+    world: &World,
+    safegate: &mut SafeGate,
+    args: &[&str],
+    stdin: &str,
+) {
     let before = rebuilds(safegate);
     world.users(args, stdin).await;
     safegate
@@ -256,20 +261,20 @@ async fn change_users(world: &World, safegate: &mut SafeGate, args: &[&str], std
 }
 
 /// Stops SafeGate (so that another may open the database).
-async fn stop(mut safegate: SafeGate) {
+pub(crate) async fn stop(mut safegate: SafeGate) {
     safegate.terminate();
     assert!(safegate.wait().await.success());
 }
 
 /// Stops SafeGate and returns every visit-log record.
-async fn records_after_stop(safegate: SafeGate, data_dir: &Path) -> Vec<Record> {
+pub(crate) async fn records_after_stop(safegate: SafeGate, data_dir: &Path) -> Vec<Record> {
     stop(safegate).await;
     let store = Store::open(data_dir).unwrap();
     store.query(&Query::default()).unwrap()
 }
 
 /// The value of `name` in `/metrics` on the admin listener.
-async fn metric(safegate: &SafeGate, name: &str) -> f64 {
+pub(crate) async fn metric(safegate: &SafeGate, name: &str) -> f64 {
     let text = reqwest::get(format!("http://{}/metrics", safegate.admin))
         .await
         .unwrap()

@@ -16,6 +16,7 @@ mod local_pages;
 mod log_cli;
 mod metrics;
 mod policy;
+mod portal;
 mod safety;
 mod transparent;
 mod tunnel;

@@ -380,6 +380,13 @@ pub struct ProxyAuthCounts {
     pub users: u64,
     /// Verified credentials held in the cache now.
     pub cached_credentials: u64,
+    /// Log-ins through the login portal that succeeded.
+    pub portal_logins: u64,
+    /// Portal sessions held now.
+    pub portal_sessions: u64,
+    /// A user logged in (portal) or seen (proxy credentials) at a second address while
+    /// still at another.
+    pub concurrent_logins: u64,
 }
 
 /// Whatever keeps the proxy authentication counters; read at scrape time, so it
@@ -389,13 +396,16 @@ pub trait ProxyAuthSource: Send + Sync {
     fn proxy_auth(&self) -> ProxyAuthCounts;
 }
 
-/// `safegate_proxy_auth_total{result}`, `safegate_proxy_auth_users` and
-/// `safegate_proxy_auth_cached_credentials`.
+/// `safegate_proxy_auth_total{result}`, `safegate_proxy_auth_users`,
+/// `safegate_proxy_auth_cached_credentials`, `safegate_proxy_auth_portal_sessions` and
+/// `safegate_proxy_auth_concurrent_logins_total`.
 pub struct ProxyAuthCollector {
     source: Arc<dyn ProxyAuthSource>,
     total: Spec,
     users: Spec,
     cached: Spec,
+    portal_sessions: Spec,
+    concurrent: Spec,
 }
 
 impl ProxyAuthCollector {
@@ -414,7 +424,8 @@ impl ProxyAuthCollector {
                  or for the user (auth.max_failures_per_*): a rise means someone is guessing \
                  passwords; \"challenged\": no credentials where log-in is required (407, \
                  normal for a browser's first request); \"busy\": too many log-ins waiting \
-                 for a password check (503).",
+                 for a password check (503); \"portal_login\": a log-in through the login \
+                 portal (its failures count as \"failed\" and \"rate_limited\").",
                 &["result"],
             )?,
             users: Spec::gauge(
@@ -425,13 +436,29 @@ impl ProxyAuthCollector {
                 "safegate_proxy_auth_cached_credentials",
                 "Verified credentials the proxy holds (auth.credential_cache_size at most).",
             )?,
+            portal_sessions: Spec::gauge(
+                "safegate_proxy_auth_portal_sessions",
+                "Client addresses logged in through the login portal (idle ones until swept).",
+            )?,
+            concurrent: Spec::counter(
+                "safegate_proxy_auth_concurrent_logins_total",
+                "A user logged in through the portal, or seen with proxy credentials, at a \
+                 second address while still at another (auth.concurrent_logins; each in \
+                 SafeGate's log as a warning). Shared year-group log-ins also count here.",
+            )?,
         })
     }
 }
 
 impl Collector for ProxyAuthCollector {
     fn desc(&self) -> Vec<&Desc> {
-        descs(&[&self.total, &self.users, &self.cached])
+        descs(&[
+            &self.total,
+            &self.users,
+            &self.cached,
+            &self.portal_sessions,
+            &self.concurrent,
+        ])
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -444,9 +471,12 @@ impl Collector for ProxyAuthCollector {
                 (&["rate_limited"], c.rate_limited as f64),
                 (&["challenged"], c.challenged as f64),
                 (&["busy"], c.busy as f64),
+                (&["portal_login"], c.portal_logins as f64),
             ]),
             self.users.one(c.users as f64),
             self.cached.one(c.cached_credentials as f64),
+            self.portal_sessions.one(c.portal_sessions as f64),
+            self.concurrent.one(c.concurrent_logins as f64),
         ]
     }
 }
@@ -632,6 +662,9 @@ mod tests {
             busy: 0,
             users: 30,
             cached_credentials: 4,
+            portal_logins: 5,
+            portal_sessions: 2,
+            concurrent_logins: 1,
         };
         metrics
             .register(Box::new(
@@ -648,6 +681,9 @@ mod tests {
             ("safegate_proxy_auth_total{result=\"busy\"}", 0.0),
             ("safegate_proxy_auth_users", 30.0),
             ("safegate_proxy_auth_cached_credentials", 4.0),
+            ("safegate_proxy_auth_total{result=\"portal_login\"}", 5.0),
+            ("safegate_proxy_auth_portal_sessions", 2.0),
+            ("safegate_proxy_auth_concurrent_logins_total", 1.0),
         ] {
             assert_eq!(values.get(name), Some(&value), "{name}");
         }

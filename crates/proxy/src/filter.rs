@@ -68,17 +68,19 @@ impl Filter {
         &self.auth
     }
 
-    /// Who the client at `peer` is by its address alone: its binding, or the policy's
-    /// default role. For clients that cannot be asked to log in (transparent mode).
+    /// Who the client at `peer` is by its address alone: its portal log-in, its
+    /// binding, or the policy's default role. For clients that cannot be asked to log
+    /// in (transparent mode).
     pub fn identify(&self, peer: IpAddr, snapshot: &Snapshot) -> Identity {
         self.auth
-            .bound(peer)
+            .portal_session(peer)
+            .or_else(|| self.auth.bound(peer))
             .unwrap_or_else(|| default_identity(snapshot))
     }
 
     /// Who an explicit-proxy client at `peer` sending `proxy_authorization` is:
-    /// credentials first, then its binding, then (unless `auth.required`) the default
-    /// role. A refusal is answered `407` ([`Refusal::response`]).
+    /// credentials first, then its portal log-in, then its binding, then (unless
+    /// `auth.required`) the default role. A refusal is answered `407` ([`Refusal::response`]).
     pub async fn authenticate(
         &self,
         peer: IpAddr,
@@ -90,7 +92,11 @@ impl Filter {
             Check::Refused(refusal) => Err(refusal),
             // Boxed: the rare slow path does not grow every request's future.
             Check::Verify(verification) => Box::pin(self.auth.verify(verification)).await,
-            Check::Anonymous => match self.auth.bound(peer) {
+            Check::Anonymous => match self
+                .auth
+                .portal_session(peer)
+                .or_else(|| self.auth.bound(peer))
+            {
                 Some(identity) => Ok(identity),
                 None if self.auth.required() => Err(self.auth.challenge()),
                 None => Ok(default_identity(snapshot)),
@@ -100,6 +106,10 @@ impl Filter {
 }
 
 /// The identity of a client nobody identified: the policy's default role.
+pub fn unidentified(snapshot: &Snapshot) -> Identity {
+    default_identity(snapshot)
+}
+
 fn default_identity(snapshot: &Snapshot) -> Identity {
     Identity {
         role: snapshot.default_role(),

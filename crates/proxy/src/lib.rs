@@ -8,7 +8,8 @@
 //! (`sni`) and relayed without decryption.
 //!
 //! One request flows: `listener` (accept, limits, timeouts) → `service` (identify the
-//! client with `auth`: credentials, address binding or default role; route) →
+//! client with `auth`: credentials, portal log-in, address binding or default role, or
+//! send it to the login portal, `portal_pages`; route) →
 //! `tunnel` or forward through `upstream` (DNS, `destination_guard`, connect) →
 //! response streamed back, or an `error_page`. Nothing on that path touches the disk
 //! or a global lock apart from hyper-util's connection pool.
@@ -32,6 +33,7 @@ mod body;
 mod client_io;
 mod listener;
 mod original_dst;
+mod portal_pages;
 mod service;
 #[cfg(target_os = "linux")]
 mod splice_relay;
@@ -238,6 +240,23 @@ impl Proxy {
             limit,
             shutdown_grace,
         } = self;
+        // Portal sessions nobody looks up are ended by a sweep until shutdown.
+        let sweep_period = (state.filter.auth().portal_idle_timeout() / 2)
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let sweeper = tokio::spawn({
+            let auth = std::sync::Arc::clone(state.filter.auth());
+            let shutdown = shutdown.clone();
+            async move {
+                let mut ticks = tokio::time::interval(sweep_period);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        _ = ticks.tick() => auth.sweep_portal(),
+                    }
+                }
+            }
+        });
         // Every listener shares the connection limit and the drain below.
         let listeners = std::iter::once((listener, ListenerKind::Explicit)).chain(transparent);
         futures_util::future::join_all(listeners.map(|(listener, kind)| {
@@ -250,6 +269,7 @@ impl Proxy {
             )
         }))
         .await;
+        let _ = sweeper.await;
         state.tasks.close();
         match tokio::time::timeout(shutdown_grace, state.tasks.wait()).await {
             Ok(()) => Drained::Complete,

@@ -1,7 +1,10 @@
 //! One request from a client: decide where it goes (SafeGate's own pages, a CONNECT
 //! tunnel, or an origin) and answer it. Requests for tunnels and origins are first
-//! identified (credentials, address binding, default role: [`crate::auth`]); a client
-//! that must log in gets `407`. Forwarding streams both bodies, strips hop-by-hop
+//! identified (credentials, portal log-in, address binding, default role:
+//! [`crate::auth`]); a client that must log in gets `407`, or, where `auth.portal`
+//! covers it, a page request (`GET`/`HEAD` of an `http://` URL) from a client nobody
+//! identified is redirected to the login page ([`crate::portal_pages`], served here
+//! without authentication like SafeGate's other own pages). Forwarding streams both bodies, strips hop-by-hop
 //! headers (`Proxy-Authorization` among them), adds `Via`, and relays WebSocket
 //! upgrades.
 
@@ -22,6 +25,7 @@ use jiff::Timestamp;
 use safegate_policy::{Decision, RequestTarget, Snapshot};
 use tracing::{debug, info, warn};
 
+use crate::auth::Refusal;
 use crate::block_page;
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::client_io::Activity;
@@ -30,6 +34,7 @@ use crate::error_page;
 use crate::filter::{self, Identity};
 use crate::hop_by_hop::{append_via, strip_hop_by_hop, wants_upgrade};
 use crate::local_pages;
+use crate::portal_pages;
 use crate::safesearch::{self, Restrictions};
 use crate::state::ProxyState;
 use crate::transparent::Intake;
@@ -61,14 +66,19 @@ pub(crate) async fn handle(
     let method = request.method().clone();
     let target = request.uri().to_string();
     let response = if method == Method::CONNECT {
-        match identify(&state, &client, request.headers(), &target).await {
+        match identify(&state, &client, request.headers(), &target, false).await {
             Ok(who) => tunnel::open(&state, &client, request, who).await,
             Err(refusal) => refusal,
         }
     } else if addressed_to_us(request.uri().authority(), &client, state.listen) {
         own_page(&state, &client, request).await
     } else {
-        match identify(&state, &client, request.headers(), &target).await {
+        let page_request = matches!(*request.method(), Method::GET | Method::HEAD)
+            && request.uri().scheme() == Some(&Scheme::HTTP);
+        match identify(&state, &client, request.headers(), &target, page_request).await {
+            Ok(who) if must_log_in(&state, &client, &request, &who.identity) => {
+                portal_pages::redirect_to_login(client.local, &target)
+            }
             Ok(who) => forward(&state, &client, request, who).await,
             Err(refusal) => refusal,
         }
@@ -84,6 +94,25 @@ pub(crate) async fn handle(
     response.map(|body| body.finishing(in_flight))
 }
 
+/// Whether an unidentified client's page request goes to the login portal instead:
+/// a `GET` or `HEAD` of an `http://` page by a client nobody identified (no credentials,
+/// portal log-in or binding), where `auth.portal` covers its listener and there are
+/// users to log in as.
+fn must_log_in(
+    state: &ProxyState,
+    client: &ClientContext,
+    request: &Request<Incoming>,
+    identity: &Identity,
+) -> bool {
+    identity.identified_by == safegate_store::IdentifiedBy::Default
+        && matches!(*request.method(), Method::GET | Method::HEAD)
+        && request.uri().scheme() == Some(&Scheme::HTTP)
+        && state
+            .filter
+            .auth()
+            .portal_redirects(matches!(client.intake, Intake::Transparent { .. }))
+}
+
 /// A client identified for one request, with the policy it is decided against.
 pub(crate) struct Identified {
     /// The policy for the whole request.
@@ -94,17 +123,20 @@ pub(crate) struct Identified {
 
 /// Who the client is: explicit-proxy clients by their credentials, binding or the
 /// default role (or the `407` answer when they must log in); transparent clients by
-/// their binding or the default role.
+/// their binding or the default role. `page_request`: a `GET`/`HEAD` of an `http://`
+/// page, which goes to the login portal rather than `407` when the portal covers
+/// explicit clients.
 async fn identify(
     state: &ProxyState,
     client: &ClientContext,
     headers: &HeaderMap,
     target: &str,
+    page_request: bool,
 ) -> Result<Identified, Response<ResponseBody>> {
     let snapshot = state.filter.snapshot();
     let identity = match client.intake {
         Intake::Transparent { .. } => state.filter.identify(client.peer.ip(), &snapshot),
-        Intake::Explicit => state
+        Intake::Explicit => match state
             .filter
             .authenticate(
                 client.peer.ip(),
@@ -112,7 +144,17 @@ async fn identify(
                 &snapshot,
             )
             .await
-            .map_err(|refusal| refusal.response(target))?,
+        {
+            Ok(identity) => identity,
+            // With the portal on for explicit clients, a page request without
+            // credentials goes to the login page rather than the browser's prompt.
+            Err(Refusal::Missing)
+                if page_request && state.filter.auth().portal_redirects(false) =>
+            {
+                filter::unidentified(&snapshot)
+            }
+            Err(refusal) => return Err(refusal.response(target)),
+        },
     };
     Ok(Identified { snapshot, identity })
 }
@@ -146,10 +188,21 @@ async fn own_page(
     client: &ClientContext,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    if matches!(
+        request.uri().path(),
+        portal_pages::LOGIN_PATH | portal_pages::LOGOUT_PATH
+    ) {
+        let portal_client = portal_pages::PortalClient {
+            peer: client.peer.ip(),
+            local: client.local,
+            listen: state.listen,
+        };
+        return portal_pages::serve(state.filter.auth(), portal_client, request).await;
+    }
     if request.method() == Method::POST && request.uri().path() == local_pages::REVIEW_PATH {
         // Credentials are not required for SafeGate's own pages; when they are sent
         // and right, the review request names the user.
-        let identity = match identify(state, client, request.headers(), "").await {
+        let identity = match identify(state, client, request.headers(), "", false).await {
             Ok(who) => who.identity,
             Err(_) => {
                 let snapshot = state.filter.snapshot();

@@ -245,6 +245,9 @@ impl ProxyAuthSource for AuthCounters {
             busy: stats.busy,
             users: self.0.users().len() as u64,
             cached_credentials: self.0.cached_credentials() as u64,
+            portal_logins: stats.portal_logins,
+            portal_sessions: self.0.portal_sessions() as u64,
+            concurrent_logins: stats.concurrent_logins,
         }
     }
 }

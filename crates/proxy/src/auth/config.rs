@@ -31,6 +31,43 @@ pub struct AuthConfig {
     pub max_failures_per_user: u32,
     /// Client address ranges bound to a role or a user; the first match wins.
     pub bindings: Vec<BindingConfig>,
+    /// Which clients the login portal (`/safegate/login`) redirects: `off`,
+    /// `transparent` (redirected HTTP only) or `all` (explicit-proxy clients too). It
+    /// only acts while there is at least one user.
+    pub portal: PortalMode,
+    /// How long a portal log-in lasts without traffic from its address.
+    #[serde(with = "humantime_serde")]
+    pub portal_idle_timeout: Duration,
+    /// What a portal log-in from a second address does while the user is still logged
+    /// in on another: `allow`, `deny` or `latest-wins`.
+    pub concurrent_logins: ConcurrentLogins,
+}
+
+/// `auth.portal`: which unidentified clients are sent to the login page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortalMode {
+    /// No login portal; the login page answers 404.
+    Off,
+    /// Clients of the transparent HTTP listener (they cannot be asked for proxy
+    /// credentials).
+    #[default]
+    Transparent,
+    /// Transparent clients and explicit-proxy clients without credentials.
+    All,
+}
+
+/// `auth.concurrent_logins`: one person, one computer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConcurrentLogins {
+    /// Both log-ins stand (the event is still logged and counted).
+    Allow,
+    /// The new log-in is refused until the first one is logged out or lapses.
+    Deny,
+    /// The new log-in stands and the old one ends.
+    #[default]
+    LatestWins,
 }
 
 impl Default for AuthConfig {
@@ -43,6 +80,9 @@ impl Default for AuthConfig {
             max_failures_per_address: 10,
             max_failures_per_user: 30,
             bindings: Vec::new(),
+            portal: PortalMode::default(),
+            portal_idle_timeout: Duration::from_secs(30 * 60),
+            concurrent_logins: ConcurrentLogins::default(),
         }
     }
 }
@@ -101,6 +141,7 @@ impl AuthConfig {
         for (key, value) in [
             ("auth.credential_cache_ttl", self.credential_cache_ttl),
             ("auth.failure_window", self.failure_window),
+            ("auth.portal_idle_timeout", self.portal_idle_timeout),
         ] {
             if value.is_zero() {
                 problems.push(ConfigProblem::new(key, "must be longer than 0s"));

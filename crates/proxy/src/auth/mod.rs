@@ -1,7 +1,8 @@
 //! Who a client is: proxy authentication (`Proxy-Authorization: Basic`) against the
 //! in-memory [`UserTable`], and address bindings (`[[auth.bindings]]`).
 //!
-//! An explicit-proxy request is identified, in this order:
+//! An explicit-proxy request is identified, in this order (the login portal,
+//! [`portal`], adds its step between 1 and 2):
 //! 1. **credentials**, when sent: a cache hit or an Argon2 verification makes the
 //!    client that user (`IdentifiedBy::ProxyAuth`); wrong, unknown, disabled or
 //!    malformed credentials get `407` whatever `auth.required` says (the client asked
@@ -12,12 +13,17 @@
 //! 3. `auth.required = true`: `407` with `Proxy-Authenticate: Basic realm="SafeGate"`;
 //!    otherwise the policy's default role (`IdentifiedBy::Default`).
 //!
-//! Transparent clients cannot be asked to log in: they are identified by steps 2 and 3
-//! without the `407`.
+//! Transparent clients cannot be asked for credentials: they are identified by their
+//! portal log-in, then steps 2 and 3 without the `407`. A portal log-in
+//! ([`Authenticator::portal_login`]) shares the failure limits and the bounded Argon2
+//! path with proxy credentials, and applies `auth.concurrent_logins` (one person, one
+//! computer); every user seen at a second address is an event
+//! ([`Authenticator::concurrent_login_events`], counted, logged as a warning).
 //!
 //! Costs: nothing here touches the disk. A request with credentials that were verified
 //! before costs a SipHash of the header's token, a read lock on one of 16 cache shards
-//! and a hash-map probe in the user table ([`cache`]). A miss decodes the header and,
+//! and a hash-map probe in the user table ([`cache`]), plus a short lock on one of 16
+//! shards noting where the user was seen (for the second-address events). A miss decodes the header and,
 //! unless the client or the user is locked ([`rate_limit`]), runs Argon2 on the
 //! blocking thread pool, at most [`VERIFY_CONCURRENCY`] at a time and with at most
 //! [`MAX_WAITING`] waiting (beyond: `503`), so a password-guessing storm cannot take
@@ -30,6 +36,7 @@
 mod basic;
 mod cache;
 mod config;
+pub mod portal;
 mod rate_limit;
 mod table;
 
@@ -47,10 +54,12 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 pub use self::basic::Malformed;
-pub use self::config::{AuthConfig, Binding, BindingConfig, Grant};
+pub use self::config::{AuthConfig, Binding, BindingConfig, ConcurrentLogins, Grant, PortalMode};
+pub use self::portal::{ConcurrentLoginEvent, ConcurrentOutcome, LoginSource, TokenPurpose};
 pub use self::table::{UserEntry, UserTable};
 
 use self::cache::CredentialCache;
+use self::portal::{EventLog, Lapsed, PortalSessions, SeenAt, TokenKey};
 use self::rate_limit::{FailureLimiter, Locked, LockedOn};
 use crate::body::ResponseBody;
 use crate::config::ConfigProblem;
@@ -194,6 +203,11 @@ pub struct AuthStats {
     pub challenged: u64,
     /// Log-ins answered `503` because too many were waiting for a check.
     pub busy: u64,
+    /// Portal log-ins that succeeded.
+    pub portal_logins: u64,
+    /// A user logged in (portal) or seen (proxy credentials) at a second address
+    /// while still at another ([`Authenticator::concurrent_login_events`]).
+    pub concurrent_logins: u64,
 }
 
 #[derive(Default)]
@@ -205,6 +219,8 @@ struct Counters {
     rate_limited: AtomicU64,
     challenged: AtomicU64,
     busy: AtomicU64,
+    portal_logins: AtomicU64,
+    concurrent_logins: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -263,6 +279,12 @@ pub struct Authenticator {
     verify_slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     counters: Counters,
+    portal: PortalMode,
+    concurrent_logins: ConcurrentLogins,
+    sessions: PortalSessions,
+    token_key: TokenKey,
+    events: EventLog,
+    seen: SeenAt,
 }
 
 impl Default for Authenticator {
@@ -303,6 +325,12 @@ impl Authenticator {
             verify_slots: Arc::new(Semaphore::new(VERIFY_CONCURRENCY)),
             waiting: AtomicUsize::new(0),
             counters: Counters::default(),
+            portal: config.portal,
+            concurrent_logins: config.concurrent_logins,
+            sessions: PortalSessions::new(config.portal_idle_timeout),
+            token_key: TokenKey::random(),
+            events: EventLog::default(),
+            seen: SeenAt::new(config.credential_cache_ttl),
         }
     }
 
@@ -358,6 +386,8 @@ impl Authenticator {
             rate_limited: read(&c.rate_limited),
             challenged: read(&c.challenged),
             busy: read(&c.busy),
+            portal_logins: read(&c.portal_logins),
+            concurrent_logins: read(&c.concurrent_logins),
         }
     }
 
@@ -414,6 +444,9 @@ impl Authenticator {
         });
         if let Some(Some(identity)) = hit {
             bump(&self.counters.cache_hits);
+            if let Some(name) = identity.user.as_deref().and_then(|n| users.get(n)) {
+                self.note_proxy_user(&name.name, peer, now);
+            }
             return Check::Known(identity);
         }
         bump(&self.counters.cache_misses);
@@ -471,10 +504,34 @@ impl Authenticator {
             entry,
             password,
         } = verification;
+        let verified = self.argon2(peer, &entry, password).await?;
+        let now = Instant::now();
+        if verified {
+            self.cache
+                .insert(key, Arc::clone(&entry.name), entry.generation, now);
+            bump(&self.counters.verified);
+            info!(client = %peer, user = %entry.name, role = entry.role.as_str(), "proxy log-in");
+            self.note_proxy_user(&entry.name, peer, now);
+            Ok(identity_of(&entry, IdentifiedBy::ProxyAuth))
+        } else {
+            info!(client = %peer, user = %entry.name, "proxy log-in failed: wrong password");
+            self.failed(peer, Some(&entry.name), now);
+            Err(Refusal::WrongPassword)
+        }
+    }
+
+    /// Checks `password` against `entry` with Argon2 on the blocking pool, at most
+    /// [`VERIFY_CONCURRENCY`] at once and [`MAX_WAITING`] waiting (beyond: `Busy`).
+    async fn argon2(
+        &self,
+        peer: IpAddr,
+        entry: &UserEntry,
+        password: String,
+    ) -> Result<bool, Refusal> {
         if self.waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             bump(&self.counters.busy);
-            debug!(client = %peer, user = %entry.name, "proxy log-in refused: too many waiting for a password check");
+            debug!(client = %peer, user = %entry.name, "log-in refused: too many waiting for a password check");
             return Err(Refusal::Busy);
         }
         let waiting = Waiting(&self.waiting);
@@ -484,24 +541,238 @@ impl Authenticator {
         drop(waiting);
         let hash = Arc::clone(&entry.password_hash);
         // The permit lives as long as the computation, even if this request is dropped.
-        let verified = tokio::task::spawn_blocking(move || {
+        Ok(tokio::task::spawn_blocking(move || {
             let _permit = permit;
             safegate_store::password::verify_password(&hash, &password)
         })
         .await
-        .unwrap_or(false);
-        let now = Instant::now();
-        if verified {
-            self.cache
-                .insert(key, Arc::clone(&entry.name), entry.generation, now);
-            bump(&self.counters.verified);
-            info!(client = %peer, user = %entry.name, role = entry.role.as_str(), "proxy log-in");
-            Ok(identity_of(&entry, IdentifiedBy::ProxyAuth))
-        } else {
-            info!(client = %peer, user = %entry.name, "proxy log-in failed: wrong password");
-            self.failed(peer, Some(&entry.name), now);
-            Err(Refusal::WrongPassword)
+        .unwrap_or(false))
+    }
+
+    /// Notes a proxy-credential user at `peer`: the same user at two addresses within
+    /// the credential cache's lifetime is an event (logged and counted once per pair
+    /// and lifetime), never refused: year-group log-ins are shared by a class.
+    fn note_proxy_user(&self, user: &Arc<str>, peer: IpAddr, now: Instant) {
+        if let Some(old) = self.seen.note(user, peer, now) {
+            self.concurrent(
+                user,
+                old,
+                peer,
+                LoginSource::ProxyAuth,
+                ConcurrentOutcome::Allowed,
+            );
         }
+    }
+
+    /// Logs, counts and keeps a concurrent-login event.
+    fn concurrent(
+        &self,
+        user: &Arc<str>,
+        old: IpAddr,
+        new: IpAddr,
+        source: LoginSource,
+        outcome: ConcurrentOutcome,
+    ) {
+        bump(&self.counters.concurrent_logins);
+        warn!(
+            user = %user,
+            old_client = %old,
+            new_client = %new,
+            ?source,
+            ?outcome,
+            "user logged in on a second computer"
+        );
+        self.events.push(ConcurrentLoginEvent {
+            at: std::time::SystemTime::now(),
+            user: Arc::clone(user),
+            old_address: old,
+            new_address: new,
+            source,
+            outcome,
+        });
+    }
+
+    /// The last [`portal::EVENTS_KEPT`] concurrent-login events, oldest first.
+    pub fn concurrent_login_events(&self) -> Vec<ConcurrentLoginEvent> {
+        self.events.snapshot()
+    }
+
+    /// Whether the login page is served at all (`auth.portal` is not `off`).
+    pub fn portal_enabled(&self) -> bool {
+        self.portal != PortalMode::Off
+    }
+
+    /// Whether unidentified clients of this kind are sent to the login page: the
+    /// portal covers them and there is at least one user to log in as.
+    pub fn portal_redirects(&self, transparent: bool) -> bool {
+        let covered = match self.portal {
+            PortalMode::Off => false,
+            PortalMode::Transparent => transparent,
+            PortalMode::All => true,
+        };
+        covered && !self.users.load().is_empty()
+    }
+
+    /// `auth.portal_idle_timeout`.
+    pub fn portal_idle_timeout(&self) -> Duration {
+        self.sessions.idle_timeout()
+    }
+
+    /// Portal sessions held now.
+    pub fn portal_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// A token for a `purpose` form shown to `peer`.
+    pub fn form_token(&self, purpose: TokenPurpose, peer: IpAddr) -> String {
+        self.token_key
+            .issue(purpose, peer, std::time::SystemTime::now())
+    }
+
+    /// Whether `token` is a valid `purpose` token for `peer` now.
+    pub fn check_form_token(&self, purpose: TokenPurpose, peer: IpAddr, token: &str) -> bool {
+        self.token_key
+            .check(purpose, peer, token, std::time::SystemTime::now())
+    }
+
+    /// The portal session of `peer` as an identity (`IdentifiedBy::Portal`), its idle
+    /// clock restarted; a lapsed one (idle, user disabled or changed) ends here.
+    pub fn portal_session(&self, peer: IpAddr) -> Option<Identity> {
+        if self.portal == PortalMode::Off {
+            return None;
+        }
+        let users = self.users.load();
+        let found = self.sessions.touch(peer, Instant::now(), |name| {
+            users
+                .get(name)
+                .filter(|entry| !entry.disabled)
+                .map(|entry| entry.generation)
+        });
+        match found {
+            Ok(Some(name)) => users
+                .get(&name)
+                .map(|entry| identity_of(entry, IdentifiedBy::Portal)),
+            Ok(None) => None,
+            Err(Lapsed::Idle(user)) => {
+                info!(client = %peer, user = %user, "portal session ended: idle (auth.portal_idle_timeout)");
+                None
+            }
+            Err(Lapsed::UserChanged(user)) => {
+                info!(client = %peer, user = %user, "portal session ended: the user was disabled, removed or changed");
+                None
+            }
+        }
+    }
+
+    /// Ends portal sessions idle for longer than the timeout (logging each).
+    pub fn sweep_portal(&self) {
+        for (client, user) in self.sessions.sweep(Instant::now()) {
+            info!(client = %client, user = %user, "portal session ended: idle (auth.portal_idle_timeout)");
+        }
+    }
+
+    /// Logs `peer` out of the portal; returns the user it was logged in as.
+    pub fn portal_logout(&self, peer: IpAddr) -> Option<Arc<str>> {
+        let user = self.sessions.remove(peer)?;
+        info!(client = %peer, user = %user, "portal log-out");
+        Some(user)
+    }
+
+    /// A portal log-in from `peer`: the failure limits, then Argon2 on the bounded
+    /// path, then `auth.concurrent_logins`; success binds `peer` to the user.
+    pub async fn portal_login(
+        &self,
+        peer: IpAddr,
+        user: &str,
+        password: String,
+    ) -> Result<Identity, PortalRefusal> {
+        let now = Instant::now();
+        let users = self.users.load_full();
+        let name = safegate_store::users::normalize_name(user).unwrap_or_else(|_| user.to_owned());
+        let entry = users.get(&name).cloned();
+        if let Err(locked) = self
+            .limiter
+            .check(peer, entry.as_ref().map(|e| &e.name), now)
+        {
+            bump(&self.counters.rate_limited);
+            info!(client = %peer, user = ?name, "portal log-in refused: too many failed log-ins");
+            return Err(PortalRefusal::Refused(match locked.on {
+                LockedOn::Address => Refusal::AddressLocked {
+                    retry_after: locked.remaining,
+                },
+                LockedOn::User => Refusal::UserLocked {
+                    retry_after: locked.remaining,
+                },
+            }));
+        }
+        let Some(entry) = entry else {
+            info!(client = %peer, user = ?name, "portal log-in failed: no such user");
+            self.failed(peer, None, now);
+            return Err(PortalRefusal::Refused(Refusal::UnknownUser));
+        };
+        if entry.disabled {
+            info!(client = %peer, user = %entry.name, "portal log-in failed: the user is disabled");
+            self.failed(peer, None, now);
+            return Err(PortalRefusal::Refused(Refusal::Disabled));
+        }
+        let verified = Box::pin(self.argon2(peer, &entry, password))
+            .await
+            .map_err(PortalRefusal::Refused)?;
+        let now = Instant::now();
+        if !verified {
+            info!(client = %peer, user = %entry.name, "portal log-in failed: wrong password");
+            self.failed(peer, Some(&entry.name), now);
+            return Err(PortalRefusal::Refused(Refusal::WrongPassword));
+        }
+        let others = self.sessions.elsewhere(&entry.name, peer, now);
+        match self.concurrent_logins {
+            ConcurrentLogins::Deny if !others.is_empty() => {
+                let idle_timeout = self.sessions.idle_timeout();
+                let mut retry_after = Duration::ZERO;
+                for (old, idle) in &others {
+                    retry_after = retry_after.max(idle_timeout.saturating_sub(*idle));
+                    self.concurrent(
+                        &entry.name,
+                        *old,
+                        peer,
+                        LoginSource::Portal,
+                        ConcurrentOutcome::Denied,
+                    );
+                }
+                info!(client = %peer, user = %entry.name, "portal log-in refused: logged in on another computer (auth.concurrent_logins = deny)");
+                return Err(PortalRefusal::OtherComputer {
+                    retry_after: retry_after.max(Duration::from_secs(1)),
+                });
+            }
+            ConcurrentLogins::Deny | ConcurrentLogins::Allow => {
+                for (old, _) in &others {
+                    self.concurrent(
+                        &entry.name,
+                        *old,
+                        peer,
+                        LoginSource::Portal,
+                        ConcurrentOutcome::Allowed,
+                    );
+                }
+            }
+            ConcurrentLogins::LatestWins => {
+                for (old, _) in &others {
+                    self.sessions.remove(*old);
+                    self.concurrent(
+                        &entry.name,
+                        *old,
+                        peer,
+                        LoginSource::Portal,
+                        ConcurrentOutcome::Replaced,
+                    );
+                }
+            }
+        }
+        self.sessions
+            .bind(peer, Arc::clone(&entry.name), entry.generation, now);
+        bump(&self.counters.portal_logins);
+        info!(client = %peer, user = %entry.name, role = entry.role.as_str(), "portal log-in");
+        Ok(identity_of(&entry, IdentifiedBy::Portal))
     }
 
     fn malformed(&self, peer: IpAddr, why: Malformed, now: Instant) -> Check {
@@ -528,6 +799,20 @@ impl Authenticator {
             }
         }
     }
+}
+
+/// Why a portal log-in was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PortalRefusal {
+    /// As for proxy credentials: unknown or disabled user, wrong password, locked, busy.
+    #[error(transparent)]
+    Refused(Refusal),
+    /// The user is logged in on another computer (`auth.concurrent_logins = deny`).
+    #[error("logged in on another computer")]
+    OtherComputer {
+        /// Until that log-in lapses, if nothing more happens there.
+        retry_after: Duration,
+    },
 }
 
 fn identity_of(entry: &UserEntry, identified_by: IdentifiedBy) -> Identity {

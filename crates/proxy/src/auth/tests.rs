@@ -262,3 +262,115 @@ async fn the_challenge_names_the_realm_and_escapes_the_target() {
     assert_eq!(minutes(Duration::from_secs(61)), "1 minute");
     assert_eq!(minutes(Duration::from_secs(30)), "30 seconds");
 }
+
+#[tokio::test]
+async fn a_credential_user_at_two_addresses_is_an_event_but_not_refused() {
+    let auth = authenticator(AuthConfig::default(), vec![user("year6", "sunflower", 1)]);
+    let header = basic("year6", "sunflower");
+    log_in(&auth, ip(1), &header).await.unwrap();
+    for _ in 0..3 {
+        log_in(&auth, ip(2), &header).await.unwrap();
+        log_in(&auth, ip(1), &header).await.unwrap();
+    }
+    assert_eq!(auth.stats().concurrent_logins, 1);
+    let events = auth.concurrent_login_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (
+            events[0].old_address,
+            events[0].new_address,
+            events[0].source,
+            events[0].outcome
+        ),
+        (
+            ip(1),
+            ip(2),
+            LoginSource::ProxyAuth,
+            ConcurrentOutcome::Allowed
+        )
+    );
+}
+
+#[tokio::test]
+async fn portal_log_ins_follow_concurrent_logins() {
+    for (mode, first_kept, second_in, outcome) in [
+        (
+            ConcurrentLogins::Allow,
+            true,
+            true,
+            ConcurrentOutcome::Allowed,
+        ),
+        (
+            ConcurrentLogins::Deny,
+            true,
+            false,
+            ConcurrentOutcome::Denied,
+        ),
+        (
+            ConcurrentLogins::LatestWins,
+            false,
+            true,
+            ConcurrentOutcome::Replaced,
+        ),
+    ] {
+        let config = AuthConfig {
+            concurrent_logins: mode,
+            ..AuthConfig::default()
+        };
+        let auth = authenticator(config, vec![user("ada", "analytical", 1)]);
+        let identity = auth
+            .portal_login(ip(1), "Ada", "analytical".into())
+            .await
+            .unwrap();
+        assert_eq!(identity.identified_by, IdentifiedBy::Portal);
+        // Logging in again on the same computer is no event.
+        auth.portal_login(ip(1), "ada", "analytical".into())
+            .await
+            .unwrap();
+        let second = auth.portal_login(ip(2), "ada", "analytical".into()).await;
+        assert_eq!(second.is_ok(), second_in, "{mode:?}");
+        if !second_in {
+            assert!(matches!(second, Err(PortalRefusal::OtherComputer { .. })));
+        }
+        assert_eq!(auth.portal_session(ip(1)).is_some(), first_kept, "{mode:?}");
+        assert_eq!(auth.portal_session(ip(2)).is_some(), second_in, "{mode:?}");
+        assert_eq!(auth.stats().concurrent_logins, 1, "{mode:?}");
+        assert_eq!(auth.concurrent_login_events()[0].outcome, outcome);
+
+        // A wrong password is a failure like a proxy log-in's, and binds nothing.
+        let wrong = auth.portal_login(ip(3), "ada", "wrong".into()).await;
+        assert_eq!(
+            wrong.unwrap_err(),
+            PortalRefusal::Refused(Refusal::WrongPassword)
+        );
+        assert!(auth.portal_session(ip(3)).is_none());
+        assert_eq!(auth.stats().failed, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_password_change_ends_the_portal_session() {
+    let auth = authenticator(AuthConfig::default(), vec![user("ada", "analytical", 1)]);
+    auth.portal_login(ip(1), "ada", "analytical".into())
+        .await
+        .unwrap();
+    assert!(auth.portal_session(ip(1)).is_some());
+    auth.replace_users(UserTable::new([user("ada", "new password", 2)]));
+    assert!(auth.portal_session(ip(1)).is_none());
+    assert_eq!(auth.portal_sessions(), 0);
+    // Off: no session is looked up, and the portal's pages are not served.
+    let off = authenticator(
+        AuthConfig {
+            portal: PortalMode::Off,
+            ..AuthConfig::default()
+        },
+        vec![user("ada", "analytical", 1)],
+    );
+    assert!(!off.portal_enabled());
+    assert!(!off.portal_redirects(true));
+    let transparent = authenticator(AuthConfig::default(), vec![]);
+    assert!(!transparent.portal_redirects(true), "no users, no portal");
+    transparent.replace_users(UserTable::new([user("ada", "analytical", 1)]));
+    assert!(transparent.portal_redirects(true));
+    assert!(!transparent.portal_redirects(false));
+}
