@@ -11,7 +11,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
@@ -21,7 +20,7 @@ use tokio::process::Command;
 
 use crate::kit::dns::FakeDns;
 use crate::kit::origin::Origin;
-use crate::kit::process::{SafeGate, binary, shipped_config};
+use crate::kit::process::SafeGate;
 use crate::kit::{bounded, raw};
 
 const POLICY: &str = r#"timezone = "Europe/London"
@@ -114,33 +113,7 @@ impl World {
     /// `safegate users ARGS` on this data directory (through the control socket while
     /// SafeGate runs), with `stdin`; must succeed.
     pub(crate) async fn users(&self, args: &[&str], stdin: &str) -> String {
-        let config = shipped_config().display().to_string();
-        let data = format!("data_dir={:?}", self.data_dir().display().to_string());
-        let mut all: Vec<&str> = vec!["users"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--config", &config, "--set", &data]);
-        let mut child = Command::new(binary())
-            .args(&all)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        // A command that does not read its input may have closed it already; the
-        // exit status below is what counts.
-        let _ = input.write_all(stdin.as_bytes()).await;
-        drop(input);
-        let output = child.wait_with_output().await.unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "users {args:?} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
+        crate::users_cli::users_ok(&self.data_dir(), args, stdin).await
     }
 }
 

@@ -49,7 +49,7 @@ async fn users_cmd(data_dir: &Path, args: &[&str], stdin: &str) -> (ExitStatus, 
 }
 
 /// `safegate users ARGS`, which must succeed; its standard output.
-async fn users_ok(data_dir: &Path, args: &[&str], stdin: &str) -> String {
+pub(crate) async fn users_ok(data_dir: &Path, args: &[&str], stdin: &str) -> String {
     let (status, stdout, stderr) = users_cmd(data_dir, args, stdin).await;
     assert!(
         status.success(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use safegate_monitor::visits::{Visit, join};
 use safegate_store::{
-    Outcome, Query, Record, Store, StoreError, write_records_csv, write_records_json,
+    Outcome, Query, Record, Store, StoreError, write_csv_row, write_records_csv, write_records_json,
 };
 use serde::{Deserialize, Serialize};
 
@@ -449,34 +449,6 @@ fn write_visits(
             writeln!(out, "{} visit(s)", visits.len())
         }
     }
-}
-
-/// One CSV row as the store writes them (RFC 4180, CRLF, formulas neutralised with a
-/// leading `'`: user names and sites can come from outside).
-fn write_csv_row<'a>(
-    out: &mut dyn Write,
-    fields: impl Iterator<Item = &'a str>,
-) -> std::io::Result<()> {
-    for (i, field) in fields.enumerate() {
-        if i > 0 {
-            out.write_all(b",")?;
-        }
-        let neutralised;
-        let field = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-            neutralised = format!("'{field}");
-            neutralised.as_str()
-        } else {
-            field
-        };
-        if field.contains([',', '"', '\n', '\r']) {
-            out.write_all(b"\"")?;
-            out.write_all(field.replace('"', "\"\"").as_bytes())?;
-            out.write_all(b"\"")?;
-        } else {
-            out.write_all(field.as_bytes())?;
-        }
-    }
-    out.write_all(b"\r\n")
 }
 
 #[cfg(test)]

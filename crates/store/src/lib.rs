@@ -27,7 +27,7 @@ pub use crate::users::{
     BadRow, ImportErrors, ImportReport, ImportRow, NewUser, Permission, User, UserError,
     UserUpdate, UsersWatch,
 };
-pub use crate::visit_log::{Query, write_records_csv, write_records_json};
+pub use crate::visit_log::{Query, write_csv_row, write_records_csv, write_records_json};
 pub use crate::visit_log_writer::{
     VisitLogQueue, VisitLogStats, VisitLogStatsSnapshot, spawn_visit_log_writer,
 };

@@ -776,7 +776,7 @@ pub const CSV_HEADER: [&str; 23] = [
 /// search terms and URLs are attacker-controlled) is prefixed with `'`.
 pub fn write_records_csv(records: &[Record], out: impl Write) -> Result<(), StoreError> {
     let mut out = std::io::BufWriter::new(out);
-    write_row(&mut out, CSV_HEADER.iter().copied())?;
+    write_csv_row(&mut out, CSV_HEADER.iter().copied())?;
     for r in records {
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
         let row: [String; 23] = [
@@ -810,14 +810,16 @@ pub fn write_records_csv(records: &[Record], out: impl Write) -> Result<(), Stor
             opt(&r.user_agent),
             opt(&r.failure),
         ];
-        write_row(&mut out, row.iter().map(String::as_str))?;
+        write_csv_row(&mut out, row.iter().map(String::as_str))?;
     }
     out.flush()?;
     Ok(())
 }
 
-fn write_row<'a>(
-    out: &mut impl Write,
+/// Writes one CSV row the way [`write_records_csv`] does (RFC 4180, CRLF, fields a
+/// spreadsheet would run as formulas prefixed with `'`), for other CSV outputs.
+pub fn write_csv_row<'a>(
+    out: &mut (impl Write + ?Sized),
     fields: impl Iterator<Item = &'a str>,
 ) -> std::io::Result<()> {
     for (i, field) in fields.enumerate() {
@@ -845,12 +847,12 @@ fn write_row<'a>(
 #[cfg(test)]
 mod csv_tests {
     #![allow(clippy::unwrap_used)]
-    use super::write_row;
+    use super::write_csv_row;
 
     #[test]
     fn formulas_are_neutralised_and_quoting_still_applies() {
         let mut out = Vec::new();
-        write_row(
+        write_csv_row(
             &mut out,
             ["=HYPERLINK(\"x\")", "+1", "-2", "@SUM", "plain", "a,b"].into_iter(),
         )
