@@ -114,7 +114,8 @@ async fn writer_throughput(dir: &Path, n: u64) {
     // Arriving at 100,000 records/s: 10 us apart.
     let records: Vec<Record> = (0..n).map(|i| record(i, 10)).collect();
     let encoded: usize = records.iter().map(|r| r.encode().len()).sum();
-    let (queue, writer) = spawn_visit_log_writer(store.clone(), 65_536, Duration::from_secs(1));
+    let (queue, writer) =
+        spawn_visit_log_writer(store.clone(), 65_536, Duration::from_secs(1), None);
     let stats = queue.stats().clone();
     let started = Instant::now();
     let mut retries = 0u64;
@@ -153,7 +154,7 @@ async fn writer_throughput(dir: &Path, n: u64) {
 
 async fn rated_load(dir: &Path, rate: u64, seconds: u64) {
     let store = Store::open(dir).unwrap();
-    let (queue, writer) = spawn_visit_log_writer(store, 65_536, Duration::from_secs(1));
+    let (queue, writer) = spawn_visit_log_writer(store, 65_536, Duration::from_secs(1), None);
     let stats = queue.stats().clone();
     let n = rate * seconds;
     let started = Instant::now();

@@ -63,6 +63,7 @@ async fn serve(config: Config) -> Result<()> {
             store.clone(),
             config.store.queue_capacity,
             config.store.flush_interval,
+            None,
         );
         let stats = Arc::clone(queue.stats());
         let sink: SharedSink = Arc::new(VisitLogSink { queue });

@@ -5,7 +5,8 @@
 //! what make sled fast (it pays per key; see [`crate::visit_log`]), and they lose
 //! nothing more on a crash than writing early and flushing on the same interval would.
 //! A full queue drops the record and counts it; a sled error is logged, counted, and
-//! the writer goes on.
+//! the writer goes on. Each written batch is then handed, without waiting, to an
+//! optional observer (the safeguarding alert engine), off the proxy's path.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -31,6 +32,7 @@ pub struct VisitLogStats {
     write_errors: AtomicU64,
     lost: AtomicU64,
     flush_errors: AtomicU64,
+    observer_dropped: AtomicU64,
     last_write_micros: AtomicU64,
     max_write_micros: AtomicU64,
     total_write_micros: AtomicU64,
@@ -55,6 +57,8 @@ pub struct VisitLogStatsSnapshot {
     pub lost: u64,
     /// Flushes that failed.
     pub flush_errors: u64,
+    /// Records written but not passed to the observer because it was behind.
+    pub observer_dropped: u64,
     /// Time to write and flush the last batch, microseconds.
     pub last_write_micros: u64,
     /// Longest batch write and flush, microseconds.
@@ -75,6 +79,7 @@ impl VisitLogStats {
             write_errors: self.write_errors.load(Relaxed),
             lost: self.lost.load(Relaxed),
             flush_errors: self.flush_errors.load(Relaxed),
+            observer_dropped: self.observer_dropped.load(Relaxed),
             last_write_micros: self.last_write_micros.load(Relaxed),
             max_write_micros: self.max_write_micros.load(Relaxed),
             total_write_micros: self.total_write_micros.load(Relaxed),
@@ -117,12 +122,15 @@ impl VisitLogQueue {
 
 /// Starts the writer task draining a queue `capacity` records deep into the store,
 /// writing and flushing a batch at most `flush_interval` after its first record
-/// arrived (what a crash can lose). It ends when every `VisitLogQueue` has been
-/// dropped, after writing and flushing what was queued.
+/// arrived (what a crash can lose). Every batch written is then offered to `observer`
+/// (never waiting: a full observer queue counts the batch's records as
+/// `observer_dropped`). It ends when every `VisitLogQueue` has been dropped, after
+/// writing and flushing what was queued.
 pub fn spawn_visit_log_writer(
     store: Store,
     capacity: usize,
     flush_interval: Duration,
+    observer: Option<mpsc::Sender<Vec<Record>>>,
 ) -> (VisitLogQueue, JoinHandle<()>) {
     let capacity = capacity.max(1);
     let (sender, receiver) = mpsc::channel::<Record>(capacity);
@@ -136,6 +144,7 @@ pub fn spawn_visit_log_writer(
         flush_interval,
         Arc::clone(&wake),
         high_water,
+        observer,
     ));
     let queue = VisitLogQueue {
         sender,
@@ -158,6 +167,7 @@ async fn run_writer(
     flush_interval: Duration,
     wake: Arc<Notify>,
     high_water: u64,
+    observer: Option<mpsc::Sender<Vec<Record>>>,
 ) {
     let flush_interval = flush_interval.max(Duration::from_millis(1));
     let mut pending: Vec<Record> = Vec::new();
@@ -184,11 +194,22 @@ async fn run_writer(
         }
         stats.queue_depth.fetch_sub(received as u64, Relaxed);
         pending = write_and_flush(&store, pending, &stats).await;
+        if let Some(observer) = &observer
+            && !pending.is_empty()
+        {
+            let batch = std::mem::take(&mut pending);
+            let n = batch.len() as u64;
+            if observer.try_send(batch).is_err() {
+                stats.observer_dropped.fetch_add(n, Relaxed);
+            }
+        } else {
+            pending.clear();
+        }
     }
 }
 
 /// Writes one batch as one atomic sled batch and flushes it, on a blocking thread;
-/// gives the emptied vector back for reuse.
+/// gives the batch back (for the observer, or to reuse its allocation).
 async fn write_and_flush(store: &Store, batch: Vec<Record>, stats: &VisitLogStats) -> Vec<Record> {
     let n = batch.len() as u64;
     let writing = store.clone();
@@ -205,7 +226,7 @@ async fn write_and_flush(store: &Store, batch: Vec<Record>, stats: &VisitLogStat
     stats.total_write_micros.fetch_add(micros, Relaxed);
     stats.batches.fetch_add(1, Relaxed);
     match result {
-        Ok((mut batch, written, flushed)) => {
+        Ok((batch, written, flushed)) => {
             match written {
                 Ok(()) => {
                     stats.written.fetch_add(n, Relaxed);
@@ -230,7 +251,6 @@ async fn write_and_flush(store: &Store, batch: Vec<Record>, stats: &VisitLogStat
                 }
                 None => {}
             }
-            batch.clear();
             batch
         }
         Err(err) => {

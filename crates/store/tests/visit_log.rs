@@ -120,7 +120,8 @@ fn expected(all: &[Record], query: &Query) -> Vec<u64> {
 async fn writer_writes_every_queued_record_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let (queue, writer) = spawn_visit_log_writer(store.clone(), 10_000, Duration::from_millis(50));
+    let (queue, writer) =
+        spawn_visit_log_writer(store.clone(), 10_000, Duration::from_millis(50), None);
     let all = fixture();
     for r in &all {
         assert!(queue.submit(r.clone()));
@@ -144,11 +145,41 @@ async fn writer_writes_every_queued_record_and_counts() {
 }
 
 #[tokio::test]
+async fn observer_sees_every_written_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (observer, mut observed) = tokio::sync::mpsc::channel(64);
+    let (queue, writer) = spawn_visit_log_writer(
+        store.clone(),
+        10_000,
+        Duration::from_millis(20),
+        Some(observer),
+    );
+    let all = fixture();
+    for r in &all {
+        assert!(queue.submit(r.clone()));
+    }
+    let stats = queue.stats().clone();
+    drop(queue);
+    writer.await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(batch) = observed.recv().await {
+        assert!(!batch.is_empty());
+        seen.extend(batch);
+    }
+    assert_eq!(stats.snapshot().observer_dropped, 0);
+    let mut expected = all.clone();
+    expected.sort_by_key(|r| (r.at_unix_micros, r.host.clone()));
+    seen.sort_by_key(|r| (r.at_unix_micros, r.host.clone()));
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
 async fn full_queue_drops_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     // A current-thread runtime: the writer cannot run while we submit.
-    let (queue, writer) = spawn_visit_log_writer(store.clone(), 4, Duration::from_secs(1));
+    let (queue, writer) = spawn_visit_log_writer(store.clone(), 4, Duration::from_secs(1), None);
     let accepted = (0..10)
         .filter(|i| queue.submit(record(T0 + i, Some("alice"), "a.test")))
         .count();
@@ -333,7 +364,7 @@ async fn records_survive_reopening() {
     let all = fixture();
     {
         let store = Store::open(dir.path()).unwrap();
-        let (queue, writer) = spawn_visit_log_writer(store, 100, Duration::from_millis(10));
+        let (queue, writer) = spawn_visit_log_writer(store, 100, Duration::from_millis(10), None);
         for r in &all {
             assert!(queue.submit(r.clone()));
         }
