@@ -9,6 +9,7 @@ pub mod files;
 pub mod origin;
 pub mod process;
 pub mod raw;
+pub mod receivers;
 
 use std::future::Future;
 use std::time::Duration;

@@ -33,6 +33,11 @@ pub struct SafeGate {
 impl SafeGate {
     /// Starts SafeGate with the test defaults plus `sets` (later ones win).
     pub async fn start(sets: &[&str]) -> Self {
+        Self::start_with_env(sets, &[]).await
+    }
+
+    /// Like [`SafeGate::start`], with extra environment variables for the process.
+    pub async fn start_with_env(sets: &[&str], env: &[(&str, &str)]) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let mut args: Vec<String> = vec![
             "run".into(),
@@ -56,6 +61,7 @@ impl SafeGate {
         let mut child = Command::new(binary())
             .args(&args)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -211,7 +217,11 @@ impl SafeGate {
 fn find_addr(lines: &[String], marker: &str) -> Option<SocketAddr> {
     lines.iter().find_map(|line| {
         let rest = &line[line.find(marker)? + marker.len()..];
-        rest.split_whitespace().next()?.parse().ok()
+        // Up to a space, or a quote in a JSON log line.
+        rest.split(|c: char| c.is_whitespace() || c == '"')
+            .next()?
+            .parse()
+            .ok()
     })
 }
 

@@ -6,17 +6,22 @@
 #[path = "../kit/mod.rs"]
 mod kit;
 
+mod alerts;
+mod audit;
 mod auth;
 mod cli;
 mod forward;
+mod https;
 mod lifecycle;
 mod limits;
 mod lists_import;
 mod local_pages;
 mod log_cli;
 mod metrics;
+mod ops;
 mod policy;
 mod portal;
+mod report;
 mod safety;
 mod transparent;
 mod tunnel;

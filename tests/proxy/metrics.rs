@@ -242,3 +242,64 @@ async fn policy_reloads_are_counted() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn proxy_counters_follow_the_traffic() {
+    bounded(async {
+        let origin = Origin::start().await;
+        let safegate = SafeGate::start(&[]).await;
+        let client = safegate.client();
+        for n in 0..2 {
+            let response = client
+                .get(origin.url(&format!("/bytes/{n}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+        // The shipped policy and starter lists block gambling for pupils.
+        let blocked = client.get("http://www.bet365.com/").send().await.unwrap();
+        assert_eq!(blocked.status(), 403);
+
+        let allowed = "safegate_decisions_total{decision=\"allowed\",role=\"pupil\",category=\"none\"}";
+        let gambling =
+            "safegate_decisions_total{decision=\"blocked\",role=\"pupil\",category=\"gambling\"}";
+        let (text, samples) = scrape_until(&safegate, "the decisions counted", |s| {
+            s.get(allowed) == Some(&2.0) && s.get(gambling) == Some(&1.0)
+        })
+        .await;
+        let get = |name: &str| value(&samples, name, &text);
+        assert_eq!(get("safegate_requests_total"), 3.0, "{text}");
+        assert_eq!(
+            get("safegate_decisions_total{decision=\"blocked\",role=\"staff\",category=\"gambling\"}"),
+            0.0,
+            "{text}"
+        );
+        assert_eq!(get("safegate_decision_duration_seconds_count"), 3.0, "{text}");
+        assert_eq!(
+            get("safegate_decision_duration_seconds_bucket{le=\"+Inf\"}"),
+            3.0,
+            "{text}"
+        );
+        let answered = get("safegate_request_duration_seconds_count");
+        assert_eq!(answered, 3.0, "{text}");
+        assert!(get("safegate_request_duration_seconds_sum") > 0.0, "{text}");
+        assert_eq!(get("safegate_tunnels"), 0.0, "{text}");
+        // reqwest's idle keep-alive connections, at most one per request.
+        assert!((0.0..=3.0).contains(&get("safegate_client_connections")), "{text}");
+        assert_eq!(
+            get("safegate_upstream_errors_total{kind=\"connection-refused\"}"),
+            0.0,
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE safegate_request_duration_seconds histogram"),
+            "{text}"
+        );
+        // Labels come from fixed sets: no host, address or path.
+        for leak in ["bet365", "127.0.0.1", "/bytes"] {
+            assert!(!text.contains(leak), "{leak} in:\n{text}");
+        }
+    })
+    .await;
+}

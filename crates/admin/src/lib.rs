@@ -1,22 +1,30 @@
-//! SafeGate's admin listener (`admin.listen`). Today it answers `/healthz`, `/metrics`
-//! (Prometheus, see [`metrics`]) and a landing page; the admin web interface and the
-//! JSON API are added here. It is a separate socket from the proxy so that the proxy
-//! can refuse to reach it.
+//! SafeGate's admin listener (`admin.listen`). Today it answers `/healthz`, `/readyz`
+//! ([`health`]), `/metrics` (Prometheus, see [`metrics`], for the clients
+//! [`access`] lets in) and a landing page; the admin web interface and the JSON API
+//! are added here. It is a separate socket from the proxy so that the proxy can refuse
+//! to reach it.
 
+pub mod access;
+pub mod health;
 pub mod metrics;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+use tracing::{error, warn};
 
+pub use crate::access::MetricsAccess;
+pub use crate::health::Readiness;
 pub use crate::metrics::Metrics;
 /// The Prometheus client library, for collectors written outside this crate.
 pub use prometheus;
@@ -27,13 +35,65 @@ pub use prometheus;
 pub struct AdminConfig {
     /// Address of the admin web interface, health checks and metrics.
     pub listen: SocketAddr,
+    /// Client networks that may read `/metrics` without a token.
+    pub metrics_allow: Vec<IpNet>,
+    /// The bearer token that lets any client read `/metrics` (discouraged here: prefer
+    /// `metrics_token_file` or `SAFEGATE_METRICS_TOKEN`); empty for none. Shown as
+    /// `<redacted>` by `safegate config show`.
+    #[serde(serialize_with = "access::serialize_redacted")]
+    pub metrics_token: String,
+    /// A file holding the bearer token (readable by SafeGate's user only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9128)),
+            metrics_allow: vec![
+                loopback_v4(),
+                IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ],
+            metrics_token: String::new(),
+            metrics_token_file: None,
         }
+    }
+}
+
+/// 127.0.0.0/8.
+fn loopback_v4() -> IpNet {
+    IpNet::V4(ipnet::Ipv4Net::new_assert(
+        std::net::Ipv4Addr::new(127, 0, 0, 0),
+        8,
+    ))
+}
+
+impl AdminConfig {
+    /// Every problem, as (key, message).
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        let file_set = self
+            .metrics_token_file
+            .as_ref()
+            .is_some_and(|f| !f.as_os_str().is_empty());
+        if file_set && !self.metrics_token.is_empty() {
+            problems.push((
+                "admin.metrics_token",
+                "set either metrics_token or metrics_token_file, not both".to_owned(),
+            ));
+        }
+        if !self.metrics_token.is_empty() && self.metrics_token.trim().len() < access::MIN_TOKEN_LEN
+        {
+            problems.push((
+                "admin.metrics_token",
+                format!(
+                    "must be at least {} characters (e.g. `openssl rand -hex 32`)",
+                    access::MIN_TOKEN_LEN
+                ),
+            ));
+        }
+        problems
     }
 }
 
@@ -51,18 +111,36 @@ pub enum AdminError {
     /// The server stopped with an I/O error.
     #[error("admin server failed: {0}")]
     Serve(std::io::Error),
+    /// The metrics token is unusable (unreadable file, too short).
+    #[error("{0}")]
+    Token(String),
 }
 
 /// A bound admin listener.
 pub struct AdminServer {
     listener: TcpListener,
     addr: SocketAddr,
+    shared: Shared,
+}
+
+/// What the routes share.
+#[derive(Clone)]
+struct Shared {
     metrics: Metrics,
+    access: Arc<MetricsAccess>,
+    readiness: Arc<Readiness>,
 }
 
 impl AdminServer {
-    /// Binds `admin.listen`; `/metrics` renders `metrics`.
-    pub async fn bind(config: &AdminConfig, metrics: Metrics) -> Result<Self, AdminError> {
+    /// Binds `admin.listen`; `/metrics` renders `metrics` for the clients the access
+    /// rule lets in (the token read now, see [`access`]), `/readyz` reports `readiness`.
+    pub async fn bind(
+        config: &AdminConfig,
+        metrics: Metrics,
+        readiness: Arc<Readiness>,
+    ) -> Result<Self, AdminError> {
+        let env_token = std::env::var(access::TOKEN_ENV).ok();
+        let access = Arc::new(MetricsAccess::from_config(config, env_token)?);
         let bind_error = |source| AdminError::Bind {
             addr: config.listen,
             source,
@@ -72,7 +150,11 @@ impl AdminServer {
         Ok(Self {
             listener,
             addr,
-            metrics,
+            shared: Shared {
+                metrics,
+                access,
+                readiness,
+            },
         })
     }
 
@@ -83,35 +165,96 @@ impl AdminServer {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AdminError> {
-        axum::serve(self.listener, router(self.metrics))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(AdminError::Serve)
+        let app = router(self.shared).route("/", get(landing));
+        serve(self.listener, app, shutdown).await
+    }
+
+    /// Serves with the admin web interface (`web`, which has its own `/`) beside the
+    /// health and metrics routes, until `shutdown` is cancelled.
+    pub async fn run_with_web(
+        self,
+        web: Router,
+        shutdown: CancellationToken,
+    ) -> Result<(), AdminError> {
+        serve(self.listener, router(self.shared).merge(web), shutdown).await
     }
 }
 
-fn router(metrics: Metrics) -> Router {
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> Result<(), AdminError> {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(AdminError::Serve)
+}
+
+fn router(shared: Shared) -> Router {
     Router::new()
-        .route("/", get(landing))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
-        .with_state(metrics)
+        .with_state(shared)
 }
 
 async fn healthz() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], "ok\n")
 }
 
-/// `GET /metrics`: every registered collector, Prometheus text format 0.0.4.
-///
-/// ACCESS (TODO when sign-in lands): today this is open to whoever can reach the admin
-/// listener, which binds 127.0.0.1 by default. The metrics name no users or sites, but
-/// they show how busy the school is and whether the visit log is failing. When the
-/// admin interface gets users and permissions, this route MUST be put behind the
-/// `metrics` permission, or a bearer token configured for the Prometheus server (which
-/// cannot sign in); until then, keep `admin.listen` on loopback.
-async fn render_metrics(State(metrics): State<Metrics>) -> Response {
-    match metrics.render() {
+/// `GET /readyz`: 200 and `ready` with the checks, or 503 with what to fix.
+async fn readyz(State(shared): State<Shared>) -> Response {
+    let readiness = Arc::clone(&shared.readiness);
+    let report = match tokio::task::spawn_blocking(move || readiness.report()).await {
+        Ok(report) => report,
+        Err(err) => {
+            error!(%err, "readiness checks failed to run");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "cannot run the checks\n").into_response();
+        }
+    };
+    let (status, first) = if report.ready {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    };
+    let mut body = format!("{first}\n");
+    for line in &report.lines {
+        body.push_str(line);
+        body.push('\n');
+    }
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: every registered collector, Prometheus text format 0.0.4, for
+/// clients in `admin.metrics_allow` or with the bearer token ([`access`]); `403`
+/// for everyone else. The metrics name no users or sites, but they show how busy the
+/// school is and whether the visit log is failing.
+async fn render_metrics(
+    State(shared): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !shared.access.allows(peer.ip(), &headers) {
+        warn!(client = %peer.ip(), "/metrics refused: address not in admin.metrics_allow and no valid bearer token");
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::CACHE_CONTROL, "no-store")],
+            "forbidden: this address may not read the metrics (admin.metrics_allow), and no \
+             valid bearer token was sent\n",
+        )
+            .into_response();
+    }
+    match shared.metrics.render() {
         Ok(body) => (
             [
                 (header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE),
@@ -134,7 +277,7 @@ async fn render_metrics(State(metrics): State<Metrics>) -> Response {
 async fn landing() -> Html<&'static str> {
     Html(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>SafeGate admin</title></head>\
-<body><h1>SafeGate admin</h1><p>Health: <a href=\"/healthz\">/healthz</a></p><p>Prometheus metrics: <a href=\"/metrics\">/metrics</a></p></body></html>\n",
+<body><h1>SafeGate admin</h1><p>Health: <a href=\"/healthz\">/healthz</a>, readiness: <a href=\"/readyz\">/readyz</a></p><p>Prometheus metrics: <a href=\"/metrics\">/metrics</a></p></body></html>\n",
     )
 }
 
@@ -152,9 +295,13 @@ mod tests {
     async fn metrics_are_served_as_prometheus_text() {
         let config = AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..AdminConfig::default()
         };
         let metrics = Metrics::new("9.8.7").unwrap();
-        let server = AdminServer::bind(&config, metrics).await.unwrap();
+        let readiness = Arc::new(Readiness::new(Vec::new()));
+        let server = AdminServer::bind(&config, metrics, readiness)
+            .await
+            .unwrap();
         let addr = server.local_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));

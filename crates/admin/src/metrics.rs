@@ -7,8 +7,7 @@
 //! is counted twice. More collectors (proxy request counters, ...) are registered with
 //! [`Metrics::register`] where the service builds its `Metrics`.
 //!
-//! Access: `/metrics` has no sign-in yet; see the ACCESS note on the route in this
-//! crate (it must go behind the `metrics` permission or a bearer token).
+//! Access: see [`crate::access`] (`admin.metrics_allow` addresses, or the bearer token).
 //!
 //! Metric names, all prefixed `safegate_`:
 //! - `build_info{version}`: always 1;
@@ -17,6 +16,17 @@
 //!   reloads (see [`PolicyReloadCollector`]).
 //! - `proxy_auth_total{result=...}`, `proxy_auth_users`, `proxy_auth_cached_credentials`:
 //!   proxy authentication (see [`ProxyAuthCollector`]).
+//! - `requests_total`, `decisions_total{decision,role,category}`,
+//!   `request_duration_seconds`, `decision_duration_seconds`, `client_connections`,
+//!   `tunnels`, `upstream_errors_total{kind}`, `dns_cache_lookups_total{result}`: the
+//!   proxy (see [`ProxyCollector`]).
+//! - `policy_index_entries`, `policy_lists`, `policy_unblocks`,
+//!   `policy_category_entries{category}`: the policy in force (see
+//!   [`PolicySizeCollector`]).
+//! - `alerts_total{kind}`: alerts raised (see [`AlertCounters`]).
+//!
+//! Label values come from small fixed sets (or the policy's category names): never a
+//! user name, a host or a URL.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +34,10 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{Encoder, IntGauge, Opts, Registry, TextEncoder};
+use safegate_proxy::filter::PolicyHandle;
+use safegate_proxy::metrics::{HistogramSnapshot, ProxyMetrics};
 use safegate_store::{VisitLogStats, VisitLogStatsSnapshot};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Content type of the rendered metrics: Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -91,6 +104,33 @@ impl Spec {
 
     fn gauge(name: &str, help: &str) -> prometheus::Result<Self> {
         Self::new(MetricType::GAUGE, name, help, &[])
+    }
+
+    /// The family of a histogram without labels.
+    fn histogram(&self, snapshot: &HistogramSnapshot) -> MetricFamily {
+        let buckets = snapshot
+            .upper_bounds
+            .iter()
+            .zip(&snapshot.cumulative)
+            .map(|(bound, count)| {
+                let mut bucket = proto::Bucket::default();
+                bucket.set_upper_bound(*bound);
+                bucket.set_cumulative_count(*count);
+                bucket
+            })
+            .collect();
+        let mut histogram = proto::Histogram::default();
+        histogram.set_sample_count(snapshot.count);
+        histogram.set_sample_sum(snapshot.sum_seconds);
+        histogram.set_bucket(buckets);
+        let mut metric = proto::Metric::default();
+        metric.set_histogram(histogram);
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(MetricType::HISTOGRAM);
+        family.set_metric(vec![metric]);
+        family
     }
 
     /// The family with one unlabelled sample.
@@ -166,6 +206,7 @@ pub struct VisitLogCollector {
     write_errors: Spec,
     lost: Spec,
     flush_errors: Spec,
+    observer_dropped: Spec,
     last_seconds: Spec,
     max_seconds: Spec,
     sum_seconds: Spec,
@@ -233,6 +274,10 @@ impl VisitLogCollector {
                 "Times the visit log could not be flushed to disk: records written since the \
                  last good flush can be lost in a crash. SafeGate's log has the error.",
             )?,
+            observer_dropped: Spec::counter(
+                "safegate_visit_log_observer_dropped_total",
+                "Visit-log records written but not passed on to the monitor (alerts) because                  it was behind: they are in the visit log, but no alert looked at them.",
+            )?,
             last_seconds: Spec::gauge(
                 "safegate_visit_log_batch_write_seconds_last",
                 "Seconds taken to write and flush the most recent visit-log batch.",
@@ -252,7 +297,7 @@ impl VisitLogCollector {
         })
     }
 
-    fn specs(&self) -> [&Spec; 12] {
+    fn specs(&self) -> [&Spec; 13] {
         [
             &self.enabled_spec,
             &self.queue_depth,
@@ -263,6 +308,7 @@ impl VisitLogCollector {
             &self.write_errors,
             &self.lost,
             &self.flush_errors,
+            &self.observer_dropped,
             &self.last_seconds,
             &self.max_seconds,
             &self.sum_seconds,
@@ -287,6 +333,7 @@ impl Collector for VisitLogCollector {
             self.write_errors.one(s.write_errors as f64),
             self.lost.one(s.lost as f64),
             self.flush_errors.one(s.flush_errors as f64),
+            self.observer_dropped.one(s.observer_dropped as f64),
             self.last_seconds.one(seconds(s.last_write_micros)),
             self.max_seconds.one(seconds(s.max_write_micros)),
             self.sum_seconds.one(seconds(s.total_write_micros)),
@@ -481,6 +528,273 @@ impl Collector for ProxyAuthCollector {
     }
 }
 
+/// The proxy's counters ([`ProxyMetrics`]), read once per scrape.
+pub struct ProxyCollector {
+    source: Arc<ProxyMetrics>,
+    requests: Spec,
+    decisions: Spec,
+    request_seconds: Spec,
+    decision_seconds: Spec,
+    connections: Spec,
+    tunnels: Spec,
+    upstream_errors: Spec,
+    dns: Spec,
+}
+
+impl ProxyCollector {
+    /// Reads `source` at scrape time.
+    pub fn new(source: Arc<ProxyMetrics>) -> prometheus::Result<Self> {
+        Ok(Self {
+            source,
+            requests: Spec::counter(
+                "safegate_requests_total",
+                "Requests received by the proxy listeners since SafeGate started, of every \
+                 kind (forwarded, CONNECT, transparent HTTP and HTTPS, SafeGate's own pages, \
+                 refused ones).",
+            )?,
+            decisions: Spec::new(
+                MetricType::COUNTER,
+                "safegate_decisions_total",
+                "Policy decisions since SafeGate started, by decision (allowed, blocked), \
+                 browsing role and category: the category that blocked the request, else \
+                 the site's first category, \"none\" for uncategorised sites, \"other\" \
+                 beyond the first 64 category names seen.",
+                &["decision", "role", "category"],
+            )?,
+            request_seconds: Spec::new(
+                MetricType::HISTOGRAM,
+                "safegate_request_duration_seconds",
+                "Time from a request's arrival to its response head (the origin's answer \
+                 included; a body's streaming is not).",
+                &[],
+            )?,
+            decision_seconds: Spec::new(
+                MetricType::HISTOGRAM,
+                "safegate_decision_duration_seconds",
+                "Time the policy took to decide one request.",
+                &[],
+            )?,
+            connections: Spec::gauge(
+                "safegate_client_connections",
+                "Client connections open now (proxy.max_connections at most).",
+            )?,
+            tunnels: Spec::gauge(
+                "safegate_tunnels",
+                "CONNECT tunnels, WebSocket relays and transparent HTTPS relays open now.",
+            )?,
+            upstream_errors: Spec::new(
+                MetricType::COUNTER,
+                "safegate_upstream_errors_total",
+                "Requests and tunnels whose origin could not be reached or failed, by kind \
+                 (the X-SafeGate-Reason of the error page): dns-failure, connection-refused, \
+                 connect-timeout, connect-failed, loop, forbidden-destination, \
+                 response-timeout, upstream-protocol, upstream-certificate (a decrypted \
+                 site's certificate failed verification).",
+                &["kind"],
+            )?,
+            dns: Spec::new(
+                MetricType::COUNTER,
+                "safegate_dns_cache_lookups_total",
+                "Host names resolved for origins: result=\"hit\" from the DNS cache (or the \
+                 hosts file), \"miss\" needed a query to the DNS servers.",
+                &["result"],
+            )?,
+        })
+    }
+}
+
+impl Collector for ProxyCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        descs(&[
+            &self.requests,
+            &self.decisions,
+            &self.request_seconds,
+            &self.decision_seconds,
+            &self.connections,
+            &self.tunnels,
+            &self.upstream_errors,
+            &self.dns,
+        ])
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = self.source.snapshot();
+        let decisions: Vec<([&str; 3], f64)> = s
+            .decisions
+            .iter()
+            .map(|d| ([d.decision, d.role, &*d.category], d.count as f64))
+            .collect();
+        let decisions: Vec<(&[&str], f64)> = decisions
+            .iter()
+            .map(|(labels, count)| (&labels[..], *count))
+            .collect();
+        let errors: Vec<([&str; 1], f64)> = s
+            .upstream_errors
+            .iter()
+            .map(|(kind, count)| ([*kind], *count as f64))
+            .collect();
+        let errors: Vec<(&[&str], f64)> = errors
+            .iter()
+            .map(|(labels, count)| (&labels[..], *count))
+            .collect();
+        vec![
+            self.requests.one(s.requests as f64),
+            self.decisions.family(&decisions),
+            self.request_seconds.histogram(&s.request_seconds),
+            self.decision_seconds.histogram(&s.decision_seconds),
+            self.connections.one(s.connections as f64),
+            self.tunnels.one(s.tunnels as f64),
+            self.upstream_errors.family(&errors),
+            self.dns.family(&[
+                (&["hit"], s.dns_cache_hits as f64),
+                (&["miss"], s.dns_cache_misses as f64),
+            ]),
+        ]
+    }
+}
+
+/// The size of the policy in force, read from it at scrape time.
+pub struct PolicySizeCollector {
+    policy: PolicyHandle,
+    entries: Spec,
+    lists: Spec,
+    unblocks: Spec,
+    categories: Spec,
+}
+
+impl PolicySizeCollector {
+    /// Reads the policy `policy` holds at scrape time.
+    pub fn new(policy: PolicyHandle) -> prometheus::Result<Self> {
+        Ok(Self {
+            policy,
+            entries: Spec::gauge(
+                "safegate_policy_index_entries",
+                "Entries (domains, URLs, expressions) in the compiled policy in force.",
+            )?,
+            lists: Spec::gauge(
+                "safegate_policy_lists",
+                "Distinct lists in the policy in force (categories, allow and deny lists, \
+                 unblocked sites).",
+            )?,
+            unblocks: Spec::gauge(
+                "safegate_policy_unblocks",
+                "Temporary unblocks in the policy file (active, future or expired).",
+            )?,
+            categories: Spec::new(
+                MetricType::GAUGE,
+                "safegate_policy_category_entries",
+                "Entries read for each category of the policy in force (domains, URLs and \
+                 expressions). A category at 0 usually means its list files are missing.",
+                &["category"],
+            )?,
+        })
+    }
+}
+
+impl Collector for PolicySizeCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        descs(&[&self.entries, &self.lists, &self.unblocks, &self.categories])
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let snapshot = self.policy.load();
+        let stats = snapshot.stats();
+        let categories: Vec<([&str; 1], f64)> = stats
+            .categories
+            .iter()
+            .map(|c| {
+                (
+                    [c.name.as_str()],
+                    (c.domains + c.urls + c.expressions) as f64,
+                )
+            })
+            .collect();
+        let categories: Vec<(&[&str], f64)> = categories
+            .iter()
+            .map(|(labels, count)| (&labels[..], *count))
+            .collect();
+        vec![
+            self.entries.one(stats.index_entries as f64),
+            self.lists.one(stats.lists as f64),
+            self.unblocks.one(stats.unblocks as f64),
+            self.categories.family(&categories),
+        ]
+    }
+}
+
+/// The kinds of alert SafeGate raises, the label values of `safegate_alerts_total`.
+pub const ALERT_KINDS: [&str; 7] = [
+    "safeguarding_phrase",
+    "repeated_blocks",
+    "circumvention",
+    "locked_category",
+    "concurrent_login",
+    "heavy_use",
+    "staff_social_core_hours",
+];
+
+/// Alerts raised since start, by kind ([`ALERT_KINDS`]); the alert dispatcher counts
+/// here, `/metrics` reads it (every kind exported, at 0 until raised).
+#[derive(Debug, Default)]
+pub struct AlertCounters {
+    counts: [AtomicU64; ALERT_KINDS.len()],
+}
+
+impl AlertCounters {
+    /// Counts one alert of `kind`; false (and nothing counted) for an unknown kind.
+    pub fn raised(&self, kind: &str) -> bool {
+        match ALERT_KINDS.iter().position(|k| *k == kind) {
+            Some(index) => {
+                self.counts[index].fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// `safegate_alerts_total{kind}`.
+pub struct AlertCollector {
+    counters: Arc<AlertCounters>,
+    alerts: Spec,
+}
+
+impl AlertCollector {
+    /// Reads `counters` at scrape time.
+    pub fn new(counters: Arc<AlertCounters>) -> prometheus::Result<Self> {
+        Ok(Self {
+            counters,
+            alerts: Spec::new(
+                MetricType::COUNTER,
+                "safegate_alerts_total",
+                "Alerts raised since SafeGate started, by kind: safeguarding_phrase, \
+                 repeated_blocks, circumvention, locked_category, concurrent_login, \
+                 heavy_use, staff_social_core_hours.",
+                &["kind"],
+            )?,
+        })
+    }
+}
+
+impl Collector for AlertCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        descs(&[&self.alerts])
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let samples: Vec<([&str; 1], f64)> = ALERT_KINDS
+            .iter()
+            .zip(&self.counters.counts)
+            .map(|(kind, count)| ([*kind], count.load(Ordering::Relaxed) as f64))
+            .collect();
+        let samples: Vec<(&[&str], f64)> = samples
+            .iter()
+            .map(|(labels, count)| (&labels[..], *count))
+            .collect();
+        vec![self.alerts.family(&samples)]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -520,6 +834,7 @@ mod tests {
             write_errors: 1,
             lost: 7,
             flush_errors: 5,
+            observer_dropped: 6,
             last_write_micros: 1_500,
             max_write_micros: 250_000,
             total_write_micros: 2_750_000,
@@ -572,6 +887,7 @@ mod tests {
             ("safegate_visit_log_write_errors_total", 1.0),
             ("safegate_visit_log_records_lost_total", 7.0),
             ("safegate_visit_log_flush_errors_total", 5.0),
+            ("safegate_visit_log_observer_dropped_total", 6.0),
             ("safegate_visit_log_batch_write_seconds_last", 0.0015),
             ("safegate_visit_log_batch_write_seconds_max", 0.25),
             ("safegate_visit_log_batch_write_seconds_sum", 2.75),
@@ -687,5 +1003,55 @@ mod tests {
         ] {
             assert_eq!(values.get(name), Some(&value), "{name}");
         }
+    }
+
+    #[test]
+    fn proxy_counters_are_exported_with_histograms() {
+        let metrics = Metrics::new("1.2.3").unwrap();
+        let proxy = Arc::new(ProxyMetrics::default());
+        proxy.register_categories(["games"]);
+        metrics
+            .register(Box::new(ProxyCollector::new(Arc::clone(&proxy)).unwrap()))
+            .unwrap();
+        let alerts = Arc::new(AlertCounters::default());
+        assert!(alerts.raised("circumvention"));
+        assert!(!alerts.raised("no_such_kind"));
+        metrics
+            .register(Box::new(AlertCollector::new(alerts).unwrap()))
+            .unwrap();
+        let text = render(&metrics);
+        let values = samples(&text);
+        for (name, value) in [
+            ("safegate_requests_total", 0.0),
+            (
+                "safegate_decisions_total{decision=\"blocked\",role=\"pupil\",category=\"games\"}",
+                0.0,
+            ),
+            (
+                "safegate_decisions_total{decision=\"allowed\",role=\"staff\",category=\"none\"}",
+                0.0,
+            ),
+            ("safegate_request_duration_seconds_count", 0.0),
+            ("safegate_request_duration_seconds_bucket{le=\"+Inf\"}", 0.0),
+            (
+                "safegate_decision_duration_seconds_bucket{le=\"0.00001\"}",
+                0.0,
+            ),
+            ("safegate_client_connections", 0.0),
+            ("safegate_tunnels", 0.0),
+            ("safegate_upstream_errors_total{kind=\"dns-failure\"}", 0.0),
+            ("safegate_dns_cache_lookups_total{result=\"hit\"}", 0.0),
+            ("safegate_alerts_total{kind=\"circumvention\"}", 1.0),
+            (
+                "safegate_alerts_total{kind=\"staff_social_core_hours\"}",
+                0.0,
+            ),
+        ] {
+            assert_eq!(values.get(name), Some(&value), "{name} in:\n{text}");
+        }
+        assert!(
+            text.contains("# TYPE safegate_request_duration_seconds histogram"),
+            "{text}"
+        );
     }
 }

@@ -15,13 +15,15 @@ use std::time::Instant;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
+use crate::decrypt::{DecryptRules, SniMismatch};
 use crate::error::{PolicyError, Problem, line_column};
 use crate::file_rule::FileRule;
 use crate::lists::index::{IndexBuilder, ListId};
 use crate::lists::normalize::Host;
 use crate::lists::source::{self, ListFormat};
 use crate::model::{
-    CategoryFile, FileRuleFile, FormatFile, PolicyFile, Timed, UnblockFile, WindowFile, YouTubeFile,
+    CategoryFile, DecryptFile, FileRuleFile, FormatFile, PolicyFile, SniMismatchFile, Timed,
+    UnblockFile, WindowFile, YouTubeFile,
 };
 use crate::snapshot::{
     AllowRule, BlockRule, Category, CategoryStats, DenyRule, LoadStats, Role, RoleRules,
@@ -97,6 +99,7 @@ impl Policy {
             builder: IndexBuilder::new(),
             next_list: 0,
             category_of_list: Vec::new(),
+            url_hosts: Vec::new(),
         };
         let draft = compiler.compile(&self.file);
         if !compiler.problems.is_empty() {
@@ -135,6 +138,8 @@ impl Policy {
             windows: draft.windows,
             calendar: draft.calendar,
             unblocks: draft.unblocks,
+            decrypt: draft.decrypt,
+            alerts: std::sync::Arc::new(draft.alerts),
             stats,
         })
     }
@@ -152,6 +157,8 @@ struct Draft {
     windows: Vec<Window>,
     calendar: Calendar,
     unblocks: Vec<Unblock>,
+    decrypt: DecryptRules,
+    alerts: crate::alerts::AlertSettings,
     stats: LoadStats,
 }
 
@@ -162,6 +169,9 @@ struct Compiler {
     /// Next free list id; `u16::MAX + 1` once exhausted.
     next_list: u16,
     category_of_list: Vec<Option<u16>>,
+    /// Hosts of URL entries (`host/path`) anywhere in the policy, for
+    /// `decrypt.path_rules`.
+    url_hosts: Vec<Host>,
 }
 
 /// Names resolved so far, for checking references.
@@ -241,6 +251,14 @@ impl Compiler {
         );
         let roles = self.roles(file, &names);
         let unblocks = self.unblocks(&file.unblocks, &names, file, &tz);
+        let decrypt = self.decrypt(&file.decrypt, &names);
+        let alerts = crate::alerts::compile(
+            &file.alerts,
+            &self.base,
+            &names.categories,
+            &names.windows,
+            &mut self.problems,
+        );
         Draft {
             tz,
             default_role,
@@ -252,6 +270,8 @@ impl Compiler {
             windows,
             calendar,
             unblocks,
+            decrypt,
+            alerts,
             stats,
         }
     }
@@ -384,6 +404,8 @@ impl Compiler {
                         counts.expressions += entries.expressions.len();
                         counts.skipped += entries.skipped.len();
                         self.builder.add(list, &entries);
+                        self.url_hosts
+                            .extend(entries.urls.iter().map(|(host, _)| host.clone()));
                     }
                     Err(e) => self.problem(skey, format!("{}: {e}", path.display())),
                 }
@@ -396,6 +418,7 @@ impl Compiler {
                     }
                     Ok(Site::Url(host, path)) => {
                         counts.urls += 1;
+                        self.url_hosts.push(host.clone());
                         self.builder.add_url(list, host, path);
                     }
                     Err(e) => self.problem(format!("{key}.sites[{i}]"), e),
@@ -427,7 +450,10 @@ impl Compiler {
     fn add_site(&mut self, list: ListId, key: &str, text: &str) {
         match parse_site(text) {
             Ok(Site::Domain(host)) => self.builder.add_domain(list, host),
-            Ok(Site::Url(host, path)) => self.builder.add_url(list, host, path),
+            Ok(Site::Url(host, path)) => {
+                self.url_hosts.push(host.clone());
+                self.builder.add_url(list, host, path);
+            }
             Err(e) => self.problem(key, e),
         }
     }
@@ -822,6 +848,62 @@ impl Compiler {
                     until_text: local_text(until, tz),
                     reason: u.reason.clone(),
                 });
+            }
+        }
+        out
+    }
+}
+
+impl Compiler {
+    /// `[decrypt]`: lists for the sites, category references checked, and one list
+    /// of the hosts that URL entries name when `path_rules` is on.
+    fn decrypt(&mut self, file: &DecryptFile, names: &Names) -> DecryptRules {
+        let never_sites = self.allow_list("decrypt.never_sites", &file.never_sites);
+        let sites = self.allow_list("decrypt.sites", &file.sites);
+        let never_categories =
+            self.category_refs("decrypt.never_categories", &file.never_categories, names);
+        let categories = self.category_refs("decrypt.categories", &file.categories, names);
+        for (i, name) in file.categories.iter().enumerate() {
+            if file.never_categories.contains(name) {
+                self.problem(
+                    format!("decrypt.categories[{i}]"),
+                    format!("`{name}` is also in decrypt.never_categories; keep it in one"),
+                );
+            }
+        }
+        let path_hosts = (file.path_rules && !self.url_hosts.is_empty()).then(|| {
+            let list = self.new_list(None);
+            for host in std::mem::take(&mut self.url_hosts) {
+                self.builder.add_domain(list, host);
+            }
+            list
+        });
+        DecryptRules {
+            never_sites,
+            never_categories,
+            sites,
+            categories,
+            path_hosts,
+            sni_mismatch: match file.sni_mismatch {
+                SniMismatchFile::Block => SniMismatch::Block,
+                SniMismatchFile::Allow => SniMismatch::Allow,
+            },
+        }
+    }
+
+    /// Category names resolved to their indexes; unknown names are problems.
+    fn category_refs(&mut self, key: &str, list: &[String], names: &Names) -> Vec<u16> {
+        let mut out = Vec::new();
+        for (i, name) in list.iter().enumerate() {
+            match names.categories.get(name) {
+                Some(&(id, _)) => out.push(id),
+                None => self.problem(
+                    format!("{key}[{i}]"),
+                    format!(
+                        "unknown category `{name}`{}",
+                        known(names.categories.keys())
+                    ),
+                ),
             }
         }
         out

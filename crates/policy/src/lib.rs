@@ -13,7 +13,9 @@
 //! # Ok(()) }
 //! ```
 
+mod alerts;
 mod compile;
+mod decrypt;
 mod error;
 mod file_rule;
 mod model;
@@ -22,7 +24,9 @@ mod window;
 
 use safegate_lists as lists;
 
+pub use alerts::{AlertSettings, HeavyUse, PhraseList, Severity, StaffSocial, parse_phrase_file};
 pub use compile::Policy;
+pub use decrypt::{DecryptDecision, SniMismatch};
 pub use error::{PolicyError, Problem};
 pub use lists::normalize::RequestTarget;
 pub use snapshot::{

@@ -38,6 +38,12 @@ pub(crate) struct PolicyFile {
     /// Temporary unblocks.
     #[serde(default)]
     pub unblocks: Vec<UnblockFile>,
+    /// Which HTTPS sites are decrypted.
+    #[serde(default)]
+    pub decrypt: DecryptFile,
+    /// What the safeguarding alert engine looks for.
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsFile,
 }
 
 fn default_timezone() -> String {
@@ -46,6 +52,50 @@ fn default_timezone() -> String {
 
 fn default_role() -> String {
     "pupil".to_string()
+}
+
+/// `[decrypt]`: which HTTPS sites SafeGate decrypts with the school's CA.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DecryptFile {
+    #[serde(default)]
+    pub categories: Vec<String>,
+    #[serde(default)]
+    pub sites: Vec<String>,
+    #[serde(default = "default_path_rules")]
+    pub path_rules: bool,
+    #[serde(default)]
+    pub never_categories: Vec<String>,
+    #[serde(default)]
+    pub never_sites: Vec<String>,
+    #[serde(default)]
+    pub sni_mismatch: SniMismatchFile,
+}
+
+fn default_path_rules() -> bool {
+    true
+}
+
+impl Default for DecryptFile {
+    fn default() -> Self {
+        Self {
+            categories: Vec::new(),
+            sites: Vec::new(),
+            path_rules: default_path_rules(),
+            never_categories: Vec::new(),
+            never_sites: Vec::new(),
+            sni_mismatch: SniMismatchFile::Block,
+        }
+    }
+}
+
+/// What to do when a TLS server name differs from the CONNECT host.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SniMismatchFile {
+    #[default]
+    Block,
+    Allow,
 }
 
 /// `[global]`.

@@ -301,6 +301,10 @@ pub struct Snapshot {
     pub(crate) windows: Vec<Window>,
     pub(crate) calendar: Calendar,
     pub(crate) unblocks: Vec<Unblock>,
+    /// The compiled `[decrypt]` section (see `decrypt.rs`).
+    pub(crate) decrypt: crate::decrypt::DecryptRules,
+    /// The compiled `[alerts]` section (see `alerts.rs`).
+    pub(crate) alerts: std::sync::Arc<crate::alerts::AlertSettings>,
     pub(crate) stats: LoadStats,
 }
 

@@ -4,7 +4,9 @@
 //! posts to SafeGate's own address, which the proxy answers itself.
 //!
 //! A blocked CONNECT cannot show a page (browsers do not display a proxy's answer to
-//! CONNECT), so it gets a short text body and the same headers.
+//! CONNECT), so it gets a short text body and the same headers. Inside a decrypted
+//! tunnel the real page is shown over HTTPS, and a site whose certificate fails
+//! verification gets [`certificate_refused`] instead of its content.
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
@@ -111,6 +113,41 @@ pub fn connect_refusal(info: &BlockInfo<'_>) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(text));
     *response.status_mut() = StatusCode::FORBIDDEN;
     decorate(&mut response, info.rule, "text/plain; charset=utf-8");
+    response
+}
+
+/// The 502 page for a decrypted request whose origin presented a certificate that
+/// failed verification (`problem` says how), so the person is not silently sent to a
+/// site that may be an impostor.
+pub fn certificate_refused(host: &str, target: &str, problem: &str) -> Response<ResponseBody> {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>Certificate not valid - SafeGate</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:44em;margin:3em auto;padding:0 1em;color:#222}}\
+code{{word-break:break-all;background:#f3f3f3;padding:.1em .3em}}</style></head>\n\
+<body><h1>This site's security certificate is not valid</h1>\n\
+<p>SafeGate could not confirm that <code>{host}</code> is the real site: {problem}. \
+It did not open the page, because it may not be the site it claims to be.</p>\n\
+<p>Address: <code>{target}</code></p>\n\
+<p>If this is a site you need, tell the school's IT technician.</p>\n\
+<p><small>SafeGate, the school's web filter.</small></p></body></html>\n",
+        host = escape(host),
+        problem = escape(problem),
+        target = escape(target),
+    );
+    let mut response = Response::new(ResponseBody::full(html));
+    *response.status_mut() = StatusCode::BAD_GATEWAY;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        REASON_HEADER,
+        HeaderValue::from_static("upstream-certificate"),
+    );
     response
 }
 

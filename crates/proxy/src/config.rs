@@ -158,6 +158,9 @@ pub struct UpstreamConfig {
     pub pool_max_idle_per_host: usize,
     /// Name resolution.
     pub dns: DnsConfig,
+    /// PEM files of CA certificates trusted towards origins of decrypted sites, besides
+    /// the web's usual roots (a school's internal CA; the tests' origin CA).
+    pub extra_roots: Vec<std::path::PathBuf>,
 }
 
 impl Default for UpstreamConfig {
@@ -170,6 +173,7 @@ impl Default for UpstreamConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 64,
             dns: DnsConfig::default(),
+            extra_roots: Vec::new(),
         }
     }
 }

@@ -7,12 +7,21 @@
 //! plain HTTP joins the same request path, HTTPS is decided on its TLS server name
 //! (`sni`) and relayed without decryption.
 //!
+//! HTTPS through CONNECT is decided on the CONNECT host and the ClientHello's server
+//! name, and tunnelled; or, for the sites the policy's `[decrypt]` section names and
+//! when the school CA is set up, decrypted (`tls`) so that the whole policy applies to
+//! the full address.
+//!
 //! One request flows: `listener` (accept, limits, timeouts) → `service` (identify the
 //! client with `auth`: credentials, portal log-in, address binding or default role, or
 //! send it to the login portal, `portal_pages`; route) →
 //! `tunnel` or forward through `upstream` (DNS, `destination_guard`, connect) →
 //! response streamed back, or an `error_page`. Nothing on that path touches the disk
 //! or a global lock apart from hyper-util's connection pool.
+//!
+//! Every request is counted in [`metrics`] (relaxed atomics in fixed arrays, read by
+//! `/metrics` at scrape time): decisions by verdict, role and category, latencies,
+//! open connections and tunnels, upstream failures, DNS cache hits and misses.
 
 pub mod auth;
 pub mod block_page;
@@ -24,8 +33,10 @@ pub mod error_page;
 pub mod filter;
 pub mod hop_by_hop;
 pub mod local_pages;
+pub mod metrics;
 pub mod safesearch;
 pub mod sni;
+pub mod tls;
 pub mod upstream;
 pub mod visit_record;
 
@@ -88,6 +99,8 @@ pub struct ProxySettings<'a> {
     pub auth: Arc<auth::Authenticator>,
     /// Where visit-log records go; none turns the visit log off.
     pub records: Option<visit_record::SharedSink>,
+    /// HTTPS decryption with the school CA; none tunnels all HTTPS untouched.
+    pub decryption: Option<Arc<tls::Decryption>>,
 }
 
 /// A bound proxy listener, ready to serve.
@@ -130,6 +143,7 @@ impl Proxy {
             policy,
             auth,
             records,
+            decryption,
         } = settings;
         let listener =
             TcpListener::bind(proxy.listen)
@@ -160,7 +174,9 @@ impl Proxy {
             upstream.deny_networks.clone(),
             protected,
         );
-        let resolver = dns::build_resolver(&upstream.dns)?;
+        let stats = Stats::default();
+        stats.register_categories(policy.load().category_names());
+        let resolver = dns::build_resolver(&upstream.dns, stats.dns())?;
         let connector = Connector::new(resolver, guard, upstream.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(upstream.pool_idle_timeout)
@@ -193,9 +209,11 @@ impl Proxy {
             tunnel_idle_timeout: proxy.tunnel_idle_timeout,
             http1,
             client,
+            decryption: decryption
+                .map(|setup| tls::Decrypting::new(setup, connector.clone(), upstream)),
             connector,
             tasks: TaskTracker::new(),
-            stats: Stats::default(),
+            stats,
             started: Instant::now(),
             reviews,
             filter: filter::Filter::new(policy, auth),
@@ -209,6 +227,11 @@ impl Proxy {
             limit: Arc::new(Semaphore::new(proxy.max_connections)),
             shutdown_grace: proxy.shutdown_grace,
         })
+    }
+
+    /// The proxy's counters, for `/metrics`.
+    pub fn metrics(&self) -> Arc<metrics::ProxyMetrics> {
+        self.state.stats.shared()
     }
 
     /// The address actually bound (useful with port 0).

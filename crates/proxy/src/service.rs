@@ -64,7 +64,9 @@ pub(crate) async fn handle(
     state.stats.requests.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let method = request.method().clone();
-    let target = request.uri().to_string();
+    let target = crate::metrics::target_without_userinfo(request.uri());
+    let host = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| request.uri().host().unwrap_or("-").to_owned());
     let response = if method == Method::CONNECT {
         match identify(&state, &client, request.headers(), &target, false).await {
             Ok(who) => tunnel::open(&state, &client, request, who).await,
@@ -79,14 +81,16 @@ pub(crate) async fn handle(
             Ok(who) if must_log_in(&state, &client, &request, &who.identity) => {
                 portal_pages::redirect_to_login(client.local, &target)
             }
-            Ok(who) => forward(&state, &client, request, who).await,
+            Ok(who) => forward(&state, &client, request, who, SeenAs::PlainHttp).await,
             Err(refusal) => refusal,
         }
     };
+    state.stats.answered(started.elapsed());
     debug!(
         client = %client.peer,
         %method,
-        target,
+        host,
+        decision = crate::metrics::RequestOutcome::of(&response),
         status = response.status().as_u16(),
         elapsed_us = started.elapsed().as_micros() as u64,
         "request"
@@ -231,14 +235,44 @@ async fn own_page(
     )
 }
 
+/// A request inside a decrypted tunnel (`crate::tls::intercept`), already rewritten
+/// to `https://host/path`, for the person identified at CONNECT: the same path as a
+/// plain-HTTP request, over TLS to the origin.
+pub(crate) async fn handle_decrypted(
+    state: Arc<ProxyState>,
+    client: Arc<ClientContext>,
+    request: Request<Incoming>,
+    identity: Identity,
+) -> Response<ResponseBody> {
+    let in_flight = client.activity.request_started();
+    state.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let who = Identified {
+        snapshot: state.filter.snapshot(),
+        identity,
+    };
+    let response = forward(&state, &client, request, who, SeenAs::Decrypted).await;
+    state.stats.answered(started.elapsed());
+    response.map(|body| body.finishing(in_flight))
+}
+
+/// Forwards a plain-HTTP request (`seen_as` `PlainHttp`) or a decrypted HTTPS one
+/// (`Decrypted`).
 async fn forward(
     state: &Arc<ProxyState>,
     client: &ClientContext,
     mut request: Request<Incoming>,
     who: Identified,
+    seen_as: SeenAs,
 ) -> Response<ResponseBody> {
-    let target = request.uri().to_string();
-    if request.uri().scheme() != Some(&Scheme::HTTP) {
+    let target = crate::metrics::target_without_userinfo(request.uri());
+    let decrypted = seen_as == SeenAs::Decrypted;
+    let (scheme, default_port) = if decrypted {
+        (Scheme::HTTPS, 443)
+    } else {
+        (Scheme::HTTP, 80)
+    };
+    if request.uri().scheme() != Some(&scheme) {
         return error_page::page(
             StatusCode::BAD_REQUEST,
             "unsupported-scheme",
@@ -277,9 +311,9 @@ async fn forward(
         who,
         Destination {
             target: &normalized,
-            scheme: "http",
-            port: authority.port_u16().unwrap_or(80),
-            seen_as: SeenAs::PlainHttp,
+            scheme: if decrypted { "https" } else { "http" },
+            port: authority.port_u16().unwrap_or(default_port),
+            seen_as,
         },
     );
     if decision.is_blocked() {
@@ -295,6 +329,9 @@ async fn forward(
     strip_hop_by_hop(headers, upgrade);
     headers.insert(HOST, host_header(&authority));
     append_via(headers, &state.via);
+    // A `user:password@` in the address goes no further (not into the connection
+    // pool's key, nor its log lines).
+    crate::metrics::strip_userinfo(request.uri_mut());
     if let Err(response) = enforce_safesearch(
         &mut request,
         &authority,
@@ -307,11 +344,31 @@ async fn forward(
 
     let counter = pending.as_ref().map(|p| Arc::clone(&p.bytes_up));
     let request = request.map(|body| UpstreamBody::new(body, counter));
-    let sent = tokio::time::timeout(state.response_timeout, state.client.request(request)).await;
+    let sent = tokio::time::timeout(state.response_timeout, async {
+        match &state.decryption {
+            Some(decryption) if decrypted => {
+                // The origin's HTTP version is its own (ALPN); the client's is not.
+                let mut request = request;
+                *request.version_mut() = http::Version::HTTP_11;
+                decryption.client.request(request).await
+            }
+            _ => state.client.request(request).await,
+        }
+    })
+    .await;
     let mut response = match sent {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
+            // A certificate that fails verification gets a page saying so.
+            if let Some(page) = decrypted
+                .then(|| crate::tls::certificate_refusal(&error, &host, &target))
+                .flatten()
+            {
+                state.stats.upstream_failed_kind("upstream-certificate");
+                return with_record(page, pending, Some("upstream-certificate"));
+            }
             let error = upstream_error(&error, &host);
+            state.stats.upstream_failed(&error);
             debug!(%error, target, "upstream failed");
             let page = error_page::upstream_failure(&error, &target);
             return with_record(page, pending, Some(error.kind()));
@@ -321,6 +378,7 @@ async fn forward(
                 host,
                 seconds: state.response_timeout.as_secs(),
             };
+            state.stats.upstream_failed(&error);
             let page = error_page::upstream_failure(&error, &target);
             return with_record(page, pending, Some(error.kind()));
         }
@@ -352,6 +410,7 @@ async fn forward(
                     &target,
                     "The site switched protocols without being asked to.",
                 );
+                state.stats.upstream_failed_kind("upstream-protocol");
                 return with_record(page, pending, Some("upstream-protocol"));
             }
         }
@@ -393,6 +452,7 @@ pub(crate) fn with_record(
     pending: Option<PendingRecord>,
     failure: Option<&str>,
 ) -> Response<ResponseBody> {
+    let response = crate::metrics::RequestOutcome::allowed(response);
     let Some(mut pending) = pending else {
         return response;
     };
@@ -443,7 +503,9 @@ pub(crate) fn decide(
         seen_as,
     } = destination;
     let now = Timestamp::now();
-    let decision = snapshot.decide(&identity.subject(), target, now);
+    let decision = state
+        .stats
+        .decide(&snapshot, &identity.subject(), target, now);
     let pending = state.records.as_ref().map(|sink| {
         let facts = RequestFacts {
             client: client.peer,
@@ -492,11 +554,11 @@ pub(crate) fn blocked(
     let at = filter::local_time(snapshot, now);
     let review_action = format!("http://{}{}", client.local, local_pages::REVIEW_PATH);
     let info = filter::block_info(decision, identity, target, &at, Some(&review_action));
-    if connect {
+    crate::metrics::RequestOutcome::blocked(if connect {
         block_page::connect_refusal(&info)
     } else {
         block_page::page(&info)
-    }
+    })
 }
 
 /// Routes a request for a search engine or YouTube to the provider's enforced

@@ -15,7 +15,9 @@
 //!
 //! Limits: with Encrypted Client Hello the clear-text name is the provider's public
 //! name (e.g. `cloudflare-ech.com`), which is all a proxy that does not decrypt can
-//! see; the real name is sealed.
+//! see; the real name is sealed. [`ClientHello::encrypted_client_hello`] says when
+//! that is the case, so that the outer name is decided rather than taken for domain
+//! fronting.
 
 use std::borrow::Cow;
 
@@ -34,6 +36,8 @@ const HANDSHAKE: u8 = 22;
 const CLIENT_HELLO: u8 = 1;
 /// Extension number of `server_name`.
 const SERVER_NAME: u16 = 0;
+/// Extension number of `encrypted_client_hello` (RFC 9849 / draft-ietf-tls-esni).
+const ENCRYPTED_CLIENT_HELLO: u16 = 0xfe0d;
 /// `NameType` of a DNS host name inside `server_name`.
 const HOST_NAME: u8 = 0;
 /// Longest DNS name (253 characters, 255 with a trailing dot).
@@ -45,6 +49,9 @@ pub struct ClientHello {
     /// The host name the client asked for, lower-cased; none when the client sent no
     /// `server_name` extension (connections to an IP address, old clients).
     pub server_name: Option<String>,
+    /// The ClientHello offers Encrypted Client Hello (`encrypted_client_hello`
+    /// extension): `server_name` is then the provider's public (outer) name.
+    pub encrypted_client_hello: bool,
     /// Bytes from the start of the buffer to the end of the record that completed the
     /// ClientHello.
     pub wire_len: usize,
@@ -128,9 +135,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<ClientHello>, HelloError> {
                 return Err(HelloError::TooLarge);
             }
             if complete && let Some(body) = message.get(4..message_len) {
-                let server_name = server_name(body)?;
+                let (server_name, encrypted_client_hello) = server_name(body)?;
                 return Ok(Some(ClientHello {
                     server_name,
+                    encrypted_client_hello,
                     wire_len: end,
                 }));
             }
@@ -201,8 +209,9 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// The host name in a ClientHello body (RFC 8446 §4.1.2, RFC 5246 §7.4.1.2).
-fn server_name(body: &[u8]) -> Result<Option<String>, HelloError> {
+/// The host name in a ClientHello body (RFC 8446 §4.1.2, RFC 5246 §7.4.1.2), and
+/// whether it offers Encrypted Client Hello.
+fn server_name(body: &[u8]) -> Result<(Option<String>, bool), HelloError> {
     let mut hello = Fields { rest: body };
     let version = hello.u16("version")?;
     if version >> 8 != 3 {
@@ -221,7 +230,7 @@ fn server_name(body: &[u8]) -> Result<Option<String>, HelloError> {
     }
     if hello.is_empty() {
         // A ClientHello without extensions (SSL 3.0 style) has no name.
-        return Ok(None);
+        return Ok((None, false));
     }
     let mut extensions = Fields {
         rest: hello.vec16("extensions")?,
@@ -230,6 +239,7 @@ fn server_name(body: &[u8]) -> Result<Option<String>, HelloError> {
         return Err(HelloError::Malformed("bytes after the extensions"));
     }
     let mut found = None;
+    let mut encrypted = false;
     while !extensions.is_empty() {
         let kind = extensions.u16("extension type")?;
         let data = extensions.vec16("extension data")?;
@@ -238,9 +248,11 @@ fn server_name(body: &[u8]) -> Result<Option<String>, HelloError> {
                 return Err(HelloError::Malformed("two server_name extensions"));
             }
             found = Some(host_name(data)?);
+        } else if kind == ENCRYPTED_CLIENT_HELLO {
+            encrypted = true;
         }
     }
-    Ok(found.flatten())
+    Ok((found.flatten(), encrypted))
 }
 
 /// The `host_name` entry of a `server_name` extension (RFC 6066 §3).
@@ -477,6 +489,19 @@ mod tests {
         // Unknown name types are skipped.
         let other = hello_with(&sni_extension(&[(7, b"\x01\x02"), (0, b"x.org")]));
         assert_eq!(name_of(&other), Ok(Some(Some("x.org".to_owned()))));
+    }
+
+    #[test]
+    fn encrypted_client_hello_is_noticed() {
+        let plain = parse(&rustls_hello("www.example.com")).unwrap().unwrap();
+        assert!(!plain.encrypted_client_hello);
+        // An outer ClientHello: the public name, and an ECH extension (outer type 0,
+        // then an opaque payload).
+        let mut extensions = sni_extension(&[(0, b"public.example.net")]);
+        extensions.extend_from_slice(&[0xfe, 0x0d, 0, 4, 0, 0, 1, 0x55]);
+        let hello = parse(&hello_with(&extensions)).unwrap().unwrap();
+        assert!(hello.encrypted_client_hello);
+        assert_eq!(hello.server_name.as_deref(), Some("public.example.net"));
     }
 
     #[test]

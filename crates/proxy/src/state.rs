@@ -1,9 +1,11 @@
 //! What every connection of one proxy listener shares: settings resolved at start,
-//! the upstream client and its pool, the task tracker used for draining, and counters.
-//! Immutable apart from the atomics.
+//! the upstream client and its pool, the task tracker used for draining, and counters
+//! ([`crate::metrics::ProxyMetrics`], also read by `/metrics`). Immutable apart from
+//! the atomics.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -13,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::PacConfig;
 use crate::local_pages::StatusFigures;
+use crate::metrics::ProxyMetrics;
 use crate::upstream::Connector;
 
 pub(crate) struct ProxyState {
@@ -27,6 +30,8 @@ pub(crate) struct ProxyState {
     pub(crate) http1: http1::Builder,
     pub(crate) client: Client<Connector, crate::body::UpstreamBody>,
     pub(crate) connector: Connector,
+    /// HTTPS decryption, when the school CA is set up.
+    pub(crate) decryption: Option<crate::tls::Decrypting>,
     pub(crate) tasks: TaskTracker,
     pub(crate) stats: Stats,
     pub(crate) started: Instant,
@@ -49,21 +54,45 @@ impl ProxyState {
     }
 }
 
-/// Live counters shown on the status page.
+/// Live counters shown on the status page and exported on `/metrics`.
 #[derive(Default)]
-pub(crate) struct Stats {
-    pub(crate) connections: AtomicUsize,
-    pub(crate) tunnels: AtomicUsize,
-    pub(crate) requests: AtomicU64,
+pub(crate) struct Stats(Arc<ProxyMetrics>);
+
+impl std::ops::Deref for Stats {
+    type Target = ProxyMetrics;
+
+    fn deref(&self) -> &ProxyMetrics {
+        &self.0
+    }
 }
 
 impl Stats {
+    /// The counters, for `/metrics`.
+    pub(crate) fn shared(&self) -> Arc<ProxyMetrics> {
+        Arc::clone(&self.0)
+    }
+
+    /// Decides `target` for `subject` with `snapshot`, counting the decision and its
+    /// time.
+    pub(crate) fn decide(
+        &self,
+        snapshot: &safegate_policy::Snapshot,
+        subject: &safegate_policy::Subject<'_>,
+        target: &safegate_policy::RequestTarget,
+        now: jiff::Timestamp,
+    ) -> safegate_policy::Decision {
+        let started = Instant::now();
+        let decision = snapshot.decide(subject, target, now);
+        self.0.decided(subject.role, &decision, started.elapsed());
+        decision
+    }
+
     pub(crate) fn connection_opened(&self) -> OpenGuard<'_> {
-        OpenGuard::new(&self.connections)
+        OpenGuard::new(&self.0.connections)
     }
 
     pub(crate) fn tunnel_opened(&self) -> OpenGuard<'_> {
-        OpenGuard::new(&self.tunnels)
+        OpenGuard::new(&self.0.tunnels)
     }
 }
 

@@ -314,6 +314,7 @@ pub(crate) async fn serve_tls(
         Ok(origin) => origin,
         Err(error) => {
             debug!(%error, target, "transparent HTTPS connect failed");
+            state.stats.upstream_failed(&error);
             if let Some(pending) = &mut pending {
                 pending.finish(StatusCode::BAD_GATEWAY.as_u16(), Some(error.kind()));
             }
@@ -379,7 +380,9 @@ fn decide(state: &ProxyState, peer: SocketAddr, target: &RequestTarget, port: u1
     let snapshot = state.filter.snapshot();
     let identity = state.filter.identify(peer.ip(), &snapshot);
     let now = Timestamp::now();
-    let decision = snapshot.decide(&identity.subject(), target, now);
+    let decision = state
+        .stats
+        .decide(&snapshot, &identity.subject(), target, now);
     let pending = state.records.as_ref().map(|sink| {
         let facts = RequestFacts {
             client: peer,

@@ -1,37 +1,63 @@
-//! CONNECT tunnels: check the port, connect to the origin (DNS, destination guard,
-//! timeout), answer 200, then copy bytes both ways with half-close until both sides
-//! are done or the tunnel has been idle for `proxy.tunnel_idle_timeout`.
+//! CONNECT tunnels: check the port, decide the host, then either decrypt (the policy's
+//! `[decrypt]` section names the host and the school CA is set up: see
+//! [`crate::tls`]) or tunnel: connect to the origin (DNS, destination guard, timeout),
+//! answer 200, read the client's TLS ClientHello and check its server name, then copy
+//! bytes both ways with half-close until both sides are done or the tunnel has been
+//! idle for `proxy.tunnel_idle_timeout`.
+//!
+//! **The server name is checked too.** A ClientHello whose server name (SNI) differs
+//! from the CONNECT host is domain fronting (an allowed host in CONNECT, another site
+//! inside TLS) and is refused when the policy says `sni_mismatch = "block"` (the
+//! default); with `"allow"` the server name is decided on its own. With Encrypted
+//! Client Hello the clear-text name is the provider's public name, which is decided
+//! like any other name rather than taken for fronting. A CONNECT to an IP address is
+//! decided on the server name as well. A refused ClientHello gets a TLS
+//! `access_denied` alert, is never passed to the origin, and its record says blocked
+//! with the rule (`sni-mismatch`, `tls-unreadable`, or the rule that blocked the name).
+//! Protocols other than TLS in a tunnel, and protocols where the server speaks first,
+//! are relayed unchanged: the CONNECT host was decided.
 
 use std::any::Any;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
+use http::header::USER_AGENT;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use safegate_policy::RequestTarget;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use jiff::Timestamp;
+use safegate_policy::{Decision, RequestTarget, Snapshot, SniMismatch, Verdict};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::body::ResponseBody;
 use crate::client_io::ClientIo;
 use crate::error_page;
-use crate::filter;
+use crate::filter::{self, Identity};
 use crate::safesearch;
 use crate::service::{self, ClientContext, Decided, Destination, Identified};
+use crate::sni::{self, ClientHello, HelloError, MAX_CLIENT_HELLO};
 use crate::state::ProxyState;
-use crate::visit_record::{Direction, TunnelBytes};
+use crate::visit_record::{Direction, PendingRecord, RequestFacts, TunnelBytes};
 use safegate_store::SeenAs;
 
 /// Buffer per direction; large enough that bulk transfers are not syscall-bound.
 const RELAY_BUFFER: usize = 64 * 1024;
+
+/// A fatal `access_denied` alert (RFC 8446 §6.2), for a refused ClientHello.
+pub(crate) const ACCESS_DENIED_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 49];
+
+/// Time given to the alert to leave before the connection is closed.
+const ALERT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Answers a CONNECT request from an identified client.
 pub(crate) async fn open(
@@ -75,6 +101,13 @@ pub(crate) async fn open(
             "The tunnel's host name is not valid.",
         );
     };
+    if state.decryption.is_some() && who.snapshot.decrypt(&normalized).decrypt {
+        // Every request inside is decided (and recorded) on its full address,
+        // blocked host or not, so a blocked site gets the real block page.
+        return crate::tls::intercept::open(
+            state, client, request, who, normalized, &authority, port,
+        );
+    }
     let Decided {
         snapshot,
         identity,
@@ -118,10 +151,28 @@ pub(crate) async fn open(
         pending.follow_tunnel(Arc::clone(&bytes));
     }
     let tunnel_state = Arc::clone(state);
+    let check = NameCheck {
+        snapshot,
+        identity,
+        connect: normalized,
+        now,
+        peer: client.peer,
+    };
     state.tasks.spawn(async move {
         match hyper::upgrade::on(request).await {
-            Ok(client) => {
-                relay_counted(&tunnel_state, TokioIo::new(client), origin, &target, bytes).await;
+            Ok(upgraded) => {
+                let tunnel = Tunnel {
+                    state: &tunnel_state,
+                    origin,
+                    target: &target,
+                    bytes,
+                    pending: &mut pending,
+                    check: &check,
+                };
+                match take_apart(upgraded) {
+                    ClientStream::Tcp(stream, read) => tunnel.run(stream, read).await,
+                    ClientStream::Other(stream) => tunnel.run(stream, Vec::new()).await,
+                }
             }
             Err(error) => debug!(%error, target, "client left before the tunnel opened"),
         }
@@ -129,6 +180,274 @@ pub(crate) async fn open(
         drop(pending);
     });
     Response::new(ResponseBody::empty())
+}
+
+/// The client's side of a CONNECT after the 200: its TCP socket and the bytes hyper
+/// read past the request head, or (never in practice) an opaque upgraded stream.
+pub(crate) enum ClientStream {
+    /// The socket, and what was read from it already.
+    Tcp(TcpStream, Vec<u8>),
+    /// Anything else.
+    Other(TokioIo<Upgraded>),
+}
+
+/// Takes a CONNECT upgrade apart down to the client's socket where possible, so that
+/// the relay can splice.
+pub(crate) fn take_apart(upgraded: Upgraded) -> ClientStream {
+    match upgraded.downcast::<TokioIo<ClientIo>>() {
+        Ok(parts) => {
+            ClientStream::Tcp(parts.io.into_inner().into_stream(), parts.read_buf.to_vec())
+        }
+        Err(upgraded) => ClientStream::Other(TokioIo::new(upgraded)),
+    }
+}
+
+/// What the server name of a tunnel's ClientHello is checked against.
+pub(crate) struct NameCheck {
+    pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) identity: Identity,
+    /// The CONNECT host.
+    pub(crate) connect: RequestTarget,
+    pub(crate) now: Timestamp,
+    pub(crate) peer: SocketAddr,
+}
+
+impl NameCheck {
+    /// `None` when the ClientHello may go on; otherwise the decision that refuses it.
+    pub(crate) fn refusal(&self, hello: &ClientHello) -> Option<Decision> {
+        let name = hello.server_name.as_deref()?;
+        let block = |rule: &str, reason: String| Decision {
+            verdict: Verdict::Block,
+            categories: Vec::new(),
+            rule: rule.to_owned(),
+            reason,
+        };
+        let Ok(named) = RequestTarget::from_parts(name, None) else {
+            return Some(block(
+                "tls-unreadable",
+                format!("the TLS server name `{name}` is not a valid host name"),
+            ));
+        };
+        if named.host == self.connect.host {
+            return None;
+        }
+        if !hello.encrypted_client_hello
+            && !self.connect.host.is_ip()
+            && self.snapshot.sni_mismatch() == SniMismatch::Block
+        {
+            return Some(block(
+                "sni-mismatch",
+                format!(
+                    "the TLS server name `{name}` differs from the tunnel's host `{}` (domain fronting)",
+                    self.connect.host.as_str()
+                ),
+            ));
+        }
+        let decision = self
+            .snapshot
+            .decide(&self.identity.subject(), &named, self.now);
+        decision.is_blocked().then_some(decision)
+    }
+
+    /// Logs a refusal and sends the client the alert.
+    pub(crate) async fn refuse<C: AsyncWrite + Unpin>(
+        &self,
+        client: &mut C,
+        decision: &Decision,
+        server_name: Option<&str>,
+    ) {
+        info!(
+            client = %self.peer,
+            role = self.identity.role.as_str(),
+            user = self.identity.user.as_deref(),
+            host = self.connect.host.as_str(),
+            server_name,
+            rule = decision.rule,
+            reason = decision.reason,
+            "blocked (TLS server name: access_denied alert)"
+        );
+        let _ = tokio::time::timeout(ALERT_WRITE_TIMEOUT, async {
+            if client.write_all(&ACCESS_DENIED_ALERT).await.is_ok() {
+                let _ = client.shutdown().await;
+            }
+        })
+        .await;
+    }
+
+    /// A record for a tunnel refused on its server name, when the visit log is on
+    /// (submitted when dropped).
+    pub(crate) fn record(
+        &self,
+        state: &ProxyState,
+        decision: &Decision,
+        user_agent: Option<&str>,
+        port: u16,
+    ) -> Option<PendingRecord> {
+        state.records.as_ref().map(|sink| {
+            let facts = RequestFacts {
+                client: self.peer,
+                identity: &self.identity,
+                method: "CONNECT",
+                scheme: "https",
+                target: &self.connect,
+                port,
+                decision,
+                seen_as: SeenAs::ConnectHost,
+                user_agent,
+            };
+            let mut pending =
+                PendingRecord::new(facts.record(0), Arc::clone(sink), std::time::Instant::now());
+            pending.finish(StatusCode::FORBIDDEN.as_u16(), None);
+            pending
+        })
+    }
+}
+
+/// How a tunnel's first bytes from the client turned out.
+pub(crate) enum Opening {
+    /// A complete ClientHello.
+    Hello(ClientHello),
+    /// Not TLS at all.
+    NotTls,
+    /// TLS, but not a ClientHello SafeGate can read.
+    Unreadable(HelloError),
+    /// The client closed its side (or went away) before a ClientHello was complete.
+    Closed,
+    /// The origin sent bytes first (a server-speaks-first protocol).
+    ServerFirst,
+    /// Nothing usable within `proxy.header_read_timeout`.
+    TimedOut,
+}
+
+/// Reads from `client` into `buf` (which may hold bytes already) until a ClientHello
+/// is complete or it is clear that none is coming; never buffers more than
+/// [`MAX_CLIENT_HELLO`] bytes. Stops early if `origin` has something to say first.
+pub(crate) async fn read_opening<C: AsyncRead + Unpin>(
+    client: &mut C,
+    buf: &mut Vec<u8>,
+    origin: Option<&TcpStream>,
+    limit: Duration,
+) -> Opening {
+    let reading = async {
+        loop {
+            match sni::parse(buf) {
+                Ok(Some(hello)) => return Opening::Hello(hello),
+                Ok(None) => {}
+                Err(HelloError::NotTls) => return Opening::NotTls,
+                Err(error) => return Opening::Unreadable(error),
+            }
+            let room = MAX_CLIENT_HELLO.saturating_sub(buf.len()).min(16 * 1024);
+            if room == 0 {
+                return Opening::Unreadable(HelloError::TooLarge);
+            }
+            buf.reserve(room);
+            let mut limited = (&mut *buf).limit(room);
+            tokio::select! {
+                read = client.read_buf(&mut limited) => match read {
+                    Ok(0) | Err(_) => return Opening::Closed,
+                    Ok(_) => {}
+                },
+                () = origin_speaks(origin) => return Opening::ServerFirst,
+            }
+        }
+    };
+    tokio::time::timeout(limit, reading)
+        .await
+        .unwrap_or(Opening::TimedOut)
+}
+
+async fn origin_speaks(origin: Option<&TcpStream>) {
+    match origin {
+        Some(origin) => {
+            let _ = origin.readable().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// A tunnel between the 200 and the end of the relay.
+struct Tunnel<'a> {
+    state: &'a Arc<ProxyState>,
+    origin: TcpStream,
+    target: &'a str,
+    bytes: Arc<TunnelBytes>,
+    pending: &'a mut Option<PendingRecord>,
+    check: &'a NameCheck,
+}
+
+impl Tunnel<'_> {
+    /// Checks the ClientHello, then relays (or refuses).
+    async fn run<C>(self, mut client: C, mut buf: Vec<u8>)
+    where
+        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            state,
+            mut origin,
+            target,
+            bytes,
+            pending,
+            check,
+        } = self;
+        let opening = read_opening(
+            &mut client,
+            &mut buf,
+            Some(&origin),
+            state.header_read_timeout,
+        )
+        .await;
+        let refusal = match &opening {
+            Opening::Hello(hello) => check
+                .refusal(hello)
+                .map(|decision| (decision, hello.server_name.clone())),
+            Opening::Unreadable(error) => Some((
+                Decision {
+                    verdict: Verdict::Block,
+                    categories: Vec::new(),
+                    rule: "tls-unreadable".to_owned(),
+                    reason: format!("the TLS ClientHello cannot be read: {error}"),
+                },
+                None,
+            )),
+            Opening::TimedOut => {
+                debug!(
+                    target,
+                    "no ClientHello within proxy.header_read_timeout; tunnel closed"
+                );
+                return;
+            }
+            Opening::NotTls | Opening::Closed | Opening::ServerFirst => None,
+        };
+        if let Some((decision, server_name)) = refusal {
+            if let Some(pending) = pending.as_mut() {
+                pending.block(&decision);
+                pending.finish(StatusCode::FORBIDDEN.as_u16(), None);
+            }
+            check
+                .refuse(&mut client, &decision, server_name.as_deref())
+                .await;
+            return;
+        }
+        if !buf.is_empty() {
+            let sent =
+                tokio::time::timeout(state.tunnel_idle_timeout, origin.write_all(&buf)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                debug!(target, "the origin did not take the tunnel's first bytes");
+                return;
+            }
+            bytes.add(Direction::Up, buf.len() as u64);
+        }
+        relay_counted(state, client, origin, target, bytes).await;
+    }
+}
+
+/// The user agent of a request, for records made after it is gone.
+pub(crate) fn user_agent(request: &Request<Incoming>) -> Option<String> {
+    request
+        .headers()
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Relays between two established streams until both directions have closed (each
@@ -294,9 +613,19 @@ impl<T: Stream + 'static> End<T> {
 }
 
 /// A stream whose reads first return bytes read from it earlier.
-struct Prefixed<T> {
+pub(crate) struct Prefixed<T> {
     pending: Bytes,
     inner: T,
+}
+
+impl<T> Prefixed<T> {
+    /// `inner`, with `pending` read first.
+    pub(crate) fn new(pending: impl Into<Bytes>, inner: T) -> Self {
+        Self {
+            pending: pending.into(),
+            inner,
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use hickory_resolver::TokioResolver;
 use http::Uri;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::destination_guard::DestinationGuard;
+use crate::dns::Resolver;
 use crate::error::UpstreamError;
 
 /// Delay before the next address is tried while earlier attempts are still pending
@@ -33,18 +33,14 @@ pub struct Connector {
 }
 
 struct ConnectorInner {
-    resolver: TokioResolver,
+    resolver: Resolver,
     guard: DestinationGuard,
     connect_timeout: Duration,
 }
 
 impl Connector {
     /// A connector resolving with `resolver` and refusing what `guard` refuses.
-    pub fn new(
-        resolver: TokioResolver,
-        guard: DestinationGuard,
-        connect_timeout: Duration,
-    ) -> Self {
+    pub fn new(resolver: Resolver, guard: DestinationGuard, connect_timeout: Duration) -> Self {
         Self {
             inner: Arc::new(ConnectorInner {
                 resolver,
@@ -196,7 +192,12 @@ impl tower_service::Service<Uri> for Connector {
         let connector = self.clone();
         Box::pin(async move {
             let host = uri.host().unwrap_or_default();
-            let port = uri.port_u16().unwrap_or(80);
+            let default_port = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+                443
+            } else {
+                80
+            };
+            let port = uri.port_u16().unwrap_or(default_port);
             connector.connect(host, port).await.map(TokioIo::new)
         })
     }

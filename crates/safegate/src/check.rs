@@ -27,12 +27,22 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
         Some(text) => parse_time("--at", text, snapshot.timezone(), Timestamp::now())?,
         None => Timestamp::now(),
     };
-    let (target, host_only) = target_of(&args.url)?;
+    let (mut target, mut host_only) = target_of(&args.url)?;
     let subject = Subject {
         role,
         group: args.group.as_deref(),
         user: args.user.as_deref(),
     };
+    // For HTTPS: whether the site is decrypted; with the school CA set up, a
+    // decrypted site is decided on its full address, as the proxy does.
+    let decrypt = snapshot.decrypt(&target);
+    let ca_ready = safegate_proxy::tls::ca::ca_paths(&config.data_dir)
+        .0
+        .exists();
+    if host_only && decrypt.decrypt && ca_ready && args.url.contains('/') {
+        target = RequestTarget::parse_url(&args.url).map_err(|e| anyhow!("{}: {e}", args.url))?;
+        host_only = false;
+    }
     let decision = snapshot.decide(&subject, &target, now);
     let local = now.to_zoned_datetime(snapshot.timezone().clone());
     if args.json {
@@ -48,11 +58,26 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
             "categories": decision.categories,
             "rule": decision.rule,
             "reason": decision.reason,
+            "decrypt": {
+                "decrypt": decrypt.decrypt,
+                "ca_ready": ca_ready,
+                "rule": decrypt.rule,
+                "reason": decrypt.reason,
+            },
         });
         println!("{json}");
     } else {
         let at = local.strftime("%a %-d %b %Y %H:%M %Z").to_string();
         print_decision(args, &decision, role, &target.url_text(), host_only, &at);
+        let status = match (decrypt.decrypt, ca_ready) {
+            (true, true) => "decrypted",
+            (true, false) => "would be decrypted (no school CA yet: `safegate ca init`)",
+            (false, _) => "not decrypted",
+        };
+        println!(
+            "  https:       {status} ({}): {}",
+            decrypt.rule, decrypt.reason
+        );
     }
     Ok(decision.is_blocked())
 }

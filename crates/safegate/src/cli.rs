@@ -31,6 +31,21 @@ pub enum Command {
         after_help = "Examples:\n  safegate check http://www.bet365.com/\n  safegate check --role staff --at '2026-11-23 10:00' https://www.facebook.com/\n  safegate check --role pupil --group year6 --json http://example.com/game.exe"
     )]
     Check(CheckArgs),
+    /// Check what SafeGate needs before it runs: the configuration, the policy and its
+    /// lists (with file, line and column), the CA, the data directory (writable, free
+    /// space), the listeners' ports and the metrics token. Prints OK, WARN or FAIL for
+    /// each, with what to fix; exit status 1 when a check fails.
+    #[command(
+        after_help = "Examples:\n  safegate doctor\n  safegate doctor --config /etc/safegate/config/safegate.toml --set 'data_dir=\"/var/lib/safegate\"'"
+    )]
+    Doctor(ConfigArgs),
+    /// The school's certificate authority for HTTPS decryption: create it, and print
+    /// the certificate to install on school devices.
+    Ca {
+        /// init or export.
+        #[command(subcommand)]
+        action: crate::ca_command::CaAction,
+    },
     /// Check or print the configuration without starting anything.
     Config {
         /// check or show.
@@ -63,6 +78,32 @@ pub enum Command {
         /// add, list, passwd, disable, enable, remove, update or import.
         #[command(subcommand)]
         action: UsersAction,
+    },
+    /// Safeguarding alerts: list them, show one with its evidence, acknowledge or close
+    /// it (with a note; who did it is recorded). Works whether or not SafeGate is
+    /// running, like `safegate log`.
+    #[command(
+        after_help = "Examples:\n  safegate alerts list --open\n  safegate alerts show 17\n  safegate alerts ack 17 --note 'spoke to the pupil and parents'\n  safegate alerts close 17 --note 'resolved'"
+    )]
+    Alerts {
+        /// list, show, ack or close.
+        #[command(subcommand)]
+        action: crate::alerts_command::AlertsAction,
+    },
+    /// The audit log: every policy change, unblock, review decision, alert status change
+    /// and view of one person's history, hash-chained so that tampering is detected.
+    #[command(after_help = "Examples:\n  safegate audit list --from 120\n  safegate audit verify")]
+    Audit {
+        /// list or verify.
+        #[command(subcommand)]
+        action: crate::audit_command::AuditAction,
+    },
+    /// Reports: the weekly sweep report (HTML, JSON, CSV). Works whether or not
+    /// SafeGate is running.
+    Report {
+        /// weekly.
+        #[command(subcommand)]
+        action: crate::report_command::ReportAction,
     },
 }
 

@@ -102,6 +102,12 @@ pub enum Request {
     UsersUpdate(UsersUpdate),
     /// `safegate users import` (and its check before hashing).
     UsersImport(UsersImport),
+    /// `safegate alerts list|show|ack|close`.
+    Alerts(crate::alerts_command::AlertsRequest),
+    /// `safegate report weekly`: the week's figures, gathered by the service.
+    ReportWeek(crate::report_command::ReportRequest),
+    /// `safegate audit list|verify`.
+    Audit(crate::audit_command::AuditRequest),
 }
 
 impl Request {
@@ -161,6 +167,9 @@ impl Request {
                 }
                 text
             }
+            Request::Alerts(alerts) => alerts.describe(),
+            Request::ReportWeek(report) => report.describe(),
+            Request::Audit(audit) => audit.describe(),
             Request::UsersImport(import) => format!(
                 "users import file={:?} rows={}{}",
                 import.source,
@@ -182,6 +191,8 @@ pub enum Output {
     Log(log_exec::Output),
     /// A `users` command's output.
     Users(users_exec::Output),
+    /// Output ready as bytes (alerts and report commands), with its log summary.
+    Bytes(Vec<u8>, String),
 }
 
 impl Output {
@@ -190,6 +201,7 @@ impl Output {
         match self {
             Output::Log(output) => output.summary(),
             Output::Users(output) => output.summary(),
+            Output::Bytes(_, summary) => summary.clone(),
         }
     }
 
@@ -198,6 +210,7 @@ impl Output {
         match self {
             Output::Log(output) => output.write_to(out),
             Output::Users(output) => Ok(output.write_to(out)?),
+            Output::Bytes(bytes, _) => Ok(out.write_all(bytes)?),
         }
     }
 }
@@ -211,6 +224,9 @@ pub enum CommandError {
     /// A `users` command failed.
     #[error(transparent)]
     Users(#[from] UsersFailure),
+    /// The command cannot be done as asked (e.g. there is no such alert).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<UserError> for CommandError {
@@ -259,6 +275,18 @@ pub fn prepare(store: &Store, request: &Request) -> Result<Output, CommandError>
         Request::UsersRemove(user) => users(users_exec::remove(store, user)),
         Request::UsersUpdate(update) => users(users_exec::update(store, update)),
         Request::UsersImport(import) => users(users_exec::import(store, import)),
+        Request::Alerts(alerts) => {
+            let (bytes, summary) = crate::alerts_command::execute(store, alerts)?;
+            Ok(Output::Bytes(bytes, summary))
+        }
+        Request::ReportWeek(report) => {
+            let (bytes, summary) = crate::report_command::execute(store, report)?;
+            Ok(Output::Bytes(bytes, summary))
+        }
+        Request::Audit(audit) => {
+            let (bytes, summary) = crate::audit_command::execute(store, audit)?;
+            Ok(Output::Bytes(bytes, summary))
+        }
     }
 }
 

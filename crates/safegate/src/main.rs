@@ -7,16 +7,24 @@
 //! parses arguments, loads configuration, sets up logging, wires the pieces together
 //! and handles signals.
 
+mod alerting;
+mod alerts_command;
+mod audit_command;
+mod ca_command;
 mod check;
 mod cli;
 mod control;
+mod delivery;
+mod doctor;
 mod export;
 mod lists_import;
 mod log_command;
 mod log_exec;
 mod logging;
 mod policy_reload;
+mod report_command;
 mod retention;
+mod scheduler;
 mod service;
 mod settings;
 mod time_arg;
@@ -24,6 +32,7 @@ mod user_table;
 mod users_command;
 mod users_exec;
 mod users_import;
+mod web_wiring;
 
 use std::process::ExitCode;
 
@@ -41,6 +50,13 @@ fn main() -> ExitCode {
             Ok(false) => Ok(()),
             Err(error) => Err(error),
         },
+        Command::Doctor(args) => {
+            return if doctor::run(&args) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
         Command::Run(args) => Config::load(&args.config, &args.set).and_then(|config| {
             logging::init(&config.log)?;
             service::run(config)
@@ -78,8 +94,12 @@ fn main() -> ExitCode {
                 print!("{summary}");
             }),
         },
+        Command::Ca { action } => ca_command::run(&action),
         Command::Log { action } => log_command::run(&action),
         Command::Users { action } => users_command::run(&action),
+        Command::Alerts { action } => alerts_command::run(&action),
+        Command::Audit { action } => audit_command::run(&action),
+        Command::Report { action } => report_command::run(&action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,6 +32,8 @@ pub struct ReloadCounters {
     pub failed: AtomicU64,
     /// Whether the most recent reload was refused.
     pub last_failed: AtomicBool,
+    /// Why the most recent reload was refused (None after a good one).
+    pub last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl ReloadCounters {
@@ -39,6 +41,24 @@ impl ReloadCounters {
         let counter = if ok { &self.succeeded } else { &self.failed };
         counter.fetch_add(1, Ordering::Relaxed);
         self.last_failed.store(!ok, Ordering::Relaxed);
+        if ok {
+            self.set_last_error(None);
+        }
+    }
+
+    fn set_last_error(&self, error: Option<String>) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
+
+    /// Why the most recent reload was refused, if it was.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -85,6 +105,7 @@ pub async fn reload(path: &Path, handle: &PolicyHandle, counters: &ReloadCounter
         }
         Ok(Err(err)) => {
             counters.record(false);
+            counters.set_last_error(Some(err.to_string()));
             error!(file = %path.display(), "policy NOT reloaded, the previous policy stays live: {err}");
             false
         }
@@ -96,12 +117,40 @@ pub async fn reload(path: &Path, handle: &PolicyHandle, counters: &ReloadCounter
     }
 }
 
-/// Reloads on SIGHUP and (if `watch`) on changes to the policy file, until `shutdown`.
+/// Records the policy file's text in the audit log when it differs from the text
+/// recorded last (a change made by hand, author `file`), so edits made while
+/// SafeGate was stopped are recorded at the next start. Failures are logged, not
+/// fatal: the filter keeps running.
+pub fn audit_policy_file(store: &safegate_store::Store, path: &Path) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) => {
+            warn!(file = %path.display(), %err, "cannot read the policy file for the audit log");
+            return;
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    match store.audit_policy_text(now, "file", None, &text, safegate_web::policy_diff) {
+        Ok(Some(entry)) => info!(
+            sequence = entry.sequence,
+            "policy change recorded in the audit log (author: file)"
+        ),
+        Ok(None) => {}
+        Err(err) => error!(%err, "POLICY CHANGE NOT AUDITED: cannot write the audit log"),
+    }
+}
+
+/// Reloads on SIGHUP, when `reload_now` is notified (an edit from the admin pages)
+/// and (if `watch`) on changes to the policy file, until `shutdown`.
 pub fn spawn_reloader(
     path: PathBuf,
     watch: bool,
     handle: PolicyHandle,
     counters: Arc<ReloadCounters>,
+    store: safegate_store::Store,
+    reload_now: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
@@ -117,6 +166,7 @@ pub fn spawn_reloader(
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = hangup.recv() => info!("SIGHUP received: reloading the policy"),
+                () = reload_now.notified() => info!("policy changed from the admin pages: reloading"),
                 Some(()) = changed.recv() => {
                     // Let the editor finish writing; fold further events into this reload.
                     tokio::time::sleep(SETTLE).await;
@@ -124,7 +174,10 @@ pub fn spawn_reloader(
                     info!(file = %path.display(), "policy file changed: reloading");
                 }
             }
-            reload(&path, &handle, &counters).await;
+            if reload(&path, &handle, &counters).await {
+                let (store, path) = (store.clone(), path.clone());
+                let _ = tokio::task::spawn_blocking(move || audit_policy_file(&store, &path)).await;
+            }
         }
     }))
 }

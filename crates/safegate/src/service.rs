@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use safegate_admin::health::{CheckFn, DataDirWritable};
 use safegate_admin::metrics::{
-    PolicyReloadCollector, ProxyAuthCollector, ProxyAuthCounts, ProxyAuthSource, VisitLogCollector,
+    AlertCollector, AlertCounters, PolicyReloadCollector, PolicySizeCollector, ProxyAuthCollector,
+    ProxyAuthCounts, ProxyAuthSource, ProxyCollector, VisitLogCollector,
 };
-use safegate_admin::{AdminServer, Metrics};
+use safegate_admin::{AdminServer, Metrics, Readiness};
 use safegate_proxy::auth::Authenticator;
 use safegate_proxy::{Drained, Proxy, ProxySettings};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -28,6 +30,23 @@ use crate::user_table;
 
 /// Review requests waiting for the database writer.
 const REVIEW_QUEUE_DEPTH: usize = 1024;
+
+/// HTTPS decryption, when `safegate ca init` has created the school CA in data_dir.
+fn decryption(config: &Config) -> Result<Option<Arc<safegate_proxy::tls::Decryption>>> {
+    use safegate_proxy::tls::{DEFAULT_LEAF_CACHE, Decryption, SchoolCa};
+    let Some(ca) = SchoolCa::load(&config.data_dir).context("the school CA (data_dir/ca)")? else {
+        info!(
+            "no school CA in data_dir: HTTPS is filtered by name and tunnelled (`safegate ca init` creates one)"
+        );
+        return Ok(None);
+    };
+    let setup = Decryption::new(ca, &config.upstream.extra_roots, DEFAULT_LEAF_CACHE)
+        .context("HTTPS decryption")?;
+    info!(
+        "HTTPS decryption on: the sites the policy's [decrypt] section names are decrypted with the school CA"
+    );
+    Ok(Some(Arc::new(setup)))
+}
 
 /// Runs SafeGate until a termination signal.
 pub fn run(config: Config) -> Result<()> {
@@ -56,28 +75,38 @@ async fn serve(config: Config) -> Result<()> {
     );
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
+    policy_reload::audit_policy_file(&store, &config.policy.file);
     let users_watch = user_table::start(&store, &auth)?;
     let (reviews, review_writer) = spawn_review_writer(store.clone(), REVIEW_QUEUE_DEPTH);
+    let clock_offset_micros = crate::alerting::clock_offset_micros();
+    let (alert_batches, alert_batches_rx) = crate::alerting::batch_queue();
     let (records, visit_log_writer, visit_log_stats) = if config.store.visit_log {
         let (queue, writer) = spawn_visit_log_writer(
             store.clone(),
             config.store.queue_capacity,
             config.store.flush_interval,
-            None,
+            Some(alert_batches),
         );
         let stats = Arc::clone(queue.stats());
-        let sink: SharedSink = Arc::new(VisitLogSink { queue });
+        let sink: SharedSink = Arc::new(VisitLogSink {
+            queue,
+            clock_offset_micros,
+        });
         (Some(sink), Some(writer), Some(stats))
     } else {
+        // No batches for the alert engine: it still takes log-in events.
+        drop(alert_batches);
         (None, None, None)
     };
     let reload_counters = Arc::new(ReloadCounters::default());
+    let web_visit_log_stats = visit_log_stats.clone();
     let metrics = metrics(
         visit_log_stats,
         Arc::clone(&reload_counters),
         Arc::clone(&auth),
     )?;
-    let admin = AdminServer::bind(&config.admin, metrics)
+    let readiness = readiness(&config, &reload_counters);
+    let admin = AdminServer::bind(&config.admin, metrics.clone(), Arc::clone(&readiness))
         .await
         .context("admin.listen")?;
     let admin_addr = admin.local_addr();
@@ -91,6 +120,7 @@ async fn serve(config: Config) -> Result<()> {
             policy: Arc::clone(&policy),
             auth: Arc::clone(&auth),
             records,
+            decryption: decryption(&config)?,
         },
         &[admin_addr],
     )
@@ -98,15 +128,52 @@ async fn serve(config: Config) -> Result<()> {
     .context("proxy.listen or transparent.*_listen")?;
     let proxy_addr = proxy.local_addr();
     let (transparent_http, transparent_https) = proxy.transparent_addrs();
+    // The alert dispatcher counts raised alerts here (safegate_alerts_total{kind}).
+    let alert_counters = register_proxy_metrics(&metrics, &proxy, &policy)?;
 
     let shutdown = CancellationToken::new();
+    let alerting = crate::alerting::start(
+        &config,
+        &store,
+        &policy,
+        &auth,
+        crate::alerting::Feeds {
+            batches: alert_batches_rx,
+            clock_offset_micros,
+            counters: alert_counters,
+        },
+        &shutdown,
+    )?;
     let users_follower =
         user_table::spawn_follower(store.clone(), users_watch, auth, shutdown.clone());
+    let reload_now = Arc::new(tokio::sync::Notify::new());
+    let mut listeners = vec![
+        ("proxy".to_owned(), proxy_addr),
+        ("admin".to_owned(), admin_addr),
+    ];
+    listeners.extend(transparent_http.map(|addr| ("transparent HTTP".to_owned(), addr)));
+    listeners.extend(transparent_https.map(|addr| ("transparent HTTPS".to_owned(), addr)));
+    let web = crate::web_wiring::web_state(
+        store.clone(),
+        crate::web_wiring::ServiceHealth {
+            readiness: Arc::clone(&readiness),
+            listeners,
+            policy: Arc::clone(&policy),
+            reloads: Arc::clone(&reload_counters),
+            store: store.clone(),
+            visit_log: web_visit_log_stats,
+        },
+        config.policy.file.clone(),
+        Arc::clone(&policy),
+        Arc::clone(&reload_now),
+    );
     let reloader = policy_reload::spawn_reloader(
         config.policy.file.clone(),
         config.policy.watch,
         policy,
         reload_counters,
+        store.clone(),
+        Arc::clone(&reload_now),
         shutdown.clone(),
     )?;
     // The control socket comes after the listeners bound, so a start-up that fails
@@ -126,8 +193,9 @@ async fn serve(config: Config) -> Result<()> {
     };
     let retention_task = (config.store.retention_days > 0)
         .then(|| retention::spawn(store.clone(), config.store.retention_days, shutdown.clone()));
-    let admin_task = tokio::spawn(admin.run(shutdown.clone()));
+    let admin_task = tokio::spawn(admin.run_with_web(safegate_web::router(web), shutdown.clone()));
     let proxy_task = tokio::spawn(proxy.run(shutdown.clone()));
+    readiness.set_serving(true);
     info!("admin listening on {admin_addr}");
     if let Some(addr) = transparent_http {
         info!("transparent HTTP listening on {addr} (redirect port 80 here)");
@@ -142,6 +210,7 @@ async fn serve(config: Config) -> Result<()> {
     );
 
     signals.next().await;
+    readiness.set_serving(false);
     info!(
         grace_seconds = config.proxy.shutdown_grace.as_secs(),
         "shutting down: no new connections, waiting for open requests and tunnels"
@@ -196,6 +265,7 @@ async fn serve(config: Config) -> Result<()> {
             Err(_) => warn!("visit log writer still busy at exit; queued records may be lost"),
         }
     }
+    alerting.finish().await;
     if let Err(error) = store.flush().await {
         warn!(%error, "cannot flush the database");
     }
@@ -229,6 +299,56 @@ fn metrics(
         ))
         .context("proxy auth metrics")?;
     Ok(metrics)
+}
+
+/// The proxy's, the policy's and the alerts' collectors, once the proxy is bound;
+/// returns the alert counters.
+fn register_proxy_metrics(
+    metrics: &Metrics,
+    proxy: &Proxy,
+    policy: &safegate_proxy::filter::PolicyHandle,
+) -> Result<Arc<AlertCounters>> {
+    metrics
+        .register(Box::new(
+            ProxyCollector::new(proxy.metrics()).context("proxy metrics")?,
+        ))
+        .context("proxy metrics")?;
+    metrics
+        .register(Box::new(
+            PolicySizeCollector::new(Arc::clone(policy)).context("policy metrics")?,
+        ))
+        .context("policy metrics")?;
+    // Every alert kind is exported (at 0) before the alert dispatcher counts here.
+    let alerts = Arc::new(AlertCounters::default());
+    metrics
+        .register(Box::new(
+            AlertCollector::new(Arc::clone(&alerts)).context("alert metrics")?,
+        ))
+        .context("alert metrics")?;
+    Ok(alerts)
+}
+
+/// What `/readyz` checks besides the listeners: the policy file in force (a failed
+/// reload makes SafeGate not ready, see `safegate_admin::health`) and the data
+/// directory taking writes.
+fn readiness(config: &Config, reloads: &Arc<ReloadCounters>) -> Arc<Readiness> {
+    use safegate_admin::metrics::PolicyReloadSource as _;
+    let reloads = Arc::clone(reloads);
+    let file = config.policy.file.clone();
+    let policy_check = CheckFn::new("policy", move || {
+        if reloads.policy_reloads().last_failed {
+            return Err(format!(
+                "the last reload of {} failed, so an older policy is in force: correct the \
+                 file (SafeGate's log gives the line and column) and reload",
+                file.display()
+            ));
+        }
+        Ok(())
+    });
+    Arc::new(Readiness::new(vec![
+        Box::new(policy_check),
+        Box::new(DataDirWritable::new(config.data_dir.clone())),
+    ]))
 }
 
 /// The authenticator's counters for `/metrics`.
@@ -279,6 +399,8 @@ impl Signals {
 /// from search-engine and video-site URLs.
 struct VisitLogSink {
     queue: VisitLogQueue,
+    /// The test clock's offset (see `alerting`); 0 in service.
+    clock_offset_micros: i64,
 }
 
 impl RecordSink for VisitLogSink {
@@ -288,6 +410,9 @@ impl RecordSink for VisitLogSink {
         {
             record.search = safegate_monitor::extract(&record.host, path);
         }
+        record.at_unix_micros = record
+            .at_unix_micros
+            .saturating_add_signed(self.clock_offset_micros);
         // A full queue drops the record; the writer's counters show it.
         let _ = self.queue.submit(record);
     }

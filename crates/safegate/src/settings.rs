@@ -36,6 +36,10 @@ pub struct Config {
     pub store: StoreConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Where new safeguarding alerts are sent (webhook, e-mail).
+    pub delivery: crate::delivery::DeliveryConfig,
+    /// The weekly sweep report's schedule and recipients.
+    pub report: crate::scheduler::ReportConfig,
 }
 
 impl Default for Config {
@@ -51,6 +55,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
             log: LogConfig::default(),
+            delivery: crate::delivery::DeliveryConfig::default(),
+            report: crate::scheduler::ReportConfig::default(),
         }
     }
 }
@@ -135,6 +141,12 @@ impl Config {
             let base = path.parent().unwrap_or(Path::new(""));
             config.policy.file = base.join(&config.policy.file);
         }
+        let base = path.parent().unwrap_or(Path::new(""));
+        for root in &mut config.upstream.extra_roots {
+            if root.is_relative() {
+                *root = base.join(&*root);
+            }
+        }
         let problems = config.validate();
         if !problems.is_empty() {
             let mut message = format!("{file}: invalid configuration");
@@ -171,6 +183,17 @@ impl Config {
             problems.push(ConfigProblem::new(key, message));
         }
         problems.extend(self.auth.validate());
+        for (key, message) in self
+            .delivery
+            .validate()
+            .into_iter()
+            .chain(self.report.validate())
+        {
+            problems.push(ConfigProblem::new(key, message));
+        }
+        for (key, message) in self.admin.validate() {
+            problems.push(ConfigProblem::new(key, message));
+        }
         if self.policy.client_roles.is_some() {
             problems.push(ConfigProblem::new(
                 "policy.client_roles",

@@ -4,9 +4,13 @@
 //! Layout:
 //! - `review_requests`: key = request time in Unix nanoseconds (u64 BE) followed by
 //!   a sequence number (u64 BE) from sled's id generator; value = JSON `ReviewRequest`.
+//! - `review_decisions`: the same key; value = JSON `ReviewDecision`.
 //! - `visit_log`, `visit_log_users`, `visit_log_index`: the visit log, records in
 //!   time-keyed per-user blocks, a copy of them keyed by user, and a host index; the layout, its crash semantics and queries
 //!   are described in [`visit_log`].
+//! - `alerts`, `alerts_open`, `alert_usage`: safeguarding alerts with their evidence
+//!   and status, the open alerts by fold key, and per-user daily usage; see [`alerts`].
+//! - `audit`: the hash-chained, append-only audit log; see [`audit`].
 //! - `users`: key = the user name (normalised), value = a version byte and the user;
 //!   names, writes, generations and watching are described in [`users`]. Password
 //!   hashes are Argon2id PHC strings ([`password`]).
@@ -14,6 +18,8 @@
 //! Writes from the proxy never happen on the request path: the proxy hands records
 //! to a bounded queue (`ReviewQueue`, `VisitLogQueue`) and a writer task applies them.
 
+pub mod alerts;
+pub mod audit;
 pub mod password;
 pub mod record;
 mod reviews;
@@ -21,8 +27,14 @@ pub mod users;
 pub mod visit_log;
 mod visit_log_writer;
 
+pub use crate::alerts::{
+    Alert, AlertFilter, AlertKind, AlertStatus, NewAlert, Raised, Severity, StatusChange,
+};
+pub use crate::audit::{AuditAction, AuditEntry, AuditHash, AuditVerification, NewAuditEntry};
 pub use crate::record::{IdentifiedBy, Outcome, RECORD_VERSION, Record, SearchTerms, SeenAs};
-pub use crate::reviews::{ReviewQueue, ReviewRequest, spawn_review_writer};
+pub use crate::reviews::{
+    ReviewDecision, ReviewEntry, ReviewQueue, ReviewRequest, spawn_review_writer,
+};
 pub use crate::users::{
     BadRow, ImportErrors, ImportReport, ImportRow, NewUser, Permission, User, UserError,
     UserUpdate, UsersWatch,
@@ -61,6 +73,9 @@ pub enum StoreError {
     /// A stored visit-log block is truncated or damaged.
     #[error("a visit-log block is damaged")]
     DamagedBlock,
+    /// The audit log's chain head or an entry is damaged.
+    #[error("the audit log is damaged: {0}")]
+    DamagedAudit(String),
     /// Writing an export failed.
     #[error("cannot write the export: {0}")]
     Io(#[from] std::io::Error),
@@ -123,6 +138,11 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
     }
 
     /// Writes everything to disk, blocking the calling thread (for blocking threads

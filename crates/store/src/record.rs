@@ -107,7 +107,12 @@ impl Record {
     /// The stored form: one version byte (`RECORD_VERSION`) followed by the postcard
     /// encoding of the record.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
+        self.encode_into(Vec::with_capacity(256))
+    }
+
+    /// The stored form in `out`, which is cleared first (its allocation is reused).
+    pub fn encode_into(&self, mut out: Vec<u8>) -> Vec<u8> {
+        out.clear();
         out.push(RECORD_VERSION);
         // Encoding to a Vec cannot fail for this type: every field is a plain value
         // with a known length; postcard reports errors only for sequences of unknown

@@ -1,6 +1,10 @@
 //! The visit-log writer: the proxy hands each [`Record`] to a bounded queue without
-//! waiting ([`VisitLogQueue::submit`]); one task gathers records for one flush interval
-//! (or until it has [`MAX_BATCH`]), then writes them on a blocking thread with
+//! waiting ([`VisitLogQueue::submit`]). The queue is sharded by thread: a record is
+//! encoded on the proxy's own thread and appended to that thread's shard buffer, so
+//! request threads share no lock and no memory with each other or with the writer
+//! apart from one counter (the queue depth, which bounds it). One task gathers records
+//! for one flush interval (or until it has about [`MAX_BATCH`]), then decodes and
+//! writes them on a blocking thread with
 //! [`Store::write_records`] as one atomic batch and flushes sled. Large batches are
 //! what make sled fast (it pays per key; see [`crate::visit_log`]), and they lose
 //! nothing more on a crash than writing early and flushing on the same interval would.
@@ -8,8 +12,9 @@
 //! the writer goes on. Each written batch is then handed, without waiting, to an
 //! optional observer (the safeguarding alert engine), off the proxy's path.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
@@ -87,36 +92,165 @@ impl VisitLogStats {
     }
 }
 
+/// Shards of the queue: each thread appends to its own (chosen once per thread), so
+/// proxy threads never contend for one lock or share the memory they hand over.
+const SHARDS: usize = 16;
+
+/// The index of the calling thread's shard.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
+}
+
+thread_local! {
+    /// Each thread's scratch buffer for encoding a record outside the shard's lock.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Encoded records waiting for the writer: each a u32 LE length and
+/// `Record::encode` bytes.
+#[derive(Debug, Default)]
+struct Shard {
+    bytes: Vec<u8>,
+    records: usize,
+}
+
+/// What the queue handles and the writer share.
+#[derive(Debug)]
+struct Shared {
+    shards: Box<[Mutex<Shard>]>,
+    capacity: u64,
+    stats: Arc<VisitLogStats>,
+    /// Wakes the idle writer when a record arrives after a drain.
+    arrived: Notify,
+    /// Cuts the writer's flush-interval wait short: the high-water mark, or closing.
+    urgent: Notify,
+    high_water: u64,
+    /// Set when the last queue handle is dropped, or when the writer has stopped.
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn submit(&self, record: &Record) -> bool {
+        if self.closed.load(Relaxed) {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            return false;
+        }
+        let depth = self.stats.queue_depth.fetch_add(1, Relaxed) + 1;
+        if depth > self.capacity {
+            self.stats.queue_depth.fetch_sub(1, Relaxed);
+            self.stats.dropped.fetch_add(1, Relaxed);
+            return false;
+        }
+        // Encoding here, on the proxy's thread, means the record's strings are freed
+        // by the thread that allocated them; the writer gets one buffer per shard.
+        let encoded = record.encode_into(SCRATCH.take());
+        let Ok(length) = u32::try_from(encoded.len()) else {
+            self.stats.queue_depth.fetch_sub(1, Relaxed);
+            self.stats.dropped.fetch_add(1, Relaxed);
+            return false;
+        };
+        {
+            let mut shard = lock(&self.shards[shard_index()]);
+            shard.bytes.extend_from_slice(&length.to_le_bytes());
+            shard.bytes.extend_from_slice(&encoded);
+            shard.records += 1;
+        }
+        SCRATCH.set(encoded);
+        if depth == 1 {
+            self.arrived.notify_one();
+        }
+        if depth == self.high_water {
+            self.urgent.notify_one();
+        }
+        true
+    }
+
+    /// Takes every shard's records, up to about `limit`, leaving the rest queued.
+    fn drain(&self, limit: usize) -> (Vec<Vec<u8>>, usize) {
+        let mut taken = Vec::new();
+        let mut records = 0;
+        for shard in &self.shards {
+            if records >= limit {
+                break;
+            }
+            let mut shard = lock(shard);
+            if shard.records > 0 {
+                records += shard.records;
+                shard.records = 0;
+                // The next interval likely brings as much: reserving it now spares the
+                // proxy's thread the buffer's repeated growth and copying.
+                let reserve = Vec::with_capacity(shard.bytes.len());
+                taken.push(std::mem::replace(&mut shard.bytes, reserve));
+            }
+        }
+        self.stats.queue_depth.fetch_sub(records as u64, Relaxed);
+        (taken, records)
+    }
+}
+
+/// Locks a shard; a panic while it was held cannot leave it inconsistent (its two
+/// fields are updated together after the record is encoded), so poisoning is ignored.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Decodes drained shard buffers into records; undecodable ones are counted as lost.
+fn decode_drained(buffers: &[Vec<u8>], records: usize, stats: &VisitLogStats) -> Vec<Record> {
+    let mut decoded = Vec::with_capacity(records);
+    for buffer in buffers {
+        let mut rest = buffer.as_slice();
+        while let Some((length, tail)) = rest.split_first_chunk::<4>() {
+            let length = u32::from_le_bytes(*length) as usize;
+            let Some((item, tail)) = tail.split_at_checked(length) else {
+                break;
+            };
+            match Record::decode(item) {
+                Ok(record) => decoded.push(record),
+                Err(err) => {
+                    stats.lost.fetch_add(1, Relaxed);
+                    error!(%err, "VISIT LOG RECORD LOST: cannot decode a queued record");
+                }
+            }
+            rest = tail;
+        }
+    }
+    decoded
+}
+
 /// The sending side of the visit log, given to the proxy; cheap to clone. Never waits.
+/// The writer drains what was queued and stops when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct VisitLogQueue {
-    sender: mpsc::Sender<Record>,
-    stats: Arc<VisitLogStats>,
-    /// Wakes the writer early when the queue reaches `high_water`.
-    wake: Arc<Notify>,
-    high_water: u64,
+    handle: Arc<QueueHandle>,
+}
+
+#[derive(Debug)]
+struct QueueHandle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for QueueHandle {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Relaxed);
+        self.shared.arrived.notify_one();
+        self.shared.urgent.notify_one();
+    }
 }
 
 impl VisitLogQueue {
     /// Queues a record; false (and counted as dropped) when the queue is full or the
     /// writer has stopped.
     pub fn submit(&self, record: Record) -> bool {
-        let depth = self.stats.queue_depth.fetch_add(1, Relaxed) + 1;
-        if self.sender.try_send(record).is_ok() {
-            if depth == self.high_water {
-                self.wake.notify_one();
-            }
-            true
-        } else {
-            self.stats.queue_depth.fetch_sub(1, Relaxed);
-            self.stats.dropped.fetch_add(1, Relaxed);
-            false
-        }
+        self.handle.shared.submit(&record)
     }
 
     /// The writer's counters.
     pub fn stats(&self) -> &Arc<VisitLogStats> {
-        &self.stats
+        &self.handle.shared.stats
     }
 }
 
@@ -133,93 +267,106 @@ pub fn spawn_visit_log_writer(
     observer: Option<mpsc::Sender<Vec<Record>>>,
 ) -> (VisitLogQueue, JoinHandle<()>) {
     let capacity = capacity.max(1);
-    let (sender, receiver) = mpsc::channel::<Record>(capacity);
-    let stats = Arc::new(VisitLogStats::default());
-    let wake = Arc::new(Notify::new());
-    let high_water = (capacity / 2).clamp(1, MAX_BATCH) as u64;
+    let shared = Arc::new(Shared {
+        shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        capacity: capacity as u64,
+        stats: Arc::new(VisitLogStats::default()),
+        arrived: Notify::new(),
+        urgent: Notify::new(),
+        high_water: (capacity / 2).clamp(1, MAX_BATCH) as u64,
+        closed: AtomicBool::new(false),
+    });
     let task = tokio::spawn(run_writer(
         store,
-        receiver,
-        stats.clone(),
+        Arc::clone(&shared),
         flush_interval,
-        Arc::clone(&wake),
-        high_water,
         observer,
     ));
     let queue = VisitLogQueue {
-        sender,
-        stats,
-        wake,
-        high_water,
+        handle: Arc::new(QueueHandle { shared }),
     };
     (queue, task)
 }
 
-/// The writer's loop. It is woken once when a record arrives after a quiet spell, then
-/// sleeps through the flush interval while records queue up (a wake-up per record
-/// would cost the proxy a cross-thread wake and a context switch per request), unless
-/// the queue reaches its high-water mark first; then it takes everything queued (up
-/// to [`MAX_BATCH`]) and writes it as one batch.
+/// Marks the queue closed when the writer ends (normally or by a panic), so later
+/// records are counted as dropped at once instead of filling the queue.
+struct MarkClosedOnExit(Arc<Shared>);
+
+impl Drop for MarkClosedOnExit {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Relaxed);
+    }
+}
+
+/// The writer's loop. It is woken when a record arrives after a drain, then sleeps
+/// through the flush interval while records queue up (a wake-up per record would cost
+/// the proxy a cross-thread wake and a context switch per request), unless the queue
+/// reaches its high-water mark or is closed first; then it takes everything queued
+/// (about [`MAX_BATCH`] at most) and writes it as one batch.
 async fn run_writer(
     store: Store,
-    mut receiver: mpsc::Receiver<Record>,
-    stats: Arc<VisitLogStats>,
+    shared: Arc<Shared>,
     flush_interval: Duration,
-    wake: Arc<Notify>,
-    high_water: u64,
     observer: Option<mpsc::Sender<Vec<Record>>>,
 ) {
     let flush_interval = flush_interval.max(Duration::from_millis(1));
-    let mut pending: Vec<Record> = Vec::new();
+    let stats = Arc::clone(&shared.stats);
+    let _stopped = MarkClosedOnExit(Arc::clone(&shared));
     loop {
-        let mut received = receiver.recv_many(&mut pending, MAX_BATCH).await;
-        if received == 0 {
-            break;
+        let closed = shared.closed.load(Relaxed);
+        if !closed && stats.queue_depth.load(Relaxed) == 0 {
+            shared.arrived.notified().await;
+            continue;
         }
-        if (pending.len() as u64) < high_water && stats.queue_depth.load(Relaxed) < high_water {
+        if !closed && stats.queue_depth.load(Relaxed) < shared.high_water {
             let deadline = tokio::time::Instant::now() + flush_interval;
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => {}
-                () = wake.notified() => {}
+                () = shared.urgent.notified() => {}
             }
         }
-        while pending.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(record) => {
-                    pending.push(record);
-                    received += 1;
-                }
-                Err(_) => break,
+        let (buffers, records) = shared.drain(MAX_BATCH);
+        if records == 0 {
+            if closed {
+                break;
             }
+            continue;
         }
-        stats.queue_depth.fetch_sub(received as u64, Relaxed);
-        pending = write_and_flush(&store, pending, &stats).await;
+        let batch = write_and_flush(&store, buffers, records, &stats).await;
         if let Some(observer) = &observer
-            && !pending.is_empty()
+            && !batch.is_empty()
         {
-            let batch = std::mem::take(&mut pending);
             let n = batch.len() as u64;
             if observer.try_send(batch).is_err() {
                 stats.observer_dropped.fetch_add(n, Relaxed);
             }
-        } else {
-            pending.clear();
         }
     }
 }
 
-/// Writes one batch as one atomic sled batch and flushes it, on a blocking thread;
-/// gives the batch back (for the observer, or to reuse its allocation).
-async fn write_and_flush(store: &Store, batch: Vec<Record>, stats: &VisitLogStats) -> Vec<Record> {
-    let n = batch.len() as u64;
+/// Decodes drained records and writes them as one atomic sled batch and flushes it,
+/// on a blocking thread; gives the records back (for the observer).
+async fn write_and_flush(
+    store: &Store,
+    buffers: Vec<Vec<u8>>,
+    records: usize,
+    stats: &Arc<VisitLogStats>,
+) -> Vec<Record> {
     let writing = store.clone();
+    let decoding = Arc::clone(stats);
     let started = Instant::now();
     let result = tokio::task::spawn_blocking(move || {
+        let batch = decode_drained(&buffers, records, &decoding);
+        drop(buffers);
         let written = writing.write_records(&batch);
         let flushed = written.is_ok().then(|| writing.flush_blocking());
         (batch, written, flushed)
     })
     .await;
+    let n = match &result {
+        Ok((batch, _, _)) => batch.len() as u64,
+        Err(_) => records as u64,
+    };
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     stats.last_write_micros.store(micros, Relaxed);
     stats.max_write_micros.fetch_max(micros, Relaxed);

@@ -1,0 +1,227 @@
+//! The safeguarding side of `safegate run`, wired in one place: the alert engine
+//! (fed by the visit-log writer's written batches and by the identity layer's
+//! concurrent log-in events), alert delivery (webhook, e-mail) and the weekly report
+//! scheduler. None of it is on the proxy's path: the writer offers batches without
+//! waiting, the log-in events are polled from the authenticator's event log.
+//!
+//! For tests only, the environment variable `SAFEGATE_CLOCK_OFFSET_SECS` shifts the
+//! clock SafeGate stamps records with (and the scheduler's and log-in events'
+//! clocks) by that many seconds, so an end-to-end test can replay a school week
+//! through the real proxy. It is logged as a warning when set.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use safegate_admin::metrics::AlertCounters;
+use safegate_proxy::auth::Authenticator;
+use safegate_proxy::filter::PolicyHandle;
+use safegate_safeguarding::{
+    AlertStats, ConcurrentLogin, EngineInputs, PolicySource, spawn_alert_engine,
+};
+use safegate_store::{AlertKind, Record, Store};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::delivery;
+use crate::scheduler::Scheduler;
+use crate::settings::Config;
+
+/// Written batches waiting for the alert engine (each up to one flush interval's
+/// records); beyond it the writer counts them as not observed.
+pub const ENGINE_QUEUE: usize = 64;
+/// How often the identity layer's concurrent log-in events are read.
+const LOGIN_POLL: Duration = Duration::from_millis(500);
+/// The test clock's environment variable.
+pub const CLOCK_OFFSET_VAR: &str = "SAFEGATE_CLOCK_OFFSET_SECS";
+
+/// The test clock offset in microseconds (0 unless `SAFEGATE_CLOCK_OFFSET_SECS` is
+/// set).
+pub fn clock_offset_micros() -> i64 {
+    match std::env::var(CLOCK_OFFSET_VAR) {
+        Ok(text) => match text.trim().parse::<i64>() {
+            Ok(secs) => {
+                warn!(
+                    seconds = secs,
+                    "{CLOCK_OFFSET_VAR} is set: SafeGate's clock is shifted (for tests only)"
+                );
+                secs.saturating_mul(1_000_000)
+            }
+            Err(_) => {
+                warn!("{CLOCK_OFFSET_VAR} is not a whole number of seconds; ignored");
+                0
+            }
+        },
+        Err(_) => 0,
+    }
+}
+
+/// The running pieces.
+pub struct Alerting {
+    engine: JoinHandle<()>,
+    logins: JoinHandle<()>,
+    delivery: Option<JoinHandle<()>>,
+    scheduler: Option<JoinHandle<()>>,
+    /// The engine's counters (for `safegate_alerts_total{kind}`).
+    pub stats: Arc<AlertStats>,
+}
+
+/// What the rest of the service hands the alerting side.
+pub struct Feeds {
+    /// The visit-log writer's written batches ([`batch_queue`]).
+    pub batches: mpsc::Receiver<Vec<Record>>,
+    /// The test clock's offset ([`clock_offset_micros`]).
+    pub clock_offset_micros: i64,
+    /// `safegate_alerts_total{kind}`.
+    pub counters: Arc<AlertCounters>,
+}
+
+/// The queue the visit-log writer offers its written batches to.
+pub fn batch_queue() -> (mpsc::Sender<Vec<Record>>, mpsc::Receiver<Vec<Record>>) {
+    mpsc::channel(ENGINE_QUEUE)
+}
+
+/// Starts the engine, delivery, the log-in poller and the scheduler; new alerts are
+/// counted in `counters` (`safegate_alerts_total{kind}`).
+pub fn start(
+    config: &Config,
+    store: &Store,
+    policy: &PolicyHandle,
+    auth: &Arc<Authenticator>,
+    feeds: Feeds,
+    shutdown: &CancellationToken,
+) -> Result<Alerting> {
+    let Feeds {
+        batches,
+        clock_offset_micros,
+        counters,
+    } = feeds;
+    let source: PolicySource = {
+        let policy = Arc::clone(policy);
+        Arc::new(move || policy.load_full())
+    };
+    let tz = policy.load().timezone().clone();
+    let delivery = delivery::spawn(&config.delivery, tz, shutdown.clone())?;
+    let (delivery_queue, delivery_task) = match delivery {
+        Some((queue, task)) => {
+            info!("alert delivery on (webhook and/or e-mail)");
+            (Some(queue), Some(task))
+        }
+        None => (None, None),
+    };
+    let (login_sender, login_receiver) = mpsc::channel(256);
+    let logins = tokio::spawn(poll_logins(
+        Arc::clone(auth),
+        login_sender,
+        clock_offset_micros,
+        shutdown.clone(),
+    ));
+    let stats = Arc::new(AlertStats::default());
+    let engine = spawn_alert_engine(
+        store.clone(),
+        Arc::clone(&source),
+        EngineInputs {
+            records: batches,
+            logins: login_receiver,
+        },
+        delivery_queue,
+        Arc::clone(&stats),
+        Some(Arc::new(move |kind: AlertKind| {
+            counters.raised(kind.as_str());
+        })),
+    );
+    let scheduler = if config.report.weekly {
+        let mailer = delivery::Mailer::new(&config.delivery.smtp)?;
+        Some(
+            Scheduler {
+                store: store.clone(),
+                policy: source,
+                config: config.report.clone(),
+                reports_dir: config.data_dir.join("reports"),
+                mailer,
+                clock_offset_micros,
+            }
+            .spawn(shutdown.clone())?,
+        )
+    } else {
+        None
+    };
+    Ok(Alerting {
+        engine,
+        logins,
+        delivery: delivery_task,
+        scheduler,
+        stats,
+    })
+}
+
+impl Alerting {
+    /// Waits (bounded) for the pieces to finish once shutdown was requested and the
+    /// visit-log writer has ended.
+    pub async fn finish(self) {
+        let _ = self.logins.await;
+        let counts = self.stats.snapshot();
+        info!(
+            raised = counts.raised.iter().sum::<u64>(),
+            folded = counts.folded,
+            records = counts.records,
+            "alert engine stopping"
+        );
+        if tokio::time::timeout(Duration::from_secs(10), self.engine)
+            .await
+            .is_err()
+        {
+            warn!("alert engine still busy at exit");
+        }
+        if let Some(task) = self.scheduler {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        if let Some(task) = self.delivery
+            && tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+        {
+            warn!("alert deliveries still running at exit");
+        }
+    }
+}
+
+/// Hands each new concurrent log-in event to the engine.
+async fn poll_logins(
+    auth: Arc<Authenticator>,
+    sender: mpsc::Sender<ConcurrentLogin>,
+    clock_offset_micros: i64,
+    shutdown: CancellationToken,
+) {
+    let mut seen_until = SystemTime::now();
+    let mut ticks = tokio::time::interval(LOGIN_POLL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let events = auth.concurrent_login_events();
+        let mut latest = seen_until;
+        for event in events.into_iter().filter(|e| e.at > seen_until) {
+            latest = latest.max(event.at);
+            let at = event
+                .at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+            let login = ConcurrentLogin {
+                at_unix_micros: u64::try_from(at.saturating_add(clock_offset_micros)).unwrap_or(0),
+                user: event.user.to_string(),
+                old_address: event.old_address,
+                new_address: event.new_address,
+                outcome: format!("{:?}", event.outcome).to_lowercase(),
+            };
+            if sender.try_send(login).is_err() {
+                warn!("alert engine behind: a concurrent log-in event was not evaluated");
+            }
+        }
+        seen_until = latest;
+    }
+}

@@ -1,0 +1,179 @@
+//! `safegate report weekly [--week 2026-W47] [--out DIR] [--pseudonymise]`: the
+//! weekly sweep report as HTML, JSON and CSV files in DIR. The week's figures are
+//! gathered by whichever process holds the database (this one, or the running
+//! service through its control socket, see [`crate::control`]); the files are written
+//! by this command, so they belong to the person who ran it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Subcommand};
+use jiff::Timestamp;
+use safegate_policy::Policy;
+use safegate_report::{GatherOptions, IsoWeek, Pseudonymiser, WeeklyReport};
+use safegate_store::Store;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::ConfigArgs;
+use crate::control::{CommandError, Request, open_store_or_connect};
+use crate::settings::Config;
+use crate::time_arg::policy_timezone;
+
+/// `safegate report ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReportAction {
+    /// The weekly sweep report for one ISO week (Monday to Sunday, school time):
+    /// summary, alerts, searches, websites by role and group, blocked attempts,
+    /// circumvention, staff in core hours, busy uncategorised sites. Writes
+    /// safegate-report-<week>.html (self-contained, printable), .json and one CSV per
+    /// table into --out.
+    #[command(
+        after_help = "Examples:\n  safegate report weekly\n  safegate report weekly --week 2026-W47 --out /srv/reports\n  safegate report weekly --week 2026-W47 --pseudonymise"
+    )]
+    Weekly(ReportWeeklyArgs),
+}
+
+/// `safegate report weekly`.
+#[derive(Debug, Args)]
+pub struct ReportWeeklyArgs {
+    /// ISO week, e.g. 2026-W47 (default: last week).
+    #[arg(long)]
+    pub week: Option<String>,
+    /// Directory for the files (created if needed; default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace people by stable pseudonyms (key in data_dir), for sharing beyond the
+    /// designated safeguarding lead.
+    #[arg(long)]
+    pub pseudonymise: bool,
+    /// Where the configuration comes from.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// A report request, as sent over the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRequest {
+    /// ISO week, `2026-W47`.
+    pub week: String,
+    /// Pseudonymise people.
+    pub pseudonymise: bool,
+    /// The policy file (time zone, phrase lists, categories, core hours).
+    pub policy_file: PathBuf,
+    /// SafeGate's data directory (the pseudonym key).
+    pub data_dir: PathBuf,
+}
+
+impl ReportRequest {
+    /// What the request asks, for the service's log.
+    pub fn describe(&self) -> String {
+        format!(
+            "report weekly week={}{}",
+            self.week,
+            if self.pseudonymise {
+                " pseudonymised"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Gathers one week's report from an open store.
+pub fn make_report(
+    store: &Store,
+    policy_file: &Path,
+    data_dir: &Path,
+    week: IsoWeek,
+    pseudonymise: bool,
+) -> Result<WeeklyReport> {
+    let policy =
+        Policy::load(policy_file).with_context(|| format!("policy {}", policy_file.display()))?;
+    let pseudonymiser = if pseudonymise {
+        Some(Pseudonymiser::load_or_create(data_dir)?)
+    } else {
+        None
+    };
+    let timezone = policy.timezone().iana_name().unwrap_or("UTC").to_owned();
+    let report = safegate_report::gather(
+        store,
+        &policy,
+        &timezone,
+        week,
+        &GatherOptions {
+            pseudonymiser,
+            generated_at_unix_micros: 0,
+        },
+    )?;
+    Ok(report)
+}
+
+/// Does a report request on the open database: (the report as JSON, log summary).
+pub fn execute(store: &Store, request: &ReportRequest) -> Result<(Vec<u8>, String), CommandError> {
+    let week = IsoWeek::parse(&request.week).map_err(|e| CommandError::Refused(e.to_string()))?;
+    let report = make_report(
+        store,
+        &request.policy_file,
+        &request.data_dir,
+        week,
+        request.pseudonymise,
+    )
+    .map_err(|e| CommandError::Refused(format!("{e:#}")))?;
+    let bytes = serde_json::to_vec(&report).map_err(|e| CommandError::Refused(e.to_string()))?;
+    Ok((
+        bytes,
+        format!(
+            "report {} gathered ({} requests{})",
+            report.week,
+            report.summary.requests,
+            if report.pseudonymised {
+                ", pseudonymised"
+            } else {
+                ""
+            }
+        ),
+    ))
+}
+
+/// Runs one `safegate report` command.
+pub fn run(action: &ReportAction) -> Result<()> {
+    let ReportAction::Weekly(args) = action;
+    let config = Config::load(&args.config.config, &args.config.set)?;
+    let (tz, _) = policy_timezone(&config.policy.file);
+    let week = match &args.week {
+        Some(text) => IsoWeek::parse(text)?,
+        None => IsoWeek::previous(Timestamp::now(), &tz),
+    };
+    let request = ReportRequest {
+        week: week.to_string(),
+        pseudonymise: args.pseudonymise,
+        policy_file: absolute(&config.policy.file),
+        data_dir: absolute(&config.data_dir),
+    };
+    let access = open_store_or_connect(&config.data_dir)?;
+    let mut json = Vec::new();
+    access.run(&Request::ReportWeek(request), &mut json)?;
+    let report: WeeklyReport =
+        serde_json::from_slice(&json).map_err(|e| anyhow!("unreadable report data: {e}"))?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
+    let files = safegate_report::write_files(&report, &out)?;
+    println!(
+        "weekly report {} ({} to {}): {} requests, {} searches ({} flagged), {} alerts",
+        report.week,
+        report.first_day,
+        report.last_day,
+        report.summary.requests,
+        report.summary.searches,
+        report.summary.flagged_searches,
+        report.summary.alerts_high + report.summary.alerts_medium + report.summary.alerts_low
+    );
+    for file in files {
+        println!("  {}", file.display());
+    }
+    Ok(())
+}
+
+/// `path` made absolute against the current directory (the service runs elsewhere).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}

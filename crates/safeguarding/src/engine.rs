@@ -1,0 +1,656 @@
+//! The alert engine: one task that takes each batch the visit-log writer has written
+//! (and each concurrent log-in event), applies the rules on a blocking thread, stores
+//! the alerts (folding duplicates of open ones) and hands each *new* alert to delivery
+//! without waiting. It never touches the proxy's path: the writer offers it batches
+//! with `try_send`, and a full engine queue only costs the writer a counter.
+//!
+//! Unusually heavy use is measured here, because it needs the store: each named
+//! user's requests and bytes are added to the day's totals (school-local day,
+//! `alert_usage` tree), and a day is heavy when it passes the policy's minimum and is
+//! more than `factor` times the user's mean over the previous `baseline_days` days
+//! (once at least `min_baseline_days` of them had use). One alert per user and day.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use safegate_policy::{Severity, Snapshot};
+use safegate_store::{Alert, AlertKind, NewAlert, Record, Store};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{error, warn};
+
+use crate::rules::{ConcurrentLogin, Evaluator};
+
+/// Counters of the engine, for metrics (relaxed atomics).
+#[derive(Debug, Default)]
+pub struct AlertStats {
+    raised: [AtomicU64; 7],
+    folded: AtomicU64,
+    records: AtomicU64,
+    store_errors: AtomicU64,
+    delivery_dropped: AtomicU64,
+}
+
+/// The engine's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AlertStatsSnapshot {
+    /// New alerts raised, per kind, in [`AlertKind::ALL`] order.
+    pub raised: [u64; 7],
+    /// Occurrences folded into an open alert.
+    pub folded: u64,
+    /// Records evaluated.
+    pub records: u64,
+    /// Alerts that could not be stored.
+    pub store_errors: u64,
+    /// New alerts not handed to delivery because its queue was full.
+    pub delivery_dropped: u64,
+}
+
+impl AlertStatsSnapshot {
+    /// (kind name, new alerts) pairs, e.g. for `safegate_alerts_total{kind=...}`.
+    pub fn by_kind(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        AlertKind::ALL
+            .iter()
+            .map(|kind| (kind.as_str(), self.raised[kind.index()]))
+    }
+}
+
+impl AlertStats {
+    /// The current values.
+    pub fn snapshot(&self) -> AlertStatsSnapshot {
+        AlertStatsSnapshot {
+            raised: std::array::from_fn(|i| self.raised[i].load(Relaxed)),
+            folded: self.folded.load(Relaxed),
+            records: self.records.load(Relaxed),
+            store_errors: self.store_errors.load(Relaxed),
+            delivery_dropped: self.delivery_dropped.load(Relaxed),
+        }
+    }
+}
+
+/// Where the engine's input comes from.
+pub struct EngineInputs {
+    /// Batches written by the visit-log writer (its observer channel).
+    pub records: mpsc::Receiver<Vec<Record>>,
+    /// Concurrent log-in events from the identity layer.
+    pub logins: mpsc::Receiver<ConcurrentLogin>,
+}
+
+/// The current policy (the binary reads it from its live handle).
+pub type PolicySource = Arc<dyn Fn() -> Arc<Snapshot> + Send + Sync>;
+
+/// Called with the kind of each new alert (e.g. to count it in a metrics registry).
+pub type RaisedHook = Arc<dyn Fn(AlertKind) + Send + Sync>;
+
+/// Starts the engine. It ends when both inputs have closed, after handling what they
+/// held. New alerts go to `delivery` (never waiting: a full queue drops and counts)
+/// and are announced to `on_raised`.
+pub fn spawn_alert_engine(
+    store: Store,
+    policy: PolicySource,
+    inputs: EngineInputs,
+    delivery: Option<mpsc::Sender<Alert>>,
+    stats: Arc<AlertStats>,
+    on_raised: Option<RaisedHook>,
+) -> JoinHandle<()> {
+    tokio::spawn(run(store, policy, inputs, delivery, stats, on_raised))
+}
+
+/// What one round of work needs on the blocking thread.
+struct State {
+    evaluator: Evaluator,
+    usage: HashMap<String, UserDay>,
+}
+
+/// One user's day so far.
+struct UserDay {
+    day: i32,
+    /// Mean requests and bytes a day over the baseline, when there is enough history.
+    baseline: Option<(f64, f64)>,
+    alerted: bool,
+}
+
+enum Input {
+    Records(Vec<Record>),
+    Login(ConcurrentLogin),
+}
+
+async fn run(
+    store: Store,
+    policy: PolicySource,
+    inputs: EngineInputs,
+    delivery: Option<mpsc::Sender<Alert>>,
+    stats: Arc<AlertStats>,
+    on_raised: Option<RaisedHook>,
+) {
+    let EngineInputs { records, logins } = inputs;
+    let (mut records, mut logins) = (Some(records), Some(logins));
+    let mut state = Some(State {
+        evaluator: Evaluator::new(),
+        usage: HashMap::new(),
+    });
+    loop {
+        let input = tokio::select! {
+            batch = async { records.as_mut()?.recv().await }, if records.is_some() => match batch {
+                Some(batch) => Input::Records(batch),
+                None => { records = None; continue; }
+            },
+            event = async { logins.as_mut()?.recv().await }, if logins.is_some() => match event {
+                Some(event) => Input::Login(event),
+                None => { logins = None; continue; }
+            },
+            else => break,
+        };
+        let Some(mut work) = state.take() else { break };
+        let snapshot = policy();
+        let writing = store.clone();
+        let counters = Arc::clone(&stats);
+        let done = tokio::task::spawn_blocking(move || {
+            let raised = evaluate(&writing, &snapshot, &mut work, input, &counters);
+            (work, raised)
+        })
+        .await;
+        match done {
+            Ok((work, raised)) => {
+                state = Some(work);
+                for alert in raised {
+                    if let Some(hook) = &on_raised {
+                        hook(alert.kind);
+                    }
+                    if let Some(delivery) = &delivery
+                        && delivery.try_send(alert).is_err()
+                    {
+                        stats.delivery_dropped.fetch_add(1, Relaxed);
+                        warn!("alert delivery queue full: an alert was not sent (it is stored)");
+                    }
+                }
+            }
+            Err(err) => {
+                error!(%err, "ALERT ENGINE FAILED: alerts are no longer evaluated");
+                break;
+            }
+        }
+    }
+}
+
+/// Applies the rules to one input, stores what they raise; returns the new alerts.
+fn evaluate(
+    store: &Store,
+    policy: &Snapshot,
+    state: &mut State,
+    input: Input,
+    stats: &AlertStats,
+) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    match input {
+        Input::Records(batch) => {
+            stats.records.fetch_add(batch.len() as u64, Relaxed);
+            for record in &batch {
+                state.evaluator.evaluate(policy, record, &mut alerts);
+            }
+            if let Some(latest) = batch.iter().map(|r| r.at_unix_micros).max() {
+                let window = policy.alerts().repeated_blocks_window;
+                let window = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
+                state.evaluator.forget_before(latest.saturating_sub(window));
+            }
+            heavy_use(store, policy, state, &batch, &mut alerts);
+        }
+        Input::Login(event) => {
+            alerts.extend(state.evaluator.concurrent_login(policy, &event));
+        }
+    }
+    let mut raised = Vec::new();
+    for alert in alerts {
+        let kind = alert.kind;
+        match store.raise_alert(alert) {
+            Ok(outcome) if outcome.folded => {
+                stats.folded.fetch_add(1, Relaxed);
+            }
+            Ok(outcome) => {
+                stats.raised[kind.index()].fetch_add(1, Relaxed);
+                tracing::info!(
+                    id = outcome.alert.id,
+                    kind = kind.as_str(),
+                    severity = outcome.alert.severity.as_str(),
+                    who = %outcome.alert.who,
+                    "alert raised: {}",
+                    outcome.alert.summary
+                );
+                raised.push(outcome.alert);
+            }
+            Err(err) => {
+                stats.store_errors.fetch_add(1, Relaxed);
+                error!(%err, kind = kind.as_str(), "ALERT NOT STORED: database error");
+            }
+        }
+    }
+    raised
+}
+
+/// Days since 1970-01-01 of `micros` in the school's time zone.
+pub fn local_day(policy: &Snapshot, micros: u64) -> i32 {
+    let at = Timestamp::from_microsecond(i64::try_from(micros).unwrap_or(i64::MAX))
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let date = policy.timezone().to_datetime(at).date();
+    date.since(Date::constant(1970, 1, 1))
+        .map_or(0, |span| span.get_days())
+}
+
+/// Adds the batch to each named user's day and raises heavy-use alerts.
+fn heavy_use(
+    store: &Store,
+    policy: &Snapshot,
+    state: &mut State,
+    batch: &[Record],
+    alerts: &mut Vec<NewAlert>,
+) {
+    let Some(settings) = policy.alerts().heavy_use.clone() else {
+        return;
+    };
+    let mut days: HashMap<(&str, i32), (u64, u64, &Record)> = HashMap::new();
+    for record in batch {
+        let Some(user) = record.user.as_deref() else {
+            continue;
+        };
+        let entry = days
+            .entry((user, local_day(policy, record.at_unix_micros)))
+            .or_insert((0, 0, record));
+        entry.0 += 1;
+        entry.1 += record.bytes_down;
+        entry.2 = record;
+    }
+    for ((user, day), (requests, bytes, last)) in days {
+        let totals = match store.add_usage(user, day, requests, bytes) {
+            Ok(totals) => totals,
+            Err(err) => {
+                error!(%err, "cannot record daily usage");
+                continue;
+            }
+        };
+        let known = state.usage.get(user).is_some_and(|d| d.day == day);
+        if !known {
+            let from = day - i32::try_from(settings.baseline_days).unwrap_or(i32::MAX);
+            let history = store.usage(user, from, day).unwrap_or_default();
+            let baseline = (history.len() >= settings.min_baseline_days as usize
+                && !history.is_empty())
+            .then(|| {
+                let n = f64::from(settings.baseline_days.max(1));
+                let requests: u64 = history.iter().map(|d| d.1).sum();
+                let bytes: u64 = history.iter().map(|d| d.2).sum();
+                (requests as f64 / n, bytes as f64 / n)
+            });
+            state.usage.insert(
+                user.to_owned(),
+                UserDay {
+                    day,
+                    baseline,
+                    alerted: false,
+                },
+            );
+        }
+        let Some(today) = state.usage.get_mut(user) else {
+            continue;
+        };
+        let Some((mean_requests, mean_bytes)) = today.baseline else {
+            continue;
+        };
+        let heavy_requests =
+            totals.0 >= settings.min_requests && totals.0 as f64 > settings.factor * mean_requests;
+        let heavy_bytes =
+            totals.1 >= settings.min_bytes && totals.1 as f64 > settings.factor * mean_bytes;
+        if today.alerted || !(heavy_requests || heavy_bytes) {
+            continue;
+        }
+        today.alerted = true;
+        alerts.push(NewAlert {
+            kind: AlertKind::HeavyUse,
+            severity: Severity::Low,
+            who: user.to_owned(),
+            user: Some(user.to_owned()),
+            role: last.role.clone(),
+            group: last.group.clone(),
+            subject: format!("day {day}"),
+            summary: format!(
+                "{} requests and {} MB today, against a daily mean of {:.0} requests and {:.0} MB",
+                totals.0,
+                totals.1 / 1_000_000,
+                mean_requests,
+                mean_bytes / 1e6
+            ),
+            at_unix_micros: last.at_unix_micros,
+            evidence: vec![last.clone()],
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::net::IpAddr;
+
+    use safegate_policy::Policy;
+    use safegate_store::{AlertFilter, IdentifiedBy, Outcome, SeenAs};
+
+    use super::*;
+
+    fn policy(dir: &std::path::Path) -> Snapshot {
+        std::fs::write(dir.join("harm.txt"), "kill myself\n!kill myself lyrics\n").unwrap();
+        let text = r#"
+[categories.illegal]
+locked = true
+sites = ["illegal.test"]
+[categories.vpn]
+sites = ["vpn.test"]
+[categories.social]
+sites = ["social.test"]
+[windows.core]
+days = ["mon-fri"]
+times = ["08:30-15:30"]
+[roles.pupil]
+[roles.staff]
+[roles.filter-admin]
+[alerts]
+circumvention_categories = ["vpn"]
+repeated_blocks = { attempts = 3, minutes = 1 }
+staff_social = { categories = ["social"], window = "core" }
+heavy_use = { factor = 3.0, min_requests = 50, min_bytes = 1000000000000, baseline_days = 7, min_baseline_days = 3 }
+[[alerts.phrases]]
+list = "self-harm"
+path = "harm.txt"
+severity = "high"
+"#;
+        let path = dir.join("policy.toml");
+        std::fs::write(&path, text).unwrap();
+        Policy::load(&path).unwrap()
+    }
+
+    fn record(
+        at: &str,
+        user: &str,
+        role: &str,
+        host: &str,
+        path: &str,
+        outcome: Outcome,
+    ) -> Record {
+        Record {
+            at_unix_micros: at.parse::<Timestamp>().unwrap().as_microsecond() as u64,
+            user: Some(user.into()),
+            role: role.into(),
+            group: None,
+            client: IpAddr::from([10, 0, 0, 9]),
+            identified_by: IdentifiedBy::ProxyAuth,
+            method: "GET".into(),
+            scheme: "http".into(),
+            host: host.into(),
+            port: 80,
+            path: Some(path.into()),
+            categories: match host {
+                "illegal.test" => vec!["illegal".into()],
+                "vpn.test" => vec!["vpn".into()],
+                "social.test" => vec!["social".into()],
+                _ => vec![],
+            },
+            outcome,
+            rule: "default".into(),
+            status: 200,
+            bytes_up: 0,
+            bytes_down: 1000,
+            duration_micros: 0,
+            search: None,
+            seen_as: SeenAs::PlainHttp,
+            user_agent: None,
+            failure: None,
+        }
+    }
+
+    fn kinds(raised: &[Alert]) -> Vec<(&str, AlertKind)> {
+        raised.iter().map(|a| (a.who.as_str(), a.kind)).collect()
+    }
+
+    #[test]
+    fn each_rule_raises_what_it_should_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = policy(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        let stats = AlertStats::default();
+        let mut state = State {
+            evaluator: Evaluator::new(),
+            usage: HashMap::new(),
+        };
+        let batch = vec![
+            // A phrase in a percent-encoded path; its exception does not cover it.
+            record(
+                "2026-11-17T10:00:00Z",
+                "amy",
+                "pupil",
+                "a.test",
+                "/q?x=kill%20my%24elf",
+                Outcome::Failed,
+            ),
+            // The exception covers this one.
+            record(
+                "2026-11-17T10:00:01Z",
+                "ben",
+                "pupil",
+                "a.test",
+                "/kill-myself-lyrics",
+                Outcome::Allowed,
+            ),
+            record(
+                "2026-11-17T10:00:02Z",
+                "cat",
+                "pupil",
+                "illegal.test",
+                "/",
+                Outcome::Blocked,
+            ),
+            record(
+                "2026-11-17T10:00:03Z",
+                "dan",
+                "pupil",
+                "vpn.test",
+                "/",
+                Outcome::Blocked,
+            ),
+            // Staff social: inside core hours, and (eve) outside.
+            record(
+                "2026-11-17T10:00:04Z",
+                "fay",
+                "staff",
+                "social.test",
+                "/",
+                Outcome::Allowed,
+            ),
+            record(
+                "2026-11-17T18:00:00Z",
+                "eve",
+                "staff",
+                "social.test",
+                "/",
+                Outcome::Allowed,
+            ),
+            // Pupils on social are not staff.
+            record(
+                "2026-11-17T10:00:05Z",
+                "gus",
+                "pupil",
+                "social.test",
+                "/",
+                Outcome::Allowed,
+            ),
+            // Three blocks within a minute; hal's are spread out.
+            record(
+                "2026-11-17T11:00:00Z",
+                "ivy",
+                "pupil",
+                "b.test",
+                "/1",
+                Outcome::Blocked,
+            ),
+            record(
+                "2026-11-17T11:00:20Z",
+                "ivy",
+                "pupil",
+                "b.test",
+                "/2",
+                Outcome::Blocked,
+            ),
+            record(
+                "2026-11-17T11:00:40Z",
+                "ivy",
+                "pupil",
+                "b.test",
+                "/3",
+                Outcome::Blocked,
+            ),
+            record(
+                "2026-11-17T11:00:00Z",
+                "hal",
+                "pupil",
+                "b.test",
+                "/1",
+                Outcome::Blocked,
+            ),
+            record(
+                "2026-11-17T11:02:00Z",
+                "hal",
+                "pupil",
+                "b.test",
+                "/2",
+                Outcome::Blocked,
+            ),
+            record(
+                "2026-11-17T11:04:00Z",
+                "hal",
+                "pupil",
+                "b.test",
+                "/3",
+                Outcome::Blocked,
+            ),
+        ];
+        let raised = evaluate(&store, &snapshot, &mut state, Input::Records(batch), &stats);
+        assert_eq!(
+            kinds(&raised),
+            [
+                ("amy", AlertKind::SafeguardingPhrase),
+                ("cat", AlertKind::LockedCategory),
+                ("dan", AlertKind::Circumvention),
+                ("fay", AlertKind::StaffSocialCoreHours),
+                ("ivy", AlertKind::RepeatedBlocks),
+            ]
+        );
+        assert_eq!(raised[1].severity, Severity::High);
+        assert_eq!(raised[4].evidence.len(), 3);
+        let snapshot_counts = stats.snapshot();
+        assert_eq!(snapshot_counts.records, 13);
+        assert_eq!(snapshot_counts.raised.iter().sum::<u64>(), 5);
+
+        // A concurrent log-in, and a repeat of amy's phrase folded (not raised again).
+        let login = ConcurrentLogin {
+            at_unix_micros: 1,
+            user: "amy".into(),
+            old_address: IpAddr::from([10, 0, 0, 1]),
+            new_address: IpAddr::from([10, 0, 0, 2]),
+            outcome: "allowed".into(),
+        };
+        let raised = evaluate(&store, &snapshot, &mut state, Input::Login(login), &stats);
+        assert_eq!(kinds(&raised), [("amy", AlertKind::ConcurrentLogin)]);
+        let again = vec![record(
+            "2026-11-17T12:00:00Z",
+            "amy",
+            "pupil",
+            "a.test",
+            "/kill myself",
+            Outcome::Allowed,
+        )];
+        assert!(evaluate(&store, &snapshot, &mut state, Input::Records(again), &stats).is_empty());
+        assert_eq!(stats.snapshot().folded, 1);
+        assert_eq!(store.alerts(&AlertFilter::default()).unwrap().len(), 6);
+    }
+
+    #[test]
+    fn heavy_use_is_measured_against_the_users_own_baseline_once_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = policy(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        let stats = AlertStats::default();
+        let mut state = State {
+            evaluator: Evaluator::new(),
+            usage: HashMap::new(),
+        };
+        let today = local_day(
+            &snapshot,
+            "2026-11-17T10:00:00Z"
+                .parse::<Timestamp>()
+                .unwrap()
+                .as_microsecond() as u64,
+        );
+        // jo: 20 requests a day for the last 4 days; kim: no history.
+        for day in 1..=4 {
+            store.add_usage("jo", today - day, 20, 1000).unwrap();
+        }
+        let burst = |user: &str, n: usize| -> Vec<Record> {
+            (0..n)
+                .map(|i| {
+                    record(
+                        &format!("2026-11-17T10:{:02}:00Z", i % 60),
+                        user,
+                        "pupil",
+                        "c.test",
+                        "/",
+                        Outcome::Allowed,
+                    )
+                })
+                .collect()
+        };
+        // 40 requests: below min_requests.
+        assert!(
+            evaluate(
+                &store,
+                &snapshot,
+                &mut state,
+                Input::Records(burst("jo", 40)),
+                &stats
+            )
+            .is_empty()
+        );
+        // 60 in all: above min_requests, below 3 x the mean (20 x 4 / 7 days, about 11): heavy.
+        let raised = evaluate(
+            &store,
+            &snapshot,
+            &mut state,
+            Input::Records(burst("jo", 20)),
+            &stats,
+        );
+        assert_eq!(kinds(&raised), [("jo", AlertKind::HeavyUse)]);
+        // Once a day.
+        assert!(
+            evaluate(
+                &store,
+                &snapshot,
+                &mut state,
+                Input::Records(burst("jo", 50)),
+                &stats
+            )
+            .is_empty()
+        );
+        // No baseline, no alert.
+        assert!(
+            evaluate(
+                &store,
+                &snapshot,
+                &mut state,
+                Input::Records(burst("kim", 500)),
+                &stats
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            store.usage("jo", today, today + 1).unwrap(),
+            vec![(today, 110, 110_000)]
+        );
+    }
+}

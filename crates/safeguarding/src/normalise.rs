@@ -1,0 +1,103 @@
+//! Text normalisation for phrase matching: what a search box or a URL says, folded so
+//! that spelling games do not hide a phrase. The same function is applied to the
+//! phrases and to the text, so both sides agree.
+//!
+//! Steps: percent-decoding (`%20`, and `+` as a space) when asked; Unicode
+//! compatibility decomposition (NFKD: full-width letters, ligatures, superscripts) with
+//! the combining marks dropped (`suïcide` → `suicide`); lower case; the basic leetspeak
+//! digits and symbols (`0 1 3 4 5 7 @ $` → `o i e a s t a s`); every run of anything
+//! that is not a letter or digit becomes one space. The result starts and ends with a
+//! space, so a phrase written ` kill myself ` matches on word boundaries only.
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
+/// Folds `text` for matching (see the module documentation).
+pub fn normalise(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(' ');
+    let mut after_space = true;
+    for c in text.nfkd() {
+        if is_combining_mark(c) {
+            continue;
+        }
+        for c in c.to_lowercase() {
+            let c = match c {
+                '0' => 'o',
+                '1' => 'i',
+                '3' => 'e',
+                '4' | '@' => 'a',
+                '5' | '$' => 's',
+                '7' => 't',
+                other => other,
+            };
+            if c.is_alphanumeric() {
+                out.push(c);
+                after_space = false;
+            } else if !after_space {
+                out.push(' ');
+                after_space = true;
+            }
+        }
+    }
+    if !after_space {
+        out.push(' ');
+    }
+    out
+}
+
+/// Decodes `%XX` escapes and `+` (a space in query strings); invalid escapes and
+/// invalid UTF-8 are kept as they are (lossily).
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(high), Some(low)) => {
+                        out.push((high * 16 + low) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_case_accents_widths_leetspeak_and_separators() {
+        assert_eq!(normalise("How to KILL   myself?!"), " how to kill myself ");
+        assert_eq!(normalise("su\u{ef}cide"), " suicide ");
+        assert_eq!(normalise("ｓｕｉｃｉｄｅ"), " suicide ");
+        assert_eq!(normalise("k1ll_mys3lf"), " kill myself ");
+        assert_eq!(normalise("$elf-h4rm"), " self harm ");
+        assert_eq!(normalise(""), " ");
+        assert_eq!(
+            normalise("<script>alert(1)</script>"),
+            " script alert i script "
+        );
+    }
+
+    #[test]
+    fn percent_decoding_keeps_what_it_cannot_decode() {
+        assert_eq!(
+            percent_decode("/search?q=kill%20my+self"),
+            "/search?q=kill my self"
+        );
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("caf%C3%A9"), "café");
+    }
+}

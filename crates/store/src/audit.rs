@@ -1,0 +1,518 @@
+//! The audit log: who changed the filtering policy, alert statuses and unblocks, and
+//! who looked at one person's browsing history. Append-only and hash-chained, so an
+//! altered, removed or reordered entry is detected by [`Store::verify_audit`].
+//!
+//! # Layout
+//!
+//! One sled tree, `audit`:
+//!
+//! | key                      | value                                                       |
+//! |--------------------------|-------------------------------------------------------------|
+//! | `E` + sequence (u64 BE)  | [`AUDIT_FORMAT`] (1 byte), postcard [`AuditEntry`], BLAKE2b-256 hash (32 bytes) |
+//! | `H`                      | the chain head: last sequence (u64 BE) and its hash (32 bytes) |
+//! | `P`                      | the policy file's text when its last change was audited (UTF-8) |
+//!
+//! Sequences start at 1 and have no gaps. An entry's hash is BLAKE2b-256 over the
+//! previous entry's hash (32 zero bytes for the first) followed by the entry's format
+//! byte and postcard bytes; the entry also carries the previous hash, so each entry
+//! names its predecessor. An entry and the new head are written in one sled
+//! transaction, so concurrent appends (the service and a command-line tool) serialise.
+//!
+//! What the chain cannot show on its own is the removal of the newest entries together
+//! with a rewritten head: `safegate audit verify` prints the head's sequence and hash
+//! so they can be noted outside the machine and compared later.
+
+use blake2::Blake2b;
+use blake2::digest::Digest;
+use blake2::digest::consts::U32;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::{Store, StoreError};
+
+/// The stored entry format written by [`Store::append_audit`].
+pub const AUDIT_FORMAT: u8 = 1;
+
+const ENTRY: u8 = b'E';
+const HEAD: &[u8] = b"H";
+/// The policy file's text as of its last audited change.
+const POLICY_TEXT: &[u8] = b"P";
+const HASH_LEN: usize = 32;
+
+/// A BLAKE2b-256 hash linking audit entries.
+pub type AuditHash = [u8; HASH_LEN];
+
+/// What kind of action an audit entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditAction {
+    /// The filtering policy changed (through the admin interface, or by hand: actor
+    /// `file`).
+    PolicyChange,
+    /// A temporary unblock was granted or ended.
+    Unblock,
+    /// A review request from a block page was approved or rejected.
+    ReviewDecision,
+    /// An alert was acknowledged, closed or reopened.
+    AlertStatus,
+    /// Someone viewed one person's browsing history (searches, visits, blocks).
+    HistoryViewed,
+    /// A user account was added, changed or removed.
+    UserChange,
+}
+
+impl AuditAction {
+    /// The action's name as shown and exported (`policy-change`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PolicyChange => "policy-change",
+            Self::Unblock => "unblock",
+            Self::ReviewDecision => "review-decision",
+            Self::AlertStatus => "alert-status",
+            Self::HistoryViewed => "history-viewed",
+            Self::UserChange => "user-change",
+        }
+    }
+}
+
+/// What is being recorded, before it gets its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEntry {
+    /// When, Unix microseconds.
+    pub at_unix_micros: u64,
+    /// Who: a user name, or `file` for hand edits of the policy file, or `cli`.
+    pub actor: String,
+    /// What kind of action.
+    pub action: AuditAction,
+    /// What it was done to: a user, an alert id, a site, `policy`.
+    pub subject: String,
+    /// What changed (a diff for policy changes, the new status and note for alerts).
+    pub detail: String,
+    /// Why, when the person gave a reason.
+    pub reason: Option<String>,
+}
+
+/// One entry of the audit log, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the chain, from 1, without gaps.
+    pub sequence: u64,
+    /// When, Unix microseconds.
+    pub at_unix_micros: u64,
+    /// Who.
+    pub actor: String,
+    /// What kind of action.
+    pub action: AuditAction,
+    /// What it was done to.
+    pub subject: String,
+    /// What changed.
+    pub detail: String,
+    /// Why, when given.
+    pub reason: Option<String>,
+    /// The hash of the previous entry (zeros for the first).
+    pub previous_hash: AuditHash,
+}
+
+/// The result of checking the whole chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditVerification {
+    /// Every entry is intact and in order.
+    Intact {
+        /// Entries checked.
+        entries: u64,
+        /// The last entry's hash (zeros when the log is empty).
+        head_hash: AuditHash,
+    },
+    /// The chain is broken at `sequence`.
+    Broken {
+        /// The first entry (or expected entry) that fails.
+        sequence: u64,
+        /// What is wrong there.
+        reason: String,
+    },
+}
+
+fn hash_entry(previous: &AuditHash, stored: &[u8]) -> AuditHash {
+    let mut hasher = Blake2b::<U32>::new();
+    hasher.update(previous);
+    hasher.update(stored);
+    hasher.finalize().into()
+}
+
+fn entry_key(sequence: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = ENTRY;
+    key[1..].copy_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+/// Reads a head value: last sequence and hash.
+fn parse_head(value: &[u8]) -> Option<(u64, AuditHash)> {
+    let (sequence, hash) = value.split_first_chunk::<8>()?;
+    Some((
+        u64::from_be_bytes(*sequence),
+        AuditHash::try_from(hash).ok()?,
+    ))
+}
+
+/// Splits a stored entry into its hashed part and the stored hash.
+fn split_stored(value: &[u8]) -> Option<(&[u8], AuditHash)> {
+    let (body, hash) = value.split_last_chunk::<HASH_LEN>()?;
+    Some((body, *hash))
+}
+
+fn decode_body(body: &[u8]) -> Result<AuditEntry, String> {
+    match body.split_first() {
+        Some((&AUDIT_FORMAT, rest)) => {
+            postcard::from_bytes(rest).map_err(|err| format!("cannot decode the entry: {err}"))
+        }
+        Some((other, _)) => Err(format!("unknown entry format {other}")),
+        None => Err("empty entry".to_owned()),
+    }
+}
+
+impl Store {
+    fn audit_tree(&self) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree("audit")?)
+    }
+
+    /// Appends an entry to the audit log and flushes it to disk before returning (an
+    /// audited action must not be lost by a crash). Returns the stored entry.
+    pub fn append_audit(&self, new: NewAuditEntry) -> Result<AuditEntry, StoreError> {
+        let appended = self.audit_transaction(|_| Ok(Some((new.clone(), None))))?;
+        appended.ok_or_else(|| StoreError::DamagedAudit("the entry was not appended".to_owned()))
+    }
+
+    /// Records a change of the policy file's text: when `text` differs from the text
+    /// recorded last time, appends a [`AuditAction::PolicyChange`] entry by `actor`
+    /// whose detail is `diff(previous, text)` (previous is empty the first time) and
+    /// remembers `text`, in one transaction. None when nothing changed.
+    pub fn audit_policy_text(
+        &self,
+        at_unix_micros: u64,
+        actor: &str,
+        reason: Option<&str>,
+        text: &str,
+        diff: impl Fn(&str, &str) -> String,
+    ) -> Result<Option<AuditEntry>, StoreError> {
+        self.audit_transaction(|previous_text| {
+            let previous = previous_text.unwrap_or_default();
+            if previous == text {
+                return Ok(None);
+            }
+            let entry = NewAuditEntry {
+                at_unix_micros,
+                actor: actor.to_owned(),
+                action: AuditAction::PolicyChange,
+                subject: "policy".to_owned(),
+                detail: diff(&previous, text),
+                reason: reason.map(str::to_owned),
+            };
+            Ok(Some((entry, Some(text.to_owned()))))
+        })
+    }
+
+    /// The policy text recorded by the last [`Store::audit_policy_text`] change.
+    pub fn audited_policy_text(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .audit_tree()?
+            .get(POLICY_TEXT)?
+            .map(|value| String::from_utf8_lossy(&value).into_owned()))
+    }
+
+    /// Runs `decide` on the recorded policy text inside a transaction; when it returns
+    /// an entry, appends it (and stores the new policy text, if given) atomically, then
+    /// flushes.
+    fn audit_transaction(
+        &self,
+        decide: impl Fn(Option<String>) -> Result<Option<(NewAuditEntry, Option<String>)>, StoreError>,
+    ) -> Result<Option<AuditEntry>, StoreError> {
+        let tree = self.audit_tree()?;
+        let appended = tree.transaction(|tx| {
+            let policy_text = tx
+                .get(POLICY_TEXT)?
+                .map(|value| String::from_utf8_lossy(&value).into_owned());
+            let Some((new, new_policy_text)) =
+                decide(policy_text).map_err(ConflictableTransactionError::Abort)?
+            else {
+                return Ok(None);
+            };
+            let (last, previous_hash) = match tx.get(HEAD)? {
+                Some(value) => parse_head(&value).ok_or_else(|| {
+                    ConflictableTransactionError::Abort(StoreError::DamagedAudit(
+                        "the chain head is damaged".to_owned(),
+                    ))
+                })?,
+                None => (0, [0u8; HASH_LEN]),
+            };
+            let entry = AuditEntry {
+                sequence: last + 1,
+                at_unix_micros: new.at_unix_micros,
+                actor: new.actor,
+                action: new.action,
+                subject: new.subject,
+                detail: new.detail,
+                reason: new.reason,
+                previous_hash,
+            };
+            let mut stored = vec![AUDIT_FORMAT];
+            stored = postcard::to_extend(&entry, stored)
+                .map_err(|err| ConflictableTransactionError::Abort(StoreError::from(err)))?;
+            let hash = hash_entry(&previous_hash, &stored);
+            stored.extend_from_slice(&hash);
+            let mut head = Vec::with_capacity(8 + HASH_LEN);
+            head.extend_from_slice(&entry.sequence.to_be_bytes());
+            head.extend_from_slice(&hash);
+            tx.insert(&entry_key(entry.sequence), stored)?;
+            tx.insert(HEAD, head)?;
+            if let Some(text) = new_policy_text {
+                tx.insert(POLICY_TEXT, text.as_bytes())?;
+            }
+            Ok(Some(entry))
+        });
+        let entry = match appended {
+            Ok(entry) => entry,
+            Err(TransactionError::Abort(err)) => return Err(err),
+            Err(TransactionError::Storage(err)) => return Err(err.into()),
+        };
+        if entry.is_some() {
+            tree.flush()?;
+        }
+        Ok(entry)
+    }
+
+    /// Audit entries from `since_sequence` (inclusive), oldest first, at most
+    /// `limit`. An entry that cannot be decoded is an error (the log is evidence).
+    pub fn audit_entries(
+        &self,
+        since_sequence: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let tree = self.audit_tree()?;
+        let mut entries = Vec::new();
+        for item in tree.range(entry_key(since_sequence)..).take(limit) {
+            let (key, value) = item?;
+            if key.first() != Some(&ENTRY) {
+                break;
+            }
+            let (body, _) = split_stored(&value)
+                .ok_or_else(|| StoreError::DamagedAudit("an entry is truncated".to_owned()))?;
+            entries.push(decode_body(body).map_err(StoreError::DamagedAudit)?);
+        }
+        Ok(entries)
+    }
+
+    /// Checks the whole chain: sequences without gaps, each entry's stored hash and
+    /// link to its predecessor, and the head. Reports the first break.
+    pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        let tree = self.audit_tree()?;
+        let mut expected_sequence = 1u64;
+        let mut previous = [0u8; HASH_LEN];
+        let broken = |sequence: u64, reason: &str| {
+            Ok(AuditVerification::Broken {
+                sequence,
+                reason: reason.to_owned(),
+            })
+        };
+        for item in tree.scan_prefix([ENTRY]) {
+            let (key, value) = item?;
+            let sequence = key
+                .get(1..)
+                .and_then(|k| <[u8; 8]>::try_from(k).ok())
+                .map_or(0, u64::from_be_bytes);
+            if sequence != expected_sequence {
+                return broken(
+                    expected_sequence,
+                    &format!("entry {expected_sequence} is missing (next found: {sequence})"),
+                );
+            }
+            let Some((body, stored_hash)) = split_stored(&value) else {
+                return broken(sequence, "the entry is truncated");
+            };
+            if hash_entry(&previous, body) != stored_hash {
+                return broken(sequence, "the entry was altered (its hash does not match)");
+            }
+            let entry = match decode_body(body) {
+                Ok(entry) => entry,
+                Err(reason) => return broken(sequence, &reason),
+            };
+            if entry.sequence != sequence {
+                return broken(sequence, "the entry was moved (its sequence differs)");
+            }
+            if entry.previous_hash != previous {
+                return broken(sequence, "the entry does not follow its predecessor");
+            }
+            previous = stored_hash;
+            expected_sequence += 1;
+        }
+        let entries = expected_sequence - 1;
+        let head = tree.get(HEAD)?;
+        match (head.as_deref().map(parse_head), entries) {
+            (None, 0) => {}
+            (Some(Some((sequence, hash))), _) if sequence == entries && hash == previous => {}
+            (Some(Some((sequence, _))), _) if sequence > entries => {
+                return broken(
+                    entries + 1,
+                    &format!("entries {} to {sequence} were removed", entries + 1),
+                );
+            }
+            _ => return broken(entries, "the chain head does not match the last entry"),
+        }
+        Ok(AuditVerification::Intact {
+            entries,
+            head_hash: previous,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entry(n: u64) -> NewAuditEntry {
+        NewAuditEntry {
+            at_unix_micros: 1_700_000_000_000_000 + n,
+            actor: "head.teacher".into(),
+            action: AuditAction::HistoryViewed,
+            subject: format!("pupil{n}"),
+            detail: "searches 2026-11-16..2026-11-23".into(),
+            reason: Some("safeguarding concern".into()),
+        }
+    }
+
+    fn store_with(n: u64) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 1..=n {
+            let stored = store.append_audit(entry(i)).unwrap();
+            assert_eq!(stored.sequence, i);
+        }
+        (dir, store)
+    }
+
+    #[test]
+    fn empty_and_appended_chains_verify() {
+        let (_dir, store) = store_with(0);
+        assert_eq!(
+            store.verify_audit().unwrap(),
+            AuditVerification::Intact {
+                entries: 0,
+                head_hash: [0; 32]
+            }
+        );
+        let (_dir, store) = store_with(5);
+        assert!(matches!(
+            store.verify_audit().unwrap(),
+            AuditVerification::Intact { entries: 5, .. }
+        ));
+        let entries = store.audit_entries(2, 2).unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        assert_eq!(entries[0].subject, "pupil2");
+    }
+
+    #[test]
+    fn an_altered_entry_is_detected() {
+        let (_dir, store) = store_with(4);
+        let tree = store.audit_tree().unwrap();
+        let key = entry_key(2);
+        let mut value = tree.get(key).unwrap().unwrap().to_vec();
+        // Change one byte of the subject ("pupil2" → "pupil3").
+        let at = value.windows(6).position(|w| w == b"pupil2").unwrap();
+        value[at + 5] = b'3';
+        tree.insert(key, value).unwrap();
+        assert!(matches!(
+            store.verify_audit().unwrap(),
+            AuditVerification::Broken { sequence: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn a_rehashed_entry_breaks_the_next_link() {
+        let (_dir, store) = store_with(3);
+        let tree = store.audit_tree().unwrap();
+        let value = tree.get(entry_key(2)).unwrap().unwrap();
+        let (body, _) = split_stored(&value).unwrap();
+        let mut entry = decode_body(body).unwrap();
+        entry.detail = "nothing to see".into();
+        let mut stored = postcard::to_extend(&entry, vec![AUDIT_FORMAT]).unwrap();
+        let hash = hash_entry(&entry.previous_hash, &stored);
+        stored.extend_from_slice(&hash);
+        tree.insert(entry_key(2), stored).unwrap();
+        assert!(matches!(
+            store.verify_audit().unwrap(),
+            AuditVerification::Broken { sequence: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn removed_entries_are_detected() {
+        let (_dir, store) = store_with(4);
+        let tree = store.audit_tree().unwrap();
+        tree.remove(entry_key(2)).unwrap();
+        assert!(matches!(
+            store.verify_audit().unwrap(),
+            AuditVerification::Broken { sequence: 2, .. }
+        ));
+        let (_dir, store) = store_with(4);
+        let tree = store.audit_tree().unwrap();
+        tree.remove(entry_key(4)).unwrap();
+        assert!(matches!(
+            store.verify_audit().unwrap(),
+            AuditVerification::Broken { sequence: 4, .. }
+        ));
+    }
+
+    #[test]
+    fn policy_text_changes_are_recorded_once_with_their_diff() {
+        let (_dir, store) = store_with(1);
+        let diff = |old: &str, new: &str| format!("-{old}+{new}");
+        let first = store
+            .audit_policy_text(5, "file", None, "a = 1\n", diff)
+            .unwrap()
+            .unwrap();
+        assert_eq!((first.sequence, first.detail.as_str()), (2, "-+a = 1\n"));
+        assert_eq!(
+            store
+                .audit_policy_text(6, "file", None, "a = 1\n", diff)
+                .unwrap(),
+            None
+        );
+        let second = store
+            .audit_policy_text(7, "filter.admin", Some("year 9 lesson"), "a = 2\n", diff)
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.detail, "-a = 1\n+a = 2\n");
+        assert_eq!(second.reason.as_deref(), Some("year 9 lesson"));
+        assert_eq!(
+            store.audited_policy_text().unwrap().as_deref(),
+            Some("a = 2\n")
+        );
+        assert!(matches!(
+            store.verify_audit().unwrap(),
+            AuditVerification::Intact { entries: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn appends_from_many_threads_form_one_chain() {
+        let (_dir, store) = store_with(0);
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let store = store.clone();
+                scope.spawn(move || {
+                    for i in 0..10 {
+                        store.append_audit(entry(t * 100 + i)).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(matches!(
+            store.verify_audit().unwrap(),
+            AuditVerification::Intact { entries: 40, .. }
+        ));
+    }
+}

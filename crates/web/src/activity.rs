@@ -1,0 +1,275 @@
+//! One person's activity for a chosen period, for the headteacher and the designated
+//! safeguarding lead (`reports`): searches, visits (with time spent) and blocked
+//! attempts. Every view is recorded in the audit log (who looked at whose history,
+//! for which period, and why) before anything is shown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Extension, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use maud::html;
+use safegate_store::{AuditAction, NewAuditEntry, Outcome, Query as LogQuery, Record};
+use serde::{Deserialize, Serialize};
+
+use crate::pages::layout;
+use crate::rules::now_micros;
+use crate::{Session, WebState, refusal};
+
+/// Most records read for one view.
+const MAX_RECORDS: usize = 200_000;
+
+/// Idle gap that ends a visit (the visit log's default).
+const VISIT_GAP: Duration = Duration::from_secs(5 * 60);
+
+/// `?user=&from=&until=&reason=`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ActivityQuery {
+    user: Option<String>,
+    /// First day, `2026-11-16` (school time zone).
+    from: Option<String>,
+    /// Last day, inclusive.
+    until: Option<String>,
+    /// Why the history is being looked at (recorded in the audit log).
+    reason: Option<String>,
+}
+
+/// What the page and the API show.
+#[derive(Debug, Default, Serialize)]
+pub struct Activity {
+    /// The person.
+    pub user: String,
+    /// First day shown.
+    pub from: String,
+    /// Last day shown.
+    pub until: String,
+    /// Searches: time, engine, terms, host.
+    pub searches: Vec<(String, String, String, String)>,
+    /// Visits: site, start, minutes, requests, blocked requests.
+    pub visits: Vec<(String, String, u64, u64, u64)>,
+    /// Blocked attempts: time, URL or host, rule.
+    pub blocked: Vec<(String, String, String)>,
+    /// Records read.
+    pub records: usize,
+}
+
+fn school_zone(state: &WebState) -> TimeZone {
+    state.policy.as_ref().map_or(TimeZone::UTC, |policy| {
+        policy.live.load().timezone().clone()
+    })
+}
+
+fn day_start_micros(day: Date, tz: &TimeZone) -> Option<u64> {
+    let zoned = day.to_zoned_datetime(tz.clone()).ok()?;
+    u64::try_from(zoned.timestamp().as_microsecond()).ok()
+}
+
+fn local(micros: u64, tz: &TimeZone) -> String {
+    i64::try_from(micros)
+        .ok()
+        .and_then(|m| jiff::Timestamp::from_microsecond(m).ok())
+        .map_or_else(String::new, |at| {
+            at.to_zoned_datetime(tz.clone())
+                .strftime("%a %Y-%m-%d %H:%M")
+                .to_string()
+        })
+}
+
+fn shown_url(record: &Record) -> String {
+    match &record.path {
+        Some(path) => format!("{}://{}{path}", record.scheme, record.host),
+        None => record.host.clone(),
+    }
+}
+
+/// Reads the activity and records the view; errors are for the person asking.
+async fn gather(
+    state: &WebState,
+    session: &Session,
+    query: &ActivityQuery,
+) -> Result<Activity, (StatusCode, String)> {
+    let bad = |message: &str| (StatusCode::BAD_REQUEST, message.to_owned());
+    let user = query
+        .user
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| bad("give a user name"))?;
+    let reason = query
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| bad("say why you are looking at this person's history (it is recorded)"))?;
+    let tz = school_zone(state);
+    let today = jiff::Timestamp::now().to_zoned_datetime(tz.clone()).date();
+    let parse_day = |text: Option<&str>, default: Date| -> Result<Date, (StatusCode, String)> {
+        match text.map(str::trim).filter(|t| !t.is_empty()) {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<Date>()
+                .map_err(|_| bad("dates are written 2026-11-16")),
+        }
+    };
+    let from = parse_day(
+        query.from.as_deref(),
+        today.saturating_sub(jiff::Span::new().days(6)),
+    )?;
+    let until = parse_day(query.until.as_deref(), today)?;
+    if until < from {
+        return Err(bad("the period ends before it starts"));
+    }
+    let since = day_start_micros(from, &tz).ok_or_else(|| bad("bad start date"))?;
+    let end = until
+        .tomorrow()
+        .ok()
+        .and_then(|day| day_start_micros(day, &tz))
+        .ok_or_else(|| bad("bad end date"))?;
+    let audit = NewAuditEntry {
+        at_unix_micros: now_micros(),
+        actor: session.user.clone(),
+        action: AuditAction::HistoryViewed,
+        subject: user.to_owned(),
+        detail: format!("searches, visits and blocks from {from} to {until}"),
+        reason: Some(reason.to_owned()),
+    };
+    let store = state.store.clone();
+    let log_query = LogQuery {
+        user: Some(user.to_owned()),
+        since: Some(since),
+        until: Some(end),
+        limit: Some(MAX_RECORDS),
+        ..LogQuery::default()
+    };
+    let records = tokio::task::spawn_blocking(move || {
+        // The view is audited before anything is read for it.
+        store.append_audit(audit)?;
+        store.query(&log_query)
+    })
+    .await
+    .map_err(|_| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot read the visit log".to_owned(),
+        )
+    })?
+    .map_err(|err| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the visit log or record the view: {err}"),
+        )
+    })?;
+    let mut activity = Activity {
+        user: user.to_owned(),
+        from: from.to_string(),
+        until: until.to_string(),
+        records: records.len(),
+        ..Activity::default()
+    };
+    for record in &records {
+        if let Some(search) = &record.search {
+            activity.searches.push((
+                local(record.at_unix_micros, &tz),
+                search.engine.clone(),
+                search.terms.clone(),
+                record.host.clone(),
+            ));
+        }
+        if record.outcome == Outcome::Blocked {
+            activity.blocked.push((
+                local(record.at_unix_micros, &tz),
+                shown_url(record),
+                record.rule.clone(),
+            ));
+        }
+    }
+    let mut visits = safegate_monitor::visits::join(&records, VISIT_GAP);
+    visits.sort_by_key(|visit| visit.start_micros);
+    activity.visits = visits
+        .iter()
+        .map(|visit| {
+            (
+                visit.site.clone(),
+                local(visit.start_micros, &tz),
+                visit.duration_micros().div_ceil(60_000_000),
+                visit.requests,
+                visit.blocked,
+            )
+        })
+        .collect();
+    Ok(activity)
+}
+
+/// `GET /activity`: the form, and the activity once a user and reason are given.
+pub async fn activity_page(
+    State(state): State<Arc<WebState>>,
+    Extension(session): Extension<Session>,
+    Query(query): Query<ActivityQuery>,
+) -> Response {
+    let asked = query.user.as_deref().is_some_and(|u| !u.trim().is_empty());
+    let result = if asked {
+        Some(gather(&state, &session, &query).await)
+    } else {
+        None
+    };
+    layout(
+        "One person's activity",
+        Some(&session),
+        html! {
+            p { "Looking at a person's history is recorded in the audit log with your name and reason." }
+            form method="get" action="/activity" {
+                label { "User name " input name="user" required value=(query.user.as_deref().unwrap_or("")); }
+                label { "From " input name="from" type="date" value=(query.from.as_deref().unwrap_or("")); }
+                label { "Until " input name="until" type="date" value=(query.until.as_deref().unwrap_or("")); }
+                label { "Why " input name="reason" required size="40" value=(query.reason.as_deref().unwrap_or("")); }
+                button type="submit" { "Show" }
+            }
+            @match &result {
+                None => {},
+                Some(Err((_, problem))) => p.bad { (problem) },
+                Some(Ok(activity)) => {
+                    h2 { (activity.user) ", " (activity.from) " to " (activity.until) }
+                    p { (activity.records) " requests." }
+                    h3 { "Searches (" (activity.searches.len()) ")" }
+                    table {
+                        tr { th { "When" } th { "Where" } th { "Terms" } }
+                        @for (when, engine, terms, host) in &activity.searches {
+                            tr { td { (when) } td { (engine) " (" (host) ")" } td { (terms) } }
+                        }
+                    }
+                    h3 { "Sites visited (" (activity.visits.len()) " visits)" }
+                    table {
+                        tr { th { "Site" } th { "From" } th { "Minutes" } th { "Requests" } th { "Blocked" } }
+                        @for (site, start, minutes, requests, blocked) in &activity.visits {
+                            tr { td { (site) } td { (start) } td { (minutes) } td { (requests) } td { (blocked) } }
+                        }
+                    }
+                    h3 { "Blocked attempts (" (activity.blocked.len()) ")" }
+                    table {
+                        tr { th { "When" } th { "Address" } th { "Rule" } }
+                        @for (when, url, rule) in &activity.blocked {
+                            tr { td { (when) } td { (url) } td { code { (rule) } } }
+                        }
+                    }
+                },
+            }
+        },
+    )
+    .into_response()
+}
+
+/// `GET /api/activity` (JSON; audited like the page).
+pub async fn activity_api(
+    State(state): State<Arc<WebState>>,
+    Extension(session): Extension<Session>,
+    Query(query): Query<ActivityQuery>,
+) -> Response {
+    match gather(&state, &session, &query).await {
+        Ok(activity) => Json(activity).into_response(),
+        Err((status, problem)) => refusal(true, status, &problem),
+    }
+}

@@ -1,0 +1,322 @@
+//! The alert queue for the headteacher and the designated safeguarding lead
+//! (`reports`): alerts filtered by severity and status, one alert with its evidence
+//! (the records that raised it) and history, and acknowledging or closing it with a
+//! note. Every status change is also recorded in the audit log.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use jiff::tz::TimeZone;
+use maud::html;
+use safegate_store::{
+    Alert, AlertFilter, AlertStatus, AuditAction, NewAuditEntry, Outcome, StatusChange,
+};
+use serde::Deserialize;
+
+use crate::pages::{layout, url_encode};
+use crate::rules::now_micros;
+use crate::{Session, WebState, refusal};
+
+fn zone(state: &WebState) -> TimeZone {
+    state.policy.as_ref().map_or(TimeZone::UTC, |policy| {
+        policy.live.load().timezone().clone()
+    })
+}
+
+fn local(micros: u64, tz: &TimeZone) -> String {
+    i64::try_from(micros)
+        .ok()
+        .and_then(|m| jiff::Timestamp::from_microsecond(m).ok())
+        .map_or_else(String::new, |at| {
+            at.to_zoned_datetime(tz.clone())
+                .strftime("%a %Y-%m-%d %H:%M")
+                .to_string()
+        })
+}
+
+fn parse_status(text: &str) -> Option<AlertStatus> {
+    [
+        AlertStatus::New,
+        AlertStatus::Acknowledged,
+        AlertStatus::Closed,
+    ]
+    .into_iter()
+    .find(|status| status.as_str() == text)
+}
+
+/// `?severity=&status=&done=&error=`.
+#[derive(Debug, Default, Deserialize)]
+pub struct AlertsQuery {
+    severity: Option<String>,
+    /// `open` (default), `new`, `acknowledged`, `closed` or `all`.
+    status: Option<String>,
+    done: Option<String>,
+    error: Option<String>,
+}
+
+async fn list(state: &WebState, query: &AlertsQuery) -> Result<Vec<Alert>, String> {
+    let status_text = query.status.as_deref().unwrap_or("open");
+    let mut filter = AlertFilter::default();
+    match status_text {
+        "open" => filter.open_only = true,
+        "all" => {}
+        other => {
+            filter.status =
+                Some(parse_status(other).ok_or_else(|| format!("unknown status {other}"))?);
+        }
+    }
+    let store = state.store.clone();
+    let mut alerts = tokio::task::spawn_blocking(move || store.alerts(&filter))
+        .await
+        .map_err(|_| "cannot read the alerts".to_owned())?
+        .map_err(|err| format!("cannot read the alerts: {err}"))?;
+    if let Some(severity) = query.severity.as_deref().filter(|s| !s.is_empty()) {
+        alerts.retain(|alert| alert.severity.as_str() == severity);
+    }
+    // Most serious first, then newest.
+    alerts.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.last_at_unix_micros.cmp(&a.last_at_unix_micros))
+    });
+    Ok(alerts)
+}
+
+/// `GET /alerts`.
+pub async fn alerts_page(
+    State(state): State<Arc<WebState>>,
+    Extension(session): Extension<Session>,
+    Query(query): Query<AlertsQuery>,
+) -> Response {
+    let alerts = match list(&state, &query).await {
+        Ok(alerts) => alerts,
+        Err(problem) => return refusal(false, StatusCode::BAD_REQUEST, &problem),
+    };
+    let tz = zone(&state);
+    layout(
+        "Safeguarding alerts",
+        Some(&session),
+        html! {
+            @if let Some(done) = &query.done { p.ok { (done) } }
+            @if let Some(error) = &query.error { p.bad { (error) } }
+            form method="get" action="/alerts" {
+                label { "Status "
+                    select name="status" {
+                        @for status in ["open", "new", "acknowledged", "closed", "all"] {
+                            option value=(status) selected[query.status.as_deref().unwrap_or("open") == status] { (status) }
+                        }
+                    }
+                }
+                label { "Severity "
+                    select name="severity" {
+                        option value="" { "any" }
+                        @for severity in ["high", "medium", "low"] {
+                            option value=(severity) selected[query.severity.as_deref() == Some(severity)] { (severity) }
+                        }
+                    }
+                }
+                button type="submit" { "Show" }
+            }
+            @if alerts.is_empty() { p { "No alerts." } }
+            @else {
+                table {
+                    tr { th { "#" } th { "Severity" } th { "Status" } th { "Who" } th { "What" } th { "Latest" } th { "Times" } }
+                    @for alert in &alerts {
+                        tr {
+                            td { a href=(format!("/alerts/{}", alert.id)) { (alert.id) } }
+                            td class=(if alert.severity.as_str() == "high" { "bad" } else { "" }) { (alert.severity.as_str()) }
+                            td { (alert.status.as_str()) }
+                            td { (alert.who) " (" (alert.role) ")" }
+                            td { (alert.kind.as_str()) ": " (alert.summary) }
+                            td { (local(alert.last_at_unix_micros, &tz)) }
+                            td { (alert.occurrences) }
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// `GET /api/alerts`.
+pub async fn alerts_api(
+    State(state): State<Arc<WebState>>,
+    Query(query): Query<AlertsQuery>,
+) -> Response {
+    match list(&state, &query).await {
+        Ok(alerts) => Json(alerts).into_response(),
+        Err(problem) => refusal(true, StatusCode::BAD_REQUEST, &problem),
+    }
+}
+
+async fn one(state: &WebState, id: u64) -> Result<Option<Alert>, String> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.alert(id))
+        .await
+        .map_err(|_| "cannot read the alert".to_owned())?
+        .map_err(|err| format!("cannot read the alert: {err}"))
+}
+
+/// `GET /alerts/{id}`: the alert, its evidence and history, and the forms to
+/// acknowledge or close it.
+pub async fn alert_page(
+    State(state): State<Arc<WebState>>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<u64>,
+) -> Response {
+    let alert = match one(&state, id).await {
+        Ok(Some(alert)) => alert,
+        Ok(None) => return refusal(false, StatusCode::NOT_FOUND, "there is no such alert"),
+        Err(problem) => return refusal(false, StatusCode::INTERNAL_SERVER_ERROR, &problem),
+    };
+    let tz = zone(&state);
+    layout(
+        &format!("Alert {}", alert.id),
+        Some(&session),
+        html! {
+            p class=(if alert.severity.as_str() == "high" { "bad" } else { "" }) {
+                (alert.severity.as_str()) " · " (alert.kind.as_str()) " · " (alert.status.as_str())
+            }
+            p { (alert.summary) }
+            table {
+                tr { th { "Who" } td { (alert.who) " (" (alert.role) @if let Some(group) = &alert.group { ", " (group) } ")" } }
+                tr { th { "About" } td { (alert.subject) } }
+                tr { th { "First" } td { (local(alert.first_at_unix_micros, &tz)) } }
+                tr { th { "Latest" } td { (local(alert.last_at_unix_micros, &tz)) } }
+                tr { th { "Times" } td { (alert.occurrences) } }
+            }
+            h2 { "Evidence" }
+            table {
+                tr { th { "When" } th { "Address" } th { "Search" } th { "Decision" } }
+                @for record in &alert.evidence {
+                    tr {
+                        td { (local(record.at_unix_micros, &tz)) }
+                        td { (record.host) @if let Some(path) = &record.path { (path) } }
+                        td { @if let Some(search) = &record.search { (search.engine) ": " (search.terms) } }
+                        td { (if record.outcome == Outcome::Blocked { "blocked" } else { "allowed" }) " (" code { (record.rule) } ")" }
+                    }
+                }
+            }
+            h2 { "History" }
+            ul {
+                @for change in &alert.history {
+                    li { (local(change.at_unix_micros, &tz)) " " (change.by) ": " (change.status.as_str())
+                        @if let Some(note) = &change.note { " — " (note) } }
+                }
+            }
+            @if alert.status.is_open() {
+                form method="post" action=(format!("/alerts/{}/status", alert.id)) {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    label { "Note " input name="note" size="60" required; }
+                    @if alert.status == AlertStatus::New {
+                        button type="submit" name="status" value="acknowledged" { "Acknowledge" }
+                    }
+                    " "
+                    button type="submit" name="status" value="closed" { "Close" }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// The status form (and JSON body).
+#[derive(Debug, Deserialize)]
+pub struct StatusForm {
+    /// `acknowledged` or `closed` (or `new` to reopen for handling).
+    status: String,
+    /// What was done, or why.
+    note: String,
+}
+
+async fn change_status(
+    state: &WebState,
+    session: &Session,
+    id: u64,
+    form: StatusForm,
+) -> Result<Alert, (StatusCode, String)> {
+    let status = parse_status(&form.status)
+        .ok_or_else(|| (StatusCode::BAD_REQUEST, "unknown status".to_owned()))?;
+    let note = form.note.trim().to_owned();
+    if note.is_empty() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "write a note saying what was done".to_owned(),
+        ));
+    }
+    let change = StatusChange {
+        status,
+        by: session.user.clone(),
+        at_unix_micros: now_micros(),
+        note: Some(note.clone()),
+    };
+    let audit = NewAuditEntry {
+        at_unix_micros: change.at_unix_micros,
+        actor: session.user.clone(),
+        action: AuditAction::AlertStatus,
+        subject: format!("alert {id}"),
+        detail: format!("status: {}", status.as_str()),
+        reason: Some(note),
+    };
+    let store = state.store.clone();
+    let changed = tokio::task::spawn_blocking(move || {
+        let alert = store.set_alert_status(id, change)?;
+        if alert.is_some() {
+            store.append_audit(audit)?;
+        }
+        Ok::<_, safegate_store::StoreError>(alert)
+    })
+    .await;
+    match changed {
+        Ok(Ok(Some(alert))) => Ok(alert),
+        Ok(Ok(None)) => Err((StatusCode::NOT_FOUND, "there is no such alert".to_owned())),
+        Ok(Err(err)) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot change the alert: {err}"),
+        )),
+        Err(_) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot change the alert".to_owned(),
+        )),
+    }
+}
+
+/// `POST /alerts/{id}/status`.
+pub async fn status_form(
+    State(state): State<Arc<WebState>>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<u64>,
+    Form(form): Form<StatusForm>,
+) -> Response {
+    match change_status(&state, &session, id, form).await {
+        Ok(alert) => Redirect::to(&format!(
+            "/alerts?done={}",
+            url_encode(&format!(
+                "Alert {} is {} now",
+                alert.id,
+                alert.status.as_str()
+            ))
+        ))
+        .into_response(),
+        Err((_, problem)) => {
+            Redirect::to(&format!("/alerts?error={}", url_encode(&problem))).into_response()
+        }
+    }
+}
+
+/// `POST /api/alerts/{id}/status` (JSON).
+pub async fn status_api(
+    State(state): State<Arc<WebState>>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<u64>,
+    Json(form): Json<StatusForm>,
+) -> Response {
+    match change_status(&state, &session, id, form).await {
+        Ok(alert) => Json(alert).into_response(),
+        Err((status, problem)) => refusal(true, status, &problem),
+    }
+}

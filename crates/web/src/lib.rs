@@ -1,0 +1,439 @@
+//! SafeGate's admin web interface, served on `admin.listen` beside `/metrics`:
+//! pages rendered on the server (maud templates, escaped by construction) that work
+//! without JavaScript, and the same actions as JSON under `/api/`.
+//!
+//! Every route belongs to one entry of [`ROUTES`], which says what it needs: nothing
+//! (sign-in), a signed-in user, or one of the permissions `rules` (filter admins),
+//! `reports` (headteacher, safeguarding lead) and `metrics` (technicians). The check is
+//! a layer on each group of routes ([`guard`]), so a handler cannot forget it; a user
+//! without the permission gets 403. Every state-changing request carries the session's
+//! CSRF token (form field `csrf` or header `X-CSRF-Token`), checked by the same layer.
+
+pub mod activity;
+pub mod alerts;
+pub mod limiter;
+pub mod pages;
+pub mod policy_edit;
+pub mod reviews;
+pub mod rules;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use safegate_store::{Permission, Store};
+use serde::Serialize;
+
+use crate::session::random_token;
+pub use crate::session::{Session, SessionLimits, Sessions};
+
+/// Largest form or JSON body accepted (a policy edit fits many times over).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing: the sign-in page.
+    Public,
+    /// Any signed-in user.
+    SignedIn,
+    /// One of these permissions.
+    AnyOf(&'static [Permission]),
+}
+
+/// One route of the interface and what it needs; the tests walk this table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The path.
+    pub path: &'static str,
+    /// What it needs.
+    pub need: Need,
+}
+
+const RULES: &[Permission] = &[Permission::Rules];
+const REPORTS: &[Permission] = &[Permission::Reports];
+const METRICS: &[Permission] = &[Permission::Metrics];
+const RULES_OR_REPORTS: &[Permission] = &[Permission::Rules, Permission::Reports];
+
+const fn route(method: &'static str, path: &'static str, need: Need) -> RouteInfo {
+    RouteInfo { method, path, need }
+}
+
+/// Every route.
+pub const ROUTES: &[RouteInfo] = &[
+    route("GET", "/login", Need::Public),
+    route("POST", "/login", Need::Public),
+    route("GET", "/", Need::SignedIn),
+    route("POST", "/logout", Need::SignedIn),
+    route("GET", "/api/session", Need::SignedIn),
+    route("POST", "/api/logout", Need::SignedIn),
+    route("GET", "/health", Need::AnyOf(METRICS)),
+    route("GET", "/api/health", Need::AnyOf(METRICS)),
+    route("GET", "/audit", Need::AnyOf(RULES_OR_REPORTS)),
+    route("GET", "/api/audit", Need::AnyOf(RULES_OR_REPORTS)),
+    route("GET", "/alerts", Need::AnyOf(REPORTS)),
+    route("GET", "/api/alerts", Need::AnyOf(REPORTS)),
+    route("GET", "/alerts/{id}", Need::AnyOf(REPORTS)),
+    route("POST", "/alerts/{id}/status", Need::AnyOf(REPORTS)),
+    route("POST", "/api/alerts/{id}/status", Need::AnyOf(REPORTS)),
+    route("GET", "/activity", Need::AnyOf(REPORTS)),
+    route("GET", "/api/activity", Need::AnyOf(REPORTS)),
+    route("GET", "/rules", Need::AnyOf(RULES)),
+    route("POST", "/rules/block", Need::AnyOf(RULES)),
+    route("POST", "/rules/list", Need::AnyOf(RULES)),
+    route("POST", "/rules/unblock", Need::AnyOf(RULES)),
+    route("POST", "/rules/unblock/remove", Need::AnyOf(RULES)),
+    route("GET", "/api/rules", Need::AnyOf(RULES)),
+    route("GET", "/api/rules/check", Need::AnyOf(RULES)),
+    route("POST", "/api/rules/block", Need::AnyOf(RULES)),
+    route("POST", "/api/rules/unblock", Need::AnyOf(RULES)),
+    route("GET", "/rules/reviews", Need::AnyOf(RULES)),
+    route("POST", "/rules/reviews/decide", Need::AnyOf(RULES)),
+    route("GET", "/api/rules/reviews", Need::AnyOf(RULES)),
+    route("POST", "/api/rules/reviews/decide", Need::AnyOf(RULES)),
+];
+
+/// What the technicians' page shows, provided by the service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HealthFigures {
+    /// SafeGate's version.
+    pub version: String,
+    /// Whether `/readyz` would answer 200, and why not.
+    pub ready: bool,
+    /// Why not ready (empty when ready).
+    pub not_ready_because: String,
+    /// Listener name and address.
+    pub listeners: Vec<(String, String)>,
+    /// `loaded` or `refused: ...` (the previous policy stays live).
+    pub policy_state: String,
+    /// The last reload's error, if the last reload failed.
+    pub last_reload_error: Option<String>,
+    /// Category name and entries.
+    pub list_sizes: Vec<(String, u64)>,
+    /// Bytes of the database on disk.
+    pub store_bytes: u64,
+    /// Visit-log records waiting for the writer.
+    pub queue_depth: u64,
+    /// Visit-log records dropped since start (must stay 0).
+    pub dropped_records: u64,
+}
+
+/// Where the technicians' figures come from.
+pub trait HealthSource: Send + Sync + 'static {
+    /// The figures now.
+    fn health(&self) -> HealthFigures;
+}
+
+/// Settings of the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSettings {
+    /// Session time-outs.
+    pub sessions: SessionLimits,
+    /// Mark cookies `Secure` (when the admin listener is behind TLS).
+    pub secure_cookies: bool,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        Self {
+            sessions: SessionLimits {
+                idle: Duration::from_secs(30 * 60),
+                absolute: Duration::from_secs(12 * 60 * 60),
+            },
+            secure_cookies: false,
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct WebState {
+    pub(crate) store: Store,
+    pub(crate) sessions: Sessions,
+    pub(crate) limiter: limiter::SignInLimiter,
+    pub(crate) settings: WebSettings,
+    pub(crate) health: Arc<dyn HealthSource>,
+    pub(crate) policy: Option<rules::PolicyAccess>,
+    /// A hash of a random password, checked when the user does not exist so that the
+    /// answer takes as long as for a real account.
+    pub(crate) dummy_hash: String,
+}
+
+impl WebState {
+    /// The interface's state over the open database.
+    pub fn new(
+        store: Store,
+        settings: WebSettings,
+        health: Arc<dyn HealthSource>,
+        policy: Option<rules::PolicyAccess>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            sessions: Sessions::new(settings.sessions),
+            limiter: limiter::SignInLimiter::default(),
+            settings,
+            health,
+            policy,
+            dummy_hash: random_token()
+                .and_then(|secret| safegate_store::password::hash_password(&secret).ok())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// A `Set-Cookie` value for `name`; an empty value with `Max-Age=0` deletes it.
+    pub(crate) fn cookie(&self, name: &str, value: &str) -> HeaderValue {
+        let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict");
+        if value.is_empty() {
+            cookie.push_str("; Max-Age=0");
+        }
+        if self.settings.secure_cookies {
+            cookie.push_str("; Secure");
+        }
+        HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// The interface's routes, to be merged into the admin listener's router (which must
+/// be served with `ConnectInfo<SocketAddr>`).
+pub fn router(state: Arc<WebState>) -> Router {
+    let guarded = |need: Need, routes: Router<Arc<WebState>>| {
+        routes.route_layer(middleware::from_fn_with_state(
+            (Arc::clone(&state), need),
+            guard,
+        ))
+    };
+    let public = Router::new().route("/login", get(pages::login_page).post(pages::login));
+    let signed_in = guarded(
+        Need::SignedIn,
+        Router::new()
+            .route("/", get(pages::home))
+            .route("/logout", post(pages::logout))
+            .route("/api/session", get(pages::api_session))
+            .route("/api/logout", post(pages::api_logout)),
+    );
+    let metrics = guarded(
+        Need::AnyOf(METRICS),
+        Router::new()
+            .route("/health", get(pages::health))
+            .route("/api/health", get(pages::api_health)),
+    );
+    let audit = guarded(
+        Need::AnyOf(RULES_OR_REPORTS),
+        Router::new()
+            .route("/audit", get(pages::audit))
+            .route("/api/audit", get(pages::api_audit)),
+    );
+    let rules = guarded(
+        Need::AnyOf(RULES),
+        Router::new()
+            .route("/rules", get(rules::rules_page))
+            .route("/rules/block", post(rules::block_form))
+            .route("/rules/list", post(rules::list_form))
+            .route("/rules/unblock", post(rules::unblock_form))
+            .route("/rules/unblock/remove", post(rules::remove_unblock_form))
+            .route("/api/rules", get(rules::rules_api))
+            .route("/api/rules/check", get(rules::check_api))
+            .route("/api/rules/block", post(rules::block_api))
+            .route("/api/rules/unblock", post(rules::unblock_api))
+            .route("/rules/reviews", get(reviews::reviews_page))
+            .route("/rules/reviews/decide", post(reviews::decide_form))
+            .route("/api/rules/reviews", get(reviews::reviews_api))
+            .route("/api/rules/reviews/decide", post(reviews::decide_api)),
+    );
+    let reports = guarded(
+        Need::AnyOf(REPORTS),
+        Router::new()
+            .route("/alerts", get(alerts::alerts_page))
+            .route("/api/alerts", get(alerts::alerts_api))
+            .route("/alerts/{id}", get(alerts::alert_page))
+            .route("/alerts/{id}/status", post(alerts::status_form))
+            .route("/api/alerts/{id}/status", post(alerts::status_api))
+            .route("/activity", get(activity::activity_page))
+            .route("/api/activity", get(activity::activity_api)),
+    );
+    public
+        .merge(reports)
+        .merge(signed_in)
+        .merge(metrics)
+        .merge(audit)
+        .merge(rules)
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// Headers on every answer: no caching of pages about people, no framing, no
+/// scripts, no referrer leaking URLs.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// The value of cookie `name` in the request.
+pub(crate) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+fn is_api(path: &str) -> bool {
+    path.starts_with("/api/")
+}
+
+/// An answer for a refused request: JSON for the API, a page otherwise.
+pub(crate) fn refusal(api: bool, status: StatusCode, message: &str) -> Response {
+    if api {
+        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    } else {
+        (status, pages::message_page(status, message)).into_response()
+    }
+}
+
+/// Finds the session, ends it if the account changed, checks the route's need and,
+/// for state-changing methods, the CSRF token; hands the session to the handler.
+async fn guard(
+    State((state, need)): State<(Arc<WebState>, Need)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let api = is_api(request.uri().path());
+    let session_id = cookie_value(request.headers(), session::SESSION_COOKIE).map(str::to_owned);
+    let session = session_id
+        .as_deref()
+        .and_then(|id| state.sessions.touch(id).map(|session| (id, session)));
+    let Some((id, session)) = session else {
+        if api {
+            return refusal(true, StatusCode::UNAUTHORIZED, "sign in first");
+        }
+        let next_path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let target = format!("/login?next={}", pages::url_encode(&next_path));
+        return Redirect::to(&target).into_response();
+    };
+    // The account as it is now: disabled, removed or changed accounts are signed out.
+    let current = state.store.get_user(&session.user).ok().flatten();
+    if !current.is_some_and(|user| !user.disabled && user.generation == session.generation) {
+        state.sessions.end(id);
+        return refusal(
+            api,
+            StatusCode::UNAUTHORIZED,
+            "your account changed: sign in again",
+        );
+    }
+    let allowed = match need {
+        Need::Public | Need::SignedIn => true,
+        Need::AnyOf(permissions) => permissions.iter().any(|p| session.may(*p)),
+    };
+    if !allowed {
+        tracing::warn!(user = %session.user, path = %request.uri().path(), "admin page refused: missing permission");
+        return refusal(
+            api,
+            StatusCode::FORBIDDEN,
+            "you do not have the permission this page needs",
+        );
+    }
+    let request = if request.method() == Method::GET || request.method() == Method::HEAD {
+        request
+    } else {
+        match checked_csrf(request, &session.csrf).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        }
+    };
+    let mut request = request;
+    request.extensions_mut().insert(session);
+    next.run(request).await
+}
+
+/// Checks the CSRF token of a state-changing request: the `X-CSRF-Token` header, or
+/// the `csrf` field of a form (the body is read and handed on unchanged).
+async fn checked_csrf(request: Request, expected: &str) -> Result<Request, Response> {
+    let api = is_api(request.uri().path());
+    let refused = || {
+        tracing::warn!("admin request refused: missing or wrong CSRF token");
+        refusal(
+            api,
+            StatusCode::FORBIDDEN,
+            "this form has expired or did not come from SafeGate: reload the page and try again",
+        )
+    };
+    if let Some(token) = request.headers().get("x-csrf-token") {
+        return match token.to_str() {
+            Ok(token) if session::same_secret(token, expected) => Ok(request),
+            _ => Err(refused()),
+        };
+    }
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(refused());
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| refusal(api, StatusCode::PAYLOAD_TOO_LARGE, "the form is too large"))?;
+    let token = form_field(&bytes, "csrf");
+    if !token.is_some_and(|token| session::same_secret(&token, expected)) {
+        return Err(refused());
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// The first value of `name` in an `application/x-www-form-urlencoded` body.
+pub(crate) fn form_field(body: &[u8], name: &str) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Most lines of a policy diff kept in one audit entry.
+const AUDIT_DIFF_MAX_LINES: usize = 2000;
+
+/// A unified diff of two policy texts, for the audit log (cut after
+/// [`AUDIT_DIFF_MAX_LINES`] lines).
+pub fn policy_diff(before: &str, after: &str) -> String {
+    let diff = similar::TextDiff::from_lines(before, after)
+        .unified_diff()
+        .context_radius(2)
+        .header("policy before", "policy after")
+        .to_string();
+    let mut lines = diff.lines();
+    let kept: Vec<&str> = lines.by_ref().take(AUDIT_DIFF_MAX_LINES).collect();
+    let cut = lines.count();
+    let mut text = kept.join("\n");
+    if cut > 0 {
+        text.push_str(&format!("\n... {cut} more lines"));
+    }
+    text
+}

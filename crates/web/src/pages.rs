@@ -1,0 +1,480 @@
+//! The pages and API handlers. Every value from a user or the internet goes through
+//! maud's escaping (`(value)` in a template); nothing is inserted with
+//! `PreEscaped` except the fixed style sheet.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Extension, Form, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use safegate_store::{AuditVerification, Permission, password};
+use serde::Deserialize;
+
+use crate::session::{self, SESSION_COOKIE, Session, random_token};
+use crate::{WebState, cookie_value, refusal};
+
+/// The pre-session cookie whose value the sign-in form must repeat (login CSRF).
+const LOGIN_COOKIE: &str = "safegate_login";
+
+/// Audit entries shown on one page.
+const AUDIT_PAGE: usize = 200;
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#1b1b1b;background:#f6f7f9}\
+header{background:#1d3557;color:#fff;padding:.6rem 1rem;display:flex;flex-wrap:wrap;gap:1rem;align-items:center}\
+header a{color:#fff}header form{margin-left:auto}main{padding:1rem;max-width:70rem}\
+table{border-collapse:collapse;width:100%;background:#fff}td,th{border:1px solid #ccd;padding:.3rem .5rem;text-align:left;vertical-align:top}\
+pre{white-space:pre-wrap;word-break:break-all;margin:0}.bad{color:#b00020;font-weight:bold}.ok{color:#1b7f3b;font-weight:bold}\
+label{display:block;margin:.5rem 0}input{font-size:1rem;padding:.3rem}button{font-size:1rem;padding:.3rem .8rem}\
+@media print{header{display:none}}";
+
+/// Percent-encodes a value for a query string.
+pub fn url_encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// A page with the common layout; `session` adds the navigation and sign-out.
+pub(crate) fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · SafeGate" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    strong { "SafeGate" }
+                    @if let Some(session) = session {
+                        a href="/" { "Home" }
+                        @if session.may(Permission::Rules) {
+                            a href="/rules" { "Rules" }
+                            a href="/rules/reviews" { "Review requests" }
+                        }
+                        @if session.may(Permission::Reports) {
+                            a href="/alerts" { "Alerts" }
+                            a href="/activity" { "Activity" }
+                        }
+                        @if session.may(Permission::Metrics) { a href="/health" { "Health" } }
+                        @if session.may(Permission::Rules) || session.may(Permission::Reports) {
+                            a href="/audit" { "Audit log" }
+                        }
+                        form method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(session.csrf);
+                            span { (session.shown_name()) " " }
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// A page with one message (errors, refusals).
+pub fn message_page(status: StatusCode, message: &str) -> Markup {
+    layout(
+        status.canonical_reason().unwrap_or("SafeGate"),
+        None,
+        html! { p { (message) } p { a href="/" { "Home" } } },
+    )
+}
+
+/// Where to go after signing in: a local path only (no open redirect).
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && !path.starts_with("/login") =>
+        {
+            path
+        }
+        _ => "/",
+    }
+}
+
+/// `?next=` on the sign-in page.
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+fn login_form(token: &str, next: &str, user: &str, problem: Option<&str>) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            @if let Some(problem) = problem { p.bad { (problem) } }
+            form method="post" action="/login" {
+                input type="hidden" name="login_token" value=(token);
+                input type="hidden" name="next" value=(next);
+                label { "User name " input name="user" autocomplete="username" required value=(user); }
+                label { "Password " input name="password" type="password" autocomplete="current-password" required; }
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// `GET /login`.
+pub async fn login_page(
+    State(state): State<Arc<WebState>>,
+    Query(query): Query<NextQuery>,
+) -> Response {
+    let Some(token) = random_token() else {
+        return refusal(
+            false,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no randomness available",
+        );
+    };
+    let next = safe_next(query.next.as_deref());
+    (
+        [(header::SET_COOKIE, state.cookie(LOGIN_COOKIE, &token))],
+        login_form(&token, next, "", None),
+    )
+        .into_response()
+}
+
+/// The sign-in form.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    user: String,
+    password: String,
+    #[serde(default)]
+    login_token: String,
+    next: Option<String>,
+}
+
+/// `POST /login`: checks the login token, the rate limits and the password (Argon2id
+/// on a blocking thread), then starts a session.
+pub async fn login(
+    State(state): State<Arc<WebState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let address: IpAddr = peer.ip();
+    let next = safe_next(form.next.as_deref()).to_owned();
+    let fresh = random_token().unwrap_or_default();
+    let again = |status: StatusCode, problem: &str| {
+        (
+            status,
+            [(header::SET_COOKIE, state.cookie(LOGIN_COOKIE, &fresh))],
+            login_form(&fresh, &next, &form.user, Some(problem)),
+        )
+            .into_response()
+    };
+    let cookie_token = cookie_value(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if form.login_token.is_empty() || !session::same_secret(cookie_token, &form.login_token) {
+        return again(
+            StatusCode::FORBIDDEN,
+            "The sign-in form expired or did not come from SafeGate. Please try again.",
+        );
+    }
+    if let Some(wait) = state.limiter.locked_for(address, &form.user) {
+        let mut response = again(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins. Wait a few minutes and try again.",
+        );
+        if let Ok(value) = wait.as_secs().max(1).to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    let user = state.store.get_user(&form.user).ok().flatten();
+    let password = form.password.clone();
+    let checked = match user {
+        Some(user) if !user.disabled && !user.permissions.is_empty() => {
+            let hash = user.password_hash.clone();
+            let ok =
+                tokio::task::spawn_blocking(move || password::verify_password(&hash, &password))
+                    .await
+                    .unwrap_or(false);
+            ok.then_some(user)
+        }
+        _ => {
+            // The same work whether or not the account exists, so timing does not tell.
+            let dummy = state.dummy_hash.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || password::verify_password(&dummy, &password))
+                    .await;
+            None
+        }
+    };
+    let Some(user) = checked else {
+        state.limiter.failed(address, &form.user);
+        tracing::warn!(user = %form.user, %address, "admin sign-in failed");
+        return again(
+            StatusCode::UNAUTHORIZED,
+            "Wrong user name or password, or this account may not use the admin pages.",
+        );
+    };
+    state.limiter.succeeded(&user.name);
+    let Some(csrf) = random_token() else {
+        return refusal(
+            false,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no randomness available",
+        );
+    };
+    let session = Session {
+        user: user.name.clone(),
+        display_name: user.display_name.clone(),
+        permissions: user.permissions.clone(),
+        csrf,
+        generation: user.generation,
+    };
+    let Some(id) = state.sessions.start(session) else {
+        return refusal(
+            false,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no randomness available",
+        );
+    };
+    tracing::info!(user = %user.name, %address, "admin signed in");
+    let mut response = Redirect::to(&next).into_response();
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, state.cookie(SESSION_COOKIE, &id));
+    headers.append(header::SET_COOKIE, state.cookie(LOGIN_COOKIE, ""));
+    response
+}
+
+fn end_session(state: &WebState, headers: &HeaderMap) {
+    if let Some(id) = cookie_value(headers, SESSION_COOKIE) {
+        state.sessions.end(id);
+    }
+}
+
+/// `POST /logout`.
+pub async fn logout(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
+    end_session(&state, &headers);
+    (
+        [(header::SET_COOKIE, state.cookie(SESSION_COOKIE, ""))],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+/// `POST /api/logout`.
+pub async fn api_logout(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
+    end_session(&state, &headers);
+    (
+        [(header::SET_COOKIE, state.cookie(SESSION_COOKIE, ""))],
+        Json(serde_json::json!({ "signed_out": true })),
+    )
+        .into_response()
+}
+
+/// `GET /`: what this user can do here.
+pub async fn home(Extension(session): Extension<Session>) -> Markup {
+    layout(
+        "Home",
+        Some(&session),
+        html! {
+            p { "Signed in as " strong { (session.shown_name()) } " (" (session.user) ")." }
+            ul {
+                @if session.may(Permission::Rules) {
+                    li { a href="/rules" { "Filtering rules" } ": categories, allow and deny lists, unblocks for a lesson, test a URL." }
+                }
+                @if session.may(Permission::Reports) {
+                    li { a href="/alerts" { "Safeguarding alerts" } ": the queue, with evidence; acknowledge or close with a note." }
+                    li { a href="/activity" { "One person's activity" } ": searches, sites visited and blocked attempts for a period (every view is recorded)." }
+                }
+                @if session.may(Permission::Metrics) {
+                    li { a href="/health" { "Health" } ": listeners, policy, lists, database and visit-log queue." }
+                }
+                @if session.may(Permission::Rules) || session.may(Permission::Reports) {
+                    li { a href="/audit" { "Audit log" } ": policy changes, unblocks, alert handling and history views." }
+                }
+                @if session.permissions.is_empty() {
+                    li { "Your account has no admin permission." }
+                }
+            }
+        },
+    )
+}
+
+/// `GET /api/session`: who is signed in, their permissions and the CSRF token for
+/// API calls.
+pub async fn api_session(Extension(session): Extension<Session>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "user": session.user,
+        "display_name": session.display_name,
+        "permissions": session.permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        "csrf": session.csrf,
+    }))
+}
+
+/// `GET /health`: for technicians.
+pub async fn health(
+    State(state): State<Arc<WebState>>,
+    Extension(session): Extension<Session>,
+) -> Markup {
+    let figures = state.health.health();
+    layout(
+        "Health",
+        Some(&session),
+        html! {
+            p {
+                @if figures.ready { span.ok { "Ready" } } @else { span.bad { "NOT READY" } " " (figures.not_ready_because) }
+                " · version " (figures.version)
+            }
+            h2 { "Listeners" }
+            table { @for (name, address) in &figures.listeners { tr { th { (name) } td { (address) } } } }
+            h2 { "Policy" }
+            p { (figures.policy_state) }
+            @if let Some(error) = &figures.last_reload_error { pre.bad { (error) } }
+            table {
+                tr { th { "Category" } th { "Entries" } }
+                @for (name, entries) in &figures.list_sizes { tr { td { (name) } td { (entries) } } }
+            }
+            h2 { "Database and visit log" }
+            table {
+                tr { th { "Database on disk" } td { (figures.store_bytes / (1024 * 1024)) " MiB" } }
+                tr { th { "Records waiting to be written" } td { (figures.queue_depth) } }
+                tr { th { "Records dropped since start" } td class=(if figures.dropped_records > 0 { "bad" } else { "ok" }) { (figures.dropped_records) } }
+            }
+        },
+    )
+}
+
+/// `GET /api/health`.
+pub async fn api_health(State(state): State<Arc<WebState>>) -> Json<crate::HealthFigures> {
+    Json(state.health.health())
+}
+
+/// `?from=` on the audit pages.
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    from: Option<u64>,
+}
+
+/// `GET /audit`: entries (oldest first from `from`, by default the latest page) and
+/// whether the chain is intact.
+pub async fn audit(
+    State(state): State<Arc<WebState>>,
+    Extension(session): Extension<Session>,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let store = state.store.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let verification = store.verify_audit()?;
+        let total = match &verification {
+            AuditVerification::Intact { entries, .. } => *entries,
+            AuditVerification::Broken { .. } => u64::MAX,
+        };
+        let from = query
+            .from
+            .unwrap_or_else(|| total.saturating_sub(AUDIT_PAGE as u64 - 1).max(1));
+        Ok::<_, safegate_store::StoreError>((verification, store.audit_entries(from, AUDIT_PAGE)?))
+    })
+    .await;
+    let (verification, entries) = match found {
+        Ok(Ok(found)) => found,
+        Ok(Err(err)) => {
+            return refusal(
+                false,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot read the audit log: {err}"),
+            );
+        }
+        Err(_) => {
+            return refusal(
+                false,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the audit log",
+            );
+        }
+    };
+    layout(
+        "Audit log",
+        Some(&session),
+        html! {
+            @match &verification {
+                AuditVerification::Intact { entries, .. } => p.ok { "Chain intact: " (entries) " entries." },
+                AuditVerification::Broken { sequence, reason } => p.bad { "AUDIT LOG ALTERED at entry #" (sequence) ": " (reason) },
+            }
+            table {
+                tr { th { "#" } th { "When (UTC)" } th { "Who" } th { "What" } th { "Subject" } th { "Change" } th { "Why" } }
+                @for entry in &entries {
+                    tr {
+                        td { (entry.sequence) }
+                        td { (utc_text(entry.at_unix_micros)) }
+                        td { (entry.actor) }
+                        td { (entry.action.as_str()) }
+                        td { (entry.subject) }
+                        td { pre { (entry.detail) } }
+                        td { (entry.reason.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// `GET /api/audit`.
+pub async fn api_audit(
+    State(state): State<Arc<WebState>>,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let store = state.store.clone();
+    let from = query.from.unwrap_or(1);
+    match tokio::task::spawn_blocking(move || store.audit_entries(from, AUDIT_PAGE)).await {
+        Ok(Ok(entries)) => Json(entries).into_response(),
+        _ => refusal(
+            true,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot read the audit log",
+        ),
+    }
+}
+
+/// Unix microseconds as `2026-11-23 10:00:05`, UTC.
+fn utc_text(micros: u64) -> String {
+    i64::try_from(micros)
+        .ok()
+        .and_then(|micros| jiff::Timestamp::from_microsecond(micros).ok())
+        .map_or_else(
+            || format!("@{micros}us"),
+            |at| at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_local_only() {
+        assert_eq!(safe_next(Some("/audit?from=3")), "/audit?from=3");
+        for bad in [
+            "//evil.test/",
+            "https://evil.test/",
+            "/\\evil",
+            "/login",
+            "audit",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_text(1_795_428_005_000_000), "2026-11-23 10:00:05");
+        assert_eq!(utc_text(951_782_400_000_000), "2000-02-29 00:00:00");
+    }
+}
