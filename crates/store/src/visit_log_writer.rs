@@ -181,10 +181,7 @@ impl Shared {
             if shard.records > 0 {
                 records += shard.records;
                 shard.records = 0;
-                // The next interval likely brings as much: reserving it now spares the
-                // proxy's thread the buffer's repeated growth and copying.
-                let reserve = Vec::with_capacity(shard.bytes.len());
-                taken.push(std::mem::replace(&mut shard.bytes, reserve));
+                taken.push(std::mem::take(&mut shard.bytes));
             }
         }
         self.stats.queue_depth.fetch_sub(records as u64, Relaxed);
