@@ -6,6 +6,7 @@
 #[path = "../kit/mod.rs"]
 mod kit;
 
+mod admin_ui;
 mod alerts;
 mod audit;
 mod auth;

@@ -166,6 +166,7 @@ async fn serve(config: Config) -> Result<()> {
         config.policy.file.clone(),
         Arc::clone(&policy),
         Arc::clone(&reload_now),
+        config.data_dir.join("reports"),
     );
     let reloader = policy_reload::spawn_reloader(
         config.policy.file.clone(),

@@ -84,6 +84,7 @@ pub fn web_state(
     policy_file: PathBuf,
     policy: PolicyHandle,
     reload_now: Arc<Notify>,
+    reports_dir: PathBuf,
 ) -> Arc<WebState> {
     WebState::new(
         store,
@@ -94,5 +95,6 @@ pub fn web_state(
             live: policy,
             reload: reload_now,
         }),
+        Some(reports_dir),
     )
 }

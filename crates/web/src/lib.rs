@@ -14,6 +14,7 @@ pub mod alerts;
 pub mod limiter;
 pub mod pages;
 pub mod policy_edit;
+pub mod reports;
 pub mod reviews;
 pub mod rules;
 pub mod session;
@@ -85,6 +86,10 @@ pub const ROUTES: &[RouteInfo] = &[
     route("GET", "/alerts/{id}", Need::AnyOf(REPORTS)),
     route("POST", "/alerts/{id}/status", Need::AnyOf(REPORTS)),
     route("POST", "/api/alerts/{id}/status", Need::AnyOf(REPORTS)),
+    route("GET", "/reports", Need::AnyOf(REPORTS)),
+    route("GET", "/api/reports", Need::AnyOf(REPORTS)),
+    route("GET", "/reports/file/{name}", Need::AnyOf(REPORTS)),
+    route("POST", "/reports/make", Need::AnyOf(REPORTS)),
     route("GET", "/activity", Need::AnyOf(REPORTS)),
     route("GET", "/api/activity", Need::AnyOf(REPORTS)),
     route("GET", "/rules", Need::AnyOf(RULES)),
@@ -162,6 +167,7 @@ pub struct WebState {
     pub(crate) settings: WebSettings,
     pub(crate) health: Arc<dyn HealthSource>,
     pub(crate) policy: Option<rules::PolicyAccess>,
+    pub(crate) reports_dir: Option<std::path::PathBuf>,
     /// A hash of a random password, checked when the user does not exist so that the
     /// answer takes as long as for a real account.
     pub(crate) dummy_hash: String,
@@ -174,6 +180,7 @@ impl WebState {
         settings: WebSettings,
         health: Arc<dyn HealthSource>,
         policy: Option<rules::PolicyAccess>,
+        reports_dir: Option<std::path::PathBuf>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -182,6 +189,7 @@ impl WebState {
             settings,
             health,
             policy,
+            reports_dir,
             dummy_hash: random_token()
                 .and_then(|secret| safegate_store::password::hash_password(&secret).ok())
                 .unwrap_or_default(),
@@ -256,6 +264,10 @@ pub fn router(state: Arc<WebState>) -> Router {
             .route("/alerts/{id}", get(alerts::alert_page))
             .route("/alerts/{id}/status", post(alerts::status_form))
             .route("/api/alerts/{id}/status", post(alerts::status_api))
+            .route("/reports", get(reports::reports_page))
+            .route("/api/reports", get(reports::reports_api))
+            .route("/reports/file/{name}", get(reports::report_file))
+            .route("/reports/make", post(reports::make_report))
             .route("/activity", get(activity::activity_page))
             .route("/api/activity", get(activity::activity_api)),
     );

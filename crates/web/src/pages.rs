@@ -57,6 +57,7 @@ pub(crate) fn layout(title: &str, session: Option<&Session>, body: Markup) -> Ma
                         }
                         @if session.may(Permission::Reports) {
                             a href="/alerts" { "Alerts" }
+                            a href="/reports" { "Reports" }
                             a href="/activity" { "Activity" }
                         }
                         @if session.may(Permission::Metrics) { a href="/health" { "Health" } }
@@ -129,9 +130,20 @@ fn login_form(token: &str, next: &str, user: &str, problem: Option<&str>) -> Mar
 /// `GET /login`.
 pub async fn login_page(
     State(state): State<Arc<WebState>>,
+    headers: HeaderMap,
     Query(query): Query<NextQuery>,
 ) -> Response {
-    let Some(token) = random_token() else {
+    // The same token for every sign-in page this browser has open (another tab, or a
+    // page still loading), so that whichever form is sent matches the cookie.
+    let existing = cookie_value(&headers, LOGIN_COOKIE)
+        .filter(|token| {
+            token.len() == 43
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_owned);
+    let Some(token) = existing.or_else(random_token) else {
         return refusal(
             false,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -289,6 +301,7 @@ pub async fn home(Extension(session): Extension<Session>) -> Markup {
                 }
                 @if session.may(Permission::Reports) {
                     li { a href="/alerts" { "Safeguarding alerts" } ": the queue, with evidence; acknowledge or close with a note." }
+                    li { a href="/reports" { "Weekly reports" } ": the weekly sweep (HTML to read and print, CSV and JSON to download)." }
                     li { a href="/activity" { "One person's activity" } ": searches, sites visited and blocked attempts for a period (every view is recorded)." }
                 }
                 @if session.may(Permission::Metrics) {

@@ -77,6 +77,7 @@ async fn start_with(
     policy: Option<safegate_web::rules::PolicyAccess>,
 ) -> Admin {
     let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("reports");
     let store = Store::open(dir.path()).unwrap();
     add_user(&store, "filter.admin", "Fiona Filter", &[Permission::Rules]);
     add_user(
@@ -95,6 +96,7 @@ async fn start_with(
         },
         Arc::new(FixedHealth),
         policy,
+        Some(reports),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

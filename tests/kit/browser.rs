@@ -1,0 +1,304 @@
+//! A headless Chromium driven through ChromeDriver's W3C WebDriver HTTP interface
+//! (a few JSON calls over reqwest), for the admin interface's browser tests. Pages are
+//! only ever loaded from 127.0.0.1; screenshots go to `target/screenshots/`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+pub struct Browser {
+    _driver: Child,
+    http: reqwest::Client,
+    session: String,
+    base: String,
+    _profile: tempfile::TempDir,
+}
+
+/// Whether the browser tests must run (CI installs Chromium and ChromeDriver) rather
+/// than skip when they are missing.
+fn required() -> bool {
+    std::env::var_os("SAFEGATE_REQUIRE_OPS_TOOLS").is_some()
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Value {
+    let text = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+impl Browser {
+    /// Starts ChromeDriver and a headless Chromium session; None (the test skips)
+    /// when they are not installed and not required.
+    pub async fn start() -> Option<Browser> {
+        let present = |path: &str| std::path::Path::new(path).exists();
+        if !present("/usr/bin/chromedriver") || !present("/usr/bin/chromium") {
+            assert!(
+                !required(),
+                "chromium and chromium-driver are required (apt-get install chromium chromium-driver)"
+            );
+            eprintln!("SKIPPED: chromium or chromedriver is not installed");
+            return None;
+        }
+        let port = free_port();
+        let driver = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = http
+                .get(format!("{base}/status"))
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            if ready {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let capabilities = json!({
+            "capabilities": { "alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": [
+                        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                        "--no-first-run", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync",
+                        "--no-proxy-server", "--window-size=1200,1000",
+                        format!("--user-data-dir={}", profile.path().display()),
+                    ]
+                }
+            }}
+        });
+        let created = post_json(&http, &format!("{base}/session"), &capabilities).await;
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {created}"))
+            .to_owned();
+        Some(Browser {
+            _driver: driver,
+            http,
+            session,
+            base,
+            _profile: profile,
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut request = self.http.request(method, &url);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let text = request.send().await.unwrap().text().await.unwrap();
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        if let Some(error) = answer["value"]["error"].as_str() {
+            panic!("WebDriver {path}: {error}: {}", answer["value"]["message"]);
+        }
+        answer["value"].clone()
+    }
+
+    /// Loads `url` and waits until the browser shows it, fully loaded (a navigation
+    /// still in flight from an earlier click must not overtake it).
+    pub async fn goto(&self, url: &str) {
+        self.settle().await;
+        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+        self.settle().await;
+        let shown = self.url().await;
+        assert!(
+            shown.starts_with(url.split('#').next().unwrap_or(url)),
+            "asked for {url}, the browser shows {shown}"
+        );
+    }
+
+    /// Waits until the current document has finished loading and no navigation is
+    /// pending (the URL is stable over two polls).
+    pub async fn settle(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut last = String::new();
+        loop {
+            let state = self.script("return document.readyState").await;
+            let url = self.url().await;
+            if state == "complete" && url == last {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the page did not settle ({state} at {url})"
+            );
+            last = url;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({ "using": "css selector", "value": css })),
+            )
+            .await;
+        found[ELEMENT_KEY]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_owned()
+    }
+
+    /// Types `text` into the field `css` (after clearing it).
+    pub async fn fill(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/clear"),
+            Some(json!({})),
+        )
+        .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    /// Clicks the element `css` (a submit button loads the next page).
+    pub async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    /// The page's HTML as the browser holds it now.
+    pub async fn source(&self) -> String {
+        self.call(reqwest::Method::GET, "/source", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The visible text of the page as it is now.
+    pub async fn text(&self) -> String {
+        self.script("return document.body ? document.body.innerText : ''")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Waits (up to 10 s) until the page's text contains `needle`, as after a click
+    /// that loads a new page; returns the text.
+    pub async fn wait_for_text(&self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.text().await;
+            if text.contains(needle) {
+                self.settle().await;
+                let text = self.text().await;
+                assert!(
+                    text.contains(needle),
+                    "the page showed {needle:?} and then moved on to:\n{text}"
+                );
+                return text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the page never showed {needle:?}; it shows:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The address of the page now.
+    pub async fn url(&self) -> String {
+        self.call(reqwest::Method::GET, "/url", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Runs a script and returns its value.
+    pub async fn script(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
+    /// Saves a PNG of the window as `target/screenshots/<name>.png`; returns the path.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let encoded = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().unwrap_or_default())
+            .unwrap();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Ending the session closes Chromium; ChromeDriver is killed with its handle.
+        let url = format!("{}/session/{}", self.base, self.session);
+        let _ = std::thread::spawn(move || {
+            let _ = reqwest::blocking::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map(|client| client.delete(url).send());
+        })
+        .join();
+    }
+}

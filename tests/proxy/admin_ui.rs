@@ -1,0 +1,287 @@
+//! The admin web interface in headless Chromium against the running binary: a filter
+//! admin blocks a category for pupils (and the proxy then blocks it), grants a
+//! 30-minute unblock (and the site opens), approves a review request; the headteacher
+//! acknowledges an alert raised by a pupil's search; a technician sees health and is
+//! refused the rules. Hostile names are shown as text. Screenshots go to
+//! target/screenshots/.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use safegate_store::{NewUser, Permission, Store};
+
+use crate::auth::cheap_hash;
+use crate::kit::bounded;
+use crate::kit::browser::Browser;
+use crate::kit::dns::FakeDns;
+use crate::kit::origin::Origin;
+use crate::kit::process::SafeGate;
+
+const PASSWORD: &str = "a long admin password";
+
+const POLICY: &str = r#"timezone = "Europe/London"
+default_role = "pupil"
+
+[categories.illegal]
+locked = true
+sources = [{ format = "domains", path = "illegal.txt" }]
+
+[categories.gambling]
+sources = [{ format = "domains", path = "gambling.txt" }]
+
+[categories.social]
+sources = [{ format = "domains", path = "social.txt" }]
+
+[roles.pupil]
+block = ["gambling"]
+
+[roles.staff]
+block = []
+
+[roles.filter-admin]
+block = []
+
+[[alerts.phrases]]
+list = "self-harm"
+path = "self-harm.txt"
+severity = "high"
+"#;
+
+fn seed_users(data_dir: &Path) {
+    let store = Store::open(data_dir).unwrap();
+    for (name, display, permission) in [
+        (
+            "fiona",
+            "Fiona <img src=x onerror=alert(1)>",
+            Permission::Rules,
+        ),
+        ("head", "The Head", Permission::Reports),
+        ("tech", "Terry Tech", Permission::Metrics),
+    ] {
+        store
+            .add_user(&NewUser {
+                name: name.into(),
+                display_name: Some(display.into()),
+                role: "staff".into(),
+                group: None,
+                permissions: [permission].into_iter().collect(),
+                password_hash: cheap_hash(PASSWORD),
+            })
+            .unwrap();
+    }
+    store.flush_blocking().unwrap();
+}
+
+/// Polls `url` through the proxy until it answers `status` (the policy reloads a
+/// moment after a change).
+async fn wait_for_status(safegate: &SafeGate, url: &str, status: u16) {
+    let client = safegate.client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = client.get(url).send().await.unwrap().status().as_u16();
+        if got == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} still answers {got}, expected {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn sign_in(browser: &Browser, admin: &str, user: &str) {
+    browser.goto(&format!("{admin}/login")).await;
+    browser.fill("input[name=user]", user).await;
+    browser.fill("input[name=password]", PASSWORD).await;
+    browser
+        .click("form[action='/login'] button[type=submit]")
+        .await;
+}
+
+async fn sign_out(browser: &Browser) {
+    browser
+        .click("header form[action='/logout'] button[type=submit]")
+        .await;
+    browser.wait_for_text("User name").await;
+}
+
+#[tokio::test]
+async fn admins_use_the_web_interface_in_a_browser() {
+    bounded(async {
+        let Some(browser) = Browser::start().await else {
+            return;
+        };
+        let origin = Origin::start().await;
+        let dns = FakeDns::start(&[
+            ("chat.test", Ipv4Addr::LOCALHOST),
+            ("bet.test", Ipv4Addr::LOCALHOST),
+            ("www.google.com", Ipv4Addr::LOCALHOST),
+        ])
+        .await;
+        let policy_dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("illegal.txt", "illegal.test\n"),
+            ("gambling.txt", "bet.test\n"),
+            ("social.txt", "chat.test\n"),
+            ("self-harm.txt", "hurt myself\n"),
+            ("policy.toml", POLICY),
+        ] {
+            std::fs::write(policy_dir.path().join(name), text).unwrap();
+        }
+        let data_dir = tempfile::tempdir().unwrap();
+        seed_users(data_dir.path());
+        let sets = [
+            format!(
+                "policy.file={:?}",
+                policy_dir.path().join("policy.toml").display().to_string()
+            ),
+            format!("data_dir={:?}", data_dir.path().display().to_string()),
+            format!("upstream.dns.servers=[\"{}\"]", dns.addr),
+            "upstream.dns.ip_strategy=\"ipv4_only\"".to_owned(),
+            "store.flush_interval=\"100ms\"".to_owned(),
+        ];
+        let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let safegate = SafeGate::start(&refs).await;
+        let admin = format!("http://{}", safegate.admin);
+        let chat = format!("http://chat.test:{}/bytes/2", origin.addr.port());
+        wait_for_status(&safegate, &chat, 200).await;
+
+        // The filter admin blocks "social" for pupils: the proxy blocks chat.test.
+        sign_in(&browser, &admin, "fiona").await;
+        let home = browser.text().await;
+        assert!(
+            home.contains("Fiona <img src=x onerror=alert(1)>"),
+            "the hostile display name is shown as text at {}: {home}\n{}",
+            browser.url().await,
+            safegate.logs().join("\n")
+        );
+        assert_eq!(
+            browser.script("return document.querySelectorAll('img').length").await,
+            0
+        );
+        browser.screenshot("admin-filter-admin-home").await;
+        browser.goto(&format!("{admin}/rules")).await;
+        browser
+            .click(
+                "form[action='/rules/block']:has(input[name=scope][value=pupil]):has(input[name=category][value=social]) button",
+            )
+            .await;
+        browser.wait_for_text("Saved: block social for pupil").await;
+        browser.screenshot("admin-rules-blocked-social").await;
+        wait_for_status(&safegate, &chat, 403).await;
+
+        // A 30-minute unblock for a lesson: chat.test opens again.
+        browser
+            .fill("form[action='/rules/unblock'] input[name=site]", "chat.test")
+            .await;
+        browser
+            .fill("form[action='/rules/unblock'] input[name=scope]", "pupil")
+            .await;
+        browser
+            .fill("form[action='/rules/unblock'] input[name=reason]", "media studies lesson")
+            .await;
+        browser
+            .click("form[action='/rules/unblock'] button[type=submit]")
+            .await;
+        browser.wait_for_text("Saved: unblock chat.test").await;
+        wait_for_status(&safegate, &chat, 200).await;
+
+        // A pupil asks for a review from the block page; the filter admin approves it.
+        let poker = format!("http://bet.test:{}/bytes/3", origin.addr.port());
+        wait_for_status(&safegate, &poker, 403).await;
+        let review = safegate
+            .client()
+            .post(format!("http://{}/safegate/review", safegate.proxy))
+            .form(&[
+                ("url", poker.as_str()),
+                ("rule", "category:pupil:gambling"),
+                ("categories", "gambling"),
+                ("comment", "for the probability lesson"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(review.status(), 200);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            browser.goto(&format!("{admin}/rules/reviews")).await;
+            if browser.text().await.contains("for the probability lesson") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "review not listed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        browser
+            .click("form[action='/rules/reviews/decide']:has(input[value=approve]) button")
+            .await;
+        browser.wait_for_text("Approved the request").await;
+        browser.screenshot("admin-review-approved").await;
+        wait_for_status(&safegate, &poker, 200).await;
+        sign_out(&browser).await;
+
+        // A pupil searches for a self-harm phrase; the headteacher acknowledges the
+        // alert with a note.
+        let search = format!(
+            "http://www.google.com:{}/search?q=how+to+hurt+myself",
+            origin.addr.port()
+        );
+        let _ = safegate.client().get(&search).send().await.unwrap();
+        sign_in(&browser, &admin, "head").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            browser.goto(&format!("{admin}/alerts")).await;
+            if browser.text().await.contains("self-harm") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no alert raised");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        browser.screenshot("admin-alert-queue").await;
+        browser.click("table a[href^='/alerts/']").await;
+        browser.wait_for_text("how to hurt myself").await;
+        browser
+            .fill("input[name=note]", "spoke to the pupil with the form tutor")
+            .await;
+        browser.click("button[value=acknowledged]").await;
+        browser.wait_for_text("is acknowledged now").await;
+        browser.screenshot("admin-alert-acknowledged").await;
+
+        // The headteacher makes this week's report and opens it.
+        let week = jiff::Timestamp::now()
+            .to_zoned_datetime(jiff::tz::TimeZone::get("Europe/London").unwrap())
+            .date()
+            .iso_week_date();
+        let week = format!("{:04}-W{:02}", week.year(), week.week());
+        browser.goto(&format!("{admin}/reports")).await;
+        browser.fill("input[name=week]", &week).await;
+        browser
+            .click("form[action='/reports/make'] button[type=submit]")
+            .await;
+        browser
+            .wait_for_text(&format!("The report for {week} is ready."))
+            .await;
+        browser.click("a[href$='.html']").await;
+        let report = browser.wait_for_text("hurt myself").await;
+        assert!(report.contains(&week), "{report}");
+        browser.screenshot("admin-weekly-report").await;
+        browser.goto(&format!("{admin}/")).await;
+        sign_out(&browser).await;
+
+        // The technician sees health, and is refused the rules.
+        sign_in(&browser, &admin, "tech").await;
+        browser.goto(&format!("{admin}/health")).await;
+        let health = browser.wait_for_text("Listeners").await;
+        assert!(health.contains("Ready"), "{health}");
+        browser.screenshot("admin-technician-health").await;
+        browser.goto(&format!("{admin}/rules")).await;
+        let refused = browser.text().await;
+        assert!(
+            refused.contains("you do not have the permission this page needs"),
+            "{refused}"
+        );
+        browser.screenshot("admin-technician-refused-rules").await;
+    })
+    .await;
+}
