@@ -198,7 +198,7 @@ async fn admins_use_the_web_interface_in_a_browser() {
                 ("url", poker.as_str()),
                 ("rule", "category:pupil:gambling"),
                 ("categories", "gambling"),
-                ("comment", "for the probability lesson"),
+                ("comment", "for the probability lesson \"><img src=x onerror=alert(2)>"),
             ])
             .send()
             .await
@@ -213,6 +213,15 @@ async fn admins_use_the_web_interface_in_a_browser() {
             assert!(tokio::time::Instant::now() < deadline, "review not listed");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let reviews = browser.text().await;
+        assert!(
+            reviews.contains("lesson \"><img src=x onerror=alert(2)>"),
+            "the comment is shown as text: {reviews}"
+        );
+        assert_eq!(
+            browser.script("return document.querySelectorAll('img').length").await,
+            0
+        );
         browser
             .click("form[action='/rules/reviews/decide']:has(input[value=approve]) button")
             .await;
@@ -224,7 +233,7 @@ async fn admins_use_the_web_interface_in_a_browser() {
         // A pupil searches for a self-harm phrase; the headteacher acknowledges the
         // alert with a note.
         let search = format!(
-            "http://www.google.com:{}/search?q=how+to+hurt+myself",
+            "http://www.google.com:{}/search?q=how+to+hurt+myself+%3Cscript%3Ealert(3)%3C%2Fscript%3E",
             origin.addr.port()
         );
         let _ = safegate.client().get(&search).send().await.unwrap();
@@ -240,7 +249,14 @@ async fn admins_use_the_web_interface_in_a_browser() {
         }
         browser.screenshot("admin-alert-queue").await;
         browser.click("table a[href^='/alerts/']").await;
-        browser.wait_for_text("how to hurt myself").await;
+        let alert = browser
+            .wait_for_text("how to hurt myself <script>alert(3)</script>")
+            .await;
+        assert!(alert.contains("self-harm"), "{alert}");
+        assert_eq!(
+            browser.script("return document.querySelectorAll('script').length").await,
+            0
+        );
         browser
             .fill("input[name=note]", "spoke to the pupil with the form tutor")
             .await;

@@ -45,6 +45,15 @@ pub struct AdminConfig {
     /// A file holding the bearer token (readable by SafeGate's user only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_token_file: Option<PathBuf>,
+    /// Admin web sessions end after this long without a request.
+    #[serde(with = "humantime_serde")]
+    pub session_idle: std::time::Duration,
+    /// Admin web sessions end this long after sign-in, whatever happens.
+    #[serde(with = "humantime_serde")]
+    pub session_max: std::time::Duration,
+    /// Mark the admin cookies `Secure` (when the admin pages are reached through a
+    /// TLS-terminating reverse proxy).
+    pub secure_cookies: bool,
 }
 
 impl Default for AdminConfig {
@@ -57,6 +66,9 @@ impl Default for AdminConfig {
             ],
             metrics_token: String::new(),
             metrics_token_file: None,
+            session_idle: std::time::Duration::from_secs(30 * 60),
+            session_max: std::time::Duration::from_secs(12 * 60 * 60),
+            secure_cookies: false,
         }
     }
 }
@@ -91,6 +103,12 @@ impl AdminConfig {
                     "must be at least {} characters (e.g. `openssl rand -hex 32`)",
                     access::MIN_TOKEN_LEN
                 ),
+            ));
+        }
+        if self.session_idle.is_zero() || self.session_max.is_zero() {
+            problems.push((
+                "admin.session_idle",
+                "session_idle and session_max must be more than zero".to_owned(),
             ));
         }
         problems

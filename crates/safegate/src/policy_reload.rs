@@ -132,7 +132,14 @@ pub fn audit_policy_file(store: &safegate_store::Store, path: &Path) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    match store.audit_policy_text(now, "file", None, &text, safegate_web::policy_diff) {
+    match store.audit_policy_text(
+        now,
+        "file",
+        safegate_store::AuditAction::PolicyChange,
+        None,
+        &text,
+        safegate_web::policy_diff,
+    ) {
         Ok(Some(entry)) => info!(
             sequence = entry.sequence,
             "policy change recorded in the audit log (author: file)"

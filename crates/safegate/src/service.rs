@@ -154,6 +154,7 @@ async fn serve(config: Config) -> Result<()> {
     listeners.extend(transparent_http.map(|addr| ("transparent HTTP".to_owned(), addr)));
     listeners.extend(transparent_https.map(|addr| ("transparent HTTPS".to_owned(), addr)));
     let web = crate::web_wiring::web_state(
+        &config.admin,
         store.clone(),
         crate::web_wiring::ServiceHealth {
             readiness: Arc::clone(&readiness),

@@ -79,6 +79,7 @@ impl HealthSource for ServiceHealth {
 
 /// The web interface's state for the running service.
 pub fn web_state(
+    admin: &safegate_admin::AdminConfig,
     store: Store,
     health: ServiceHealth,
     policy_file: PathBuf,
@@ -88,7 +89,13 @@ pub fn web_state(
 ) -> Arc<WebState> {
     WebState::new(
         store,
-        WebSettings::default(),
+        WebSettings {
+            sessions: safegate_web::SessionLimits {
+                idle: admin.session_idle,
+                absolute: admin.session_max,
+            },
+            secure_cookies: admin.secure_cookies,
+        },
         Arc::new(health),
         Some(PolicyAccess {
             file: PolicyFile::new(policy_file),

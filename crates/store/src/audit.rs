@@ -184,13 +184,15 @@ impl Store {
     }
 
     /// Records a change of the policy file's text: when `text` differs from the text
-    /// recorded last time, appends a [`AuditAction::PolicyChange`] entry by `actor`
-    /// whose detail is `diff(previous, text)` (previous is empty the first time) and
-    /// remembers `text`, in one transaction. None when nothing changed.
+    /// recorded last time, appends an `action` entry (a policy change, or an unblock
+    /// made through the policy) by `actor` whose detail is `diff(previous, text)`
+    /// (previous is empty the first time) and remembers `text`, in one transaction.
+    /// None when nothing changed.
     pub fn audit_policy_text(
         &self,
         at_unix_micros: u64,
         actor: &str,
+        action: AuditAction,
         reason: Option<&str>,
         text: &str,
         diff: impl Fn(&str, &str) -> String,
@@ -203,7 +205,7 @@ impl Store {
             let entry = NewAuditEntry {
                 at_unix_micros,
                 actor: actor.to_owned(),
-                action: AuditAction::PolicyChange,
+                action,
                 subject: "policy".to_owned(),
                 detail: diff(&previous, text),
                 reason: reason.map(str::to_owned),
@@ -471,22 +473,30 @@ mod tests {
         let (_dir, store) = store_with(1);
         let diff = |old: &str, new: &str| format!("-{old}+{new}");
         let first = store
-            .audit_policy_text(5, "file", None, "a = 1\n", diff)
+            .audit_policy_text(5, "file", AuditAction::PolicyChange, None, "a = 1\n", diff)
             .unwrap()
             .unwrap();
         assert_eq!((first.sequence, first.detail.as_str()), (2, "-+a = 1\n"));
         assert_eq!(
             store
-                .audit_policy_text(6, "file", None, "a = 1\n", diff)
+                .audit_policy_text(6, "file", AuditAction::PolicyChange, None, "a = 1\n", diff)
                 .unwrap(),
             None
         );
         let second = store
-            .audit_policy_text(7, "filter.admin", Some("year 9 lesson"), "a = 2\n", diff)
+            .audit_policy_text(
+                7,
+                "filter.admin",
+                AuditAction::Unblock,
+                Some("year 9 lesson"),
+                "a = 2\n",
+                diff,
+            )
             .unwrap()
             .unwrap();
         assert_eq!(second.detail, "-a = 1\n+a = 2\n");
         assert_eq!(second.reason.as_deref(), Some("year 9 lesson"));
+        assert_eq!(second.action, AuditAction::Unblock);
         assert_eq!(
             store.audited_policy_text().unwrap().as_deref(),
             Some("a = 2\n")

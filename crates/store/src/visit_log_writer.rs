@@ -195,7 +195,8 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Decodes drained shard buffers into records; undecodable ones are counted as lost.
+/// Decodes drained shard buffers into records, oldest first; undecodable ones are
+/// counted as lost.
 fn decode_drained(buffers: &[Vec<u8>], records: usize, stats: &VisitLogStats) -> Vec<Record> {
     let mut decoded = Vec::with_capacity(records);
     for buffer in buffers {
@@ -215,6 +216,9 @@ fn decode_drained(buffers: &[Vec<u8>], records: usize, stats: &VisitLogStats) ->
             rest = tail;
         }
     }
+    // Shards interleave: the observer (and anything reading a batch) sees records in
+    // time order, as they would have arrived through one queue.
+    decoded.sort_by_key(|record| record.at_unix_micros);
     decoded
 }
 

@@ -156,15 +156,27 @@ async fn observer_sees_every_written_record_once() {
         Some(observer),
     );
     let all = fixture();
-    for r in &all {
-        assert!(queue.submit(r.clone()));
-    }
+    // From several threads at once: each lands in its own shard of the queue.
+    std::thread::scope(|scope| {
+        for chunk in all.chunks(all.len().div_ceil(4)) {
+            let queue = queue.clone();
+            scope.spawn(move || {
+                for r in chunk.iter().rev() {
+                    assert!(queue.submit(r.clone()));
+                }
+            });
+        }
+    });
     let stats = queue.stats().clone();
     drop(queue);
     writer.await.unwrap();
     let mut seen = Vec::new();
     while let Some(batch) = observed.recv().await {
         assert!(!batch.is_empty());
+        assert!(
+            batch.is_sorted_by_key(|r| r.at_unix_micros),
+            "batches reach the observer in time order"
+        );
         seen.extend(batch);
     }
     assert_eq!(stats.snapshot().observer_dropped, 0);

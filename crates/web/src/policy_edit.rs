@@ -15,7 +15,7 @@ use blake2::Blake2b;
 use blake2::digest::Digest;
 use blake2::digest::consts::U16;
 use safegate_policy::Policy;
-use safegate_store::Store;
+use safegate_store::{AuditAction, Store};
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
 /// Why an edit was not made.
@@ -275,6 +275,10 @@ impl PolicyFile {
             .audit_policy_text(
                 author.at_unix_micros,
                 &author.user,
+                match edit {
+                    Edit::AddUnblock(_) | Edit::RemoveUnblock(_) => AuditAction::Unblock,
+                    _ => AuditAction::PolicyChange,
+                },
                 author.reason.as_deref(),
                 &new_text,
                 crate::policy_diff,

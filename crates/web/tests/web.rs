@@ -637,6 +637,9 @@ block = []
             let text = world.text();
             assert!(text.contains("[[unblocks]]"), "{text}");
             assert!(text.contains("granted_by = \"filter.admin\""), "{text}");
+            let last = admin.store.audit_entries(1, 10).unwrap().pop().unwrap();
+            assert_eq!(last.action, AuditAction::Unblock);
+            assert_eq!(last.reason.as_deref(), Some("probability lesson"));
             assert!(matches!(
                 admin.store.verify_audit().unwrap(),
                 safegate_store::AuditVerification::Intact { entries: 2, .. }
