@@ -77,10 +77,53 @@ async fn policy_file_edits_are_audited_and_tampering_is_detected() {
             "{diff}"
         );
         assert!(!diff.contains("+timezone"), "only the change: {diff}");
+        // Looking at one person's records from the command line is recorded too,
+        // with the account that asked.
+        let config = shipped_config().display().to_string();
+        let data = format!("data_dir={:?}", data_dir.display().to_string());
+        let export = tempfile::tempdir().unwrap();
+        let out = export.path().to_owned();
+        for args in [
+            vec!["log", "query", "--user", "pupil7", "--json"],
+            vec![
+                "log",
+                "export",
+                "--user",
+                "pupil7",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ] {
+            let mut all = args.clone();
+            all.extend_from_slice(&["--config", &config, "--set", &data, "--set", &set]);
+            let (status, _, stderr) = run_to_end(&all).await;
+            assert!(status.success(), "{args:?}: {stderr}");
+        }
+        let (_, stdout, _) = audit(&data_dir, &policy, &["list", "--json"]).await;
+        let entries: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+        let views: Vec<&serde_json::Value> = entries
+            .iter()
+            .filter(|e| e["action"] == "history-viewed")
+            .collect();
+        assert_eq!(views.len(), 2, "{stdout}");
+        for view in &views {
+            assert_eq!(view["subject"], "pupil7");
+            assert!(
+                view["actor"].as_str().unwrap().ends_with("(command line)"),
+                "{view}"
+            );
+        }
+        assert!(
+            views[1]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("subject access export")
+        );
+
         let (status, stdout, _) = audit(&data_dir, &policy, &["verify"]).await;
         assert!(status.success());
         assert!(
-            stdout.starts_with("audit log intact: 2 entries"),
+            stdout.starts_with("audit log intact: 4 entries"),
             "{stdout}"
         );
 

@@ -1,7 +1,8 @@
 //! HTTPS through SafeGate with the school CA: `safegate ca init|export`, decrypted
 //! sites served as HTTP/1.1 and HTTP/2 (reqwest and curl trusting only the school CA)
 //! with bodies equal to the origin's, HTTP/2 towards an origin that offers it, URL
-//! rules and the block page over HTTPS, `safegate check` on decryption,
+//! rules and the block page over HTTPS, `safegate check` on decryption, WebSockets
+//! inside a decrypted tunnel,
 //! search terms in the visit log, a never-decrypt site tunnelled untouched (the
 //! client sees the origin's own certificate), a TLS server name that differs from the
 //! CONNECT host refused, and origins with an expired or wrong-name certificate
@@ -452,6 +453,60 @@ async fn a_never_decrypt_site_is_tunnelled_untouched() {
         assert_eq!(tunnel.seen_as, SeenAs::ConnectHost);
         assert_eq!(tunnel.path, None);
         assert!(tunnel.bytes_down > 100_000, "{tunnel:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn websockets_work_inside_a_decrypted_tunnel() {
+    bounded(async {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio::io::AsyncReadExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let setup = Setup::start().await;
+        let port = setup.origin.addr.port();
+        let mut stream = raw::connect(setup.safegate.proxy).await;
+        let connect = format!("CONNECT shop.test:{port} HTTP/1.1\r\nHost: shop.test:{port}\r\n\r\n");
+        stream.write_all(connect.as_bytes()).await.unwrap();
+        assert!(raw::read_head(&mut stream).await.starts_with("HTTP/1.1 200"));
+        let mut roots = rustls::RootCertStore::empty();
+        let school: rustls::pki_types::CertificateDer<'static> =
+            rustls::pki_types::pem::PemObject::from_pem_slice(setup.school_ca.as_bytes()).unwrap();
+        roots.add(school).unwrap();
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = rustls::pki_types::ServerName::try_from("shop.test").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, stream)
+            .await
+            .unwrap();
+        let upgrade = format!(
+            "GET /ws HTTP/1.1\r\nHost: shop.test:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        tls.write_all(upgrade.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tls.read_u8().await.unwrap());
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            tls,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        for message in [Message::text("hello, decrypted"), Message::binary(payload(50_000))] {
+            socket.send(message.clone()).await.unwrap();
+            assert_eq!(socket.next().await.unwrap().unwrap(), message);
+        }
+        socket.close(None).await.unwrap();
     })
     .await;
 }

@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use safegate_store::users::permissions_text;
-use safegate_store::{Store, StoreError, UserError};
+use safegate_store::{AuditAction, NewAuditEntry, Store, StoreError, UserError};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -290,10 +290,106 @@ pub fn prepare(store: &Store, request: &Request) -> Result<Output, CommandError>
     }
 }
 
+/// The name of the account with `uid`, from /etc/passwd (for the audit log), or
+/// `uid N` when it has none.
+pub fn account_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let id = fields.nth(1)?;
+                (id.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// What a command does that the audit log must record, and when: views of one
+/// person's history are recorded before they are shown, alert status changes after
+/// they are made.
+fn audit_entry(request: &Request, actor: &str) -> Option<(bool, NewAuditEntry)> {
+    let entry = |action, subject: String, detail: String, reason: Option<String>| NewAuditEntry {
+        at_unix_micros: now_micros(),
+        actor: format!("{actor} (command line)"),
+        action,
+        subject,
+        detail,
+        reason,
+    };
+    match request {
+        Request::LogQuery(query) => query.user.as_ref().map(|user| {
+            (
+                true,
+                entry(
+                    AuditAction::HistoryViewed,
+                    user.clone(),
+                    request.describe(),
+                    None,
+                ),
+            )
+        }),
+        Request::LogExport(export) => Some((
+            true,
+            entry(
+                AuditAction::HistoryViewed,
+                export.user.clone(),
+                "subject access export (every record, JSON and CSV)".to_owned(),
+                None,
+            ),
+        )),
+        Request::Alerts(crate::alerts_command::AlertsRequest::SetStatus {
+            id,
+            status,
+            by,
+            note,
+            ..
+        }) => Some((
+            false,
+            NewAuditEntry {
+                actor: by.clone(),
+                ..entry(
+                    AuditAction::AlertStatus,
+                    format!("alert {id}"),
+                    format!("status: {}", status.as_str()),
+                    note.clone(),
+                )
+            },
+        )),
+        _ => None,
+    }
+}
+
+/// [`prepare`], with the audit log written for the commands that need it; `actor`
+/// is the account that asked.
+pub fn prepare_audited(
+    store: &Store,
+    request: &Request,
+    actor: &str,
+) -> Result<Output, CommandError> {
+    let audit = audit_entry(request, actor);
+    if let Some((true, entry)) = &audit {
+        store.append_audit(entry.clone())?;
+    }
+    let output = prepare(store, request)?;
+    if let Some((false, entry)) = audit {
+        store.append_audit(entry)?;
+    }
+    Ok(output)
+}
+
 /// Runs a command against an open store, writing its output to `out`. The service
 /// runs the same two steps for the control socket.
 pub fn execute(store: &Store, request: &Request, out: &mut dyn Write) -> Result<()> {
-    let output = prepare(store, request)?;
+    let actor = account_name(rustix::process::getuid().as_raw());
+    let output = prepare_audited(store, request, &actor)?;
     output.write_to(out)?;
     out.flush()?;
     Ok(())
@@ -498,7 +594,11 @@ async fn serve(mut stream: UnixStream, store: Store, peer_uid: u32, request_time
     };
     let what = request.describe();
     let started = std::time::Instant::now();
-    let ran = tokio::task::spawn_blocking(move || run_blocking(&store, &request, stream)).await;
+    let ran = tokio::task::spawn_blocking(move || {
+        let actor = account_name(peer_uid);
+        run_blocking(&store, &request, &actor, stream)
+    })
+    .await;
     let ms = started.elapsed().as_millis() as u64;
     match ran {
         Ok(Ok(summary)) => info!(peer_uid, ms, "control: {what}: {summary}"),
@@ -536,10 +636,11 @@ enum Failure {
 fn run_blocking(
     store: &Store,
     request: &Request,
+    actor: &str,
     stream: StdUnixStream,
 ) -> Result<String, Failure> {
     let mut out = BufWriter::with_capacity(64 * 1024, &stream);
-    let result = match prepare(store, request) {
+    let result = match prepare_audited(store, request, actor) {
         Ok(output) => (|| {
             out.write_all(&Status::line(None))?;
             output.write_to(&mut out).map_err(|err| match err {
