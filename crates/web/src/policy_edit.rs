@@ -111,7 +111,8 @@ pub struct NewUnblock {
 /// One change to the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Edit {
-    /// Block or stop blocking a category for a role or group (always, no windows).
+    /// Block or stop blocking a category for a role or group: always, or only inside
+    /// the named time windows.
     SetBlocked {
         /// Role or group.
         scope: Scope,
@@ -119,6 +120,8 @@ pub enum Edit {
         category: String,
         /// Block it.
         blocked: bool,
+        /// Time windows (`[windows.NAME]`) the block applies in; empty for always.
+        windows: Vec<String>,
     },
     /// Replace a scope's allow or deny list.
     SetList {
@@ -152,10 +155,16 @@ impl Edit {
                 scope,
                 category,
                 blocked,
+                windows,
             } => format!(
-                "{} {category} for {}",
+                "{} {category} for {}{}",
                 if *blocked { "block" } else { "stop blocking" },
-                scope.text()
+                scope.text(),
+                if *blocked && !windows.is_empty() {
+                    format!(" in {}", windows.join(", "))
+                } else {
+                    String::new()
+                }
             ),
             Edit::SetList {
                 scope,
@@ -363,6 +372,7 @@ pub fn apply_edit(
             scope,
             category,
             blocked,
+            windows,
         } => {
             if locked.iter().any(|name| name == category) {
                 return Err(EditError::Refused(format!(
@@ -377,8 +387,17 @@ pub fn apply_edit(
             let table = scope_table(document, scope)?;
             let block = array_entry(table, "block")?;
             block.retain(|value| block_entry_category(value) != Some(category.as_str()));
-            if *blocked {
+            if *blocked && windows.is_empty() {
                 block.push(category.as_str());
+            } else if *blocked {
+                let mut entry = toml_edit::InlineTable::new();
+                entry.insert("category", category.as_str().into());
+                let mut names = Array::new();
+                for window in windows {
+                    names.push(window.as_str());
+                }
+                entry.insert("windows", Value::Array(names));
+                block.push(entry);
             }
             block.fmt();
         }
@@ -511,6 +530,7 @@ allow = ["bbc.co.uk", { site = "games.test", windows = [] }]
             scope: Scope::Role("staff".into()),
             category: "gambling".into(),
             blocked: true,
+            windows: vec![],
         })
         .unwrap();
         assert!(
@@ -518,9 +538,21 @@ allow = ["bbc.co.uk", { site = "games.test", windows = [] }]
             "{text}"
         );
         let text = edited(Edit::SetBlocked {
+            scope: Scope::Role("staff".into()),
+            category: "gambling".into(),
+            blocked: true,
+            windows: vec!["core-hours".into()],
+        })
+        .unwrap();
+        assert!(
+            text.contains("block = [{ category = \"gambling\", windows = [\"core-hours\"] }]"),
+            "{text}"
+        );
+        let text = edited(Edit::SetBlocked {
             scope: Scope::Role("pupil".into()),
             category: "gambling".into(),
             blocked: false,
+            windows: vec![],
         })
         .unwrap();
         assert!(text.contains("# Pupils: the usual."), "{text}");
@@ -530,6 +562,7 @@ allow = ["bbc.co.uk", { site = "games.test", windows = [] }]
                 scope: Scope::Role("pupil".into()),
                 category: "illegal".into(),
                 blocked: false,
+                windows: vec![],
             }),
             Err(EditError::Refused(_))
         ));

@@ -81,11 +81,15 @@ fn scope_view(
                         if t.get("category").and_then(Value::as_str) == Some(name) =>
                     {
                         Some(format!(
-                            "in windows {}",
+                            "in {}",
                             t.get("windows")
-                                .map(|w| w.to_string())
+                                .and_then(Value::as_array)
+                                .map(|names| names
+                                    .iter()
+                                    .filter_map(Value::as_str)
+                                    .collect::<Vec<_>>()
+                                    .join(", "))
                                 .unwrap_or_default()
-                                .trim()
                         ))
                     }
                     _ => None,
@@ -168,6 +172,11 @@ pub async fn rules_page(
         .map(|c| (c.name.clone(), c.locked))
         .collect();
     let views = scopes(&document, &categories);
+    let windows: Vec<String> = document
+        .get("windows")
+        .and_then(Item::as_table)
+        .map(|table| table.iter().map(|(name, _)| name.to_owned()).collect())
+        .unwrap_or_default();
     let unblocks: Vec<Vec<(String, String)>> = document
         .get("unblocks")
         .and_then(Item::as_array_of_tables)
@@ -250,6 +259,12 @@ pub async fn rules_page(
                                         } @else {
                                             input type="hidden" name="blocked" value="true";
                                             button type="submit" { "Block" }
+                                            @if !windows.is_empty() {
+                                                select name="window" aria-label="when" {
+                                                    option value="" { "always" }
+                                                    @for window in &windows { option value=(window) { "in " (window) } }
+                                                }
+                                            }
                                         }
                                         input name="reason" placeholder="why (optional)";
                                     }
@@ -429,6 +444,8 @@ pub struct BlockForm {
     scope: String,
     category: String,
     blocked: bool,
+    /// A time window to block in; empty or absent for always.
+    window: Option<String>,
     reason: Option<String>,
 }
 
@@ -445,6 +462,12 @@ async fn set_blocked(
         scope,
         category: form.category,
         blocked: form.blocked,
+        windows: form
+            .window
+            .map(|w| w.trim().to_owned())
+            .filter(|w| !w.is_empty())
+            .into_iter()
+            .collect(),
     };
     edit(state, &session, form.version, change, form.reason, api).await
 }

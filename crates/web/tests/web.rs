@@ -486,6 +486,10 @@ sources = [{ format = "domains", path = "gambling.txt" }]
 locked = true
 sources = [{ format = "domains", path = "illegal.txt" }]
 
+[windows.core-hours]
+days = ["mon-fri"]
+times = ["08:30-15:30"]
+
 [roles.pupil]
 # Pupils never gamble.
 block = ["gambling"]
@@ -688,6 +692,32 @@ block = []
             let location = response.headers()["location"].to_str().unwrap();
             assert!(location.starts_with("/rules?done="), "{location}");
             assert!(world.text().contains("[roles.staff]\nblock = []"), "{}", world.text());
+
+            // Blocking inside a time window only.
+            let (_, rules) = json(client.get(admin.url("/api/rules")).send().await.unwrap()).await;
+            let (status, saved) = json(
+                client
+                    .post(admin.url("/api/rules/block"))
+                    .header("x-csrf-token", &csrf)
+                    .json(&serde_json::json!({
+                        "version": rules["version"], "scope": "staff", "category": "gambling",
+                        "blocked": true, "window": "core-hours"
+                    }))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{saved}");
+            assert!(
+                world
+                    .text()
+                    .contains("block = [{ category = \"gambling\", windows = [\"core-hours\"] }]"),
+                "{}",
+                world.text()
+            );
+            let page = client.get(admin.url("/rules")).send().await.unwrap().text().await.unwrap();
+            assert!(page.contains("blocked in core-hours"), "{page}");
         })
         .await;
     }
