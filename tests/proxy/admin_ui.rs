@@ -191,11 +191,12 @@ async fn admins_use_the_web_interface_in_a_browser() {
         // A pupil asks for a review from the block page; the filter admin approves it.
         let poker = format!("http://bet.test:{}/bytes/3", origin.addr.port());
         wait_for_status(&safegate, &poker, 403).await;
+        let hostile_url = format!("{poker}?x=\"><script>alert(4)</script>");
         let review = safegate
             .client()
             .post(format!("http://{}/safegate/review", safegate.proxy))
             .form(&[
-                ("url", poker.as_str()),
+                ("url", hostile_url.as_str()),
                 ("rule", "category:pupil:gambling"),
                 ("categories", "gambling"),
                 ("comment", "for the probability lesson \"><img src=x onerror=alert(2)>"),
@@ -217,6 +218,14 @@ async fn admins_use_the_web_interface_in_a_browser() {
         assert!(
             reviews.contains("lesson \"><img src=x onerror=alert(2)>"),
             "the comment is shown as text: {reviews}"
+        );
+        assert!(
+            reviews.contains("?x=\"><script>alert(4)</script>"),
+            "the address is shown as text: {reviews}"
+        );
+        assert_eq!(
+            browser.script("return document.querySelectorAll('script').length").await,
+            0
         );
         assert_eq!(
             browser.script("return document.querySelectorAll('img').length").await,
@@ -263,6 +272,19 @@ async fn admins_use_the_web_interface_in_a_browser() {
         browser.click("button[value=acknowledged]").await;
         browser.wait_for_text("is acknowledged now").await;
         browser.screenshot("admin-alert-acknowledged").await;
+
+        // The audit log shows the review decision on that address, as text.
+        browser.goto(&format!("{admin}/audit")).await;
+        let audit = browser.wait_for_text("Chain intact").await;
+        assert!(audit.contains("review-decision"), "{audit}");
+        assert!(audit.contains("<script>alert(4)</script>"), "{audit}");
+        assert_eq!(
+            browser
+                .script("return document.querySelectorAll('script, img').length")
+                .await,
+            0
+        );
+        browser.screenshot("admin-audit-log").await;
 
         // The headteacher makes this week's report and opens it.
         let week = jiff::Timestamp::now()

@@ -28,6 +28,7 @@ header a{color:#fff}header form{margin-left:auto}main{padding:1rem;max-width:70r
 table{border-collapse:collapse;width:100%;background:#fff}td,th{border:1px solid #ccd;padding:.3rem .5rem;text-align:left;vertical-align:top}\
 pre{white-space:pre-wrap;word-break:break-all;margin:0}.bad{color:#b00020;font-weight:bold}.ok{color:#1b7f3b;font-weight:bold}\
 label{display:block;margin:.5rem 0}input{font-size:1rem;padding:.3rem}button{font-size:1rem;padding:.3rem .8rem}\
+table.audit td:nth-child(5){max-width:22ch;word-break:break-all}table.audit td:nth-child(6){min-width:45ch}\
 @media print{header{display:none}}";
 
 /// Percent-encodes a value for a query string.
@@ -418,9 +419,10 @@ pub async fn audit(
                 AuditVerification::Intact { entries, .. } => p.ok { "Chain intact: " (entries) " entries." },
                 AuditVerification::Broken { sequence, reason } => p.bad { "AUDIT LOG ALTERED at entry #" (sequence) ": " (reason) },
             }
-            table {
+            p { "Newest first." }
+            table.audit {
                 tr { th { "#" } th { "When (UTC)" } th { "Who" } th { "What" } th { "Subject" } th { "Change" } th { "Why" } }
-                @for entry in &entries {
+                @for entry in entries.iter().rev() {
                     tr {
                         td { (entry.sequence) }
                         td { (utc_text(entry.at_unix_micros)) }

@@ -188,10 +188,11 @@ async fn decide(state: &WebState, session: &Session, form: DecideForm) -> Outcom
                 deny: false,
                 entry: site.clone(),
             };
-            let why = Some(format!(
-                "review request for {}: {reason}",
-                entry.request.url
-            ));
+            let why = Some(if reason.is_empty() {
+                format!("review request for {}", entry.request.url)
+            } else {
+                format!("review request for {}: {reason}", entry.request.url)
+            });
             if let Err(err) = apply_change(
                 state,
                 session,
