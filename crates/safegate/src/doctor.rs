@@ -13,16 +13,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::ConfigArgs;
+use safegate_proxy::tls::ca::{CA_CERT_FILE, CA_DIR, CA_KEY_FILE};
+
 use crate::settings::Config;
 
 /// Free space below which the data directory is a failure.
 const FAIL_BELOW_BYTES: u64 = 100 * 1024 * 1024;
 /// Free space below which the data directory is a warning.
 const WARN_BELOW_BYTES: u64 = 1024 * 1024 * 1024;
-/// The CA `safegate ca init` creates, relative to the data directory.
-const CA_DIR: &str = "ca";
-const CA_CERT_FILE: &str = "safegate-ca.pem";
-const CA_KEY_FILE: &str = "safegate-ca.key";
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
