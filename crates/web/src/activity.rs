@@ -16,7 +16,7 @@ use maud::html;
 use safegate_store::{AuditAction, NewAuditEntry, Outcome, Query as LogQuery, Record};
 use serde::{Deserialize, Serialize};
 
-use crate::pages::layout;
+use crate::pages::{layout, local_time};
 use crate::rules::now_micros;
 use crate::{Session, WebState, refusal};
 
@@ -57,26 +57,9 @@ pub struct Activity {
     pub records: usize,
 }
 
-fn school_zone(state: &WebState) -> TimeZone {
-    state.policy.as_ref().map_or(TimeZone::UTC, |policy| {
-        policy.live.load().timezone().clone()
-    })
-}
-
 fn day_start_micros(day: Date, tz: &TimeZone) -> Option<u64> {
     let zoned = day.to_zoned_datetime(tz.clone()).ok()?;
     u64::try_from(zoned.timestamp().as_microsecond()).ok()
-}
-
-fn local(micros: u64, tz: &TimeZone) -> String {
-    i64::try_from(micros)
-        .ok()
-        .and_then(|m| jiff::Timestamp::from_microsecond(m).ok())
-        .map_or_else(String::new, |at| {
-            at.to_zoned_datetime(tz.clone())
-                .strftime("%a %Y-%m-%d %H:%M")
-                .to_string()
-        })
 }
 
 fn shown_url(record: &Record) -> String {
@@ -105,7 +88,7 @@ async fn gather(
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .ok_or_else(|| bad("say why you are looking at this person's history (it is recorded)"))?;
-    let tz = school_zone(state);
+    let tz = state.school_zone();
     let today = jiff::Timestamp::now().to_zoned_datetime(tz.clone()).date();
     let parse_day = |text: Option<&str>, default: Date| -> Result<Date, (StatusCode, String)> {
         match text.map(str::trim).filter(|t| !t.is_empty()) {
@@ -173,7 +156,7 @@ async fn gather(
     for record in &records {
         if let Some(search) = &record.search {
             activity.searches.push((
-                local(record.at_unix_micros, &tz),
+                local_time(record.at_unix_micros, &tz),
                 search.engine.clone(),
                 search.terms.clone(),
                 record.host.clone(),
@@ -181,7 +164,7 @@ async fn gather(
         }
         if record.outcome == Outcome::Blocked {
             activity.blocked.push((
-                local(record.at_unix_micros, &tz),
+                local_time(record.at_unix_micros, &tz),
                 shown_url(record),
                 record.rule.clone(),
             ));
@@ -194,7 +177,7 @@ async fn gather(
         .map(|visit| {
             (
                 visit.site.clone(),
-                local(visit.start_micros, &tz),
+                local_time(visit.start_micros, &tz),
                 visit.duration_micros().div_ceil(60_000_000),
                 visit.requests,
                 visit.blocked,

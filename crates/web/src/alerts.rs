@@ -9,33 +9,15 @@ use axum::Json;
 use axum::extract::{Extension, Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use jiff::tz::TimeZone;
 use maud::html;
 use safegate_store::{
     Alert, AlertFilter, AlertStatus, AuditAction, NewAuditEntry, Outcome, StatusChange,
 };
 use serde::Deserialize;
 
-use crate::pages::{layout, url_encode};
+use crate::pages::{layout, local_time, url_encode};
 use crate::rules::now_micros;
 use crate::{Session, WebState, refusal};
-
-fn zone(state: &WebState) -> TimeZone {
-    state.policy.as_ref().map_or(TimeZone::UTC, |policy| {
-        policy.live.load().timezone().clone()
-    })
-}
-
-fn local(micros: u64, tz: &TimeZone) -> String {
-    i64::try_from(micros)
-        .ok()
-        .and_then(|m| jiff::Timestamp::from_microsecond(m).ok())
-        .map_or_else(String::new, |at| {
-            at.to_zoned_datetime(tz.clone())
-                .strftime("%a %Y-%m-%d %H:%M")
-                .to_string()
-        })
-}
 
 fn parse_status(text: &str) -> Option<AlertStatus> {
     [
@@ -95,7 +77,7 @@ pub async fn alerts_page(
         Ok(alerts) => alerts,
         Err(problem) => return refusal(false, StatusCode::BAD_REQUEST, &problem),
     };
-    let tz = zone(&state);
+    let tz = state.school_zone();
     layout(
         "Safeguarding alerts",
         Some(&session),
@@ -131,7 +113,7 @@ pub async fn alerts_page(
                             td { (alert.status.as_str()) }
                             td { (alert.who) " (" (alert.role) ")" }
                             td { (alert.kind.as_str()) ": " (alert.summary) }
-                            td { (local(alert.last_at_unix_micros, &tz)) }
+                            td { (local_time(alert.last_at_unix_micros, &tz)) }
                             td { (alert.occurrences) }
                         }
                     }
@@ -173,7 +155,7 @@ pub async fn alert_page(
         Ok(None) => return refusal(false, StatusCode::NOT_FOUND, "there is no such alert"),
         Err(problem) => return refusal(false, StatusCode::INTERNAL_SERVER_ERROR, &problem),
     };
-    let tz = zone(&state);
+    let tz = state.school_zone();
     layout(
         &format!("Alert {}", alert.id),
         Some(&session),
@@ -185,8 +167,8 @@ pub async fn alert_page(
             table {
                 tr { th { "Who" } td { (alert.who) " (" (alert.role) @if let Some(group) = &alert.group { ", " (group) } ")" } }
                 tr { th { "About" } td { (alert.subject) } }
-                tr { th { "First" } td { (local(alert.first_at_unix_micros, &tz)) } }
-                tr { th { "Latest" } td { (local(alert.last_at_unix_micros, &tz)) } }
+                tr { th { "First" } td { (local_time(alert.first_at_unix_micros, &tz)) } }
+                tr { th { "Latest" } td { (local_time(alert.last_at_unix_micros, &tz)) } }
                 tr { th { "Times" } td { (alert.occurrences) } }
             }
             h2 { "Evidence" }
@@ -194,7 +176,7 @@ pub async fn alert_page(
                 tr { th { "When" } th { "Address" } th { "Search" } th { "Decision" } }
                 @for record in &alert.evidence {
                     tr {
-                        td { (local(record.at_unix_micros, &tz)) }
+                        td { (local_time(record.at_unix_micros, &tz)) }
                         td { (record.host) @if let Some(path) = &record.path { (path) } }
                         td { @if let Some(search) = &record.search { (search.engine) ": " (search.terms) } }
                         td { (if record.outcome == Outcome::Blocked { "blocked" } else { "allowed" }) " (" code { (record.rule) } ")" }
@@ -204,7 +186,7 @@ pub async fn alert_page(
             h2 { "History" }
             ul {
                 @for change in &alert.history {
-                    li { (local(change.at_unix_micros, &tz)) " " (change.by) ": " (change.status.as_str())
+                    li { (local_time(change.at_unix_micros, &tz)) " " (change.by) ": " (change.status.as_str())
                         @if let Some(note) = &change.note { " — " (note) } }
                 }
             }

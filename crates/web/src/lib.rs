@@ -196,6 +196,15 @@ impl WebState {
         })
     }
 
+    /// The school's time zone (the live policy's), UTC without a policy.
+    pub(crate) fn school_zone(&self) -> jiff::tz::TimeZone {
+        self.policy
+            .as_ref()
+            .map_or(jiff::tz::TimeZone::UTC, |policy| {
+                policy.live.load().timezone().clone()
+            })
+    }
+
     /// A `Set-Cookie` value for `name`; an empty value with `Max-Age=0` deletes it.
     pub(crate) fn cookie(&self, name: &str, value: &str) -> HeaderValue {
         let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict");

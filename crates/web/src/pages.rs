@@ -456,6 +456,18 @@ pub async fn api_audit(
     }
 }
 
+/// Unix microseconds as `Mon 2026-11-23 10:00` in `tz` (the school's time zone).
+pub(crate) fn local_time(micros: u64, tz: &jiff::tz::TimeZone) -> String {
+    i64::try_from(micros)
+        .ok()
+        .and_then(|m| jiff::Timestamp::from_microsecond(m).ok())
+        .map_or_else(String::new, |at| {
+            at.to_zoned_datetime(tz.clone())
+                .strftime("%a %Y-%m-%d %H:%M")
+                .to_string()
+        })
+}
+
 /// Unix microseconds as `2026-11-23 10:00:05`, UTC.
 fn utc_text(micros: u64) -> String {
     i64::try_from(micros)
