@@ -98,6 +98,7 @@ async fn sign_in(browser: &Browser, admin: &str, user: &str) {
     browser
         .click("form[action='/login'] button[type=submit]")
         .await;
+    browser.wait_for_text("Sign out").await;
 }
 
 async fn sign_out(browser: &Browser) {
