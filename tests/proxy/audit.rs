@@ -26,6 +26,19 @@ fn write_policy(dir: &Path, text: &str) {
     std::fs::rename(&temp, dir.join("policy.toml")).unwrap();
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 async fn audit(data_dir: &Path, policy: &Path, args: &[&str]) -> (ExitStatus, String, String) {
     let config = shipped_config().display().to_string();
     let data = format!("data_dir={:?}", data_dir.display().to_string());
@@ -126,10 +139,75 @@ async fn policy_file_edits_are_audited_and_tampering_is_detected() {
             stdout.starts_with("audit log intact: 4 entries"),
             "{stdout}"
         );
+        // The head as printed, and as the service logged it at the last append.
+        let printed_head = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("head: "))
+            .unwrap()
+            .to_owned();
+        assert!(printed_head.starts_with("#4 "), "{stdout}");
+        let logged = safegate.wait_for_log("sequence=4 head=").await;
+        let logged_head = logged
+            .split("head=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|hash| format!("4:{hash}"))
+            .unwrap();
+        assert_eq!(logged_head[2..], printed_head[3..]);
+        let (status, stdout, _) = audit(
+            &data_dir,
+            &policy,
+            &["verify", "--noted-head", &logged_head],
+        )
+        .await;
+        assert!(status.success(), "{stdout}");
+        assert!(stdout.contains("noted head #4 found"), "{stdout}");
+        let (status, _, stderr) =
+            audit(&data_dir, &policy, &["verify", "--noted-head", "4:abc"]).await;
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("64-digit hex hash"), "{stderr}");
 
-        // On the database directly, after one byte of the first entry is changed.
         safegate.terminate();
         assert!(safegate.wait().await.success());
+
+        // The newest entry removed and the head rewritten to the one before: the
+        // chain alone looks intact, the noted head catches it.
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(&data_dir.join("db"), &copy.path().join("db"));
+        {
+            let db = sled::open(copy.path().join("db")).unwrap();
+            let tree = db.open_tree("audit").unwrap();
+            let key = |n: u64| {
+                let mut key = vec![b'E'];
+                key.extend_from_slice(&n.to_be_bytes());
+                key
+            };
+            let third = tree.get(key(3)).unwrap().unwrap();
+            let mut head = 3u64.to_be_bytes().to_vec();
+            head.extend_from_slice(&third[third.len() - 32..]);
+            tree.remove(key(4)).unwrap();
+            tree.insert(b"H", head).unwrap();
+            db.flush().unwrap();
+        }
+        let (status, stdout, _) = audit(copy.path(), &policy, &["verify"]).await;
+        assert!(status.success(), "{stdout}");
+        assert!(
+            stdout.starts_with("audit log intact: 3 entries"),
+            "{stdout}"
+        );
+        let (status, stdout, _) = audit(
+            copy.path(),
+            &policy,
+            &["verify", "--noted-head", &printed_head],
+        )
+        .await;
+        assert!(!status.success(), "{stdout}");
+        assert!(
+            stdout.starts_with("AUDIT LOG ALTERED at entry #4: the noted head #4 is gone"),
+            "{stdout}"
+        );
+
+        // On the database directly, after one byte of the first entry is changed.
         {
             let db = sled::open(data_dir.join("db")).unwrap();
             let tree = db.open_tree("audit").unwrap();

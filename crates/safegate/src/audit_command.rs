@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use safegate_store::{AuditVerification, Store};
+use safegate_store::{AuditVerification, NotedHead, Store, audit_hash_hex};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::ConfigArgs;
@@ -23,7 +23,9 @@ pub enum AuditAction {
     List(AuditListArgs),
     /// Check the whole chain (every entry's hash and link, no gaps); prints the head's
     /// sequence and hash to note down, and exits with status 1 if anything was altered
-    /// or removed.
+    /// or removed. With --noted-head, also that the chain still holds a head noted
+    /// earlier (from this output or the service's log): removing the newest entries
+    /// and rewriting the head is caught only this way.
     Verify(AuditVerifyArgs),
 }
 
@@ -46,6 +48,9 @@ pub struct AuditListArgs {
 /// `safegate audit verify`.
 #[derive(Debug, Args)]
 pub struct AuditVerifyArgs {
+    /// A head noted earlier, as printed ("#12 3fa0…") or logged ("12:3fa0…").
+    #[arg(long, value_name = "HEAD", value_parser = parse_noted_head)]
+    pub noted_head: Option<NotedHead>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -65,8 +70,12 @@ pub enum AuditRequest {
         /// Time zone name for the text output.
         timezone: String,
     },
-    /// Verify the chain.
-    Verify,
+    /// Verify the chain (against a head noted earlier, if given).
+    Verify {
+        /// The head noted earlier.
+        #[serde(default)]
+        noted_head: Option<NotedHead>,
+    },
 }
 
 impl AuditRequest {
@@ -76,7 +85,10 @@ impl AuditRequest {
             AuditRequest::List { from, limit, .. } => {
                 format!("audit list from={from} limit={limit}")
             }
-            AuditRequest::Verify => "audit verify".to_owned(),
+            AuditRequest::Verify { noted_head: None } => "audit verify".to_owned(),
+            AuditRequest::Verify {
+                noted_head: Some(noted),
+            } => format!("audit verify noted-head=#{}", noted.sequence),
         }
     }
 }
@@ -104,7 +116,9 @@ pub fn run(action: &AuditAction) -> Result<()> {
         }
         AuditAction::Verify(args) => (
             Config::load(&args.config.config, &args.config.set)?,
-            AuditRequest::Verify,
+            AuditRequest::Verify {
+                noted_head: args.noted_head,
+            },
         ),
     };
     let access = open_store_or_connect(&config_args.data_dir)?;
@@ -112,7 +126,7 @@ pub fn run(action: &AuditAction) -> Result<()> {
     access.run(&Request::Audit(request.clone()), &mut out)?;
     let text = String::from_utf8_lossy(&out);
     print!("{text}");
-    if matches!(request, AuditRequest::Verify) && !text.starts_with(INTACT) {
+    if matches!(request, AuditRequest::Verify { .. }) && !text.starts_with(INTACT) {
         anyhow::bail!("the audit log was altered or entries were removed");
     }
     Ok(())
@@ -158,11 +172,14 @@ pub fn execute(store: &Store, request: &AuditRequest) -> Result<(Vec<u8>, String
             }
             Ok((text.into_bytes(), summary))
         }
-        AuditRequest::Verify => {
-            let text = match store.verify_audit()? {
+        AuditRequest::Verify { noted_head } => {
+            let text = match store.verify_audit_against(*noted_head)? {
                 AuditVerification::Intact { entries, head_hash } => format!(
-                    "{INTACT}: {entries} entries\nhead: #{entries} {}\n",
-                    hex(&head_hash)
+                    "{INTACT}: {entries} entries\nhead: #{entries} {}\n{}",
+                    audit_hash_hex(&head_hash),
+                    noted_head
+                        .map(|noted| format!("noted head #{} found\n", noted.sequence))
+                        .unwrap_or_default()
                 ),
                 AuditVerification::Broken { sequence, reason } => {
                     format!("{BROKEN} at entry #{sequence}: {reason}\n")
@@ -174,9 +191,8 @@ pub fn execute(store: &Store, request: &AuditRequest) -> Result<(Vec<u8>, String
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
+fn parse_noted_head(text: &str) -> Result<NotedHead, String> {
+    NotedHead::parse(text).ok_or_else(|| {
+        "expected a sequence and a 64-digit hex hash, as `safegate audit verify` prints them: \"#12 3fa0…\" or \"12:3fa0…\"".to_owned()
     })
 }

@@ -19,8 +19,10 @@
 //! transaction, so concurrent appends (the service and a command-line tool) serialise.
 //!
 //! What the chain cannot show on its own is the removal of the newest entries together
-//! with a rewritten head: `safegate audit verify` prints the head's sequence and hash
-//! so they can be noted outside the machine and compared later.
+//! with a rewritten head. So every append logs the new head (sequence and hash) to the
+//! service's log, `safegate audit verify` prints it, and a head noted outside the
+//! database (the log, a printout) is checked by [`Store::verify_audit_against`]: the
+//! chain must still hold that entry with that hash.
 
 use blake2::Blake2b;
 use blake2::digest::Digest;
@@ -41,6 +43,49 @@ const HASH_LEN: usize = 32;
 
 /// A BLAKE2b-256 hash linking audit entries.
 pub type AuditHash = [u8; HASH_LEN];
+
+/// A chain head noted outside the database (logged at every append, printed by
+/// `safegate audit verify`): the chain must still contain this entry with this hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotedHead {
+    /// The entry's sequence number.
+    pub sequence: u64,
+    /// The entry's hash.
+    pub hash: AuditHash,
+}
+
+impl NotedHead {
+    /// Reads a head as `safegate audit verify` prints it (`#12 ab01…`), or `12:ab01…`.
+    pub fn parse(text: &str) -> Option<NotedHead> {
+        let text = text.trim().trim_start_matches("head:").trim();
+        let text = text.strip_prefix('#').unwrap_or(text);
+        let (sequence, hash) = text.split_once([':', ' '])?;
+        let sequence = sequence.trim().parse().ok()?;
+        let hash = hash.trim();
+        if hash.len() != HASH_LEN * 2 || !hash.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; HASH_LEN];
+        for (byte, pair) in bytes.iter_mut().zip(hash.as_bytes().chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(NotedHead {
+            sequence,
+            hash: bytes,
+        })
+    }
+}
+
+/// Lower-case hex of an audit hash, as printed and logged.
+pub fn audit_hash_hex(hash: &AuditHash) -> String {
+    hash.iter()
+        .fold(String::with_capacity(HASH_LEN * 2), |mut out, byte| {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
+}
 
 /// What kind of action an audit entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,17 +315,25 @@ impl Store {
             if let Some(text) = new_policy_text {
                 tx.insert(POLICY_TEXT, text.as_bytes())?;
             }
-            Ok(Some(entry))
+            Ok(Some((entry, hash)))
         });
-        let entry = match appended {
-            Ok(entry) => entry,
+        let appended = match appended {
+            Ok(appended) => appended,
             Err(TransactionError::Abort(err)) => return Err(err),
             Err(TransactionError::Storage(err)) => return Err(err.into()),
         };
-        if entry.is_some() {
-            tree.flush()?;
-        }
-        Ok(entry)
+        let Some((entry, hash)) = appended else {
+            return Ok(None);
+        };
+        tree.flush()?;
+        tracing::info!(
+            sequence = entry.sequence,
+            head = %audit_hash_hex(&hash),
+            actor = %entry.actor,
+            action = entry.action.as_str(),
+            "audit entry appended (the head, to compare with `safegate audit verify --noted-head`)"
+        );
+        Ok(Some(entry))
     }
 
     /// Audit entries from `since_sequence` (inclusive), oldest first, at most
@@ -307,7 +360,18 @@ impl Store {
     /// Checks the whole chain: sequences without gaps, each entry's stored hash and
     /// link to its predecessor, and the head. Reports the first break.
     pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        self.verify_audit_against(None)
+    }
+
+    /// [`Store::verify_audit`], and when a head was noted earlier, that the chain
+    /// still holds that entry with that hash: removing the newest entries and
+    /// rewriting the head cannot hide from a noted head.
+    pub fn verify_audit_against(
+        &self,
+        noted: Option<NotedHead>,
+    ) -> Result<AuditVerification, StoreError> {
         let tree = self.audit_tree()?;
+        let mut hash_at_noted = None;
         let mut expected_sequence = 1u64;
         let mut previous = [0u8; HASH_LEN];
         let broken = |sequence: u64, reason: &str| {
@@ -345,6 +409,9 @@ impl Store {
                 return broken(sequence, "the entry does not follow its predecessor");
             }
             previous = stored_hash;
+            if noted.is_some_and(|noted| noted.sequence == sequence) {
+                hash_at_noted = Some(stored_hash);
+            }
             expected_sequence += 1;
         }
         let entries = expected_sequence - 1;
@@ -359,6 +426,31 @@ impl Store {
                 );
             }
             _ => return broken(entries, "the chain head does not match the last entry"),
+        }
+        if let Some(noted) = noted.filter(|noted| noted.sequence > 0) {
+            match hash_at_noted {
+                None => {
+                    return broken(
+                        entries + 1,
+                        &format!(
+                            "the noted head #{} is gone: entries {} to {} were removed",
+                            noted.sequence,
+                            entries + 1,
+                            noted.sequence
+                        ),
+                    );
+                }
+                Some(hash) if hash != noted.hash => {
+                    return broken(
+                        noted.sequence,
+                        &format!(
+                            "entry #{} differs from the noted head: the log was rewritten from there",
+                            noted.sequence
+                        ),
+                    );
+                }
+                Some(_) => {}
+            }
         }
         Ok(AuditVerification::Intact {
             entries,
@@ -466,6 +558,74 @@ mod tests {
             store.verify_audit().unwrap(),
             AuditVerification::Broken { sequence: 4, .. }
         ));
+    }
+
+    #[test]
+    fn a_cut_back_chain_with_a_rewritten_head_fails_against_the_noted_head() {
+        let (_dir, store) = store_with(4);
+        let AuditVerification::Intact { head_hash, .. } = store.verify_audit().unwrap() else {
+            panic!("intact")
+        };
+        let printed = format!("head: #4 {}", audit_hash_hex(&head_hash));
+        let noted = NotedHead::parse(&printed).unwrap();
+        assert_eq!(
+            noted,
+            NotedHead::parse(&format!("4:{}", audit_hash_hex(&head_hash))).unwrap()
+        );
+        assert!(matches!(
+            store.verify_audit_against(Some(noted)).unwrap(),
+            AuditVerification::Intact { entries: 4, .. }
+        ));
+        store.append_audit(entry(5)).unwrap();
+        assert!(matches!(
+            store.verify_audit_against(Some(noted)).unwrap(),
+            AuditVerification::Intact { entries: 5, .. }
+        ));
+
+        // Entries 4 and 5 removed, the head rewritten to entry 3: the chain alone is
+        // intact, the noted head is not there any more.
+        let tree = store.audit_tree().unwrap();
+        let third = tree.get(entry_key(3)).unwrap().unwrap();
+        let (_, third_hash) = split_stored(&third).unwrap();
+        tree.remove(entry_key(5)).unwrap();
+        tree.remove(entry_key(4)).unwrap();
+        let mut head = 3u64.to_be_bytes().to_vec();
+        head.extend_from_slice(&third_hash);
+        tree.insert(HEAD, head).unwrap();
+        assert!(matches!(
+            store.verify_audit().unwrap(),
+            AuditVerification::Intact { entries: 3, .. }
+        ));
+        assert!(matches!(
+            store.verify_audit_against(Some(noted)).unwrap(),
+            AuditVerification::Broken { sequence: 4, .. }
+        ));
+
+        // Rewritten from entry 4 on: same length, another hash.
+        store.append_audit(entry(40)).unwrap();
+        let AuditVerification::Broken { sequence, reason } =
+            store.verify_audit_against(Some(noted)).unwrap()
+        else {
+            panic!("a rewritten entry 4 must not verify against the noted head")
+        };
+        assert_eq!(sequence, 4, "{reason}");
+    }
+
+    #[test]
+    fn noted_heads_parse_strictly() {
+        let hash = "ab".repeat(32);
+        assert_eq!(
+            NotedHead::parse(&format!("#7 {hash}")).map(|n| n.sequence),
+            Some(7)
+        );
+        assert_eq!(
+            NotedHead::parse(&format!("7:{hash}")).map(|n| n.hash[0]),
+            Some(0xab)
+        );
+        assert_eq!(NotedHead::parse("7:abab"), None);
+        assert_eq!(NotedHead::parse(&format!("x:{hash}")), None);
+        assert_eq!(NotedHead::parse(&format!("7:{}", "zz".repeat(32))), None);
+        assert_eq!(NotedHead::parse(&format!("7:{}", "é".repeat(32))), None);
     }
 
     #[test]

@@ -30,7 +30,9 @@ mod visit_log_writer;
 pub use crate::alerts::{
     Alert, AlertFilter, AlertKind, AlertStatus, NewAlert, Raised, Severity, StatusChange,
 };
-pub use crate::audit::{AuditAction, AuditEntry, AuditHash, AuditVerification, NewAuditEntry};
+pub use crate::audit::{
+    AuditAction, AuditEntry, AuditHash, AuditVerification, NewAuditEntry, NotedHead, audit_hash_hex,
+};
 pub use crate::record::{IdentifiedBy, Outcome, RECORD_VERSION, Record, SearchTerms, SeenAs};
 pub use crate::reviews::{
     ReviewDecision, ReviewEntry, ReviewQueue, ReviewRequest, spawn_review_writer,

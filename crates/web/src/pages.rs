@@ -416,7 +416,11 @@ pub async fn audit(
         Some(&session),
         html! {
             @match &verification {
-                AuditVerification::Intact { entries, .. } => p.ok { "Chain intact: " (entries) " entries." },
+                AuditVerification::Intact { entries, head_hash } => {
+                    p.ok { "Chain intact: " (entries) " entries." }
+                    p { "Head: " code { "#" (entries) " " (safegate_store::audit_hash_hex(head_hash)) } " — note it outside this server; "
+                        code { "safegate audit verify --noted-head" } " later proves no newer entry was removed." }
+                },
                 AuditVerification::Broken { sequence, reason } => p.bad { "AUDIT LOG ALTERED at entry #" (sequence) ": " (reason) },
             }
             p { "Newest first." }

@@ -452,6 +452,18 @@ async fn hostile_names_and_audit_text_are_shown_as_text() {
             .await
             .unwrap();
         assert!(audit.contains("Chain intact: 1 entries"), "{audit}");
+        let safegate_store::AuditVerification::Intact { head_hash, .. } =
+            admin.store.verify_audit().unwrap()
+        else {
+            panic!("the chain is intact")
+        };
+        assert!(
+            audit.contains(&format!(
+                "#1 {}",
+                safegate_store::audit_hash_hex(&head_hash)
+            )),
+            "the head to note down is shown: {audit}"
+        );
         assert!(
             audit.contains("&lt;script&gt;alert('subject')&lt;/script&gt;"),
             "{audit}"
