@@ -524,6 +524,49 @@ async fn policy_reloads_on_change_and_refuses_a_broken_file() {
 }
 
 #[tokio::test]
+async fn a_changed_list_file_reloads_the_policy() {
+    bounded(async {
+        let world = World::new(&policy("", "")).await;
+        let mut safegate = world.safegate(&[]).await;
+        let games = world.url("games.test", "/bytes/2");
+        let school = world.url("school.test", "/bytes/2");
+        assert_eq!(fetch(&safegate, &games).await.0, 200);
+        assert_eq!(fetch(&safegate, &school).await.0, 200);
+
+        // Replaced, as an editor saves: games.test is now a gambling site.
+        let dir = world.policy.dir.path();
+        let temp = dir.join(".gambling.txt.new");
+        std::fs::write(&temp, "# test bookmakers\nbet.test\ngames.test\n").unwrap();
+        std::fs::rename(&temp, dir.join("gambling.txt")).unwrap();
+        let line = safegate.wait_for_log("policy reloaded").await;
+        assert!(line.contains("entries="), "{line}");
+        let (status, rule, _) = fetch(&safegate, &games).await;
+        assert_eq!(status, 403, "{}", safegate.logs().join("\n"));
+        assert_eq!(rule, "category:pupil:gambling");
+
+        // Appended in place: school.test joins the social list.
+        let mut social = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("social.txt"))
+            .unwrap();
+        std::io::Write::write_all(&mut social, b"school.test\n").unwrap();
+        drop(social);
+        // The reload follows the file event; poll until it is in force.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fetch(&safegate, &school).await.0 != 403 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "an appended list line never took effect:\n{}",
+                safegate.logs().join("\n")
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(fetch(&safegate, &games).await.0, 403);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_broken_policy_stops_start_up_with_file_line_and_column() {
     bounded(async {
         let policy =

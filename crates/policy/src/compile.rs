@@ -252,6 +252,12 @@ impl Compiler {
         let roles = self.roles(file, &names);
         let unblocks = self.unblocks(&file.unblocks, &names, file, &tz);
         let decrypt = self.decrypt(&file.decrypt, &names);
+        stats.files.extend(
+            file.alerts
+                .phrases
+                .iter()
+                .map(|list| self.base.join(&list.path)),
+        );
         let alerts = crate::alerts::compile(
             &file.alerts,
             &self.base,
@@ -387,6 +393,7 @@ impl Compiler {
             };
             for (i, src) in category.sources.iter().enumerate() {
                 let path = self.base.join(&src.path);
+                stats.files.push(path.clone());
                 let skey = format!("{key}.sources[{i}].path");
                 if !path.exists() {
                     self.problem(skey, format!("list {} does not exist", path.display()));

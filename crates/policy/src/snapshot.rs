@@ -167,6 +167,9 @@ pub struct LoadStats {
     pub unblocks: usize,
     /// Time to read the lists and build the snapshot.
     pub compile_time: Duration,
+    /// Every list file the policy names (category sources, phrase lists), so a
+    /// reloader can watch them as well as the policy file.
+    pub files: Vec<std::path::PathBuf>,
 }
 
 /// Entries read for one category.

@@ -2,8 +2,10 @@
 //! compiled on a blocking thread, off the proxy's hot path, then swapped in atomically;
 //! requests in flight keep the snapshot they started with. A broken file is refused
 //! with file, line and column, and the previous policy stays live. Reloads happen on
-//! SIGHUP and, with `policy.watch`, when the policy file changes.
+//! SIGHUP and, with `policy.watch`, when the policy file or one of the list files it
+//! names (category sources, phrase lists) changes.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -150,7 +152,7 @@ pub fn audit_policy_file(store: &safegate_store::Store, path: &Path) {
 }
 
 /// Reloads on SIGHUP, when `reload_now` is notified (an edit from the admin pages)
-/// and (if `watch`) on changes to the policy file, until `shutdown`.
+/// and (if `watch`) on changes to the policy file or its list files, until `shutdown`.
 pub fn spawn_reloader(
     path: PathBuf,
     watch: bool,
@@ -162,13 +164,14 @@ pub fn spawn_reloader(
 ) -> Result<tokio::task::JoinHandle<()>> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let (changed_tx, mut changed) = mpsc::channel::<()>(1);
-    let watcher = if watch {
-        Some(watch_file(&path, changed_tx)?)
+    let mut watcher = if watch {
+        let mut files = FileWatch::new(changed_tx)?;
+        files.watch(std::iter::once(path.clone()).chain(handle.load().stats().files.clone()));
+        Some(files)
     } else {
         None
     };
     Ok(tokio::spawn(async move {
-        let _watcher = watcher;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -178,10 +181,13 @@ pub fn spawn_reloader(
                     // Let the editor finish writing; fold further events into this reload.
                     tokio::time::sleep(SETTLE).await;
                     while changed.try_recv().is_ok() {}
-                    info!(file = %path.display(), "policy file changed: reloading");
+                    info!(file = %path.display(), "policy file or one of its lists changed: reloading");
                 }
             }
             if reload(&path, &handle, &counters).await {
+                if let Some(files) = watcher.as_mut() {
+                    files.watch(handle.load().stats().files.clone());
+                }
                 let (store, path) = (store.clone(), path.clone());
                 let _ = tokio::task::spawn_blocking(move || audit_policy_file(&store, &path)).await;
             }
@@ -189,28 +195,69 @@ pub fn spawn_reloader(
     }))
 }
 
-/// Watches the policy file's directory (editors replace files rather than write them
-/// in place) and signals changes to the file itself.
-fn watch_file(path: &Path, changed: mpsc::Sender<()>) -> Result<notify::RecommendedWatcher> {
-    let name = path.file_name().map(ToOwned::to_owned);
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let mut watcher =
-        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) => {
-                let relevant =
-                    event.kind.is_modify() || event.kind.is_create() || event.kind.is_remove();
-                if relevant && event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
-                    let _ = changed.try_send(());
+/// Watches the policy file and its list files: their directories (editors replace
+/// files rather than write them in place), signalling events on the files themselves.
+struct FileWatch {
+    watcher: notify::RecommendedWatcher,
+    files: Arc<std::sync::RwLock<HashSet<PathBuf>>>,
+    dirs: HashSet<PathBuf>,
+}
+
+impl FileWatch {
+    fn new(changed: mpsc::Sender<()>) -> Result<FileWatch> {
+        let files: Arc<std::sync::RwLock<HashSet<PathBuf>>> = Arc::default();
+        let watched = Arc::clone(&files);
+        let watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+                Ok(event) => {
+                    let relevant =
+                        event.kind.is_modify() || event.kind.is_create() || event.kind.is_remove();
+                    let ours = watched.read().is_ok_and(|files| {
+                        event
+                            .paths
+                            .iter()
+                            .any(|path| files.contains(&absolute(path)))
+                    });
+                    if relevant && ours {
+                        let _ = changed.try_send(());
+                    }
+                }
+                Err(err) => warn!(%err, "policy file watcher error"),
+            })
+            .context("cannot start the policy file watcher")?;
+        Ok(FileWatch {
+            watcher,
+            files,
+            dirs: HashSet::new(),
+        })
+    }
+
+    /// Adds `paths` to the watched files (a list dropped from the policy is still
+    /// watched until restart: a spurious reload costs nothing).
+    fn watch(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
+        for path in paths {
+            let path = absolute(&path);
+            let Some(dir) = path.parent().map(Path::to_path_buf) else {
+                continue;
+            };
+            if let Ok(mut files) = self.files.write() {
+                files.insert(path.clone());
+            }
+            if self.dirs.contains(&dir) {
+                continue;
+            }
+            match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.dirs.insert(dir);
+                }
+                Err(err) => {
+                    warn!(dir = %dir.display(), %err, "cannot watch a policy or list directory; SIGHUP still reloads");
                 }
             }
-            Err(err) => warn!(%err, "policy file watcher error"),
-        })
-        .context("cannot start the policy file watcher")?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .with_context(|| format!("cannot watch {}", dir.display()))?;
-    Ok(watcher)
+        }
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
