@@ -19,6 +19,11 @@
 //! - Thu 19th 14:00: carol makes 12 blocked attempts at a betting site in a burst;
 //! - Fri 20th 09:00: erin is logged in on two computers at once;
 //! - Mon 23rd 00:30 (after the week): frank searches a bullying phrase.
+//!
+//! Two shorter scripts on their own policy (a locked category, small heavy-use
+//! thresholds): a pupil's attempt at a locked (illegal content) site, and unusually
+//! heavy use measured against each user's own baseline over earlier days (one run
+//! per day on the same data directory).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -100,8 +105,25 @@ fn unix(text: &str) -> i64 {
     text.parse::<jiff::Timestamp>().unwrap().as_second()
 }
 
+/// The users of the scripted week: (name, role, group).
+const WEEK_USERS: [(&str, &str, &str); 8] = [
+    ("alice", "pupil", "year6"),
+    ("bob", "pupil", "year6"),
+    ("carol", "pupil", "year5"),
+    ("erin", "pupil", "year5"),
+    ("frank", "pupil", "year6"),
+    ("gina", "pupil", "year5"),
+    ("dave", "staff", ""),
+    ("harry", "staff", ""),
+];
+
 impl Week {
     async fn new() -> Self {
+        Self::with(&policy(), &WEEK_USERS).await
+    }
+
+    /// A week with its own policy and users (name, role, group), password "pw".
+    async fn with(policy: &str, users: &[(&str, &str, &str)]) -> Self {
         let origin = Origin::start().await;
         let dns = FakeDns::start(&[
             ("www.google.com", Ipv4Addr::LOCALHOST),
@@ -111,7 +133,7 @@ impl Week {
         ])
         .await;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("policy.toml"), policy()).unwrap();
+        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
         std::fs::create_dir(dir.path().join("data")).unwrap();
         let week = Self {
             origin,
@@ -121,16 +143,7 @@ impl Week {
             dir,
         };
         let mut csv = String::from("user,role,group,password hash\n");
-        for (name, role, group) in [
-            ("alice", "pupil", "year6"),
-            ("bob", "pupil", "year6"),
-            ("carol", "pupil", "year5"),
-            ("erin", "pupil", "year5"),
-            ("frank", "pupil", "year6"),
-            ("gina", "pupil", "year5"),
-            ("dave", "staff", ""),
-            ("harry", "staff", ""),
-        ] {
+        for (name, role, group) in users {
             csv.push_str(&format!("{name},{role},{group},\"{}\"\n", cheap_hash("pw")));
         }
         let file = week.dir.path().join("users.csv");
@@ -697,4 +710,266 @@ async fn check_report(week: &Week) {
         std::fs::read_to_string(out.path().join("safegate-report-2026-W47-searches.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");
     assert!(csv.lines().nth(1).unwrap().contains("alice"));
+}
+
+/// A policy with a locked (illegal content) category, and heavy-use thresholds small
+/// enough for a test: a day is heavy from 30 requests or 200 kB down, when that is
+/// more than 3 times the user's daily mean over the previous 7 days, once 3 of those
+/// days had use.
+fn locked_and_heavy_policy() -> String {
+    r#"timezone = "Europe/London"
+default_role = "pupil"
+[categories.illegal]
+locked = true
+sites = ["illegal.test"]
+[roles.pupil]
+safesearch = false
+youtube = "off"
+[roles.staff]
+safesearch = false
+youtube = "off"
+[roles.filter-admin]
+[alerts]
+heavy_use = { factor = 3.0, min_requests = 30, min_bytes = 200000, baseline_days = 7, min_baseline_days = 3 }
+"#
+    .to_owned()
+}
+
+/// The alerts listed by `safegate alerts list --json`.
+async fn listed_alerts(week: &Week) -> (Vec<serde_json::Value>, String) {
+    let listed = safegate_ok(week, &["alerts", "list", "--json"]).await;
+    (serde_json::from_str(&listed).unwrap(), listed)
+}
+
+#[tokio::test]
+async fn a_locked_category_attempt_raises_one_high_alert_with_its_record_and_delivers_it() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let week = Week::with(&locked_and_heavy_policy(), &[("lucy", "pupil", "year4")]).await;
+        let sg = week.run_at("2026-11-18T10:00:00Z").await;
+        let lucy = client(&sg, "lucy", "127.0.0.1");
+        // Ordinary browsing first: it raises nothing.
+        assert_eq!(get(&lucy, &week.url("school.test", "/maths")).await, ORIGIN);
+        // Locked: refused for every role, before any DNS lookup (illegal.test has none).
+        assert_eq!(
+            get(&lucy, &week.url("illegal.test", "/page?id=7")).await,
+            403
+        );
+        week.webhook.wait_for(1).await;
+        week.smtp.wait_for(1).await;
+        // Stopped: every record evaluated and every delivery finished.
+        stop(sg).await;
+
+        let (alerts, listed) = listed_alerts(&week).await;
+        assert_eq!(alerts.len(), 1, "{listed}");
+        let alert = &alerts[0];
+        assert_eq!(alert["kind"], "locked_category", "{listed}");
+        assert_eq!(alert["severity"], "high");
+        assert_eq!(alert["who"], "lucy");
+        assert_eq!(alert["user"], "lucy");
+        assert_eq!(alert["role"], "pupil");
+        assert_eq!(alert["group"], "year4");
+        assert_eq!(alert["subject"], "illegal");
+        assert_eq!(alert["occurrences"], 1);
+        assert_eq!(alert["status"], "new");
+        assert!(
+            alert["summary"].as_str().unwrap().contains("illegal.test"),
+            "{listed}"
+        );
+        let first = alert["first_at_unix_micros"].as_i64().unwrap();
+        let at = jiff::Timestamp::from_microsecond(first)
+            .unwrap()
+            .to_string();
+        assert!(at.starts_with("2026-11-18T10:00"), "{at}");
+        // The evidence is the blocked request's record.
+        let evidence = alert["evidence"].as_array().unwrap();
+        assert_eq!(evidence.len(), 1, "{listed}");
+        let record = &evidence[0];
+        assert_eq!(record["user"], "lucy");
+        assert_eq!(record["host"], "illegal.test");
+        assert_eq!(record["path"], "/page?id=7");
+        assert_eq!(record["outcome"], "Blocked");
+        assert_eq!(record["categories"], serde_json::json!(["illegal"]));
+        assert_eq!(record["at_unix_micros"].as_i64().unwrap(), first);
+
+        // Delivered once by webhook and once by e-mail, like every alert.
+        let hooks = week.webhook.bodies();
+        assert_eq!(hooks.len(), 1, "{hooks:?}");
+        let hook: serde_json::Value = serde_json::from_str(&hooks[0]).unwrap();
+        assert_eq!(hook["source"], "safegate");
+        assert_eq!(hook["alert"]["id"], alert["id"]);
+        assert_eq!(hook["alert"]["kind"], "locked_category");
+        assert_eq!(hook["alert"]["severity"], "high");
+        let mails = week.smtp.mails();
+        assert_eq!(mails.len(), 1, "{mails:?}");
+        assert_eq!(mails[0].to, ["<dsl@school.test>"]);
+        assert!(
+            mails[0].data.contains("HIGH") && mails[0].data.contains("locked_category (lucy)"),
+            "{}",
+            mails[0].data
+        );
+    })
+    .await
+    .expect("the locked-category check did not finish in time");
+}
+
+/// `user` makes `n` ordinary requests (the origin answers 404 "no such route", 13
+/// bytes).
+async fn browse(safegate: &SafeGate, week: &Week, user: &str, n: usize) {
+    let user_client = client(safegate, user, "127.0.0.1");
+    for i in 0..n {
+        assert_eq!(
+            get(
+                &user_client,
+                &week.url("school.test", &format!("/page/{i}"))
+            )
+            .await,
+            ORIGIN
+        );
+    }
+}
+
+/// `user` downloads files of these sizes, in order.
+async fn download(safegate: &SafeGate, week: &Week, user: &str, sizes: &[usize]) {
+    let user_client = client(safegate, user, "127.0.0.1");
+    for size in sizes {
+        assert_eq!(
+            get(
+                &user_client,
+                &week.url("school.test", &format!("/bytes/{size}"))
+            )
+            .await,
+            200
+        );
+    }
+}
+
+/// Days since 1970-01-01 of a UTC date (Europe/London is UTC in November).
+fn day_number(date: &str) -> i32 {
+    (unix(&format!("{date}T00:00:00Z")) / 86_400) as i32
+}
+
+#[tokio::test]
+async fn heavy_use_is_measured_against_each_users_own_baseline_across_runs() {
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let week = Week::with(
+            &locked_and_heavy_policy(),
+            &[
+                ("henry", "pupil", "year5"),
+                ("nina", "pupil", "year5"),
+                ("owen", "pupil", "year5"),
+                ("bea", "pupil", "year6"),
+            ],
+        )
+        .await;
+        // Three ordinary days, one SafeGate run each on the same data directory:
+        // henry makes 4 requests a day, nina 25, bea downloads two 1 kB files; owen only
+        // starts on Wednesday.
+        for at in [
+            "2026-11-16T10:00:00Z",
+            "2026-11-17T10:00:00Z",
+            "2026-11-18T10:00:00Z",
+        ] {
+            let sg = week.run_at(at).await;
+            browse(&sg, &week, "henry", 4).await;
+            browse(&sg, &week, "nina", 25).await;
+            download(&sg, &week, "bea", &[1000, 1000]).await;
+            if at.starts_with("2026-11-18") {
+                browse(&sg, &week, "owen", 4).await;
+            }
+            stop(sg).await;
+        }
+        // The days the engine counted (school-local days in the store's alert_usage).
+        let monday = day_number("2026-11-16");
+        {
+            let store = safegate_store::Store::open(&week.data_dir()).unwrap();
+            let days = |user: &str| store.usage(user, monday - 7, monday + 7).unwrap();
+            let each = |requests: u64, bytes: u64| {
+                (0..3)
+                    .map(|i| (monday + i, requests, bytes))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(days("henry"), each(4, 4 * 13));
+            assert_eq!(days("nina"), each(25, 25 * 13));
+            assert_eq!(days("bea"), each(2, 2000));
+            assert_eq!(days("owen"), [(monday + 2, 4, 4 * 13)]);
+        }
+        let (alerts, listed) = listed_alerts(&week).await;
+        assert!(alerts.is_empty(), "ordinary days raise nothing: {listed}");
+
+        // Thursday: henry and owen make 30 requests (the minimum), far above henry's
+        // mean (12 / 7 days, 1.7) but owen has one day of history, not three; nina
+        // makes 30 too, which is within 3 x her mean (75 / 7 days, 10.7); bea
+        // downloads 1 kB and then 300 kB (her mean: 857 B).
+        let sg = week.run_at("2026-11-19T10:00:00Z").await;
+        browse(&sg, &week, "henry", 30).await;
+        browse(&sg, &week, "nina", 30).await;
+        browse(&sg, &week, "owen", 30).await;
+        download(&sg, &week, "bea", &[1000, 300_000]).await;
+        week.webhook.wait_for(2).await;
+        week.smtp.wait_for(2).await;
+        assert_eq!(
+            crate::auth::metric(&sg, "safegate_alerts_total{kind=\"heavy_use\"}").await,
+            2.0
+        );
+        stop(sg).await;
+
+        let (alerts, listed) = listed_alerts(&week).await;
+        assert_eq!(alerts.len(), 2, "{listed}");
+        let of = |who: &str| {
+            alerts
+                .iter()
+                .find(|a| a["who"] == who)
+                .unwrap_or_else(|| panic!("no alert for {who}: {listed}"))
+        };
+        for who in ["henry", "bea"] {
+            let alert = of(who);
+            assert_eq!(alert["kind"], "heavy_use", "{listed}");
+            assert_eq!(alert["severity"], "low");
+            assert_eq!(alert["user"], who);
+            assert_eq!(alert["role"], "pupil");
+            assert_eq!(alert["subject"], "2026-11-19");
+            assert_eq!(alert["occurrences"], 1);
+            let first = alert["first_at_unix_micros"].as_i64().unwrap();
+            let at = jiff::Timestamp::from_microsecond(first)
+                .unwrap()
+                .to_string();
+            assert!(at.starts_with("2026-11-19T10:0"), "{who} at {at}");
+            // The evidence: the request that made the day heavy.
+            let evidence = alert["evidence"].as_array().unwrap();
+            assert_eq!(evidence.len(), 1, "{listed}");
+            assert_eq!(evidence[0]["user"], who);
+        }
+        assert_eq!(
+            of("henry")["summary"],
+            "30 requests and 390 B today, against a daily mean of 1.7 requests and 22 B \
+             over the previous 7 days (requests more than 3x the mean)"
+        );
+        assert_eq!(of("henry")["evidence"][0]["path"], "/page/29");
+        assert_eq!(
+            of("bea")["summary"],
+            "2 requests and 301.0 kB today, against a daily mean of 0.9 requests and 857 B \
+             over the previous 7 days (data more than 3x the mean)"
+        );
+        assert_eq!(of("bea")["evidence"][0]["path"], "/bytes/300000");
+        for quiet in ["nina", "owen"] {
+            assert!(
+                !alerts.iter().any(|a| a["who"] == quiet),
+                "{quiet}: {listed}"
+            );
+        }
+        // Delivered like the others (min_severity is low in these runs).
+        let mails = week.smtp.mails();
+        assert_eq!(mails.len(), 2, "{mails:?}");
+        for who in ["henry", "bea"] {
+            assert!(
+                mails
+                    .iter()
+                    .any(|m| m.data.contains(&format!("heavy_use ({who})"))),
+                "{mails:?}"
+            );
+        }
+        assert_eq!(week.webhook.bodies().len(), 2);
+    })
+    .await
+    .expect("the heavy-use days did not finish in time");
 }

@@ -3,7 +3,9 @@
 //! (it renders, a screenshot is taken, the strings are text, there is no script);
 //! the pseudonymised variant through the running service's control socket (stable
 //! pseudonyms, the key only in data_dir, no names in any file); and the scheduler
-//! making last week's report at its time and mailing it.
+//! making last week's report at its time and mailing it, the named report to
+//! `report.email_to` and the pseudonymised one only to
+//! `report.pseudonymised_email_to`, once across a restart.
 //!
 //! Records are written into the database before SafeGate starts (the proxy would
 //! stamp them with today's time; the scripted week through the proxy is in
@@ -449,6 +451,283 @@ async fn the_scheduler_makes_last_weeks_report_on_monday_and_mails_it() {
                 .filter(|l| l.contains("weekly report made"))
                 .count(),
             0
+        );
+        // Without pseudonymised recipients the scheduler makes no pseudonymised variant.
+        for entry in std::fs::read_dir(data.join("reports")).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!name.contains("pseudonymised"), "{name}");
+        }
+    })
+    .await;
+}
+
+/// One part of a multipart mail: its headers and its body, decoded.
+struct MailPart {
+    headers: String,
+    body: String,
+}
+
+/// The parts of a `multipart/mixed` mail as the SMTP sink received it, with base64
+/// and quoted-printable bodies decoded.
+fn mail_parts(data: &str) -> Vec<MailPart> {
+    use base64::Engine as _;
+    let boundary = data
+        .lines()
+        .find_map(|line| line.split("boundary=").nth(1))
+        .map(|b| b.trim().trim_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("not multipart:\n{data}"));
+    let delimiter = format!("--{boundary}");
+    data.split(delimiter.as_str())
+        .skip(1)
+        .filter(|part| !part.starts_with("--"))
+        .map(|part| {
+            let (headers, body) = part
+                .split_once("\r\n\r\n")
+                .unwrap_or_else(|| panic!("a part without a body:\n{part}"));
+            let encoding = headers
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("content-transfer-encoding")
+                        .then(|| value.trim().to_ascii_lowercase())
+                })
+                .unwrap_or_default();
+            let body = match encoding.as_str() {
+                "base64" => {
+                    let text: String = body.split_whitespace().collect();
+                    String::from_utf8(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(text)
+                            .unwrap(),
+                    )
+                    .unwrap()
+                }
+                "quoted-printable" => quoted_printable(body),
+                _ => body.to_owned(),
+            };
+            MailPart {
+                headers: headers.to_owned(),
+                body,
+            }
+        })
+        .collect()
+}
+
+/// Decodes quoted-printable text (soft line breaks, `=XX`).
+fn quoted_printable(text: &str) -> String {
+    let text = text.replace("=\r\n", "");
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The attachment's file name, if the part is one (`filename="..."`, or in RFC 2231
+/// pieces `filename*0="..."; filename*1="..."`).
+fn attachment_name(part: &MailPart) -> Option<String> {
+    let unfolded = part.headers.replace("\r\n ", " ").replace("\r\n\t", " ");
+    let disposition = unfolded.lines().find(|line| {
+        line.to_ascii_lowercase()
+            .starts_with("content-disposition: attachment")
+    })?;
+    let name: String = disposition
+        .split(';')
+        .filter_map(|param| {
+            let (key, value) = param.split_once('=')?;
+            let key = key.trim();
+            (key == "filename" || key.starts_with("filename*"))
+                .then(|| value.trim().trim_matches('"').to_owned())
+        })
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+#[tokio::test]
+async fn the_scheduler_mails_the_pseudonymised_report_only_to_its_own_recipients_once() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        seed(&data).await;
+        let smtp = SmtpSink::start().await;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        // Monday 23 November 2026, 07:05 school time: five minutes after the report time.
+        let offset = ("2026-11-23T07:05:00Z"
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_second()
+            - now)
+            .to_string();
+        let sets = [
+            format!("data_dir={:?}", data.display().to_string()),
+            "report.weekly=true".to_owned(),
+            "store.retention_days=0".to_owned(),
+            "report.day=\"mon\"".to_owned(),
+            "report.time=\"07:00\"".to_owned(),
+            "report.email_to=[\"dsl@school.test\"]".to_owned(),
+            "report.pseudonymised_email_to=[\"governors@school.test\", \"Safeguarding <lado@council.test>\"]"
+                .to_owned(),
+            "delivery.smtp.host=\"127.0.0.1\"".to_owned(),
+            format!("delivery.smtp.port={}", smtp.port),
+            "delivery.smtp.security=\"none\"".to_owned(),
+        ];
+        let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let mut running =
+            SafeGate::start_with_env(&refs, &[("SAFEGATE_CLOCK_OFFSET_SECS", &offset)]).await;
+        smtp.wait_for(2).await;
+        running
+            .wait_for_logs(|lines| {
+                lines
+                    .iter()
+                    .filter(|l| l.contains("weekly report made"))
+                    .count()
+                    == 2
+            })
+            .await;
+        // Both deliveries logged before the restart (the mails are already in the sink).
+        running
+            .wait_for_logs(|lines| {
+                lines
+                    .iter()
+                    .filter(|l| l.contains("e-mail: delivered"))
+                    .count()
+                    == 2
+            })
+            .await;
+        running.terminate();
+        assert!(running.wait().await.success());
+
+        let mails = smtp.mails();
+        assert_eq!(mails.len(), 2, "{mails:?}");
+        let named = mails
+            .iter()
+            .find(|m| m.to == ["<dsl@school.test>"])
+            .unwrap_or_else(|| panic!("no mail to the DSL: {mails:?}"));
+        let pseudonymised = mails
+            .iter()
+            .find(|m| m.to == ["<governors@school.test>", "<lado@council.test>"])
+            .unwrap_or_else(|| panic!("no mail to the governors and the LA: {mails:?}"));
+
+        // The named report, with names, only to the DSL.
+        assert!(named.data.contains("Subject: [SafeGate] Weekly sweep report 2026-W47\r\n"));
+        let parts = mail_parts(&named.data);
+        let names: Vec<String> = parts.iter().filter_map(attachment_name).collect();
+        assert!(
+            names.contains(&"safegate-report-2026-W47.html".to_owned()),
+            "{names:?}"
+        );
+        assert!(
+            !names.iter().any(|n| n.contains("pseudonymised")),
+            "{names:?}"
+        );
+        assert!(
+            parts
+                .iter()
+                .any(|p| attachment_name(p).is_some() && p.body.contains("ada")),
+            "the named report names people"
+        );
+
+        // The pseudonymised report: only its own files, and nobody's name or address in
+        // the body or any attachment.
+        assert!(
+            pseudonymised
+                .data
+                .contains("Weekly sweep report 2026-W47 (pseudonymised)"),
+            "{}",
+            pseudonymised.data
+        );
+        let parts = mail_parts(&pseudonymised.data);
+        let names: Vec<String> = parts.iter().filter_map(attachment_name).collect();
+        assert!(names.len() >= 3, "{names:?}");
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("safegate-report-2026-W47-pseudonymised")),
+            "{names:?}"
+        );
+        assert!(names.contains(&"safegate-report-2026-W47-pseudonymised.html".to_owned()));
+        assert!(parts.iter().any(|p| attachment_name(p).is_none()), "no text body");
+        for part in &parts {
+            for name in ["ada", "bea", "10.0.0.7"] {
+                assert!(
+                    !part.body.contains(name),
+                    "{name} in the pseudonymised mail:\n{}\n{}",
+                    part.headers,
+                    part.body
+                );
+            }
+        }
+        let json = parts
+            .iter()
+            .find(|p| {
+                attachment_name(p).as_deref() == Some("safegate-report-2026-W47-pseudonymised.json")
+            })
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+        assert_eq!(report["pseudonymised"], true);
+        assert_eq!(report["summary"]["requests"], 4);
+        let who = report["searches"][0]["who"].as_str().unwrap();
+        assert!(who.starts_with("P-"), "{who}");
+
+        // Both variants in data_dir/reports, in their own files; the key is private.
+        let reports = data.join("reports");
+        let named_html =
+            std::fs::read_to_string(reports.join("safegate-report-2026-W47.html")).unwrap();
+        assert!(named_html.contains("ada"));
+        let pseudonymised_html =
+            std::fs::read_to_string(reports.join("safegate-report-2026-W47-pseudonymised.html"))
+                .unwrap();
+        assert!(!pseudonymised_html.contains("ada") && pseudonymised_html.contains(who));
+        assert_eq!(
+            std::fs::metadata(data.join("report-pseudonym.key"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+
+        // A restart the same morning makes and sends neither again.
+        let mut again =
+            SafeGate::start_with_env(&refs, &[("SAFEGATE_CLOCK_OFFSET_SECS", &offset)]).await;
+        let lines = again
+            .wait_for_logs(|lines| {
+                lines
+                    .iter()
+                    .filter(|l| l.contains("weekly report already made"))
+                    .count()
+                    == 2
+            })
+            .await;
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("already made") && l.contains("-pseudonymised.html")),
+            "{lines:?}"
+        );
+        again.terminate();
+        assert!(again.wait().await.success());
+        assert_eq!(smtp.mails().len(), 2);
+        assert!(
+            !again
+                .logs()
+                .iter()
+                .any(|l| l.contains("weekly report made") || l.contains("e-mail: delivered"))
         );
     })
     .await;

@@ -28,7 +28,7 @@ use jiff::tz::TimeZone;
 use safegate_monitor::{DEFAULT_IDLE_GAP, VisitJoiner};
 use safegate_policy::Snapshot;
 use safegate_safeguarding::PhraseMatcher;
-use safegate_store::{AlertFilter, Outcome, Query, Record, Store, StoreError};
+use safegate_store::{AlertFilter, AlertKind, Outcome, Query, Record, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 pub use crate::pseudonym::Pseudonymiser;
@@ -344,6 +344,40 @@ impl Namer<'_> {
                 .or_insert_with(|| p.pseudonym(who))
                 .clone(),
         }
+    }
+}
+
+impl Namer<'_> {
+    /// `text` with each IP address in it replaced by that address's pseudonym, when
+    /// pseudonymising (a concurrent log-in's summary names both computers' addresses,
+    /// which identify a person as well as a name does).
+    fn addresses(&mut self, text: &str) -> String {
+        if self.pseudonymiser.is_none() {
+            return text.to_owned();
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut token = String::new();
+        let flush = |token: &mut String, out: &mut String, namer: &mut Self| {
+            let core = token.trim_end_matches(['.', ':']);
+            if core.parse::<std::net::IpAddr>().is_ok() {
+                let tail = &token[core.len()..];
+                out.push_str(&namer.name(core));
+                out.push_str(tail);
+            } else {
+                out.push_str(token);
+            }
+            token.clear();
+        };
+        for c in text.chars() {
+            if c.is_ascii_hexdigit() || c == '.' || c == ':' {
+                token.push(c);
+            } else {
+                flush(&mut token, &mut out, self);
+                out.push(c);
+            }
+        }
+        flush(&mut token, &mut out, self);
+        out
     }
 }
 
@@ -709,7 +743,12 @@ pub fn gather(
                 occurrences: alert.occurrences,
                 status: alert.status.as_str().to_owned(),
                 summary: if namer.pseudonymiser.is_some() {
-                    alert.summary.replace(&alert.who, &namer.name(&alert.who))
+                    let summary = alert.summary.replace(&alert.who, &namer.name(&alert.who));
+                    if alert.kind == AlertKind::ConcurrentLogin {
+                        namer.addresses(&summary)
+                    } else {
+                        summary
+                    }
                 } else {
                     alert.summary.clone()
                 },
@@ -861,6 +900,24 @@ mod tests {
                 record("2026-03-29T23:00:00Z", "out", "after.test", None),
             ])
             .unwrap();
+        // A concurrent log-in: its summary names both computers' addresses.
+        store
+            .raise_alert(safegate_store::NewAlert {
+                kind: AlertKind::ConcurrentLogin,
+                severity: safegate_store::Severity::Medium,
+                who: "ada".into(),
+                user: Some("ada".into()),
+                role: "pupil".into(),
+                group: None,
+                subject: String::new(),
+                summary: "logged in at 10.0.0.2 while still at 10.0.0.1 (replaced)".into(),
+                at_unix_micros: "2026-03-24T10:00:00Z"
+                    .parse::<Timestamp>()
+                    .unwrap()
+                    .as_microsecond() as u64,
+                evidence: Vec::new(),
+            })
+            .unwrap();
         let week = IsoWeek::parse("2026-W13").unwrap();
         let report = gather(
             &store,
@@ -900,5 +957,19 @@ mod tests {
         );
         let html = html::render(&pseudonymised);
         assert!(!html.contains("ada"));
+        assert_eq!(
+            report.alerts[0].summary,
+            "logged in at 10.0.0.2 while still at 10.0.0.1 (replaced)"
+        );
+        let namer = Pseudonymiser::with_key([1; 32]);
+        assert_eq!(
+            pseudonymised.alerts[0].summary,
+            format!(
+                "logged in at {} while still at {} (replaced)",
+                namer.pseudonym("10.0.0.2"),
+                namer.pseudonym("10.0.0.1")
+            )
+        );
+        assert!(!html.contains("10.0.0."));
     }
 }

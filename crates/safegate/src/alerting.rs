@@ -140,6 +140,7 @@ pub fn start(
                 policy: source,
                 config: config.report.clone(),
                 reports_dir: config.data_dir.join("reports"),
+                data_dir: config.data_dir.clone(),
                 mailer,
                 clock_offset_micros,
             }

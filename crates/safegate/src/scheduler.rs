@@ -4,6 +4,15 @@
 //! JSON and CSV files), retried with back-off like alert delivery. A report already
 //! in `data_dir/reports/` is not made again, and a start-up after the scheduled time
 //! catches up on last week's report, so a restart neither skips nor repeats one.
+//!
+//! When `report.pseudonymised_email_to` names anyone (governors, the local
+//! authority), the pseudonymised variant is made too, with the same key as
+//! `safegate report weekly --pseudonymise` (`data_dir/report-pseudonym.key`), into
+//! its own files (`safegate-report-<week>-pseudonymised*`, next to the named ones),
+//! and only those files are mailed to those recipients. Each variant follows the
+//! once-only rule on its own files: a restart makes and mails neither again, and a
+//! variant that could not be made is tried again at the next wake-up without the
+//! other being sent twice.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,8 +21,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use jiff::Timestamp;
 use jiff::civil::{Time, Weekday};
+use lettre::message::Mailbox;
 use safegate_policy::Snapshot;
-use safegate_report::{GatherOptions, IsoWeek};
+use safegate_report::{GatherOptions, IsoWeek, Pseudonymiser};
 use safegate_store::Store;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -35,6 +45,10 @@ pub struct ReportConfig {
     /// Who receives it by e-mail (needs delivery.smtp); empty: nobody, the files
     /// stay in data_dir/reports.
     pub email_to: Vec<String>,
+    /// Who receives only the pseudonymised variant by e-mail (needs delivery.smtp);
+    /// empty: the variant is not made by the scheduler. An address may not also be
+    /// in `email_to`.
+    pub pseudonymised_email_to: Vec<String>,
     /// How long sending is retried.
     #[serde(with = "humantime_serde")]
     pub retry_for: Duration,
@@ -47,6 +61,7 @@ impl Default for ReportConfig {
             day: "mon".to_owned(),
             time: "07:00".to_owned(),
             email_to: Vec::new(),
+            pseudonymised_email_to: Vec::new(),
             retry_for: Duration::from_secs(24 * 60 * 60),
         }
     }
@@ -77,16 +92,47 @@ impl ReportConfig {
         Ok((day, time))
     }
 
-    /// Every problem, as (key, message).
+    /// Every problem, as (key, message): the schedule, the addresses, and an
+    /// address in both lists (it would receive the names the pseudonymised list is
+    /// there to keep from it).
     pub fn validate(&self) -> Vec<(String, String)> {
-        match self.schedule() {
-            Ok(_) => Vec::new(),
-            Err(error) => {
-                let text = error.to_string();
-                let (key, message) = text.split_once(": ").unwrap_or(("report", &text));
-                vec![(key.to_owned(), message.to_owned())]
+        let mut problems = Vec::new();
+        if let Err(error) = self.schedule() {
+            let text = error.to_string();
+            let (key, message) = text.split_once(": ").unwrap_or(("report", &text));
+            problems.push((key.to_owned(), message.to_owned()));
+        }
+        let mut named = Vec::new();
+        for (list, addresses) in [
+            ("email_to", &self.email_to),
+            ("pseudonymised_email_to", &self.pseudonymised_email_to),
+        ] {
+            for (i, to) in addresses.iter().enumerate() {
+                let key = format!("report.{list}[{i}]");
+                let Ok(mailbox) = to.parse::<Mailbox>() else {
+                    problems.push((key, format!("`{to}` is not an e-mail address")));
+                    continue;
+                };
+                let address = mailbox.email.to_string().to_ascii_lowercase();
+                if list == "email_to" {
+                    named.push(address);
+                } else if named.contains(&address) {
+                    problems.push((
+                        key,
+                        format!(
+                            "`{to}` is also in report.email_to: it would get the report with \
+                             names; list it in one of the two"
+                        ),
+                    ));
+                }
             }
         }
+        problems
+    }
+
+    /// Whether the reports are mailed to anyone (then delivery.smtp is needed).
+    pub fn mails_anyone(&self) -> bool {
+        !self.email_to.is_empty() || !self.pseudonymised_email_to.is_empty()
     }
 }
 
@@ -100,6 +146,8 @@ pub struct Scheduler {
     pub config: ReportConfig,
     /// Where reports go: data_dir/reports.
     pub reports_dir: PathBuf,
+    /// SafeGate's data directory (the pseudonym key).
+    pub data_dir: PathBuf,
     /// The mail server, when configured.
     pub mailer: Option<Mailer>,
     /// Added to the wall clock (tests replay other days).
@@ -165,71 +213,180 @@ impl Scheduler {
         }))
     }
 
-    /// Makes `week`'s report unless it exists, then sends it; false when it could not
-    /// be made.
+    /// Makes `week`'s reports (the named one, and the pseudonymised one when it has
+    /// recipients) unless they exist, then mails each one just made to its recipients;
+    /// false when one could not be made (it is tried again at the next wake-up).
     async fn run_once(&self, week: IsoWeek, shutdown: &CancellationToken) -> bool {
+        let named = self.make(week, Variant::Named).await;
+        let pseudonymised = if self.config.pseudonymised_email_to.is_empty() {
+            Made::Already
+        } else {
+            self.make(week, Variant::Pseudonymised).await
+        };
+        let all_made = !matches!(named, Made::Failed) && !matches!(pseudonymised, Made::Failed);
+        tokio::join!(
+            self.mail(week, Variant::Named, &named, shutdown),
+            self.mail(week, Variant::Pseudonymised, &pseudonymised, shutdown),
+        );
+        all_made
+    }
+
+    /// Makes one variant of `week`'s report unless its HTML file exists.
+    async fn make(&self, week: IsoWeek, variant: Variant) -> Made {
         let policy = (self.policy)();
         let html = self
             .reports_dir
-            .join(format!("safegate-report-{week}.html"));
+            .join(format!("safegate-report-{week}{}.html", variant.suffix()));
         if html.exists() {
             info!(week = %week, "weekly report already made: {}", html.display());
-            return true;
+            return Made::Already;
         }
         let store = self.store.clone();
         let dir = self.reports_dir.clone();
+        let data_dir = self.data_dir.clone();
         let timezone = policy.timezone().iana_name().unwrap_or("UTC").to_owned();
         let made = tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>> {
+            let pseudonymiser = match variant {
+                Variant::Named => None,
+                Variant::Pseudonymised => Some(Pseudonymiser::load_or_create(&data_dir)?),
+            };
             let report = safegate_report::gather(
                 &store,
                 &policy,
                 &timezone,
                 week,
-                &GatherOptions::default(),
+                &GatherOptions {
+                    pseudonymiser,
+                    ..GatherOptions::default()
+                },
             )?;
             Ok(safegate_report::write_files(&report, &dir)?)
         })
         .await
         .context("report task failed")
         .and_then(|r| r);
-        let files = match made {
-            Ok(files) => files,
-            Err(error) => {
-                error!("WEEKLY REPORT NOT MADE for {week}: {error:#}");
-                return false;
+        match made {
+            Ok(files) => {
+                info!(
+                    week = %week,
+                    variant = variant.name(),
+                    dir = %self.reports_dir.display(),
+                    files = files.len(),
+                    "weekly report made"
+                );
+                Made::New(files)
             }
+            Err(error) => {
+                error!(
+                    "WEEKLY REPORT NOT MADE for {week} ({}): {error:#}",
+                    variant.name()
+                );
+                Made::Failed
+            }
+        }
+    }
+
+    /// Mails a variant just made (and only its own files) to its recipients.
+    async fn mail(
+        &self,
+        week: IsoWeek,
+        variant: Variant,
+        made: &Made,
+        shutdown: &CancellationToken,
+    ) {
+        let Made::New(files) = made else { return };
+        let to = match variant {
+            Variant::Named => &self.config.email_to,
+            Variant::Pseudonymised => &self.config.pseudonymised_email_to,
         };
-        info!(week = %week, dir = %self.reports_dir.display(), files = files.len(), "weekly report made");
-        let (Some(mailer), false) = (&self.mailer, self.config.email_to.is_empty()) else {
-            return true;
+        let (Some(mailer), false) = (&self.mailer, to.is_empty()) else {
+            return;
         };
-        let attachments: Vec<MailFile> = files
-            .iter()
-            .filter_map(|path| {
-                let name = path.file_name()?.to_string_lossy().into_owned();
-                let content_type = match path.extension().and_then(|e| e.to_str()) {
-                    Some("html") => "text/html; charset=utf-8",
-                    Some("json") => "application/json",
-                    _ => "text/csv; charset=utf-8",
-                };
-                Some(MailFile {
-                    name,
-                    content_type: content_type.to_owned(),
-                    bytes: std::fs::read(path).ok()?,
-                })
-            })
-            .collect();
-        let subject = format!("[SafeGate] Weekly sweep report {week}");
-        let body = format!(
-            "The weekly sweep report for {week} is attached (open the .html file in a browser; \
-             the CSV and JSON files are for spreadsheets and tools).\n\nIt is also in {} on the SafeGate server.\n",
-            self.reports_dir.display()
-        );
-        let what = format!("weekly report {week} e-mail");
+        let attachments = attachments(files);
+        let (subject, body) = match variant {
+            Variant::Named => (
+                format!("[SafeGate] Weekly sweep report {week}"),
+                format!(
+                    "The weekly sweep report for {week} is attached (open the .html file in a \
+                     browser; the CSV and JSON files are for spreadsheets and tools).\n\nIt is \
+                     also in {} on the SafeGate server.\n",
+                    self.reports_dir.display()
+                ),
+            ),
+            Variant::Pseudonymised => (
+                format!("[SafeGate] Weekly sweep report {week} (pseudonymised)"),
+                format!(
+                    "The pseudonymised weekly sweep report for {week} is attached (open the .html \
+                     file in a browser; the CSV and JSON files are for spreadsheets and \
+                     tools).\n\nPeople are shown by stable pseudonyms (P-...), the same from \
+                     week to week; only the school's designated safeguarding lead can tell \
+                     who they are.\n"
+                ),
+            ),
+        };
+        let what = match variant {
+            Variant::Named => format!("weekly report {week} e-mail"),
+            Variant::Pseudonymised => format!("pseudonymised weekly report {week} e-mail"),
+        };
         with_retries(&what, self.config.retry_for, shutdown, || {
-            mailer.send(&self.config.email_to, &subject, &body, &attachments)
+            mailer.send(to, &subject, &body, &attachments)
         })
         .await;
-        true
     }
+}
+
+/// Which report.
+#[derive(Debug, Clone, Copy)]
+enum Variant {
+    /// With people's names, for `report.email_to`.
+    Named,
+    /// People replaced by pseudonyms, for `report.pseudonymised_email_to`.
+    Pseudonymised,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Named => "named",
+            Variant::Pseudonymised => "pseudonymised",
+        }
+    }
+
+    /// What `safegate_report::write_files` adds to the file names.
+    fn suffix(self) -> &'static str {
+        match self {
+            Variant::Named => "",
+            Variant::Pseudonymised => "-pseudonymised",
+        }
+    }
+}
+
+/// What making one variant did.
+enum Made {
+    /// Its files were there already (or it is not wanted): nothing to send.
+    Already,
+    /// Made now: these files, to be sent.
+    New(Vec<PathBuf>),
+    /// Not made (logged).
+    Failed,
+}
+
+/// The report files as mail attachments (unreadable ones left out).
+fn attachments(files: &[PathBuf]) -> Vec<MailFile> {
+    files
+        .iter()
+        .filter_map(|path| {
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            let content_type = match path.extension().and_then(|e| e.to_str()) {
+                Some("html") => "text/html; charset=utf-8",
+                Some("json") => "application/json",
+                _ => "text/csv; charset=utf-8",
+            };
+            Some(MailFile {
+                name,
+                content_type: content_type.to_owned(),
+                bytes: std::fs::read(path).ok()?,
+            })
+        })
+        .collect()
 }

@@ -191,6 +191,14 @@ impl Config {
         {
             problems.push(ConfigProblem::new(key, message));
         }
+        if self.report.mails_anyone() && self.delivery.smtp.host.is_empty() {
+            let key = if self.report.email_to.is_empty() {
+                "report.pseudonymised_email_to"
+            } else {
+                "report.email_to"
+            };
+            problems.push(ConfigProblem::new(key, "needs delivery.smtp.host"));
+        }
         for (key, message) in self.admin.validate() {
             problems.push(ConfigProblem::new(key, message));
         }
@@ -395,6 +403,53 @@ mod tests {
         );
         assert!(error.contains("proxy.connect_ports"), "{error}");
         assert!(error.contains("log.level"), "{error}");
+    }
+
+    #[test]
+    fn report_recipients_are_checked() {
+        let error = load_error(
+            "",
+            &[
+                "report.email_to=[\"head@school.test\"]",
+                "report.pseudonymised_email_to=[\"Head <HEAD@School.test>\", \"not an address\"]",
+            ],
+        );
+        assert!(
+            error.contains(
+                "report.pseudonymised_email_to[0]: `Head <HEAD@School.test>` is also in \
+                 report.email_to"
+            ),
+            "{error}"
+        );
+        assert!(
+            error.contains(
+                "report.pseudonymised_email_to[1]: `not an address` is not an e-mail address"
+            ),
+            "{error}"
+        );
+        assert!(
+            error.contains("report.email_to: needs delivery.smtp.host"),
+            "{error}"
+        );
+        let error = load_error("", &["report.pseudonymised_email_to=[\"la@council.test\"]"]);
+        assert!(
+            error.contains("report.pseudonymised_email_to: needs delivery.smtp.host"),
+            "{error}"
+        );
+        let file = file_with("");
+        let config = Config::load(
+            file.path(),
+            &[
+                "delivery.smtp.host=\"127.0.0.1\"".to_owned(),
+                "report.email_to=[\"head@school.test\"]".to_owned(),
+                "report.pseudonymised_email_to=[\"governors@school.test\"]".to_owned(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(
+            config.report.pseudonymised_email_to,
+            ["governors@school.test"]
+        );
     }
 
     #[test]

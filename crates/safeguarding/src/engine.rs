@@ -239,6 +239,26 @@ pub fn local_day(policy: &Snapshot, micros: u64) -> i32 {
         .map_or(0, |span| span.get_days())
 }
 
+/// The date (`2026-11-19`) of a day number from [`local_day`].
+pub fn day_text(day: i32) -> String {
+    Date::constant(1970, 1, 1)
+        .checked_add(jiff::Span::new().days(i64::from(day)))
+        .map_or_else(|_| format!("day {day}"), |date| date.to_string())
+}
+
+/// A byte count for people: `870 B`, `12.5 kB`, `3.2 MB`, `1.4 GB` (decimal units).
+pub fn bytes_text(bytes: f64) -> String {
+    if bytes < 1e3 {
+        format!("{bytes:.0} B")
+    } else if bytes < 1e6 {
+        format!("{:.1} kB", bytes / 1e3)
+    } else if bytes < 1e9 {
+        format!("{:.1} MB", bytes / 1e6)
+    } else {
+        format!("{:.1} GB", bytes / 1e9)
+    }
+}
+
 /// Adds the batch to each named user's day and raises heavy-use alerts.
 fn heavy_use(
     store: &Store,
@@ -305,6 +325,11 @@ fn heavy_use(
             continue;
         }
         today.alerted = true;
+        let measure = match (heavy_requests, heavy_bytes) {
+            (true, true) => "requests and data",
+            (true, false) => "requests",
+            _ => "data",
+        };
         alerts.push(NewAlert {
             kind: AlertKind::HeavyUse,
             severity: Severity::Low,
@@ -312,13 +337,16 @@ fn heavy_use(
             user: Some(user.to_owned()),
             role: last.role.clone(),
             group: last.group.clone(),
-            subject: format!("day {day}"),
+            subject: day_text(day),
             summary: format!(
-                "{} requests and {} MB today, against a daily mean of {:.0} requests and {:.0} MB",
+                "{} requests and {} today, against a daily mean of {:.1} requests and {} \
+                 over the previous {} days ({measure} more than {}x the mean)",
                 totals.0,
-                totals.1 / 1_000_000,
+                bytes_text(totals.1 as f64),
                 mean_requests,
-                mean_bytes / 1e6
+                bytes_text(mean_bytes),
+                settings.baseline_days,
+                settings.factor
             ),
             at_unix_micros: last.at_unix_micros,
             evidence: vec![last.clone()],
@@ -626,6 +654,12 @@ severity = "high"
             &stats,
         );
         assert_eq!(kinds(&raised), [("jo", AlertKind::HeavyUse)]);
+        assert_eq!(raised[0].subject, "2026-11-17");
+        assert_eq!(
+            raised[0].summary,
+            "60 requests and 60.0 kB today, against a daily mean of 11.4 requests and 571 B \
+             over the previous 7 days (requests more than 3x the mean)"
+        );
         // Once a day.
         assert!(
             evaluate(
@@ -652,5 +686,16 @@ severity = "high"
             store.usage("jo", today, today + 1).unwrap(),
             vec![(today, 110, 110_000)]
         );
+    }
+
+    #[test]
+    fn byte_counts_and_days_read_well() {
+        assert_eq!(bytes_text(0.0), "0 B");
+        assert_eq!(bytes_text(999.4), "999 B");
+        assert_eq!(bytes_text(12_500.0), "12.5 kB");
+        assert_eq!(bytes_text(3_200_000.0), "3.2 MB");
+        assert_eq!(bytes_text(1.4e9), "1.4 GB");
+        assert_eq!(day_text(0), "1970-01-01");
+        assert_eq!(day_text(20_411), "2025-11-19");
     }
 }
