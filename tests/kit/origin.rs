@@ -91,6 +91,8 @@ pub struct OriginState {
     pub first_chunk_seen: Notify,
     /// Notified when `/gated` has sent its first half.
     pub first_half_sent: Notify,
+    /// `METHOD path` of every request received, in order.
+    pub requests: std::sync::Mutex<Vec<String>>,
 }
 
 pub struct Origin {
@@ -177,6 +179,11 @@ impl Origin {
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
     }
+
+    /// `METHOD path` of every request received so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.requests.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Origin {
@@ -208,6 +215,11 @@ fn chunks(parts: Vec<Bytes>) -> Body {
 
 async fn route(state: Arc<OriginState>, mut request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push(format!("{} {path}", request.method()));
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["bytes", n] => {

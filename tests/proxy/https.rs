@@ -1,7 +1,8 @@
 //! HTTPS through SafeGate with the school CA: `safegate ca init|export`, decrypted
 //! sites served as HTTP/1.1 and HTTP/2 (reqwest and curl trusting only the school CA)
 //! with bodies equal to the origin's, HTTP/2 towards an origin that offers it, URL
-//! rules and the block page over HTTPS, `safegate check` on decryption, WebSockets
+//! rules and the block page over HTTPS, its review form posted to the page's own
+//! origin and answered by SafeGate, `safegate check` on decryption, WebSockets
 //! inside a decrypted tunnel,
 //! search terms in the visit log, a never-decrypt site tunnelled untouched (the
 //! client sees the origin's own certificate), a TLS server name that differs from the
@@ -73,6 +74,11 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Self {
+        Self::start_with_users(&[]).await
+    }
+
+    /// As `start`, with `(name, role, password)` users imported before SafeGate starts.
+    async fn start_with_users(users: &[(&str, &str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let data = format!("data_dir={:?}", data_dir.display().to_string());
@@ -95,6 +101,17 @@ impl Setup {
         assert!(status.success(), "{err}");
         let school_ca_file = dir.path().join("school-ca.pem");
         std::fs::write(&school_ca_file, &school_ca).unwrap();
+        if !users.is_empty() {
+            let mut csv = String::from("user,role,group,password hash\n");
+            for (name, role, password) in users {
+                let hash = crate::auth::cheap_hash(password);
+                csv.push_str(&format!("{name},{role},,\"{hash}\"\n"));
+            }
+            let file = dir.path().join("users.csv");
+            std::fs::write(&file, csv).unwrap();
+            crate::users_cli::users_ok(&data_dir, &["import", &file.display().to_string()], "")
+                .await;
+        }
 
         let origin_ca = TestCa::for_names(ORIGIN_NAMES);
         let origin = Origin::start_tls(&origin_ca).await;
@@ -165,6 +182,24 @@ impl Setup {
     fn school_client(&self, http1_only: bool) -> reqwest::Client {
         let root = reqwest::Certificate::from_pem(self.school_ca.as_bytes()).unwrap();
         let builder = self.safegate.client_builder().add_root_certificate(root);
+        let builder = if http1_only {
+            builder.http1_only()
+        } else {
+            builder
+        };
+        builder.build().unwrap()
+    }
+
+    /// As `school_client`, logged in to the proxy as `user` (Basic, sent on CONNECT).
+    fn school_client_as(&self, http1_only: bool, user: &str, password: &str) -> reqwest::Client {
+        let root = reqwest::Certificate::from_pem(self.school_ca.as_bytes()).unwrap();
+        let proxy = reqwest::Proxy::all(self.safegate.proxy_url())
+            .unwrap()
+            .basic_auth(user, password);
+        let builder = reqwest::Client::builder()
+            .proxy(proxy)
+            .timeout(Duration::from_secs(30))
+            .add_root_certificate(root);
         let builder = if http1_only {
             builder.http1_only()
         } else {
@@ -412,6 +447,167 @@ async fn url_rules_block_pages_and_search_terms_apply_inside_https() {
             !records.iter().any(|r| r.method == "CONNECT"),
             "{records:#?}"
         );
+    })
+    .await;
+}
+
+/// The hidden fields of the block page's review form, unescaped, as a browser sends them.
+fn review_form_fields(page: &str) -> Vec<(String, String)> {
+    let unescape = |text: &str| {
+        text.replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    };
+    ["url", "rule", "categories"]
+        .iter()
+        .map(|name| {
+            let marker = format!("name=\"{name}\" value=\"");
+            let start = page
+                .find(&marker)
+                .unwrap_or_else(|| panic!("no {name}: {page}"))
+                + marker.len();
+            let end = start + page[start..].find('"').unwrap();
+            ((*name).to_owned(), unescape(&page[start..end]))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_review_form_of_a_decrypted_block_page_posts_to_its_own_origin() {
+    bounded(async {
+        let mut setup = Setup::start_with_users(&[("ada", "pupil", "correct horse")]).await;
+        // Ada logged in at CONNECT over HTTP/1.1; an unidentified pupil over HTTP/2 on a
+        // host that is blocked as a whole (decrypted, so still the real page).
+        let ada = setup.school_client_as(true, "ada", "correct horse");
+        let anonymous = setup.school_client(false);
+        let cases = [
+            (
+                &ada,
+                "shop.test",
+                "/forbidden/item?id=7&x=1",
+                "deny:role:pupil",
+            ),
+            (
+                &anonymous,
+                "games.test",
+                "/play?level=3",
+                "category:pupil:games",
+            ),
+        ];
+        let mut blocked_urls = Vec::new();
+        for (count, (client, host, path, rule)) in cases.into_iter().enumerate() {
+            let url = setup.url(host, path);
+            let blocked = client.get(&url).send().await.unwrap();
+            assert_eq!(blocked.status(), 403);
+            assert_eq!(blocked.headers()["x-safegate-rule"], rule);
+            let page = blocked.text().await.unwrap();
+            // Same origin, so no mixed content: nothing on the page points at http://.
+            assert!(page.contains("action=\"/safegate/review\""), "{page}");
+            assert!(!page.contains("http://"), "{page}");
+            assert!(
+                page.contains("id=7&amp;x=1") || host != "shop.test",
+                "{page}"
+            );
+            // The browser resolves the relative action against the page's address and
+            // posts the form's fields there, through the same proxy.
+            let action = reqwest::Url::parse(&url)
+                .unwrap()
+                .join("/safegate/review")
+                .unwrap();
+            assert_eq!(action.as_str(), setup.url(host, "/safegate/review"));
+            let mut fields = review_form_fields(&page);
+            assert_eq!(fields[0], ("url".to_owned(), url.clone()));
+            assert_eq!(fields[1], ("rule".to_owned(), rule.to_owned()));
+            fields.push(("comment".to_owned(), format!("needed for class on {host}")));
+            let answer = client.post(action).form(&fields).send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+            assert!(
+                answer.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html")
+            );
+            let text = answer.text().await.unwrap();
+            assert!(text.contains("Review requested"), "{text}");
+            assert!(!text.contains("http://"), "{text}");
+            blocked_urls.push(url);
+            setup
+                .safegate
+                .wait_for_logs(|lines| {
+                    lines
+                        .iter()
+                        .filter(|l| l.contains("review request recorded"))
+                        .count()
+                        > count
+                })
+                .await;
+        }
+        // A form without the address: 400 and a log line, and not passed on.
+        let malformed = ada
+            .post(setup.url("shop.test", "/safegate/review"))
+            .form(&[("comment", "no url")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(malformed.status(), 400);
+        setup
+            .safegate
+            .wait_for_log("review form without a valid url field")
+            .await;
+        // Only a POST is SafeGate's: a GET of that path is the site's (no such route).
+        let get = ada
+            .get(setup.url("shop.test", "/safegate/review"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get.status(), 404);
+        assert_eq!(get.text().await.unwrap(), "no such route");
+        // The origin saw that GET and nothing else: no POST, no blocked page.
+        assert_eq!(setup.origin.requests(), ["GET /safegate/review"]);
+
+        setup.safegate.terminate();
+        assert!(setup.safegate.wait().await.success());
+        let store = Store::open(&setup._dir.path().join("data")).unwrap();
+        let mut reviews = store.reviews(10).unwrap();
+        reviews.sort_by_key(|r| r.at_unix_nanos);
+        assert_eq!(reviews.len(), 2, "{reviews:#?}");
+        let got: Vec<_> = reviews
+            .iter()
+            .map(|r| {
+                (
+                    r.user.as_deref(),
+                    r.role.as_str(),
+                    r.url.as_str(),
+                    r.rule.as_str(),
+                    r.comment.as_str(),
+                    r.client,
+                )
+            })
+            .collect();
+        let localhost = std::net::IpAddr::from(Ipv4Addr::LOCALHOST);
+        assert_eq!(
+            got,
+            [
+                (
+                    Some("ada"),
+                    "pupil",
+                    blocked_urls[0].as_str(),
+                    "deny:role:pupil",
+                    "needed for class on shop.test",
+                    localhost,
+                ),
+                (
+                    None,
+                    "pupil",
+                    blocked_urls[1].as_str(),
+                    "category:pupil:games",
+                    "needed for class on games.test",
+                    localhost,
+                ),
+            ]
+        );
+        assert_eq!(reviews[1].categories, ["games"]);
     })
     .await;
 }

@@ -1,18 +1,24 @@
-//! The page a person sees when SafeGate blocks a plain-HTTP request: what was blocked,
-//! why (category, rule, reason), when and for whom, and a form to ask for a review.
-//! Everything shown came from the request or the policy and is HTML-escaped; the form
-//! posts to SafeGate's own address, which the proxy answers itself.
+//! The page a person sees when SafeGate blocks a plain-HTTP request or a request inside
+//! a decrypted tunnel: what was blocked, why (category, rule, reason), when and for
+//! whom, and a form to ask for a review. Everything shown came from the request or the
+//! policy and is HTML-escaped. The form posts where the proxy answers it itself
+//! ([`ReviewTarget`]): for plain HTTP the proxy's own address, inside a decrypted
+//! tunnel the blocked page's own HTTPS origin (a secure page posting to `http://` is
+//! mixed content, which browsers warn about or refuse).
 //!
 //! A blocked CONNECT cannot show a page (browsers do not display a proxy's answer to
 //! CONNECT), so it gets a short text body and the same headers. Inside a decrypted
 //! tunnel the real page is shown over HTTPS, and a site whose certificate fails
 //! verification gets [`certificate_refused`] instead of its content.
 
+use std::net::SocketAddr;
+
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::body::ResponseBody;
 use crate::error_page::REASON_HEADER;
+use crate::local_pages::REVIEW_PATH;
 
 /// Header carrying the id of the rule that blocked a request.
 pub const RULE_HEADER: &str = "x-safegate-rule";
@@ -36,15 +42,38 @@ pub struct BlockInfo<'a> {
     pub role: &'a str,
     /// The group, if any.
     pub group: Option<&'a str>,
-    /// Where the review form posts to (`http://PROXY/safegate/review`); no form if None.
+    /// Where the review form posts to ([`ReviewTarget::action`]); no form if None.
     pub review_action: Option<&'a str>,
+}
+
+/// Where the block page's review form posts to; SafeGate answers both itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewTarget {
+    /// The proxy listener the client reached, over plain HTTP
+    /// (`http://ADDRESS/safegate/review`): for a page shown instead of a plain-HTTP
+    /// request.
+    Proxy(SocketAddr),
+    /// The blocked page's own origin (the relative `/safegate/review`, so
+    /// `https://HOST[:PORT]/safegate/review`): for a page shown inside a decrypted
+    /// tunnel, where SafeGate answers a `POST` to that path instead of the origin.
+    SameOrigin,
+}
+
+impl ReviewTarget {
+    /// The form's `action` attribute, before escaping.
+    pub fn action(self) -> String {
+        match self {
+            Self::Proxy(address) => format!("http://{address}{REVIEW_PATH}"),
+            Self::SameOrigin => REVIEW_PATH.to_owned(),
+        }
+    }
 }
 
 fn escape(text: &str) -> String {
     html_escape::encode_double_quoted_attribute(text).into_owned()
 }
 
-/// The 403 page for a blocked plain-HTTP request.
+/// The 403 page for a blocked plain-HTTP or decrypted request.
 pub fn page(info: &BlockInfo<'_>) -> Response<ResponseBody> {
     let categories = if info.categories.is_empty() {
         "none".to_owned()
@@ -166,9 +195,20 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
+    fn proxy() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 3128))
+    }
+
+    async fn html_of(response: Response<ResponseBody>) -> String {
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        let Ok(body) = body else { panic!("body") };
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
     #[tokio::test]
     async fn everything_shown_is_escaped() {
         let categories = vec!["<b>gambling</b>".to_owned()];
+        let action = ReviewTarget::Proxy(proxy()).action();
         let info = BlockInfo {
             url: "http://bet.test/\"><script>alert(1)</script>",
             categories: &categories,
@@ -178,20 +218,58 @@ mod tests {
             user: Some("<img src=x>"),
             role: "pupil",
             group: None,
-            review_action: Some("http://127.0.0.1:3128/safegate/review"),
+            review_action: Some(&action),
         };
         let response = page(&info);
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert_eq!(response.headers()[RULE_HEADER], "category:pupil:gambling");
-        let body = response.into_body().collect().await.map(|b| b.to_bytes());
-        let Ok(body) = body else { panic!("body") };
-        let html = String::from_utf8_lossy(&body);
+        let html = html_of(response).await;
         assert!(!html.contains("<script>"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(!html.contains("<b>gambling"), "{html}");
         assert!(html.contains("&lt;script&gt;"), "{html}");
         assert!(
             html.contains("action=\"http://127.0.0.1:3128/safegate/review\""),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn review_actions() {
+        assert_eq!(
+            ReviewTarget::Proxy(proxy()).action(),
+            "http://127.0.0.1:3128/safegate/review"
+        );
+        let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 3128));
+        assert_eq!(
+            ReviewTarget::Proxy(v6).action(),
+            "http://[::1]:3128/safegate/review"
+        );
+        assert_eq!(ReviewTarget::SameOrigin.action(), REVIEW_PATH);
+    }
+
+    #[tokio::test]
+    async fn a_decrypted_page_posts_its_review_form_to_its_own_origin() {
+        let categories = vec!["shopping".to_owned()];
+        let action = ReviewTarget::SameOrigin.action();
+        let info = BlockInfo {
+            url: "https://shop.test/forbidden?q=\"><form action=\"http://evil.test/\">",
+            categories: &categories,
+            rule: "deny:role:pupil",
+            reason: "This address is on the pupil deny-list",
+            at: "Mon 23 Nov 2026 10:00",
+            user: Some("ada"),
+            role: "pupil",
+            group: None,
+            review_action: Some(&action),
+        };
+        let html = html_of(page(&info)).await;
+        // Relative: the browser posts to the blocked page's own https:// origin.
+        assert!(html.contains("action=\"/safegate/review\""), "{html}");
+        assert_eq!(html.matches("<form").count(), 1, "{html}");
+        assert!(!html.contains("action=\"http"), "{html}");
+        assert!(
+            html.contains("value=\"https://shop.test/forbidden?q=&quot;&gt;&lt;form"),
             "{html}"
         );
     }

@@ -1,6 +1,8 @@
 //! What SafeGate serves when a request is addressed to the proxy itself (origin-form):
 //! a small status page at `/`, and the proxy auto-configuration file at `/proxy.pac`
-//! and `/wpad.dat` (the name browsers ask for with WPAD), built from `[pac]`.
+//! and `/wpad.dat` (the name browsers ask for with WPAD), built from `[pac]`; and the
+//! answer to the block page's review form ([`review`]), which is also served inside
+//! decrypted tunnels.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Response, StatusCode};
+use tracing::{info, warn};
 
 use crate::body::ResponseBody;
 use crate::config::PacConfig;
@@ -191,7 +194,9 @@ mod tests {
     }
 }
 
-/// Path the block page's review form posts to.
+/// Path the block page's review form posts to: on the proxy's own address for
+/// plain-HTTP block pages, on the blocked site's own origin inside a decrypted tunnel
+/// (see `crate::block_page::ReviewTarget`).
 pub const REVIEW_PATH: &str = "/safegate/review";
 
 /// Largest review form accepted, in bytes.
@@ -211,7 +216,10 @@ pub struct Requester {
     pub role: String,
 }
 
-/// Records a review request from the block page's form and thanks the person.
+/// Records a review request from the block page's form and thanks the person. The
+/// answer has no links, so it works alike over plain HTTP and inside a decrypted
+/// tunnel. A form that is too large, incomplete or names no address gets a 4xx and a
+/// log line.
 pub async fn review(
     queue: Option<&safegate_store::ReviewQueue>,
     requester: Requester,
@@ -228,6 +236,11 @@ pub async fn review(
     };
     let limited = http_body_util::Limited::new(request.into_body(), REVIEW_FORM_LIMIT);
     let Ok(collected) = limited.collect().await else {
+        info!(
+            client = %requester.client,
+            limit = REVIEW_FORM_LIMIT,
+            "review form too large or incomplete; answered 413"
+        );
         return error_page::page(
             StatusCode::PAYLOAD_TOO_LARGE,
             "bad-request",
@@ -257,6 +270,10 @@ pub async fn review(
         }
     }
     let Some(url) = url.filter(|u| !u.is_empty() && u.len() <= 4096) else {
+        info!(
+            client = %requester.client,
+            "review form without a valid url field; answered 400"
+        );
         return error_page::page(
             StatusCode::BAD_REQUEST,
             "bad-request",
@@ -278,6 +295,7 @@ pub async fn review(
         comment,
     });
     if !accepted {
+        warn!(url, "review queue full; answered 503");
         return error_page::page(
             StatusCode::SERVICE_UNAVAILABLE,
             "review-queue-full",

@@ -26,7 +26,7 @@ use safegate_policy::{Decision, RequestTarget, Snapshot};
 use tracing::{debug, info, warn};
 
 use crate::auth::Refusal;
-use crate::block_page;
+use crate::block_page::{self, ReviewTarget};
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::client_io::Activity;
 use crate::error::UpstreamError;
@@ -238,6 +238,12 @@ async fn own_page(
 /// A request inside a decrypted tunnel (`crate::tls::intercept`), already rewritten
 /// to `https://host/path`, for the person identified at CONNECT: the same path as a
 /// plain-HTTP request, over TLS to the origin.
+///
+/// Except the block page's review form: a decrypted block page posts it to its own
+/// origin ([`ReviewTarget::SameOrigin`]), so a `POST` to
+/// [`local_pages::REVIEW_PATH`] on any decrypted host is answered here, for the person
+/// identified at CONNECT, and never reaches the origin (`/safegate/` is SafeGate's
+/// namespace). Other methods on that path go to the origin as usual.
 pub(crate) async fn handle_decrypted(
     state: Arc<ProxyState>,
     client: Arc<ClientContext>,
@@ -247,11 +253,21 @@ pub(crate) async fn handle_decrypted(
     let in_flight = client.activity.request_started();
     state.stats.requests.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let who = Identified {
-        snapshot: state.filter.snapshot(),
-        identity,
-    };
-    let response = forward(&state, &client, request, who, SeenAs::Decrypted).await;
+    let response =
+        if request.method() == Method::POST && request.uri().path() == local_pages::REVIEW_PATH {
+            let requester = local_pages::Requester {
+                client: client.peer.ip(),
+                user: identity.user,
+                role: identity.role.as_str().to_owned(),
+            };
+            local_pages::review(state.reviews.as_ref(), requester, request).await
+        } else {
+            let who = Identified {
+                snapshot: state.filter.snapshot(),
+                identity,
+            };
+            forward(&state, &client, request, who, SeenAs::Decrypted).await
+        };
     state.stats.answered(started.elapsed());
     response.map(|body| body.finishing(in_flight))
 }
@@ -267,10 +283,10 @@ async fn forward(
 ) -> Response<ResponseBody> {
     let target = crate::metrics::target_without_userinfo(request.uri());
     let decrypted = seen_as == SeenAs::Decrypted;
-    let (scheme, default_port) = if decrypted {
-        (Scheme::HTTPS, 443)
+    let (scheme, default_port, answer) = if decrypted {
+        (Scheme::HTTPS, 443, BlockAnswer::Decrypted)
     } else {
-        (Scheme::HTTP, 80)
+        (Scheme::HTTP, 80, BlockAnswer::PlainHttp)
     };
     if request.uri().scheme() != Some(&scheme) {
         return error_page::page(
@@ -317,7 +333,9 @@ async fn forward(
         },
     );
     if decision.is_blocked() {
-        let page = blocked(&snapshot, &decision, &identity, client, &target, now, false);
+        let page = blocked(
+            &snapshot, &decision, &identity, client, &target, now, answer,
+        );
         return with_record(page, pending, None);
     }
     let restrictions = filter::restrictions(&snapshot, &identity);
@@ -431,7 +449,9 @@ async fn forward(
         );
         if let Some(decision) = file_decision.filter(|d| d.is_blocked()) {
             // Dropping the origin's response closes that connection; nothing was sent.
-            let page = blocked(&snapshot, &decision, &identity, client, &target, now, false);
+            let page = blocked(
+                &snapshot, &decision, &identity, client, &target, now, answer,
+            );
             let pending = pending.map(|mut p| {
                 p.block(&decision);
                 p
@@ -532,6 +552,18 @@ pub(crate) fn decide(
     }
 }
 
+/// How a blocked request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockAnswer {
+    /// The block page for a plain-HTTP request; its review form posts to the proxy.
+    PlainHttp,
+    /// The block page inside a decrypted tunnel; its review form posts to the page's
+    /// own HTTPS origin, which [`handle_decrypted`] answers.
+    Decrypted,
+    /// The short refusal of a CONNECT.
+    Connect,
+}
+
 /// The answer to a blocked request: the block page, or for CONNECT a short refusal.
 pub(crate) fn blocked(
     snapshot: &Snapshot,
@@ -540,7 +572,7 @@ pub(crate) fn blocked(
     client: &ClientContext,
     target: &str,
     now: Timestamp,
-    connect: bool,
+    answer: BlockAnswer,
 ) -> Response<ResponseBody> {
     info!(
         client = %client.peer,
@@ -552,9 +584,13 @@ pub(crate) fn blocked(
         "blocked"
     );
     let at = filter::local_time(snapshot, now);
-    let review_action = format!("http://{}{}", client.local, local_pages::REVIEW_PATH);
+    let review = match answer {
+        BlockAnswer::Decrypted => ReviewTarget::SameOrigin,
+        BlockAnswer::PlainHttp | BlockAnswer::Connect => ReviewTarget::Proxy(client.local),
+    };
+    let review_action = review.action();
     let info = filter::block_info(decision, identity, target, &at, Some(&review_action));
-    crate::metrics::RequestOutcome::blocked(if connect {
+    crate::metrics::RequestOutcome::blocked(if answer == BlockAnswer::Connect {
         block_page::connect_refusal(&info)
     } else {
         block_page::page(&info)

@@ -127,7 +127,15 @@ pub(crate) async fn open(
         },
     );
     if decision.is_blocked() {
-        let refusal = service::blocked(&snapshot, &decision, &identity, client, &target, now, true);
+        let refusal = service::blocked(
+            &snapshot,
+            &decision,
+            &identity,
+            client,
+            &target,
+            now,
+            service::BlockAnswer::Connect,
+        );
         return service::with_record(refusal, pending, None);
     }
     let restrictions = filter::restrictions(&snapshot, &identity);

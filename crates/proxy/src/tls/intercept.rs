@@ -6,8 +6,11 @@
 //! `:authority` or `Host`, else the CONNECT host) and goes through the ordinary
 //! request path for the person identified at CONNECT, with a fresh policy snapshot:
 //! URL rules, file rules, SafeSearch, the block page, and a visit record `Decrypted`
-//! with path, query and search terms. A device without the school CA fails the
-//! handshake; that is logged with a hint and the connection closed.
+//! with path, query and search terms. The block page's review form posts to the
+//! page's own origin, and SafeGate answers a `POST /safegate/review` on any decrypted
+//! host itself, without contacting the origin (`service::handle_decrypted`). A device
+//! without the school CA fails the handshake; that is logged with a hint and the
+//! connection closed.
 
 use std::convert::Infallible;
 use std::str::FromStr;

@@ -5,7 +5,8 @@
 //! certificate per host signed by it, cached. `intercept`: a decrypted CONNECT tunnel,
 //! served as HTTP/1.1 or HTTP/2 (ALPN), each request going through the ordinary
 //! request path as `https://host/path` (policy on the full URL, SafeSearch, block
-//! page, visit record `Decrypted`). `origin`: rustls towards the origin, verified
+//! page whose review form posts to `https://host/safegate/review`, which SafeGate
+//! answers itself, visit record `Decrypted`). `origin`: rustls towards the origin, verified
 //! against the web's roots plus `upstream.extra_roots`; a certificate that fails gets
 //! a page saying so and is never passed through.
 //!
