@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod block_page;
 pub mod browser;
 pub mod dns;
 pub mod files;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use safegate_store::{NewUser, Permission, Store};
 
 use crate::auth::cheap_hash;
+use crate::kit::block_page::review_form_fields;
 use crate::kit::bounded;
 use crate::kit::browser::Browser;
 use crate::kit::dns::FakeDns;
@@ -193,6 +194,16 @@ async fn admins_use_the_web_interface_in_a_browser() {
         let poker = format!("http://bet.test:{}/bytes/3", origin.addr.port());
         wait_for_status(&safegate, &poker, 403).await;
         let hostile_url = format!("{poker}?x=\"><script>alert(4)</script>");
+        let block_page = safegate
+            .client()
+            .get(&poker)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let token = review_form_fields(&block_page)[3].1.clone();
         let review = safegate
             .client()
             .post(format!("http://{}/safegate/review", safegate.proxy))
@@ -201,6 +212,7 @@ async fn admins_use_the_web_interface_in_a_browser() {
                 ("rule", "category:pupil:gambling"),
                 ("categories", "gambling"),
                 ("comment", "for the probability lesson \"><img src=x onerror=alert(2)>"),
+                ("token", token.as_str()),
             ])
             .send()
             .await

@@ -20,6 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::kit::block_page::review_form_fields;
 use crate::kit::dns::FakeDns;
 use crate::kit::origin::{Origin, TestCa};
 use crate::kit::process::{SafeGate, run_to_end, shipped_config};
@@ -451,28 +452,6 @@ async fn url_rules_block_pages_and_search_terms_apply_inside_https() {
     .await;
 }
 
-/// The hidden fields of the block page's review form, unescaped, as a browser sends them.
-fn review_form_fields(page: &str) -> Vec<(String, String)> {
-    let unescape = |text: &str| {
-        text.replace("&quot;", "\"")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&")
-    };
-    ["url", "rule", "categories"]
-        .iter()
-        .map(|name| {
-            let marker = format!("name=\"{name}\" value=\"");
-            let start = page
-                .find(&marker)
-                .unwrap_or_else(|| panic!("no {name}: {page}"))
-                + marker.len();
-            let end = start + page[start..].find('"').unwrap();
-            ((*name).to_owned(), unescape(&page[start..end]))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn the_review_form_of_a_decrypted_block_page_posts_to_its_own_origin() {
     bounded(async {
@@ -496,6 +475,7 @@ async fn the_review_form_of_a_decrypted_block_page_posts_to_its_own_origin() {
             ),
         ];
         let mut blocked_urls = Vec::new();
+        let mut ada_token = String::new();
         for (count, (client, host, path, rule)) in cases.into_iter().enumerate() {
             let url = setup.url(host, path);
             let blocked = client.get(&url).send().await.unwrap();
@@ -519,6 +499,7 @@ async fn the_review_form_of_a_decrypted_block_page_posts_to_its_own_origin() {
             let mut fields = review_form_fields(&page);
             assert_eq!(fields[0], ("url".to_owned(), url.clone()));
             assert_eq!(fields[1], ("rule".to_owned(), rule.to_owned()));
+            ada_token.clone_from(&fields[3].1);
             fields.push(("comment".to_owned(), format!("needed for class on {host}")));
             let answer = client.post(action).form(&fields).send().await.unwrap();
             assert_eq!(answer.status(), 200);
@@ -543,10 +524,22 @@ async fn the_review_form_of_a_decrypted_block_page_posts_to_its_own_origin() {
                 })
                 .await;
         }
+        // A form posted from elsewhere (no token from a block page): 403 and a log line.
+        let forged = ada
+            .post(setup.url("shop.test", "/safegate/review"))
+            .form(&[("url", "https://shop.test/x"), ("comment", "spam")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 403);
+        setup
+            .safegate
+            .wait_for_log("review form without a valid token")
+            .await;
         // A form without the address: 400 and a log line, and not passed on.
         let malformed = ada
             .post(setup.url("shop.test", "/safegate/review"))
-            .form(&[("comment", "no url")])
+            .form(&[("comment", "no url"), ("token", ada_token.as_str())])
             .send()
             .await
             .unwrap();

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use tokio::io::AsyncWriteExt;
 
+use crate::kit::block_page::review_form_fields;
 use crate::kit::dns::FakeDns;
 use crate::kit::origin::Origin;
 use crate::kit::process::{SafeGate, run_to_end, shipped_config};
@@ -377,19 +378,50 @@ async fn block_page_is_escaped_and_its_review_form_is_recorded() {
         assert!(body.contains(&format!("action=\"{action}\"")), "{body}");
 
         // The browser posts the form through the proxy to the proxy's own address.
+        let mut fields = review_form_fields(&body);
+        // The address as the client sent it (reqwest percent-encodes `"`, `<`, `>`).
+        let requested = fields[0].1.clone();
+        assert!(
+            requested.starts_with(&world.url("bet.test", "/%3Cscript%3Ealert(1)%3C/script%3E?q=")),
+            "{requested}"
+        );
+        assert_eq!(fields[1].1, "category:pupil:gambling");
+        assert_eq!(fields[2].1, "gambling");
+        fields.push(("comment".into(), "needed for a probability lesson".into()));
         let response = safegate
             .client()
             .post(&action)
-            .form(&[
-                ("url", url.as_str()),
-                ("rule", "category:pupil:gambling"),
-                ("categories", "gambling"),
-                ("comment", "needed for a probability lesson"),
-            ])
+            .form(&fields)
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
+
+        // Another site's page posting a form in the pupil's name (no token), a forged
+        // token, and the form's token from another address are all refused.
+        let without_token: Vec<(String, String)> = fields
+            .iter()
+            .filter(|(key, _)| key != "token")
+            .cloned()
+            .collect();
+        let mut forged = fields.clone();
+        forged[3].1 = format!("{}0", forged[3].1);
+        let other_address = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(format!("http://{}", safegate.proxy)).unwrap())
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .unwrap();
+        for (client, form) in [
+            (safegate.client(), without_token),
+            (safegate.client(), forged),
+            (other_address, fields.clone()),
+        ] {
+            let refused = client.post(&action).form(&form).send().await.unwrap();
+            assert_eq!(refused.status(), 403);
+        }
+        safegate
+            .wait_for_log("review form without a valid token")
+            .await;
         assert!(response.text().await.unwrap().contains("Review requested"));
         safegate.wait_for_log("review request recorded").await;
         safegate.terminate();
@@ -397,7 +429,7 @@ async fn block_page_is_escaped_and_its_review_form_is_recorded() {
         let store = safegate_store::Store::open(safegate.data_dir()).unwrap();
         let reviews = store.reviews(10).unwrap();
         assert_eq!(reviews.len(), 1);
-        assert_eq!(reviews[0].url, url);
+        assert_eq!(reviews[0].url, requested);
         assert_eq!(reviews[0].role, "pupil");
         assert_eq!(reviews[0].comment, "needed for a probability lesson");
     })

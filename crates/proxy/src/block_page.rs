@@ -44,6 +44,8 @@ pub struct BlockInfo<'a> {
     pub group: Option<&'a str>,
     /// Where the review form posts to ([`ReviewTarget::action`]); no form if None.
     pub review_action: Option<&'a str>,
+    /// The review form's token (purpose `Review`, bound to the client's address).
+    pub review_token: Option<&'a str>,
 }
 
 /// Where the block page's review form posts to; SafeGate answers both itself.
@@ -92,6 +94,7 @@ pub fn page(info: &BlockInfo<'_>) -> Response<ResponseBody> {
 <input type=\"hidden\" name=\"url\" value=\"{url}\">\
 <input type=\"hidden\" name=\"rule\" value=\"{rule}\">\
 <input type=\"hidden\" name=\"categories\" value=\"{categories}\">\
+<input type=\"hidden\" name=\"token\" value=\"{token}\">\
 <label for=\"comment\">Tell the filter admin why you need this page:</label><br>\
 <textarea id=\"comment\" name=\"comment\" rows=\"3\" cols=\"60\" maxlength=\"500\"></textarea><br>\
 <button type=\"submit\">Request a review</button></form>\n",
@@ -99,6 +102,7 @@ pub fn page(info: &BlockInfo<'_>) -> Response<ResponseBody> {
             url = escape(info.url),
             rule = escape(info.rule),
             categories = escape(&categories),
+            token = escape(info.review_token.unwrap_or_default()),
         )
     });
     let html = format!(
@@ -219,6 +223,7 @@ mod tests {
             role: "pupil",
             group: None,
             review_action: Some(&action),
+            review_token: Some("token-1"),
         };
         let response = page(&info);
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -262,12 +267,17 @@ mod tests {
             role: "pupil",
             group: None,
             review_action: Some(&action),
+            review_token: Some("token-1"),
         };
         let html = html_of(page(&info)).await;
         // Relative: the browser posts to the blocked page's own https:// origin.
         assert!(html.contains("action=\"/safegate/review\""), "{html}");
         assert_eq!(html.matches("<form").count(), 1, "{html}");
         assert!(!html.contains("action=\"http"), "{html}");
+        assert!(
+            html.contains("<input type=\"hidden\" name=\"token\" value=\"token-1\">"),
+            "{html}"
+        );
         assert!(
             html.contains("value=\"https://shop.test/forbidden?q=&quot;&gt;&lt;form"),
             "{html}"

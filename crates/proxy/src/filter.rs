@@ -146,6 +146,7 @@ pub fn block_info<'a>(
     url: &'a str,
     at: &'a str,
     review_action: Option<&'a str>,
+    review_token: Option<&'a str>,
 ) -> crate::block_page::BlockInfo<'a> {
     crate::block_page::BlockInfo {
         url,
@@ -157,5 +158,6 @@ pub fn block_info<'a>(
         role: identity.role.as_str(),
         group: identity.group.as_deref(),
         review_action,
+        review_token,
     }
 }

@@ -12,6 +12,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Response, StatusCode};
 use tracing::{info, warn};
 
+use crate::auth::TokenPurpose;
 use crate::body::ResponseBody;
 use crate::config::PacConfig;
 use crate::error_page;
@@ -222,6 +223,7 @@ pub struct Requester {
 /// log line.
 pub async fn review(
     queue: Option<&safegate_store::ReviewQueue>,
+    tokens: &crate::auth::Authenticator,
     requester: Requester,
     request: http::Request<hyper::body::Incoming>,
 ) -> Response<ResponseBody> {
@@ -253,8 +255,10 @@ pub async fn review(
     let mut rule = String::new();
     let mut categories = Vec::new();
     let mut comment = String::new();
+    let mut token = String::new();
     for (key, value) in form_urlencoded::parse(&form) {
         match key.as_ref() {
+            "token" => token = value.into_owned(),
             "url" => url = Some(value.into_owned()),
             "rule" => rule = value.into_owned(),
             "categories" => {
@@ -268,6 +272,18 @@ pub async fn review(
             "comment" => comment = value.chars().take(REVIEW_COMMENT_LIMIT).collect(),
             _ => {}
         }
+    }
+    if !tokens.check_form_token(TokenPurpose::Review, requester.client, &token) {
+        info!(
+            client = %requester.client,
+            "review form without a valid token (expired, from another address or not from a block page); answered 403"
+        );
+        return error_page::page(
+            StatusCode::FORBIDDEN,
+            "bad-review-token",
+            REVIEW_PATH,
+            "This review form has expired or did not come from SafeGate's block page. Go back, reload the blocked page and ask again.",
+        );
     }
     let Some(url) = url.filter(|u| !u.is_empty() && u.len() <= 4096) else {
         info!(

@@ -25,7 +25,7 @@ use jiff::Timestamp;
 use safegate_policy::{Decision, RequestTarget, Snapshot};
 use tracing::{debug, info, warn};
 
-use crate::auth::Refusal;
+use crate::auth::{Authenticator, Refusal, TokenPurpose};
 use crate::block_page::{self, ReviewTarget};
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::client_io::Activity;
@@ -218,7 +218,13 @@ async fn own_page(
             user: identity.user,
             role: identity.role.as_str().to_owned(),
         };
-        return local_pages::review(state.reviews.as_ref(), requester, request).await;
+        return local_pages::review(
+            state.reviews.as_ref(),
+            state.filter.auth(),
+            requester,
+            request,
+        )
+        .await;
     }
     let host = request
         .headers()
@@ -260,7 +266,13 @@ pub(crate) async fn handle_decrypted(
                 user: identity.user,
                 role: identity.role.as_str().to_owned(),
             };
-            local_pages::review(state.reviews.as_ref(), requester, request).await
+            local_pages::review(
+                state.reviews.as_ref(),
+                state.filter.auth(),
+                requester,
+                request,
+            )
+            .await
         } else {
             let who = Identified {
                 snapshot: state.filter.snapshot(),
@@ -334,7 +346,16 @@ async fn forward(
     );
     if decision.is_blocked() {
         let page = blocked(
-            &snapshot, &decision, &identity, client, &target, now, answer,
+            state.filter.auth(),
+            &snapshot,
+            &identity,
+            client,
+            Blocked {
+                decision: &decision,
+                target: &target,
+                now,
+                answer,
+            },
         );
         return with_record(page, pending, None);
     }
@@ -450,7 +471,16 @@ async fn forward(
         if let Some(decision) = file_decision.filter(|d| d.is_blocked()) {
             // Dropping the origin's response closes that connection; nothing was sent.
             let page = blocked(
-                &snapshot, &decision, &identity, client, &target, now, answer,
+                state.filter.auth(),
+                &snapshot,
+                &identity,
+                client,
+                Blocked {
+                    decision: &decision,
+                    target: &target,
+                    now,
+                    answer,
+                },
             );
             let pending = pending.map(|mut p| {
                 p.block(&decision);
@@ -564,16 +594,32 @@ pub(crate) enum BlockAnswer {
     Connect,
 }
 
+/// What was blocked, for [`blocked`].
+pub(crate) struct Blocked<'a> {
+    /// The decision that blocked it.
+    pub(crate) decision: &'a Decision,
+    /// The address as requested.
+    pub(crate) target: &'a str,
+    /// When it was decided.
+    pub(crate) now: Timestamp,
+    /// Which kind of answer the client gets.
+    pub(crate) answer: BlockAnswer,
+}
+
 /// The answer to a blocked request: the block page, or for CONNECT a short refusal.
 pub(crate) fn blocked(
+    auth: &Authenticator,
     snapshot: &Snapshot,
-    decision: &Decision,
     identity: &Identity,
     client: &ClientContext,
-    target: &str,
-    now: Timestamp,
-    answer: BlockAnswer,
+    blocked: Blocked<'_>,
 ) -> Response<ResponseBody> {
+    let Blocked {
+        decision,
+        target,
+        now,
+        answer,
+    } = blocked;
     info!(
         client = %client.peer,
         user = identity.user.as_deref(),
@@ -589,7 +635,15 @@ pub(crate) fn blocked(
         BlockAnswer::PlainHttp | BlockAnswer::Connect => ReviewTarget::Proxy(client.local),
     };
     let review_action = review.action();
-    let info = filter::block_info(decision, identity, target, &at, Some(&review_action));
+    let review_token = auth.form_token(TokenPurpose::Review, client.peer.ip());
+    let info = filter::block_info(
+        decision,
+        identity,
+        target,
+        &at,
+        Some(&review_action),
+        Some(&review_token),
+    );
     crate::metrics::RequestOutcome::blocked(if answer == BlockAnswer::Connect {
         block_page::connect_refusal(&info)
     } else {

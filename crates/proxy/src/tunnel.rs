@@ -128,13 +128,16 @@ pub(crate) async fn open(
     );
     if decision.is_blocked() {
         let refusal = service::blocked(
+            state.filter.auth(),
             &snapshot,
-            &decision,
             &identity,
             client,
-            &target,
-            now,
-            service::BlockAnswer::Connect,
+            service::Blocked {
+                decision: &decision,
+                target: &target,
+                now,
+                answer: service::BlockAnswer::Connect,
+            },
         );
         return service::with_record(refusal, pending, None);
     }

@@ -40,6 +40,9 @@ pub enum TokenPurpose {
     Login,
     /// The logout form.
     Logout,
+    /// The block page's review form (so another site cannot post review requests
+    /// in a pupil's name).
+    Review,
 }
 
 impl TokenPurpose {
@@ -47,6 +50,7 @@ impl TokenPurpose {
         match self {
             Self::Login => b"safegate-login\0",
             Self::Logout => b"safegate-logout\0",
+            Self::Review => b"safegate-review\0",
         }
     }
 }
