@@ -268,9 +268,12 @@ async fn the_html_report_renders_in_chromium_with_hostile_strings_as_text() {
         std::fs::create_dir_all(&shots).unwrap();
         let shot = shots.join("safegate-report-2026-W47.png");
         let _ = std::fs::remove_file(&shot);
+        // A fresh profile: Chromium's helpers from the first run may still hold the
+        // first one's lock for a moment on a busy machine.
+        let screenshot_profile = tempfile::tempdir().unwrap();
         headless(
             browser,
-            profile.path(),
+            screenshot_profile.path(),
             &html_file,
             &format!("--screenshot={}", shot.display()),
         )
