@@ -97,6 +97,8 @@ pub const ROUTES: &[RouteInfo] = &[
     route("POST", "/rules/list", Need::AnyOf(RULES)),
     route("POST", "/rules/unblock", Need::AnyOf(RULES)),
     route("POST", "/rules/unblock/remove", Need::AnyOf(RULES)),
+    route("POST", "/rules/window", Need::AnyOf(RULES)),
+    route("POST", "/api/rules/window", Need::AnyOf(RULES)),
     route("GET", "/api/rules", Need::AnyOf(RULES)),
     route("GET", "/api/rules/check", Need::AnyOf(RULES)),
     route("POST", "/api/rules/block", Need::AnyOf(RULES)),
@@ -256,6 +258,8 @@ pub fn router(state: Arc<WebState>) -> Router {
             .route("/rules/list", post(rules::list_form))
             .route("/rules/unblock", post(rules::unblock_form))
             .route("/rules/unblock/remove", post(rules::remove_unblock_form))
+            .route("/rules/window", post(rules::window_form))
+            .route("/api/rules/window", post(rules::window_api))
             .route("/api/rules", get(rules::rules_api))
             .route("/api/rules/check", get(rules::check_api))
             .route("/api/rules/block", post(rules::block_api))

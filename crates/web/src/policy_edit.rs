@@ -145,6 +145,24 @@ pub enum Edit {
     AddUnblock(NewUnblock),
     /// Remove a temporary unblock by id.
     RemoveUnblock(String),
+    /// Create or change a time window (`[windows.NAME]`); rules name windows, so a
+    /// window's times change every rule that uses it.
+    SetWindow(WindowEdit),
+}
+
+/// A time window as the rules page edits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowEdit {
+    /// The window's name (`core-hours`): letters, digits, `-` and `_`.
+    pub name: String,
+    /// What it is for, shown to people; empty removes it.
+    pub description: String,
+    /// Days (`mon-fri`, `sat`); none means every day.
+    pub days: Vec<String>,
+    /// Times of day (`08:30-15:30`); none means all day.
+    pub times: Vec<String>,
+    /// Only on term days (`[calendar]`).
+    pub terms_only: bool,
 }
 
 impl Edit {
@@ -193,6 +211,25 @@ impl Edit {
                 unblock.until
             ),
             Edit::RemoveUnblock(id) => format!("remove unblock {id}"),
+            Edit::SetWindow(window) => format!(
+                "time window {}: {} {}{}",
+                window.name,
+                if window.days.is_empty() {
+                    "every day".to_owned()
+                } else {
+                    window.days.join(", ")
+                },
+                if window.times.is_empty() {
+                    "all day".to_owned()
+                } else {
+                    window.times.join(", ")
+                },
+                if window.terms_only {
+                    ", term days only"
+                } else {
+                    ""
+                }
+            ),
         }
     }
 }
@@ -489,6 +526,57 @@ pub fn apply_edit(
                 return Err(EditError::Refused(format!("there is no unblock {id}")));
             }
         }
+        Edit::SetWindow(window) => set_window(document, window)?,
+    }
+    Ok(())
+}
+
+fn set_window(document: &mut DocumentMut, window: &WindowEdit) -> Result<(), EditError> {
+    let name_ok = !window.name.is_empty()
+        && window.name.len() <= 40
+        && window
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(EditError::Refused(
+            "a window's name uses letters, digits, `-` and `_` (at most 40)".to_owned(),
+        ));
+    }
+    let windows = document
+        .entry("windows")
+        .or_insert_with(|| {
+            let mut table = Table::new();
+            table.set_implicit(true);
+            Item::Table(table)
+        })
+        .as_table_mut()
+        .ok_or_else(|| EditError::Toml("`windows` is not a table".to_owned()))?;
+    let table = windows
+        .entry(&window.name)
+        .or_insert_with(|| Item::Table(Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| EditError::Toml(format!("`windows.{}` is not a table", window.name)))?;
+    let description = window.description.trim();
+    if description.is_empty() {
+        table.remove("description");
+    } else {
+        table.insert("description", toml_edit::value(description));
+    }
+    for (key, values) in [("days", &window.days), ("times", &window.times)] {
+        let values: Array = values
+            .iter()
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if values.is_empty() {
+            table.remove(key);
+        } else {
+            table.insert(key, toml_edit::value(values));
+        }
+    }
+    if window.terms_only || table.contains_key("terms_only") {
+        table.insert("terms_only", toml_edit::value(window.terms_only));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The filter admins' pages (`rules` permission): categories blocked per role and
-//! group (locked categories shown as locked), allow and deny lists, temporary unblocks
-//! for a lesson, and "test a URL" with the policy's own explanation. Changes go
+//! group (locked categories shown as locked), allow and deny lists, time windows,
+//! temporary unblocks for a lesson, and "test a URL" with the policy's own
+//! explanation. Changes go
 //! through [`crate::policy_edit`]: checked, audited, written atomically, then taken
 //! live by the service's reload path.
 
@@ -19,7 +20,7 @@ use tokio::sync::Notify;
 use toml_edit::{DocumentMut, Item, Value};
 
 use crate::pages::{layout, url_encode};
-use crate::policy_edit::{Author, Edit, EditError, NewUnblock, PolicyFile, Scope};
+use crate::policy_edit::{Author, Edit, EditError, NewUnblock, PolicyFile, Scope, WindowEdit};
 use crate::{Session, WebState, refusal};
 
 /// What the rules pages need from the service.
@@ -172,11 +173,8 @@ pub async fn rules_page(
         .map(|c| (c.name.clone(), c.locked))
         .collect();
     let views = scopes(&document, &categories);
-    let windows: Vec<String> = document
-        .get("windows")
-        .and_then(Item::as_table)
-        .map(|table| table.iter().map(|(name, _)| name.to_owned()).collect())
-        .unwrap_or_default();
+    let window_views = window_views(&document);
+    let windows: Vec<String> = window_views.iter().map(|w| w.name.clone()).collect();
     let unblocks: Vec<Vec<(String, String)>> = document
         .get("unblocks")
         .and_then(Item::as_array_of_tables)
@@ -292,6 +290,34 @@ pub async fn rules_page(
                     }
                 }
             }
+            h2 { "Time windows" }
+            p { "Rules blocked \"in\" a window apply only then. Days: " code { "mon-fri" } ", " code { "sat" } " (none: every day); times: " code { "08:30-15:30" } " (none: all day), school time; separate several with commas." }
+            table {
+                tr { th { "Window" } th { "Description" } th { "Days" } th { "Times" } th { "Term days only" } th { "" } }
+                @for window in &window_views {
+                    tr {
+                        form method="post" action="/rules/window" {
+                            td { (window.name) (hidden(&version)) input type="hidden" name="name" value=(window.name); }
+                            td { input name="description" value=(window.description) aria-label="description"; }
+                            td { input name="days" size="12" value=(window.days.join(", ")) aria-label="days"; }
+                            td { input name="times" size="24" value=(window.times.join(", ")) aria-label="times"; }
+                            td { input type="checkbox" name="terms_only" value="true" checked[window.terms_only] aria-label="term days only"; }
+                            td { input name="reason" placeholder="why (optional)" aria-label="why"; button type="submit" { "Save" } }
+                        }
+                    }
+                }
+            }
+            h3 { "New time window" }
+            form method="post" action="/rules/window" {
+                (hidden(&version))
+                label { "Name " input name="name" required pattern="[A-Za-z0-9_-]{1,40}"; }
+                label { "Description " input name="description"; }
+                label { "Days " input name="days" placeholder="mon-fri"; }
+                label { "Times " input name="times" placeholder="12:00-13:00"; }
+                label { "Term days only " input type="checkbox" name="terms_only" value="true"; }
+                input name="reason" placeholder="why (optional)";
+                button type="submit" { "Add" }
+            }
             h2 { "Temporary unblocks" }
             table {
                 tr { th { "Unblock" } th { "" } }
@@ -322,6 +348,100 @@ pub async fn rules_page(
         },
     )
     .into_response()
+}
+
+/// A `[windows.NAME]` table as written in the file.
+struct WindowView {
+    name: String,
+    description: String,
+    days: Vec<String>,
+    times: Vec<String>,
+    terms_only: bool,
+}
+
+fn window_views(document: &DocumentMut) -> Vec<WindowView> {
+    let Some(windows) = document.get("windows").and_then(Item::as_table) else {
+        return Vec::new();
+    };
+    windows
+        .iter()
+        .map(|(name, item)| {
+            let table = item.as_table();
+            WindowView {
+                name: name.to_owned(),
+                description: table
+                    .and_then(|t| t.get("description"))
+                    .and_then(Item::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                days: plain_strings(table, "days"),
+                times: plain_strings(table, "times"),
+                terms_only: table
+                    .and_then(|t| t.get("terms_only"))
+                    .and_then(Item::as_bool)
+                    .unwrap_or(false),
+            }
+        })
+        .collect()
+}
+
+/// The time-window form: comma-separated days and times.
+#[derive(Debug, Deserialize)]
+pub struct WindowForm {
+    version: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    days: String,
+    #[serde(default)]
+    times: String,
+    /// A checkbox: present (`true`) when ticked.
+    #[serde(default)]
+    terms_only: Option<String>,
+    reason: Option<String>,
+}
+
+impl WindowForm {
+    fn edit(self) -> (String, Edit, Option<String>) {
+        let split = |text: &str| -> Vec<String> {
+            text.split([',', '\n'])
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let window = WindowEdit {
+            name: self.name.trim().to_owned(),
+            description: self.description,
+            days: split(&self.days),
+            times: split(&self.times),
+            terms_only: self
+                .terms_only
+                .is_some_and(|value| matches!(value.as_str(), "true" | "on")),
+        };
+        (self.version, Edit::SetWindow(window), self.reason)
+    }
+}
+
+/// `POST /rules/window`.
+pub async fn window_form(
+    State(state): State<Arc<WebState>>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<WindowForm>,
+) -> Response {
+    let (version, change, reason) = form.edit();
+    edit(state, &session, version, change, reason, false).await
+}
+
+/// `POST /api/rules/window` (JSON, the same fields as the form).
+pub async fn window_api(
+    State(state): State<Arc<WebState>>,
+    Extension(session): Extension<Session>,
+    Json(form): Json<WindowForm>,
+) -> Response {
+    let (version, change, reason) = form.edit();
+    edit(state, &session, version, change, reason, true).await
 }
 
 type Tested = Result<(bool, String, String, Vec<String>), String>;

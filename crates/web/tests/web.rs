@@ -735,6 +735,98 @@ block = []
     }
 
     #[tokio::test]
+    async fn filter_admins_edit_time_windows_on_the_page() {
+        bounded(async {
+            let world = world().await;
+            let admin = &world.admin;
+            let (client, csrf) = admin.signed_in("filter.admin").await;
+            let page = client.get(admin.url("/rules")).send().await.unwrap().text().await.unwrap();
+            assert!(page.contains("<h2>Time windows</h2>"), "{page}");
+            assert!(page.contains("value=\"08:30-15:30\""), "{page}");
+            let (_, rules) = json(client.get(admin.url("/api/rules")).send().await.unwrap()).await;
+            let version = rules["version"].as_str().unwrap().to_owned();
+
+            // Core hours end earlier on the form: the table changes, the rest stays.
+            let response = client
+                .post(admin.url("/rules/window"))
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("version", version.as_str()),
+                    ("name", "core-hours"),
+                    ("description", "Lessons <b>only</b>"),
+                    ("days", "mon-fri"),
+                    ("times", "08:30-12:00, 13:00-15:00"),
+                    ("reason", "new timetable"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::SEE_OTHER);
+            let location = response.headers()["location"].to_str().unwrap().to_owned();
+            assert!(location.starts_with("/rules?done="), "{location}");
+            let text = world.text();
+            assert!(
+                text.contains("[windows.core-hours]\ndays = [\"mon-fri\"]\ntimes = [\"08:30-12:00\", \"13:00-15:00\"]\ndescription = \"Lessons <b>only</b>\""),
+                "{text}"
+            );
+            assert!(text.contains("# Pupils never gamble."), "{text}");
+            let last = admin.store.audit_entries(1, 10).unwrap().pop().unwrap();
+            assert_eq!(last.actor, "filter.admin");
+            assert_eq!(last.reason.as_deref(), Some("new timetable"));
+            assert!(last.detail.contains("+times = [\"08:30-12:00\", \"13:00-15:00\"]"), "{}", last.detail);
+            let page = client.get(admin.url("/rules")).send().await.unwrap().text().await.unwrap();
+            assert!(page.contains("Lessons &lt;b&gt;only&lt;/b&gt;"), "escaped: {page}");
+
+            // A new lunchtime window through the API, every day.
+            let (_, rules) = json(client.get(admin.url("/api/rules")).send().await.unwrap()).await;
+            let (status, saved) = json(
+                client
+                    .post(admin.url("/api/rules/window"))
+                    .header("x-csrf-token", &csrf)
+                    .json(&serde_json::json!({
+                        "version": rules["version"], "name": "lunch", "times": "12:00-13:00"
+                    }))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{saved}");
+            assert!(world.text().contains("[windows.lunch]\ntimes = [\"12:00-13:00\"]"), "{}", world.text());
+
+            // Overlapping times, a bad time, terms-only without term dates and a bad
+            // name are refused with the reason; the file stays as it was.
+            let before = world.text();
+            let version = saved["version"].as_str().unwrap().to_owned();
+            for (name, times, terms_only, expected) in [
+                ("lunch", "12:00-13:00, 12:30-14:00", false, "overlaps"),
+                ("lunch", "25:00-26:00", false, "windows.lunch.times[0]"),
+                ("lunch", "12:00-13:00", true, "needs term dates"),
+                ("bad name!", "12:00-13:00", false, "letters, digits"),
+            ] {
+                let (status, refused) = json(
+                    client
+                        .post(admin.url("/api/rules/window"))
+                        .header("x-csrf-token", &csrf)
+                        .json(&serde_json::json!({
+                            "version": version, "name": name, "times": times,
+                            "terms_only": terms_only.then_some("true"),
+                        }))
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await;
+                assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+                let error = refused["error"].as_str().unwrap();
+                assert!(error.contains(expected), "{expected}: {error}");
+                assert_eq!(world.text(), before);
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn review_requests_are_approved_into_the_allow_list_or_rejected() {
         bounded(async {
             let world = world().await;
