@@ -594,6 +594,39 @@ async fn a_changed_list_file_reloads_the_policy() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(fetch(&safegate, &games).await.0, 403);
+
+        // Both hand edits are in the audit log, as diffs by `file`.
+        safegate
+            .wait_for_logs(|lines| {
+                lines
+                    .iter()
+                    .filter(|line| line.contains("list file change recorded in the audit log"))
+                    .count()
+                    >= 2
+            })
+            .await;
+        safegate.terminate();
+        assert!(safegate.wait().await.success());
+        let store = safegate_store::Store::open(safegate.data_dir()).unwrap();
+        let entries = store.audit_entries(1, 100).unwrap();
+        let list_change = |file: &str| {
+            entries
+                .iter()
+                .find(|e| e.subject.starts_with("list ") && e.subject.ends_with(file))
+                .unwrap_or_else(|| panic!("no audit entry for {file}: {entries:#?}"))
+        };
+        let gambling = list_change("/gambling.txt");
+        assert_eq!(gambling.actor, "file");
+        assert!(
+            gambling.detail.contains("+games.test"),
+            "{}",
+            gambling.detail
+        );
+        assert!(list_change("/social.txt").detail.contains("+school.test"));
+        assert!(
+            !entries.iter().any(|e| e.subject.ends_with("/illegal.txt")),
+            "an unchanged list is not audited: {entries:#?}"
+        );
     })
     .await;
 }

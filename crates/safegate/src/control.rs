@@ -419,6 +419,8 @@ pub struct ControlServer {
     store: Store,
     uid: u32,
     request_timeout: Duration,
+    /// One permit per command that may run at once ([`MAX_CONCURRENT`]).
+    permits: Arc<Semaphore>,
 }
 
 impl ControlServer {
@@ -451,7 +453,14 @@ impl ControlServer {
             store,
             uid: rustix::process::geteuid().as_raw(),
             request_timeout: REQUEST_TIMEOUT,
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
         })
+    }
+
+    /// The command slots, to see from a test when every one is free again.
+    #[cfg(test)]
+    fn slots(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.permits)
     }
 
     /// The same server with a shorter wait for the command (tests).
@@ -469,7 +478,7 @@ impl ControlServer {
     /// Serves commands until `shutdown`, then removes the socket file. Commands still
     /// running finish on their own.
     pub async fn run(self, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
+        let permits = Arc::clone(&self.permits);
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -1030,6 +1039,7 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        let slots = server.slots();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
 
@@ -1077,7 +1087,16 @@ mod tests {
         assert!(status.error.unwrap().contains("nonsense"));
 
         // A client that sends nothing is dropped after the timeout, and holds no
-        // command slot: more silent clients than slots, then a real command.
+        // command slot: more silent clients than slots, then a real command. The
+        // commands above release their slots just after answering: wait for that.
+        let free = tokio::time::timeout(
+            Duration::from_secs(10),
+            slots.acquire_many(MAX_CONCURRENT as u32),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        drop(free);
         let silent = tokio::task::spawn_blocking({
             let socket = socket.clone();
             let request = request.clone();

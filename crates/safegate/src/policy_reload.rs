@@ -151,6 +151,37 @@ pub fn audit_policy_file(store: &safegate_store::Store, path: &Path) {
     }
 }
 
+/// Records changes of the list files the policy names (author `file`; a diff for
+/// small files, line counts for large ones), like [`audit_policy_file`] does for the
+/// policy file itself. A file seen for the first time is only fingerprinted.
+pub fn audit_list_files(store: &safegate_store::Store, files: &[PathBuf]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    for file in files {
+        let path = absolute(file);
+        let content = match std::fs::read(&path) {
+            Ok(content) => content,
+            Err(err) => {
+                warn!(file = %path.display(), %err, "cannot read a list file for the audit log");
+                continue;
+            }
+        };
+        let name = path.display().to_string();
+        match store.audit_list_file(now, &name, &content, safegate_web::policy_diff) {
+            Ok(Some(entry)) => info!(
+                sequence = entry.sequence,
+                file = %name,
+                "list file change recorded in the audit log (author: file)"
+            ),
+            Ok(None) => {}
+            Err(err) => {
+                error!(%err, file = %name, "LIST CHANGE NOT AUDITED: cannot write the audit log")
+            }
+        }
+    }
+}
+
 /// Reloads on SIGHUP, when `reload_now` is notified (an edit from the admin pages)
 /// and (if `watch`) on changes to the policy file or its list files, until `shutdown`.
 pub fn spawn_reloader(
@@ -185,11 +216,16 @@ pub fn spawn_reloader(
                 }
             }
             if reload(&path, &handle, &counters).await {
+                let files = handle.load().stats().files.clone();
                 if let Some(files) = watcher.as_mut() {
                     files.watch(handle.load().stats().files.clone());
                 }
                 let (store, path) = (store.clone(), path.clone());
-                let _ = tokio::task::spawn_blocking(move || audit_policy_file(&store, &path)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    audit_policy_file(&store, &path);
+                    audit_list_files(&store, &files);
+                })
+                .await;
             }
         }
     }))

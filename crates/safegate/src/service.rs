@@ -76,6 +76,7 @@ async fn serve(config: Config) -> Result<()> {
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
     policy_reload::audit_policy_file(&store, &config.policy.file);
+    policy_reload::audit_list_files(&store, &policy.load().stats().files);
     let users_watch = user_table::start(&store, &auth)?;
     let (reviews, review_writer) = spawn_review_writer(store.clone(), REVIEW_QUEUE_DEPTH);
     let clock_offset_micros = crate::alerting::clock_offset_micros();

@@ -11,6 +11,7 @@
 //! | `E` + sequence (u64 BE)  | [`AUDIT_FORMAT`] (1 byte), postcard [`AuditEntry`], BLAKE2b-256 hash (32 bytes) |
 //! | `H`                      | the chain head: last sequence (u64 BE) and its hash (32 bytes) |
 //! | `P`                      | the policy file's text when its last change was audited (UTF-8) |
+//! | `L` + path (UTF-8)       | a list file's BLAKE2b-256 fingerprint, line count (u64 BE), 1 and its text (up to [`LIST_COPY_LIMIT`] bytes of UTF-8) or 0 |
 //!
 //! Sequences start at 1 and have no gaps. An entry's hash is BLAKE2b-256 over the
 //! previous entry's hash (32 zero bytes for the first) followed by the entry's format
@@ -39,6 +40,13 @@ const ENTRY: u8 = b'E';
 const HEAD: &[u8] = b"H";
 /// The policy file's text as of its last audited change.
 const POLICY_TEXT: &[u8] = b"P";
+/// Key prefix of the list-file records: fingerprint, line count and (small files) text.
+const LIST_FILE: u8 = b'L';
+/// List files up to this size keep a copy, so their changes are audited as a diff.
+pub const LIST_COPY_LIMIT: usize = 1024 * 1024;
+
+/// What an audit transaction appends (an entry) and records (a new value), if anything.
+type AuditDecision = (Option<NewAuditEntry>, Option<Vec<u8>>);
 const HASH_LEN: usize = 32;
 
 /// A BLAKE2b-256 hash linking audit entries.
@@ -224,7 +232,7 @@ impl Store {
     /// Appends an entry to the audit log and flushes it to disk before returning (an
     /// audited action must not be lost by a crash). Returns the stored entry.
     pub fn append_audit(&self, new: NewAuditEntry) -> Result<AuditEntry, StoreError> {
-        let appended = self.audit_transaction(|_| Ok(Some((new.clone(), None))))?;
+        let appended = self.audit_transaction(POLICY_TEXT, |_| Ok((Some(new.clone()), None)))?;
         appended.ok_or_else(|| StoreError::DamagedAudit("the entry was not appended".to_owned()))
     }
 
@@ -242,10 +250,12 @@ impl Store {
         text: &str,
         diff: impl Fn(&str, &str) -> String,
     ) -> Result<Option<AuditEntry>, StoreError> {
-        self.audit_transaction(|previous_text| {
-            let previous = previous_text.unwrap_or_default();
+        self.audit_transaction(POLICY_TEXT, |previous_text| {
+            let previous = previous_text
+                .map(|value| String::from_utf8_lossy(value).into_owned())
+                .unwrap_or_default();
             if previous == text {
-                return Ok(None);
+                return Ok((None, None));
             }
             let entry = NewAuditEntry {
                 at_unix_micros,
@@ -255,7 +265,71 @@ impl Store {
                 detail: diff(&previous, text),
                 reason: reason.map(str::to_owned),
             };
-            Ok(Some((entry, Some(text.to_owned()))))
+            Ok((Some(entry), Some(text.as_bytes().to_vec())))
+        })
+    }
+
+    /// Records a change of a list file the policy names (a category source, a phrase
+    /// list), by its path: the first time a file is seen only its fingerprint is
+    /// remembered (adding it to the policy was audited as a policy change); when
+    /// `content` differs from the last recorded content, appends a `policy-change`
+    /// entry by `file` whose detail is `diff(previous, now)` for files up to
+    /// [`LIST_COPY_LIMIT`] bytes, or the line counts for larger ones (no copy is
+    /// kept of those). None when nothing was appended.
+    pub fn audit_list_file(
+        &self,
+        at_unix_micros: u64,
+        path: &str,
+        content: &[u8],
+        diff: impl Fn(&str, &str) -> String,
+    ) -> Result<Option<AuditEntry>, StoreError> {
+        let mut key = vec![LIST_FILE];
+        key.extend_from_slice(path.as_bytes());
+        let fingerprint: AuditHash = Blake2b::<U32>::digest(content).into();
+        let lines = content.iter().filter(|&&b| b == b'\n').count() as u64;
+        let copy = (content.len() <= LIST_COPY_LIMIT)
+            .then(|| std::str::from_utf8(content).ok())
+            .flatten();
+        let mut record = Vec::with_capacity(HASH_LEN + 8 + copy.map_or(0, str::len));
+        record.extend_from_slice(&fingerprint);
+        record.extend_from_slice(&lines.to_be_bytes());
+        record.push(u8::from(copy.is_some()));
+        if let Some(text) = copy {
+            record.extend_from_slice(text.as_bytes());
+        }
+        self.audit_transaction(&key, |previous| {
+            let Some(previous) = previous else {
+                return Ok((None, Some(record.clone())));
+            };
+            let (old_fingerprint, rest) = previous
+                .split_first_chunk::<HASH_LEN>()
+                .ok_or_else(|| StoreError::DamagedAudit(format!("list record of {path}")))?;
+            if *old_fingerprint == fingerprint {
+                return Ok((None, None));
+            }
+            let (old_lines, old_text) = rest
+                .split_first_chunk::<8>()
+                .ok_or_else(|| StoreError::DamagedAudit(format!("list record of {path}")))?;
+            let old_lines = u64::from_be_bytes(*old_lines);
+            let old_copy = match old_text.split_first() {
+                Some((1, text)) => std::str::from_utf8(text).ok(),
+                _ => None,
+            };
+            let detail = match (old_copy, copy) {
+                (Some(old), Some(new)) => diff(old, new),
+                _ => format!(
+                    "{path}: {old_lines} lines before, {lines} now (too large to keep a copy for a diff)"
+                ),
+            };
+            let entry = NewAuditEntry {
+                at_unix_micros,
+                actor: "file".to_owned(),
+                action: AuditAction::PolicyChange,
+                subject: format!("list {path}"),
+                detail,
+                reason: None,
+            };
+            Ok((Some(entry), Some(record.clone())))
         })
     }
 
@@ -267,21 +341,23 @@ impl Store {
             .map(|value| String::from_utf8_lossy(&value).into_owned()))
     }
 
-    /// Runs `decide` on the recorded policy text inside a transaction; when it returns
-    /// an entry, appends it (and stores the new policy text, if given) atomically, then
-    /// flushes.
+    /// Runs `decide` on the value recorded under `record_key` inside a transaction;
+    /// stores the new value it returns, if any, and appends the entry it returns, if
+    /// any, atomically; then flushes.
     fn audit_transaction(
         &self,
-        decide: impl Fn(Option<String>) -> Result<Option<(NewAuditEntry, Option<String>)>, StoreError>,
+        record_key: &[u8],
+        decide: impl Fn(Option<&[u8]>) -> Result<AuditDecision, StoreError>,
     ) -> Result<Option<AuditEntry>, StoreError> {
         let tree = self.audit_tree()?;
         let appended = tree.transaction(|tx| {
-            let policy_text = tx
-                .get(POLICY_TEXT)?
-                .map(|value| String::from_utf8_lossy(&value).into_owned());
-            let Some((new, new_policy_text)) =
-                decide(policy_text).map_err(ConflictableTransactionError::Abort)?
-            else {
+            let recorded = tx.get(record_key)?;
+            let (new, new_record) =
+                decide(recorded.as_deref()).map_err(ConflictableTransactionError::Abort)?;
+            if let Some(value) = new_record {
+                tx.insert(record_key, value)?;
+            }
+            let Some(new) = new else {
                 return Ok(None);
             };
             let (last, previous_hash) = match tx.get(HEAD)? {
@@ -312,9 +388,6 @@ impl Store {
             head.extend_from_slice(&hash);
             tx.insert(&entry_key(entry.sequence), stored)?;
             tx.insert(HEAD, head)?;
-            if let Some(text) = new_policy_text {
-                tx.insert(POLICY_TEXT, text.as_bytes())?;
-            }
             Ok(Some((entry, hash)))
         });
         let appended = match appended {
@@ -626,6 +699,67 @@ mod tests {
         assert_eq!(NotedHead::parse(&format!("x:{hash}")), None);
         assert_eq!(NotedHead::parse(&format!("7:{}", "zz".repeat(32))), None);
         assert_eq!(NotedHead::parse(&format!("7:{}", "é".repeat(32))), None);
+    }
+
+    #[test]
+    fn list_file_changes_are_audited_after_the_first_sighting() {
+        let (_dir, store) = store_with(0);
+        let diff = |old: &str, new: &str| format!("-{old}+{new}");
+        let path = "lists/allow.txt";
+        assert_eq!(
+            store.audit_list_file(1, path, b"a.test\n", diff).unwrap(),
+            None
+        );
+        assert_eq!(
+            store.audit_list_file(2, path, b"a.test\n", diff).unwrap(),
+            None
+        );
+        let changed = store
+            .audit_list_file(3, path, b"a.test\nb.test\n", diff)
+            .unwrap()
+            .unwrap();
+        assert_eq!(changed.subject, "list lists/allow.txt");
+        assert_eq!(changed.actor, "file");
+        assert_eq!(changed.action, AuditAction::PolicyChange);
+        assert_eq!(changed.detail, "-a.test\n+a.test\nb.test\n");
+
+        // Too large for a copy: the line counts, then a diff again once it is small.
+        let big = "x.test\n".repeat(LIST_COPY_LIMIT / 7 + 1);
+        let entry = store
+            .audit_list_file(4, path, big.as_bytes(), diff)
+            .unwrap()
+            .unwrap();
+        assert!(
+            entry.detail.contains("2 lines before, 149797 now"),
+            "{}",
+            entry.detail
+        );
+        let entry = store
+            .audit_list_file(5, path, b"c.test\n", diff)
+            .unwrap()
+            .unwrap();
+        assert!(
+            entry.detail.contains("149797 lines before, 1 now"),
+            "{}",
+            entry.detail
+        );
+        let entry = store
+            .audit_list_file(6, path, b"d.test\n", diff)
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry.detail, "-c.test\n+d.test\n");
+        // Other files and the policy text are recorded separately.
+        assert_eq!(
+            store
+                .audit_list_file(7, "other.txt", b"d.test\n", diff)
+                .unwrap(),
+            None
+        );
+        assert!(matches!(
+            store.verify_audit().unwrap(),
+            AuditVerification::Intact { entries: 4, .. }
+        ));
+        assert_eq!(store.audited_policy_text().unwrap(), None);
     }
 
     #[test]
