@@ -718,3 +718,44 @@ fn references_without_their_blocks_are_skipped() {
         );
     }
 }
+
+/// A batch larger than a block (one user, one host, out of order): records, user and
+/// host references are all cut into several blocks, and every query still finds
+/// each record once, in time order.
+#[test]
+fn a_large_batch_of_one_user_spans_several_blocks_and_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let n = 1_000u64;
+    let all: Vec<Record> = (0..n)
+        .map(|i| {
+            // Out of order, 0 to 2 minutes after T0.
+            let at = T0 + (i * 7_919 % n) * 120_000;
+            let r = record(at, Some("alice"), "www.bbc.co.uk");
+            if i % 10 == 0 { blocked(r) } else { r }
+        })
+        .collect();
+    store.write_records(&all).unwrap();
+    assert_eq!(store.record_count(), all.len());
+    for query in all_queries(T0 + 30_000_123, T0 + 90_000_000) {
+        for limit in [None, Some(300)] {
+            let query = Query {
+                limit,
+                ..query.clone()
+            };
+            assert_eq!(
+                times(&store.query(&query).unwrap()),
+                expected(&all, &query),
+                "{query:?}"
+            );
+        }
+    }
+    drop(store);
+    let db = reopen_raw(dir.path());
+    let users = db.open_tree("visit_log_users").unwrap();
+    assert!(users.len() >= 4, "{} reference blocks", users.len());
+    for entry in users.iter() {
+        let (_, value) = entry.unwrap();
+        assert_eq!(value[0], safegate_store::visit_log::REFERENCE_FORMAT);
+    }
+}
