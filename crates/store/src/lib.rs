@@ -6,8 +6,8 @@
 //!   a sequence number (u64 BE) from sled's id generator; value = JSON `ReviewRequest`.
 //! - `review_decisions`: the same key; value = JSON `ReviewDecision`.
 //! - `visit_log`, `visit_log_users`, `visit_log_index`: the visit log, records in
-//!   time-keyed per-user blocks, a copy of them keyed by user, and a host index; the layout, its crash semantics and queries
-//!   are described in [`visit_log`].
+//!   time-keyed compressed blocks, references to them by user and by host; the layout,
+//!   its formats, crash semantics and queries are described in [`visit_log`].
 //! - `alerts`, `alerts_open`, `alert_usage`: safeguarding alerts with their evidence
 //!   and status, the open alerts by fold key, and per-user daily usage; see [`alerts`].
 //! - `audit`: the hash-chained, append-only audit log; see [`audit`].
@@ -75,6 +75,13 @@ pub enum StoreError {
     /// A stored visit-log block is truncated or damaged.
     #[error("a visit-log block is damaged")]
     DamagedBlock,
+    /// A stored visit-log block has a format this build does not know (`None`: the
+    /// value was empty).
+    #[error("visit-log block of unknown format {0:?}")]
+    UnknownBlockFormat(Option<u8>),
+    /// The visit log's block compression (zstd) failed to start or to compress.
+    #[error("visit-log block compression failed: {0}")]
+    Compression(std::io::Error),
     /// The audit log's chain head or an entry is damaged.
     #[error("the audit log is damaged: {0}")]
     DamagedAudit(String),

@@ -12,54 +12,78 @@
 //! sled's persistent id generator, so keys are unique across restarts). Byte order is
 //! time order.
 //!
-//! A block value is [`BLOCK_FORMAT`] (1 byte), the latest record time in the block
-//! (u64 BE), the item count (u32 LE), then per item its length (u32 LE) and bytes.
+//! Every block value starts with a 13-byte header: its format (1 byte), the latest
+//! record time in the block (u64 BE) and the item count (u32 LE), so purging and
+//! counting never decompress. Three formats:
+//!
+//! | format | name                   | after the header                                  | written for |
+//! |--------|------------------------|---------------------------------------------------|-------------|
+//! | 1      | [`PLAIN_BLOCK_FORMAT`] | per item its length (u32 LE) and bytes            | before format 2: every block (`R`, `B`, `S`, the `U` copies, `H`); now only a record block that compression would not make smaller |
+//! | 2      | [`BLOCK_FORMAT`]       | the length of the format-1 item section (u32 LE), then that section compressed as one zstd frame (level 1, no checksum, no content size) | `R`, `B`, `S` |
+//! | 3      | [`REFERENCE_FORMAT`]   | references of [`REFERENCE_LEN`] (18) bytes, no lengths: an `R` block key and the position of the record in that block (u16 LE) | `U`, `H` |
+//!
+//! A block whose format is unknown, whose item section is truncated, or whose
+//! compressed frame does not decompress to exactly the declared length (at most 16
+//! MiB) is an error ([`StoreError::UnknownBlockFormat`], [`StoreError::DamagedBlock`]);
+//! queries log it and skip that block.
 //!
 //! Three sled trees, each key starting with a one-byte prefix:
 //!
 //! | tree              | prefix | key after the prefix         | value                                   |
 //! |-------------------|--------|------------------------------|-----------------------------------------|
-//! | `visit_log`       | `R`    | block key                    | block of records (`Record::encode`), all of one user (or all without a user name) |
-//! | `visit_log`       | `B`    | block key                    | block of the blocked records (a copy)   |
-//! | `visit_log`       | `S`    | block key                    | block of the records with search terms (a copy) |
-//! | `visit_log_users` | `U`    | user name, `0x00`, block key | the same block as `R` with that key (a copy, for users only) |
-//! | `visit_log_index` | `H`    | host name, `0x00`, block key | block of references to that host's records: `R` block key (16 bytes) and position in it (u16 LE) |
+//! | `visit_log`       | `R`    | block key                    | block of records (`Record::encode`) of every user, in time order (format 2; format 1 blocks of earlier versions hold one user's records, or all without a user name) |
+//! | `visit_log`       | `B`    | block key                    | block of the blocked records (a copy, format 2) |
+//! | `visit_log`       | `S`    | block key                    | block of the records with search terms (a copy, format 2) |
+//! | `visit_log_users` | `U`    | user name, `0x00`, block key | block of references to that user's records (format 3); earlier versions: a copy of the `R` block with the same block key (format 1) |
+//! | `visit_log_index` | `H`    | host name, `0x00`, block key | block of references to that host's records (format 3; format 1 with a length before each reference in earlier versions) |
 //!
 //! The writer hands over large batches (all records of one flush interval, up to its
-//! batch limit); each batch is grouped by user, so an `R` block holds one person's
-//! records, and one user's week is one contiguous range scan of that user's `U`
-//! copies. sled keeps values inside its tree nodes and pays per key, so the big
-//! values of `visit_log` are only ever appended near the newest keys, the index that
-//! is inserted all over its tree carries small values, and a batch costs about one key
-//! per block (per user at full load) plus one per host. `B` and `S` copies make
-//! "blocked in a range" and "search terms in a range" read only those records. A
-//! record with a user name is stored about twice.
+//! batch limit); a batch is cut into `R` blocks in time order, whoever made the
+//! records, so a block holds everything of up to a minute of traffic and compresses
+//! well (user agents, hosts, roles and categories repeat from record to record: about
+//! 40 bytes a record instead of 225 in blocks of 50). One user per block, as format 1
+//! had it, gives blocks of a single record whenever a batch holds at most one record
+//! of each user (a second of a school's traffic among hundreds of users), and zstd
+//! cannot shrink a single record at all. A record is stored once; a named user's
+//! records and a host's records are found through their references: one user's week
+//! is one contiguous range scan of that user's `U` blocks and one `R` block read (and
+//! decompressed) per run of references into the same block. sled keeps values inside
+//! its tree nodes and pays per key, so the big values of `visit_log` are only ever
+//! appended near the newest keys, the indexes that are inserted all over their trees
+//! carry small values, and a batch costs about one key per block plus one per user and
+//! one per host. On disk sled takes several hundred bytes for each small key inserted
+//! all over a tree, so those two reference keys, not the records, are most of a
+//! record's size (`benches/README.md` has the figures). `B` and `S` copies make
+//! "blocked in a range" and "search terms in a range" read only those records.
 //!
-//! Because blocks overlap in time (per-user blocks of one batch; a long download is
+//! Because blocks overlap in time (blocks of different batches; a long download is
 //! recorded when it ends), a scan reads blocks in key order and releases a record only
 //! when the next block's key is beyond it, so records always come back oldest first; a
-//! scan for `[since, until)` starts one block span before `since`. Every query
-//! re-checks every condition against the decoded record: keys only narrow the scan
-//! and are never trusted for correctness (a user name containing `0x00` cannot confuse
-//! it).
+//! scan for `[since, until)` starts one block span before `since` (reference blocks
+//! span at most [`BLOCK_SPAN_MICROS`] too, and are keyed by their earliest record).
+//! Every query re-checks every condition against the decoded record: keys only narrow
+//! the scan and are never trusted for correctness (a user name containing `0x00`
+//! cannot confuse it).
 //!
 //! # Writing and crash semantics
 //!
 //! [`Store::write_records`] writes one batch as one atomic sled `Batch` per tree: the
-//! host index, then the user copies, then `visit_log`. Nothing is durable until the
-//! next flush (the writer task flushes after each batch), and sled recovers to a
-//! prefix of the operations it had accepted, so after `kill -9` or a power cut:
+//! host references, then the user references, then `visit_log` (the `R` blocks and
+//! the `B` and `S` copies). Nothing is durable until the next flush (the writer task
+//! flushes after each batch), and sled recovers to a prefix of the operations it had
+//! accepted, so after `kill -9` or a power cut:
 //!
 //! - every batch whose flush completed is there, whole;
 //! - the records of the batch being written or flushed, plus those still queued, are
 //!   lost: at most one flush interval's worth (the end-to-end kill -9 test finds
 //!   exactly the records the writer had reported flushed);
-//! - of that last batch, the host index entries and user copies may have survived
-//!   without its `visit_log` blocks: a user's query may then show records that a time
-//!   query does not (they were really made), and host queries skip an entry whose
-//!   block is missing. [`Store::purge_before`] removes all of them by their time like
-//!   any other. A block that survived in `visit_log` always has its copies and index
-//!   entries.
+//! - of that last batch, host and user references may have survived without its
+//!   `visit_log` blocks: user and host queries skip a reference whose block is
+//!   missing, so every query shows the same records (those of the surviving `R`
+//!   blocks). [`Store::purge_before`] removes such references by their time like any
+//!   other. A block that survived in `visit_log` always has its copies and references.
+//!   (A `U` copy of format 1 that outlived its block in a crash before the upgrade is
+//!   still shown to its user's queries, as before.)
 //!
 //! Nothing is ever partially written inside a tree's batch: a block is whole or
 //! absent.
@@ -73,9 +97,11 @@
 //! most one block span, a minute, past the limit). Users and hosts are purged with one
 //! seek per distinct name, so a purge interrupted by a crash is completed by the next.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::Write;
+use std::ops::Range;
 
 use tracing::error;
 
@@ -94,10 +120,37 @@ pub const BLOCK_SPAN_MICROS: u64 = 60_000_000;
 /// Most bytes in one block (a block is closed when it would grow past it).
 pub const BLOCK_BYTES: usize = 128 * 1024;
 
-/// The block encoding written by [`Store::write_records`].
-pub const BLOCK_FORMAT: u8 = 1;
+/// The encoding [`Store::write_records`] writes for blocks of records (`R`, `B`,
+/// `S`): the header, the length of the item section, then the item section
+/// compressed with zstd.
+pub const BLOCK_FORMAT: u8 = 2;
 
+/// The uncompressed encoding: the header, then the items. Every block of earlier
+/// versions; still written for a block that compression would not make smaller.
+pub const PLAIN_BLOCK_FORMAT: u8 = 1;
+
+/// The encoding of reference blocks (`U` and `H`): the header, then references of
+/// [`REFERENCE_LEN`] bytes each, without lengths.
+pub const REFERENCE_FORMAT: u8 = 3;
+
+/// Length of one reference: an `R` block key and a position in it (u16 LE).
+pub const REFERENCE_LEN: usize = TIME_KEY_LEN + 2;
+
+/// The header every block encoding starts with: format, latest time, item count.
 const BLOCK_HEADER_LEN: usize = 1 + 8 + 4;
+
+/// The header of a compressed block: the common header and the item section's
+/// length before compression (u32 LE).
+const PACKED_HEADER_LEN: usize = BLOCK_HEADER_LEN + 4;
+
+/// zstd level of record blocks: the fastest; level 3 made these blocks no smaller
+/// (measured on the benchmark's records, blocks of 1 to 256 records).
+const COMPRESSION_LEVEL: i32 = 1;
+
+/// Largest item section a compressed block may declare; anything larger is damage.
+/// Blocks are closed at [`BLOCK_BYTES`]; one record alone may exceed that, and a
+/// larger item section is stored uncompressed.
+const MAX_PACKED_ITEMS: usize = 16 * 1024 * 1024;
 
 /// Keys removed per batch by [`Store::purge_before`].
 pub const PURGE_CHUNK: usize = 1024;
@@ -112,9 +165,6 @@ const BLOCKED: u8 = b'B';
 const SEARCHES: u8 = b'S';
 /// Key prefix of the per-host references.
 const BY_HOST: u8 = b'H';
-
-/// Length of one host reference: an `R` block key and a position.
-const HOST_REF_LEN: usize = TIME_KEY_LEN + 2;
 
 /// Sequence numbers: one id from sled per batch, shifted, plus a block counter.
 const SEQ_SHIFT: u32 = 24;
@@ -212,18 +262,23 @@ struct BlockBuilder {
     count: u32,
     min: u64,
     max: u64,
+    /// References have a fixed length: no length before each item.
+    fixed: bool,
 }
 
 impl BlockBuilder {
-    fn new(first_at: u64) -> Self {
+    /// A block of `format`: [`PLAIN_BLOCK_FORMAT`] (records, compressed when
+    /// finished) or [`REFERENCE_FORMAT`].
+    fn new(first_at: u64, format: u8) -> Self {
         let mut bytes = Vec::with_capacity(4096);
-        bytes.push(BLOCK_FORMAT);
+        bytes.push(format);
         bytes.extend_from_slice(&[0; 8 + 4]);
         Self {
             bytes,
             count: 0,
             min: first_at,
             max: first_at,
+            fixed: format == REFERENCE_FORMAT,
         }
     }
 
@@ -234,8 +289,10 @@ impl BlockBuilder {
     }
 
     fn push(&mut self, at: u64, item: &[u8]) {
-        let len = u32::try_from(item.len()).unwrap_or(u32::MAX);
-        self.bytes.extend_from_slice(&len.to_le_bytes());
+        if !self.fixed {
+            let len = u32::try_from(item.len()).unwrap_or(u32::MAX);
+            self.bytes.extend_from_slice(&len.to_le_bytes());
+        }
         self.bytes.extend_from_slice(item);
         self.count += 1;
         self.max = self.max.max(at);
@@ -245,6 +302,52 @@ impl BlockBuilder {
         self.bytes[1..9].copy_from_slice(&self.max.to_be_bytes());
         self.bytes[9..13].copy_from_slice(&self.count.to_le_bytes());
         (self.min, self.bytes)
+    }
+}
+
+/// Compresses the record blocks of one batch (one zstd context for all of them).
+struct Packer {
+    compressor: zstd::bulk::Compressor<'static>,
+}
+
+impl Packer {
+    fn new() -> Result<Self, StoreError> {
+        let mut compressor =
+            zstd::bulk::Compressor::new(COMPRESSION_LEVEL).map_err(StoreError::Compression)?;
+        // The block header has the length; a checksum would repeat sled's own.
+        compressor
+            .include_contentsize(false)
+            .and_then(|()| compressor.include_checksum(false))
+            .and_then(|()| compressor.include_dictid(false))
+            .map_err(StoreError::Compression)?;
+        Ok(Self { compressor })
+    }
+
+    /// A finished [`PLAIN_BLOCK_FORMAT`] block as a [`BLOCK_FORMAT`] block, or as it
+    /// is when compression would not make it smaller.
+    fn pack(&mut self, plain: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let Some(items) = plain.get(BLOCK_HEADER_LEN..) else {
+            return Ok(plain);
+        };
+        let Some(len) = u32::try_from(items.len())
+            .ok()
+            .filter(|&len| len as usize <= MAX_PACKED_ITEMS)
+        else {
+            return Ok(plain);
+        };
+        let compressed = self
+            .compressor
+            .compress(items)
+            .map_err(StoreError::Compression)?;
+        if PACKED_HEADER_LEN + compressed.len() >= plain.len() {
+            return Ok(plain);
+        }
+        let mut packed = Vec::with_capacity(PACKED_HEADER_LEN + compressed.len());
+        packed.push(BLOCK_FORMAT);
+        packed.extend_from_slice(&plain[1..BLOCK_HEADER_LEN]);
+        packed.extend_from_slice(&len.to_le_bytes());
+        packed.extend_from_slice(&compressed);
+        Ok(packed)
     }
 }
 
@@ -274,14 +377,15 @@ impl<'a> Sequencer<'a> {
     }
 }
 
-/// Cuts items (index, time, bytes) given in time order into blocks. Calls
-/// `placed(block_key, position, index)` for each item and `closed(block_key, bytes)`
-/// for each finished block.
+/// Cuts items (index, time, bytes) given in time order into blocks of `format`.
+/// Calls `placed(block_key, position, index)` for each item and
+/// `closed(block_key, bytes)` for each finished block.
 fn build_blocks<'i>(
     items: impl IntoIterator<Item = (usize, u64, &'i [u8])>,
+    format: u8,
     seq: &mut Sequencer<'_>,
     mut placed: impl FnMut(&[u8; TIME_KEY_LEN], u16, usize),
-    mut closed: impl FnMut(&[u8; TIME_KEY_LEN], Vec<u8>),
+    mut closed: impl FnMut(&[u8; TIME_KEY_LEN], Vec<u8>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut current: Option<BlockBuilder> = None;
     let mut members: Vec<usize> = Vec::new();
@@ -292,15 +396,14 @@ fn build_blocks<'i>(
             placed(&key, u16::try_from(position).unwrap_or(u16::MAX), index);
         }
         members.clear();
-        closed(&key, bytes);
-        Ok(())
+        closed(&key, bytes)
     };
     for (index, at, bytes) in items {
         if let Some(block) = current.take_if(|block| !block.has_room_for(at, bytes.len())) {
             close(block, &mut members)?;
         }
         current
-            .get_or_insert_with(|| BlockBuilder::new(at))
+            .get_or_insert_with(|| BlockBuilder::new(at, format))
             .push(at, bytes);
         members.push(index);
     }
@@ -308,14 +411,6 @@ fn build_blocks<'i>(
         close(block, &mut members)?;
     }
     Ok(())
-}
-
-/// A closure that inserts finished blocks into `batch` under `prefix`.
-fn insert_into<'b>(
-    batch: &'b mut sled::Batch,
-    prefix: &'b [u8],
-) -> impl FnMut(&[u8; TIME_KEY_LEN], Vec<u8>) + 'b {
-    move |key, bytes| batch.insert(with_key(prefix, key), bytes)
 }
 
 /// The latest record time of a stored block (0 when unreadable).
@@ -334,42 +429,168 @@ fn block_count(value: &[u8]) -> usize {
         .map_or(0, |b| u32::from_le_bytes(b) as usize)
 }
 
-/// The items of a stored block.
-fn block_items(value: &[u8]) -> Result<BlockItems<'_>, StoreError> {
-    match value.first() {
-        Some(&BLOCK_FORMAT) if value.len() >= BLOCK_HEADER_LEN => Ok(BlockItems {
-            rest: &value[BLOCK_HEADER_LEN..],
-        }),
-        other => Err(StoreError::UnknownRecordVersion(other.copied())),
+/// Reads stored blocks of any format, keeping one zstd context for a whole scan.
+#[derive(Default)]
+struct Unpacker {
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl Unpacker {
+    /// The item section of a stored block: borrowed, or decompressed.
+    fn items<'v>(&mut self, value: &'v [u8]) -> Result<BlockBody<'v>, StoreError> {
+        let Some(&format) = value.first() else {
+            return Err(StoreError::UnknownBlockFormat(None));
+        };
+        let body = value
+            .get(BLOCK_HEADER_LEN..)
+            .ok_or(StoreError::DamagedBlock);
+        match format {
+            PLAIN_BLOCK_FORMAT => Ok(BlockBody {
+                bytes: Cow::Borrowed(body?),
+                fixed: None,
+            }),
+            REFERENCE_FORMAT => Ok(BlockBody {
+                bytes: Cow::Borrowed(body?),
+                fixed: Some(REFERENCE_LEN),
+            }),
+            BLOCK_FORMAT => {
+                let (len, frame) = body?
+                    .split_first_chunk::<4>()
+                    .ok_or(StoreError::DamagedBlock)?;
+                let len = u32::from_le_bytes(*len) as usize;
+                if len > MAX_PACKED_ITEMS {
+                    return Err(StoreError::DamagedBlock);
+                }
+                let decompressor = match &mut self.decompressor {
+                    Some(decompressor) => decompressor,
+                    empty => empty
+                        .insert(zstd::bulk::Decompressor::new().map_err(StoreError::Compression)?),
+                };
+                let items = decompressor
+                    .decompress(frame, len)
+                    .map_err(|_| StoreError::DamagedBlock)?;
+                if items.len() != len {
+                    return Err(StoreError::DamagedBlock);
+                }
+                Ok(BlockBody {
+                    bytes: Cow::Owned(items),
+                    fixed: None,
+                })
+            }
+            other => Err(StoreError::UnknownBlockFormat(Some(other))),
+        }
     }
 }
 
-/// Iterates over the items of a block.
-struct BlockItems<'a> {
-    rest: &'a [u8],
+/// The item section of a block, ready to iterate.
+struct BlockBody<'v> {
+    bytes: Cow<'v, [u8]>,
+    /// The length of every item (references); `None`: each item has a u32 LE length.
+    fixed: Option<usize>,
 }
 
-impl<'a> Iterator for BlockItems<'a> {
-    type Item = Result<&'a [u8], StoreError>;
+impl BlockBody<'_> {
+    /// The items in order; an error (and the end) where the block is damaged.
+    fn items(&self) -> impl Iterator<Item = Result<&[u8], StoreError>> {
+        self.ranges()
+            .map(|range| range.and_then(|r| self.bytes.get(r).ok_or(StoreError::DamagedBlock)))
+    }
+
+    /// Where the items are in `bytes`.
+    fn ranges(&self) -> ItemRanges<'_> {
+        ItemRanges {
+            bytes: &self.bytes,
+            at: 0,
+            fixed: self.fixed,
+        }
+    }
+}
+
+/// Iterates over the places of the items of a block.
+struct ItemRanges<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    fixed: Option<usize>,
+}
+
+impl Iterator for ItemRanges<'_> {
+    type Item = Result<Range<usize>, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        let item = self.rest.split_first_chunk::<4>().and_then(|(len, rest)| {
-            let len = u32::from_le_bytes(*len) as usize;
-            (rest.len() >= len).then(|| rest.split_at(len))
-        });
+        let rest = self.bytes.get(self.at..).filter(|rest| !rest.is_empty())?;
+        let item = match self.fixed {
+            Some(len) => (rest.len() >= len).then(|| self.at..self.at + len),
+            None => rest.first_chunk::<4>().and_then(|len| {
+                let len = u32::from_le_bytes(*len) as usize;
+                let start = self.at + 4;
+                (rest.len() - 4 >= len).then(|| start..start + len)
+            }),
+        };
         match item {
-            Some((item, rest)) => {
-                self.rest = rest;
-                Some(Ok(item))
+            Some(range) => {
+                self.at = range.end;
+                Some(Ok(range))
             }
             None => {
-                self.rest = &[];
+                self.at = self.bytes.len();
                 Some(Err(StoreError::DamagedBlock))
             }
         }
+    }
+}
+
+/// The `R` block that references point into, read once for consecutive references
+/// to it.
+struct Resolved {
+    key: [u8; TIME_KEY_LEN],
+    bytes: Vec<u8>,
+    /// Where each item is in `bytes`; empty when the block is missing or damaged.
+    items: Vec<Range<usize>>,
+}
+
+impl Resolved {
+    fn read(
+        tree: &sled::Tree,
+        key: &[u8; TIME_KEY_LEN],
+        unpacker: &mut Unpacker,
+    ) -> Result<Self, StoreError> {
+        let mut resolved = Self {
+            key: *key,
+            bytes: Vec::new(),
+            items: Vec::new(),
+        };
+        // A missing block is a reference that outlived a crash: no items.
+        let Some(value) = tree.get(with_key(&[RECORDS], key))? else {
+            return Ok(resolved);
+        };
+        let body = match unpacker.items(&value) {
+            Ok(body) if body.fixed.is_none() => body,
+            Ok(_) => {
+                error!("skipping references to a visit-log block of references");
+                return Ok(resolved);
+            }
+            Err(err) => {
+                error!(%err, "skipping references to an undecodable visit-log block");
+                return Ok(resolved);
+            }
+        };
+        for range in body.ranges() {
+            match range {
+                Ok(range) => resolved.items.push(range),
+                Err(err) => {
+                    error!(%err, "skipping the rest of a damaged visit-log block");
+                    break;
+                }
+            }
+        }
+        resolved.bytes = body.bytes.into_owned();
+        Ok(resolved)
+    }
+
+    fn item(&self, position: usize) -> Option<&[u8]> {
+        self.items
+            .get(position)
+            .and_then(|range| self.bytes.get(range.clone()))
     }
 }
 
@@ -439,13 +660,11 @@ impl<F: FnMut(Record) -> bool> TimeOrderedMerge<'_, F> {
         }
     }
 
-    fn offer_block(&mut self, block_key: &[u8], value: &[u8]) -> bool {
-        if !self.advance_to(key_time(block_key)) {
-            return false;
-        }
-        match block_items(value) {
-            Ok(items) => {
-                for item in items {
+    /// Offers every record of a block of records (a stored block of any format).
+    fn offer_block(&mut self, value: &[u8], unpacker: &mut Unpacker) {
+        match unpacker.items(value) {
+            Ok(body) if body.fixed.is_none() => {
+                for item in body.items() {
                     match item {
                         Ok(encoded) => self.offer(encoded),
                         Err(err) => {
@@ -455,9 +674,57 @@ impl<F: FnMut(Record) -> bool> TimeOrderedMerge<'_, F> {
                     }
                 }
             }
+            Ok(_) => error!("skipping a block of references where records were expected"),
             Err(err) => error!(%err, "skipping an undecodable visit-log block"),
         }
-        true
+    }
+
+    /// Offers the records a block of references points at, reading each `R` block
+    /// once for consecutive references into it.
+    fn offer_references(
+        &mut self,
+        records: &sled::Tree,
+        value: &[u8],
+        unpacker: &mut Unpacker,
+        resolved: &mut Option<Resolved>,
+    ) -> Result<(), StoreError> {
+        let body = match unpacker.items(value) {
+            // Host references written before REFERENCE_FORMAT are plain blocks.
+            Ok(BlockBody { bytes, fixed: None }) if value.first() == Some(&PLAIN_BLOCK_FORMAT) => {
+                BlockBody { bytes, fixed: None }
+            }
+            Ok(body) if body.fixed.is_some() => body,
+            Ok(_) => {
+                error!("skipping a visit-log block of records where references were expected");
+                return Ok(());
+            }
+            Err(err) => {
+                error!(%err, "skipping an undecodable visit-log block of references");
+                return Ok(());
+            }
+        };
+        for reference in body.items() {
+            let reference = match reference {
+                Ok(reference) => reference,
+                Err(err) => {
+                    error!(%err, "skipping the rest of a damaged visit-log block of references");
+                    break;
+                }
+            };
+            let Some((record_key, position)) = reference.split_first_chunk::<TIME_KEY_LEN>() else {
+                continue;
+            };
+            let position = position
+                .first_chunk::<2>()
+                .map_or(usize::MAX, |p| u16::from_le_bytes(*p) as usize);
+            if resolved.as_ref().is_none_or(|r| r.key != *record_key) {
+                *resolved = Some(Resolved::read(records, record_key, unpacker)?);
+            }
+            if let Some(encoded) = resolved.as_ref().and_then(|r| r.item(position)) {
+                self.offer(encoded);
+            }
+        }
+        Ok(())
     }
 
     fn finish(mut self) -> usize {
@@ -468,7 +735,7 @@ impl<F: FnMut(Record) -> bool> TimeOrderedMerge<'_, F> {
 
 impl Store {
     /// Writes a batch of records (the writer task calls this; tools and tests may too):
-    /// one atomic sled batch for the index, then one for the blocks. Not flushed.
+    /// one atomic sled batch for the references, then one for the blocks. Not flushed.
     pub fn write_records(&self, records: &[Record]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
@@ -477,67 +744,79 @@ impl Store {
         let item = |i: usize| (i, records[i].at_unix_micros, encoded[i].as_slice());
         let mut by_time: Vec<usize> = (0..records.len()).collect();
         by_time.sort_by_key(|&i| records[i].at_unix_micros);
-        let mut by_user = by_time.clone();
-        by_user.sort_by(|&a, &b| records[a].user.cmp(&records[b].user));
         let mut seq = Sequencer::new(&self.db)?;
+        let mut packer = Packer::new()?;
         let mut data = sled::Batch::default();
         let mut users = sled::Batch::default();
         let mut index = sled::Batch::default();
 
-        let mut host_refs: HashMap<&str, Vec<(usize, [u8; HOST_REF_LEN])>> = HashMap::new();
-        for group in by_user.chunk_by(|&a, &b| records[a].user == records[b].user) {
-            let user_prefix = records[group[0]]
-                .user
-                .as_deref()
-                .map(|user| part(BY_USER, Some(user)));
-            build_blocks(
-                group.iter().map(|&i| item(i)),
-                &mut seq,
-                |key, position, i| {
-                    let mut reference = [0u8; HOST_REF_LEN];
-                    reference[..TIME_KEY_LEN].copy_from_slice(key);
-                    reference[TIME_KEY_LEN..].copy_from_slice(&position.to_le_bytes());
-                    host_refs
-                        .entry(records[i].host.as_str())
-                        .or_default()
-                        .push((i, reference));
-                },
-                |key, bytes| {
-                    if let Some(prefix) = &user_prefix {
-                        users.insert(with_key(prefix, key), bytes.clone());
-                    }
-                    data.insert(with_key(&[RECORDS], key), bytes);
-                },
-            )?;
+        type References = Vec<(usize, [u8; REFERENCE_LEN])>;
+        let mut user_refs: HashMap<&str, References> = HashMap::new();
+        let mut host_refs: HashMap<&str, References> = HashMap::new();
+        build_blocks(
+            by_time.iter().map(|&i| item(i)),
+            PLAIN_BLOCK_FORMAT,
+            &mut seq,
+            |key, position, i| {
+                let mut reference = [0u8; REFERENCE_LEN];
+                reference[..TIME_KEY_LEN].copy_from_slice(key);
+                reference[TIME_KEY_LEN..].copy_from_slice(&position.to_le_bytes());
+                if let Some(user) = records[i].user.as_deref() {
+                    user_refs.entry(user).or_default().push((i, reference));
+                }
+                host_refs
+                    .entry(records[i].host.as_str())
+                    .or_default()
+                    .push((i, reference));
+            },
+            |key, bytes| {
+                data.insert(with_key(&[RECORDS], key), packer.pack(bytes)?);
+                Ok(())
+            },
+        )?;
+        for (kind, named, batch) in [
+            (BY_USER, &mut user_refs, &mut users),
+            (BY_HOST, &mut host_refs, &mut index),
+        ] {
+            for (name, refs) in named.iter_mut() {
+                // Already in time order (blocks are cut from the batch in time order);
+                // sorting keeps that true whatever the cutting does.
+                refs.sort_by_key(|(i, _)| records[*i].at_unix_micros);
+                let prefix = part(kind, Some(name));
+                build_blocks(
+                    refs.iter()
+                        .map(|(i, reference)| (*i, records[*i].at_unix_micros, &reference[..])),
+                    REFERENCE_FORMAT,
+                    &mut seq,
+                    |_, _, _| {},
+                    |key, bytes| {
+                        batch.insert(with_key(&prefix, key), bytes);
+                        Ok(())
+                    },
+                )?;
+            }
         }
-        for (host, refs) in &mut host_refs {
-            refs.sort_by_key(|(i, _)| records[*i].at_unix_micros);
+        for (kind, copy) in [
+            (
+                BLOCKED,
+                (|r: &Record| r.outcome == Outcome::Blocked) as fn(&Record) -> bool,
+            ),
+            (SEARCHES, |r: &Record| r.search.is_some()),
+        ] {
             build_blocks(
-                refs.iter()
-                    .map(|(i, reference)| (*i, records[*i].at_unix_micros, &reference[..])),
+                by_time
+                    .iter()
+                    .filter(|&&i| copy(&records[i]))
+                    .map(|&i| item(i)),
+                PLAIN_BLOCK_FORMAT,
                 &mut seq,
                 |_, _, _| {},
-                insert_into(&mut index, &part(BY_HOST, Some(host))),
+                |key, bytes| {
+                    data.insert(with_key(&[kind], key), packer.pack(bytes)?);
+                    Ok(())
+                },
             )?;
         }
-        build_blocks(
-            by_time
-                .iter()
-                .filter(|&&i| records[i].outcome == Outcome::Blocked)
-                .map(|&i| item(i)),
-            &mut seq,
-            |_, _, _| {},
-            insert_into(&mut data, &[BLOCKED]),
-        )?;
-        build_blocks(
-            by_time
-                .iter()
-                .filter(|&&i| records[i].search.is_some())
-                .map(|&i| item(i)),
-            &mut seq,
-            |_, _, _| {},
-            insert_into(&mut data, &[SEARCHES]),
-        )?;
         self.visit_log_index.apply_batch(index)?;
         self.visit_log_users.apply_batch(users)?;
         self.visit_log.apply_batch(data)?;
@@ -566,11 +845,11 @@ impl Store {
 
     /// Hands each record matching `query` to `emit`, oldest first, without holding
     /// them all in memory; `emit` returns false to stop. Returns how many were handed
-    /// over. Reads the user's own blocks when a user is given, else the host's
-    /// references, else the blocked or search-terms copies, else every block in the
-    /// time range, and checks every condition on the decoded record. A record that
-    /// cannot be decoded is logged and skipped, so one damaged value does not hide the
-    /// rest.
+    /// over. Reads the records the user's references point at when a user is given,
+    /// else those the host's references point at, else the blocked or search-terms
+    /// copies, else every block in the time range, and checks every condition on the
+    /// decoded record. A record or block that cannot be decoded is logged and skipped,
+    /// so one damaged value does not hide the rest.
     pub fn scan(
         &self,
         query: &Query,
@@ -596,57 +875,27 @@ impl Store {
             (None, None) => (&self.visit_log, part(RECORDS, None)),
         };
         let (low, high) = query.key_range(&prefix);
-        let mut referenced: Option<([u8; TIME_KEY_LEN], sled::IVec)> = None;
+        let mut unpacker = Unpacker::default();
+        let mut resolved: Option<Resolved> = None;
         for entry in tree.range(low..high) {
             let (key, value) = entry?;
-            let block_key = &key[prefix.len()..];
-            let go_on = match (&query.user, &query.host) {
-                (None, Some(_)) => {
-                    if !merge.advance_to(key_time(block_key)) {
-                        return Ok(merge.emitted);
-                    }
-                    self.offer_references(&mut merge, &value, &mut referenced)?;
-                    true
-                }
-                _ => merge.offer_block(block_key, &value),
-            };
-            if !go_on {
+            if !merge.advance_to(key_time(&key[prefix.len()..])) {
                 return Ok(merge.emitted);
+            }
+            // `U` holds references, or (written before REFERENCE_FORMAT) copies of
+            // the user's `R` blocks; `H` holds references only.
+            let references = match (&query.user, &query.host) {
+                (Some(_), _) => value.first() == Some(&REFERENCE_FORMAT),
+                (None, Some(_)) => true,
+                (None, None) => false,
+            };
+            if references {
+                merge.offer_references(&self.visit_log, &value, &mut unpacker, &mut resolved)?;
+            } else {
+                merge.offer_block(&value, &mut unpacker);
             }
         }
         Ok(merge.finish())
-    }
-
-    /// Offers the records a block of host references points at.
-    fn offer_references<F: FnMut(Record) -> bool>(
-        &self,
-        merge: &mut TimeOrderedMerge<'_, F>,
-        references: &[u8],
-        referenced: &mut Option<([u8; TIME_KEY_LEN], sled::IVec)>,
-    ) -> Result<(), StoreError> {
-        for reference in block_items(references)? {
-            let reference = reference?;
-            let Some((record_key, position)) = reference.split_first_chunk::<TIME_KEY_LEN>() else {
-                continue;
-            };
-            let position = position
-                .first_chunk::<2>()
-                .map_or(usize::MAX, |p| u16::from_le_bytes(*p) as usize);
-            if referenced.as_ref().is_none_or(|(k, _)| k != record_key) {
-                *referenced = self
-                    .visit_log
-                    .get(with_key(&[RECORDS], record_key))?
-                    .map(|block| (*record_key, block));
-            }
-            // A missing block is an index entry that outlived a crash: skip it.
-            let Some((_, block)) = referenced.as_ref() else {
-                continue;
-            };
-            if let Some(Ok(encoded)) = block_items(block)?.nth(position) {
-                merge.offer(encoded);
-            }
-        }
-        Ok(())
     }
 
     /// Every record about `user` in the time range (subject access request), oldest
@@ -861,5 +1110,113 @@ mod csv_tests {
             String::from_utf8(out).unwrap(),
             "\"'=HYPERLINK(\"\"x\"\")\",'+1,'-2,'@SUM,plain,\"a,b\"\r\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod block_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::record::tests::sample;
+
+    /// A finished plain block of `n` sample records, one user.
+    fn plain_block(n: u64) -> Vec<u8> {
+        let mut block = BlockBuilder::new(1_000, PLAIN_BLOCK_FORMAT);
+        for i in 0..n {
+            block.push(
+                1_000 + i,
+                &sample(1_000 + i, "alice", "www.bbc.co.uk").encode(),
+            );
+        }
+        block.finish().1
+    }
+
+    fn decoded(unpacker: &mut Unpacker, value: &[u8]) -> Result<Vec<Record>, StoreError> {
+        let body = unpacker.items(value)?;
+        body.items().map(|item| Record::decode(item?)).collect()
+    }
+
+    #[test]
+    fn packed_blocks_round_trip_and_keep_their_header() {
+        let plain = plain_block(20);
+        let packed = Packer::new().unwrap().pack(plain.clone()).unwrap();
+        assert_eq!(packed[0], BLOCK_FORMAT);
+        assert!(
+            packed.len() * 4 < plain.len(),
+            "{} of {}",
+            packed.len(),
+            plain.len()
+        );
+        assert_eq!(block_max(&packed), 1_019);
+        assert_eq!(block_count(&packed), 20);
+        let mut unpacker = Unpacker::default();
+        let records = decoded(&mut unpacker, &packed).unwrap();
+        assert_eq!(records, decoded(&mut unpacker, &plain).unwrap());
+        assert_eq!(records.len(), 20);
+    }
+
+    #[test]
+    fn a_block_that_would_not_shrink_stays_plain() {
+        let mut block = BlockBuilder::new(5, PLAIN_BLOCK_FORMAT);
+        block.push(5, &[7]);
+        let plain = block.finish().1;
+        assert_eq!(Packer::new().unwrap().pack(plain.clone()).unwrap(), plain);
+    }
+
+    #[test]
+    fn damaged_and_unknown_blocks_are_errors_not_panics() {
+        let packed = Packer::new().unwrap().pack(plain_block(20)).unwrap();
+        let mut unpacker = Unpacker::default();
+        // Every truncation, and every single-byte change of the compressed part.
+        for len in 0..packed.len() {
+            let _ = decoded(&mut unpacker, &packed[..len]);
+        }
+        for at in PACKED_HEADER_LEN..packed.len() {
+            let mut damaged = packed.clone();
+            damaged[at] ^= 0x5a;
+            let _ = decoded(&mut unpacker, &damaged);
+        }
+        let mut garbled = packed.clone();
+        for byte in &mut garbled[PACKED_HEADER_LEN + 4..] {
+            *byte = 0xa5;
+        }
+        assert!(matches!(
+            decoded(&mut unpacker, &garbled),
+            Err(StoreError::DamagedBlock)
+        ));
+        // A declared length that does not match what the frame holds.
+        let mut wrong_len = packed.clone();
+        wrong_len[BLOCK_HEADER_LEN..PACKED_HEADER_LEN].copy_from_slice(&7u32.to_le_bytes());
+        assert!(matches!(
+            decoded(&mut unpacker, &wrong_len),
+            Err(StoreError::DamagedBlock)
+        ));
+        // A declared length beyond any block is refused before decompressing.
+        let mut huge = packed.clone();
+        huge[BLOCK_HEADER_LEN..PACKED_HEADER_LEN].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            decoded(&mut unpacker, &huge),
+            Err(StoreError::DamagedBlock)
+        ));
+        let mut unknown = packed.clone();
+        unknown[0] = 9;
+        assert!(matches!(
+            decoded(&mut unpacker, &unknown),
+            Err(StoreError::UnknownBlockFormat(Some(9)))
+        ));
+        assert!(matches!(
+            decoded(&mut unpacker, &[]),
+            Err(StoreError::UnknownBlockFormat(None))
+        ));
+        // A reference block whose length is not a multiple of a reference.
+        let mut refs = BlockBuilder::new(1, REFERENCE_FORMAT);
+        refs.push(1, &[0; REFERENCE_LEN]);
+        let mut refs = refs.finish().1;
+        refs.pop();
+        let body = unpacker.items(&refs).unwrap();
+        assert!(matches!(
+            body.items().next(),
+            Some(Err(StoreError::DamagedBlock))
+        ));
     }
 }
