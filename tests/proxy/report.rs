@@ -394,10 +394,30 @@ async fn a_pseudonymised_report_through_the_running_service_names_nobody() {
 
 #[tokio::test]
 async fn the_scheduler_makes_last_weeks_report_on_monday_and_mails_it() {
+    scheduler_mails_last_weeks_report(false).await;
+}
+
+#[tokio::test]
+async fn a_report_made_by_hand_before_monday_is_still_mailed_once() {
+    scheduler_mails_last_weeks_report(true).await;
+}
+
+/// The scheduler on Monday 07:05 mails last week's report once, across a restart;
+/// with `made_by_hand`, the report was made with `safegate report weekly` earlier.
+async fn scheduler_mails_last_weeks_report(made_by_hand: bool) {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         seed(&data).await;
+        if made_by_hand {
+            let out = data.join("reports").display().to_string();
+            let (ok, stdout, stderr) = safegate(
+                &data,
+                &["report", "weekly", "--week", "2026-W47", "--out", &out],
+            )
+            .await;
+            assert!(ok, "{stdout}\n{stderr}");
+        }
         let smtp = SmtpSink::start().await;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -436,14 +456,36 @@ async fn the_scheduler_makes_last_weeks_report_on_monday_and_mails_it() {
         assert!(mail.data.contains("safegate-report-2026-W47-searches.csv"));
         let html = data.join("reports").join("safegate-report-2026-W47.html");
         assert!(html.exists());
-        running.wait_for_log("weekly report made").await;
+        if made_by_hand {
+            running.wait_for_log("weekly report already made").await;
+            let attachments: Vec<String> = mail_parts(&mail.data)
+                .iter()
+                .filter_map(attachment_name)
+                .collect();
+            assert!(
+                attachments.len() >= 3
+                    && attachments
+                        .iter()
+                        .all(|name| name.starts_with("safegate-report-2026-W47")),
+                "{attachments:?}"
+            );
+        } else {
+            running.wait_for_log("weekly report made").await;
+        }
+        running.wait_for_log("e-mail: delivered").await;
         running.terminate();
         assert!(running.wait().await.success());
+        assert!(
+            data.join("reports")
+                .join(".safegate-report-2026-W47.mailed")
+                .exists()
+        );
 
         // A restart the same morning does not make or send it again.
         let mut again =
             SafeGate::start_with_env(&refs, &[("SAFEGATE_CLOCK_OFFSET_SECS", &offset)]).await;
         again.wait_for_log("weekly report already made").await;
+        again.wait_for_log("weekly report already mailed").await;
         again.terminate();
         assert!(again.wait().await.success());
         assert_eq!(smtp.mails().len(), 1);
@@ -460,6 +502,10 @@ async fn the_scheduler_makes_last_weeks_report_on_monday_and_mails_it() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
             assert!(!name.contains("pseudonymised"), "{name}");
         }
+        assert!(
+            !again.logs().iter().any(|l| l.contains("e-mail: delivered")),
+            "mailed twice"
+        );
     })
     .await;
 }
@@ -723,6 +769,15 @@ async fn the_scheduler_mails_the_pseudonymised_report_only_to_its_own_recipients
                 .any(|l| l.contains("already made") && l.contains("-pseudonymised.html")),
             "{lines:?}"
         );
+        again
+            .wait_for_logs(|lines| {
+                lines
+                    .iter()
+                    .filter(|l| l.contains("weekly report already mailed"))
+                    .count()
+                    == 2
+            })
+            .await;
         again.terminate();
         assert!(again.wait().await.success());
         assert_eq!(smtp.mails().len(), 2);

@@ -2,17 +2,20 @@
 //! `report.time` (school time, default Monday 07:00) it makes last week's report into
 //! `data_dir/reports/` and mails it to `report.email_to` (HTML attached, with the
 //! JSON and CSV files), retried with back-off like alert delivery. A report already
-//! in `data_dir/reports/` is not made again, and a start-up after the scheduled time
-//! catches up on last week's report, so a restart neither skips nor repeats one.
+//! in `data_dir/reports/` (made earlier, or by hand) is not made again, and a start-up
+//! after the scheduled time catches up on last week's report. A delivered mail is
+//! recorded in a marker file (`.safegate-report-<week>.mailed`), so a restart neither
+//! skips a mail that was not delivered (still retrying, or made by hand) nor repeats
+//! one that was.
 //!
 //! When `report.pseudonymised_email_to` names anyone (governors, the local
 //! authority), the pseudonymised variant is made too, with the same key as
 //! `safegate report weekly --pseudonymise` (`data_dir/report-pseudonym.key`), into
 //! its own files (`safegate-report-<week>-pseudonymised*`, next to the named ones),
 //! and only those files are mailed to those recipients. Each variant follows the
-//! once-only rule on its own files: a restart makes and mails neither again, and a
-//! variant that could not be made is tried again at the next wake-up without the
-//! other being sent twice.
+//! once-only rule on its own files and marker: a restart makes and mails neither
+//! again, and a variant that could not be made is tried again at the next wake-up
+//! without the other being sent twice.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -219,27 +222,34 @@ impl Scheduler {
     async fn run_once(&self, week: IsoWeek, shutdown: &CancellationToken) -> bool {
         let named = self.make(week, Variant::Named).await;
         let pseudonymised = if self.config.pseudonymised_email_to.is_empty() {
-            Made::Already
+            None
         } else {
-            self.make(week, Variant::Pseudonymised).await
+            Some(self.make(week, Variant::Pseudonymised).await)
         };
-        let all_made = !matches!(named, Made::Failed) && !matches!(pseudonymised, Made::Failed);
+        let all_made = named.is_some() && !matches!(pseudonymised, Some(None));
+        let pseudonymised = pseudonymised.flatten();
         tokio::join!(
-            self.mail(week, Variant::Named, &named, shutdown),
-            self.mail(week, Variant::Pseudonymised, &pseudonymised, shutdown),
+            self.mail(week, Variant::Named, named.as_deref(), shutdown),
+            self.mail(
+                week,
+                Variant::Pseudonymised,
+                pseudonymised.as_deref(),
+                shutdown
+            ),
         );
         all_made
     }
 
-    /// Makes one variant of `week`'s report unless its HTML file exists.
-    async fn make(&self, week: IsoWeek, variant: Variant) -> Made {
+    /// Makes one variant of `week`'s report unless its HTML file exists; its files
+    /// (made now or found), or None when it could not be made (logged).
+    async fn make(&self, week: IsoWeek, variant: Variant) -> Option<Vec<PathBuf>> {
         let policy = (self.policy)();
         let html = self
             .reports_dir
             .join(format!("safegate-report-{week}{}.html", variant.suffix()));
         if html.exists() {
             info!(week = %week, "weekly report already made: {}", html.display());
-            return Made::Already;
+            return Some(self.existing_files(week, variant));
         }
         let store = self.store.clone();
         let dir = self.reports_dir.clone();
@@ -274,27 +284,48 @@ impl Scheduler {
                     files = files.len(),
                     "weekly report made"
                 );
-                Made::New(files)
+                Some(files)
             }
             Err(error) => {
                 error!(
                     "WEEKLY REPORT NOT MADE for {week} ({}): {error:#}",
                     variant.name()
                 );
-                Made::Failed
+                None
             }
         }
     }
 
-    /// Mails a variant just made (and only its own files) to its recipients.
+    /// The files of one variant of `week`'s report already in the reports directory.
+    fn existing_files(&self, week: IsoWeek, variant: Variant) -> Vec<PathBuf> {
+        let prefix = format!("safegate-report-{week}{}", variant.suffix());
+        let Ok(entries) = std::fs::read_dir(&self.reports_dir) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.strip_prefix(&prefix).is_some_and(|rest| {
+                    matches!(variant, Variant::Pseudonymised) || !rest.starts_with("-pseudonymised")
+                })
+            })
+            .map(|entry| entry.path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Mails a variant (only its own files) to its recipients, unless its marker says
+    /// it was delivered; records the delivery in the marker.
     async fn mail(
         &self,
         week: IsoWeek,
         variant: Variant,
-        made: &Made,
+        files: Option<&[PathBuf]>,
         shutdown: &CancellationToken,
     ) {
-        let Made::New(files) = made else { return };
+        let Some(files) = files else { return };
         let to = match variant {
             Variant::Named => &self.config.email_to,
             Variant::Pseudonymised => &self.config.pseudonymised_email_to,
@@ -302,6 +333,14 @@ impl Scheduler {
         let (Some(mailer), false) = (&self.mailer, to.is_empty()) else {
             return;
         };
+        let marker = self.reports_dir.join(format!(
+            ".safegate-report-{week}{}.mailed",
+            variant.suffix()
+        ));
+        if marker.exists() {
+            info!(week = %week, variant = variant.name(), "weekly report already mailed");
+            return;
+        }
         let attachments = attachments(files);
         let (subject, body) = match variant {
             Variant::Named => (
@@ -328,11 +367,27 @@ impl Scheduler {
             Variant::Named => format!("weekly report {week} e-mail"),
             Variant::Pseudonymised => format!("pseudonymised weekly report {week} e-mail"),
         };
-        with_retries(&what, self.config.retry_for, shutdown, || {
+        let delivered = with_retries(&what, self.config.retry_for, shutdown, || {
             mailer.send(to, &subject, &body, &attachments)
         })
         .await;
+        if delivered {
+            let record = format!("{} {}\n", self.now(), to.join(", "));
+            if let Err(err) = write_marker(&marker, &record) {
+                error!(
+                    marker = %marker.display(),
+                    "cannot record that the {what} was delivered; it may be sent again at the next start: {err}"
+                );
+            }
+        }
     }
+}
+
+/// Writes a delivery marker atomically (a temporary file renamed over it).
+fn write_marker(marker: &std::path::Path, record: &str) -> std::io::Result<()> {
+    let temp = marker.with_extension("mailed.tmp");
+    std::fs::write(&temp, record)?;
+    std::fs::rename(&temp, marker)
 }
 
 /// Which report.
@@ -359,16 +414,6 @@ impl Variant {
             Variant::Pseudonymised => "-pseudonymised",
         }
     }
-}
-
-/// What making one variant did.
-enum Made {
-    /// Its files were there already (or it is not wanted): nothing to send.
-    Already,
-    /// Made now: these files, to be sent.
-    New(Vec<PathBuf>),
-    /// Not made (logged).
-    Failed,
 }
 
 /// The report files as mail attachments (unreadable ones left out).
