@@ -392,6 +392,21 @@ async fn a_pseudonymised_report_through_the_running_service_names_nobody() {
     .await;
 }
 
+/// `SAFEGATE_CLOCK_OFFSET_SECS` for Monday 23 November 2026, 07:05 school time: five
+/// minutes after the report time.
+fn monday_after_report_time_offset() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    ("2026-11-23T07:05:00Z"
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_second()
+        - now)
+        .to_string()
+}
+
 #[tokio::test]
 async fn the_scheduler_makes_last_weeks_report_on_monday_and_mails_it() {
     scheduler_mails_last_weeks_report(false).await;
@@ -419,17 +434,7 @@ async fn scheduler_mails_last_weeks_report(made_by_hand: bool) {
             assert!(ok, "{stdout}\n{stderr}");
         }
         let smtp = SmtpSink::start().await;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        // Monday 23 November 2026, 07:05 school time: five minutes after the report time.
-        let offset = ("2026-11-23T07:05:00Z"
-            .parse::<jiff::Timestamp>()
-            .unwrap()
-            .as_second()
-            - now)
-            .to_string();
+        let offset = monday_after_report_time_offset();
         let sets = [
             format!("data_dir={:?}", data.display().to_string()),
             "report.weekly=true".to_owned(),
@@ -611,17 +616,7 @@ async fn the_scheduler_mails_the_pseudonymised_report_only_to_its_own_recipients
         let data = dir.path().join("data");
         seed(&data).await;
         let smtp = SmtpSink::start().await;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        // Monday 23 November 2026, 07:05 school time: five minutes after the report time.
-        let offset = ("2026-11-23T07:05:00Z"
-            .parse::<jiff::Timestamp>()
-            .unwrap()
-            .as_second()
-            - now)
-            .to_string();
+        let offset = monday_after_report_time_offset();
         let sets = [
             format!("data_dir={:?}", data.display().to_string()),
             "report.weekly=true".to_owned(),
