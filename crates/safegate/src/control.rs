@@ -306,7 +306,8 @@ pub fn account_name(uid: u32) -> String {
         .unwrap_or_else(|| format!("uid {uid}"))
 }
 
-fn now_micros() -> u64 {
+/// The wall clock in Unix microseconds (audit entries and records stamped here).
+pub(crate) fn now_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))

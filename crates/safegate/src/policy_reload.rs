@@ -131,9 +131,7 @@ pub fn audit_policy_file(store: &safegate_store::Store, path: &Path) {
             return;
         }
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let now = crate::control::now_micros();
     match store.audit_policy_text(
         now,
         "file",
@@ -155,9 +153,7 @@ pub fn audit_policy_file(store: &safegate_store::Store, path: &Path) {
 /// small files, line counts for large ones), like [`audit_policy_file`] does for the
 /// policy file itself. A file seen for the first time is only fingerprinted.
 pub fn audit_list_files(store: &safegate_store::Store, files: &[PathBuf]) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let now = crate::control::now_micros();
     for file in files {
         let path = absolute(file);
         let content = match std::fs::read(&path) {
