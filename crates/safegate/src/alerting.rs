@@ -19,7 +19,7 @@ use safegate_proxy::filter::PolicyHandle;
 use safegate_safeguarding::{
     AlertStats, ConcurrentLogin, EngineInputs, PolicySource, spawn_alert_engine,
 };
-use safegate_store::{AlertKind, Record, Store};
+use safegate_store::{AlertKind, RecordBatch, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -71,7 +71,7 @@ pub struct Alerting {
 /// What the rest of the service hands the alerting side.
 pub struct Feeds {
     /// The visit-log writer's written batches ([`batch_queue`]).
-    pub batches: mpsc::Receiver<Vec<Record>>,
+    pub batches: mpsc::Receiver<RecordBatch>,
     /// The test clock's offset ([`clock_offset_micros`]).
     pub clock_offset_micros: i64,
     /// `safegate_alerts_total{kind}`.
@@ -79,7 +79,7 @@ pub struct Feeds {
 }
 
 /// The queue the visit-log writer offers its written batches to.
-pub fn batch_queue() -> (mpsc::Sender<Vec<Record>>, mpsc::Receiver<Vec<Record>>) {
+pub fn batch_queue() -> (mpsc::Sender<RecordBatch>, mpsc::Receiver<RecordBatch>) {
     mpsc::channel(ENGINE_QUEUE)
 }
 

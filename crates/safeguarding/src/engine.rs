@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use safegate_policy::{Severity, Snapshot};
-use safegate_store::{Alert, AlertKind, NewAlert, Record, Store};
+use safegate_store::{Alert, AlertKind, NewAlert, RecordBatch, RecordRef, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
@@ -74,7 +74,7 @@ impl AlertStats {
 /// Where the engine's input comes from.
 pub struct EngineInputs {
     /// Batches written by the visit-log writer (its observer channel).
-    pub records: mpsc::Receiver<Vec<Record>>,
+    pub records: mpsc::Receiver<RecordBatch>,
     /// Concurrent log-in events from the identity layer.
     pub logins: mpsc::Receiver<ConcurrentLogin>,
 }
@@ -114,7 +114,7 @@ struct UserDay {
 }
 
 enum Input {
-    Records(Vec<Record>),
+    Records(RecordBatch),
     Login(ConcurrentLogin),
 }
 
@@ -188,6 +188,9 @@ fn evaluate(
     match input {
         Input::Records(batch) => {
             stats.records.fetch_add(batch.len() as u64, Relaxed);
+            let mut records = Vec::with_capacity(batch.len());
+            records.extend(batch.iter());
+            let batch: Vec<RecordRef<'_>> = records;
             for record in &batch {
                 state.evaluator.evaluate(policy, record, &mut alerts);
             }
@@ -264,15 +267,15 @@ fn heavy_use(
     store: &Store,
     policy: &Snapshot,
     state: &mut State,
-    batch: &[Record],
+    batch: &[RecordRef<'_>],
     alerts: &mut Vec<NewAlert>,
 ) {
     let Some(settings) = policy.alerts().heavy_use.clone() else {
         return;
     };
-    let mut days: HashMap<(&str, i32), (u64, u64, &Record)> = HashMap::new();
+    let mut days: HashMap<(&str, i32), (u64, u64, &RecordRef<'_>)> = HashMap::new();
     for record in batch {
-        let Some(user) = record.user.as_deref() else {
+        let Some(user) = record.user else {
             continue;
         };
         let entry = days
@@ -335,8 +338,8 @@ fn heavy_use(
             severity: Severity::Low,
             who: user.to_owned(),
             user: Some(user.to_owned()),
-            role: last.role.clone(),
-            group: last.group.clone(),
+            role: last.role.to_owned(),
+            group: last.group.map(str::to_owned),
             subject: day_text(day),
             summary: format!(
                 "{} requests and {} today, against a daily mean of {:.1} requests and {} \
@@ -349,7 +352,7 @@ fn heavy_use(
                 settings.factor
             ),
             at_unix_micros: last.at_unix_micros,
-            evidence: vec![last.clone()],
+            evidence: vec![last.to_record()],
         });
     }
 }
@@ -360,7 +363,7 @@ mod tests {
     use std::net::IpAddr;
 
     use safegate_policy::Policy;
-    use safegate_store::{AlertFilter, IdentifiedBy, Outcome, SeenAs};
+    use safegate_store::{AlertFilter, IdentifiedBy, Outcome, Record, SeenAs};
 
     use super::*;
 
@@ -559,7 +562,13 @@ severity = "high"
                 Outcome::Blocked,
             ),
         ];
-        let raised = evaluate(&store, &snapshot, &mut state, Input::Records(batch), &stats);
+        let raised = evaluate(
+            &store,
+            &snapshot,
+            &mut state,
+            Input::Records(RecordBatch::from_records(&batch)),
+            &stats,
+        );
         assert_eq!(
             kinds(&raised),
             [
@@ -594,7 +603,16 @@ severity = "high"
             "/kill myself",
             Outcome::Allowed,
         )];
-        assert!(evaluate(&store, &snapshot, &mut state, Input::Records(again), &stats).is_empty());
+        assert!(
+            evaluate(
+                &store,
+                &snapshot,
+                &mut state,
+                Input::Records(RecordBatch::from_records(&again)),
+                &stats
+            )
+            .is_empty()
+        );
         assert_eq!(stats.snapshot().folded, 1);
         assert_eq!(store.alerts(&AlertFilter::default()).unwrap().len(), 6);
     }
@@ -640,7 +658,7 @@ severity = "high"
                 &store,
                 &snapshot,
                 &mut state,
-                Input::Records(burst("jo", 40)),
+                Input::Records(RecordBatch::from_records(&burst("jo", 40))),
                 &stats
             )
             .is_empty()
@@ -650,7 +668,7 @@ severity = "high"
             &store,
             &snapshot,
             &mut state,
-            Input::Records(burst("jo", 20)),
+            Input::Records(RecordBatch::from_records(&burst("jo", 20))),
             &stats,
         );
         assert_eq!(kinds(&raised), [("jo", AlertKind::HeavyUse)]);
@@ -666,7 +684,7 @@ severity = "high"
                 &store,
                 &snapshot,
                 &mut state,
-                Input::Records(burst("jo", 50)),
+                Input::Records(RecordBatch::from_records(&burst("jo", 50))),
                 &stats
             )
             .is_empty()
@@ -677,7 +695,7 @@ severity = "high"
                 &store,
                 &snapshot,
                 &mut state,
-                Input::Records(burst("kim", 500)),
+                Input::Records(RecordBatch::from_records(&burst("kim", 500))),
                 &stats
             )
             .is_empty()

@@ -9,47 +9,92 @@
 //! that is not a letter or digit becomes one space. The result starts and ends with a
 //! space, so a phrase written ` kill myself ` matches on word boundaries only.
 
+use std::borrow::Cow;
+
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
 /// Folds `text` for matching (see the module documentation).
 pub fn normalise(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push(' ');
-    let mut after_space = true;
-    for c in text.nfkd() {
-        if is_combining_mark(c) {
-            continue;
+    let mut folded = Folded {
+        out: String::with_capacity(text.len() + 2),
+        after_space: true,
+    };
+    folded.out.push(' ');
+    if text.is_ascii() {
+        // NFKD leaves ASCII as it is and it has no combining marks: most URLs and
+        // searches skip the decomposition and the Unicode tables.
+        for byte in text.bytes() {
+            folded.push_ascii(byte.to_ascii_lowercase());
         }
-        for c in c.to_lowercase() {
-            let c = match c {
-                '0' => 'o',
-                '1' => 'i',
-                '3' => 'e',
-                '4' | '@' => 'a',
-                '5' | '$' => 's',
-                '7' => 't',
-                other => other,
-            };
-            if c.is_alphanumeric() {
-                out.push(c);
-                after_space = false;
-            } else if !after_space {
-                out.push(' ');
-                after_space = true;
+    } else {
+        for c in text.nfkd().filter(|c| !is_combining_mark(*c)) {
+            for c in c.to_lowercase() {
+                folded.push(c);
             }
         }
     }
-    if !after_space {
-        out.push(' ');
+    if !folded.after_space {
+        folded.out.push(' ');
     }
-    out
+    folded.out
+}
+
+/// The folded text as it is built.
+struct Folded {
+    out: String,
+    after_space: bool,
+}
+
+impl Folded {
+    /// [`Folded::push`] for a lower-cased ASCII character.
+    fn push_ascii(&mut self, byte: u8) {
+        let byte = match byte {
+            b'0' => b'o',
+            b'1' => b'i',
+            b'3' => b'e',
+            b'4' | b'@' => b'a',
+            b'5' | b'$' => b's',
+            b'7' => b't',
+            other => other,
+        };
+        if byte.is_ascii_alphanumeric() {
+            self.out.push(char::from(byte));
+            self.after_space = false;
+        } else if !self.after_space {
+            self.out.push(' ');
+            self.after_space = true;
+        }
+    }
+
+    /// Adds one decomposed, lower-cased character.
+    fn push(&mut self, c: char) {
+        let c = match c {
+            '0' => 'o',
+            '1' => 'i',
+            '3' => 'e',
+            '4' | '@' => 'a',
+            '5' | '$' => 's',
+            '7' => 't',
+            other => other,
+        };
+        if c.is_alphanumeric() {
+            self.out.push(c);
+            self.after_space = false;
+        } else if !self.after_space {
+            self.out.push(' ');
+            self.after_space = true;
+        }
+    }
 }
 
 /// Decodes `%XX` escapes and `+` (a space in query strings); invalid escapes and
 /// invalid UTF-8 are kept as they are (lossily).
-pub fn percent_decode(text: &str) -> String {
+pub fn percent_decode(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
+    if !bytes.iter().any(|&b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(text);
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -69,7 +114,7 @@ pub fn percent_decode(text: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

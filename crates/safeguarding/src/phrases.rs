@@ -2,7 +2,7 @@
 //! text ([`crate::normalise`]), with exception phrases that cancel the matches they
 //! cover. Matching costs time linear in the text, whatever the number of phrases.
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use safegate_policy::{PhraseList, Severity};
 
 use crate::normalise::normalise;
@@ -30,13 +30,16 @@ pub struct PhraseMatcher {
     lists: Vec<(String, Severity)>,
 }
 
-/// Builds an automaton for word-bounded (space-padded) normalised patterns.
+/// Builds an automaton for word-bounded (space-padded) normalised patterns: a DFA,
+/// since every pattern starts with a space (no prefilter can skip ahead) and every
+/// visited address is matched; phrase lists are small enough for its memory.
 fn automaton(patterns: &[String]) -> Option<AhoCorasick> {
     if patterns.is_empty() {
         return None;
     }
     match AhoCorasick::builder()
         .match_kind(MatchKind::Standard)
+        .kind(Some(AhoCorasickKind::DFA))
         .build(patterns)
     {
         Ok(automaton) => Some(automaton),
@@ -92,6 +95,10 @@ impl PhraseMatcher {
         let Some(phrases) = &self.phrases else {
             return Vec::new();
         };
+        // Nearly every address matches nothing: one pass says so.
+        if !phrases.is_match(folded) {
+            return Vec::new();
+        }
         let exceptions: Vec<(usize, usize, usize)> = match &self.exceptions {
             Some(automaton) => automaton
                 .find_overlapping_iter(folded)

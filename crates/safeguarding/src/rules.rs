@@ -14,17 +14,16 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use safegate_policy::{AlertSettings, Severity, Snapshot};
-use safegate_store::{AlertKind, NewAlert, Outcome, Record};
+use safegate_store::{AlertKind, NewAlert, Outcome, Record, RecordRef};
 
 use crate::normalise::{normalise, percent_decode};
 use crate::phrases::PhraseMatcher;
 
 /// Who a record is about: the user name, or the client address.
-pub fn who(record: &Record) -> String {
+pub fn who(record: &RecordRef<'_>) -> String {
     record
         .user
-        .clone()
-        .unwrap_or_else(|| record.client.to_string())
+        .map_or_else(|| record.client.to_string(), str::to_owned)
 }
 
 /// A user logged in on a second computer while still at the first.
@@ -51,7 +50,7 @@ pub struct Evaluator {
 }
 
 fn base(
-    record: &Record,
+    record: &RecordRef<'_>,
     kind: AlertKind,
     severity: Severity,
     subject: String,
@@ -61,13 +60,13 @@ fn base(
         kind,
         severity,
         who: who(record),
-        user: record.user.clone(),
-        role: record.role.clone(),
-        group: record.group.clone(),
+        user: record.user.map(str::to_owned),
+        role: record.role.to_owned(),
+        group: record.group.map(str::to_owned),
         subject,
         summary,
         at_unix_micros: record.at_unix_micros,
-        evidence: vec![record.clone()],
+        evidence: vec![record.to_record()],
     }
 }
 
@@ -101,15 +100,15 @@ impl Evaluator {
     }
 
     /// Applies every rule to `record`, appending the alerts it raises to `out`.
-    pub fn evaluate(&mut self, policy: &Snapshot, record: &Record, out: &mut Vec<NewAlert>) {
+    pub fn evaluate(&mut self, policy: &Snapshot, record: &RecordRef<'_>, out: &mut Vec<NewAlert>) {
         let settings = Arc::clone(policy.alerts());
         self.phrases(&settings, record, out);
         let in_any = |names: &[String]| {
             record
                 .categories
                 .iter()
-                .find(|c| names.iter().any(|n| n == *c))
-                .cloned()
+                .find(|c| names.iter().any(|n| n == c))
+                .map(str::to_owned)
         };
         if let Some(category) = in_any(&settings.locked_categories) {
             out.push(base(
@@ -120,8 +119,8 @@ impl Evaluator {
                 format!("attempt at {} (locked category {category})", record.host),
             ));
         }
-        let sni_mismatch = record.rule.contains("sni-mismatch")
-            || record.failure.as_deref() == Some("sni-mismatch");
+        let sni_mismatch =
+            record.rule.contains("sni-mismatch") || record.failure == Some("sni-mismatch");
         if let Some(category) = in_any(&settings.circumvention_categories)
             .or_else(|| sni_mismatch.then(|| "sni-mismatch".to_owned()))
         {
@@ -134,7 +133,7 @@ impl Evaluator {
             ));
         }
         if let Some(staff) = &settings.staff_social
-            && staff.roles.contains(&record.role)
+            && staff.roles.iter().any(|role| role == record.role)
             && let Some(category) = in_any(&staff.categories)
             && staff.window.as_deref().is_none_or(|window| {
                 policy.window_open(window, timestamp(record.at_unix_micros)) == Some(true)
@@ -153,18 +152,25 @@ impl Evaluator {
         }
     }
 
-    fn phrases(&mut self, settings: &Arc<AlertSettings>, record: &Record, out: &mut Vec<NewAlert>) {
+    fn phrases(
+        &mut self,
+        settings: &Arc<AlertSettings>,
+        record: &RecordRef<'_>,
+        out: &mut Vec<NewAlert>,
+    ) {
         if settings.phrase_lists.is_empty() {
             return;
         }
         let matcher = self.matcher(settings);
-        let mut text = String::new();
+        let terms = record.search.map_or(0, |search| search.terms.len());
+        let mut text =
+            String::with_capacity(terms + record.host.len() + record.path.map_or(0, str::len) + 2);
         if let Some(search) = &record.search {
-            text.push_str(&search.terms);
+            text.push_str(search.terms);
             text.push(' ');
         }
-        text.push_str(&record.host);
-        if let Some(path) = &record.path {
+        text.push_str(record.host);
+        if let Some(path) = record.path {
             text.push(' ');
             text.push_str(&percent_decode(path));
         }
@@ -192,7 +198,7 @@ impl Evaluator {
     fn blocked_attempt(
         &mut self,
         settings: &AlertSettings,
-        record: &Record,
+        record: &RecordRef<'_>,
         out: &mut Vec<NewAlert>,
     ) {
         let window = u64::try_from(settings.repeated_blocks_window.as_micros()).unwrap_or(u64::MAX);
@@ -203,7 +209,7 @@ impl Evaluator {
         }) {
             recent.pop_front();
         }
-        recent.push_back(record.clone());
+        recent.push_back(record.to_record());
         if recent.len() >= attempts {
             let evidence: Vec<Record> = recent.drain(..).collect();
             let minutes = settings.repeated_blocks_window.as_secs() / 60;

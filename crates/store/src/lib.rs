@@ -22,6 +22,7 @@ pub mod alerts;
 pub mod audit;
 pub mod password;
 pub mod record;
+mod record_batch;
 mod reviews;
 pub mod users;
 pub mod visit_log;
@@ -33,7 +34,11 @@ pub use crate::alerts::{
 pub use crate::audit::{
     AuditAction, AuditEntry, AuditHash, AuditVerification, NewAuditEntry, NotedHead, audit_hash_hex,
 };
-pub use crate::record::{IdentifiedBy, Outcome, RECORD_VERSION, Record, SearchTerms, SeenAs};
+pub use crate::record::{
+    Categories, IdentifiedBy, Outcome, RECORD_VERSION, Record, RecordRef, SearchTerms,
+    SearchTermsRef, SeenAs,
+};
+pub use crate::record_batch::RecordBatch;
 pub use crate::reviews::{
     ReviewDecision, ReviewEntry, ReviewQueue, ReviewRequest, spawn_review_writer,
 };

@@ -133,6 +133,290 @@ impl Record {
     }
 }
 
+/// A record borrowed from its encoding or from a [`Record`]: the same fields with
+/// the text in place, so the writer and the alert engine read a queued record without
+/// copying its strings, and the proxy encodes one without building a `Record` first.
+/// Its encoding is byte for byte `Record`'s (postcard writes no field names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordRef<'a> {
+    /// See [`Record::at_unix_micros`].
+    pub at_unix_micros: u64,
+    /// See [`Record::user`].
+    #[serde(borrow)]
+    pub user: Option<&'a str>,
+    /// See [`Record::role`].
+    pub role: &'a str,
+    /// See [`Record::group`].
+    #[serde(borrow)]
+    pub group: Option<&'a str>,
+    /// See [`Record::client`].
+    pub client: IpAddr,
+    /// See [`Record::identified_by`].
+    pub identified_by: IdentifiedBy,
+    /// See [`Record::method`].
+    pub method: &'a str,
+    /// See [`Record::scheme`].
+    pub scheme: &'a str,
+    /// See [`Record::host`].
+    pub host: &'a str,
+    /// See [`Record::port`].
+    pub port: u16,
+    /// See [`Record::path`].
+    #[serde(borrow)]
+    pub path: Option<&'a str>,
+    /// See [`Record::categories`].
+    #[serde(borrow)]
+    pub categories: Categories<'a>,
+    /// See [`Record::outcome`].
+    pub outcome: Outcome,
+    /// See [`Record::rule`].
+    pub rule: &'a str,
+    /// See [`Record::status`].
+    pub status: u16,
+    /// See [`Record::bytes_up`].
+    pub bytes_up: u64,
+    /// See [`Record::bytes_down`].
+    pub bytes_down: u64,
+    /// See [`Record::duration_micros`].
+    pub duration_micros: u64,
+    /// See [`Record::search`].
+    #[serde(borrow)]
+    pub search: Option<SearchTermsRef<'a>>,
+    /// See [`Record::seen_as`].
+    pub seen_as: SeenAs,
+    /// See [`Record::user_agent`].
+    #[serde(borrow)]
+    pub user_agent: Option<&'a str>,
+    /// See [`Record::failure`].
+    #[serde(borrow)]
+    pub failure: Option<&'a str>,
+}
+
+/// Where [`RecordRef::encode_marked`] put the user's and the host's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Marks {
+    /// The user name's bytes (start, end), when there is a user.
+    pub(crate) user: Option<(usize, usize)>,
+    /// The host name's bytes (start, end).
+    pub(crate) host: (usize, usize),
+}
+
+/// [`SearchTerms`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchTermsRef<'a> {
+    /// See [`SearchTerms::engine`].
+    pub engine: &'a str,
+    /// See [`SearchTerms::terms`].
+    pub terms: &'a str,
+}
+
+/// A record's categories: read in place from an encoding (a few names, kept inline
+/// up to four), or a `Record`'s own list.
+#[derive(Debug, Clone)]
+pub enum Categories<'a> {
+    /// Names read from an encoding.
+    Decoded(smallvec::SmallVec<[&'a str; 4]>),
+    /// A record's list.
+    Owned(&'a [String]),
+}
+
+impl<'a> Categories<'a> {
+    /// The names, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + '_ {
+        let (decoded, owned): (&[&'a str], &'a [String]) = match self {
+            Categories::Decoded(names) => (names.as_slice(), &[]),
+            Categories::Owned(names) => (&[], names),
+        };
+        decoded
+            .iter()
+            .copied()
+            .chain(owned.iter().map(String::as_str))
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Categories::Decoded(names) => names.is_empty(),
+            Categories::Owned(names) => names.is_empty(),
+        }
+    }
+}
+
+impl PartialEq for Categories<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Categories<'_> {}
+
+impl Serialize for Categories<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Categories::Decoded(names) => names.serialize(serializer),
+            Categories::Owned(names) => names.serialize(serializer),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Categories<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        smallvec::SmallVec::deserialize(deserializer).map(Categories::Decoded)
+    }
+}
+
+impl Record {
+    /// This record, borrowed.
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            at_unix_micros: self.at_unix_micros,
+            user: self.user.as_deref(),
+            role: &self.role,
+            group: self.group.as_deref(),
+            client: self.client,
+            identified_by: self.identified_by,
+            method: &self.method,
+            scheme: &self.scheme,
+            host: &self.host,
+            port: self.port,
+            path: self.path.as_deref(),
+            categories: Categories::Owned(&self.categories),
+            outcome: self.outcome,
+            rule: &self.rule,
+            status: self.status,
+            bytes_up: self.bytes_up,
+            bytes_down: self.bytes_down,
+            duration_micros: self.duration_micros,
+            search: self.search.as_ref().map(|search| SearchTermsRef {
+                engine: &search.engine,
+                terms: &search.terms,
+            }),
+            seen_as: self.seen_as,
+            user_agent: self.user_agent.as_deref(),
+            failure: self.failure.as_deref(),
+        }
+    }
+}
+
+impl<'a> RecordRef<'a> {
+    /// Reads a stored record in place, checking its version byte.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, crate::StoreError> {
+        match bytes.split_first() {
+            None => Err(crate::StoreError::UnknownRecordVersion(None)),
+            Some((&RECORD_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+            Some((&other, _)) => Err(crate::StoreError::UnknownRecordVersion(Some(other))),
+        }
+    }
+
+    /// Appends the stored form (as [`Record::encode`] makes it) to `out`.
+    pub fn encode_onto(&self, mut out: Vec<u8>) -> Vec<u8> {
+        let start = out.len();
+        out.push(RECORD_VERSION);
+        // As in `Record::encode_into`: every field has a known length, so postcard
+        // cannot fail here; should it, the record is cut back to its version byte.
+        match postcard::to_extend(self, out) {
+            Ok(out) => out,
+            Err(_) => {
+                let mut out = Vec::with_capacity(start + 1);
+                out.push(RECORD_VERSION);
+                out
+            }
+        }
+    }
+
+    /// Appends the stored form to `out` like [`RecordRef::encode_onto`], and says
+    /// where in `out` the user's and the host's names are (start, end), so the writer
+    /// can index a queued record without decoding it. Postcard writes a struct as its
+    /// fields one after another, so encoding the fields in three runs gives the same
+    /// bytes.
+    pub(crate) fn encode_marked(&self, mut out: Vec<u8>) -> (Vec<u8>, Marks) {
+        let start = out.len();
+        let ends = |out: &Vec<u8>, text: &str| (out.len() - text.len(), out.len());
+        out.push(RECORD_VERSION);
+        let encoded = postcard::to_extend(&(self.at_unix_micros, self.user), out).and_then(|out| {
+            let user = self.user.map(|user| ends(&out, user));
+            let out = postcard::to_extend(
+                &(
+                    self.role,
+                    self.group,
+                    self.client,
+                    self.identified_by,
+                    self.method,
+                    self.scheme,
+                    self.host,
+                ),
+                out,
+            )?;
+            let host = ends(&out, self.host);
+            let out = postcard::to_extend(
+                &(
+                    self.port,
+                    self.path,
+                    &self.categories,
+                    self.outcome,
+                    self.rule,
+                    self.status,
+                    self.bytes_up,
+                    self.bytes_down,
+                    self.duration_micros,
+                ),
+                out,
+            )?;
+            let out = postcard::to_extend(
+                &(self.search, self.seen_as, self.user_agent, self.failure),
+                out,
+            )?;
+            Ok((out, Marks { user, host }))
+        });
+        // As in `Record::encode_into`, postcard cannot fail here; should it, the record
+        // is cut back to its version byte and marks nothing.
+        encoded.unwrap_or_else(|_| {
+            let mut out = Vec::with_capacity(start + 1);
+            out.resize(start, 0);
+            out.push(RECORD_VERSION);
+            (
+                out,
+                Marks {
+                    user: None,
+                    host: (start + 1, start + 1),
+                },
+            )
+        })
+    }
+
+    /// An owned copy (for alert evidence and query results).
+    pub fn to_record(&self) -> Record {
+        let owned = |text: Option<&str>| text.map(str::to_owned);
+        Record {
+            at_unix_micros: self.at_unix_micros,
+            user: owned(self.user),
+            role: self.role.to_owned(),
+            group: owned(self.group),
+            client: self.client,
+            identified_by: self.identified_by,
+            method: self.method.to_owned(),
+            scheme: self.scheme.to_owned(),
+            host: self.host.to_owned(),
+            port: self.port,
+            path: owned(self.path),
+            categories: self.categories.iter().map(str::to_owned).collect(),
+            outcome: self.outcome,
+            rule: self.rule.to_owned(),
+            status: self.status,
+            bytes_up: self.bytes_up,
+            bytes_down: self.bytes_down,
+            duration_micros: self.duration_micros,
+            search: self.search.map(|search| SearchTerms {
+                engine: search.engine.to_owned(),
+                terms: search.terms.to_owned(),
+            }),
+            seen_as: self.seen_as,
+            user_agent: owned(self.user_agent),
+            failure: owned(self.failure),
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
@@ -188,6 +472,41 @@ pub(crate) mod tests {
         bare.outcome = Outcome::Failed;
         bare.client = "2001:db8::1".parse().unwrap();
         assert_eq!(Record::decode(&bare.encode()).unwrap(), bare);
+    }
+
+    #[test]
+    fn borrowed_records_encode_and_decode_as_records_do() {
+        let mut record = sample(1_700_000_000_000_000, "alice", "www.google.com");
+        record.categories.push("five".into());
+        record.categories.extend(["six".into(), "seven".into()]);
+        let bytes = record.encode();
+        assert_eq!(record.as_ref().encode_onto(Vec::new()), bytes);
+        let view = RecordRef::decode(&bytes).unwrap();
+        assert_eq!(view, record.as_ref());
+        assert_eq!(view.to_record(), record);
+        assert_eq!(view.categories.iter().count(), 5);
+
+        let mut bare = record.clone();
+        bare.user = None;
+        bare.search = None;
+        bare.categories.clear();
+        bare.failure = Some("dns-failure".into());
+        let mut appended = vec![9, 9];
+        appended = bare.as_ref().encode_onto(appended);
+        assert_eq!(appended[..2], [9, 9]);
+        assert_eq!(appended[2..], bare.encode());
+        assert_eq!(RecordRef::decode(&appended[2..]).unwrap().to_record(), bare);
+        assert!(RecordRef::decode(&[RECORD_VERSION, 0xff]).is_err());
+        assert!(RecordRef::decode(&[]).is_err());
+
+        for record in [&record, &bare] {
+            let (marked, marks) = record.as_ref().encode_marked(vec![7]);
+            assert_eq!(marked[1..], record.encode());
+            let text =
+                |(start, end): (usize, usize)| std::str::from_utf8(&marked[start..end]).unwrap();
+            assert_eq!(marks.user.map(text), record.user.as_deref());
+            assert_eq!(text(marks.host), record.host);
+        }
     }
 
     #[test]

@@ -105,6 +105,7 @@ use std::ops::Range;
 
 use tracing::error;
 
+use crate::record_batch::{RecordBatch, Stored};
 use crate::{Record, Store, StoreError, record::Outcome};
 
 /// Length of a block key: earliest time in microseconds (u64 BE) and a sequence
@@ -734,16 +735,40 @@ impl<F: FnMut(Record) -> bool> TimeOrderedMerge<'_, F> {
 }
 
 impl Store {
-    /// Writes a batch of records (the writer task calls this; tools and tests may too):
-    /// one atomic sled batch for the references, then one for the blocks. Not flushed.
+    /// Writes a batch of records (tools and tests; the writer task uses
+    /// [`Store::write_batch`]): one atomic sled batch for the references, then one for
+    /// the blocks. Not flushed.
     pub fn write_records(&self, records: &[Record]) -> Result<(), StoreError> {
+        let encoded: Vec<Vec<u8>> = records.iter().map(Record::encode).collect();
+        let items: Vec<Stored<'_>> = records
+            .iter()
+            .zip(&encoded)
+            .map(|(record, bytes)| Stored {
+                at: record.at_unix_micros,
+                bytes,
+                user: record.user.as_deref(),
+                host: &record.host,
+                blocked: record.outcome == Outcome::Blocked,
+                searched: record.search.is_some(),
+            })
+            .collect();
+        self.write_stored(&items)
+    }
+
+    /// Writes records as the writer task took them from its queue, storing their
+    /// encoded bytes as they are (as [`Store::write_records`] does; not flushed).
+    pub fn write_batch(&self, batch: &RecordBatch) -> Result<(), StoreError> {
+        let items: Vec<Stored<'_>> = batch.stored().collect();
+        self.write_stored(&items)
+    }
+
+    fn write_stored(&self, records: &[Stored<'_>]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
-        let encoded: Vec<Vec<u8>> = records.iter().map(Record::encode).collect();
-        let item = |i: usize| (i, records[i].at_unix_micros, encoded[i].as_slice());
+        let item = |i: usize| (i, records[i].at, records[i].bytes);
         let mut by_time: Vec<usize> = (0..records.len()).collect();
-        by_time.sort_by_key(|&i| records[i].at_unix_micros);
+        by_time.sort_by_key(|&i| records[i].at);
         let mut seq = Sequencer::new(&self.db)?;
         let mut packer = Packer::new()?;
         let mut data = sled::Batch::default();
@@ -761,11 +786,11 @@ impl Store {
                 let mut reference = [0u8; REFERENCE_LEN];
                 reference[..TIME_KEY_LEN].copy_from_slice(key);
                 reference[TIME_KEY_LEN..].copy_from_slice(&position.to_le_bytes());
-                if let Some(user) = records[i].user.as_deref() {
+                if let Some(user) = records[i].user {
                     user_refs.entry(user).or_default().push((i, reference));
                 }
                 host_refs
-                    .entry(records[i].host.as_str())
+                    .entry(records[i].host)
                     .or_default()
                     .push((i, reference));
             },
@@ -781,11 +806,11 @@ impl Store {
             for (name, refs) in named.iter_mut() {
                 // Already in time order (blocks are cut from the batch in time order);
                 // sorting keeps that true whatever the cutting does.
-                refs.sort_by_key(|(i, _)| records[*i].at_unix_micros);
+                refs.sort_by_key(|(i, _)| records[*i].at);
                 let prefix = part(kind, Some(name));
                 build_blocks(
                     refs.iter()
-                        .map(|(i, reference)| (*i, records[*i].at_unix_micros, &reference[..])),
+                        .map(|(i, reference)| (*i, records[*i].at, &reference[..])),
                     REFERENCE_FORMAT,
                     &mut seq,
                     |_, _, _| {},
@@ -799,9 +824,9 @@ impl Store {
         for (kind, copy) in [
             (
                 BLOCKED,
-                (|r: &Record| r.outcome == Outcome::Blocked) as fn(&Record) -> bool,
+                (|r: &Stored<'_>| r.blocked) as fn(&Stored<'_>) -> bool,
             ),
-            (SEARCHES, |r: &Record| r.search.is_some()),
+            (SEARCHES, |r: &Stored<'_>| r.searched),
         ] {
             build_blocks(
                 by_time

@@ -3,16 +3,15 @@
 //! encoded on the proxy's own thread and appended to that thread's shard buffer, so
 //! request threads share no lock and no memory with each other or with the writer
 //! apart from one counter (the queue depth, which bounds it). One task gathers records
-//! for one flush interval (or until it has about [`MAX_BATCH`]), then decodes and
-//! writes them on a blocking thread with
-//! [`Store::write_records`] as one atomic batch and flushes sled. Large batches are
+//! for one flush interval (or until it has about [`MAX_BATCH`]), then writes them on a
+//! blocking thread with [`Store::write_batch`] as one atomic batch, storing the bytes
+//! the proxy encoded as they are, and flushes sled. Large batches are
 //! what make sled fast (it pays per key; see [`crate::visit_log`]), and they lose
 //! nothing more on a crash than writing early and flushing on the same interval would.
 //! A full queue drops the record and counts it; a sled error is logged, counted, and
 //! the writer goes on. Each written batch is then handed, without waiting, to an
 //! optional observer (the safeguarding alert engine), off the proxy's path.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -21,7 +20,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, error};
 
-use crate::{Record, Store};
+use crate::record_batch::{BufferPool, push_frame};
+use crate::{Record, RecordBatch, RecordRef, Store};
 
 /// Most records written in one batch.
 pub const MAX_BATCH: usize = 32_768;
@@ -105,13 +105,7 @@ fn shard_index() -> usize {
     SHARD.with(|shard| *shard)
 }
 
-thread_local! {
-    /// Each thread's scratch buffer for encoding a record outside the shard's lock.
-    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-}
-
-/// Encoded records waiting for the writer: each a u32 LE length and
-/// `Record::encode` bytes.
+/// Records waiting for the writer, as frames (see [`crate::record_batch`]).
 #[derive(Debug, Default)]
 struct Shard {
     bytes: Vec<u8>,
@@ -131,10 +125,12 @@ struct Shared {
     high_water: u64,
     /// Set when the last queue handle is dropped, or when the writer has stopped.
     closed: AtomicBool,
+    /// Emptied shard buffers, back from written batches.
+    pool: Arc<BufferPool>,
 }
 
 impl Shared {
-    fn submit(&self, record: &Record) -> bool {
+    fn submit(&self, record: &RecordRef<'_>) -> bool {
         if self.closed.load(Relaxed) {
             self.stats.dropped.fetch_add(1, Relaxed);
             return false;
@@ -145,21 +141,20 @@ impl Shared {
             self.stats.dropped.fetch_add(1, Relaxed);
             return false;
         }
-        // Encoding here, on the proxy's thread, means the record's strings are freed
-        // by the thread that allocated them; the writer gets one buffer per shard.
-        let encoded = record.encode_into(SCRATCH.take());
-        let Ok(length) = u32::try_from(encoded.len()) else {
+        // Encoding here, on the proxy's thread, straight into its own shard (no other
+        // request thread uses it, so the lock is not contended): the writer gets one
+        // buffer per shard, which it stores as it is.
+        let framed = {
+            let mut shard = lock(&self.shards[shard_index()]);
+            let framed = push_frame(&mut shard.bytes, record);
+            shard.records += usize::from(framed);
+            framed
+        };
+        if !framed {
             self.stats.queue_depth.fetch_sub(1, Relaxed);
             self.stats.dropped.fetch_add(1, Relaxed);
             return false;
-        };
-        {
-            let mut shard = lock(&self.shards[shard_index()]);
-            shard.bytes.extend_from_slice(&length.to_le_bytes());
-            shard.bytes.extend_from_slice(&encoded);
-            shard.records += 1;
         }
-        SCRATCH.set(encoded);
         if depth == 1 {
             self.arrived.notify_one();
         }
@@ -181,7 +176,7 @@ impl Shared {
             if shard.records > 0 {
                 records += shard.records;
                 shard.records = 0;
-                taken.push(std::mem::take(&mut shard.bytes));
+                taken.push(std::mem::replace(&mut shard.bytes, self.pool.take()));
             }
         }
         self.stats.queue_depth.fetch_sub(records as u64, Relaxed);
@@ -189,37 +184,10 @@ impl Shared {
     }
 }
 
-/// Locks a shard; a panic while it was held cannot leave it inconsistent (its two
-/// fields are updated together after the record is encoded), so poisoning is ignored.
+/// Locks a shard; a panic while it was held cannot leave it inconsistent (a frame is
+/// counted after it is whole), so poisoning is ignored.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Decodes drained shard buffers into records, oldest first; undecodable ones are
-/// counted as lost.
-fn decode_drained(buffers: &[Vec<u8>], records: usize, stats: &VisitLogStats) -> Vec<Record> {
-    let mut decoded = Vec::with_capacity(records);
-    for buffer in buffers {
-        let mut rest = buffer.as_slice();
-        while let Some((length, tail)) = rest.split_first_chunk::<4>() {
-            let length = u32::from_le_bytes(*length) as usize;
-            let Some((item, tail)) = tail.split_at_checked(length) else {
-                break;
-            };
-            match Record::decode(item) {
-                Ok(record) => decoded.push(record),
-                Err(err) => {
-                    stats.lost.fetch_add(1, Relaxed);
-                    error!(%err, "VISIT LOG RECORD LOST: cannot decode a queued record");
-                }
-            }
-            rest = tail;
-        }
-    }
-    // Shards interleave: the observer (and anything reading a batch) sees records in
-    // time order, as they would have arrived through one queue.
-    decoded.sort_by_key(|record| record.at_unix_micros);
-    decoded
 }
 
 /// The sending side of the visit log, given to the proxy; cheap to clone. Never waits.
@@ -246,7 +214,13 @@ impl VisitLogQueue {
     /// Queues a record; false (and counted as dropped) when the queue is full or the
     /// writer has stopped.
     pub fn submit(&self, record: Record) -> bool {
-        self.handle.shared.submit(&record)
+        self.handle.shared.submit(&record.as_ref())
+    }
+
+    /// Queues a borrowed record (encoded at once, so nothing of it is kept); false
+    /// (and counted as dropped) when the queue is full or the writer has stopped.
+    pub fn submit_ref(&self, record: &RecordRef<'_>) -> bool {
+        self.handle.shared.submit(record)
     }
 
     /// The writer's counters.
@@ -265,7 +239,7 @@ pub fn spawn_visit_log_writer(
     store: Store,
     capacity: usize,
     flush_interval: Duration,
-    observer: Option<mpsc::Sender<Vec<Record>>>,
+    observer: Option<mpsc::Sender<RecordBatch>>,
 ) -> (VisitLogQueue, JoinHandle<()>) {
     let capacity = capacity.max(1);
     let shared = Arc::new(Shared {
@@ -276,6 +250,7 @@ pub fn spawn_visit_log_writer(
         urgent: Notify::new(),
         high_water: (capacity / 2).clamp(1, MAX_BATCH) as u64,
         closed: AtomicBool::new(false),
+        pool: Arc::default(),
     });
     let task = tokio::spawn(run_writer(
         store,
@@ -308,7 +283,7 @@ async fn run_writer(
     store: Store,
     shared: Arc<Shared>,
     flush_interval: Duration,
-    observer: Option<mpsc::Sender<Vec<Record>>>,
+    observer: Option<mpsc::Sender<RecordBatch>>,
 ) {
     let flush_interval = flush_interval.max(Duration::from_millis(1));
     let stats = Arc::clone(&shared.stats);
@@ -333,7 +308,7 @@ async fn run_writer(
             }
             continue;
         }
-        let batch = write_and_flush(&store, buffers, records, &stats).await;
+        let batch = write_and_flush(&store, buffers, records, &shared).await;
         if let Some(observer) = &observer
             && !batch.is_empty()
         {
@@ -345,21 +320,22 @@ async fn run_writer(
     }
 }
 
-/// Decodes drained records and writes them as one atomic sled batch and flushes it,
-/// on a blocking thread; gives the records back (for the observer).
+/// Writes drained records as one atomic sled batch and flushes it, on a blocking
+/// thread; gives the batch back (for the observer), whose buffers go back to the
+/// queue's pool when it is dropped.
 async fn write_and_flush(
     store: &Store,
     buffers: Vec<Vec<u8>>,
     records: usize,
-    stats: &Arc<VisitLogStats>,
-) -> Vec<Record> {
+    shared: &Shared,
+) -> RecordBatch {
+    let stats = &shared.stats;
     let writing = store.clone();
-    let decoding = Arc::clone(stats);
+    let pool = Arc::clone(&shared.pool);
     let started = Instant::now();
     let result = tokio::task::spawn_blocking(move || {
-        let batch = decode_drained(&buffers, records, &decoding);
-        drop(buffers);
-        let written = writing.write_records(&batch);
+        let batch = RecordBatch::from_frames(buffers).returning_buffers_to(pool);
+        let written = writing.write_batch(&batch);
         let flushed = written.is_ok().then(|| writing.flush_blocking());
         (batch, written, flushed)
     })
@@ -405,7 +381,7 @@ async fn write_and_flush(
             stats.write_errors.fetch_add(1, Relaxed);
             stats.lost.fetch_add(n, Relaxed);
             error!(%err, records = n, "VISIT LOG RECORDS NOT WRITTEN: writer thread failed");
-            Vec::new()
+            RecordBatch::default()
         }
     }
 }

@@ -173,6 +173,7 @@ async fn observer_sees_every_written_record_once() {
     let mut seen = Vec::new();
     while let Some(batch) = observed.recv().await {
         assert!(!batch.is_empty());
+        let batch = batch.to_records();
         assert!(
             batch.is_sorted_by_key(|r| r.at_unix_micros),
             "batches reach the observer in time order"
