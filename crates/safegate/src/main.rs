@@ -42,12 +42,6 @@ use clap::Parser;
 use crate::cli::{Cli, Command, ConfigAction, ListsAction};
 use crate::settings::Config;
 
-/// mimalloc: the proxy allocates and frees small buffers on every request on several
-/// threads (and frees some on a thread other than the one that allocated them), which
-/// glibc's allocator does markedly slower; see benches/README.md for the figures.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
