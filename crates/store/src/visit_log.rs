@@ -5,10 +5,10 @@
 //!
 //! sled pays per key far more than per byte (about 100,000 sequential keys/s on one
 //! core, a quarter of that for keys scattered through a large tree), so records are
-//! stored in *blocks*: [`Store::write_records`] sorts a batch by time and cuts it into
-//! blocks of at most [`BLOCK_RECORDS`] records spanning at most [`BLOCK_SPAN_MICROS`]
-//! (one minute). A block's *block key* is 16 bytes: the earliest record time in the
-//! block in Unix microseconds (u64 BE) followed by a sequence number (u64 BE, from
+//! stored in *blocks*: [`Store::write_batch`] (and [`Store::write_records`]) sorts a
+//! batch by time and cuts it into blocks of at most [`BLOCK_RECORDS`] records spanning
+//! at most [`BLOCK_SPAN_MICROS`] (one minute). A block's *block key* is 16 bytes: the
+//! earliest record time in the block in Unix microseconds (u64 BE) followed by a sequence number (u64 BE, from
 //! sled's persistent id generator, so keys are unique across restarts). Byte order is
 //! time order.
 //!
@@ -67,7 +67,7 @@
 //!
 //! # Writing and crash semantics
 //!
-//! [`Store::write_records`] writes one batch as one atomic sled `Batch` per tree: the
+//! [`Store::write_batch`] writes one batch as one atomic sled `Batch` per tree: the
 //! host references, then the user references, then `visit_log` (the `R` blocks and
 //! the `B` and `S` copies). Nothing is durable until the next flush (the writer task
 //! flushes after each batch), and sled recovers to a prefix of the operations it had
