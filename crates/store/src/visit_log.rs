@@ -8,9 +8,9 @@
 //! stored in *blocks*: [`Store::write_batch`] (and [`Store::write_records`]) sorts a
 //! batch by time and cuts it into blocks of at most [`BLOCK_RECORDS`] records spanning
 //! at most [`BLOCK_SPAN_MICROS`] (one minute). A block's *block key* is 16 bytes: the
-//! earliest record time in the block in Unix microseconds (u64 BE) followed by a sequence number (u64 BE, from
-//! sled's persistent id generator, so keys are unique across restarts). Byte order is
-//! time order.
+//! earliest record time in the block in Unix microseconds (u64 BE) followed by a
+//! sequence number (u64 BE, from sled's persistent id generator, so keys are unique
+//! across restarts). Byte order is time order.
 //!
 //! Every block value starts with a 13-byte header: its format (1 byte), the latest
 //! record time in the block (u64 BE) and the item count (u32 LE), so purging and
