@@ -188,9 +188,9 @@ fn evaluate(
     match input {
         Input::Records(batch) => {
             stats.records.fetch_add(batch.len() as u64, Relaxed);
-            let mut records = Vec::with_capacity(batch.len());
+            let mut records: Vec<RecordRef<'_>> = Vec::with_capacity(batch.len());
             records.extend(batch.iter());
-            let batch: Vec<RecordRef<'_>> = records;
+            let batch = records;
             for record in &batch {
                 state.evaluator.evaluate(policy, record, &mut alerts);
             }

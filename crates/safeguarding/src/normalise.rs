@@ -24,8 +24,8 @@ pub fn normalise(text: &str) -> String {
     if text.is_ascii() {
         // NFKD leaves ASCII as it is and it has no combining marks: most URLs and
         // searches skip the decomposition and the Unicode tables.
-        for byte in text.bytes() {
-            folded.push_ascii(byte.to_ascii_lowercase());
+        for c in text.chars() {
+            folded.push(c.to_ascii_lowercase());
         }
     } else {
         for c in text.nfkd().filter(|c| !is_combining_mark(*c)) {
@@ -47,26 +47,6 @@ struct Folded {
 }
 
 impl Folded {
-    /// [`Folded::push`] for a lower-cased ASCII character.
-    fn push_ascii(&mut self, byte: u8) {
-        let byte = match byte {
-            b'0' => b'o',
-            b'1' => b'i',
-            b'3' => b'e',
-            b'4' | b'@' => b'a',
-            b'5' | b'$' => b's',
-            b'7' => b't',
-            other => other,
-        };
-        if byte.is_ascii_alphanumeric() {
-            self.out.push(char::from(byte));
-            self.after_space = false;
-        } else if !self.after_space {
-            self.out.push(' ');
-            self.after_space = true;
-        }
-    }
-
     /// Adds one decomposed, lower-cased character.
     fn push(&mut self, c: char) {
         let c = match c {

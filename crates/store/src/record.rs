@@ -107,12 +107,7 @@ impl Record {
     /// The stored form: one version byte (`RECORD_VERSION`) followed by the postcard
     /// encoding of the record.
     pub fn encode(&self) -> Vec<u8> {
-        self.encode_into(Vec::with_capacity(256))
-    }
-
-    /// The stored form in `out`, which is cleared first (its allocation is reused).
-    pub fn encode_into(&self, mut out: Vec<u8>) -> Vec<u8> {
-        out.clear();
+        let mut out = Vec::with_capacity(256);
         out.push(RECORD_VERSION);
         // Encoding to a Vec cannot fail for this type: every field is a plain value
         // with a known length; postcard reports errors only for sequences of unknown
@@ -134,9 +129,8 @@ impl Record {
 }
 
 /// A record borrowed from its encoding or from a [`Record`]: the same fields with
-/// the text in place, so the writer and the alert engine read a queued record without
-/// copying its strings, and the proxy encodes one without building a `Record` first.
-/// Its encoding is byte for byte `Record`'s (postcard writes no field names).
+/// the text in place, so the alert engine reads a queued record without copying its
+/// strings. Its encoding is byte for byte `Record`'s (postcard writes no field names).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordRef<'a> {
     /// See [`Record::at_unix_micros`].
@@ -192,6 +186,16 @@ pub struct RecordRef<'a> {
     pub failure: Option<&'a str>,
 }
 
+/// Lets postcard append to a buffer it does not own, so an error leaves the buffer
+/// (and the records already in it) to the caller.
+struct Appending<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Appending<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
+}
+
 /// Where [`RecordRef::encode_marked`] put the user's and the host's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Marks {
@@ -231,14 +235,6 @@ impl<'a> Categories<'a> {
             .iter()
             .copied()
             .chain(owned.iter().map(String::as_str))
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        match self {
-            Categories::Decoded(names) => names.is_empty(),
-            Categories::Owned(names) => names.is_empty(),
-        }
     }
 }
 
@@ -308,80 +304,48 @@ impl<'a> RecordRef<'a> {
         }
     }
 
-    /// Appends the stored form (as [`Record::encode`] makes it) to `out`.
-    pub fn encode_onto(&self, mut out: Vec<u8>) -> Vec<u8> {
-        let start = out.len();
-        out.push(RECORD_VERSION);
-        // As in `Record::encode_into`: every field has a known length, so postcard
-        // cannot fail here; should it, the record is cut back to its version byte.
-        match postcard::to_extend(self, out) {
-            Ok(out) => out,
-            Err(_) => {
-                let mut out = Vec::with_capacity(start + 1);
-                out.push(RECORD_VERSION);
-                out
-            }
-        }
-    }
-
-    /// Appends the stored form to `out` like [`RecordRef::encode_onto`], and says
+    /// Appends the stored form (as [`Record::encode`] makes it) to `out` and says
     /// where in `out` the user's and the host's names are (start, end), so the writer
     /// can index a queued record without decoding it. Postcard writes a struct as its
-    /// fields one after another, so encoding the fields in three runs gives the same
-    /// bytes.
-    pub(crate) fn encode_marked(&self, mut out: Vec<u8>) -> (Vec<u8>, Marks) {
-        let start = out.len();
-        let ends = |out: &Vec<u8>, text: &str| (out.len() - text.len(), out.len());
+    /// fields one after another, so encoding the fields in runs gives the same bytes.
+    /// On an error `out` may hold part of the record after what it held before.
+    pub(crate) fn encode_marked(&self, out: &mut Vec<u8>) -> Result<Marks, postcard::Error> {
+        let place = |out: &Vec<u8>, text: &str| (out.len() - text.len(), out.len());
         out.push(RECORD_VERSION);
-        let encoded = postcard::to_extend(&(self.at_unix_micros, self.user), out).and_then(|out| {
-            let user = self.user.map(|user| ends(&out, user));
-            let out = postcard::to_extend(
-                &(
-                    self.role,
-                    self.group,
-                    self.client,
-                    self.identified_by,
-                    self.method,
-                    self.scheme,
-                    self.host,
-                ),
-                out,
-            )?;
-            let host = ends(&out, self.host);
-            let out = postcard::to_extend(
-                &(
-                    self.port,
-                    self.path,
-                    &self.categories,
-                    self.outcome,
-                    self.rule,
-                    self.status,
-                    self.bytes_up,
-                    self.bytes_down,
-                    self.duration_micros,
-                ),
-                out,
-            )?;
-            let out = postcard::to_extend(
-                &(self.search, self.seen_as, self.user_agent, self.failure),
-                out,
-            )?;
-            Ok((out, Marks { user, host }))
-        });
-        // As in `Record::encode_into`, postcard cannot fail here; should it, the record
-        // is cut back to its version byte and marks nothing.
-        encoded.unwrap_or_else(|_| {
-            let mut out = Vec::with_capacity(start + 1);
-            out.resize(start, 0);
-            out.push(RECORD_VERSION);
-            (
-                out,
-                Marks {
-                    user: None,
-                    host: (start + 1, start + 1),
-                },
-            )
-        })
+        postcard::to_extend(&(self.at_unix_micros, self.user), Appending(out))?;
+        let user = self.user.map(|user| place(out, user));
+        postcard::to_extend(
+            &(
+                self.role,
+                self.group,
+                self.client,
+                self.identified_by,
+                self.method,
+                self.scheme,
+                self.host,
+            ),
+            Appending(out),
+        )?;
+        let host = place(out, self.host);
+        postcard::to_extend(
+            &(
+                self.port,
+                self.path,
+                &self.categories,
+                self.outcome,
+                self.rule,
+                self.status,
+                self.bytes_up,
+                self.bytes_down,
+                self.duration_micros,
+                self.search,
+                self.seen_as,
+                self.user_agent,
+                self.failure,
+            ),
+            Appending(out),
+        )?;
+        Ok(Marks { user, host })
     }
 
     /// An owned copy (for alert evidence and query results).
@@ -480,7 +444,9 @@ pub(crate) mod tests {
         record.categories.push("five".into());
         record.categories.extend(["six".into(), "seven".into()]);
         let bytes = record.encode();
-        assert_eq!(record.as_ref().encode_onto(Vec::new()), bytes);
+        let mut encoded = Vec::new();
+        record.as_ref().encode_marked(&mut encoded).unwrap();
+        assert_eq!(encoded, bytes);
         let view = RecordRef::decode(&bytes).unwrap();
         assert_eq!(view, record.as_ref());
         assert_eq!(view.to_record(), record);
@@ -492,7 +458,7 @@ pub(crate) mod tests {
         bare.categories.clear();
         bare.failure = Some("dns-failure".into());
         let mut appended = vec![9, 9];
-        appended = bare.as_ref().encode_onto(appended);
+        bare.as_ref().encode_marked(&mut appended).unwrap();
         assert_eq!(appended[..2], [9, 9]);
         assert_eq!(appended[2..], bare.encode());
         assert_eq!(RecordRef::decode(&appended[2..]).unwrap().to_record(), bare);
@@ -500,7 +466,8 @@ pub(crate) mod tests {
         assert!(RecordRef::decode(&[]).is_err());
 
         for record in [&record, &bare] {
-            let (marked, marks) = record.as_ref().encode_marked(vec![7]);
+            let mut marked = vec![7];
+            let marks = record.as_ref().encode_marked(&mut marked).unwrap();
             assert_eq!(marked[1..], record.encode());
             let text =
                 |(start, end): (usize, usize)| std::str::from_utf8(&marked[start..end]).unwrap();

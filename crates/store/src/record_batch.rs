@@ -66,19 +66,12 @@ impl BufferPool {
     }
 }
 
-/// Where one record is, and what the writer's indexes need of it.
+/// Where one record is, and what its frame's header says of it.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    at: u64,
     buffer: usize,
     start: usize,
-    len: usize,
-    /// The user name's place within the record's bytes.
-    user: Option<(usize, usize)>,
-    /// The host name's place within the record's bytes.
-    host: (usize, usize),
-    blocked: bool,
-    searched: bool,
+    header: FrameHeader,
 }
 
 /// One record as [`crate::Store::write_batch`] stores it.
@@ -99,22 +92,24 @@ impl RecordBatch {
     pub(crate) fn from_frames(buffers: Vec<Vec<u8>>) -> RecordBatch {
         let mut entries = Vec::new();
         for (buffer, bytes) in buffers.iter().enumerate() {
-            let mut rest = bytes.as_slice();
-            let mut offset = 0;
-            while let Some(header) = rest.first_chunk::<FRAME_HEADER>() {
-                let Some(entry) = read_header(header, buffer, offset)
-                    .filter(|entry| entry.start + entry.len <= bytes.len())
-                else {
+            let mut start = 0;
+            while let Some(header) = bytes.get(start..).and_then(FrameHeader::read) {
+                let record_start = start + FRAME_HEADER;
+                let end = record_start + header.len as usize;
+                if end > bytes.len() {
                     break;
-                };
-                offset = entry.start + entry.len;
-                rest = &bytes[offset..];
-                entries.push(entry);
+                }
+                entries.push(Entry {
+                    buffer,
+                    start: record_start,
+                    header,
+                });
+                start = end;
             }
         }
         // Shards interleave: readers see records in time order, as they would have
         // arrived through one queue.
-        entries.sort_by_key(|entry| entry.at);
+        entries.sort_by_key(|entry| entry.header.at);
         RecordBatch {
             buffers,
             entries,
@@ -149,7 +144,8 @@ impl RecordBatch {
 
     /// The records in place, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = RecordRef<'_>> + '_ {
-        // Every entry decoded when the batch was made; the bytes have not changed.
+        // A record that does not decode is left out; it cannot happen, frames being
+        // made by `push_frame` from a record it has just encoded.
         self.entries
             .iter()
             .filter_map(|entry| RecordRef::decode(self.bytes(entry)).ok())
@@ -163,19 +159,20 @@ impl RecordBatch {
     pub(crate) fn stored(&self) -> impl Iterator<Item = Stored<'_>> + '_ {
         self.entries.iter().map(|entry| {
             let bytes = self.bytes(entry);
-            let text = |(start, end): (usize, usize)| {
+            let text = |(start, len): (u32, u32)| {
                 bytes
-                    .get(start..end)
+                    .get(start as usize..(start as usize).saturating_add(len as usize))
                     .and_then(|text| std::str::from_utf8(text).ok())
                     .unwrap_or_default()
             };
+            let header = &entry.header;
             Stored {
-                at: entry.at,
+                at: header.at,
                 bytes,
-                user: entry.user.map(text),
-                host: text(entry.host),
-                blocked: entry.blocked,
-                searched: entry.searched,
+                user: header.user.map(text),
+                host: text(header.host),
+                blocked: header.flags & BLOCKED != 0,
+                searched: header.flags & SEARCHED != 0,
             }
         })
     }
@@ -183,7 +180,7 @@ impl RecordBatch {
     fn bytes(&self, entry: &Entry) -> &[u8] {
         self.buffers
             .get(entry.buffer)
-            .and_then(|buffer| buffer.get(entry.start..entry.start + entry.len))
+            .and_then(|buffer| buffer.get(entry.start..entry.start + entry.header.len as usize))
             .unwrap_or_default()
     }
 }
@@ -194,68 +191,110 @@ const BLOCKED: u8 = 1;
 const SEARCHED: u8 = 2;
 const HAS_USER: u8 = 4;
 
-/// Appends `record` to `out` as one frame; false (nothing appended) when it is too
-/// large to frame (over 4 GiB).
-pub(crate) fn push_frame(out: &mut Vec<u8>, record: &RecordRef<'_>) -> bool {
-    let frame_start = out.len();
-    out.resize(frame_start + FRAME_HEADER, 0);
-    let (encoded, marks) = record.encode_marked(std::mem::take(out));
-    *out = encoded;
-    let record_start = frame_start + FRAME_HEADER;
-    let relative = |(start, end): (usize, usize)| (start - record_start, end - start);
-    let user = marks.user.map(relative);
-    let host = relative(marks.host);
-    let flags = if record.outcome == Outcome::Blocked {
-        BLOCKED
-    } else {
-        0
-    } | if record.search.is_some() { SEARCHED } else { 0 }
-        | if user.is_some() { HAS_USER } else { 0 };
-    let (user_start, user_len) = user.unwrap_or_default();
-    let numbers = [
-        out.len() - frame_start - 4,
-        user_start,
-        user_len,
-        host.0,
-        host.1,
-    ];
-    let mut header = [0u8; FRAME_HEADER];
-    header[4..12].copy_from_slice(&record.at_unix_micros.to_le_bytes());
-    header[12] = flags;
-    for (index, number) in numbers.into_iter().enumerate() {
-        let Ok(number) = u32::try_from(number) else {
-            out.truncate(frame_start);
-            return false;
-        };
-        let at = if index == 0 { 0 } else { 13 + 4 * (index - 1) };
-        header[at..at + 4].copy_from_slice(&number.to_le_bytes());
-    }
-    out[frame_start..record_start].copy_from_slice(&header);
-    true
+/// What a frame says of its record, ahead of it.
+#[derive(Debug, Clone, Copy)]
+struct FrameHeader {
+    /// The record's length.
+    len: u32,
+    at: u64,
+    flags: u8,
+    /// The user name's place in the record: start and length.
+    user: Option<(u32, u32)>,
+    /// The host name's place in the record: start and length.
+    host: (u32, u32),
 }
 
-/// The entry of the frame starting at `offset` in `buffer`.
-fn read_header(header: &[u8; FRAME_HEADER], buffer: usize, offset: usize) -> Option<Entry> {
-    let u32_at = |at: usize| {
-        header
-            .get(at..at + 4)
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(|b| u32::from_le_bytes(b) as usize)
-    };
-    let at = u64::from_le_bytes(header.get(4..12)?.try_into().ok()?);
-    let flags = header[12];
-    let (user_start, user_len) = (u32_at(13)?, u32_at(17)?);
-    let (host_start, host_len) = (u32_at(21)?, u32_at(25)?);
-    Some(Entry {
-        at,
-        buffer,
-        start: offset + FRAME_HEADER,
-        len: u32_at(0)?.checked_sub(FRAME_HEADER - 4)?,
-        user: (flags & HAS_USER != 0).then_some((user_start, user_start + user_len)),
-        host: (host_start, host_start + host_len),
-        blocked: flags & BLOCKED != 0,
-        searched: flags & SEARCHED != 0,
-    })
+impl FrameHeader {
+    fn to_bytes(self) -> [u8; FRAME_HEADER] {
+        let (user_start, user_len) = self.user.unwrap_or_default();
+        let fields: [&[u8]; 7] = [
+            &self.len.to_le_bytes(),
+            &self.at.to_le_bytes(),
+            &[self.flags],
+            &user_start.to_le_bytes(),
+            &user_len.to_le_bytes(),
+            &self.host.0.to_le_bytes(),
+            &self.host.1.to_le_bytes(),
+        ];
+        let mut bytes = [0; FRAME_HEADER];
+        let mut at = 0;
+        for field in fields {
+            bytes[at..at + field.len()].copy_from_slice(field);
+            at += field.len();
+        }
+        bytes
+    }
+
+    /// The header at the start of `bytes`, if they are long enough to hold one.
+    fn read(mut bytes: &[u8]) -> Option<FrameHeader> {
+        fn take<const N: usize>(rest: &mut &[u8]) -> Option<[u8; N]> {
+            let (head, tail) = rest.split_first_chunk::<N>()?;
+            *rest = tail;
+            Some(*head)
+        }
+        let rest = &mut bytes;
+        let len = u32::from_le_bytes(take(rest)?);
+        let at = u64::from_le_bytes(take(rest)?);
+        let [flags] = take(rest)?;
+        let user = (
+            u32::from_le_bytes(take(rest)?),
+            u32::from_le_bytes(take(rest)?),
+        );
+        let host = (
+            u32::from_le_bytes(take(rest)?),
+            u32::from_le_bytes(take(rest)?),
+        );
+        Some(FrameHeader {
+            len,
+            at,
+            flags,
+            user: (flags & HAS_USER != 0).then_some(user),
+            host,
+        })
+    }
+}
+
+/// Appends `record` to `out` as one frame; false (nothing appended, what `out` held
+/// untouched) when it cannot be encoded or framed (over 4 GiB).
+pub(crate) fn push_frame(out: &mut Vec<u8>, record: &RecordRef<'_>) -> bool {
+    let frame_start = out.len();
+    let record_start = frame_start + FRAME_HEADER;
+    out.resize(record_start, 0);
+    let header = record.encode_marked(out).ok().and_then(|marks| {
+        let place = |(start, end): (usize, usize)| {
+            Some((
+                u32::try_from(start - record_start).ok()?,
+                u32::try_from(end - start).ok()?,
+            ))
+        };
+        let user = match marks.user {
+            Some(user) => Some(place(user)?),
+            None => None,
+        };
+        let flags = if record.outcome == Outcome::Blocked {
+            BLOCKED
+        } else {
+            0
+        } | if record.search.is_some() { SEARCHED } else { 0 }
+            | if user.is_some() { HAS_USER } else { 0 };
+        Some(FrameHeader {
+            len: u32::try_from(out.len() - record_start).ok()?,
+            at: record.at_unix_micros,
+            flags,
+            user,
+            host: place(marks.host)?,
+        })
+    });
+    match header {
+        Some(header) => {
+            out[frame_start..record_start].copy_from_slice(&header.to_bytes());
+            true
+        }
+        None => {
+            out.truncate(frame_start);
+            false
+        }
+    }
 }
 
 #[cfg(test)]

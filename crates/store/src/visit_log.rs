@@ -739,20 +739,7 @@ impl Store {
     /// [`Store::write_batch`]): one atomic sled batch for the references, then one for
     /// the blocks. Not flushed.
     pub fn write_records(&self, records: &[Record]) -> Result<(), StoreError> {
-        let encoded: Vec<Vec<u8>> = records.iter().map(Record::encode).collect();
-        let items: Vec<Stored<'_>> = records
-            .iter()
-            .zip(&encoded)
-            .map(|(record, bytes)| Stored {
-                at: record.at_unix_micros,
-                bytes,
-                user: record.user.as_deref(),
-                host: &record.host,
-                blocked: record.outcome == Outcome::Blocked,
-                searched: record.search.is_some(),
-            })
-            .collect();
-        self.write_stored(&items)
+        self.write_batch(&RecordBatch::from_records(records))
     }
 
     /// Writes records as the writer task took them from its queue, storing their

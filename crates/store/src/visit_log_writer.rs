@@ -217,12 +217,6 @@ impl VisitLogQueue {
         self.handle.shared.submit(&record.as_ref())
     }
 
-    /// Queues a borrowed record (encoded at once, so nothing of it is kept); false
-    /// (and counted as dropped) when the queue is full or the writer has stopped.
-    pub fn submit_ref(&self, record: &RecordRef<'_>) -> bool {
-        self.handle.shared.submit(record)
-    }
-
     /// The writer's counters.
     pub fn stats(&self) -> &Arc<VisitLogStats> {
         &self.handle.shared.stats
