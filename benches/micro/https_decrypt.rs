@@ -119,6 +119,7 @@ async fn run(duration: Duration, workers: usize) {
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             auth: Arc::default(),
             records: None,
+            record_clock: Default::default(),
             decryption: Some(Arc::clone(&decryption)),
         },
         &[],

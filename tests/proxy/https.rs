@@ -55,18 +55,18 @@ never_categories = ["banking"]
 
 /// A running SafeGate with the school CA, a TLS origin for `ORIGIN_NAMES`, and two
 /// origins with bad certificates.
-struct Setup {
-    safegate: SafeGate,
-    origin: Origin,
+pub(crate) struct Setup {
+    pub(crate) safegate: SafeGate,
+    pub(crate) origin: Origin,
     expired: OtherOrigin,
     wrong_name: OtherOrigin,
     /// An origin that offers HTTP/2 (ALPN) and answers with the version it saw.
     h2: OtherOrigin,
     /// The school CA (PEM) and its file.
-    school_ca: String,
+    pub(crate) school_ca: String,
     school_ca_file: PathBuf,
     /// The origin's test CA (PEM).
-    origin_ca: String,
+    pub(crate) origin_ca: String,
     /// `--config` and `--set`s for commands on the same data and policy.
     cli_args: Vec<String>,
     _dns: FakeDns,
@@ -74,12 +74,17 @@ struct Setup {
 }
 
 impl Setup {
-    async fn start() -> Self {
-        Self::start_with_users(&[]).await
+    pub(crate) async fn start() -> Self {
+        Self::start_with(&[], &[]).await
     }
 
     /// As `start`, with `(name, role, password)` users imported before SafeGate starts.
     async fn start_with_users(users: &[(&str, &str, &str)]) -> Self {
+        Self::start_with(users, &[]).await
+    }
+
+    /// As `start`, with users and further `--set`s.
+    pub(crate) async fn start_with(users: &[(&str, &str, &str)], extra_sets: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let data = format!("data_dir={:?}", data_dir.display().to_string());
@@ -133,7 +138,7 @@ impl Setup {
         let dns = FakeDns::start(&names).await;
         let policy = dir.path().join("policy.toml");
         std::fs::write(&policy, POLICY).unwrap();
-        let sets = [
+        let mut sets = vec![
             data,
             format!("policy.file={:?}", policy.display().to_string()),
             format!("upstream.dns.servers=[\"{}\"]", dns.addr),
@@ -150,6 +155,7 @@ impl Setup {
             // Tunnels that a test's client keeps open do not hold the shutdown up.
             "proxy.shutdown_grace=\"1s\"".to_owned(),
         ];
+        sets.extend(extra_sets.iter().map(|set| (*set).to_owned()));
         let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
         let safegate = SafeGate::start(&refs).await;
         let cli_args = vec![
@@ -701,7 +707,7 @@ async fn websockets_work_inside_a_decrypted_tunnel() {
 }
 
 /// A rustls ClientHello naming `name`, as it goes on the wire.
-fn client_hello(name: &str) -> Vec<u8> {
+pub(crate) fn client_hello(name: &str) -> Vec<u8> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -29,3 +29,4 @@ mod tunnel;
 mod upstream_failures;
 mod users_cli;
 mod visit_log;
+mod ways_in;

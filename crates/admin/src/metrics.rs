@@ -34,7 +34,7 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{Encoder, IntGauge, Opts, Registry, TextEncoder};
-use safegate_proxy::filter::PolicyHandle;
+use safegate_proxy::PolicyHandle;
 use safegate_proxy::metrics::{HistogramSnapshot, ProxyMetrics};
 use safegate_store::{VisitLogStats, VisitLogStatsSnapshot};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -15,7 +15,10 @@ use std::net::SocketAddr;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
+use jiff::Timestamp;
+use safegate_policy::{Decision, Snapshot};
 
+use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::error_page::REASON_HEADER;
 use crate::local_pages::REVIEW_PATH;
@@ -46,6 +49,39 @@ pub struct BlockInfo<'a> {
     pub review_action: Option<&'a str>,
     /// The review form's token (purpose `Review`, bound to the client's address).
     pub review_token: Option<&'a str>,
+}
+
+impl<'a> BlockInfo<'a> {
+    /// What the page shows for `decision`, made for `identity`, of the address `url`
+    /// as requested, at the local time `at` ([`local_time`]).
+    pub fn of(
+        decision: &'a Decision,
+        identity: &'a Identity,
+        url: &'a str,
+        at: &'a str,
+        review_action: Option<&'a str>,
+        review_token: Option<&'a str>,
+    ) -> Self {
+        Self {
+            url,
+            categories: &decision.categories,
+            rule: &decision.rule,
+            reason: &decision.reason,
+            at,
+            user: identity.user.as_deref(),
+            role: identity.role.as_str(),
+            group: identity.group.as_deref(),
+            review_action,
+            review_token,
+        }
+    }
+}
+
+/// The decision time in the school's time zone, as the block page shows it.
+pub fn local_time(snapshot: &Snapshot, now: Timestamp) -> String {
+    now.to_zoned_datetime(snapshot.timezone().clone())
+        .strftime("%a %-d %b %Y, %H:%M %Z")
+        .to_string()
 }
 
 /// Where the block page's review form posts to; SafeGate answers both itself.

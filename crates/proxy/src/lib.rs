@@ -12,12 +12,15 @@
 //! when the school CA is set up, decrypted (`tls`) so that the whole policy applies to
 //! the full address.
 //!
-//! One request flows: `listener` (accept, limits, timeouts) → `service` (identify the
-//! client with `auth`: credentials, portal log-in, address binding or default role, or
-//! send it to the login portal, `portal_pages`; route) →
-//! `tunnel` or forward through `upstream` (DNS, `destination_guard`, connect) →
-//! response streamed back, or an `error_page`. Nothing on that path touches the disk
-//! or a global lock apart from hyper-util's connection pool.
+//! One request flows: `listener` (accept, limits, timeouts) → a way in (`service` for
+//! explicit clients: SafeGate's own pages, `portal_pages`, CONNECT through `tunnel`,
+//! other requests through `forward`; `transparent`; `tls::intercept` for requests
+//! inside a decrypted tunnel) → the same `pipeline` steps for every way in: identify
+//! the client with `auth` (credentials, portal log-in, address binding or default
+//! role), decide, answer (the `block_page`, a forward through `upstream`: DNS,
+//! `destination_guard`, connect; a tunnel or upgrade through `relay`; an
+//! `error_page`), finish (count and complete the visit record once). Nothing on that
+//! path touches the disk or a global lock apart from hyper-util's connection pool.
 //!
 //! Every request is counted in [`metrics`] (relaxed atomics in fixed arrays, read by
 //! `/metrics` at scrape time): decisions by verdict, role and category, latencies,
@@ -30,7 +33,6 @@ pub mod destination_guard;
 pub mod dns;
 pub mod error;
 pub mod error_page;
-pub mod filter;
 pub mod hop_by_hop;
 pub mod local_pages;
 pub mod metrics;
@@ -42,15 +44,21 @@ pub mod visit_record;
 
 mod body;
 mod client_io;
+mod forward;
+mod hello;
+mod intake;
 mod listener;
 mod original_dst;
+mod pipeline;
 mod portal_pages;
+mod relay;
 mod service;
 #[cfg(target_os = "linux")]
 mod splice_relay;
 mod state;
 mod transparent;
 mod tunnel;
+mod userinfo;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,9 +80,15 @@ pub use crate::config::{
 pub use crate::error::{ProxyError, UpstreamError};
 
 use crate::destination_guard::DestinationGuard;
+use crate::intake::ListenerKind;
 use crate::state::{ProxyState, Stats};
-use crate::transparent::ListenerKind;
 use crate::upstream::Connector;
+use crate::visit_record::RecordClock;
+
+/// The live policy, swapped atomically on reload: a request takes one snapshot at its
+/// start and keeps using it, so a reload never disturbs a request in flight and never
+/// makes one wait.
+pub type PolicyHandle = Arc<arc_swap::ArcSwap<safegate_policy::Snapshot>>;
 
 /// How long connections and tunnels cut off after the shutdown grace get to end.
 const CUT_OFF_WAIT: Duration = Duration::from_secs(1);
@@ -93,12 +107,14 @@ pub struct ProxySettings<'a> {
     /// Where review requests from the block page go; none disables the form.
     pub reviews: Option<safegate_store::ReviewQueue>,
     /// The live policy every request is decided against.
-    pub policy: filter::PolicyHandle,
+    pub policy: PolicyHandle,
     /// Proxy authentication and address bindings; the binary keeps its user table
     /// current.
     pub auth: Arc<auth::Authenticator>,
     /// Where visit-log records go; none turns the visit log off.
     pub records: Option<visit_record::SharedSink>,
+    /// The clock records are stamped with (the system clock in service).
+    pub record_clock: RecordClock,
     /// HTTPS decryption with the school CA; none tunnels all HTTPS untouched.
     pub decryption: Option<Arc<tls::Decryption>>,
 }
@@ -143,6 +159,7 @@ impl Proxy {
             policy,
             auth,
             records,
+            record_clock,
             decryption,
         } = settings;
         let listener =
@@ -216,8 +233,10 @@ impl Proxy {
             stats,
             started: Instant::now(),
             reviews,
-            filter: filter::Filter::new(policy, auth),
+            policy,
+            auth,
             records,
+            record_clock,
             cut_off: CancellationToken::new(),
         });
         Ok(Self {
@@ -264,10 +283,10 @@ impl Proxy {
             shutdown_grace,
         } = self;
         // Portal sessions nobody looks up are ended by a sweep until shutdown.
-        let sweep_period = (state.filter.auth().portal_idle_timeout() / 2)
+        let sweep_period = (state.auth.portal_idle_timeout() / 2)
             .clamp(Duration::from_millis(100), Duration::from_secs(60));
         let sweeper = tokio::spawn({
-            let auth = std::sync::Arc::clone(state.filter.auth());
+            let auth = Arc::clone(&state.auth);
             let shutdown = shutdown.clone();
             async move {
                 let mut ticks = tokio::time::interval(sweep_period);

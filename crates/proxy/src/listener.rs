@@ -26,9 +26,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::client_io::{Activity, ClientIo, Phase};
-use crate::service::{self, ClientContext};
+use crate::intake::{ClientContext, Intake, ListenerKind};
+use crate::original_dst::canonical;
+use crate::service;
 use crate::state::ProxyState;
-use crate::transparent::{self, Intake, ListenerKind};
+use crate::transparent;
 
 const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
 Content-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\nContent-Length: 52\r\n\r\n\
@@ -181,11 +183,6 @@ async fn serve_client(
             let _ = tokio::time::timeout(Duration::from_secs(1), connection.as_mut()).await;
         }
     }
-}
-
-/// An IPv4-mapped IPv6 address (from a dual-stack listener) as the IPv4 address.
-pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 fn log_connection_error(peer: SocketAddr, error: &hyper::Error) {

@@ -10,10 +10,6 @@
 //! The admin crate reads the counters at scrape time through
 //! [`ProxyMetrics::snapshot`].
 //!
-//! The per-request log line reads the verdict from the response (`RequestOutcome`),
-//! and logs only addresses with any `user:password@` taken out
-//! (`target_without_userinfo`).
-//!
 //! Label values come from fixed sets only: the verdict, the three browsing roles, the
 //! policy's category names (bounded: later ones count as `other`; `none` for
 //! uncategorised sites), the upstream failure kinds. Never a user, host or URL.
@@ -24,7 +20,6 @@ use std::time::Duration;
 
 use safegate_policy::{Decision, Role, Verdict};
 
-use crate::error::UpstreamError;
 
 /// Label values of the verdict, in counter order.
 pub const DECISIONS: [&str; 2] = ["allowed", "blocked"];
@@ -106,6 +101,10 @@ impl std::fmt::Debug for ProxyMetrics {
     }
 }
 
+/// Where one decision is counted: its index in the decision counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DecisionSlot(usize);
+
 fn role_index(role: Role) -> usize {
     match role {
         Role::Pupil => 0,
@@ -144,19 +143,34 @@ impl ProxyMetrics {
     }
 
     /// Counts one decision for `role` and how long it took.
+    #[cfg(test)]
     pub(crate) fn decided(&self, role: Role, decision: &Decision, took: Duration) {
+        self.count_decision(self.decision_slot(role, decision), took);
+    }
+
+    /// Where a decision for `role` is counted (verdict, role and deciding category),
+    /// worked out when it is made and counted by [`Self::count_decision`] when the
+    /// request is finished.
+    pub(crate) fn decision_slot(&self, role: Role, decision: &Decision) -> DecisionSlot {
         let verdict = match decision.verdict {
             Verdict::Allow => 0,
             Verdict::Block => 1,
         };
         let slot = counted_category(decision).map_or(NONE_SLOT, |name| self.categories.slot(name));
-        if let Some(counter) = self
-            .decisions
-            .get(decision_index(verdict, role_index(role), slot))
-        {
+        DecisionSlot(decision_index(verdict, role_index(role), slot))
+    }
+
+    /// Counts one decision in `slot`, and how long it took.
+    pub(crate) fn count_decision(&self, slot: DecisionSlot, took: Duration) {
+        if let Some(counter) = self.decisions.get(slot.0) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         self.decision_latency.observe(took);
+    }
+
+    /// Counts one request answered (or one connection decided, for transparent HTTPS).
+    pub(crate) fn request_counted(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one request answered (its response head ready) after `took`.
@@ -165,7 +179,8 @@ impl ProxyMetrics {
     }
 
     /// Counts one failure to reach an origin.
-    pub(crate) fn upstream_failed(&self, error: &UpstreamError) {
+    #[cfg(test)]
+    pub(crate) fn upstream_failed(&self, error: &crate::error::UpstreamError) {
         self.upstream_failed_kind(error.kind());
     }
 
@@ -225,76 +240,6 @@ impl ProxyMetrics {
             dns_cache_hits: self.dns.hits.load(Ordering::Relaxed),
             dns_cache_misses: self.dns.misses.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// What was decided for a request, carried on its response for the per-request log
-/// line: `allowed` or `blocked`; a response without it was not decided (SafeGate's
-/// own pages, log-in challenges, bad requests).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RequestOutcome(pub(crate) &'static str);
-
-impl RequestOutcome {
-    /// Whether the per-request line is logged (by `service`); the mark costs an
-    /// allocation, so it is only made then.
-    fn wanted() -> bool {
-        tracing::enabled!(target: "safegate_proxy::service", tracing::Level::DEBUG)
-    }
-
-    /// Marks `response` as blocked.
-    pub(crate) fn blocked<B>(mut response: http::Response<B>) -> http::Response<B> {
-        if Self::wanted() {
-            response.extensions_mut().insert(Self(DECISIONS[1]));
-        }
-        response
-    }
-
-    /// Marks `response` as allowed, unless it already says blocked.
-    pub(crate) fn allowed<B>(mut response: http::Response<B>) -> http::Response<B> {
-        if Self::wanted() && response.extensions().get::<Self>().is_none() {
-            response.extensions_mut().insert(Self(DECISIONS[0]));
-        }
-        response
-    }
-
-    /// The verdict on `response`, or `-` when none was made.
-    pub(crate) fn of<B>(response: &http::Response<B>) -> &'static str {
-        response
-            .extensions()
-            .get::<Self>()
-            .map_or("-", |outcome| outcome.0)
-    }
-}
-
-/// Takes the `user:password@` part out of `uri`, if it has one.
-pub(crate) fn strip_userinfo(uri: &mut http::Uri) {
-    let Some(authority) = uri.authority() else {
-        return;
-    };
-    let Some((_, host)) = authority.as_str().rsplit_once('@') else {
-        return;
-    };
-    let Ok(host) = http::uri::Authority::try_from(host) else {
-        return;
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.authority = Some(host);
-    if let Ok(stripped) = http::Uri::from_parts(parts) {
-        *uri = stripped;
-    }
-}
-
-/// `uri` as text without its `user:password@` part, for logs and pages.
-pub(crate) fn target_without_userinfo(uri: &http::Uri) -> String {
-    let text = uri.to_string();
-    match uri.authority().map(http::uri::Authority::as_str) {
-        Some(authority) if authority.contains('@') => {
-            let without = authority
-                .rsplit_once('@')
-                .map_or(authority, |(_, host)| host);
-            text.replacen(authority, without, 1)
-        }
-        _ => text,
     }
 }
 
@@ -501,6 +446,7 @@ impl CategorySlots {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::UpstreamError;
 
     fn decision(verdict: Verdict, rule: &str, categories: &[&str]) -> Decision {
         Decision {
@@ -651,24 +597,6 @@ mod tests {
         assert_eq!(histogram.cumulative.last(), Some(&2));
         assert_eq!(histogram.count, 3);
         assert!((histogram.sum_seconds - 60.0075).abs() < 1e-9);
-    }
-
-    #[test]
-    fn userinfo_is_left_out_of_targets() {
-        let uri: http::Uri = "http://alice:s3cret@example.org:8080/a?b=c"
-            .parse()
-            .unwrap_or_else(|_| unreachable!());
-        assert_eq!(
-            target_without_userinfo(&uri),
-            "http://example.org:8080/a?b=c"
-        );
-        let uri: http::Uri = "example.org:443".parse().unwrap_or_else(|_| unreachable!());
-        assert_eq!(target_without_userinfo(&uri), "example.org:443");
-        let mut uri: http::Uri = "http://a:b@example.org/x?y"
-            .parse()
-            .unwrap_or_else(|_| unreachable!());
-        strip_userinfo(&mut uri);
-        assert_eq!(uri.to_string(), "http://example.org/x?y");
     }
 
     #[test]

@@ -16,7 +16,10 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
-use crate::listener::canonical;
+/// An IPv4-mapped IPv6 address (from a dual-stack listener) as the IPv4 address.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
 
 /// The destination the client originally connected to, when the connection was
 /// redirected to SafeGate on this machine; `None` otherwise (and off Linux).

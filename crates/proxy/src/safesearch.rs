@@ -7,6 +7,9 @@
 
 use http::HeaderValue;
 use http::header::HeaderMap;
+use safegate_policy::Snapshot;
+
+use crate::auth::Identity;
 
 /// What to enforce for one person.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -15,6 +18,21 @@ pub struct Restrictions {
     pub safesearch: bool,
     /// YouTube Restricted Mode.
     pub youtube: YouTubeMode,
+}
+
+impl Restrictions {
+    /// What the policy enforces for `identity`.
+    pub fn for_identity(snapshot: &Snapshot, identity: &Identity) -> Self {
+        let policy = snapshot.safesearch(&identity.subject());
+        Self {
+            safesearch: policy.safesearch,
+            youtube: match policy.youtube {
+                safegate_policy::YouTubeMode::Off => YouTubeMode::Off,
+                safegate_policy::YouTubeMode::Moderate => YouTubeMode::Moderate,
+                safegate_policy::YouTubeMode::Strict => YouTubeMode::Strict,
+            },
+        }
+    }
 }
 
 /// YouTube Restricted Mode level.

@@ -36,8 +36,13 @@ pub(crate) struct ProxyState {
     pub(crate) stats: Stats,
     pub(crate) started: Instant,
     pub(crate) reviews: Option<safegate_store::ReviewQueue>,
-    pub(crate) filter: crate::filter::Filter,
+    /// The live policy; a request takes one snapshot and keeps it.
+    pub(crate) policy: crate::PolicyHandle,
+    /// Who clients are: credentials, portal log-ins, address bindings.
+    pub(crate) auth: Arc<crate::auth::Authenticator>,
     pub(crate) records: Option<crate::visit_record::SharedSink>,
+    /// The clock visit-log records are stamped with.
+    pub(crate) record_clock: crate::visit_record::RecordClock,
     /// Cancelled when the shutdown grace has run out: open connections and tunnels
     /// end at once, so their visit-log records still reach the writer.
     pub(crate) cut_off: tokio_util::sync::CancellationToken,
@@ -70,21 +75,6 @@ impl Stats {
     /// The counters, for `/metrics`.
     pub(crate) fn shared(&self) -> Arc<ProxyMetrics> {
         Arc::clone(&self.0)
-    }
-
-    /// Decides `target` for `subject` with `snapshot`, counting the decision and its
-    /// time.
-    pub(crate) fn decide(
-        &self,
-        snapshot: &safegate_policy::Snapshot,
-        subject: &safegate_policy::Subject<'_>,
-        target: &safegate_policy::RequestTarget,
-        now: jiff::Timestamp,
-    ) -> safegate_policy::Decision {
-        let started = Instant::now();
-        let decision = snapshot.decide(subject, target, now);
-        self.0.decided(subject.role, &decision, started.elapsed());
-        decision
     }
 
     pub(crate) fn connection_opened(&self) -> OpenGuard<'_> {

@@ -38,15 +38,12 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use bytes::BufMut;
 use http::header::HOST;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use jiff::Timestamp;
 use safegate_policy::RequestTarget;
 use safegate_store::SeenAs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,59 +54,19 @@ use tracing::{debug, info};
 
 use crate::body::ResponseBody;
 use crate::error_page;
-use crate::filter;
+use crate::hello::send_access_denied;
+use crate::intake::ClientContext;
 use crate::original_dst;
-use crate::safesearch;
-use crate::service::{self, ClientContext, Decided};
+use crate::pipeline::{self, Destination, Ledger};
+use crate::relay;
+use crate::safesearch::{self, Restrictions};
+use crate::service;
 use crate::sni::{self, HelloError, MAX_CLIENT_HELLO};
 use crate::state::ProxyState;
-use crate::tunnel;
-use crate::visit_record::{Direction, PendingRecord, RequestFacts, TunnelBytes};
+use crate::visit_record::{Direction, PendingRecord, TunnelBytes};
 
-/// A fatal `access_denied` alert (RFC 8446 §6.2): browsers show it as the site
-/// refusing access, which is the most a proxy that does not decrypt can say.
-const ACCESS_DENIED_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 49];
-
-/// Time given to the alert to leave before the connection is closed.
-const ALERT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// What kind of clients a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ListenerKind {
-    /// Browsers configured to use SafeGate as their proxy (`proxy.listen`).
-    Explicit,
-    /// Redirected plain HTTP (`transparent.http_listen`).
-    TransparentHttp,
-    /// Redirected HTTPS (`transparent.https_listen`).
-    TransparentTls,
-}
-
-/// How a client connection reached SafeGate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Intake {
-    /// Through the explicit proxy listener: the client knows it talks to a proxy and
-    /// can be asked for credentials.
-    Explicit,
-    /// Redirected to a transparent listener: the client believes it talks to the
-    /// site, so it cannot be asked for proxy credentials.
-    Transparent {
-        /// Where the client was originally going, when the redirect happened on this
-        /// machine.
-        original_dst: Option<SocketAddr>,
-    },
-}
-
-impl Intake {
-    /// How a connection accepted on a `kind` listener reached SafeGate.
-    pub(crate) fn of(kind: ListenerKind, stream: &TcpStream) -> Self {
-        match kind {
-            ListenerKind::Explicit => Self::Explicit,
-            ListenerKind::TransparentHttp | ListenerKind::TransparentTls => Self::Transparent {
-                original_dst: original_dst::lookup(stream),
-            },
-        }
-    }
-}
+/// The method transparent HTTPS connections are recorded with.
+const TLS_METHOD: &str = "TLS";
 
 /// Why a redirected HTTP request names no site SafeGate can go to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,8 +94,7 @@ pub(crate) async fn handle_http(
         Err(error) => {
             // Counted as a request like any other; the connection's clock sees it
             // served, so keep-alive and timeouts behave as for every answer.
-            let in_flight = client.activity.request_started();
-            state.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let ledger = Ledger::begin(&client, request.method(), None);
             let target = request.uri().to_string();
             info!(client = %client.peer, target, %error, "transparent request refused; answered 400");
             let (reason, detail) = match error {
@@ -149,7 +105,7 @@ pub(crate) async fn handle_http(
                 TargetError::BadHost => ("bad-host", "The request's Host header is not valid."),
             };
             let page = error_page::page(StatusCode::BAD_REQUEST, reason, &target, detail);
-            return page.map(|body| body.finishing(in_flight));
+            return pipeline::finish(&state, ledger, page, None);
         }
     }
     service::handle(state, client, request).await
@@ -264,77 +220,92 @@ pub(crate) async fn serve_tls(
             return;
         }
     };
-    state.stats.requests.fetch_add(1, Ordering::Relaxed);
     let Some((host, port)) = destination(server_name, original_dst) else {
+        let ledger = Ledger::begin_connection(peer, &tls_method(), None);
+        let _ = pipeline::finish_tunnel(&state, ledger, None, 400, None);
         info!(client = %peer, "transparent HTTPS connection without SNI and without an original destination (it was not redirected); closed");
         return;
     };
+    let mut ledger = Ledger::begin_connection(peer, &tls_method(), Some(&host));
     let target = match host.parse::<IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, port).to_string(),
         Err(_) => format!("{host}:{port}"),
     };
-    let Ok(normalized) = RequestTarget::from_parts(&host, None) else {
+    let Ok(normalised) = RequestTarget::from_parts(&host, None) else {
+        let _ = pipeline::finish_tunnel(&state, ledger, None, 400, None);
         info!(client = %peer, target, "transparent HTTPS server name is not a valid host; closed");
         return;
     };
-    let Decided {
-        snapshot,
-        identity,
-        decision,
-        mut pending,
-        ..
-    } = decide(&state, peer, &normalized, port);
-    if decision.is_blocked() {
+    let who = pipeline::identify_by_address(&state, peer.ip());
+    let destination = Destination {
+        target: &normalised,
+        scheme: "https",
+        port,
+        // The store has no "SNI" kind yet; like CONNECT, only the host is seen.
+        seen_as: SeenAs::ConnectHost,
+        method: TLS_METHOD,
+        user_agent: None,
+    };
+    let decided = pipeline::decide(&state, &mut ledger, who, destination);
+    if decided.decision.is_blocked() {
         info!(
             client = %peer,
-            role = identity.role.as_str(),
+            role = decided.identity.role.as_str(),
             target,
-            rule = decision.rule,
-            categories = ?decision.categories,
+            rule = decided.decision.rule,
+            categories = ?decided.decision.categories,
             "blocked (transparent HTTPS: TLS access_denied alert)"
         );
-        if let Some(pending) = &mut pending {
-            // Recorded like a refused CONNECT.
-            pending.finish(StatusCode::FORBIDDEN.as_u16(), None);
-        }
-        let _ = tokio::time::timeout(ALERT_WRITE_TIMEOUT, async {
-            if stream.write_all(&ACCESS_DENIED_ALERT).await.is_ok() {
-                let _ = stream.shutdown().await;
-            }
-        })
-        .await;
+        // Recorded like a refused CONNECT.
+        let _record = pipeline::finish_tunnel(&state, ledger, None, 403, None);
+        send_access_denied(&mut stream).await;
         return;
     }
-    let restrictions = filter::restrictions(&snapshot, &identity);
+    let restrictions = Restrictions::for_identity(&decided.snapshot, &decided.identity);
     // SafeSearch without decryption, as for CONNECT: go to the provider's enforced
     // endpoint; the client's TLS still names the original host.
-    let connect_host = safesearch::enforced_endpoint(normalized.host.as_str(), restrictions)
+    let connect_host = safesearch::enforced_endpoint(normalised.host.as_str(), restrictions)
         .unwrap_or(host.as_str());
-    let mut origin = match state.connector.connect(connect_host, port).await {
+    let origin = match state.connector.connect(connect_host, port).await {
         Ok(origin) => origin,
         Err(error) => {
             debug!(%error, target, "transparent HTTPS connect failed");
-            state.stats.upstream_failed(&error);
-            if let Some(pending) = &mut pending {
-                pending.finish(StatusCode::BAD_GATEWAY.as_u16(), Some(error.kind()));
-            }
+            let _record = pipeline::finish_tunnel(&state, ledger, None, 502, Some(error.kind()));
             return;
         }
     };
+    let record = pipeline::finish_tunnel(&state, ledger, None, 200, None);
+    relay_hello(&state, stream, origin, &hello, &target, record).await;
+}
+
+/// The method of a transparent HTTPS "request", for the debug line.
+fn tls_method() -> Method {
+    Method::from_bytes(TLS_METHOD.as_bytes()).unwrap_or(Method::CONNECT)
+}
+
+/// Sends the origin the ClientHello exactly as received, then relays both ways; the
+/// record counts the bytes and is submitted when the relay ends.
+async fn relay_hello(
+    state: &ProxyState,
+    stream: TcpStream,
+    mut origin: TcpStream,
+    hello: &[u8],
+    target: &str,
+    mut record: Option<PendingRecord>,
+) {
     let bytes = Arc::new(TunnelBytes::default());
-    if let Some(pending) = &mut pending {
-        pending.finish(StatusCode::OK.as_u16(), None);
-        pending.follow_tunnel(Arc::clone(&bytes));
+    if let Some(record) = &mut record {
+        record.follow_tunnel(Arc::clone(&bytes));
     }
-    let sent = tokio::time::timeout(state.tunnel_idle_timeout, origin.write_all(&hello)).await;
+    let sent = tokio::time::timeout(state.tunnel_idle_timeout, origin.write_all(hello)).await;
     if !matches!(sent, Ok(Ok(()))) {
         debug!(target, "the origin did not take the ClientHello");
         return;
     }
     bytes.add(Direction::Up, hello.len() as u64);
-    tunnel::relay_counted(&state, stream, origin, &target, bytes).await;
+    relay::relay_counted(state, stream, origin, target, bytes).await;
     // The record is submitted here, with the relay's bytes and lifetime.
-    drop(pending);
+    drop(record);
 }
 
 /// The host to decide and connect to, and the port: the server name, or the original
@@ -373,43 +344,11 @@ async fn read_client_hello(
     }
 }
 
-/// Identifies the client by its address and decides a TLS connection to
-/// `target:port`, starting its visit-log record.
-fn decide(state: &ProxyState, peer: SocketAddr, target: &RequestTarget, port: u16) -> Decided {
-    let started = Instant::now();
-    let snapshot = state.filter.snapshot();
-    let identity = state.filter.identify(peer.ip(), &snapshot);
-    let now = Timestamp::now();
-    let decision = state
-        .stats
-        .decide(&snapshot, &identity.subject(), target, now);
-    let pending = state.records.as_ref().map(|sink| {
-        let facts = RequestFacts {
-            client: peer,
-            identity: &identity,
-            method: "TLS",
-            scheme: "https",
-            target,
-            port,
-            decision: &decision,
-            // The store has no "SNI" kind yet; like CONNECT, only the host is seen.
-            seen_as: SeenAs::ConnectHost,
-            user_agent: None,
-        };
-        PendingRecord::new(facts.record(0), Arc::clone(sink), started)
-    });
-    Decided {
-        snapshot,
-        identity,
-        decision,
-        now,
-        pending,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
 
     use super::*;
 

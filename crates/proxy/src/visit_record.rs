@@ -1,6 +1,7 @@
 //! Visit-log records produced by the proxy. A record is started when a request has
-//! been decided, follows the response body (or the tunnel) while it runs, and is handed
-//! to the `RecordSink` when the body is finished or dropped, with bytes and duration
+//! been decided (with the search terms read from its address, when it is visible),
+//! follows the response body (or the tunnel) while it runs, and is handed to the
+//! `RecordSink` complete when the body is finished or dropped, with bytes and duration
 //! filled in. The sink never waits: it is the store's bounded queue.
 
 use std::net::SocketAddr;
@@ -8,10 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use safegate_policy::{Decision, RequestTarget};
-use safegate_store::{Outcome, Record, SeenAs};
+use safegate_policy::{Decision, RequestTarget, Role};
+use safegate_store::{IdentifiedBy, Outcome, Record, SeenAs};
 
-use crate::filter::Identity;
 
 /// Where finished records go. Implementations must not block.
 pub trait RecordSink: Send + Sync + 'static {
@@ -22,17 +22,35 @@ pub trait RecordSink: Send + Sync + 'static {
 /// A shared sink.
 pub type SharedSink = Arc<dyn RecordSink>;
 
-/// Now, in Unix microseconds.
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+/// The clock records are stamped with: the system clock, shifted by a fixed offset
+/// (zero in service; an end-to-end test replays a school week by shifting it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordClock {
+    offset_micros: i64,
+}
+
+impl RecordClock {
+    /// The system clock shifted by `offset_micros` (negative: into the past).
+    pub fn shifted(offset_micros: i64) -> Self {
+        Self { offset_micros }
+    }
+
+    /// Now, in Unix microseconds.
+    pub fn now_micros(self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .saturating_add_signed(self.offset_micros)
+    }
 }
 
 /// What describes a request before it is answered.
 pub(crate) struct RequestFacts<'a> {
     pub(crate) client: SocketAddr,
-    pub(crate) identity: &'a Identity,
+    pub(crate) user: Option<&'a str>,
+    pub(crate) role: Role,
+    pub(crate) group: Option<&'a str>,
+    pub(crate) identified_by: IdentifiedBy,
     pub(crate) method: &'a str,
     pub(crate) scheme: &'static str,
     pub(crate) target: &'a RequestTarget,
@@ -43,18 +61,19 @@ pub(crate) struct RequestFacts<'a> {
 }
 
 impl RequestFacts<'_> {
-    /// The record as far as it is known at decision time.
-    pub(crate) fn record(&self, status: u16) -> Record {
+    /// The record as far as it is known at decision time, search terms included.
+    pub(crate) fn record(&self, clock: RecordClock) -> Record {
+        let host = self.target.host.as_str();
         Record {
-            at_unix_micros: now_micros(),
-            user: self.identity.user.clone(),
-            role: self.identity.role.as_str().to_owned(),
-            group: self.identity.group.clone(),
+            at_unix_micros: clock.now_micros(),
+            user: self.user.map(str::to_owned),
+            role: self.role.as_str().to_owned(),
+            group: self.group.map(str::to_owned),
             client: self.client.ip(),
-            identified_by: self.identity.identified_by,
+            identified_by: self.identified_by,
             method: self.method.to_owned(),
             scheme: self.scheme.to_owned(),
-            host: self.target.host.as_str().to_owned(),
+            host: host.to_owned(),
             port: self.port,
             path: self.target.path.clone(),
             categories: self.decision.categories.clone(),
@@ -64,11 +83,15 @@ impl RequestFacts<'_> {
                 Outcome::Allowed
             },
             rule: self.decision.rule.clone(),
-            status,
+            status: 0,
             bytes_up: 0,
             bytes_down: 0,
             duration_micros: 0,
-            search: None,
+            search: self
+                .target
+                .path
+                .as_deref()
+                .and_then(|path| safegate_monitor::extract(host, path)),
             seen_as: self.seen_as,
             user_agent: self.user_agent.map(str::to_owned),
             failure: None,
@@ -161,6 +184,12 @@ impl PendingRecord {
             record.rule.clone_from(&decision.rule);
             record.categories.clone_from(&decision.categories);
         }
+    }
+
+    /// Drops the record without submitting it (a decrypted tunnel's CONNECT, whose
+    /// requests inside are recorded instead).
+    pub(crate) fn discard(mut self) {
+        self.record = None;
     }
 
     /// Takes the record's bytes from a tunnel's counters, read when it is submitted.

@@ -125,6 +125,7 @@ async fn start_with(collected: &Arc<Collected>, origin_port: u16, proxy: ProxyCo
         policy: Arc::new(ArcSwap::from_pointee(snapshot)),
         auth: Arc::default(),
         records: Some(Arc::new(Collector(Arc::clone(collected)))),
+        record_clock: Default::default(),
         decryption: None,
     };
     let bound = Proxy::bind(settings, &[]).await.unwrap();

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 use safegate_admin::metrics::{PolicyReloadCounts, PolicyReloadSource};
 use safegate_policy::{Policy, Snapshot};
-use safegate_proxy::filter::PolicyHandle;
+use safegate_proxy::PolicyHandle;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

@@ -17,7 +17,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use safegate_proxy::visit_record::{RecordSink, SharedSink};
+use safegate_proxy::visit_record::{RecordClock, RecordSink, SharedSink};
 use safegate_store::{
     Record, Store, VisitLogQueue, VisitLogStats, spawn_review_writer, spawn_visit_log_writer,
 };
@@ -89,10 +89,7 @@ async fn serve(config: Config) -> Result<()> {
             Some(alert_batches),
         );
         let stats = Arc::clone(queue.stats());
-        let sink: SharedSink = Arc::new(VisitLogSink {
-            queue,
-            clock_offset_micros,
-        });
+        let sink: SharedSink = Arc::new(VisitLogSink { queue });
         (Some(sink), Some(writer), Some(stats))
     } else {
         // No batches for the alert engine: it still takes log-in events.
@@ -121,6 +118,7 @@ async fn serve(config: Config) -> Result<()> {
             policy: Arc::clone(&policy),
             auth: Arc::clone(&auth),
             records,
+            record_clock: RecordClock::shifted(clock_offset_micros),
             decryption: decryption(&config)?,
         },
         &[admin_addr],
@@ -309,7 +307,7 @@ fn metrics(
 fn register_proxy_metrics(
     metrics: &Metrics,
     proxy: &Proxy,
-    policy: &safegate_proxy::filter::PolicyHandle,
+    policy: &safegate_proxy::PolicyHandle,
 ) -> Result<Arc<AlertCounters>> {
     metrics
         .register(Box::new(
@@ -398,24 +396,13 @@ impl Signals {
     }
 }
 
-/// Hands the proxy's records to the visit log's queue, with search terms filled in
-/// from search-engine and video-site URLs.
+/// Hands the proxy's records, complete, to the visit log's queue.
 struct VisitLogSink {
     queue: VisitLogQueue,
-    /// The test clock's offset (see `alerting`); 0 in service.
-    clock_offset_micros: i64,
 }
 
 impl RecordSink for VisitLogSink {
-    fn submit(&self, mut record: Record) {
-        if record.search.is_none()
-            && let Some(path) = &record.path
-        {
-            record.search = safegate_monitor::extract(&record.host, path);
-        }
-        record.at_unix_micros = record
-            .at_unix_micros
-            .saturating_add_signed(self.clock_offset_micros);
+    fn submit(&self, record: Record) {
         // A full queue drops the record; the writer's counters show it.
         let _ = self.queue.submit(record);
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use safegate_admin::Readiness;
-use safegate_proxy::filter::PolicyHandle;
+use safegate_proxy::PolicyHandle;
 use safegate_store::{Store, VisitLogStats};
 use safegate_web::policy_edit::PolicyFile;
 use safegate_web::rules::PolicyAccess;

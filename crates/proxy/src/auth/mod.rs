@@ -36,6 +36,7 @@
 mod basic;
 mod cache;
 mod config;
+mod identity;
 pub mod portal;
 mod rate_limit;
 mod table;
@@ -54,6 +55,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 pub use self::basic::Malformed;
+pub use self::identity::Identity;
 pub use self::config::{AuthConfig, Binding, BindingConfig, ConcurrentLogins, Grant, PortalMode};
 pub use self::portal::{ConcurrentLoginEvent, ConcurrentOutcome, LoginSource, TokenPurpose};
 pub use self::table::{UserEntry, UserTable};
@@ -64,7 +66,6 @@ use self::rate_limit::{FailureLimiter, Locked, LockedOn};
 use crate::body::ResponseBody;
 use crate::config::ConfigProblem;
 use crate::error_page;
-use crate::filter::Identity;
 
 /// Argon2 verifications running at once (each takes one core for 20–50 ms).
 pub const VERIFY_CONCURRENCY: usize = 2;

@@ -8,7 +8,7 @@
 //! URL rules, file rules, SafeSearch, the block page, and a visit record `Decrypted`
 //! with path, query and search terms. The block page's review form posts to the
 //! page's own origin, and SafeGate answers a `POST /safegate/review` on any decrypted
-//! host itself, without contacting the origin (`service::handle_decrypted`). A device
+//! host itself, without contacting the origin. A device
 //! without the school CA fails the handshake; that is logged with a hint and the
 //! connection closed.
 
@@ -18,143 +18,105 @@ use std::sync::Arc;
 
 use http::header::HOST;
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use jiff::Timestamp;
-use safegate_policy::{Decision, RequestTarget, Verdict};
+use safegate_store::SeenAs;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::client_io::Activity;
 use crate::error_page;
-use crate::filter::Identity;
-use crate::service::{self, ClientContext, Identified};
+use crate::forward;
+use crate::hello::{Opening, read_opening};
+use crate::intake::ClientContext;
+use crate::local_pages;
+use crate::pipeline::{self, Identified, Ledger, NameCheck};
+use crate::relay::{ClientStream, Prefixed, take_apart};
 use crate::state::ProxyState;
-use crate::tunnel::{self, ClientStream, NameCheck, Opening, Prefixed};
+use crate::visit_record::PendingRecord;
 
-/// Answers an allowed CONNECT whose host the policy decrypts: 200, then decryption
-/// in a task.
+/// A CONNECT the policy decrypts, decided and finished by `tunnel::open`.
+pub(crate) struct Tunnel {
+    /// The CONNECT host's decision, for the server name check and the requests inside.
+    pub(crate) check: NameCheck,
+    /// The CONNECT host as written (IPv6 in brackets).
+    pub(crate) connect_host: String,
+    pub(crate) port: u16,
+    /// Whether the CONNECT host itself is blocked.
+    pub(crate) host_blocked: bool,
+    /// The CONNECT's own record: submitted only when no request inside is served
+    /// (refused, or a blocked host whose handshake failed); otherwise the requests
+    /// inside are the record and it is discarded.
+    pub(crate) record: Option<PendingRecord>,
+}
+
+/// After the 200 to an allowed CONNECT whose host the policy decrypts: decryption in a
+/// task.
 pub(crate) fn open(
     state: &Arc<ProxyState>,
     client: &ClientContext,
     request: Request<Incoming>,
-    who: Identified,
-    connect: RequestTarget,
-    authority: &Authority,
-    port: u16,
-) -> Response<ResponseBody> {
-    let Identified { snapshot, identity } = who;
-    let now = Timestamp::now();
-    // Not recorded unless the requests inside never come (see `unserved`).
-    let host_decision = snapshot.decide(&identity.subject(), &connect, now);
-    let tunnel = Decrypted {
-        state: Arc::clone(state),
-        client: Arc::new(ClientContext {
-            peer: client.peer,
-            local: client.local,
-            activity: Activity::new(),
-            intake: client.intake,
-        }),
-        check: NameCheck {
-            snapshot,
-            identity,
-            connect,
-            now,
-            peer: client.peer,
-        },
-        host_decision,
-        connect_host: authority.host().to_owned(),
-        port,
-        user_agent: tunnel::user_agent(&request),
-    };
-    state.tasks.spawn(async move {
+    tunnel: Tunnel,
+) {
+    let inside = Arc::new(ClientContext {
+        peer: client.peer,
+        local: client.local,
+        activity: Activity::new(),
+        intake: client.intake,
+    });
+    let state = Arc::clone(state);
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
         match hyper::upgrade::on(request).await {
-            Ok(upgraded) => match tunnel::take_apart(upgraded) {
-                ClientStream::Tcp(stream, read) => tunnel.run(stream, read).await,
-                ClientStream::Other(stream) => tunnel.run(stream, Vec::new()).await,
+            Ok(upgraded) => match take_apart(upgraded) {
+                ClientStream::Tcp(stream, read) => tunnel.run(state, inside, stream, read).await,
+                ClientStream::Other(stream) => {
+                    tunnel.run(state, inside, stream, Vec::new()).await;
+                }
             },
             Err(error) => debug!(%error, "client left before the decrypted tunnel opened"),
         }
     });
-    Response::new(ResponseBody::empty())
 }
 
-/// One decrypted tunnel.
-struct Decrypted {
-    state: Arc<ProxyState>,
-    /// The tunnel's requests' view of the client (its own activity clock).
-    client: Arc<ClientContext>,
-    check: NameCheck,
-    /// The CONNECT host as written (IPv6 in brackets).
-    connect_host: String,
-    port: u16,
-    user_agent: Option<String>,
-    /// The CONNECT host's own decision.
-    host_decision: Decision,
-}
-
-impl Decrypted {
-    async fn run<C>(self, mut stream: C, mut buf: Vec<u8>)
+impl Tunnel {
+    async fn run<C>(self, state: Arc<ProxyState>, inside: Arc<ClientContext>, mut stream: C, mut buf: Vec<u8>)
     where
         C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Self {
-            state,
-            client,
-            check,
-            connect_host,
-            port,
-            user_agent,
-            host_decision,
-        } = self;
-        // A blocked host whose tunnel ends before any request inside (a device without
-        // the school CA fails the handshake) is still a blocked attempt on record.
-        let unserved = || {
-            host_decision
-                .is_blocked()
-                .then(|| check.record(&state, &host_decision, user_agent.as_deref(), port))
-                .flatten()
-        };
         let Some(decrypting) = &state.decryption else {
             return;
         };
         let _open = state.stats.tunnel_opened();
-        let hello = match tunnel::read_opening(
-            &mut stream,
-            &mut buf,
-            None,
-            state.header_read_timeout,
-        )
-        .await
-        {
+        let check = &self.check;
+        let hello = match read_opening(&mut stream, &mut buf, None, state.header_read_timeout).await {
             Opening::Hello(hello) => hello,
             Opening::Unreadable(error) => {
-                let decision = Decision {
-                    verdict: Verdict::Block,
-                    categories: Vec::new(),
-                    rule: "tls-unreadable".to_owned(),
-                    reason: format!("the TLS ClientHello cannot be read: {error}"),
-                };
-                let _record = check.record(&state, &decision, user_agent.as_deref(), port);
+                let decision = pipeline::refusal(
+                    "tls-unreadable",
+                    format!("the TLS ClientHello cannot be read: {error}"),
+                );
                 check.refuse(&mut stream, &decision, None).await;
+                self.refused(&decision);
                 return;
             }
             _ => {
-                debug!(client = %check.peer, host = connect_host, "no TLS ClientHello in a tunnel to decrypt; closed");
-                let _record = unserved();
+                debug!(client = %check.peer, host = self.connect_host, "no TLS ClientHello in a tunnel to decrypt; closed");
+                self.unserved();
                 return;
             }
         };
-        if let Some(decision) = check.refusal(&hello) {
-            let _record = check.record(&state, &decision, user_agent.as_deref(), port);
+        if let Some(decision) = check.refusal(&state, &hello) {
             check
                 .refuse(&mut stream, &decision, hello.server_name.as_deref())
                 .await;
+            self.refused(&decision);
             return;
         }
         let name = hello
@@ -165,6 +127,7 @@ impl Decrypted {
             Ok(config) => config,
             Err(error) => {
                 warn!(%error, host = name, "no certificate for a decrypted site; connection closed");
+                self.discard();
                 return;
             }
         };
@@ -173,56 +136,138 @@ impl Decrypted {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
                 info!(client = %check.peer, host = name, %error, "TLS handshake with the client failed (is the school CA installed on this device?)");
-                let _record = unserved();
+                self.unserved();
                 return;
             }
             Err(_) => {
                 debug!(client = %check.peer, host = name, "TLS handshake timed out");
-                let _record = unserved();
+                self.unserved();
                 return;
             }
         };
         let identity = check.identity.clone();
-        let service_state = Arc::clone(&state);
-        let service = service_fn(move |request: Request<Incoming>| {
-            let state = Arc::clone(&service_state);
-            let client = Arc::clone(&client);
-            let identity: Identity = identity.clone();
-            let uri = https_uri(&request, &connect_host, port);
-            async move {
-                let mut request = request;
-                let response = match uri {
-                    Some(uri) => {
-                        *request.uri_mut() = uri;
-                        service::handle_decrypted(state, client, request, identity).await
-                    }
-                    None => error_page::page(
+        let (connect_host, port) = (self.connect_host.clone(), self.port);
+        self.discard();
+        serve(&state, inside, identity, &connect_host, port, TokioIo::new(tls), &name).await;
+    }
+
+    /// The ClientHello was refused: the CONNECT's record says blocked, with `decision`.
+    fn refused(mut self, decision: &safegate_policy::Decision) {
+        if let Some(record) = &mut self.record {
+            record.block(decision);
+            record.finish(StatusCode::FORBIDDEN.as_u16(), None);
+        }
+    }
+
+    /// The tunnel ended before any request inside (a device without the school CA
+    /// fails the handshake): a blocked host is still a blocked attempt on record.
+    fn unserved(mut self) {
+        match self.record.take() {
+            Some(mut record) if self.host_blocked => {
+                record.finish(StatusCode::FORBIDDEN.as_u16(), None);
+            }
+            Some(record) => record.discard(),
+            None => {}
+        }
+    }
+
+    /// Requests inside are recorded instead of the CONNECT.
+    fn discard(mut self) {
+        if let Some(record) = self.record.take() {
+            record.discard();
+        }
+    }
+}
+
+/// Serves the decrypted connection as HTTP/2 or HTTP/1.1 (as ALPN agreed) until it
+/// ends or the shutdown grace cuts it off.
+async fn serve<T>(
+    state: &Arc<ProxyState>,
+    inside: Arc<ClientContext>,
+    identity: Identity,
+    connect_host: &str,
+    port: u16,
+    tls: TokioIo<T>,
+    name: &str,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service_state = Arc::clone(state);
+    let connect_host = connect_host.to_owned();
+    let service = service_fn(move |request: Request<Incoming>| {
+        let state = Arc::clone(&service_state);
+        let client = Arc::clone(&inside);
+        let identity: Identity = identity.clone();
+        let uri = https_uri(&request, &connect_host, port);
+        async move {
+            let mut request = request;
+            let ledger = Ledger::begin(&client, request.method(), uri.as_ref().and_then(Uri::host));
+            let response = match uri {
+                Some(uri) => {
+                    *request.uri_mut() = uri;
+                    handle(state, client, ledger, request, identity).await
+                }
+                None => {
+                    let page = error_page::page(
                         StatusCode::BAD_REQUEST,
                         "bad-host",
                         &request.uri().to_string(),
                         "The request's host is not valid.",
-                    ),
-                };
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(state.header_read_timeout)
-            .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-        tokio::select! {
-            served = connection => {
-                if let Err(error) = served {
-                    debug!(%error, host = name, "decrypted connection ended");
+                    );
+                    pipeline::finish(&state, ledger, page, None)
                 }
-            }
-            () = state.cut_off.cancelled() => {}
+            };
+            Ok::<_, Infallible>(response)
         }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let connection = builder.serve_connection_with_upgrades(tls, service);
+    tokio::select! {
+        served = connection => {
+            if let Err(error) = served {
+                debug!(%error, host = name, "decrypted connection ended");
+            }
+        }
+        () = state.cut_off.cancelled() => {}
     }
+}
+
+/// A request inside a decrypted tunnel, already rewritten to `https://host/path`, for
+/// the person identified at CONNECT: the same path as a plain-HTTP request, over TLS
+/// to the origin, with a fresh policy snapshot.
+///
+/// Except the block page's review form: a decrypted block page posts it to its own
+/// origin (`ReviewTarget::SameOrigin`), so a `POST` to [`local_pages::REVIEW_PATH`] on
+/// any decrypted host is answered here, for the person identified at CONNECT, and
+/// never reaches the origin (`/safegate/` is SafeGate's namespace). Other methods on
+/// that path go to the origin as usual.
+async fn handle(
+    state: Arc<ProxyState>,
+    client: Arc<ClientContext>,
+    ledger: Ledger,
+    request: Request<Incoming>,
+    identity: Identity,
+) -> Response<ResponseBody> {
+    if request.method() == Method::POST && request.uri().path() == local_pages::REVIEW_PATH {
+        let requester = local_pages::Requester {
+            client: client.peer.ip(),
+            user: identity.user,
+            role: identity.role.as_str().to_owned(),
+        };
+        let page = local_pages::review(state.reviews.as_ref(), &state.auth, requester, request).await;
+        return pipeline::finish(&state, ledger, page, None);
+    }
+    let who = Identified {
+        snapshot: state.policy.load_full(),
+        identity,
+    };
+    forward::forward(&state, &client, ledger, request, who, SeenAs::Decrypted).await
 }
 
 /// `https://` plus the request's authority (`:authority` in HTTP/2, `Host` in
