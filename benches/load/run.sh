@@ -58,6 +58,7 @@ declare -A PEER_PORT=(
     [safegate-alllists]=$((BASE_PORT + 14))
     [safegate-nolog]=$((BASE_PORT + 16))
     [safegate-auth]=$((BASE_PORT + 18))
+    [safegate-baseline]=$((BASE_PORT + 26))
     [squid]=$((BASE_PORT + 20))
     [tinyproxy]=$((BASE_PORT + 30))
     [e2guardian]=$((BASE_PORT + 40))
@@ -68,6 +69,7 @@ declare -A PEER_LABEL=(
     [safegate-alllists]=sg-alllists
     [safegate-nolog]=sg-nolog
     [safegate-auth]=sg-auth
+    [safegate-baseline]=sg-baseline
     [squid]=squid
     [tinyproxy]=tinyproxy
     [e2guardian]=e2guardian
@@ -113,6 +115,15 @@ start_safegate-nolog() {
     start_safegate_variant safegate-nolog "$ROOT/config/policy.toml" --set store.visit_log=false
 }
 
+# Another build of SafeGate (SAFEGATE_BASELINE=/path/to/safegate, such as the previous
+# commit's release binary) on the shipped configuration, so that a change is measured
+# before and after in one run, interleaved cell by cell.
+start_safegate-baseline() {
+    [[ -x ${SAFEGATE_BASELINE:-} ]] ||
+        die "safegate-baseline needs SAFEGATE_BASELINE=/path/to/another/safegate binary"
+    SAFEGATE_BIN=$SAFEGATE_BASELINE start_safegate_variant safegate-baseline "$ROOT/config/policy.toml"
+}
+
 # Log-ins required (auth.required=true), and every request (wrk's, and the CONNECTs of
 # safegate-loadgen) carrying the credentials of a user created before the start: what
 # checking them costs per request. The user is a pupil, the role the other columns are
@@ -137,7 +148,7 @@ start_safegate_variant() {
     shift 2
     local dir=$WORK/$name port=${PEER_PORT[$name]}
     mkdir -p "$dir/data"
-    "$SAFEGATE" run --config "$ROOT/config/safegate.toml" \
+    "${SAFEGATE_BIN:-$SAFEGATE}" run --config "$ROOT/config/safegate.toml" \
         --set "policy.file=\"$policy\"" "$@" \
         --set "proxy.listen=\"127.0.0.1:$port\"" \
         --set "admin.listen=\"127.0.0.1:$((port + 1))\"" \
@@ -678,6 +689,12 @@ print_cpu_rows() {
         awk -v a="$(get get1k_c16 safegate-auth primary)" -v b="$(get get1k_c16 safegate primary)" \
             'BEGIN { if (b > 0) printf "GET 1 KiB, 16 conns: sg-auth / safegate = %.1f%% (target >= 95%%)\n", 100 * a / b }'
     fi
+    for scenario in get1k_c16 connect_new; do
+        if [[ -n ${RESULT[$scenario,safegate]:-} && -n ${RESULT[$scenario,safegate-baseline]:-} ]]; then
+            awk -v a="$(get "$scenario" safegate primary)" -v b="$(get "$scenario" safegate-baseline primary)" \
+                -v s="$scenario" 'BEGIN { if (b > 0) printf "%s: safegate / sg-baseline = %.1f%%\n", s, 100 * a / b }'
+        fi
+    done
     if [[ -n ${RESULT[connect_bulk,safegate]:-} ]]; then
         awk -v a="$(get connect_bulk safegate primary)" -v d="$(get connect_bulk direct primary)" \
             'BEGIN { if (d > 0) printf "CONNECT bulk: safegate / direct = %.0f%% (target >= 80%%)\n", 100 * a / d }'

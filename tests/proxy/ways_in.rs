@@ -123,16 +123,25 @@ async fn every_way_in_is_counted_once() {
             plain.addr
         );
         stream.write_all(upgrade.as_bytes()).await.unwrap();
-        assert!(raw::read_head(&mut stream).await.starts_with("HTTP/1.1 101"));
+        assert!(
+            raw::read_head(&mut stream)
+                .await
+                .starts_with("HTTP/1.1 101")
+        );
         counted_once(admin, &before, "WebSocket upgrade").await;
         drop(stream);
 
         // CONNECT to a tunnelled (never decrypted) site, its server name checked.
         let before = scrape(admin).await;
         let mut stream = raw::connect(safegate.proxy).await;
-        let connect = format!("CONNECT bank.test:{port} HTTP/1.1\r\nHost: bank.test:{port}\r\n\r\n");
+        let connect =
+            format!("CONNECT bank.test:{port} HTTP/1.1\r\nHost: bank.test:{port}\r\n\r\n");
         stream.write_all(connect.as_bytes()).await.unwrap();
-        assert!(raw::read_head(&mut stream).await.starts_with("HTTP/1.1 200"));
+        assert!(
+            raw::read_head(&mut stream)
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
         stream.write_all(&client_hello("bank.test")).await.unwrap();
         // The origin's ServerHello comes back: the hello passed the name check.
         let mut first = [0u8; 1];
@@ -157,9 +166,14 @@ async fn every_way_in_is_counted_once() {
         // A request inside a decrypted tunnel (the second on it: the first opened it,
         // with its CONNECT).
         let mut stream = raw::connect(safegate.proxy).await;
-        let connect = format!("CONNECT shop.test:{port} HTTP/1.1\r\nHost: shop.test:{port}\r\n\r\n");
+        let connect =
+            format!("CONNECT shop.test:{port} HTTP/1.1\r\nHost: shop.test:{port}\r\n\r\n");
         stream.write_all(connect.as_bytes()).await.unwrap();
-        assert!(raw::read_head(&mut stream).await.starts_with("HTTP/1.1 200"));
+        assert!(
+            raw::read_head(&mut stream)
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
         let name = rustls::pki_types::ServerName::try_from("shop.test").unwrap();
         let mut tls = school_tls(&setup).connect(name, stream).await.unwrap();
         let get = format!("GET /bytes/10 HTTP/1.1\r\nHost: shop.test:{port}\r\n\r\n");
@@ -183,9 +197,21 @@ async fn every_way_in_is_counted_once() {
         let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
         // The connection closes once the origin refused; the counters moved before.
         let after = scrape(admin).await;
-        assert_eq!(moved(&before, &after, REQUESTS), 1.0, "transparent HTTPS: requests");
-        assert_eq!(moved(&before, &after, DECISIONS), 1.0, "transparent HTTPS: decisions");
-        assert_eq!(moved(&before, &after, REFUSED), 1.0, "transparent HTTPS: upstream failure");
+        assert_eq!(
+            moved(&before, &after, REQUESTS),
+            1.0,
+            "transparent HTTPS: requests"
+        );
+        assert_eq!(
+            moved(&before, &after, DECISIONS),
+            1.0,
+            "transparent HTTPS: decisions"
+        );
+        assert_eq!(
+            moved(&before, &after, REFUSED),
+            1.0,
+            "transparent HTTPS: upstream failure"
+        );
     })
     .await;
 }

@@ -89,7 +89,10 @@ pub(crate) async fn forward(
         Ok(parts) => parts,
         Err(page) => return pipeline::finish(state, ledger, *page, None),
     };
-    let user_agent = request.headers().get(USER_AGENT).and_then(|v| v.to_str().ok());
+    let user_agent = request
+        .headers()
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok());
     let destination = Destination {
         target: &normalised,
         scheme: if way.decrypted() { "https" } else { "http" },
@@ -111,11 +114,17 @@ pub(crate) async fn forward(
         return pipeline::finish(state, ledger, page, None);
     }
     let restrictions = Restrictions::for_identity(&decided.snapshot, &decided.identity);
-    let (request, client_upgrade) =
-        match prepare(state, request, &authority, &normalised, restrictions, &target) {
-            Ok(prepared) => prepared,
-            Err(page) => return pipeline::finish(state, ledger, *page, None),
-        };
+    let (request, client_upgrade) = match prepare(
+        state,
+        request,
+        &authority,
+        &normalised,
+        restrictions,
+        &target,
+    ) {
+        Ok(prepared) => prepared,
+        Err(page) => return pipeline::finish(state, ledger, *page, None),
+    };
     let request = request.map(|body| UpstreamBody::new(body, ledger.upload_counter()));
     let host = authority.host();
     let response = match send(state, request, way, host, &target).await {
@@ -232,14 +241,20 @@ async fn send(
             }
             let error = upstream_error(&error, host);
             debug!(%error, target, "upstream failed");
-            Err((error_page::upstream_failure(&error, target), Some(error.kind())))
+            Err((
+                error_page::upstream_failure(&error, target),
+                Some(error.kind()),
+            ))
         }
         Err(_) => {
             let error = UpstreamError::ResponseTimeout {
                 host: host.to_owned(),
                 seconds: state.response_timeout.as_secs(),
             };
-            Err((error_page::upstream_failure(&error, target), Some(error.kind())))
+            Err((
+                error_page::upstream_failure(&error, target),
+                Some(error.kind()),
+            ))
         }
     }
 }

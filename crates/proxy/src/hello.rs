@@ -89,4 +89,3 @@ async fn origin_speaks(origin: Option<&TcpStream>) {
         None => std::future::pending().await,
     }
 }
-

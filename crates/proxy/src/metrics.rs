@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use safegate_policy::{Decision, Role, Verdict};
 
-
 /// Label values of the verdict, in counter order.
 pub const DECISIONS: [&str; 2] = ["allowed", "blocked"];
 

@@ -125,6 +125,17 @@ pub(crate) struct Ledger {
     /// `allowed` or `blocked` for the debug line; `-` until decided.
     verdict: &'static str,
     record: Option<PendingRecord>,
+    /// Set by `settle`; a ledger dropped without it is a way in that forgot a step.
+    settled: bool,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        debug_assert!(
+            self.settled || std::thread::panicking(),
+            "a request's ledger was dropped without being finished"
+        );
+    }
 }
 
 impl Ledger {
@@ -137,7 +148,11 @@ impl Ledger {
     }
 
     /// Opens the ledger of a connection that is one request (transparent HTTPS).
-    pub(crate) fn begin_connection(client: SocketAddr, method: &Method, host: Option<&str>) -> Self {
+    pub(crate) fn begin_connection(
+        client: SocketAddr,
+        method: &Method,
+        host: Option<&str>,
+    ) -> Self {
         let line = tracing::enabled!(tracing::Level::DEBUG)
             .then(|| (method.clone(), host.unwrap_or("-").to_owned()));
         Self {
@@ -148,12 +163,15 @@ impl Ledger {
             decision: None,
             verdict: "-",
             record: None,
+            settled: false,
         }
     }
 
     /// The counter of request body bytes passed to the origin, when recording.
     pub(crate) fn upload_counter(&self) -> Option<Arc<AtomicU64>> {
-        self.record.as_ref().map(|record| Arc::clone(&record.bytes_up))
+        self.record
+            .as_ref()
+            .map(|record| Arc::clone(&record.bytes_up))
     }
 
     /// A later decision blocked the request (a file rule on the response).
@@ -358,6 +376,8 @@ fn settle(
     status: u16,
     failure: Option<&'static str>,
 ) -> Option<PendingRecord> {
+    debug_assert!(!ledger.settled, "a request's ledger was finished twice");
+    ledger.settled = true;
     let stats = &state.stats;
     stats.request_counted();
     if let Some((slot, took)) = ledger.decision.take() {

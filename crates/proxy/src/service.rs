@@ -37,8 +37,7 @@ pub(crate) async fn handle(
     let ledger = Ledger::begin(&client, request.method(), request.uri().host());
     let target = target_without_userinfo(request.uri());
     if request.method() == Method::CONNECT {
-        return match pipeline::identify(&state, &client, request.headers(), &target, false).await
-        {
+        return match pipeline::identify(&state, &client, request.headers(), &target, false).await {
             Ok(who) => tunnel::open(&state, &client, ledger, request, who).await,
             Err(refusal) => pipeline::finish(&state, ledger, refusal, None),
         };
@@ -120,8 +119,7 @@ async fn own_page(
     if request.method() == Method::POST && request.uri().path() == local_pages::REVIEW_PATH {
         // Credentials are not required for SafeGate's own pages; when they are sent
         // and right, the review request names the user.
-        let identity = match pipeline::identify(state, client, request.headers(), "", false).await
-        {
+        let identity = match pipeline::identify(state, client, request.headers(), "", false).await {
             Ok(who) => who.identity,
             Err(_) => pipeline::identify_by_address(state, client.peer.ip()).identity,
         };
@@ -130,13 +128,7 @@ async fn own_page(
             user: identity.user,
             role: identity.role.as_str().to_owned(),
         };
-        return local_pages::review(
-            state.reviews.as_ref(),
-            &state.auth,
-            requester,
-            request,
-        )
-        .await;
+        return local_pages::review(state.reviews.as_ref(), &state.auth, requester, request).await;
     }
     let host = request
         .headers()
@@ -152,4 +144,3 @@ async fn own_page(
         state.status_figures(),
     )
 }
-

@@ -279,4 +279,3 @@ pub(crate) fn user_agent(request: &Request<Incoming>) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
 }
-

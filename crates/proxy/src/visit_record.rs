@@ -12,7 +12,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use safegate_policy::{Decision, RequestTarget, Role};
 use safegate_store::{IdentifiedBy, Outcome, Record, SeenAs};
 
-
 /// Where finished records go. Implementations must not block.
 pub trait RecordSink: Send + Sync + 'static {
     /// Takes one finished record.

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use safegate_admin::metrics::AlertCounters;
-use safegate_proxy::auth::Authenticator;
 use safegate_proxy::PolicyHandle;
+use safegate_proxy::auth::Authenticator;
 use safegate_safeguarding::{
     AlertStats, ConcurrentLogin, EngineInputs, PolicySource, spawn_alert_engine,
 };

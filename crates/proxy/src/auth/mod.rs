@@ -55,8 +55,8 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 pub use self::basic::Malformed;
-pub use self::identity::Identity;
 pub use self::config::{AuthConfig, Binding, BindingConfig, ConcurrentLogins, Grant, PortalMode};
+pub use self::identity::Identity;
 pub use self::portal::{ConcurrentLoginEvent, ConcurrentOutcome, LoginSource, TokenPurpose};
 pub use self::table::{UserEntry, UserTable};
 

@@ -86,8 +86,13 @@ pub(crate) fn open(
 }
 
 impl Tunnel {
-    async fn run<C>(self, state: Arc<ProxyState>, inside: Arc<ClientContext>, mut stream: C, mut buf: Vec<u8>)
-    where
+    async fn run<C>(
+        self,
+        state: Arc<ProxyState>,
+        inside: Arc<ClientContext>,
+        mut stream: C,
+        mut buf: Vec<u8>,
+    ) where
         C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Some(decrypting) = &state.decryption else {
@@ -95,7 +100,8 @@ impl Tunnel {
         };
         let _open = state.stats.tunnel_opened();
         let check = &self.check;
-        let hello = match read_opening(&mut stream, &mut buf, None, state.header_read_timeout).await {
+        let hello = match read_opening(&mut stream, &mut buf, None, state.header_read_timeout).await
+        {
             Opening::Hello(hello) => hello,
             Opening::Unreadable(error) => {
                 let decision = pipeline::refusal(
@@ -148,7 +154,16 @@ impl Tunnel {
         let identity = check.identity.clone();
         let (connect_host, port) = (self.connect_host.clone(), self.port);
         self.discard();
-        serve(&state, inside, identity, &connect_host, port, TokioIo::new(tls), &name).await;
+        serve(
+            &state,
+            inside,
+            identity,
+            &connect_host,
+            port,
+            TokioIo::new(tls),
+            &name,
+        )
+        .await;
     }
 
     /// The ClientHello was refused: the CONNECT's record says blocked, with `decision`.
@@ -260,7 +275,8 @@ async fn handle(
             user: identity.user,
             role: identity.role.as_str().to_owned(),
         };
-        let page = local_pages::review(state.reviews.as_ref(), &state.auth, requester, request).await;
+        let page =
+            local_pages::review(state.reviews.as_ref(), &state.auth, requester, request).await;
         return pipeline::finish(&state, ledger, page, None);
     }
     let who = Identified {
