@@ -1,4 +1,6 @@
-//! CONNECT tunnels: check the port, decide the host, then either decrypt (the policy's
+//! CONNECT tunnels: check the port, decide the host (through the
+//! [`pipeline`](crate::pipeline), which also counts the CONNECT and finishes its
+//! record, the record then following the relay), then either decrypt (the policy's
 //! `[decrypt]` section names the host and the school CA is set up: see
 //! [`crate::tls`]) or tunnel: connect to the origin (DNS, destination guard, timeout),
 //! answer 200, read the client's TLS ClientHello and check its server name, then copy
