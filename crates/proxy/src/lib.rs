@@ -141,6 +141,82 @@ pub enum Drained {
     },
 }
 
+/// The proxy's listening sockets, bound.
+struct Listeners {
+    explicit: TcpListener,
+    /// The explicit listener's address (its port when `proxy.listen` says 0).
+    listen: SocketAddr,
+    transparent: Vec<(TcpListener, ListenerKind)>,
+    /// Every SafeGate socket clients may not reach through the proxy.
+    protected: Vec<SocketAddr>,
+}
+
+impl Listeners {
+    /// Binds `proxy.listen` and the transparent listeners that are on.
+    async fn bind(
+        proxy: &ProxyConfig,
+        transparent: &TransparentConfig,
+        other_listeners: &[SocketAddr],
+    ) -> Result<Self, ProxyError> {
+        let explicit_error = |source| ProxyError::Bind {
+            addr: proxy.listen,
+            source,
+        };
+        let explicit = TcpListener::bind(proxy.listen)
+            .await
+            .map_err(explicit_error)?;
+        let listen = explicit.local_addr().map_err(explicit_error)?;
+        let mut protected = other_listeners.to_vec();
+        protected.push(listen);
+        let mut transparent_listeners = Vec::new();
+        for (addr, kind) in [
+            (transparent.http_listen, ListenerKind::TransparentHttp),
+            (transparent.https_listen, ListenerKind::TransparentTls),
+        ] {
+            let Some(addr) = addr else { continue };
+            let bind_error = |source| ProxyError::Bind { addr, source };
+            let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+            protected.push(listener.local_addr().map_err(bind_error)?);
+            transparent_listeners.push((listener, kind));
+        }
+        Ok(Self {
+            explicit,
+            listen,
+            transparent: transparent_listeners,
+            protected,
+        })
+    }
+}
+
+/// hyper's HTTP/1.1 server settings for client connections (the head timeout is the
+/// connection driver's, `listener`).
+fn client_http1(proxy: &ProxyConfig) -> http1::Builder {
+    let mut http1 = http1::Builder::new();
+    http1
+        .header_read_timeout(None)
+        .max_header_size(proxy.max_header_bytes)
+        .keep_alive(true);
+    if proxy.max_headers != 100 {
+        // hyper's default is 100 on the stack; any other value costs a heap buffer.
+        http1.max_headers(proxy.max_headers);
+    }
+    http1
+}
+
+/// The pooled client that forwards plain-HTTP requests to origins.
+fn upstream_client(
+    upstream: &UpstreamConfig,
+    connector: &Connector,
+) -> Client<Connector, body::UpstreamBody> {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(upstream.pool_idle_timeout)
+        .pool_max_idle_per_host(upstream.pool_max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .set_host(false)
+        .build(connector.clone())
+}
+
 impl Proxy {
     /// Binds `proxy.listen` and the transparent listeners that are on, and prepares the
     /// upstream side. `other_listeners` are SafeGate's other sockets (the admin
@@ -162,56 +238,18 @@ impl Proxy {
             record_clock,
             decryption,
         } = settings;
-        let listener =
-            TcpListener::bind(proxy.listen)
-                .await
-                .map_err(|source| ProxyError::Bind {
-                    addr: proxy.listen,
-                    source,
-                })?;
-        let listen = listener.local_addr().map_err(|source| ProxyError::Bind {
-            addr: proxy.listen,
-            source,
-        })?;
-        let mut protected = other_listeners.to_vec();
-        protected.push(listen);
-        let mut transparent_listeners = Vec::new();
-        for (addr, kind) in [
-            (transparent.http_listen, ListenerKind::TransparentHttp),
-            (transparent.https_listen, ListenerKind::TransparentTls),
-        ] {
-            let Some(addr) = addr else { continue };
-            let bind_error = |source| ProxyError::Bind { addr, source };
-            let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
-            protected.push(listener.local_addr().map_err(bind_error)?);
-            transparent_listeners.push((listener, kind));
-        }
+        let bound = Listeners::bind(proxy, transparent, other_listeners).await?;
+        let listen = bound.listen;
         let guard = DestinationGuard::new(
             upstream.allow_loopback,
             upstream.deny_networks.clone(),
-            protected,
+            bound.protected,
         );
         let stats = Stats::default();
         stats.register_categories(policy.load().category_names());
         let resolver = dns::build_resolver(&upstream.dns, stats.dns())?;
         let connector = Connector::new(resolver, guard, upstream.connect_timeout);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(upstream.pool_idle_timeout)
-            .pool_max_idle_per_host(upstream.pool_max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .set_host(false)
-            .build(connector.clone());
-
-        let mut http1 = http1::Builder::new();
-        http1
-            .header_read_timeout(None)
-            .max_header_size(proxy.max_header_bytes)
-            .keep_alive(true);
-        if proxy.max_headers != 100 {
-            // hyper's default is 100 on the stack; any other value costs a heap buffer.
-            http1.max_headers(proxy.max_headers);
-        }
+        let client = upstream_client(upstream, &connector);
         let via = HeaderValue::from_str(&format!("1.1 {}", proxy.via_pseudonym))
             .unwrap_or_else(|_| HeaderValue::from_static("1.1 safegate"));
 
@@ -224,7 +262,7 @@ impl Proxy {
             idle_timeout: proxy.idle_timeout,
             response_timeout: upstream.response_timeout,
             tunnel_idle_timeout: proxy.tunnel_idle_timeout,
-            http1,
+            http1: client_http1(proxy),
             client,
             decryption: decryption
                 .map(|setup| tls::Decrypting::new(setup, connector.clone(), upstream)),
@@ -240,8 +278,8 @@ impl Proxy {
             cut_off: CancellationToken::new(),
         });
         Ok(Self {
-            listener,
-            transparent: transparent_listeners,
+            listener: bound.explicit,
+            transparent: bound.transparent,
             state,
             limit: Arc::new(Semaphore::new(proxy.max_connections)),
             shutdown_grace: proxy.shutdown_grace,
