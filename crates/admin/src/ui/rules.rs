@@ -2,7 +2,7 @@
 //! group (locked categories shown as locked), allow and deny lists, time windows,
 //! temporary unblocks for a lesson, and "test a URL" with the policy's own
 //! explanation. Changes go
-//! through [`crate::policy_edit`]: checked, audited, written atomically, then taken
+//! through [`crate::ui::policy_edit`]: checked, audited, written atomically, then taken
 //! live by the service's reload path.
 
 use std::sync::Arc;
@@ -19,9 +19,9 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use toml_edit::{DocumentMut, Item, Value};
 
-use crate::pages::{layout, url_encode};
-use crate::policy_edit::{Author, Edit, EditError, NewUnblock, PolicyFile, Scope, WindowEdit};
-use crate::{Session, WebState, refusal};
+use crate::ui::pages::{layout, url_encode};
+use crate::ui::policy_edit::{Author, Edit, EditError, NewUnblock, PolicyFile, Scope, WindowEdit};
+use crate::ui::{Session, WebState, refusal};
 
 /// What the rules pages need from the service.
 pub struct PolicyAccess {
@@ -475,7 +475,7 @@ pub(crate) async fn apply_change(
     version: String,
     edit: Edit,
     reason: Option<String>,
-) -> Result<crate::policy_edit::Applied, EditError> {
+) -> Result<crate::ui::policy_edit::Applied, EditError> {
     let Some(policy) = state.policy.as_ref() else {
         return Err(EditError::Refused(
             "the policy cannot be edited here".to_owned(),
