@@ -7,7 +7,7 @@
 //! What it holds: summary figures and requests per day; the alerts that had an
 //! occurrence in the week, by severity, with their evidence; every search, the ones
 //! matching a safeguarding phrase list first, then by user; websites visited by role
-//! and group (top sites, time spent from visits joined by the monitor crate); blocked
+//! and group (top sites, time spent from visits joined by the activity crate); blocked
 //! attempts by user and category; circumvention attempts; staff activity in core
 //! hours on non-work categories (the policy's `[alerts.staff_social]`); and busy
 //! uncategorised sites for the filter admin. Nothing outside the week is included.
@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use safegate_monitor::{DEFAULT_IDLE_GAP, VisitJoiner};
+use safegate_activity::{DEFAULT_IDLE_GAP, VisitJoiner};
 use safegate_policy::Snapshot;
 use safegate_safeguarding::PhraseMatcher;
 use safegate_store::{AlertFilter, AlertKind, Outcome, Query, Record, Store, StoreError};
@@ -462,7 +462,7 @@ pub fn gather(
     let mut joiner = VisitJoiner::new(DEFAULT_IDLE_GAP);
     // Time spent is added to the site of the visitor's role and group as visits close.
     let add_visits =
-        |visits: Vec<safegate_monitor::Visit>,
+        |visits: Vec<safegate_activity::Visit>,
          role_of: &HashMap<String, (String, String)>,
          sites: &mut BTreeMap<(String, String), HashMap<String, SiteAcc>>| {
             for visit in visits {
@@ -501,7 +501,7 @@ pub fn gather(
         if !role_of.contains_key(&who) {
             role_of.insert(who.clone(), (record.role.clone(), group.clone()));
         }
-        let site = safegate_monitor::site_of(&record.host).to_owned();
+        let site = safegate_activity::site_of(&record.host).to_owned();
         let key = (record.role.clone(), group.clone());
         *group_requests.entry(key.clone()).or_default() += 1;
         let acc = sites

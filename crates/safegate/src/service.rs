@@ -412,7 +412,7 @@ impl RecordSink for VisitLogSink {
         if record.search.is_none()
             && let Some(path) = &record.path
         {
-            record.search = safegate_monitor::extract(&record.host, path);
+            record.search = safegate_activity::extract(&record.host, path);
         }
         record.at_unix_micros = record
             .at_unix_micros

@@ -170,7 +170,7 @@ async fn gather(
             ));
         }
     }
-    let mut visits = safegate_monitor::visits::join(&records, VISIT_GAP);
+    let mut visits = safegate_activity::visits::join(&records, VISIT_GAP);
     visits.sort_by_key(|visit| visit.start_micros);
     activity.visits = visits
         .iter()
