@@ -8,10 +8,8 @@
 
 pub mod index;
 pub mod normalize;
-pub mod phrases;
 pub mod source;
 
 pub use index::{Index, IndexBuilder, ListId, ListMatches};
 pub use normalize::{Host, NormalizeError, RequestTarget};
-pub use phrases::{PhraseMatch, PhraseSet};
 pub use source::{Entries, ListError, ListFormat, SkippedLine, Ut1Options, read, read_ut1};

@@ -307,8 +307,8 @@ impl RequestTarget {
         RequestTarget { host, path: None }
     }
 
-    /// `host/path?query` without scheme: the text that URL entries, expressions and
-    /// phrase lists are matched against. Just the host when there is no path.
+    /// `host/path?query` without scheme: the text that URL entries and expressions are
+    /// matched against. Just the host when there is no path.
     pub fn url_text(&self) -> String {
         let path = self.path.as_deref().unwrap_or("");
         let mut s = String::with_capacity(self.host.0.len() + path.len());
