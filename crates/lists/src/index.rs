@@ -48,7 +48,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
-use crate::normalize::{Host, RequestTarget, normalize_path};
+use crate::normalise::{Host, RequestTarget, normalise_path};
 use crate::source::{Entries, ListError, expression_builder};
 
 /// Identifies a list (a category, or a policy's own allow/deny entries) in an index.
@@ -112,7 +112,7 @@ impl IndexBuilder {
         path: impl AsRef<str>,
     ) {
         let fp = fingerprint(&self.hasher, host.borrow().as_str());
-        let path = normalize_path(path.as_ref()).to_ascii_lowercase();
+        let path = normalise_path(path.as_ref()).to_ascii_lowercase();
         self.urls.push((fp, path.into_boxed_str(), id));
     }
 

@@ -7,9 +7,9 @@
 //! [`index::Index::matches`] on every request.
 
 pub mod index;
-pub mod normalize;
+pub mod normalise;
 pub mod source;
 
 pub use index::{Index, IndexBuilder, ListId, ListMatches};
-pub use normalize::{Host, NormalizeError, RequestTarget};
+pub use normalise::{Host, NormaliseError, RequestTarget};
 pub use source::{Entries, ListError, ListFormat, SkippedLine, Ut1Options, read, read_ut1};

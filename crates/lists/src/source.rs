@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::index::ListId;
-use crate::normalize::{Host, RequestTarget};
+use crate::normalise::{Host, RequestTarget};
 
 /// Errors from reading lists or building the index.
 #[derive(Debug, thiserror::Error)]
