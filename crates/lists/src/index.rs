@@ -51,8 +51,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use crate::normalise::{Host, RequestTarget, normalise_path};
 use crate::source::{Entries, ListError, expression_builder};
 
-/// Identifies a list (a category, or a policy's own allow/deny entries) in an index.
-pub type ListId = u16;
+pub use crate::ListId;
 
 /// Load factor of the domain table: memory against probe length.
 const LOAD_FACTOR: f64 = 0.85;

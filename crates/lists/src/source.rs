@@ -13,7 +13,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::index::ListId;
+use crate::ListId;
 use crate::normalise::{Host, RequestTarget};
 
 /// Errors from reading lists or building the index.
