@@ -128,9 +128,9 @@ async fn requests_are_recorded_with_their_fields() {
     .await;
 }
 
-/// The search-URL fixtures of the monitor crate: `url<TAB>engine<TAB>terms`, engine
+/// The search-URL fixtures of the activity crate: `url<TAB>engine<TAB>terms`, engine
 /// `-` for a URL that is not a search.
-const SEARCH_FIXTURES: &str = include_str!("../../crates/monitor/tests/fixtures/search_urls.txt");
+const SEARCH_FIXTURES: &str = include_str!("../../crates/activity/tests/fixtures/search_urls.txt");
 
 /// One fixture line: the line number, host, path and query, and the expected terms.
 struct SearchFixture {

@@ -1,12 +1,20 @@
-//! SafeGate's admin listener (`admin.listen`). Today it answers `/healthz`, `/readyz`
-//! ([`health`]), `/metrics` (Prometheus, see [`metrics`], for the clients
-//! [`access`] lets in) and a landing page; the admin web interface and the JSON API
-//! are added here. It is a separate socket from the proxy so that the proxy can refuse
-//! to reach it.
+//! SafeGate's admin listener (`admin.listen`) and everything served on it. It is a
+//! separate socket from the proxy so that the proxy can refuse to reach it. This crate
+//! owns the `[admin]` configuration section ([`AdminConfig`]) and:
+//!
+//! - [`health`]: `/healthz` (answers while SafeGate serves) and `/readyz` (whether it
+//!   serves as configured, and what to fix);
+//! - [`metrics`]: SafeGate's one Prometheus exporter, `/metrics`, for the clients
+//!   [`access`] lets in (address or bearer token);
+//! - [`ui`]: the admin web interface and its JSON API (sign-in, sessions, CSRF,
+//!   per-permission pages for rules, reviews, alerts, reports, activity and health),
+//!   merged beside the routes above by [`AdminServer::run_with_web`]; without it the
+//!   listener shows a landing page ([`AdminServer::run`]).
 
 pub mod access;
 pub mod health;
 pub mod metrics;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -48,11 +48,10 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
-use crate::normalize::{Host, RequestTarget, normalize_path};
+use crate::normalise::{Host, RequestTarget, normalise_path};
 use crate::source::{Entries, ListError, expression_builder};
 
-/// Identifies a list (a category, or a policy's own allow/deny entries) in an index.
-pub type ListId = u16;
+pub use crate::ListId;
 
 /// Load factor of the domain table: memory against probe length.
 const LOAD_FACTOR: f64 = 0.85;
@@ -112,7 +111,7 @@ impl IndexBuilder {
         path: impl AsRef<str>,
     ) {
         let fp = fingerprint(&self.hasher, host.borrow().as_str());
-        let path = normalize_path(path.as_ref()).to_ascii_lowercase();
+        let path = normalise_path(path.as_ref()).to_ascii_lowercase();
         self.urls.push((fp, path.into_boxed_str(), id));
     }
 

@@ -7,11 +7,14 @@
 //! [`index::Index::matches`] on every request.
 
 pub mod index;
-pub mod normalize;
-pub mod phrases;
+pub mod normalise;
 pub mod source;
 
-pub use index::{Index, IndexBuilder, ListId, ListMatches};
-pub use normalize::{Host, NormalizeError, RequestTarget};
-pub use phrases::{PhraseMatch, PhraseSet};
+pub use index::{Index, IndexBuilder, ListMatches};
+pub use normalise::{Host, NormaliseError, RequestTarget};
 pub use source::{Entries, ListError, ListFormat, SkippedLine, Ut1Options, read, read_ut1};
+
+/// Identifies a list (a category, or a policy's own allow/deny entries) in an index;
+/// also named by [`ListError::Expression`]. Defined here, at the root, because both
+/// [`source`] and [`index`] use it.
+pub type ListId = u16;

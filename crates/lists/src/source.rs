@@ -13,10 +13,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::index::ListId;
-use crate::normalize::{Host, RequestTarget};
+use crate::ListId;
+use crate::normalise::{Host, RequestTarget};
 
-/// Errors from reading lists or building the index or a phrase set.
+/// Errors from reading lists or building the index.
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
     /// A list file or folder could not be read.
@@ -48,9 +48,6 @@ pub enum ListError {
     /// The expressions are valid one by one but too large to compile together.
     #[error("the expressions are too large to compile together: {0}")]
     ExpressionsTooLarge(String),
-    /// The phrase list could not be compiled.
-    #[error("cannot compile the phrase list: {0}")]
-    Phrases(String),
 }
 
 /// The formats that [`read`] understands.

@@ -19,7 +19,7 @@ use crate::decrypt::{DecryptRules, SniMismatch};
 use crate::error::{PolicyError, Problem, line_column};
 use crate::file_rule::FileRule;
 use crate::lists::index::{IndexBuilder, ListId};
-use crate::lists::normalize::Host;
+use crate::lists::normalise::Host;
 use crate::lists::source::{self, ListFormat};
 use crate::model::{
     CategoryFile, DecryptFile, FileRuleFile, FormatFile, PolicyFile, SniMismatchFile, Timed,

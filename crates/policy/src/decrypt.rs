@@ -12,7 +12,7 @@
 //! rule that decided, as `decide` does.
 
 use crate::lists::index::ListId;
-use crate::lists::normalize::RequestTarget;
+use crate::lists::normalise::RequestTarget;
 use crate::snapshot::Snapshot;
 
 /// What to do when a TLS ClientHello names a different host than the CONNECT request

@@ -28,7 +28,7 @@ pub use alerts::{AlertSettings, HeavyUse, PhraseList, Severity, StaffSocial, par
 pub use compile::Policy;
 pub use decrypt::{DecryptDecision, SniMismatch};
 pub use error::{PolicyError, Problem};
-pub use lists::normalize::RequestTarget;
+pub use lists::normalise::RequestTarget;
 pub use snapshot::{
     CategoryStats, Decision, LoadStats, Role, SafeSearch, Snapshot, Subject, UnknownRole, Verdict,
     YouTubeMode,

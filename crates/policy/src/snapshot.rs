@@ -29,7 +29,7 @@ use jiff::tz::TimeZone;
 
 use crate::file_rule::FileRule;
 use crate::lists::index::{Index, ListId, ListMatches};
-use crate::lists::normalize::RequestTarget;
+use crate::lists::normalise::RequestTarget;
 use crate::window::{Calendar, LocalNow, Window, WindowId};
 
 /// A browsing role. Admin permissions are separate and not part of the policy.

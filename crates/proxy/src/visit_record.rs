@@ -90,7 +90,7 @@ impl RequestFacts<'_> {
                 .target
                 .path
                 .as_deref()
-                .and_then(|path| safegate_monitor::extract(host, path)),
+                .and_then(|path| safegate_activity::extract(host, path)),
             seen_as: self.seen_as,
             user_agent: self.user_agent.map(str::to_owned),
             failure: None,

@@ -6,21 +6,51 @@ use safegate_store::write_csv_row;
 
 use crate::WeeklyReport;
 
-/// Every table as (name, CSV bytes).
+/// Every table as (name, CSV bytes): alerts, searches, sites, blocked, circumvention,
+/// staff-core-hours, uncategorised.
 pub fn render_all(report: &WeeklyReport) -> std::io::Result<Vec<(String, Vec<u8>)>> {
-    let mut files = Vec::new();
-    let mut table = |name: &str, header: &[&str], rows: Vec<Vec<String>>| -> std::io::Result<()> {
+    TABLES
+        .iter()
+        .map(|table_of| {
+            let table = table_of(report);
+            Ok((table.name.to_owned(), table.to_csv()?))
+        })
+        .collect()
+}
+
+/// The tables, one file each, each built only when its turn comes.
+const TABLES: [fn(&WeeklyReport) -> Table; 7] = [
+    alerts,
+    searches,
+    sites,
+    blocked,
+    circumvention,
+    staff_core_hours,
+    uncategorised,
+];
+
+/// One CSV file: its name, its header and its rows.
+struct Table {
+    name: &'static str,
+    header: &'static [&'static str],
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn to_csv(&self) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        write_csv_row(&mut out, header.iter().copied())?;
-        for row in &rows {
+        write_csv_row(&mut out, self.header.iter().copied())?;
+        for row in &self.rows {
             write_csv_row(&mut out, row.iter().map(String::as_str))?;
         }
-        files.push((name.to_owned(), out));
-        Ok(())
-    };
-    table(
-        "alerts",
-        &[
+        Ok(out)
+    }
+}
+
+fn alerts(report: &WeeklyReport) -> Table {
+    Table {
+        name: "alerts",
+        header: &[
             "id",
             "severity",
             "kind",
@@ -33,7 +63,7 @@ pub fn render_all(report: &WeeklyReport) -> std::io::Result<Vec<(String, Vec<u8>
             "status",
             "summary",
         ],
-        report
+        rows: report
             .alerts
             .iter()
             .map(|a| {
@@ -52,13 +82,16 @@ pub fn render_all(report: &WeeklyReport) -> std::io::Result<Vec<(String, Vec<u8>
                 ]
             })
             .collect(),
-    )?;
-    table(
-        "searches",
-        &[
+    }
+}
+
+fn searches(report: &WeeklyReport) -> Table {
+    Table {
+        name: "searches",
+        header: &[
             "at", "who", "role", "group", "engine", "terms", "flagged", "outcome",
         ],
-        report
+        rows: report
             .searches
             .iter()
             .map(|s| {
@@ -74,10 +107,13 @@ pub fn render_all(report: &WeeklyReport) -> std::io::Result<Vec<(String, Vec<u8>
                 ]
             })
             .collect(),
-    )?;
-    table(
-        "sites",
-        &[
+    }
+}
+
+fn sites(report: &WeeklyReport) -> Table {
+    Table {
+        name: "sites",
+        header: &[
             "role",
             "group",
             "site",
@@ -86,7 +122,7 @@ pub fn render_all(report: &WeeklyReport) -> std::io::Result<Vec<(String, Vec<u8>
             "people",
             "time_spent_secs",
         ],
-        report
+        rows: report
             .sites
             .iter()
             .flat_map(|g| {
@@ -103,13 +139,16 @@ pub fn render_all(report: &WeeklyReport) -> std::io::Result<Vec<(String, Vec<u8>
                 })
             })
             .collect(),
-    )?;
-    table(
-        "blocked",
-        &[
+    }
+}
+
+fn blocked(report: &WeeklyReport) -> Table {
+    Table {
+        name: "blocked",
+        header: &[
             "who", "role", "group", "category", "attempts", "first_at", "last_at",
         ],
-        report
+        rows: report
             .blocked
             .iter()
             .map(|b| {
@@ -124,11 +163,14 @@ pub fn render_all(report: &WeeklyReport) -> std::io::Result<Vec<(String, Vec<u8>
                 ]
             })
             .collect(),
-    )?;
-    table(
-        "circumvention",
-        &["at", "who", "role", "host", "category", "outcome"],
-        report
+    }
+}
+
+fn circumvention(report: &WeeklyReport) -> Table {
+    Table {
+        name: "circumvention",
+        header: &["at", "who", "role", "host", "category", "outcome"],
+        rows: report
             .circumvention
             .iter()
             .map(|c| {
@@ -142,13 +184,16 @@ pub fn render_all(report: &WeeklyReport) -> std::io::Result<Vec<(String, Vec<u8>
                 ]
             })
             .collect(),
-    )?;
-    table(
-        "staff-core-hours",
-        &[
+    }
+}
+
+fn staff_core_hours(report: &WeeklyReport) -> Table {
+    Table {
+        name: "staff-core-hours",
+        header: &[
             "who", "category", "requests", "blocked", "first_at", "sites",
         ],
-        report
+        rows: report
             .staff_core_hours
             .iter()
             .map(|s| {
@@ -162,15 +207,17 @@ pub fn render_all(report: &WeeklyReport) -> std::io::Result<Vec<(String, Vec<u8>
                 ]
             })
             .collect(),
-    )?;
-    table(
-        "uncategorised",
-        &["site", "requests", "people"],
-        report
+    }
+}
+
+fn uncategorised(report: &WeeklyReport) -> Table {
+    Table {
+        name: "uncategorised",
+        header: &["site", "requests", "people"],
+        rows: report
             .uncategorised
             .iter()
             .map(|u| vec![u.site.clone(), u.requests.to_string(), u.people.to_string()])
             .collect(),
-    )?;
-    Ok(files)
+    }
 }

@@ -7,7 +7,7 @@
 //! What it holds: summary figures and requests per day; the alerts that had an
 //! occurrence in the week, by severity, with their evidence; every search, the ones
 //! matching a safeguarding phrase list first, then by user; websites visited by role
-//! and group (top sites, time spent from visits joined by the monitor crate); blocked
+//! and group (top sites, time spent from visits joined by the activity crate); blocked
 //! attempts by user and category; circumvention attempts; staff activity in core
 //! hours on non-work categories (the policy's `[alerts.staff_social]`); and busy
 //! uncategorised sites for the filter admin. Nothing outside the week is included.
@@ -19,19 +19,19 @@
 pub mod csv;
 pub mod html;
 pub mod pseudonym;
+mod tally;
 pub mod week;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use safegate_monitor::{DEFAULT_IDLE_GAP, VisitJoiner};
 use safegate_policy::Snapshot;
-use safegate_safeguarding::PhraseMatcher;
-use safegate_store::{AlertFilter, AlertKind, Outcome, Query, Record, Store, StoreError};
+use safegate_store::{Alert, AlertFilter, AlertKind, Outcome, Query, Record, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 pub use crate::pseudonym::Pseudonymiser;
+use crate::tally::{Tallied, WeekTally};
 pub use crate::week::IsoWeek;
 
 /// Top sites listed per role and group.
@@ -388,31 +388,9 @@ fn who_of(record: &Record) -> String {
         .unwrap_or_else(|| record.client.to_string())
 }
 
-#[derive(Default)]
-struct SiteAcc {
-    requests: u64,
-    blocked: u64,
-    people: HashSet<u32>,
-    time_micros: u64,
-}
-
-struct BlockedAcc {
-    role: String,
-    group: String,
-    attempts: u64,
-    first: u64,
-    last: u64,
-}
-
-struct StaffAcc {
-    requests: u64,
-    blocked: u64,
-    first: u64,
-    sites: Vec<String>,
-}
-
 /// Gathers `week` from `store` under `policy` (time zone, phrase lists,
-/// circumvention categories, core hours): one pass over the week's records.
+/// circumvention categories, core hours): one pass over the week's records (the
+/// `tally` module), then the alerts with an occurrence in the week.
 pub fn gather(
     store: &Store,
     policy: &Snapshot,
@@ -422,356 +400,34 @@ pub fn gather(
 ) -> Result<WeeklyReport, ReportError> {
     let tz = policy.timezone().clone();
     let (since, until) = week.range_micros(&tz);
-    let settings = std::sync::Arc::clone(policy.alerts());
-    let matcher = PhraseMatcher::new(&settings.phrase_lists);
-    let mut namer = Namer {
-        pseudonymiser: options.pseudonymiser.as_ref(),
-        cache: HashMap::new(),
-    };
-    let monday = week.monday();
-    let mut days: Vec<DayFigures> = (0..7)
-        .map(|i| {
-            let date = monday.saturating_add(jiff::Span::new().days(i));
-            DayFigures {
-                day: date.strftime("%a %Y-%m-%d").to_string(),
-                ..DayFigures::default()
-            }
-        })
-        .collect();
-    let mut summary = Summary::default();
-    // Each person as a small number, so per-site sets of people stay small.
-    let mut ids: HashMap<String, u32> = HashMap::new();
-    // Local midnights of Monday to the next Monday: records are placed by local date
-    // (the clock changes make a day 23 or 25 hours long).
-    let day_starts: Vec<u64> = (0..=7)
-        .map(|i| {
-            let date = monday.saturating_add(jiff::Span::new().days(i));
-            date.to_zoned_datetime(tz.clone())
-                .map(|z| u64::try_from(z.timestamp().as_microsecond()).unwrap_or(0))
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut searches: Vec<SearchRow> = Vec::new();
-    let mut role_of: HashMap<String, (String, String)> = HashMap::new();
-    let mut sites: BTreeMap<(String, String), HashMap<String, SiteAcc>> = BTreeMap::new();
-    let mut group_requests: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let mut blocked: BTreeMap<(String, String), BlockedAcc> = BTreeMap::new();
-    let mut circumvention: Vec<AttemptRow> = Vec::new();
-    let mut staff: BTreeMap<(String, String), StaffAcc> = BTreeMap::new();
-    let mut uncategorised: HashMap<String, (u64, HashSet<u32>)> = HashMap::new();
-    let mut joiner = VisitJoiner::new(DEFAULT_IDLE_GAP);
-    // Time spent is added to the site of the visitor's role and group as visits close.
-    let add_visits =
-        |visits: Vec<safegate_monitor::Visit>,
-         role_of: &HashMap<String, (String, String)>,
-         sites: &mut BTreeMap<(String, String), HashMap<String, SiteAcc>>| {
-            for visit in visits {
-                if let Some(acc) = role_of
-                    .get(&visit.user)
-                    .and_then(|key| sites.get_mut(key))
-                    .and_then(|s| s.get_mut(&visit.site))
-                {
-                    acc.time_micros += visit.duration_micros();
-                }
-            }
-        };
-    let staff_social = settings.staff_social.clone();
+    let mut tally = WeekTally::new(policy, week, options.pseudonymiser.as_ref());
     let query = Query {
         since: Some(since),
         until: Some(until),
         ..Query::default()
     };
     store.scan(&query, |record| {
-        let who = who_of(&record);
-        let next_id = ids.len() as u32;
-        let id = *ids.entry(who.clone()).or_insert(next_id);
-        let group = record.group.clone().unwrap_or_default();
-        let day = day_starts
-            .partition_point(|&start| start <= record.at_unix_micros)
-            .clamp(1, 7)
-            - 1;
-        days[day].requests += 1;
-        summary.requests += 1;
-        summary.bytes_down += record.bytes_down;
-        let is_blocked = record.outcome == Outcome::Blocked;
-        if is_blocked {
-            days[day].blocked += 1;
-            summary.blocked += 1;
-        }
-        if !role_of.contains_key(&who) {
-            role_of.insert(who.clone(), (record.role.clone(), group.clone()));
-        }
-        let site = safegate_monitor::site_of(&record.host).to_owned();
-        let key = (record.role.clone(), group.clone());
-        *group_requests.entry(key.clone()).or_default() += 1;
-        let acc = sites
-            .entry(key)
-            .or_default()
-            .entry(site.clone())
-            .or_default();
-        acc.requests += 1;
-        acc.blocked += u64::from(is_blocked);
-        acc.people.insert(id);
-        add_visits(joiner.push(&record), &role_of, &mut sites);
-        if summary.requests.is_multiple_of(65_536) {
-            add_visits(
-                joiner.close_idle(record.at_unix_micros),
-                &role_of,
-                &mut sites,
-            );
-        }
-        if let Some(search) = &record.search {
-            summary.searches += 1;
-            let flagged: Vec<String> = matcher
-                .find(&search.terms)
-                .into_iter()
-                .map(|hit| hit.list)
-                .collect();
-            summary.flagged_searches += u64::from(!flagged.is_empty());
-            searches.push(SearchRow {
-                at: local_text(record.at_unix_micros, &tz),
-                who: namer.name(&who),
-                role: record.role.clone(),
-                group: group.clone(),
-                engine: search.engine.clone(),
-                terms: search.terms.clone(),
-                flagged,
-                outcome: outcome_text(record.outcome).to_owned(),
-            });
-        }
-        if is_blocked {
-            let category = record
-                .categories
-                .first()
-                .cloned()
-                .unwrap_or_else(|| record.rule.clone());
-            let entry = blocked
-                .entry((namer.name(&who), category))
-                .or_insert_with(|| BlockedAcc {
-                    role: record.role.clone(),
-                    group: group.clone(),
-                    attempts: 0,
-                    first: record.at_unix_micros,
-                    last: record.at_unix_micros,
-                });
-            entry.attempts += 1;
-            entry.last = record.at_unix_micros;
-        }
-        let circumventing = record
-            .categories
-            .iter()
-            .find(|c| settings.circumvention_categories.contains(c))
-            .cloned()
-            .or_else(|| {
-                (record.rule.contains("sni-mismatch")
-                    || record.failure.as_deref() == Some("sni-mismatch"))
-                .then(|| "sni-mismatch".to_owned())
-            });
-        if let Some(category) = circumventing {
-            summary.circumvention_attempts += 1;
-            circumvention.push(AttemptRow {
-                at: local_text(record.at_unix_micros, &tz),
-                who: namer.name(&who),
-                role: record.role.clone(),
-                host: record.host.clone(),
-                category,
-                outcome: outcome_text(record.outcome).to_owned(),
-            });
-        }
-        if let Some(staff_social) = &staff_social
-            && staff_social.roles.contains(&record.role)
-            && let Some(category) = record
-                .categories
-                .iter()
-                .find(|c| staff_social.categories.contains(c))
-            && staff_social.window.as_deref().is_none_or(|window| {
-                let ts = Timestamp::from_microsecond(record.at_unix_micros as i64)
-                    .unwrap_or(Timestamp::UNIX_EPOCH);
-                policy.window_open(window, ts) == Some(true)
-            })
-        {
-            let entry = staff
-                .entry((namer.name(&who), category.clone()))
-                .or_insert_with(|| StaffAcc {
-                    requests: 0,
-                    blocked: 0,
-                    first: record.at_unix_micros,
-                    sites: Vec::new(),
-                });
-            entry.requests += 1;
-            entry.blocked += u64::from(is_blocked);
-            if !entry.sites.contains(&site) {
-                entry.sites.push(site.clone());
-            }
-        }
-        if record.categories.is_empty() {
-            let entry = uncategorised.entry(site).or_default();
-            entry.0 += 1;
-            entry.1.insert(id);
-        }
+        tally.add(&record);
         true
     })?;
-    add_visits(joiner.finish(), &role_of, &mut sites);
-    summary.people = ids.len() as u64;
-
-    // Flagged first, then by person and time.
-    searches.sort_by(|a, b| {
-        a.flagged
-            .is_empty()
-            .cmp(&b.flagged.is_empty())
-            .then_with(|| a.who.cmp(&b.who))
-            .then_with(|| a.at.cmp(&b.at))
-    });
-
-    let site_groups = sites
-        .into_iter()
-        .map(|((role, group), accs)| {
-            let mut rows: Vec<SiteRow> = accs
-                .into_iter()
-                .map(|(site, acc)| SiteRow {
-                    site,
-                    requests: acc.requests,
-                    blocked: acc.blocked,
-                    people: acc.people.len() as u64,
-                    time_spent_secs: acc.time_micros / 1_000_000,
-                })
-                .collect();
-            rows.sort_by(|a, b| {
-                b.time_spent_secs
-                    .cmp(&a.time_spent_secs)
-                    .then(b.requests.cmp(&a.requests))
-                    .then_with(|| a.site.cmp(&b.site))
-            });
-            rows.truncate(TOP_SITES);
-            let requests = group_requests
-                .get(&(role.clone(), group.clone()))
-                .copied()
-                .unwrap_or(0);
-            SiteGroup {
-                role,
-                group,
-                requests,
-                sites: rows,
-            }
-        })
-        .collect();
-
-    let mut blocked_rows: Vec<BlockedRow> = blocked
-        .into_iter()
-        .map(|((who, category), acc)| BlockedRow {
-            who,
-            role: acc.role,
-            group: acc.group,
-            category,
-            attempts: acc.attempts,
-            first_at: local_text(acc.first, &tz),
-            last_at: local_text(acc.last, &tz),
-        })
-        .collect();
-    blocked_rows.sort_by(|a, b| a.who.cmp(&b.who).then(b.attempts.cmp(&a.attempts)));
-
-    let staff_rows = staff
-        .into_iter()
-        .map(|((who, category), acc)| StaffRow {
-            who,
-            category,
-            requests: acc.requests,
-            blocked: acc.blocked,
-            first_at: local_text(acc.first, &tz),
-            sites: acc.sites,
-        })
-        .collect();
-
-    let mut uncategorised_rows: Vec<UncategorisedRow> = uncategorised
-        .into_iter()
-        .map(|(site, (requests, people))| UncategorisedRow {
-            site,
-            requests,
-            people: people.len() as u64,
-        })
-        .collect();
-    uncategorised_rows.sort_by(|a, b| {
-        b.requests
-            .cmp(&a.requests)
-            .then_with(|| a.site.cmp(&b.site))
-    });
-    uncategorised_rows.truncate(TOP_UNCATEGORISED);
-
-    let mut alerts: Vec<AlertRow> = store
-        .alerts(&AlertFilter {
-            since: Some(since),
-            until: Some(until),
-            ..AlertFilter::default()
-        })?
-        .into_iter()
-        .map(|alert| {
-            match alert.severity {
-                safegate_store::Severity::High => summary.alerts_high += 1,
-                safegate_store::Severity::Medium => summary.alerts_medium += 1,
-                safegate_store::Severity::Low => summary.alerts_low += 1,
-            }
-            let evidence = alert
-                .evidence
-                .iter()
-                .filter(|r| since <= r.at_unix_micros && r.at_unix_micros < until)
-                .map(|r| EvidenceRow {
-                    at: local_text(r.at_unix_micros, &tz),
-                    outcome: outcome_text(r.outcome).to_owned(),
-                    host: r.host.clone(),
-                    path: r.path.clone().unwrap_or_default(),
-                    search: r
-                        .search
-                        .as_ref()
-                        .map(|s| s.terms.clone())
-                        .unwrap_or_default(),
-                    client: if namer.pseudonymiser.is_some() {
-                        String::new()
-                    } else {
-                        r.client.to_string()
-                    },
-                })
-                .collect();
-            AlertRow {
-                id: alert.id,
-                severity: alert.severity.as_str().to_owned(),
-                kind: alert.kind.as_str().to_owned(),
-                who: namer.name(&alert.who),
-                role: alert.role.clone(),
-                group: alert.group.clone().unwrap_or_default(),
-                first_at: local_text(alert.first_at_unix_micros.max(since), &tz),
-                last_at: local_text(alert.last_at_unix_micros.min(until - 1), &tz),
-                occurrences: alert.occurrences,
-                status: alert.status.as_str().to_owned(),
-                summary: if namer.pseudonymiser.is_some() {
-                    let summary = alert.summary.replace(&alert.who, &namer.name(&alert.who));
-                    if alert.kind == AlertKind::ConcurrentLogin {
-                        namer.addresses(&summary)
-                    } else {
-                        summary
-                    }
-                } else {
-                    alert.summary.clone()
-                },
-                evidence,
-            }
-        })
-        .collect();
-    let rank = |s: &str| match s {
-        "high" => 0,
-        "medium" => 1,
-        _ => 2,
-    };
-    alerts.sort_by(|a, b| {
-        rank(&a.severity)
-            .cmp(&rank(&b.severity))
-            .then(a.id.cmp(&b.id))
-    });
-
+    let Tallied {
+        mut namer,
+        mut summary,
+        days,
+        searches,
+        sites,
+        blocked,
+        circumvention,
+        staff_core_hours,
+        uncategorised,
+    } = tally.finish();
+    let alerts = alert_rows(store, (since, until), &tz, &mut namer, &mut summary)?;
     let generated = if options.generated_at_unix_micros == 0 {
         u64::try_from(Timestamp::now().as_microsecond()).unwrap_or(0)
     } else {
         options.generated_at_unix_micros
     };
+    let monday = week.monday();
     Ok(WeeklyReport {
         week: week.to_string(),
         timezone: timezone_name.to_owned(),
@@ -785,12 +441,110 @@ pub fn gather(
         days,
         alerts,
         searches,
-        sites: site_groups,
-        blocked: blocked_rows,
+        sites,
+        blocked,
         circumvention,
-        staff_core_hours: staff_rows,
-        uncategorised: uncategorised_rows,
+        staff_core_hours,
+        uncategorised,
     })
+}
+
+/// The alerts with an occurrence in `[since, until)`, most severe first, each counted
+/// into `summary` by severity.
+fn alert_rows(
+    store: &Store,
+    (since, until): (u64, u64),
+    tz: &TimeZone,
+    namer: &mut Namer,
+    summary: &mut Summary,
+) -> Result<Vec<AlertRow>, ReportError> {
+    let mut alerts: Vec<AlertRow> = store
+        .alerts(&AlertFilter {
+            since: Some(since),
+            until: Some(until),
+            ..AlertFilter::default()
+        })?
+        .into_iter()
+        .map(|alert| {
+            match alert.severity {
+                safegate_store::Severity::High => summary.alerts_high += 1,
+                safegate_store::Severity::Medium => summary.alerts_medium += 1,
+                safegate_store::Severity::Low => summary.alerts_low += 1,
+            }
+            alert_row(&alert, (since, until), tz, namer)
+        })
+        .collect();
+    let rank = |s: &str| match s {
+        "high" => 0,
+        "medium" => 1,
+        _ => 2,
+    };
+    alerts.sort_by(|a, b| {
+        rank(&a.severity)
+            .cmp(&rank(&b.severity))
+            .then(a.id.cmp(&b.id))
+    });
+    Ok(alerts)
+}
+
+/// One alert as the report shows it: its times clipped to the week, its evidence
+/// from the week only, and no client addresses when pseudonymising.
+fn alert_row(
+    alert: &Alert,
+    (since, until): (u64, u64),
+    tz: &TimeZone,
+    namer: &mut Namer,
+) -> AlertRow {
+    let pseudonymised = namer.pseudonymiser.is_some();
+    let evidence = alert
+        .evidence
+        .iter()
+        .filter(|r| since <= r.at_unix_micros && r.at_unix_micros < until)
+        .map(|r| EvidenceRow {
+            at: local_text(r.at_unix_micros, tz),
+            outcome: outcome_text(r.outcome).to_owned(),
+            host: r.host.clone(),
+            path: r.path.clone().unwrap_or_default(),
+            search: r
+                .search
+                .as_ref()
+                .map(|s| s.terms.clone())
+                .unwrap_or_default(),
+            client: if pseudonymised {
+                String::new()
+            } else {
+                r.client.to_string()
+            },
+        })
+        .collect();
+    AlertRow {
+        id: alert.id,
+        severity: alert.severity.as_str().to_owned(),
+        kind: alert.kind.as_str().to_owned(),
+        who: namer.name(&alert.who),
+        role: alert.role.clone(),
+        group: alert.group.clone().unwrap_or_default(),
+        first_at: local_text(alert.first_at_unix_micros.max(since), tz),
+        last_at: local_text(alert.last_at_unix_micros.min(until - 1), tz),
+        occurrences: alert.occurrences,
+        status: alert.status.as_str().to_owned(),
+        summary: alert_summary(alert, namer),
+        evidence,
+    }
+}
+
+/// The alert's one line, with the person (and, for a concurrent log-in, the
+/// addresses) pseudonymised when pseudonymising.
+fn alert_summary(alert: &Alert, namer: &mut Namer) -> String {
+    if namer.pseudonymiser.is_none() {
+        return alert.summary.clone();
+    }
+    let summary = alert.summary.replace(&alert.who, &namer.name(&alert.who));
+    if alert.kind == AlertKind::ConcurrentLogin {
+        namer.addresses(&summary)
+    } else {
+        summary
+    }
 }
 
 /// The files of one report, written into `dir`; returns their paths (HTML first).

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use jiff::Timestamp;
-use safegate_monitor::DEFAULT_IDLE_GAP;
+use safegate_activity::DEFAULT_IDLE_GAP;
 
 use crate::cli::{LogAction, LogExportArgs, LogPurgeArgs, LogQueryArgs};
 use crate::control::{Request, open_store_or_connect};

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Result;
-use safegate_monitor::visits::{Visit, join};
+use safegate_activity::visits::{Visit, join};
 use safegate_store::{
     Outcome, Query, Record, Store, StoreError, write_csv_row, write_records_csv, write_records_json,
 };

@@ -138,7 +138,7 @@ pub fn audit_policy_file(store: &safegate_store::Store, path: &Path) {
         safegate_store::AuditAction::PolicyChange,
         None,
         &text,
-        safegate_web::policy_diff,
+        safegate_admin::ui::policy_diff,
     ) {
         Ok(Some(entry)) => info!(
             sequence = entry.sequence,
@@ -164,7 +164,7 @@ pub fn audit_list_files(store: &safegate_store::Store, files: &[PathBuf]) {
             }
         };
         let name = path.display().to_string();
-        match store.audit_list_file(now, &name, &content, safegate_web::policy_diff) {
+        match store.audit_list_file(now, &name, &content, safegate_admin::ui::policy_diff) {
             Ok(Some(entry)) => info!(
                 sequence = entry.sequence,
                 file = %name,

@@ -194,7 +194,8 @@ async fn serve(config: Config) -> Result<()> {
     };
     let retention_task = (config.store.retention_days > 0)
         .then(|| retention::spawn(store.clone(), config.store.retention_days, shutdown.clone()));
-    let admin_task = tokio::spawn(admin.run_with_web(safegate_web::router(web), shutdown.clone()));
+    let admin_task =
+        tokio::spawn(admin.run_with_web(safegate_admin::ui::router(web), shutdown.clone()));
     let proxy_task = tokio::spawn(proxy.run(shutdown.clone()));
     readiness.set_serving(true);
     info!("admin listening on {admin_addr}");

@@ -10,7 +10,7 @@ use std::os::fd::AsFd;
 use anyhow::{Context, Result, anyhow, bail};
 use safegate_store::password;
 use safegate_store::users::{
-    check_display_name, check_group, check_role, normalize_name, parse_permissions,
+    check_display_name, check_group, check_role, normalise_name, parse_permissions,
 };
 
 use crate::cli::{
@@ -50,7 +50,7 @@ fn run_printed(access: Access, request: &Request) -> Result<()> {
 
 fn add(args: &UsersAddArgs) -> Result<()> {
     // Check what can be checked before asking for a password.
-    let name = normalize_name(&args.name)?;
+    let name = normalise_name(&args.name)?;
     check_role(&args.role)?;
     if let Some(group) = args.group.as_deref().filter(|g| !g.is_empty()) {
         check_group(group)?;
@@ -103,7 +103,7 @@ fn list(args: &UsersListArgs) -> Result<()> {
 }
 
 fn passwd(args: &UsersPasswdArgs) -> Result<()> {
-    let name = normalize_name(&args.name)?;
+    let name = normalise_name(&args.name)?;
     let config = Config::load(&args.config.config, &args.config.set)?;
     let password = read_password(&args.password, &name)?;
     let request = Request::UsersPasswd(UsersPasswd {
@@ -114,7 +114,7 @@ fn passwd(args: &UsersPasswdArgs) -> Result<()> {
 }
 
 fn by_name(args: &UserNameArgs, request: impl Fn(UserName) -> Request) -> Result<()> {
-    let name = normalize_name(&args.name)?;
+    let name = normalise_name(&args.name)?;
     let config = Config::load(&args.config.config, &args.config.set)?;
     run_printed(
         open_store_or_connect(&config.data_dir)?,
@@ -123,7 +123,7 @@ fn by_name(args: &UserNameArgs, request: impl Fn(UserName) -> Request) -> Result
 }
 
 fn update(args: &UsersUpdateArgs) -> Result<()> {
-    let name = normalize_name(&args.name)?;
+    let name = normalise_name(&args.name)?;
     let permissions = if args.no_permissions {
         Some(Default::default())
     } else {

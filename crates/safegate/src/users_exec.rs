@@ -249,7 +249,7 @@ pub fn set_disabled(
 /// Removes a user.
 pub fn remove(store: &Store, command: &UserName) -> Result<Output, UsersFailure> {
     store.remove_user(&command.name)?;
-    let name = safegate_store::users::normalize_name(&command.name)?;
+    let name = safegate_store::users::normalise_name(&command.name)?;
     Ok(flushed(store, Output::Removed { name })?)
 }
 

@@ -1,4 +1,4 @@
-//! Connects the admin web interface (`safegate-web`) to the running service: the
+//! Connects the admin web interface (`safegate_admin::ui`) to the running service: the
 //! technicians' health figures, the policy file and live snapshot for the rules pages,
 //! and the reload request the rules pages send after a change.
 
@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use safegate_admin::Readiness;
+use safegate_admin::ui::policy_edit::PolicyFile;
+use safegate_admin::ui::rules::PolicyAccess;
+use safegate_admin::ui::{HealthFigures, HealthSource, WebSettings, WebState};
 use safegate_proxy::PolicyHandle;
 use safegate_store::{Store, VisitLogStats};
-use safegate_web::policy_edit::PolicyFile;
-use safegate_web::rules::PolicyAccess;
-use safegate_web::{HealthFigures, HealthSource, WebSettings, WebState};
 use tokio::sync::Notify;
 
 use crate::policy_reload::ReloadCounters;
@@ -90,7 +90,7 @@ pub fn web_state(
     WebState::new(
         store,
         WebSettings {
-            sessions: safegate_web::SessionLimits {
+            sessions: safegate_admin::ui::SessionLimits {
                 idle: admin.session_idle,
                 absolute: admin.session_max,
             },

@@ -20,9 +20,9 @@
 //! A user name is 1 to [`MAX_NAME_CHARS`] characters of `A-Z a-z 0-9 . _ @ -`,
 //! starting with a letter or a digit (so it can never be taken for a command-line
 //! option). Names are **case-insensitive**: they are stored lower-cased
-//! ([`normalize_name`]), every look-up lower-cases the name it is given, and `Ada` and
+//! ([`normalise_name`]), every look-up lower-cases the name it is given, and `Ada` and
 //! `ada` are the same user. Whoever checks a log-in against a table built from
-//! [`Store::list_users`] must look the typed name up through [`normalize_name`].
+//! [`Store::list_users`] must look the typed name up through [`normalise_name`].
 //!
 //! Groups are case-sensitive, as in the policy file: 1 to [`MAX_NAME_CHARS`]
 //! characters of `A-Z a-z 0-9 . _ -`, starting with a letter or a digit, and not a
@@ -140,7 +140,7 @@ pub fn permissions_text(permissions: &BTreeSet<Permission>) -> String {
 /// One user, as stored. `Debug` leaves the password hash out.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
-    /// The log-in name, normalised ([`normalize_name`]); the key.
+    /// The log-in name, normalised ([`normalise_name`]); the key.
     pub name: String,
     /// The person's or the group log-in's name as people read it.
     pub display_name: Option<String>,
@@ -434,7 +434,7 @@ fn name_problem(name: &str, extra: &[char]) -> Option<String> {
 /// Checks a user name and returns its stored form: lower-cased (names are
 /// case-insensitive). Rules: 1 to [`MAX_NAME_CHARS`] characters of `A-Z a-z 0-9 . _ @ -`,
 /// starting with a letter or a digit.
-pub fn normalize_name(name: &str) -> Result<String, UserError> {
+pub fn normalise_name(name: &str) -> Result<String, UserError> {
     match name_problem(name, &['@']) {
         Some(why) => Err(UserError::InvalidName {
             name: name.to_owned(),
@@ -506,7 +506,7 @@ fn field_problems(
     password_hash: Option<&str>,
 ) -> (Option<String>, Vec<UserError>) {
     let mut problems = Vec::new();
-    let key = match normalize_name(name) {
+    let key = match normalise_name(name) {
         Ok(key) => Some(key),
         Err(err) => {
             problems.push(err);
@@ -588,7 +588,7 @@ impl Store {
 
     /// The user of that name (any case), if there is one.
     pub fn get_user(&self, name: &str) -> Result<Option<User>, UserError> {
-        let key = normalize_name(name)?;
+        let key = normalise_name(name)?;
         match self.users.get(key.as_bytes())? {
             None => Ok(None),
             Some(value) => decode_stored(&key, &value).map(Some),
@@ -670,7 +670,7 @@ impl Store {
 
     /// Removes a user.
     pub fn remove_user(&self, name: &str) -> Result<(), UserError> {
-        let key = normalize_name(name)?;
+        let key = normalise_name(name)?;
         match self.users.remove(key.as_bytes())? {
             None => Err(UserError::NoSuchUser { name: key }),
             Some(_) => Ok(()),
@@ -831,7 +831,7 @@ impl Store {
         name: &str,
         change: impl Fn(&mut User) -> Result<bool, UserError>,
     ) -> Result<(User, bool), UserError> {
-        let key = normalize_name(name)?;
+        let key = normalise_name(name)?;
         loop {
             let Some(old) = self.users.get(key.as_bytes())? else {
                 return Err(UserError::NoSuchUser { name: key });
@@ -993,7 +993,7 @@ mod tests {
             "7b",
             "x".repeat(64).as_str(),
         ] {
-            normalize_name(good).unwrap();
+            normalise_name(good).unwrap();
         }
         for (bad, why) in [
             ("", "empty"),
@@ -1005,7 +1005,7 @@ mod tests {
             ("a/b", "'/' is not allowed"),
             ("a\0b", "'\\0' is not allowed"),
         ] {
-            let error = normalize_name(bad).unwrap_err().to_string();
+            let error = normalise_name(bad).unwrap_err().to_string();
             assert!(error.contains(why), "{bad:?}: {error}");
         }
         let (_dir, store) = open();

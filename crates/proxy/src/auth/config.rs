@@ -210,7 +210,7 @@ impl AuthConfig {
                         ));
                         continue;
                     }
-                    match safegate_store::users::normalize_name(user) {
+                    match safegate_store::users::normalise_name(user) {
                         Ok(name) => Grant::User(name),
                         Err(error) => {
                             problems.push(ConfigProblem::new(key("user"), error.to_string()));

@@ -689,7 +689,7 @@ impl Authenticator {
     ) -> Result<Identity, PortalRefusal> {
         let now = Instant::now();
         let users = self.users.load_full();
-        let name = safegate_store::users::normalize_name(user).unwrap_or_else(|_| user.to_owned());
+        let name = safegate_store::users::normalise_name(user).unwrap_or_else(|_| user.to_owned());
         let entry = users.get(&name).cloned();
         if let Err(locked) = self
             .limiter

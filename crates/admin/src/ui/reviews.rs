@@ -14,10 +14,10 @@ use safegate_policy::RequestTarget;
 use safegate_store::{AuditAction, NewAuditEntry, ReviewDecision, ReviewEntry};
 use serde::Deserialize;
 
-use crate::pages::{layout, url_encode};
-use crate::policy_edit::{Edit, Scope};
-use crate::rules::{apply_change, edit_status, now_micros};
-use crate::{Session, WebState, refusal};
+use crate::ui::pages::{layout, url_encode};
+use crate::ui::policy_edit::{Edit, Scope};
+use crate::ui::rules::{apply_change, edit_status, now_micros};
+use crate::ui::{Session, WebState, refusal};
 
 /// Requests shown on one page.
 const PAGE: usize = 200;

@@ -1,4 +1,5 @@
-//! SafeGate's admin web interface, served on `admin.listen` beside `/metrics`:
+//! SafeGate's admin web interface, served on `admin.listen` beside `/healthz`,
+//! `/readyz` and `/metrics` ([`crate::AdminServer::run_with_web`]):
 //! pages rendered on the server (maud templates, escaped by construction) that work
 //! without JavaScript, and the same actions as JSON under `/api/`.
 //!
@@ -32,8 +33,8 @@ use axum::routing::{get, post};
 use safegate_store::{Permission, Store};
 use serde::Serialize;
 
-use crate::session::random_token;
-pub use crate::session::{Session, SessionLimits, Sessions};
+use crate::ui::session::random_token;
+pub use crate::ui::session::{Session, SessionLimits, Sessions};
 
 /// Largest form or JSON body accepted (a policy edit fits many times over).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;

@@ -14,8 +14,8 @@ use maud::html;
 use safegate_report::{GatherOptions, IsoWeek};
 use serde::{Deserialize, Serialize};
 
-use crate::pages::{layout, url_encode};
-use crate::{Session, WebState, refusal};
+use crate::ui::pages::{layout, url_encode};
+use crate::ui::{Session, WebState, refusal};
 
 /// A report's files, by week.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -1,4 +1,5 @@
-//! SafeGate's monitoring analysis over the visit log (issue 5, points 4 and 5):
+//! What a person did on the web, read from their requests and the visit log (issue 5,
+//! points 4 and 5): what they searched for and which sites they spent time on.
 //!
 //! - [`search_terms`]: the search terms typed into a search engine, video site or shop,
 //!   read from the request URL when it is visible (plain HTTP, decrypted HTTPS). The

@@ -327,7 +327,7 @@ impl PolicyFile {
                 },
                 author.reason.as_deref(),
                 &new_text,
-                crate::policy_diff,
+                crate::ui::policy_diff,
             )
             .map_err(|err| EditError::Audit(err.to_string()))?;
         std::fs::rename(&temp, &self.path)?;

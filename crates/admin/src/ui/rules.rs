@@ -2,7 +2,7 @@
 //! group (locked categories shown as locked), allow and deny lists, time windows,
 //! temporary unblocks for a lesson, and "test a URL" with the policy's own
 //! explanation. Changes go
-//! through [`crate::policy_edit`]: checked, audited, written atomically, then taken
+//! through [`crate::ui::policy_edit`]: checked, audited, written atomically, then taken
 //! live by the service's reload path.
 
 use std::sync::Arc;
@@ -13,15 +13,15 @@ use axum::extract::{Extension, Form, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use jiff::Timestamp;
-use maud::html;
+use maud::{Markup, html};
 use safegate_policy::{RequestTarget, Role, Snapshot, Subject};
 use serde::Deserialize;
 use tokio::sync::Notify;
 use toml_edit::{DocumentMut, Item, Value};
 
-use crate::pages::{layout, url_encode};
-use crate::policy_edit::{Author, Edit, EditError, NewUnblock, PolicyFile, Scope, WindowEdit};
-use crate::{Session, WebState, refusal};
+use crate::ui::pages::{layout, url_encode};
+use crate::ui::policy_edit::{Author, Edit, EditError, NewUnblock, PolicyFile, Scope, WindowEdit};
+use crate::ui::{Session, WebState, refusal};
 
 /// What the rules pages need from the service.
 pub struct PolicyAccess {
@@ -142,7 +142,9 @@ pub struct RulesQuery {
     group: Option<String>,
 }
 
-/// `GET /rules`.
+/// `GET /rules`: the test-a-URL form, then the categories, the allow and deny lists,
+/// the time windows and the temporary unblocks of every scope, each section with the
+/// forms that change it.
 pub async fn rules_page(
     State(state): State<Arc<WebState>>,
     Extension(session): Extension<Session>,
@@ -151,19 +153,9 @@ pub async fn rules_page(
     let Some(policy) = state.policy.as_ref() else {
         return no_policy(false);
     };
-    let (text, version) = match policy.file.read() {
+    let (document, version) = match read_document(&policy.file) {
         Ok(read) => read,
-        Err(err) => return refusal(false, StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
-    };
-    let document: DocumentMut = match text.parse() {
-        Ok(document) => document,
-        Err(err) => {
-            return refusal(
-                false,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &EditError::Toml(format!("{err}")).to_string(),
-            );
-        }
+        Err(problem) => return refusal(false, StatusCode::INTERNAL_SERVER_ERROR, &problem),
     };
     let snapshot = policy.live.load_full();
     let categories: Vec<(String, bool)> = snapshot
@@ -175,7 +167,193 @@ pub async fn rules_page(
     let views = scopes(&document, &categories);
     let window_views = window_views(&document);
     let windows: Vec<String> = window_views.iter().map(|w| w.name.clone()).collect();
-    let unblocks: Vec<Vec<(String, String)>> = document
+    let tested = query.url.as_deref().filter(|u| !u.is_empty()).map(|url| {
+        test_url(
+            &snapshot,
+            url,
+            query.role.as_deref(),
+            query.group.as_deref(),
+        )
+    });
+    let tokens = FormTokens {
+        csrf: &session.csrf,
+        version: &version,
+    };
+    layout(
+        "Filtering rules",
+        Some(&session),
+        html! {
+            (test_section(&query, tested.as_ref()))
+            (categories_section(&views, &categories, &windows, &tokens))
+            (lists_section(&views, &tokens))
+            (windows_section(&window_views, &tokens))
+            (unblocks_section(&unblock_entries(&document), &tokens))
+        },
+    )
+    .into_response()
+}
+
+/// The policy file, parsed, and its version; what went wrong when it cannot be read.
+fn read_document(file: &PolicyFile) -> Result<(DocumentMut, String), String> {
+    let (text, version) = file.read().map_err(|err| err.to_string())?;
+    let document: DocumentMut = text
+        .parse()
+        .map_err(|err| EditError::Toml(format!("{err}")).to_string())?;
+    Ok((document, version))
+}
+
+/// The hidden fields every form of the page carries: the session's CSRF token and the
+/// version of the policy file the form was made from.
+struct FormTokens<'a> {
+    csrf: &'a str,
+    version: &'a str,
+}
+
+impl maud::Render for FormTokens<'_> {
+    fn render(&self) -> Markup {
+        html! {
+            input type="hidden" name="csrf" value=(self.csrf);
+            input type="hidden" name="version" value=(self.version);
+        }
+    }
+}
+
+/// The outcome of the last change, and "Test a URL" with its answer.
+fn test_section(query: &RulesQuery, tested: Option<&Tested>) -> Markup {
+    html! {
+        @if let Some(done) = &query.done { p.ok { "Saved: " (done) ". The policy reloads in a moment." } }
+        @if let Some(error) = &query.error { p.bad { (error) } }
+        h2 { "Test a URL" }
+        form method="get" action="/rules" {
+            label { "Address " input name="url" size="50" value=(query.url.as_deref().unwrap_or("")); }
+            label { "Role " input name="role" value=(query.role.as_deref().unwrap_or("pupil")); }
+            label { "Group (optional) " input name="group" value=(query.group.as_deref().unwrap_or("")); }
+            button type="submit" { "Test" }
+        }
+        @if let Some(result) = tested {
+            @match result {
+                Ok((blocked, rule, reason, cats)) => p class=(if *blocked { "bad" } else { "ok" }) {
+                    (if *blocked { "BLOCKED" } else { "ALLOWED" }) " by " code { (rule) } ": " (reason)
+                    @if !cats.is_empty() { " (categories: " (cats.join(", ")) ")" }
+                },
+                Err(problem) => p.bad { (problem) },
+            }
+        }
+    }
+}
+
+/// Each role's and group's categories, with a block or allow form per unlocked one.
+fn categories_section(
+    views: &[ScopeView],
+    categories: &[(String, bool)],
+    windows: &[String],
+    tokens: &FormTokens,
+) -> Markup {
+    html! {
+        h2 { "Categories" }
+        p { "Locked categories are blocked for everyone and cannot be changed here." }
+        @for view in views.iter().filter(|v| v.scope != Scope::Global) {
+            h3 { (view.scope.text()) }
+            table {
+                tr { th { "Category" } th { "Now" } th { "Change" } }
+                @for ((name, state), (_, locked)) in view.blocks.iter().zip(categories) {
+                    tr {
+                        td { (name) }
+                        td {
+                            @if *locked { "locked (always blocked)" }
+                            @else { @match state { None => "allowed", Some(s) if s.is_empty() => "blocked", Some(s) => (format!("blocked {s}")) } }
+                        }
+                        td {
+                            @if !*locked {
+                                form method="post" action="/rules/block" {
+                                    (tokens)
+                                    input type="hidden" name="scope" value=(view.scope.text());
+                                    input type="hidden" name="category" value=(name);
+                                    @if state.is_some() {
+                                        input type="hidden" name="blocked" value="false";
+                                        button type="submit" { "Allow" }
+                                    } @else {
+                                        input type="hidden" name="blocked" value="true";
+                                        button type="submit" { "Block" }
+                                        @if !windows.is_empty() {
+                                            select name="window" aria-label="when" {
+                                                option value="" { "always" }
+                                                @for window in windows { option value=(window) { "in " (window) } }
+                                            }
+                                        }
+                                    }
+                                    input name="reason" placeholder="why (optional)";
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every scope's allow and deny list as one text box each.
+fn lists_section(views: &[ScopeView], tokens: &FormTokens) -> Markup {
+    html! {
+        h2 { "Allow and deny lists" }
+        p { "One site or address per line. Entries with time windows are kept as they are (edit them in the file)." }
+        @for view in views {
+            @for (deny, entries) in [(false, &view.allow), (true, &view.deny)] {
+                form method="post" action="/rules/list" {
+                    (tokens)
+                    input type="hidden" name="scope" value=(view.scope.text());
+                    input type="hidden" name="kind" value=(if deny { "deny" } else { "allow" });
+                    label {
+                        (view.scope.text()) " " (if deny { "deny" } else { "allow" }) " list"
+                        br;
+                        textarea name="entries" rows="4" cols="60" { (entries.iter().filter(|e| !e.starts_with('{')).cloned().collect::<Vec<_>>().join("\n")) }
+                    }
+                    input name="reason" placeholder="why (optional)";
+                    button type="submit" { "Save" }
+                }
+            }
+        }
+    }
+}
+
+/// The time windows, each editable, and a form for a new one.
+fn windows_section(window_views: &[WindowView], tokens: &FormTokens) -> Markup {
+    html! {
+        h2 { "Time windows" }
+        p { "Rules blocked \"in\" a window apply only then. Days: " code { "mon-fri" } ", " code { "sat" } " (none: every day); times: " code { "08:30-15:30" } " (none: all day), school time; separate several with commas." }
+        table {
+            tr { th { "Window" } th { "Description" } th { "Days" } th { "Times" } th { "Term days only" } th { "" } }
+            @for window in window_views {
+                tr {
+                    form method="post" action="/rules/window" {
+                        td { (window.name) (tokens) input type="hidden" name="name" value=(window.name); }
+                        td { input name="description" value=(window.description) aria-label="description"; }
+                        td { input name="days" size="12" value=(window.days.join(", ")) aria-label="days"; }
+                        td { input name="times" size="24" value=(window.times.join(", ")) aria-label="times"; }
+                        td { input type="checkbox" name="terms_only" value="true" checked[window.terms_only] aria-label="term days only"; }
+                        td { input name="reason" placeholder="why (optional)" aria-label="why"; button type="submit" { "Save" } }
+                    }
+                }
+            }
+        }
+        h3 { "New time window" }
+        form method="post" action="/rules/window" {
+            (tokens)
+            label { "Name " input name="name" required pattern="[A-Za-z0-9_-]{1,40}"; }
+            label { "Description " input name="description"; }
+            label { "Days " input name="days" placeholder="mon-fri"; }
+            label { "Times " input name="times" placeholder="12:00-13:00"; }
+            label { "Term days only " input type="checkbox" name="terms_only" value="true"; }
+            input name="reason" placeholder="why (optional)";
+            button type="submit" { "Add" }
+        }
+    }
+}
+
+/// Every `[[unblocks]]` entry as (key, value) pairs, as written in the file.
+fn unblock_entries(document: &DocumentMut) -> Vec<Vec<(String, String)>> {
+    document
         .get("unblocks")
         .and_then(Item::as_array_of_tables)
         .map(|tables| {
@@ -194,160 +372,40 @@ pub async fn rules_page(
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    let tested = query.url.as_deref().filter(|u| !u.is_empty()).map(|url| {
-        test_url(
-            &snapshot,
-            url,
-            query.role.as_deref(),
-            query.group.as_deref(),
-        )
-    });
-    let csrf = session.csrf.clone();
-    let hidden = |version: &str| {
-        html! {
-            input type="hidden" name="csrf" value=(csrf);
-            input type="hidden" name="version" value=(version);
+        .unwrap_or_default()
+}
+
+/// The temporary unblocks, each with a remove form, and a form for a new one.
+fn unblocks_section(unblocks: &[Vec<(String, String)>], tokens: &FormTokens) -> Markup {
+    html! {
+        h2 { "Temporary unblocks" }
+        table {
+            tr { th { "Unblock" } th { "" } }
+            @for unblock in unblocks {
+                @let id = unblock.iter().find(|(k, _)| k == "id").map(|(_, v)| v.clone()).unwrap_or_default();
+                tr {
+                    td { @for (key, value) in unblock { (key) ": " (value) br; } }
+                    td {
+                        form method="post" action="/rules/unblock/remove" {
+                            (tokens)
+                            input type="hidden" name="id" value=(id);
+                            button type="submit" { "Remove" }
+                        }
+                    }
+                }
+            }
         }
-    };
-    layout(
-        "Filtering rules",
-        Some(&session),
-        html! {
-            @if let Some(done) = &query.done { p.ok { "Saved: " (done) ". The policy reloads in a moment." } }
-            @if let Some(error) = &query.error { p.bad { (error) } }
-            h2 { "Test a URL" }
-            form method="get" action="/rules" {
-                label { "Address " input name="url" size="50" value=(query.url.as_deref().unwrap_or("")); }
-                label { "Role " input name="role" value=(query.role.as_deref().unwrap_or("pupil")); }
-                label { "Group (optional) " input name="group" value=(query.group.as_deref().unwrap_or("")); }
-                button type="submit" { "Test" }
-            }
-            @if let Some(result) = &tested {
-                @match result {
-                    Ok((blocked, rule, reason, cats)) => p class=(if *blocked { "bad" } else { "ok" }) {
-                        (if *blocked { "BLOCKED" } else { "ALLOWED" }) " by " code { (rule) } ": " (reason)
-                        @if !cats.is_empty() { " (categories: " (cats.join(", ")) ")" }
-                    },
-                    Err(problem) => p.bad { (problem) },
-                }
-            }
-            h2 { "Categories" }
-            p { "Locked categories are blocked for everyone and cannot be changed here." }
-            @for view in views.iter().filter(|v| v.scope != Scope::Global) {
-                h3 { (view.scope.text()) }
-                table {
-                    tr { th { "Category" } th { "Now" } th { "Change" } }
-                    @for ((name, state), (_, locked)) in view.blocks.iter().zip(&categories) {
-                        tr {
-                            td { (name) }
-                            td {
-                                @if *locked { "locked (always blocked)" }
-                                @else { @match state { None => "allowed", Some(s) if s.is_empty() => "blocked", Some(s) => (format!("blocked {s}")) } }
-                            }
-                            td {
-                                @if !*locked {
-                                    form method="post" action="/rules/block" {
-                                        (hidden(&version))
-                                        input type="hidden" name="scope" value=(view.scope.text());
-                                        input type="hidden" name="category" value=(name);
-                                        @if state.is_some() {
-                                            input type="hidden" name="blocked" value="false";
-                                            button type="submit" { "Allow" }
-                                        } @else {
-                                            input type="hidden" name="blocked" value="true";
-                                            button type="submit" { "Block" }
-                                            @if !windows.is_empty() {
-                                                select name="window" aria-label="when" {
-                                                    option value="" { "always" }
-                                                    @for window in &windows { option value=(window) { "in " (window) } }
-                                                }
-                                            }
-                                        }
-                                        input name="reason" placeholder="why (optional)";
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            h2 { "Allow and deny lists" }
-            p { "One site or address per line. Entries with time windows are kept as they are (edit them in the file)." }
-            @for view in &views {
-                @for (deny, entries) in [(false, &view.allow), (true, &view.deny)] {
-                    form method="post" action="/rules/list" {
-                        (hidden(&version))
-                        input type="hidden" name="scope" value=(view.scope.text());
-                        input type="hidden" name="kind" value=(if deny { "deny" } else { "allow" });
-                        label {
-                            (view.scope.text()) " " (if deny { "deny" } else { "allow" }) " list"
-                            br;
-                            textarea name="entries" rows="4" cols="60" { (entries.iter().filter(|e| !e.starts_with('{')).cloned().collect::<Vec<_>>().join("\n")) }
-                        }
-                        input name="reason" placeholder="why (optional)";
-                        button type="submit" { "Save" }
-                    }
-                }
-            }
-            h2 { "Time windows" }
-            p { "Rules blocked \"in\" a window apply only then. Days: " code { "mon-fri" } ", " code { "sat" } " (none: every day); times: " code { "08:30-15:30" } " (none: all day), school time; separate several with commas." }
-            table {
-                tr { th { "Window" } th { "Description" } th { "Days" } th { "Times" } th { "Term days only" } th { "" } }
-                @for window in &window_views {
-                    tr {
-                        form method="post" action="/rules/window" {
-                            td { (window.name) (hidden(&version)) input type="hidden" name="name" value=(window.name); }
-                            td { input name="description" value=(window.description) aria-label="description"; }
-                            td { input name="days" size="12" value=(window.days.join(", ")) aria-label="days"; }
-                            td { input name="times" size="24" value=(window.times.join(", ")) aria-label="times"; }
-                            td { input type="checkbox" name="terms_only" value="true" checked[window.terms_only] aria-label="term days only"; }
-                            td { input name="reason" placeholder="why (optional)" aria-label="why"; button type="submit" { "Save" } }
-                        }
-                    }
-                }
-            }
-            h3 { "New time window" }
-            form method="post" action="/rules/window" {
-                (hidden(&version))
-                label { "Name " input name="name" required pattern="[A-Za-z0-9_-]{1,40}"; }
-                label { "Description " input name="description"; }
-                label { "Days " input name="days" placeholder="mon-fri"; }
-                label { "Times " input name="times" placeholder="12:00-13:00"; }
-                label { "Term days only " input type="checkbox" name="terms_only" value="true"; }
-                input name="reason" placeholder="why (optional)";
-                button type="submit" { "Add" }
-            }
-            h2 { "Temporary unblocks" }
-            table {
-                tr { th { "Unblock" } th { "" } }
-                @for unblock in &unblocks {
-                    @let id = unblock.iter().find(|(k, _)| k == "id").map(|(_, v)| v.clone()).unwrap_or_default();
-                    tr {
-                        td { @for (key, value) in unblock { (key) ": " (value) br; } }
-                        td {
-                            form method="post" action="/rules/unblock/remove" {
-                                (hidden(&version))
-                                input type="hidden" name="id" value=(id);
-                                button type="submit" { "Remove" }
-                            }
-                        }
-                    }
-                }
-            }
-            h3 { "Unblock for a lesson" }
-            form method="post" action="/rules/unblock" {
-                (hidden(&version))
-                label { "Site (or leave empty and give a category) " input name="site"; }
-                label { "Category " input name="category"; }
-                label { "For (role, or role/group such as pupil/year9) " input name="scope" required; }
-                label { "Minutes " input name="minutes" type="number" min="1" max="1440" value="30"; }
-                label { "Why " input name="reason" required; }
-                button type="submit" { "Unblock" }
-            }
-        },
-    )
-    .into_response()
+        h3 { "Unblock for a lesson" }
+        form method="post" action="/rules/unblock" {
+            (tokens)
+            label { "Site (or leave empty and give a category) " input name="site"; }
+            label { "Category " input name="category"; }
+            label { "For (role, or role/group such as pupil/year9) " input name="scope" required; }
+            label { "Minutes " input name="minutes" type="number" min="1" max="1440" value="30"; }
+            label { "Why " input name="reason" required; }
+            button type="submit" { "Unblock" }
+        }
+    }
 }
 
 /// A `[windows.NAME]` table as written in the file.
@@ -475,7 +533,7 @@ pub(crate) async fn apply_change(
     version: String,
     edit: Edit,
     reason: Option<String>,
-) -> Result<crate::policy_edit::Applied, EditError> {
+) -> Result<crate::ui::policy_edit::Applied, EditError> {
     let Some(policy) = state.policy.as_ref() else {
         return Err(EditError::Refused(
             "the policy cannot be edited here".to_owned(),

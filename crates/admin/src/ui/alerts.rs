@@ -15,9 +15,9 @@ use safegate_store::{
 };
 use serde::Deserialize;
 
-use crate::pages::{layout, local_time, url_encode};
-use crate::rules::now_micros;
-use crate::{Session, WebState, refusal};
+use crate::ui::pages::{layout, local_time, url_encode};
+use crate::ui::rules::now_micros;
+use crate::ui::{Session, WebState, refusal};
 
 fn parse_status(text: &str) -> Option<AlertStatus> {
     [

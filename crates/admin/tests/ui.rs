@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
-use safegate_store::{AuditAction, NewAuditEntry, NewUser, Permission, Store};
-use safegate_web::{
+use safegate_admin::ui::{
     HealthFigures, HealthSource, Need, ROUTES, SessionLimits, WebSettings, WebState, router,
 };
+use safegate_store::{AuditAction, NewAuditEntry, NewUser, Permission, Store};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -74,7 +74,7 @@ async fn start(limits: SessionLimits) -> Admin {
 
 async fn start_with(
     limits: SessionLimits,
-    policy: Option<safegate_web::rules::PolicyAccess>,
+    policy: Option<safegate_admin::ui::rules::PolicyAccess>,
 ) -> Admin {
     let dir = tempfile::tempdir().unwrap();
     let reports = dir.path().join("reports");
@@ -404,7 +404,7 @@ async fn failed_sign_ins_are_rate_limited() {
     bounded(async {
         let admin = start(long_sessions()).await;
         let client = client();
-        for _ in 0..safegate_web::limiter::PER_USER {
+        for _ in 0..safegate_admin::ui::limiter::PER_USER {
             let response = admin.sign_in(&client, "head", "guess").await;
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         }
@@ -483,9 +483,9 @@ async fn hostile_names_and_audit_text_are_shown_as_text() {
 mod rules {
     use super::*;
     use arc_swap::ArcSwap;
+    use safegate_admin::ui::policy_edit::PolicyFile;
+    use safegate_admin::ui::rules::PolicyAccess;
     use safegate_policy::Policy;
-    use safegate_web::policy_edit::PolicyFile;
-    use safegate_web::rules::PolicyAccess;
     use tokio::sync::Notify;
 
     const POLICY: &str = r#"timezone = "Europe/London"

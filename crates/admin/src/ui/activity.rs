@@ -16,9 +16,9 @@ use maud::html;
 use safegate_store::{AuditAction, NewAuditEntry, Outcome, Query as LogQuery, Record};
 use serde::{Deserialize, Serialize};
 
-use crate::pages::{layout, local_time};
-use crate::rules::now_micros;
-use crate::{Session, WebState, refusal};
+use crate::ui::pages::{layout, local_time};
+use crate::ui::rules::now_micros;
+use crate::ui::{Session, WebState, refusal};
 
 /// Most records read for one view.
 const MAX_RECORDS: usize = 200_000;
@@ -170,7 +170,7 @@ async fn gather(
             ));
         }
     }
-    let mut visits = safegate_monitor::visits::join(&records, VISIT_GAP);
+    let mut visits = safegate_activity::visits::join(&records, VISIT_GAP);
     visits.sort_by_key(|visit| visit.start_micros);
     activity.visits = visits
         .iter()

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use safegate_monitor::visits::{DEFAULT_IDLE_GAP, Visit, VisitJoiner, join, site_of};
+use safegate_activity::visits::{DEFAULT_IDLE_GAP, Visit, VisitJoiner, join, site_of};
 use safegate_store::record::{IdentifiedBy, Outcome, Record, SeenAs};
 
 const T0: u64 = 1_760_000_000_000_000;

@@ -13,8 +13,8 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use safegate_store::{AuditVerification, Permission, password};
 use serde::Deserialize;
 
-use crate::session::{self, SESSION_COOKIE, Session, random_token};
-use crate::{WebState, cookie_value, refusal};
+use crate::ui::session::{self, SESSION_COOKIE, Session, random_token};
+use crate::ui::{WebState, cookie_value, refusal};
 
 /// The pre-session cookie whose value the sign-in form must repeat (login CSRF).
 const LOGIN_COOKIE: &str = "safegate_login";
@@ -364,7 +364,7 @@ pub async fn health(
 }
 
 /// `GET /api/health`.
-pub async fn api_health(State(state): State<Arc<WebState>>) -> Json<crate::HealthFigures> {
+pub async fn api_health(State(state): State<Arc<WebState>>) -> Json<crate::ui::HealthFigures> {
     Json(state.health.health())
 }
 

@@ -1,6 +1,6 @@
 //! Search-term extraction over real-shaped URLs from `fixtures/search_urls.txt`.
 
-use safegate_monitor::search_terms::{ENGINES, extract};
+use safegate_activity::search_terms::{ENGINES, extract};
 
 const FIXTURES: &str = include_str!("fixtures/search_urls.txt");
 

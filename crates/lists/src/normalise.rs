@@ -21,7 +21,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Why a host or URL could not be normalised.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NormalizeError {
+pub enum NormaliseError {
     /// The host (or the URL's host part) is empty.
     #[error("empty host")]
     EmptyHost,
@@ -58,16 +58,16 @@ impl Host {
     /// Normalises a host as it appears in a request, a `Host:` header, SNI or a list:
     /// an optional `:port` (and IPv6 `[...]` brackets) is removed, then see the module
     /// documentation.
-    pub fn parse(raw: &str) -> Result<Host, NormalizeError> {
+    pub fn parse(raw: &str) -> Result<Host, NormaliseError> {
         let raw = raw.trim();
         if let Some(rest) = raw.strip_prefix('[') {
             let Some((inside, after)) = rest.split_once(']') else {
-                return Err(NormalizeError::Ipv6(raw.to_string()));
+                return Err(NormaliseError::Ipv6(raw.to_string()));
             };
             if !after.is_empty() {
                 let port = after
                     .strip_prefix(':')
-                    .ok_or_else(|| NormalizeError::Ipv6(raw.to_string()))?;
+                    .ok_or_else(|| NormaliseError::Ipv6(raw.to_string()))?;
                 check_port(port, raw)?;
             }
             return parse_ipv6(inside, raw);
@@ -114,26 +114,26 @@ impl AsRef<str> for Host {
 }
 
 impl std::str::FromStr for Host {
-    type Err = NormalizeError;
-    fn from_str(s: &str) -> Result<Host, NormalizeError> {
+    type Err = NormaliseError;
+    fn from_str(s: &str) -> Result<Host, NormaliseError> {
         Host::parse(s)
     }
 }
 
-fn check_port(port: &str, raw: &str) -> Result<(), NormalizeError> {
+fn check_port(port: &str, raw: &str) -> Result<(), NormaliseError> {
     // An empty port (`host:`) is allowed by the URL standard and means the default.
     if port.is_empty() || (port.len() <= 5 && port.parse::<u16>().is_ok()) {
         Ok(())
     } else {
-        Err(NormalizeError::Port(raw.to_string()))
+        Err(NormaliseError::Port(raw.to_string()))
     }
 }
 
-fn parse_ipv6(text: &str, raw: &str) -> Result<Host, NormalizeError> {
+fn parse_ipv6(text: &str, raw: &str) -> Result<Host, NormaliseError> {
     // Zone identifiers (`fe80::1%eth0`) never reach a proxy as a destination; refuse them.
     text.parse::<Ipv6Addr>()
         .map(|a| Host(a.to_string()))
-        .map_err(|_| NormalizeError::Ipv6(raw.to_string()))
+        .map_err(|_| NormaliseError::Ipv6(raw.to_string()))
 }
 
 /// Bytes allowed in a normalised host name label (after lower-casing).
@@ -142,10 +142,10 @@ fn is_host_byte(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
 }
 
-fn parse_domain_or_ipv4(host: &str) -> Result<String, NormalizeError> {
+fn parse_domain_or_ipv4(host: &str) -> Result<String, NormaliseError> {
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty() {
-        return Err(NormalizeError::EmptyHost);
+        return Err(NormaliseError::EmptyHost);
     }
     // Fast path: plain ASCII names (every list entry and nearly every request).
     let simple = host
@@ -161,14 +161,14 @@ fn parse_domain_or_ipv4(host: &str) -> Result<String, NormalizeError> {
             host.to_string()
         };
         let ascii = idna::domain_to_ascii_cow(decoded.as_bytes(), idna::AsciiDenyList::URL)
-            .map_err(|_| NormalizeError::Idna(host.to_string()))?
+            .map_err(|_| NormaliseError::Idna(host.to_string()))?
             .into_owned();
         let ascii = ascii.strip_suffix('.').map(str::to_string).unwrap_or(ascii);
         if let Some(ch) = ascii
             .chars()
             .find(|&c| !(c.is_ascii() && (is_host_byte(c as u8) || c == '.')))
         {
-            return Err(NormalizeError::ForbiddenCharacter {
+            return Err(NormaliseError::ForbiddenCharacter {
                 host: host.to_string(),
                 ch,
             });
@@ -176,15 +176,15 @@ fn parse_domain_or_ipv4(host: &str) -> Result<String, NormalizeError> {
         ascii
     };
     if name.is_empty() {
-        return Err(NormalizeError::EmptyHost);
+        return Err(NormaliseError::EmptyHost);
     }
     if name.split('.').any(str::is_empty) {
-        return Err(NormalizeError::EmptyLabel(host.to_string()));
+        return Err(NormaliseError::EmptyLabel(host.to_string()));
     }
     let last = name.rsplit('.').next().unwrap_or("");
     if ends_in_number(last) {
         let addr =
-            parse_whatwg_ipv4(&name).ok_or_else(|| NormalizeError::Ipv4(host.to_string()))?;
+            parse_whatwg_ipv4(&name).ok_or_else(|| NormaliseError::Ipv4(host.to_string()))?;
         name = addr.to_string();
     }
     Ok(name)
@@ -266,7 +266,7 @@ pub struct RequestTarget {
 impl RequestTarget {
     /// Parses `http://user@Host:80/p?q#frag`, `//host/p` or `host/path` (no scheme).
     /// A URL with an authority but no path gets the path `/`.
-    pub fn parse_url(url: &str) -> Result<RequestTarget, NormalizeError> {
+    pub fn parse_url(url: &str) -> Result<RequestTarget, NormaliseError> {
         let url = url.trim();
         let rest = match url.find("://") {
             Some(i)
@@ -283,7 +283,7 @@ impl RequestTarget {
         let authority = &rest[..end];
         let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         let host = Host::parse(host_port)?;
-        let path = normalize_path(&rest[end..]);
+        let path = normalise_path(&rest[end..]);
         Ok(RequestTarget {
             host,
             path: Some(path),
@@ -295,10 +295,10 @@ impl RequestTarget {
     pub fn from_parts(
         host: &str,
         path_and_query: Option<&str>,
-    ) -> Result<RequestTarget, NormalizeError> {
+    ) -> Result<RequestTarget, NormaliseError> {
         Ok(RequestTarget {
             host: Host::parse(host)?,
-            path: path_and_query.map(normalize_path),
+            path: path_and_query.map(normalise_path),
         })
     }
 
@@ -307,8 +307,8 @@ impl RequestTarget {
         RequestTarget { host, path: None }
     }
 
-    /// `host/path?query` without scheme: the text that URL entries, expressions and
-    /// phrase lists are matched against. Just the host when there is no path.
+    /// `host/path?query` without scheme: the text that URL entries and expressions are
+    /// matched against. Just the host when there is no path.
     pub fn url_text(&self) -> String {
         let path = self.path.as_deref().unwrap_or("");
         let mut s = String::with_capacity(self.host.0.len() + path.len());
@@ -362,7 +362,7 @@ fn is_unreserved(b: u8) -> bool {
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Canonical percent-encoding of one path or query component (see module docs).
-fn normalize_encoding(input: &str, out: &mut String, in_path: bool) {
+fn normalise_encoding(input: &str, out: &mut String, in_path: bool) {
     let s = input.as_bytes();
     let mut i = 0;
     while i < s.len() {
@@ -397,14 +397,14 @@ fn normalize_encoding(input: &str, out: &mut String, in_path: bool) {
 
 /// Normalises a path with optional query (and fragment, which is removed); see the
 /// module documentation. The result always starts with `/`.
-pub fn normalize_path(raw: &str) -> String {
+pub fn normalise_path(raw: &str) -> String {
     let raw = raw.split('#').next().unwrap_or("");
     let (path, query) = match raw.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (raw, None),
     };
     let mut decoded = String::with_capacity(path.len() + 1);
-    normalize_encoding(path, &mut decoded, true);
+    normalise_encoding(path, &mut decoded, true);
     let mut out = String::with_capacity(raw.len() + 1);
     // Resolve dot segments and collapse empty segments.
     let mut segments: Vec<&str> = Vec::new();
@@ -432,7 +432,7 @@ pub fn normalize_path(raw: &str) -> String {
     }
     if let Some(q) = query {
         out.push('?');
-        normalize_encoding(q, &mut out, false);
+        normalise_encoding(q, &mut out, false);
     }
     out
 }
@@ -538,33 +538,33 @@ mod tests {
 
     #[test]
     fn path_percent_encoding() {
-        assert_eq!(normalize_path("/%70orn"), "/porn");
-        assert_eq!(normalize_path("/%50%4F%52%4E"), "/PORN");
-        assert_eq!(normalize_path("/a%2fb"), "/a%2Fb");
-        assert_eq!(normalize_path("/a%2Fb"), "/a%2Fb");
-        assert_eq!(normalize_path("/%7e%5F%2D"), "/~_-");
-        assert_eq!(normalize_path("/bad%zz%4"), "/bad%zz%4");
-        assert_eq!(normalize_path("/caf\u{e9}"), "/caf%C3%A9");
-        assert_eq!(normalize_path("/a b"), "/a%20b");
-        assert_eq!(normalize_path("/p?q=%70%3d"), "/p?q=p%3D");
+        assert_eq!(normalise_path("/%70orn"), "/porn");
+        assert_eq!(normalise_path("/%50%4F%52%4E"), "/PORN");
+        assert_eq!(normalise_path("/a%2fb"), "/a%2Fb");
+        assert_eq!(normalise_path("/a%2Fb"), "/a%2Fb");
+        assert_eq!(normalise_path("/%7e%5F%2D"), "/~_-");
+        assert_eq!(normalise_path("/bad%zz%4"), "/bad%zz%4");
+        assert_eq!(normalise_path("/caf\u{e9}"), "/caf%C3%A9");
+        assert_eq!(normalise_path("/a b"), "/a%20b");
+        assert_eq!(normalise_path("/p?q=%70%3d"), "/p?q=p%3D");
         // Query keeps its slashes and dots.
-        assert_eq!(normalize_path("/p?u=a//b/../c"), "/p?u=a//b/../c");
+        assert_eq!(normalise_path("/p?u=a//b/../c"), "/p?u=a//b/../c");
     }
 
     #[test]
     fn path_dot_segments_and_slashes() {
-        assert_eq!(normalize_path(""), "/");
-        assert_eq!(normalize_path("/"), "/");
-        assert_eq!(normalize_path("/a/./b/../c"), "/a/c");
-        assert_eq!(normalize_path("/a/b/.."), "/a/");
-        assert_eq!(normalize_path("/a/b/."), "/a/b/");
-        assert_eq!(normalize_path("/../../x"), "/x");
-        assert_eq!(normalize_path("/ok/%2e%2e/porn"), "/porn");
-        assert_eq!(normalize_path("/ok/%2E/porn"), "/ok/porn");
-        assert_eq!(normalize_path("//a///b//"), "/a/b/");
-        assert_eq!(normalize_path("/a/b#frag"), "/a/b");
-        assert_eq!(normalize_path("/a..b/c"), "/a..b/c");
-        assert_eq!(normalize_path("/A/B"), "/A/B", "case is kept");
+        assert_eq!(normalise_path(""), "/");
+        assert_eq!(normalise_path("/"), "/");
+        assert_eq!(normalise_path("/a/./b/../c"), "/a/c");
+        assert_eq!(normalise_path("/a/b/.."), "/a/");
+        assert_eq!(normalise_path("/a/b/."), "/a/b/");
+        assert_eq!(normalise_path("/../../x"), "/x");
+        assert_eq!(normalise_path("/ok/%2e%2e/porn"), "/porn");
+        assert_eq!(normalise_path("/ok/%2E/porn"), "/ok/porn");
+        assert_eq!(normalise_path("//a///b//"), "/a/b/");
+        assert_eq!(normalise_path("/a/b#frag"), "/a/b");
+        assert_eq!(normalise_path("/a..b/c"), "/a..b/c");
+        assert_eq!(normalise_path("/A/B"), "/A/B", "case is kept");
     }
 
     #[test]
