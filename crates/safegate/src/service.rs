@@ -17,14 +17,13 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use safegate_control::{ControlServer, retention};
 use safegate_proxy::visit_record::{RecordSink, SharedSink};
 use safegate_store::{
     Record, Store, VisitLogQueue, VisitLogStats, spawn_review_writer, spawn_visit_log_writer,
 };
 
-use crate::control::ControlServer;
 use crate::policy_reload::{self, ReloadCounters};
-use crate::retention;
 use crate::settings::Config;
 use crate::user_table;
 
@@ -189,7 +188,8 @@ async fn serve(config: Config) -> Result<()> {
         }
         Err(err) => {
             error!(
-                "CONTROL SOCKET NOT AVAILABLE: `safegate log` and `safegate users` commands cannot reach the database while SafeGate runs: {err:#}"
+                "CONTROL SOCKET NOT AVAILABLE: `safegate log` and `safegate users` commands cannot reach the database while SafeGate runs: {}",
+                safegate_control::error_chain(&err)
             );
             None
         }
