@@ -14,7 +14,6 @@ mod ca_command;
 mod check;
 mod cli;
 mod doctor;
-mod lists_import;
 mod log_command;
 mod logging;
 mod policy_reload;
@@ -30,7 +29,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ConfigAction, ListsAction};
+use safegate_lists::import::import_ut1;
+
+use crate::cli::{Cli, Command, ConfigAction, ImportFormat, ListsAction};
 use crate::settings::Config;
 
 fn main() -> ExitCode {
@@ -81,9 +82,11 @@ fn main() -> ExitCode {
             }),
         },
         Command::Lists { action } => match action {
-            ListsAction::Import(args) => lists_import::run(&args).map(|summary| {
-                print!("{summary}");
-            }),
+            ListsAction::Import(args) => match args.format {
+                ImportFormat::Ut1 => import_ut1(&args.options())
+                    .map(|summary| print!("{summary}"))
+                    .map_err(Into::into),
+            },
         },
         Command::Ca { action } => ca_command::run(&action),
         Command::Log { action } => log_command::run(&action),
