@@ -133,7 +133,7 @@ pub enum Output {
         /// Time zone name for the message.
         timezone: String,
     },
-    /// An export, written as frames (see [`export`]).
+    /// An export, written as frames (see [`crate::export`]).
     Export {
         /// The user's records, oldest first.
         records: Vec<Record>,
