@@ -90,9 +90,9 @@ fn loopback_v4() -> IpNet {
 }
 
 impl AdminConfig {
-    /// Every problem, as (key, message).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
-        let mut problems = Vec::new();
+    /// Every problem, with its key.
+    pub fn validate(&self) -> Vec<safegate_proxy::ConfigProblem> {
+        let mut problems: Vec<(&str, String)> = Vec::new();
         let file_set = self
             .metrics_token_file
             .as_ref()
@@ -120,6 +120,9 @@ impl AdminConfig {
             ));
         }
         problems
+            .into_iter()
+            .map(|(key, message)| safegate_proxy::ConfigProblem::new(key, message))
+            .collect()
     }
 }
 

@@ -5,7 +5,12 @@
 //! Pure: no network, no async, no global state. The flow is
 //! [`source::read`] → [`index::IndexBuilder::add`] → [`index::IndexBuilder::build`] →
 //! [`index::Index::matches`] on every request.
+//!
+//! The one exception is behind the `fetch` feature: `import` downloads and
+//! installs a UT1 collection for `safegate lists import`, once, off the proxy's path.
 
+#[cfg(feature = "fetch")]
+pub mod import;
 pub mod index;
 pub mod normalise;
 pub mod source;

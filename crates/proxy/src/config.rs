@@ -9,24 +9,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-/// One configuration problem: the dotted key and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// Dotted key, e.g. `proxy.connect_ports`.
-    pub key: String,
-    /// What is wrong, in words a technician can act on.
-    pub message: String,
-}
-
-impl ConfigProblem {
-    /// A problem with `key`.
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use safegate_config::ConfigProblem;
 
 /// `[proxy]`: the client-facing listener and its limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]

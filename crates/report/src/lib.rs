@@ -15,10 +15,14 @@
 //! With [`GatherOptions::pseudonymiser`] every person (user name, or the client
 //! address when nobody was identified) is replaced by a stable pseudonym
 //! ([`pseudonym`]), evidence included.
+//!
+//! [`scheduler`] makes and mails the report every week in `safegate run`
+//! (`[report]` in `safegate.toml`).
 
 pub mod csv;
 pub mod html;
 pub mod pseudonym;
+pub mod scheduler;
 mod tally;
 pub mod week;
 

@@ -16,8 +16,9 @@ use anyhow::Result;
 use safegate_admin::metrics::AlertCounters;
 use safegate_proxy::PolicyHandle;
 use safegate_proxy::auth::Authenticator;
+use safegate_report::scheduler::Scheduler;
 use safegate_safeguarding::{
-    AlertStats, ConcurrentLogin, EngineInputs, PolicySource, spawn_alert_engine,
+    AlertStats, ConcurrentLogin, EngineInputs, Mailer, PolicySource, delivery, spawn_alert_engine,
 };
 use safegate_store::{AlertKind, RecordBatch, Store};
 use tokio::sync::mpsc;
@@ -25,8 +26,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::delivery;
-use crate::scheduler::Scheduler;
 use crate::settings::Config;
 
 /// Written batches waiting for the alert engine (each up to one flush interval's
@@ -133,7 +132,7 @@ pub fn start(
         })),
     );
     let scheduler = if config.report.weekly {
-        let mailer = delivery::Mailer::new(&config.delivery.smtp)?;
+        let mailer = Mailer::new(&config.delivery.smtp)?;
         Some(
             Scheduler {
                 store: store.clone(),

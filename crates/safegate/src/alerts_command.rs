@@ -1,21 +1,20 @@
 //! `safegate alerts list|show|ack|close`: the safeguarding alerts in the database,
 //! and their handling (acknowledged with a note, closed), with who did it. Like
 //! `safegate log`, it works on the database directly or, while SafeGate runs, through
-//! its control socket ([`crate::control`]): the request is an [`AlertsRequest`] and
-//! [`execute`] does the work in whichever process holds the database.
-
-use std::fmt::Write as _;
+//! its control socket ([`safegate_control`]): the request is an [`AlertsRequest`] and
+//! [`safegate_control::alerts::execute`] does the work in whichever process holds the
+//! database.
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use jiff::Timestamp;
-use safegate_store::{Alert, AlertFilter, AlertKind, AlertStatus, StatusChange, Store};
-use serde::{Deserialize, Serialize};
+use safegate_control::alerts::AlertsRequest;
+use safegate_control::time_text::{micros, parse_time, policy_timezone};
+use safegate_control::{Request, open_store_or_connect};
+use safegate_store::{AlertFilter, AlertKind, AlertStatus};
 
 use crate::cli::ConfigArgs;
-use crate::control::{CommandError, Request, open_store_or_connect};
 use crate::settings::Config;
-use crate::time_arg::{local_text, micros, parse_time, policy_timezone, zone_named};
 
 /// `safegate alerts ...`.
 #[derive(Debug, Subcommand)]
@@ -112,65 +111,6 @@ pub struct AlertsChangeArgs {
     pub config: ConfigArgs,
 }
 
-/// An alerts command, as sent over the control socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum AlertsRequest {
-    /// List alerts.
-    List {
-        /// Which ones.
-        filter: AlertFilter,
-        /// JSON output.
-        json: bool,
-        /// The school's time zone, for the times shown.
-        timezone: String,
-    },
-    /// One alert.
-    Show {
-        /// Its id.
-        id: u64,
-        /// JSON output.
-        json: bool,
-        /// The school's time zone.
-        timezone: String,
-    },
-    /// Acknowledge or close.
-    SetStatus {
-        /// Its id.
-        id: u64,
-        /// The new status.
-        status: AlertStatus,
-        /// Who.
-        by: String,
-        /// Why.
-        note: Option<String>,
-        /// When, Unix microseconds.
-        at_unix_micros: u64,
-        /// The school's time zone.
-        timezone: String,
-    },
-}
-
-impl AlertsRequest {
-    /// What the request asks, for the service's log.
-    pub fn describe(&self) -> String {
-        match self {
-            AlertsRequest::List { filter, .. } => format!(
-                "alerts list{}",
-                filter
-                    .who
-                    .as_deref()
-                    .map(|w| format!(" who={w:?}"))
-                    .unwrap_or_default()
-            ),
-            AlertsRequest::Show { id, .. } => format!("alerts show {id}"),
-            AlertsRequest::SetStatus { id, status, by, .. } => {
-                format!("alerts set {id} status={} by={by:?}", status.as_str())
-            }
-        }
-    }
-}
-
 /// Runs one `safegate alerts` command.
 pub fn run(action: &AlertsAction) -> Result<()> {
     let (config_args, request) = match action {
@@ -179,9 +119,10 @@ pub fn run(action: &AlertsAction) -> Result<()> {
             let (tz, timezone) = policy_timezone(&config.policy.file);
             let now = Timestamp::now();
             let time = |flag: &str, text: &Option<String>| -> Result<Option<u64>> {
-                text.as_deref()
+                Ok(text
+                    .as_deref()
                     .map(|t| parse_time(flag, t, &tz, now).map(micros))
-                    .transpose()
+                    .transpose()?)
             };
             let kind = match &args.kind {
                 Some(name) => Some(
@@ -246,7 +187,7 @@ pub fn run(action: &AlertsAction) -> Result<()> {
     let access = open_store_or_connect(&config_args.data_dir)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    access.run(&Request::Alerts(request), &mut out)
+    Ok(access.run(&Request::Alerts(request), &mut out)?)
 }
 
 /// The person running the command: `SUDO_USER`, else `USER`, else `unknown`.
@@ -254,161 +195,4 @@ fn login_name() -> String {
     std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-/// Does an alerts command on the open database: (output bytes, summary for the log).
-pub fn execute(store: &Store, request: &AlertsRequest) -> Result<(Vec<u8>, String), CommandError> {
-    match request {
-        AlertsRequest::List {
-            filter,
-            json: as_json,
-            timezone,
-        } => {
-            let alerts = store.alerts(filter)?;
-            let summary = format!("{} alerts listed", alerts.len());
-            if *as_json {
-                return Ok((json_lines(&alerts)?, summary));
-            }
-            let tz = zone_named(timezone);
-            let mut text = String::new();
-            if alerts.is_empty() {
-                text.push_str("no alerts\n");
-            }
-            for alert in &alerts {
-                let _ = writeln!(text, "{}", list_line(alert, &tz));
-            }
-            Ok((text.into_bytes(), summary))
-        }
-        AlertsRequest::Show {
-            id,
-            json: as_json,
-            timezone,
-        } => {
-            let alert = store
-                .alert(*id)?
-                .ok_or_else(|| CommandError::Refused(format!("there is no alert {id}")))?;
-            let summary = format!("alert {id} shown");
-            if *as_json {
-                return Ok((json_lines(&alert)?, summary));
-            }
-            Ok((details(&alert, &zone_named(timezone)).into_bytes(), summary))
-        }
-        AlertsRequest::SetStatus {
-            id,
-            status,
-            by,
-            note,
-            at_unix_micros,
-            timezone,
-        } => {
-            let alert = store
-                .set_alert_status(
-                    *id,
-                    StatusChange {
-                        status: *status,
-                        by: by.clone(),
-                        at_unix_micros: *at_unix_micros,
-                        note: note.clone(),
-                    },
-                )?
-                .ok_or_else(|| CommandError::Refused(format!("there is no alert {id}")))?;
-            let tz = zone_named(timezone);
-            Ok((
-                format!("{}\n", list_line(&alert, &tz)).into_bytes(),
-                format!("alert {id} {} by {by:?}", status.as_str()),
-            ))
-        }
-    }
-}
-
-/// `value` as pretty JSON and a final newline.
-fn json_lines<T: Serialize>(value: &T) -> Result<Vec<u8>, CommandError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(safegate_store::StoreError::from)?;
-    bytes.push(b'\n');
-    Ok(bytes)
-}
-
-fn list_line(alert: &Alert, tz: &jiff::tz::TimeZone) -> String {
-    format!(
-        "#{:<6} {:<12} {:<6} {:<24} {:<20} {}  {}  x{}  {}",
-        alert.id,
-        alert.status.as_str(),
-        alert.severity.as_str(),
-        alert.kind.as_str(),
-        alert.who,
-        local_text(alert.first_at_unix_micros, tz),
-        local_text(alert.last_at_unix_micros, tz),
-        alert.occurrences,
-        alert.summary
-    )
-}
-
-fn details(alert: &Alert, tz: &jiff::tz::TimeZone) -> String {
-    let mut text = String::new();
-    let _ = writeln!(text, "Alert #{}", alert.id);
-    let _ = writeln!(text, "  status:      {}", alert.status.as_str());
-    let _ = writeln!(text, "  severity:    {}", alert.severity.as_str());
-    let _ = writeln!(text, "  kind:        {}", alert.kind.as_str());
-    let _ = writeln!(
-        text,
-        "  who:         {} (role {}{})",
-        alert.who,
-        alert.role,
-        alert
-            .group
-            .as_deref()
-            .map(|g| format!(", group {g}"))
-            .unwrap_or_default()
-    );
-    if !alert.subject.is_empty() {
-        let _ = writeln!(text, "  subject:     {}", alert.subject);
-    }
-    let _ = writeln!(text, "  summary:     {}", alert.summary);
-    let _ = writeln!(
-        text,
-        "  first:       {}",
-        local_text(alert.first_at_unix_micros, tz)
-    );
-    let _ = writeln!(
-        text,
-        "  latest:      {}",
-        local_text(alert.last_at_unix_micros, tz)
-    );
-    let _ = writeln!(text, "  occurrences: {}", alert.occurrences);
-    let _ = writeln!(text, "Evidence ({} records):", alert.evidence.len());
-    for record in &alert.evidence {
-        let _ = writeln!(
-            text,
-            "  {}  {:<8} {} {}{}{}",
-            local_text(record.at_unix_micros, tz),
-            format!("{:?}", record.outcome).to_lowercase(),
-            record.client,
-            record.host,
-            record.path.as_deref().unwrap_or(""),
-            record
-                .search
-                .as_ref()
-                .map(|s| format!("  search ({}): {}", s.engine, s.terms))
-                .unwrap_or_default()
-        );
-    }
-    let _ = writeln!(text, "History:");
-    if alert.history.is_empty() {
-        let _ = writeln!(text, "  (none)");
-    }
-    for change in &alert.history {
-        let _ = writeln!(
-            text,
-            "  {}  {} by {}{}",
-            local_text(change.at_unix_micros, tz),
-            change.status.as_str(),
-            change.by,
-            change
-                .note
-                .as_deref()
-                .map(|n| format!(": {n}"))
-                .unwrap_or_default()
-        );
-    }
-    text
 }

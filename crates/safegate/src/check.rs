@@ -7,7 +7,7 @@ use safegate_policy::{Decision, Policy, RequestTarget, Role, Subject};
 
 use crate::cli::CheckArgs;
 use crate::settings::Config;
-use crate::time_arg::parse_time;
+use safegate_control::time_text::parse_time;
 
 /// Exit status for a blocked address.
 pub const BLOCKED_EXIT: u8 = 3;

@@ -2,8 +2,10 @@
 //! SafeGate, not for its developers.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use safegate_lists::import::{DEFAULT_MAX_MIB, ImportOptions};
 
 /// SafeGate: the school's web filter. A forward proxy that decides, per person, what
 /// may pass, records who visited what, and alerts the right adult.
@@ -464,7 +466,7 @@ pub enum ListsAction {
     #[command(
         after_help = "Examples:\n  safegate lists import --format ut1 --from https://dsi.ut-capitole.fr/blacklists/download/blacklists.tar.gz\n  safegate lists import --from ./blacklists.tar.gz --into /var/lib/safegate/lists/ut1 --categories adult,gambling,vpn"
     )]
-    Import(crate::lists_import::ImportArgs),
+    Import(ImportArgs),
 }
 
 /// `safegate config ...`
@@ -493,4 +495,52 @@ pub struct ConfigArgs {
     /// May be given many times.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+}
+
+/// List collection formats that `safegate lists import` understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// UT1 blacklists: a tar.gz of `blacklists/<category>/{domains,urls,expressions,usage}`.
+    Ut1,
+}
+
+/// `safegate lists import`: where the lists come from and where they go.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Format of the list collection.
+    #[arg(long, value_enum, default_value = "ut1")]
+    pub format: ImportFormat,
+    /// Where to fetch the archive: an http:// or https:// URL, a file:// URL or a
+    /// local file (.tar.gz, or an uncompressed .tar).
+    #[arg(long, value_name = "URL|FILE")]
+    pub from: String,
+    /// Folder to install the lists in (one sub-folder per category). It is replaced
+    /// as a whole, and only once the new lists are complete. Relative paths are
+    /// relative to the current directory; reference the same folder from the policy
+    /// file with format "ut1".
+    #[arg(long, value_name = "DIR", default_value = "blocklists/ut1")]
+    pub into: PathBuf,
+    /// Keep only these categories (comma-separated, e.g. adult,gambling,vpn); an alias
+    /// such as porn also keeps the category it points to. Default: all.
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
+    pub categories: Vec<String>,
+    /// Refuse archives bigger than this many MiB (compressed).
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_MIB)]
+    pub max_mib: u64,
+    /// Give up on a download that takes longer than this (e.g. 90s, 10m).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+impl ImportArgs {
+    /// The options as the lists crate takes them.
+    pub fn options(&self) -> ImportOptions {
+        ImportOptions {
+            from: self.from.clone(),
+            into: self.into.clone(),
+            categories: self.categories.clone(),
+            max_mib: self.max_mib,
+            timeout: self.timeout,
+        }
+    }
 }

@@ -10,12 +10,13 @@ use anyhow::{Result, anyhow, bail};
 use jiff::Timestamp;
 use safegate_activity::DEFAULT_IDLE_GAP;
 
+use safegate_control::export::ExportFiles;
+use safegate_control::log::{Format, LogExport, LogPurge, LogQuery};
+use safegate_control::time_text::{before, micros, parse_time, policy_timezone};
+use safegate_control::{ControlError, Request, open_store_or_connect};
+
 use crate::cli::{LogAction, LogExportArgs, LogPurgeArgs, LogQueryArgs};
-use crate::control::{Request, open_store_or_connect};
-use crate::export::ExportFiles;
-use crate::log_exec::{Format, LogExport, LogPurge, LogQuery};
 use crate::settings::Config;
-use crate::time_arg::{before, micros, parse_time, policy_timezone};
 
 /// Seconds in a day, for `store.retention_days`.
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -45,10 +46,9 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
             cause
                 .downcast_ref::<serde_json::Error>()
                 .and_then(serde_json::Error::io_error_kind),
-        ) || matches!(
-            cause.downcast_ref::<safegate_store::StoreError>(),
-            Some(safegate_store::StoreError::Io(io)) if broken(Some(io.kind()))
-        )
+        ) || cause
+            .downcast_ref::<ControlError>()
+            .is_some_and(ControlError::is_broken_pipe)
     })
 }
 
@@ -59,8 +59,9 @@ fn time_option(
     tz: &jiff::tz::TimeZone,
     now: Timestamp,
 ) -> Result<Option<u64>> {
-    text.map(|text| parse_time(flag, text, tz, now).map(micros))
-        .transpose()
+    Ok(text
+        .map(|text| parse_time(flag, text, tz, now).map(micros))
+        .transpose()?)
 }
 
 fn query(args: &LogQueryArgs) -> Result<()> {
@@ -126,7 +127,7 @@ fn purge(args: &LogPurgeArgs) -> Result<()> {
     let access = open_store_or_connect(&config.data_dir)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    access.run(&request, &mut out)
+    Ok(access.run(&request, &mut out)?)
 }
 
 fn export(args: &LogExportArgs) -> Result<()> {

@@ -13,25 +13,15 @@ mod audit_command;
 mod ca_command;
 mod check;
 mod cli;
-mod control;
-mod delivery;
 mod doctor;
-mod export;
-mod lists_import;
 mod log_command;
-mod log_exec;
 mod logging;
 mod policy_reload;
 mod report_command;
-mod retention;
-mod scheduler;
 mod service;
 mod settings;
-mod time_arg;
 mod user_table;
 mod users_command;
-mod users_exec;
-mod users_import;
 mod web_wiring;
 
 use std::process::ExitCode;
@@ -39,7 +29,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ConfigAction, ListsAction};
+use safegate_lists::import::import_ut1;
+
+use crate::cli::{Cli, Command, ConfigAction, ImportFormat, ListsAction};
 use crate::settings::Config;
 
 fn main() -> ExitCode {
@@ -90,9 +82,11 @@ fn main() -> ExitCode {
             }),
         },
         Command::Lists { action } => match action {
-            ListsAction::Import(args) => lists_import::run(&args).map(|summary| {
-                print!("{summary}");
-            }),
+            ListsAction::Import(args) => match args.format {
+                ImportFormat::Ut1 => import_ut1(&args.options())
+                    .map(|summary| print!("{summary}"))
+                    .map_err(Into::into),
+            },
         },
         Command::Ca { action } => ca_command::run(&action),
         Command::Log { action } => log_command::run(&action),

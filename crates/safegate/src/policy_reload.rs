@@ -131,7 +131,7 @@ pub fn audit_policy_file(store: &safegate_store::Store, path: &Path) {
             return;
         }
     };
-    let now = crate::control::now_micros();
+    let now = safegate_control::dispatch::now_micros();
     match store.audit_policy_text(
         now,
         "file",
@@ -153,7 +153,7 @@ pub fn audit_policy_file(store: &safegate_store::Store, path: &Path) {
 /// small files, line counts for large ones), like [`audit_policy_file`] does for the
 /// policy file itself. A file seen for the first time is only fingerprinted.
 pub fn audit_list_files(store: &safegate_store::Store, files: &[PathBuf]) {
-    let now = crate::control::now_micros();
+    let now = safegate_control::dispatch::now_micros();
     for file in files {
         let path = absolute(file);
         let content = match std::fs::read(&path) {

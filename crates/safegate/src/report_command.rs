@@ -1,23 +1,21 @@
 //! `safegate report weekly [--week 2026-W47] [--out DIR] [--pseudonymise]`: the
 //! weekly sweep report as HTML, JSON and CSV files in DIR. The week's figures are
 //! gathered by whichever process holds the database (this one, or the running
-//! service through its control socket, see [`crate::control`]); the files are written
+//! service through its control socket, see [`safegate_control`]); the files are written
 //! by this command, so they belong to the person who ran it.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use clap::{Args, Subcommand};
 use jiff::Timestamp;
-use safegate_policy::Policy;
-use safegate_report::{GatherOptions, IsoWeek, Pseudonymiser, WeeklyReport};
-use safegate_store::Store;
-use serde::{Deserialize, Serialize};
+use safegate_control::report::ReportRequest;
+use safegate_control::time_text::policy_timezone;
+use safegate_control::{Request, open_store_or_connect};
+use safegate_report::{IsoWeek, WeeklyReport};
 
 use crate::cli::ConfigArgs;
-use crate::control::{CommandError, Request, open_store_or_connect};
 use crate::settings::Config;
-use crate::time_arg::policy_timezone;
 
 /// `safegate report ...`.
 #[derive(Debug, Subcommand)]
@@ -49,90 +47,6 @@ pub struct ReportWeeklyArgs {
     /// Where the configuration comes from.
     #[command(flatten)]
     pub config: ConfigArgs,
-}
-
-/// A report request, as sent over the control socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReportRequest {
-    /// ISO week, `2026-W47`.
-    pub week: String,
-    /// Pseudonymise people.
-    pub pseudonymise: bool,
-    /// The policy file (time zone, phrase lists, categories, core hours).
-    pub policy_file: PathBuf,
-    /// SafeGate's data directory (the pseudonym key).
-    pub data_dir: PathBuf,
-}
-
-impl ReportRequest {
-    /// What the request asks, for the service's log.
-    pub fn describe(&self) -> String {
-        format!(
-            "report weekly week={}{}",
-            self.week,
-            if self.pseudonymise {
-                " pseudonymised"
-            } else {
-                ""
-            }
-        )
-    }
-}
-
-/// Gathers one week's report from an open store.
-pub fn make_report(
-    store: &Store,
-    policy_file: &Path,
-    data_dir: &Path,
-    week: IsoWeek,
-    pseudonymise: bool,
-) -> Result<WeeklyReport> {
-    let policy =
-        Policy::load(policy_file).with_context(|| format!("policy {}", policy_file.display()))?;
-    let pseudonymiser = if pseudonymise {
-        Some(Pseudonymiser::load_or_create(data_dir)?)
-    } else {
-        None
-    };
-    let timezone = policy.timezone().iana_name().unwrap_or("UTC").to_owned();
-    let report = safegate_report::gather(
-        store,
-        &policy,
-        &timezone,
-        week,
-        &GatherOptions {
-            pseudonymiser,
-            generated_at_unix_micros: 0,
-        },
-    )?;
-    Ok(report)
-}
-
-/// Does a report request on the open database: (the report as JSON, log summary).
-pub fn execute(store: &Store, request: &ReportRequest) -> Result<(Vec<u8>, String), CommandError> {
-    let week = IsoWeek::parse(&request.week).map_err(|e| CommandError::Refused(e.to_string()))?;
-    let report = make_report(
-        store,
-        &request.policy_file,
-        &request.data_dir,
-        week,
-        request.pseudonymise,
-    )
-    .map_err(|e| CommandError::Refused(format!("{e:#}")))?;
-    let bytes = serde_json::to_vec(&report).map_err(|e| CommandError::Refused(e.to_string()))?;
-    Ok((
-        bytes,
-        format!(
-            "report {} gathered ({} requests{})",
-            report.week,
-            report.summary.requests,
-            if report.pseudonymised {
-                ", pseudonymised"
-            } else {
-                ""
-            }
-        ),
-    ))
 }
 
 /// Runs one `safegate report` command.

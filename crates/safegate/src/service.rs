@@ -1,6 +1,7 @@
 //! `safegate run`: binds the listeners, serves, and shuts down in order on
 //! SIGTERM/SIGINT (stop accepting, drain within the grace period, exit 0).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,20 +12,23 @@ use safegate_admin::metrics::{
     ProxyAuthCounts, ProxyAuthSource, ProxyCollector, VisitLogCollector,
 };
 use safegate_admin::{AdminServer, Metrics, Readiness};
+use safegate_proxy::PolicyHandle;
 use safegate_proxy::auth::Authenticator;
 use safegate_proxy::{Drained, Proxy, ProxySettings};
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use safegate_control::{ControlServer, retention};
 use safegate_proxy::visit_record::{RecordClock, RecordSink, SharedSink};
 use safegate_store::{
-    Record, Store, VisitLogQueue, VisitLogStats, spawn_review_writer, spawn_visit_log_writer,
+    Record, RecordBatch, ReviewQueue, Store, UsersWatch, VisitLogQueue, VisitLogStats,
+    spawn_review_writer, spawn_visit_log_writer,
 };
 
-use crate::control::ControlServer;
 use crate::policy_reload::{self, ReloadCounters};
-use crate::retention;
 use crate::settings::Config;
 use crate::user_table;
 
@@ -62,6 +66,50 @@ async fn serve(config: Config) -> Result<()> {
     // Watch the signals before announcing readiness, so a signal sent the moment the
     // listeners are logged is handled, not fatal.
     let mut signals = Signals::new()?;
+    let state = open_state(&config)?;
+    let bound = bind_listeners(&config, &state).await?;
+    let shutdown = CancellationToken::new();
+    let running = start_tasks(&config, state, bound, &shutdown)?;
+    signals.next().await;
+    running.readiness.set_serving(false);
+    info!(
+        grace_seconds = config.proxy.shutdown_grace.as_secs(),
+        "shutting down: no new connections, waiting for open requests and tunnels"
+    );
+    shutdown.cancel();
+    tokio::spawn(async move {
+        signals.next().await;
+        warn!("second signal: exiting at once");
+        std::process::exit(1);
+    });
+    running.shut_down().await
+}
+
+/// What start-up opens before anything listens: the data directory, the policy, the
+/// authenticator, the database and its writers.
+struct State {
+    policy: PolicyHandle,
+    auth: Arc<Authenticator>,
+    store: Store,
+    users_watch: UsersWatch,
+    reviews: ReviewQueue,
+    review_writer: JoinHandle<()>,
+    clock_offset_micros: i64,
+    alert_batches: mpsc::Receiver<RecordBatch>,
+    visit_log: VisitLog,
+    reload_counters: Arc<ReloadCounters>,
+}
+
+/// The visit log's side of the proxy, when `store.visit_log` is on.
+struct VisitLog {
+    records: Option<SharedSink>,
+    writer: Option<JoinHandle<()>>,
+    stats: Option<Arc<VisitLogStats>>,
+}
+
+/// Opens the state, in order: data_dir, policy, authenticator, database (and the
+/// audit of the policy in force), users, the review and visit-log writers.
+fn open_state(config: &Config) -> Result<State> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create data_dir {} (set data_dir to a writable directory)",
@@ -81,7 +129,25 @@ async fn serve(config: Config) -> Result<()> {
     let (reviews, review_writer) = spawn_review_writer(store.clone(), REVIEW_QUEUE_DEPTH);
     let clock_offset_micros = crate::alerting::clock_offset_micros();
     let (alert_batches, alert_batches_rx) = crate::alerting::batch_queue();
-    let (records, visit_log_writer, visit_log_stats) = if config.store.visit_log {
+    let visit_log = visit_log(config, &store, alert_batches);
+    Ok(State {
+        policy,
+        auth,
+        store,
+        users_watch,
+        reviews,
+        review_writer,
+        clock_offset_micros,
+        alert_batches: alert_batches_rx,
+        visit_log,
+        reload_counters: Arc::new(ReloadCounters::default()),
+    })
+}
+
+/// Starts the visit-log writer (which offers its written batches to the alert
+/// engine) when the visit log is on.
+fn visit_log(config: &Config, store: &Store, alert_batches: mpsc::Sender<RecordBatch>) -> VisitLog {
+    let (records, writer, stats) = if config.store.visit_log {
         let (queue, writer) = spawn_visit_log_writer(
             store.clone(),
             config.store.queue_capacity,
@@ -96,14 +162,30 @@ async fn serve(config: Config) -> Result<()> {
         drop(alert_batches);
         (None, None, None)
     };
-    let reload_counters = Arc::new(ReloadCounters::default());
-    let web_visit_log_stats = visit_log_stats.clone();
+    VisitLog {
+        records,
+        writer,
+        stats,
+    }
+}
+
+/// The bound listeners and what `/readyz` reads (the admin server holds the metrics).
+struct Bound {
+    readiness: Arc<Readiness>,
+    admin: AdminServer,
+    admin_addr: SocketAddr,
+    proxy: Proxy,
+    alert_counters: Arc<AlertCounters>,
+}
+
+/// Binds the admin listener, then the proxy's (which refuses the admin's address).
+async fn bind_listeners(config: &Config, state: &State) -> Result<Bound> {
     let metrics = metrics(
-        visit_log_stats,
-        Arc::clone(&reload_counters),
-        Arc::clone(&auth),
+        state.visit_log.stats.clone(),
+        Arc::clone(&state.reload_counters),
+        Arc::clone(&state.auth),
     )?;
-    let readiness = readiness(&config, &reload_counters);
+    let readiness = readiness(config, &state.reload_counters);
     let admin = AdminServer::bind(&config.admin, metrics.clone(), Arc::clone(&readiness))
         .await
         .context("admin.listen")?;
@@ -114,34 +196,84 @@ async fn serve(config: Config) -> Result<()> {
             upstream: &config.upstream,
             pac: &config.pac,
             transparent: &config.transparent,
-            reviews: Some(reviews),
-            policy: Arc::clone(&policy),
-            auth: Arc::clone(&auth),
-            records,
-            record_clock: RecordClock::shifted(clock_offset_micros),
-            decryption: decryption(&config)?,
+            reviews: Some(state.reviews.clone()),
+            policy: Arc::clone(&state.policy),
+            auth: Arc::clone(&state.auth),
+            records: state.visit_log.records.clone(),
+            record_clock: RecordClock::shifted(state.clock_offset_micros),
+            decryption: decryption(config)?,
         },
         &[admin_addr],
     )
     .await
     .context("proxy.listen or transparent.*_listen")?;
+    // The alert dispatcher counts raised alerts here (safegate_alerts_total{kind}).
+    let alert_counters = register_proxy_metrics(&metrics, &proxy, &state.policy)?;
+    Ok(Bound {
+        readiness,
+        admin,
+        admin_addr,
+        proxy,
+        alert_counters,
+    })
+}
+
+/// Everything running, in the order it is stopped.
+struct Running {
+    readiness: Arc<Readiness>,
+    store: Store,
+    reloader: JoinHandle<()>,
+    users_follower: JoinHandle<()>,
+    control_task: Option<JoinHandle<()>>,
+    retention_task: Option<JoinHandle<()>>,
+    proxy_task: JoinHandle<Drained>,
+    admin_task: JoinHandle<Result<(), safegate_admin::AdminError>>,
+    review_writer: JoinHandle<()>,
+    visit_log_writer: Option<JoinHandle<()>>,
+    alerting: crate::alerting::Alerting,
+}
+
+/// Starts the background tasks and the listeners, then says SafeGate is ready.
+fn start_tasks(
+    config: &Config,
+    state: State,
+    bound: Bound,
+    shutdown: &CancellationToken,
+) -> Result<Running> {
+    let State {
+        policy,
+        auth,
+        store,
+        users_watch,
+        reviews,
+        review_writer,
+        clock_offset_micros,
+        alert_batches,
+        visit_log,
+        reload_counters,
+    } = state;
+    // The proxy holds its own handles on the queues; the writers end when it lets go.
+    drop((reviews, visit_log.records));
+    let Bound {
+        readiness,
+        admin,
+        admin_addr,
+        proxy,
+        alert_counters,
+    } = bound;
     let proxy_addr = proxy.local_addr();
     let (transparent_http, transparent_https) = proxy.transparent_addrs();
-    // The alert dispatcher counts raised alerts here (safegate_alerts_total{kind}).
-    let alert_counters = register_proxy_metrics(&metrics, &proxy, &policy)?;
-
-    let shutdown = CancellationToken::new();
     let alerting = crate::alerting::start(
-        &config,
+        config,
         &store,
         &policy,
         &auth,
         crate::alerting::Feeds {
-            batches: alert_batches_rx,
+            batches: alert_batches,
             clock_offset_micros,
             counters: alert_counters,
         },
-        &shutdown,
+        shutdown,
     )?;
     let users_follower =
         user_table::spawn_follower(store.clone(), users_watch, auth, shutdown.clone());
@@ -161,7 +293,7 @@ async fn serve(config: Config) -> Result<()> {
             policy: Arc::clone(&policy),
             reloads: Arc::clone(&reload_counters),
             store: store.clone(),
-            visit_log: web_visit_log_stats,
+            visit_log: visit_log.stats,
         },
         config.policy.file.clone(),
         Arc::clone(&policy),
@@ -177,27 +309,58 @@ async fn serve(config: Config) -> Result<()> {
         Arc::clone(&reload_now),
         shutdown.clone(),
     )?;
-    // The control socket comes after the listeners bound, so a start-up that fails
-    // leaves no socket behind; `safegate log ...` uses it while this process holds the
-    // database.
-    let control_task = match ControlServer::bind(&config.data_dir, store.clone()) {
-        Ok(control) => {
-            info!(socket = %control.path().display(), "control socket ready for `safegate log` and `safegate users` commands");
-            Some(tokio::spawn(control.run(shutdown.clone())))
-        }
-        Err(err) => {
-            error!(
-                "CONTROL SOCKET NOT AVAILABLE: `safegate log` and `safegate users` commands cannot reach the database while SafeGate runs: {err:#}"
-            );
-            None
-        }
-    };
+    let control_task = start_control(config, &store, shutdown);
     let retention_task = (config.store.retention_days > 0)
         .then(|| retention::spawn(store.clone(), config.store.retention_days, shutdown.clone()));
     let admin_task =
         tokio::spawn(admin.run_with_web(safegate_admin::ui::router(web), shutdown.clone()));
     let proxy_task = tokio::spawn(proxy.run(shutdown.clone()));
     readiness.set_serving(true);
+    announce_ready(admin_addr, proxy_addr, transparent_http, transparent_https);
+    Ok(Running {
+        readiness,
+        store,
+        reloader,
+        users_follower,
+        control_task,
+        retention_task,
+        proxy_task,
+        admin_task,
+        review_writer,
+        visit_log_writer: visit_log.writer,
+        alerting,
+    })
+}
+
+/// The control socket comes after the listeners bound, so a start-up that fails
+/// leaves no socket behind; `safegate log ...` uses it while this process holds the
+/// database.
+fn start_control(
+    config: &Config,
+    store: &Store,
+    shutdown: &CancellationToken,
+) -> Option<JoinHandle<()>> {
+    match ControlServer::bind(&config.data_dir, store.clone()) {
+        Ok(control) => {
+            info!(socket = %control.path().display(), "control socket ready for `safegate log` and `safegate users` commands");
+            Some(tokio::spawn(control.run(shutdown.clone())))
+        }
+        Err(err) => {
+            error!(
+                "CONTROL SOCKET NOT AVAILABLE: `safegate log` and `safegate users` commands cannot reach the database while SafeGate runs: {}",
+                safegate_control::error_chain(&err)
+            );
+            None
+        }
+    }
+}
+
+fn announce_ready(
+    admin_addr: SocketAddr,
+    proxy_addr: SocketAddr,
+    transparent_http: Option<SocketAddr>,
+    transparent_https: Option<SocketAddr>,
+) {
     info!("admin listening on {admin_addr}");
     if let Some(addr) = transparent_http {
         info!("transparent HTTP listening on {addr} (redirect port 80 here)");
@@ -210,51 +373,60 @@ async fn serve(config: Config) -> Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         "SafeGate ready: point browsers at http://{proxy_addr} or http://{proxy_addr}/proxy.pac"
     );
+}
 
-    signals.next().await;
-    readiness.set_serving(false);
-    info!(
-        grace_seconds = config.proxy.shutdown_grace.as_secs(),
-        "shutting down: no new connections, waiting for open requests and tunnels"
-    );
-    shutdown.cancel();
-    tokio::spawn(async move {
-        signals.next().await;
-        warn!("second signal: exiting at once");
-        std::process::exit(1);
-    });
-    let _ = reloader.await;
-    let _ = users_follower.await;
-    if let Some(task) = control_task
-        && tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .is_err()
-    {
-        warn!("control socket did not close in time");
-    }
-    if let Some(task) = retention_task
-        && tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .is_err()
-    {
-        warn!("visit log retention purge still running at exit");
-    }
-    // Cut-off connections may still hold the writers' queues; do not wait long then.
-    let writer_wait = match proxy_task.await.context("proxy task")? {
-        Drained::Complete => {
-            info!("all requests finished");
-            Duration::from_secs(10)
+impl Running {
+    /// Once shutdown was requested: waits (bounded) for each part in order, the
+    /// writers last, then flushes the database.
+    async fn shut_down(self) -> Result<()> {
+        let _ = self.reloader.await;
+        let _ = self.users_follower.await;
+        if let Some(task) = self.control_task
+            && tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+        {
+            warn!("control socket did not close in time");
         }
-        Drained::GraceExpired { open } => {
-            warn!(open, "grace period over; closing what is still open");
-            Duration::from_secs(1)
+        if let Some(task) = self.retention_task
+            && tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+        {
+            warn!("visit log retention purge still running at exit");
         }
-    };
-    if let Ok(Err(error)) = admin_task.await {
-        warn!(%error, "admin listener ended with an error");
+        // Cut-off connections may still hold the writers' queues; do not wait long then.
+        let writer_wait = match self.proxy_task.await.context("proxy task")? {
+            Drained::Complete => {
+                info!("all requests finished");
+                Duration::from_secs(10)
+            }
+            Drained::GraceExpired { open } => {
+                warn!(open, "grace period over; closing what is still open");
+                Duration::from_secs(1)
+            }
+        };
+        if let Ok(Err(error)) = self.admin_task.await {
+            warn!(%error, "admin listener ended with an error");
+        }
+        finish_writers(writer_wait, self.review_writer, self.visit_log_writer).await;
+        self.alerting.finish().await;
+        if let Err(error) = self.store.flush().await {
+            warn!(%error, "cannot flush the database");
+        }
+        info!("SafeGate stopped");
+        Ok(())
     }
-    // Once the proxy has let go of its queue handle the writer drains what is left and
-    // ends; connections cut off by the grace period may still hold it, so bound the wait.
+}
+
+/// Once the proxy has let go of its queue handles the writers drain what is left and
+/// end; connections cut off by the grace period may still hold them, so the wait is
+/// bounded.
+async fn finish_writers(
+    writer_wait: Duration,
+    review_writer: JoinHandle<()>,
+    visit_log_writer: Option<JoinHandle<()>>,
+) {
     match tokio::time::timeout(writer_wait, review_writer).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => warn!("review writer ended abnormally"),
@@ -267,12 +439,6 @@ async fn serve(config: Config) -> Result<()> {
             Err(_) => warn!("visit log writer still busy at exit; queued records may be lost"),
         }
     }
-    alerting.finish().await;
-    if let Err(error) = store.flush().await {
-        warn!(%error, "cannot flush the database");
-    }
-    info!("SafeGate stopped");
-    Ok(())
 }
 
 /// What `/metrics` on the admin listener exports: every collector is registered here.

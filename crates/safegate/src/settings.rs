@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use safegate_admin::AdminConfig;
+use safegate_config::ConfigProblem;
 use safegate_proxy::auth::AuthConfig;
-use safegate_proxy::{ConfigProblem, PacConfig, ProxyConfig, TransparentConfig, UpstreamConfig};
+use safegate_proxy::{PacConfig, ProxyConfig, TransparentConfig, UpstreamConfig};
+use safegate_report::scheduler::ReportConfig;
+use safegate_safeguarding::DeliveryConfig;
 use safegate_store::StoreConfig;
 use serde::{Deserialize, Serialize};
 
@@ -37,9 +40,9 @@ pub struct Config {
     /// Logging.
     pub log: LogConfig,
     /// Where new safeguarding alerts are sent (webhook, e-mail).
-    pub delivery: crate::delivery::DeliveryConfig,
+    pub delivery: DeliveryConfig,
     /// The weekly sweep report's schedule and recipients.
-    pub report: crate::scheduler::ReportConfig,
+    pub report: ReportConfig,
 }
 
 impl Default for Config {
@@ -55,8 +58,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
             log: LogConfig::default(),
-            delivery: crate::delivery::DeliveryConfig::default(),
-            report: crate::scheduler::ReportConfig::default(),
+            delivery: DeliveryConfig::default(),
+            report: ReportConfig::default(),
         }
     }
 }
@@ -179,18 +182,10 @@ impl Config {
                 ));
             }
         }
-        for (key, message) in self.store.validate() {
-            problems.push(ConfigProblem::new(key, message));
-        }
+        problems.extend(self.store.validate());
         problems.extend(self.auth.validate());
-        for (key, message) in self
-            .delivery
-            .validate()
-            .into_iter()
-            .chain(self.report.validate())
-        {
-            problems.push(ConfigProblem::new(key, message));
-        }
+        problems.extend(self.delivery.validate());
+        problems.extend(self.report.validate());
         if self.report.mails_anyone() && self.delivery.smtp.host.is_empty() {
             let key = if self.report.email_to.is_empty() {
                 "report.pseudonymised_email_to"
@@ -199,9 +194,7 @@ impl Config {
             };
             problems.push(ConfigProblem::new(key, "needs delivery.smtp.host"));
         }
-        for (key, message) in self.admin.validate() {
-            problems.push(ConfigProblem::new(key, message));
-        }
+        problems.extend(self.admin.validate());
         if self.policy.client_roles.is_some() {
             problems.push(ConfigProblem::new(
                 "policy.client_roles",

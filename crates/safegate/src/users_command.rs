@@ -13,17 +13,20 @@ use safegate_store::users::{
     check_display_name, check_group, check_role, normalise_name, parse_permissions,
 };
 
+use safegate_control::time_text::policy_timezone;
+use safegate_control::users::{
+    ListFormat, UserName, UsersAdd, UsersImport, UsersList, UsersPasswd, UsersUpdate,
+};
+use safegate_control::users_file;
+use safegate_control::{
+    Access, ControlError, Request, open_create_or_connect, open_store_or_connect,
+};
+
 use crate::cli::{
     PasswordArgs, UserNameArgs, UsersAction, UsersAddArgs, UsersImportArgs, UsersListArgs,
     UsersPasswdArgs, UsersUpdateArgs,
 };
-use crate::control::{Access, Request, open_create_or_connect, open_store_or_connect};
 use crate::settings::Config;
-use crate::time_arg::policy_timezone;
-use crate::users_exec::{
-    ListFormat, UserName, UsersAdd, UsersImport, UsersList, UsersPasswd, UsersUpdate,
-};
-use crate::users_import;
 
 /// Runs one `safegate users` command.
 pub fn run(action: &UsersAction) -> Result<()> {
@@ -94,6 +97,9 @@ fn list(args: &UsersListArgs) -> Result<()> {
                 cause
                     .downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                    || cause
+                        .downcast_ref::<ControlError>()
+                        .is_some_and(ControlError::is_broken_pipe)
             }) =>
         {
             Ok(())
@@ -166,7 +172,7 @@ fn import(args: &UsersImportArgs) -> Result<()> {
         || args.file.display().to_string(),
         |name| name.to_string_lossy().into_owned(),
     );
-    let read = users_import::read_file(&args.file)?;
+    let read = users_file::read_file(&args.file)?;
     let mut access = open_create_or_connect(&config.data_dir)?;
     // First every check, the database's too, with nothing hashed: a file with mistakes
     // costs no hashing time and changes nothing.
@@ -189,7 +195,7 @@ fn import(args: &UsersImportArgs) -> Result<()> {
         .filter_map(|(i, password)| password.as_deref().map(|p| (i, p)))
         .collect();
     let texts: Vec<&str> = plain.iter().map(|&(_, p)| p).collect();
-    let hashes = users_import::hash_all(&texts, &mut std::io::stderr())?;
+    let hashes = users_file::hash_all(&texts, &mut std::io::stderr())?;
     for (&(i, _), hash) in plain.iter().zip(hashes) {
         if let Some(row) = check.rows.get_mut(i) {
             row.password_hash = Some(hash);

@@ -8,15 +8,19 @@
 //!   core hours, repeated blocked attempts, concurrent log-ins;
 //! - [`engine`]: the task that consumes the visit-log writer's batches, measures heavy
 //!   use against each user's baseline, stores alerts (`safegate_store::alerts`) and
-//!   hands new ones to delivery.
+//!   hands new ones to delivery;
+//! - [`delivery`]: sending new alerts to a webhook and by e-mail (`[delivery]` in
+//!   `safegate.toml`), with retries; its [`Mailer`] also sends the weekly report.
 //!
 //! Settings come from the policy's `[alerts]` section and follow its reloads.
 
+pub mod delivery;
 pub mod engine;
 pub mod normalise;
 pub mod phrases;
 pub mod rules;
 
+pub use delivery::{DeliveryConfig, DeliveryError, Mailer};
 pub use engine::{
     AlertStats, AlertStatsSnapshot, EngineInputs, PolicySource, RaisedHook, spawn_alert_engine,
 };

@@ -53,6 +53,8 @@ pub use crate::visit_log_writer::{
 
 use std::path::Path;
 
+use safegate_config::ConfigProblem;
+
 /// Failures of the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,6 +64,15 @@ pub enum StoreError {
         /// Database directory.
         path: String,
         /// What sled reported.
+        source: sled::Error,
+    },
+    /// Another process holds the database (sled locks its file exclusively; while
+    /// `safegate run` holds it, commands go through its control socket).
+    #[error("cannot open the database in {path}: {source}")]
+    Locked {
+        /// Database directory.
+        path: String,
+        /// What sled reported ("could not acquire lock ...").
         source: sled::Error,
     },
     /// A read or write failed (disk full, I/O error, corruption).
@@ -95,6 +106,22 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
+/// Whether sled failed to open because another process holds the database's lock:
+/// sled reports that only as an I/O error whose text says "could not acquire lock"
+/// (the lock error's kind, `WouldBlock`, is in the text, not in the kind).
+fn is_lock_failure(error: &sled::Error) -> bool {
+    match error {
+        sled::Error::Io(io) => {
+            let text = io.to_string();
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || text.contains("could not acquire lock")
+                || text.contains("WouldBlock")
+                || text.contains("Resource temporarily unavailable")
+        }
+        _ => false,
+    }
+}
+
 /// Page cache of the database, in bytes.
 const DB_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -118,9 +145,13 @@ impl Store {
             .path(&path)
             .cache_capacity(DB_CACHE_BYTES)
             .open()
-            .map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
-                source,
+            .map_err(|source| {
+                let path = path.display().to_string();
+                if is_lock_failure(&source) {
+                    StoreError::Locked { path, source }
+                } else {
+                    StoreError::Open { path, source }
+                }
             })?;
         let reviews = db.open_tree("review_requests")?;
         // Development builds before the block layout wrote one key per record in
@@ -195,19 +226,19 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
-    /// Every problem, as (key, message).
-    pub fn validate(&self) -> Vec<(String, String)> {
+    /// Every problem, with its key.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         if self.queue_capacity == 0 {
-            problems.push((
-                "store.queue_capacity".to_owned(),
-                "must be at least 1".to_owned(),
+            problems.push(ConfigProblem::new(
+                "store.queue_capacity",
+                "must be at least 1",
             ));
         }
         if self.flush_interval.is_zero() {
-            problems.push((
-                "store.flush_interval".to_owned(),
-                "must be longer than 0s".to_owned(),
+            problems.push(ConfigProblem::new(
+                "store.flush_interval",
+                "must be longer than 0s",
             ));
         }
         problems

@@ -1,6 +1,6 @@
-//! The daily retention purge of the visit log: records older than
-//! `store.retention_days` are removed shortly after start and then every 24 hours, on
-//! a blocking thread so the proxy never waits for it. A failure is logged loudly and
+//! The daily retention purge of the visit log (the scheduled form of `safegate log
+//! purge`): records older than `store.retention_days` are removed shortly after start
+//! and then every 24 hours, on a blocking thread so the proxy never waits for it. A failure is logged loudly and
 //! retried within the hour; the task stops with the service.
 
 use std::time::{Duration, Instant};
@@ -50,7 +50,7 @@ async fn purge_once(store: &Store, retention_days: u32, shutdown: &CancellationT
         .ok()
         .and_then(|age| Timestamp::now().checked_sub(age).ok())
     {
-        Some(cutoff) => crate::time_arg::micros(cutoff),
+        Some(cutoff) => crate::time_text::micros(cutoff),
         // Older than representable times: nothing can be that old.
         None => return true,
     };
@@ -121,7 +121,7 @@ pub fn purge_in_steps(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::log_exec::tests::record;
+    use crate::log::tests::record;
     use safegate_store::Outcome;
 
     const DAY: u64 = STEP_MICROS;

@@ -34,10 +34,48 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use safegate_store::password::{self, PasswordError};
 use safegate_store::users::parse_permissions;
 use safegate_store::{BadRow, ImportRow};
+
+/// Why a users file could not be read or its passwords hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersFileError {
+    /// The file as a whole cannot be used (its layout, its size, its columns).
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading failed (`what` says what was being read).
+    #[error("{what}")]
+    Read {
+        /// What was being read.
+        what: String,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The file named here has a problem.
+    #[error("{}", path.display())]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its problem.
+        source: Box<UsersFileError>,
+    },
+    /// A password could not be hashed.
+    #[error("hashing a password")]
+    Hash(#[source] PasswordError),
+    /// A hashing thread ended without its hashes.
+    #[error("a hashing thread failed")]
+    HashThread,
+}
+
+type Result<T, E = UsersFileError> = std::result::Result<T, E>;
+
+/// `bail!` for a file that cannot be used.
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        return Err(UsersFileError::Invalid(format!($($arg)*)))
+    };
+}
 
 /// A column of the users file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,9 +136,14 @@ pub struct ReadFile {
 
 /// Reads a users CSV file.
 pub fn read_file(path: &Path) -> Result<ReadFile> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    read(file).with_context(|| format!("{}", path.display()))
+    let file = std::fs::File::open(path).map_err(|source| UsersFileError::Read {
+        what: format!("cannot open {}", path.display()),
+        source,
+    })?;
+    read(file).map_err(|source| UsersFileError::InFile {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })
 }
 
 /// Longest users file read (a school's users fit in a few megabytes).
@@ -159,7 +202,7 @@ fn split_records(input: &[u8]) -> Result<Vec<CsvRecord>> {
                 i += spaces + 1;
                 loop {
                     match input.get(i) {
-                        None => bail!(
+                        None => invalid!(
                             "line {start_line}: a field in double quotes is not closed (a \" is \
                              missing; a \" inside a quoted field is written \"\")"
                         ),
@@ -219,9 +262,12 @@ pub fn read(input: impl std::io::Read) -> Result<ReadFile> {
     input
         .take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .context("cannot read the file")?;
+        .map_err(|source| UsersFileError::Read {
+            what: "cannot read the file".to_owned(),
+            source,
+        })?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        bail!(
+        invalid!(
             "the file is larger than {} MiB",
             MAX_FILE_BYTES / (1024 * 1024)
         );
@@ -236,14 +282,14 @@ pub fn read(input: impl std::io::Read) -> Result<ReadFile> {
         .into_iter()
         .filter(|record| !all_blank(record));
     let Some(headers) = records.next() else {
-        bail!("the file is empty: the first line must name the columns ({COLUMNS_HELP})");
+        invalid!("the file is empty: the first line must name the columns ({COLUMNS_HELP})");
     };
     let header_line = headers.line;
     let mut columns = Vec::with_capacity(headers.fields.len());
     for (i, header) in headers.fields.iter().enumerate() {
         let text = String::from_utf8_lossy(header);
         let Some(column) = column_named(&text) else {
-            bail!(
+            invalid!(
                 "line {header_line}: column {} is called {:?}, which SafeGate does not know \
                  (columns: {COLUMNS_HELP})",
                 i + 1,
@@ -251,17 +297,17 @@ pub fn read(input: impl std::io::Read) -> Result<ReadFile> {
             );
         };
         if columns.contains(&column) {
-            bail!("line {header_line}: column {:?} appears twice", text.trim());
+            invalid!("line {header_line}: column {:?} appears twice", text.trim());
         }
         columns.push(column);
     }
     for (required, name) in [(Column::User, "user"), (Column::Role, "role")] {
         if !columns.contains(&required) {
-            bail!("line {header_line}: there is no {name:?} column (columns: {COLUMNS_HELP})");
+            invalid!("line {header_line}: there is no {name:?} column (columns: {COLUMNS_HELP})");
         }
     }
     if !columns.contains(&Column::Password) && !columns.contains(&Column::PasswordHash) {
-        bail!("line {header_line}: there is no \"password\" or \"password hash\" column");
+        invalid!("line {header_line}: there is no \"password\" or \"password hash\" column");
     }
 
     let mut read = ReadFile::default();
@@ -341,7 +387,7 @@ pub fn read(input: impl std::io::Read) -> Result<ReadFile> {
         read.passwords.push(password);
     }
     if read.rows.is_empty() && read.bad_rows.is_empty() {
-        bail!("there are no users in it, only the header row");
+        invalid!("there are no users in it, only the header row");
     }
     Ok(read)
 }
@@ -394,8 +440,8 @@ pub fn hash_all(passwords: &[&str], progress: &mut dyn Write) -> Result<Vec<Stri
         .into_iter()
         .map(|result| match result {
             Some(Ok(hash)) => Ok(hash),
-            Some(Err(err)) => Err(err).context("hashing a password"),
-            None => bail!("a hashing thread failed"),
+            Some(Err(err)) => Err(UsersFileError::Hash(err)),
+            None => Err(UsersFileError::HashThread),
         })
         .collect::<Result<Vec<String>>>()?;
     let _ = writeln!(

@@ -1,10 +1,11 @@
 //! Times given on the command line (`check --at`, `log query --since/--until`,
-//! `log purge --before`), read in the school's time zone, and that time zone itself.
+//! `log purge --before`), read in the school's time zone, and that time zone itself;
+//! and times written for people (`2026-11-23 10:00:05` in the school's zone) and for
+//! tools (RFC 3339).
 
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
@@ -17,6 +18,11 @@ pub const TIME_FORMS: &str = "RFC 3339 (2026-11-23T10:00:00Z), local time (2026-
 /// crate's default).
 const POLICY_DEFAULT_TIMEZONE: &str = "Europe/London";
 
+/// A time option that cannot be read; the message names the option and the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TimeError(String);
+
 /// Reads `text` (given to the option `flag`) as a point in time:
 ///
 /// - RFC 3339 with an offset: `2026-11-23T10:00:00Z`, `2026-11-23T10:00:00+01:00`;
@@ -24,7 +30,12 @@ const POLICY_DEFAULT_TIMEZONE: &str = "Europe/London";
 /// - a local date in `tz`, meaning its midnight: `2026-11-23`;
 /// - a duration meaning that long before `now`: `7d`, `24h`, `90m`, `1h 30m`;
 /// - `now`.
-pub fn parse_time(flag: &str, text: &str, tz: &TimeZone, now: Timestamp) -> Result<Timestamp> {
+pub fn parse_time(
+    flag: &str,
+    text: &str,
+    tz: &TimeZone,
+    now: Timestamp,
+) -> Result<Timestamp, TimeError> {
     let trimmed = text.trim();
     if trimmed.eq_ignore_ascii_case("now") {
         return Ok(now);
@@ -43,19 +54,27 @@ pub fn parse_time(flag: &str, text: &str, tz: &TimeZone, now: Timestamp) -> Resu
     } else if let Ok(date) = trimmed.parse::<Date>() {
         date.to_datetime(jiff::civil::Time::midnight())
     } else {
-        bail!("{flag} {text}: not a time; expected {TIME_FORMS}");
+        return Err(TimeError(format!(
+            "{flag} {text}: not a time; expected {TIME_FORMS}"
+        )));
     };
     match tz.to_ambiguous_zoned_datetime(civil).compatible() {
         Ok(zoned) => Ok(zoned.timestamp()),
-        Err(err) => bail!("{flag} {text}: {err}"),
+        Err(err) => Err(TimeError(format!("{flag} {text}: {err}"))),
     }
 }
 
 /// `now - ago`, with a clear error when that is before any representable time.
-pub fn before(flag: &str, text: &str, now: Timestamp, ago: Duration) -> Result<Timestamp> {
-    let ago = jiff::SignedDuration::try_from(ago).map_err(|e| anyhow!("{flag} {text}: {e}"))?;
+pub fn before(
+    flag: &str,
+    text: &str,
+    now: Timestamp,
+    ago: Duration,
+) -> Result<Timestamp, TimeError> {
+    let ago = jiff::SignedDuration::try_from(ago)
+        .map_err(|e| TimeError(format!("{flag} {text}: {e}")))?;
     now.checked_sub(ago)
-        .map_err(|_| anyhow!("{flag} {text}: that is too long ago"))
+        .map_err(|_| TimeError(format!("{flag} {text}: that is too long ago")))
 }
 
 /// A time as Unix microseconds for the visit log (times before 1970 are 0).
@@ -108,24 +127,24 @@ pub fn policy_timezone(policy_file: &Path) -> (TimeZone, String) {
             }
         },
         Err(err) => {
-            eprintln!("safegate: warning: {err:#}; showing times in UTC");
+            eprintln!("safegate: warning: {err}; showing times in UTC");
             (TimeZone::UTC, "UTC".to_owned())
         }
     }
 }
 
-fn read_policy_timezone(policy_file: &Path) -> Result<String> {
+fn read_policy_timezone(policy_file: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(policy_file)
-        .map_err(|e| anyhow!("cannot read policy {}: {e}", policy_file.display()))?;
+        .map_err(|e| format!("cannot read policy {}: {e}", policy_file.display()))?;
     let table: toml::Table = toml::from_str(&text)
-        .map_err(|e| anyhow!("policy {}: {}", policy_file.display(), e.message()))?;
+        .map_err(|e| format!("policy {}: {}", policy_file.display(), e.message()))?;
     match table.get("timezone") {
         None => Ok(POLICY_DEFAULT_TIMEZONE.to_owned()),
         Some(toml::Value::String(name)) => Ok(name.clone()),
-        Some(_) => bail!(
+        Some(_) => Err(format!(
             "policy {}: timezone must be a string",
             policy_file.display()
-        ),
+        )),
     }
 }
 
@@ -169,7 +188,7 @@ mod tests {
             let error = parse_time("--until", bad, &london(), now())
                 .map(|t| t.to_string())
                 .unwrap_err();
-            let text = format!("{error:#}");
+            let text = error.to_string();
             assert!(text.contains("--until"), "{text}");
         }
         let error = parse_time("--since", "nonsense", &london(), now()).unwrap_err();

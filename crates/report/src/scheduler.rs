@@ -21,19 +21,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
 use jiff::Timestamp;
 use jiff::civil::{Time, Weekday};
-use lettre::message::Mailbox;
+use safegate_config::ConfigProblem;
 use safegate_policy::Snapshot;
-use safegate_report::{GatherOptions, IsoWeek, Pseudonymiser};
+use safegate_safeguarding::delivery::{MailFile, Mailer, error_chain, mail_address, with_retries};
 use safegate_store::Store;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::delivery::{MailFile, Mailer, with_retries};
+use crate::{GatherOptions, IsoWeek, Pseudonymiser, ReportError};
 
 /// `[report]`: the weekly sweep report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,7 +71,7 @@ impl Default for ReportConfig {
 
 impl ReportConfig {
     /// The day and time, parsed.
-    pub fn schedule(&self) -> Result<(Weekday, Time)> {
+    pub fn schedule(&self) -> Result<(Weekday, Time), ConfigProblem> {
         let day = match self.day.to_ascii_lowercase().get(..3) {
             Some("mon") => Weekday::Monday,
             Some("tue") => Weekday::Tuesday,
@@ -82,28 +81,28 @@ impl ReportConfig {
             Some("sat") => Weekday::Saturday,
             Some("sun") => Weekday::Sunday,
             _ => {
-                return Err(anyhow!(
-                    "report.day: `{}` is not a weekday (mon ... sun)",
-                    self.day
+                return Err(ConfigProblem::new(
+                    "report.day",
+                    format!("`{}` is not a weekday (mon ... sun)", self.day),
                 ));
             }
         };
-        let time: Time = self
-            .time
-            .parse()
-            .map_err(|_| anyhow!("report.time: `{}` is not a time like \"07:00\"", self.time))?;
+        let time: Time = self.time.parse().map_err(|_| {
+            ConfigProblem::new(
+                "report.time",
+                format!("`{}` is not a time like \"07:00\"", self.time),
+            )
+        })?;
         Ok((day, time))
     }
 
-    /// Every problem, as (key, message): the schedule, the addresses, and an
-    /// address in both lists (it would receive the names the pseudonymised list is
-    /// there to keep from it).
-    pub fn validate(&self) -> Vec<(String, String)> {
+    /// Every problem, with its key: the schedule, the addresses, and an address in
+    /// both lists (it would receive the names the pseudonymised list is there to keep
+    /// from it).
+    pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
-        if let Err(error) = self.schedule() {
-            let text = error.to_string();
-            let (key, message) = text.split_once(": ").unwrap_or(("report", &text));
-            problems.push((key.to_owned(), message.to_owned()));
+        if let Err(problem) = self.schedule() {
+            problems.push(problem);
         }
         let mut named = Vec::new();
         for (list, addresses) in [
@@ -112,15 +111,17 @@ impl ReportConfig {
         ] {
             for (i, to) in addresses.iter().enumerate() {
                 let key = format!("report.{list}[{i}]");
-                let Ok(mailbox) = to.parse::<Mailbox>() else {
-                    problems.push((key, format!("`{to}` is not an e-mail address")));
+                let Some(address) = mail_address(to) else {
+                    problems.push(ConfigProblem::new(
+                        key,
+                        format!("`{to}` is not an e-mail address"),
+                    ));
                     continue;
                 };
-                let address = mailbox.email.to_string().to_ascii_lowercase();
                 if list == "email_to" {
                     named.push(address);
                 } else if named.contains(&address) {
-                    problems.push((
+                    problems.push(ConfigProblem::new(
                         key,
                         format!(
                             "`{to}` is also in report.email_to: it would get the report with \
@@ -176,7 +177,7 @@ impl Scheduler {
     }
 
     /// Starts the scheduler.
-    pub fn spawn(self, shutdown: CancellationToken) -> Result<JoinHandle<()>> {
+    pub fn spawn(self, shutdown: CancellationToken) -> Result<JoinHandle<()>, ConfigProblem> {
         let (day, time) = self.config.schedule()?;
         Ok(tokio::spawn(async move {
             // The last week whose report this process made or found (a failure is
@@ -255,12 +256,12 @@ impl Scheduler {
         let dir = self.reports_dir.clone();
         let data_dir = self.data_dir.clone();
         let timezone = policy.timezone().iana_name().unwrap_or("UTC").to_owned();
-        let made = tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>> {
+        let made = tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, ReportError> {
             let pseudonymiser = match variant {
                 Variant::Named => None,
                 Variant::Pseudonymised => Some(Pseudonymiser::load_or_create(&data_dir)?),
             };
-            let report = safegate_report::gather(
+            let report = crate::gather(
                 &store,
                 &policy,
                 &timezone,
@@ -270,11 +271,14 @@ impl Scheduler {
                     ..GatherOptions::default()
                 },
             )?;
-            Ok(safegate_report::write_files(&report, &dir)?)
+            crate::write_files(&report, &dir)
         })
-        .await
-        .context("report task failed")
-        .and_then(|r| r);
+        .await;
+        let made = match made {
+            Ok(Ok(files)) => Ok(files),
+            Ok(Err(error)) => Err(error_chain(&error)),
+            Err(error) => Err(format!("report task failed: {error}")),
+        };
         match made {
             Ok(files) => {
                 info!(
@@ -288,7 +292,7 @@ impl Scheduler {
             }
             Err(error) => {
                 error!(
-                    "WEEKLY REPORT NOT MADE for {week} ({}): {error:#}",
+                    "WEEKLY REPORT NOT MADE for {week} ({}): {error}",
                     variant.name()
                 );
                 None
@@ -407,7 +411,7 @@ impl Variant {
         }
     }
 
-    /// What `safegate_report::write_files` adds to the file names.
+    /// What [`crate::write_files`] adds to the file names.
     fn suffix(self) -> &'static str {
         match self {
             Variant::Named => "",

@@ -19,7 +19,6 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
 use safegate_store::{Record, StoreError, write_records_csv, write_records_json};
 
 /// Tag of a frame of the JSON file.
@@ -35,6 +34,31 @@ const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 /// Largest end-frame payload accepted.
 const MAX_END_BYTES: usize = 1024;
 const HEADER_LEN: usize = 5;
+
+/// Why an export's files could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The stream ended without its end frame.
+    #[error("the export stopped before its end (SafeGate stopped or the connection broke)")]
+    Incomplete,
+    /// The end frame does not hold the record count.
+    #[error("the export's end marker is unreadable: {0}")]
+    UnreadableEnd(serde_json::Error),
+    /// `--out` is not a folder.
+    #[error("--out {}: not a folder (create it first)", .0.display())]
+    NotAFolder(PathBuf),
+    /// A file could not be created or written (`what` names it).
+    #[error("{what}")]
+    File {
+        /// What was being done, with the path.
+        what: String,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// Writing failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
 
 /// Writes the records as JSON and CSV frames and the end frame.
 pub fn write_frames(records: &[Record], out: &mut dyn Write) -> Result<(), StoreError> {
@@ -140,9 +164,9 @@ impl<J: Write, C: Write> FrameReader<J, C> {
 
     /// The number of records, once the whole stream has arrived; an error when the
     /// stream stopped early.
-    pub fn finish(mut self) -> Result<usize> {
+    pub fn finish(mut self) -> Result<usize, ExportError> {
         if !self.ended {
-            bail!("the export stopped before its end (SafeGate stopped or the connection broke)");
+            return Err(ExportError::Incomplete);
         }
         self.json.flush()?;
         self.csv.flush()?;
@@ -150,8 +174,7 @@ impl<J: Write, C: Write> FrameReader<J, C> {
         struct End {
             records: usize,
         }
-        let end: End = serde_json::from_slice(&self.end)
-            .map_err(|e| anyhow!("the export's end marker is unreadable: {e}"))?;
+        let end: End = serde_json::from_slice(&self.end).map_err(ExportError::UnreadableEnd)?;
         Ok(end.records)
     }
 
@@ -241,9 +264,9 @@ pub struct ExportFiles {
 
 impl ExportFiles {
     /// Temporary files in `dir` for `safegate-export-<user>-<date>.json` and `.csv`.
-    pub fn create(dir: &Path, user: &str, date: &str) -> Result<Self> {
+    pub fn create(dir: &Path, user: &str, date: &str) -> Result<Self, ExportError> {
         if !dir.is_dir() {
-            bail!("--out {}: not a folder (create it first)", dir.display());
+            return Err(ExportError::NotAFolder(dir.to_path_buf()));
         }
         let stem = format!("safegate-export-{}-{date}", file_safe(user));
         let temp = |ext: &str| {
@@ -252,7 +275,10 @@ impl ExportFiles {
                 .suffix(&format!(".{ext}.part"))
                 .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
                 .tempfile_in(dir)
-                .with_context(|| format!("cannot create a file in {}", dir.display()))
+                .map_err(|source| ExportError::File {
+                    what: format!("cannot create a file in {}", dir.display()),
+                    source,
+                })
         };
         Ok(Self {
             json: temp("json")?,
@@ -269,13 +295,14 @@ impl ExportFiles {
 
     /// Makes both files durable and gives them their final names (replacing an
     /// earlier export of the same day).
-    pub fn keep(self) -> Result<()> {
+    pub fn keep(self) -> Result<(), ExportError> {
         for (file, path) in [(self.json, &self.json_path), (self.csv, &self.csv_path)] {
-            file.as_file()
-                .sync_all()
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            file.persist(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            let failed = |source| ExportError::File {
+                what: format!("cannot write {}", path.display()),
+                source,
+            };
+            file.as_file().sync_all().map_err(failed)?;
+            file.persist(path).map_err(|e| failed(e.error))?;
         }
         Ok(())
     }
@@ -285,7 +312,7 @@ impl ExportFiles {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::log_exec::tests::record;
+    use crate::log::tests::record;
     use safegate_store::Outcome;
 
     fn records(n: usize) -> Vec<Record> {

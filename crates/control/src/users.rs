@@ -1,11 +1,11 @@
 //! The `safegate users` commands themselves, run against an open [`Store`]: in this
 //! process when the database is free, or inside `safegate run` through the control
-//! socket. Either way the same [`prepare`] does the database work and the same
+//! socket. Either way the same [`crate::prepare`] does the database work and the same
 //! [`Output::write_to`] renders it, so the output is byte for byte the same.
 //!
 //! Requests carry password *hashes* only: the command line hashes before sending, so
 //! a password never crosses the socket and the service spends no CPU on it. Their
-//! `Debug` forms and [`crate::control::Request::describe`] leave hashes out, so the
+//! `Debug` forms and [`crate::Request::describe`] leave hashes out, so the
 //! service's log never shows one.
 
 use std::collections::BTreeSet;
@@ -18,8 +18,8 @@ use safegate_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::log_exec::{printable, write_table};
-use crate::time_arg::{local_text, rfc3339_text, zone_named};
+use crate::table::{printable, write_table};
+use crate::time_text::{local_text, rfc3339_text, zone_named};
 
 /// `safegate users add`: a new user with a hashed password.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

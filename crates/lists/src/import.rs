@@ -1,4 +1,4 @@
-//! `safegate lists import`: fetch a third-party list collection (today the UT1
+//! `safegate lists import` (with the `fetch` feature): fetch a third-party list collection (today the UT1
 //! blacklists of Université Toulouse Capitole) and install it in a lists folder that
 //! the policy file references with `format = "ut1"`.
 //!
@@ -17,9 +17,6 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-use anyhow::{Context, Result, anyhow, bail};
-use clap::{Args, ValueEnum};
 
 /// Files that a UT1 category folder may hold, in the order the summary lists them.
 const LIST_FILES: [&str; 5] = [
@@ -40,40 +37,92 @@ const MAX_EXTRACTED_BYTES: u64 = 4 << 30;
 const MAX_CATEGORY_LEN: usize = 64;
 
 /// Default download limit, in MiB.
-const DEFAULT_MAX_MIB: u64 = 500;
+pub const DEFAULT_MAX_MIB: u64 = 500;
 
-/// List collection formats that `safegate lists import` understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ImportFormat {
-    /// UT1 blacklists: a tar.gz of `blacklists/<category>/{domains,urls,expressions,usage}`.
-    Ut1,
+/// Why an import failed; nothing was installed then.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The archive, the source or an option is refused (the message says why).
+    #[error("{0}")]
+    Refused(String),
+    /// A file or folder could not be read or written (`what` says which).
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// One archive entry is refused or could not be extracted (`what` names it).
+    #[error("{what}")]
+    Entry {
+        /// The entry and what was being done.
+        what: String,
+        /// Why.
+        source: Box<ImportError>,
+    },
+    /// The import as a whole failed.
+    #[error("cannot import UT1 lists from {from}")]
+    Failed {
+        /// The URL or file given.
+        from: String,
+        /// Why.
+        source: Box<ImportError>,
+    },
 }
 
-/// `safegate lists import`: where the lists come from and where they go.
-#[derive(Debug, Args)]
-pub struct ImportArgs {
-    /// Format of the list collection.
-    #[arg(long, value_enum, default_value = "ut1")]
-    pub format: ImportFormat,
-    /// Where to fetch the archive: an http:// or https:// URL, a file:// URL or a
-    /// local file (.tar.gz, or an uncompressed .tar).
-    #[arg(long, value_name = "URL|FILE")]
+type Result<T, E = ImportError> = std::result::Result<T, E>;
+
+/// `bail!` for a refusal.
+macro_rules! refuse {
+    ($($arg:tt)*) => {
+        return Err(ImportError::Refused(format!($($arg)*)))
+    };
+}
+
+/// A refusal, as a value.
+fn refused(message: impl Into<String>) -> ImportError {
+    ImportError::Refused(message.into())
+}
+
+/// Adds what was being done to an error, lazily (`anyhow`'s `with_context`).
+trait Context<T> {
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for Result<T, io::Error> {
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| ImportError::Io {
+            what: what(),
+            source,
+        })
+    }
+}
+
+impl<T> Context<T> for Result<T, ImportError> {
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| ImportError::Entry {
+            what: what(),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// Where the lists come from and where they go (`safegate lists import`'s options).
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// An http:// or https:// URL, a file:// URL or a local file (.tar.gz or .tar).
     pub from: String,
-    /// Folder to install the lists in (one sub-folder per category). It is replaced
-    /// as a whole, and only once the new lists are complete. Relative paths are
-    /// relative to the current directory; reference the same folder from the policy
-    /// file with format "ut1".
-    #[arg(long, value_name = "DIR", default_value = "blocklists/ut1")]
+    /// Folder to install the lists in, replaced as a whole once they are complete.
     pub into: PathBuf,
-    /// Keep only these categories (comma-separated, e.g. adult,gambling,vpn); an alias
-    /// such as porn also keeps the category it points to. Default: all.
-    #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
+    /// Only these categories (an alias keeps the category it points to); empty: all.
     pub categories: Vec<String>,
-    /// Refuse archives bigger than this many MiB (compressed).
-    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_MIB)]
+    /// Largest archive accepted, in MiB (compressed).
     pub max_mib: u64,
-    /// Give up on a download that takes longer than this (e.g. 90s, 10m).
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    /// Longest download.
     pub timeout: Duration,
 }
 
@@ -156,17 +205,16 @@ impl fmt::Display for ImportSummary {
     }
 }
 
-/// Runs `safegate lists import`: fetches, checks, extracts and installs the lists.
+/// Imports a UT1 collection: fetches, checks, extracts and installs the lists.
 /// Progress goes to stderr; the returned summary is for stdout.
-pub fn run(args: &ImportArgs) -> Result<ImportSummary> {
-    match args.format {
-        ImportFormat::Ut1 => {
-            import(args).with_context(|| format!("cannot import UT1 lists from {}", args.from))
-        }
-    }
+pub fn import_ut1(args: &ImportOptions) -> Result<ImportSummary> {
+    import(args).map_err(|source| ImportError::Failed {
+        from: args.from.clone(),
+        source: Box::new(source),
+    })
 }
 
-fn import(args: &ImportArgs) -> Result<ImportSummary> {
+fn import(args: &ImportOptions) -> Result<ImportSummary> {
     let wanted = wanted_categories(&args.categories)?;
     let max_bytes = args.max_mib.saturating_mul(1 << 20);
     let into = &args.into;
@@ -175,7 +223,7 @@ fn import(args: &ImportArgs) -> Result<ImportSummary> {
         _ => PathBuf::from("."),
     };
     if into.file_name().is_none() {
-        bail!("--into {} must name a folder (not / or ..)", into.display());
+        refuse!("--into {} must name a folder (not / or ..)", into.display());
     }
     fs::create_dir_all(&parent)
         .with_context(|| format!("cannot create folder {}", parent.display()))?;
@@ -203,7 +251,7 @@ fn import(args: &ImportArgs) -> Result<ImportSummary> {
                 .with_context(|| format!("cannot read {}", path.display()))?
                 .len();
             if bytes > max_bytes {
-                bail!(
+                refuse!(
                     "{} is {}, more than the limit of {} MiB (raise it with --max-mib)",
                     path.display(),
                     human_bytes(bytes),
@@ -248,18 +296,20 @@ impl Source {
     fn parse(from: &str) -> Result<Self> {
         let lower = from.to_ascii_lowercase();
         if lower.starts_with("http://") || lower.starts_with("https://") {
-            let url = reqwest::Url::parse(from).map_err(|e| anyhow!("invalid URL: {e}"))?;
+            let url =
+                reqwest::Url::parse(from).map_err(|e| refused(format!("invalid URL: {e}")))?;
             return Ok(Self::Http(url));
         }
         if lower.starts_with("file:") {
-            let url = reqwest::Url::parse(from).map_err(|e| anyhow!("invalid URL: {e}"))?;
+            let url =
+                reqwest::Url::parse(from).map_err(|e| refused(format!("invalid URL: {e}")))?;
             let path = url
                 .to_file_path()
-                .map_err(|()| anyhow!("a file:// URL must name a local absolute path"))?;
+                .map_err(|()| refused("a file:// URL must name a local absolute path"))?;
             return Ok(Self::File(path));
         }
         if let Some((scheme, _)) = from.split_once("://") {
-            bail!("unsupported URL scheme {scheme:?} (use http, https, file or a local path)");
+            refuse!("unsupported URL scheme {scheme:?} (use http, https, file or a local path)");
         }
         Ok(Self::File(PathBuf::from(from)))
     }
@@ -289,20 +339,20 @@ fn download(url: &reqwest::Url, path: &Path, max_bytes: u64, timeout: Duration) 
         .timeout(timeout)
         .redirect(redirects)
         .build()
-        .context("cannot set up the HTTP client")?;
+        .map_err(ImportError::Client)?;
     eprintln!("safegate: downloading {url}");
     let started = Instant::now();
     let mut response = client
         .get(url.clone())
         .send()
-        .map_err(|e| anyhow!("download failed: {}", error_chain(&e)))?;
+        .map_err(|e| refused(format!("download failed: {}", error_chain(&e))))?;
     let status = response.status();
     if !status.is_success() {
-        bail!("the server answered {status}, not the archive");
+        refuse!("the server answered {status}, not the archive");
     }
     let length = response.content_length();
     if let Some(length) = length.filter(|length| *length > max_bytes) {
-        bail!(
+        refuse!(
             "the archive is {}, more than the limit of {} (raise it with --max-mib)",
             human_bytes(length),
             human_bytes(max_bytes)
@@ -316,18 +366,18 @@ fn download(url: &reqwest::Url, path: &Path, max_bytes: u64, timeout: Duration) 
     let step = length.map_or(16 << 20, |length| (length / 10).max(1 << 20));
     loop {
         let n = response.read(&mut buffer).map_err(|e| {
-            anyhow!(
+            refused(format!(
                 "download failed after {}: {}",
                 human_bytes(received),
                 error_chain(&e)
-            )
+            ))
         })?;
         if n == 0 {
             break;
         }
         received += n as u64;
         if received > max_bytes {
-            bail!(
+            refuse!(
                 "the archive is bigger than the limit of {} (raise it with --max-mib)",
                 human_bytes(max_bytes)
             );
@@ -348,7 +398,7 @@ fn download(url: &reqwest::Url, path: &Path, max_bytes: u64, timeout: Duration) 
         }
     }
     if let Some(length) = length.filter(|length| received != *length) {
-        bail!(
+        refuse!(
             "the download ended after {} of the {} announced",
             human_bytes(received),
             human_bytes(length)
@@ -429,13 +479,15 @@ fn extract(archive: &mut File, lists: &Path) -> Result<Extracted> {
     while filled < magic.len() {
         let n = archive
             .read(&mut magic[filled..])
-            .context("cannot read the archive")?;
+            .with_context(|| "cannot read the archive".to_owned())?;
         if n == 0 {
             break;
         }
         filled += n;
     }
-    archive.rewind().context("cannot read the archive")?;
+    archive
+        .rewind()
+        .with_context(|| "cannot read the archive".to_owned())?;
     let reader: Box<dyn Read> = if filled >= 2 && magic[..2] == [0x1f, 0x8b] {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
             1 << 16,
@@ -444,14 +496,14 @@ fn extract(archive: &mut File, lists: &Path) -> Result<Extracted> {
     } else if filled >= 262 && &magic[257..262] == b"ustar" {
         Box::new(BufReader::with_capacity(1 << 16, &mut *archive))
     } else if filled == 0 {
-        bail!("the archive is empty");
+        refuse!("the archive is empty");
     } else {
         let looks_like = if magic[..filled].trim_ascii_start().starts_with(b"<") {
             " (it looks like an HTML or XML page)"
         } else {
             ""
         };
-        bail!("not a tar.gz or tar archive{looks_like}");
+        refuse!("not a tar.gz or tar archive{looks_like}");
     };
     let mut tar = tar::Archive::new(Limited {
         inner: reader,
@@ -489,10 +541,10 @@ fn extract(archive: &mut File, lists: &Path) -> Result<Extracted> {
                     .map(|target| target.into_owned())
                     .unwrap_or_default();
                 let target = sibling(&target).ok_or_else(|| {
-                    anyhow!(
+                    refused(format!(
                         "refusing archive entry {shown:?}: a link to {:?}; only links to a sibling category are allowed",
                         String::from_utf8_lossy(&target)
-                    )
+                    ))
                 })?;
                 if valid_category(&name) {
                     extracted.aliases.insert(name, target);
@@ -514,7 +566,7 @@ fn extract(archive: &mut File, lists: &Path) -> Result<Extracted> {
                 }
             }
             (_, tar::EntryType::Directory) => {}
-            (_, kind) => bail!(
+            (_, kind) => refuse!(
                 "refusing archive entry {shown:?}: {} entries are not allowed in a list archive",
                 kind_name(kind)
             ),
@@ -527,18 +579,18 @@ fn extract(archive: &mut File, lists: &Path) -> Result<Extracted> {
         .aliases
         .retain(|name, _| !extracted.categories.contains_key(name));
     if extracted.categories.is_empty() {
-        bail!(
+        refuse!(
             "no UT1 categories found in the archive (expected blacklists/<category>/domains, urls, ...)"
         );
     }
     Ok(extracted)
 }
 
-fn corrupt(error: &io::Error) -> anyhow::Error {
-    anyhow!(
+fn corrupt(error: &io::Error) -> ImportError {
+    refused(format!(
         "the archive is damaged or incomplete: {}",
         error_chain(error)
-    )
+    ))
 }
 
 fn kind_name(kind: tar::EntryType) -> &'static str {
@@ -555,16 +607,16 @@ fn kind_name(kind: tar::EntryType) -> &'static str {
 /// Classifies an archive path; refuses absolute paths and `..`.
 fn place(raw: &[u8]) -> Result<Place> {
     if raw.first() == Some(&b'/') {
-        bail!("absolute path");
+        refuse!("absolute path");
     }
     if raw.contains(&b'\\') {
-        bail!("backslash in path");
+        refuse!("backslash in path");
     }
     let mut parts = Vec::new();
     for part in raw.split(|b| *b == b'/') {
         match part {
             b"" | b"." => {}
-            b".." => bail!("\"..\" in path"),
+            b".." => refuse!("\"..\" in path"),
             part => parts.push(String::from_utf8_lossy(part).into_owned()),
         }
     }
@@ -574,7 +626,7 @@ fn place(raw: &[u8]) -> Result<Place> {
     Ok(match parts.as_slice() {
         [_, category, file] | [category, file] if is_list(file) => {
             if !valid_category(category) {
-                bail!(
+                refuse!(
                     "invalid category name {category:?} (letters, digits, _ and -, at most {MAX_CATEGORY_LEN} characters)"
                 );
             }
@@ -648,7 +700,7 @@ fn write_list(entry: &mut impl Read, path: &Path) -> Result<(u64, u64)> {
     }
     let file = writer
         .into_inner()
-        .map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error()))?;
+        .map_err(|e| refused(format!("cannot write {}: {}", path.display(), e.error())))?;
     file.sync_all()
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok((entries, bytes))
@@ -662,7 +714,7 @@ fn wanted_categories(requested: &[String]) -> Result<Option<BTreeSet<String>>> {
             continue;
         }
         if !valid_category(name) {
-            bail!("--categories: {name:?} is not a category name");
+            refuse!("--categories: {name:?} is not a category name");
         }
         wanted.insert(name.to_owned());
     }
@@ -714,7 +766,7 @@ fn select(
                     .chain(extracted.aliases.keys())
                     .map(String::as_str)
                     .collect();
-                bail!(
+                refuse!(
                     "--categories: {} not in the archive (it has: {})",
                     missing.join(", "),
                     available.join(", ")
@@ -765,8 +817,10 @@ fn link_category(lists: &Path, name: &str, target: &str) -> Result<()> {
     #[cfg(not(unix))]
     {
         fs::create_dir(&link).with_context(|| format!("cannot create {}", link.display()))?;
-        for file in fs::read_dir(lists.join(target))? {
-            let file = file?;
+        let folder = lists.join(target);
+        let read = || format!("cannot read {}", folder.display());
+        for file in fs::read_dir(&folder).with_context(read)? {
+            let file = file.with_context(read)?;
             fs::copy(file.path(), link.join(file.file_name()))
                 .with_context(|| format!("cannot copy {}", file.path().display()))?;
         }
@@ -779,7 +833,7 @@ fn link_category(lists: &Path, name: &str, target: &str) -> Result<()> {
 fn install(staged: &Path, into: &Path, previous: &Path) -> Result<()> {
     let had_previous = match fs::symlink_metadata(into) {
         Ok(meta) if meta.is_dir() || meta.file_type().is_symlink() => true,
-        Ok(_) => bail!("{} exists and is not a folder", into.display()),
+        Ok(_) => refuse!("{} exists and is not a folder", into.display()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", into.display())),
     };

@@ -1,12 +1,11 @@
 //! The `safegate log` commands themselves, run against an open [`Store`]: in this
 //! process when the database is free, or inside `safegate run` through the control
-//! socket. Either way the same [`prepare`] does the database work and the same
+//! socket. Either way the same [`crate::prepare`] does the database work and the same
 //! [`Output::write_to`] renders it, so the output is byte for byte the same.
 
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::Result;
 use safegate_activity::visits::{Visit, join};
 use safegate_store::{
     Outcome, Query, Record, Store, StoreError, write_csv_row, write_records_csv, write_records_json,
@@ -14,7 +13,8 @@ use safegate_store::{
 use serde::{Deserialize, Serialize};
 
 use crate::export;
-use crate::time_arg::{local_text, rfc3339_text, zone_named};
+use crate::table::{printable, write_table};
+use crate::time_text::{local_text, rfc3339_text, zone_named};
 
 /// Longest path shown in the text table; `--json` and `--csv` show it whole.
 const TABLE_PATH_CHARS: usize = 60;
@@ -133,7 +133,7 @@ pub enum Output {
         /// Time zone name for the message.
         timezone: String,
     },
-    /// An export, written as frames (see [`export`]).
+    /// An export, written as frames (see [`crate::export`]).
     Export {
         /// The user's records, oldest first.
         records: Vec<Record>,
@@ -223,14 +223,6 @@ impl Output {
     }
 }
 
-/// Text fit for a terminal: control characters (escape sequences in a URL or user
-/// name could rewrite the screen) shown as `?`.
-pub(crate) fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
-
 fn shortened(text: &str, max_chars: usize) -> String {
     if text.chars().count() <= max_chars {
         return text.to_owned();
@@ -246,48 +238,6 @@ fn decision(outcome: Outcome) -> &'static str {
         Outcome::Blocked => "blocked",
         Outcome::Failed => "failed",
     }
-}
-
-/// Writes `rows` under `header` in columns; columns listed in `right` are right-aligned.
-pub(crate) fn write_table<const N: usize>(
-    out: &mut dyn Write,
-    header: [&str; N],
-    rows: &[[String; N]],
-    right: &[usize],
-) -> std::io::Result<()> {
-    let mut widths = header.map(|h| h.chars().count());
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut line = String::new();
-    let mut write_row = |cells: &mut dyn Iterator<Item = &str>| -> std::io::Result<()> {
-        line.clear();
-        for (i, cell) in cells.enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            if right.contains(&i) {
-                line.extend(std::iter::repeat_n(' ', pad));
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                if i + 1 < N {
-                    line.extend(std::iter::repeat_n(' ', pad));
-                }
-            }
-        }
-        line.truncate(line.trim_end().len());
-        line.push('\n');
-        out.write_all(line.as_bytes())
-    };
-    write_row(&mut header.iter().copied())?;
-    for row in rows {
-        write_row(&mut row.iter().map(String::as_str))?;
-    }
-    Ok(())
 }
 
 fn write_records_text(

@@ -12,20 +12,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use safegate_config::ConfigProblem;
 use safegate_store::{Alert, Severity};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-use crate::time_arg::local_text;
 
 /// Alerts waiting for delivery; beyond it the engine counts them as not delivered.
 pub const DELIVERY_QUEUE: usize = 1024;
@@ -35,6 +34,47 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LONGEST_RETRY: Duration = Duration::from_secs(300);
 /// Evidence records listed in an alert e-mail.
 const EVIDENCE_IN_MAIL: usize = 10;
+
+/// Why a mail or a webhook call could not be made or sent.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The mail server could not be set up or refused the mail (`what` says which).
+    #[error("{what}")]
+    Smtp {
+        /// What was being done.
+        what: &'static str,
+        /// What the mail library said.
+        source: lettre::transport::smtp::Error,
+    },
+    /// The SMTP password file cannot be read.
+    #[error("delivery.smtp.password_file {}", path.display())]
+    PasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// An address is not one (the key or address, and why).
+    #[error("{0}")]
+    Address(String),
+    /// The mail could not be put together.
+    #[error("cannot build the e-mail")]
+    Message(#[source] lettre::error::Error),
+    /// The webhook could not be set up or reached (`what` says which).
+    #[error("{what}")]
+    Http {
+        /// What was being done.
+        what: &'static str,
+        /// What the HTTP client said.
+        source: reqwest::Error,
+    },
+    /// The webhook answered with an error status.
+    #[error("the webhook answered {0}")]
+    Status(reqwest::StatusCode),
+    /// The alert could not be encoded.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
 
 /// `[delivery]`: where new alerts are sent besides the admin interface.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,40 +153,47 @@ impl Default for SmtpConfig {
 }
 
 impl DeliveryConfig {
-    /// Every problem, as (key, message).
-    pub fn validate(&self) -> Vec<(String, String)> {
+    /// Every problem, with its key.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         if !self.webhook_url.is_empty() {
             match reqwest::Url::parse(&self.webhook_url) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                _ => problems.push((
-                    "delivery.webhook_url".to_owned(),
-                    "must be an http:// or https:// URL".to_owned(),
+                _ => problems.push(ConfigProblem::new(
+                    "delivery.webhook_url",
+                    "must be an http:// or https:// URL",
                 )),
             }
         }
         if !self.email_to.is_empty() && self.smtp.host.is_empty() {
-            problems.push((
-                "delivery.email_to".to_owned(),
-                "needs delivery.smtp.host".to_owned(),
+            problems.push(ConfigProblem::new(
+                "delivery.email_to",
+                "needs delivery.smtp.host",
             ));
         }
         for (i, to) in self.email_to.iter().enumerate() {
             if to.parse::<Mailbox>().is_err() {
-                problems.push((
+                problems.push(ConfigProblem::new(
                     format!("delivery.email_to[{i}]"),
                     format!("`{to}` is not an e-mail address"),
                 ));
             }
         }
         if !self.smtp.host.is_empty() && self.smtp.from.parse::<Mailbox>().is_err() {
-            problems.push((
-                "delivery.smtp.from".to_owned(),
-                "is not an e-mail address".to_owned(),
+            problems.push(ConfigProblem::new(
+                "delivery.smtp.from",
+                "is not an e-mail address",
             ));
         }
         problems
     }
+}
+
+/// The address part of an e-mail address as written in the configuration
+/// (`Head <HEAD@School.test>` gives `head@school.test`), or `None` when it is not one.
+pub fn mail_address(text: &str) -> Option<String> {
+    let mailbox = text.parse::<Mailbox>().ok()?;
+    Some(mailbox.email.to_string().to_ascii_lowercase())
 }
 
 /// An SMTP client for SafeGate's mails.
@@ -168,7 +215,7 @@ pub struct MailFile {
 
 impl Mailer {
     /// A client for `smtp`; `None` when no mail server is configured.
-    pub fn new(smtp: &SmtpConfig) -> Result<Option<Self>> {
+    pub fn new(smtp: &SmtpConfig) -> Result<Option<Self>, DeliveryError> {
         if smtp.host.is_empty() {
             return Ok(None);
         }
@@ -178,17 +225,20 @@ impl Mailer {
             }
             SmtpSecurity::Starttls => {
                 AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
-                    .context("delivery.smtp")?
+                    .map_err(smtp_setup)?
             }
             SmtpSecurity::Tls => {
-                AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host).context("delivery.smtp")?
+                AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host).map_err(smtp_setup)?
             }
         };
         let mut builder = builder.port(smtp.port).timeout(Some(smtp.timeout));
         if !smtp.username.is_empty() {
             let password = match &smtp.password_file {
                 Some(path) => std::fs::read_to_string(path)
-                    .with_context(|| format!("delivery.smtp.password_file {}", path.display()))?
+                    .map_err(|source| DeliveryError::PasswordFile {
+                        path: path.clone(),
+                        source,
+                    })?
                     .lines()
                     .next()
                     .unwrap_or_default()
@@ -200,7 +250,7 @@ impl Mailer {
         let from = smtp
             .from
             .parse::<Mailbox>()
-            .map_err(|e| anyhow!("delivery.smtp.from: {e}"))?;
+            .map_err(|e| DeliveryError::Address(format!("delivery.smtp.from: {e}")))?;
         Ok(Some(Self {
             transport: builder.build(),
             from,
@@ -214,10 +264,12 @@ impl Mailer {
         subject: &str,
         body: &str,
         files: &[MailFile],
-    ) -> Result<()> {
+    ) -> Result<(), DeliveryError> {
         let mut message = Message::builder().from(self.from.clone()).subject(subject);
         for to in to {
-            message = message.to(to.parse::<Mailbox>().map_err(|e| anyhow!("{to}: {e}"))?);
+            message = message.to(to
+                .parse::<Mailbox>()
+                .map_err(|e| DeliveryError::Address(format!("{to}: {e}")))?);
         }
         let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(body.to_owned()));
         for file in files {
@@ -227,20 +279,41 @@ impl Mailer {
                 Attachment::new(file.name.clone()).body(file.bytes.clone(), content_type),
             );
         }
-        let message = message
-            .multipart(parts)
-            .context("cannot build the e-mail")?;
+        let message = message.multipart(parts).map_err(DeliveryError::Message)?;
         self.transport
             .send(message)
             .await
-            .context("the mail server refused or could not be reached")?;
+            .map_err(|source| DeliveryError::Smtp {
+                what: "the mail server refused or could not be reached",
+                source,
+            })?;
         Ok(())
     }
 }
 
+fn smtp_setup(source: lettre::transport::smtp::Error) -> DeliveryError {
+    DeliveryError::Smtp {
+        what: "delivery.smtp",
+        source,
+    }
+}
+
+/// An error and its sources, `: ` between them (as `anyhow` writes `{:#}`), for the
+/// log.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Retries `attempt` with exponential back-off until it succeeds, `retry_for` has
 /// passed, or shutdown; logs the outcome with `what`.
-pub async fn with_retries<F, Fut>(
+pub async fn with_retries<F, Fut, E>(
     what: &str,
     retry_for: Duration,
     shutdown: &CancellationToken,
@@ -248,7 +321,8 @@ pub async fn with_retries<F, Fut>(
 ) -> bool
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error,
 {
     let started = tokio::time::Instant::now();
     let mut wait = FIRST_RETRY;
@@ -261,11 +335,12 @@ where
                 return true;
             }
             Err(error) => {
+                let error = error_chain(&error);
                 if started.elapsed() + wait > retry_for {
-                    warn!(tries, "{what}: NOT DELIVERED, giving up: {error:#}");
+                    warn!(tries, "{what}: NOT DELIVERED, giving up: {error}");
                     return false;
                 }
-                warn!(tries, retry_in = ?wait, "{what}: failed, will retry: {error:#}");
+                warn!(tries, retry_in = ?wait, "{what}: failed, will retry: {error}");
             }
         }
         tokio::select! {
@@ -279,13 +354,16 @@ where
     }
 }
 
+/// Running delivery: the queue the engine hands new alerts to, and the task.
+pub type Delivery = (mpsc::Sender<Alert>, JoinHandle<()>);
+
 /// Starts delivery when a webhook or e-mail recipients are configured; returns the
 /// queue the engine hands new alerts to.
 pub fn spawn(
     config: &DeliveryConfig,
     tz: TimeZone,
     shutdown: CancellationToken,
-) -> Result<Option<(mpsc::Sender<Alert>, JoinHandle<()>)>> {
+) -> Result<Option<Delivery>, DeliveryError> {
     let mailer = if config.email_to.is_empty() {
         None
     } else {
@@ -297,7 +375,10 @@ pub fn spawn(
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
-        .context("cannot build the webhook client")?;
+        .map_err(|source| DeliveryError::Http {
+            what: "cannot build the webhook client",
+            source,
+        })?;
     let (sender, mut receiver) = mpsc::channel::<Alert>(DELIVERY_QUEUE);
     let config = Arc::new(config.clone());
     let task = tokio::spawn(async move {
@@ -350,7 +431,11 @@ pub fn spawn(
     Ok(Some((sender, task)))
 }
 
-async fn post_webhook(client: &reqwest::Client, url: &str, alert: &Alert) -> Result<()> {
+async fn post_webhook(
+    client: &reqwest::Client,
+    url: &str,
+    alert: &Alert,
+) -> Result<(), DeliveryError> {
     let response = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -359,12 +444,15 @@ async fn post_webhook(client: &reqwest::Client, url: &str, alert: &Alert) -> Res
         )?)
         .send()
         .await
-        .context("cannot reach the webhook")?;
+        .map_err(|source| DeliveryError::Http {
+            what: "cannot reach the webhook",
+            source,
+        })?;
     let status = response.status();
     if status.is_success() {
         Ok(())
     } else {
-        Err(anyhow!("the webhook answered {status}"))
+        Err(DeliveryError::Status(status))
     }
 }
 
@@ -417,4 +505,15 @@ pub fn alert_mail(alert: &Alert, tz: &TimeZone) -> (String, String) {
     body.push_str(&alert.id.to_string());
     body.push_str("` or in the admin interface.\n");
     (subject, body)
+}
+
+/// `at_micros` as local time in `tz`, `2026-11-23 10:00:05`.
+fn local_text(at_micros: u64, tz: &TimeZone) -> String {
+    match Timestamp::from_microsecond(i64::try_from(at_micros).unwrap_or(i64::MAX)) {
+        Ok(ts) => ts
+            .to_zoned_datetime(tz.clone())
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+        Err(_) => format!("@{at_micros}us"),
+    }
 }
