@@ -14,6 +14,7 @@
 pub mod access;
 pub mod health;
 pub mod metrics;
+pub mod service;
 pub mod ui;
 
 use std::net::SocketAddr;

@@ -28,6 +28,11 @@ pub use alerts::{AlertSettings, HeavyUse, PhraseList, Severity, StaffSocial, par
 pub use compile::Policy;
 pub use decrypt::{DecryptDecision, SniMismatch};
 pub use error::{PolicyError, Problem};
+
+/// The live policy, swapped atomically on reload: a request takes one snapshot at its
+/// start and keeps using it, so a reload never disturbs a request in flight and never
+/// makes one wait.
+pub type PolicyHandle = std::sync::Arc<arc_swap::ArcSwap<Snapshot>>;
 pub use lists::normalise::RequestTarget;
 pub use snapshot::{
     CategoryStats, Decision, LoadStats, Role, SafeSearch, Snapshot, Subject, UnknownRole, Verdict,

@@ -85,10 +85,7 @@ use crate::state::{ProxyState, Stats};
 use crate::upstream::Connector;
 use crate::visit_record::RecordClock;
 
-/// The live policy, swapped atomically on reload: a request takes one snapshot at its
-/// start and keeps using it, so a reload never disturbs a request in flight and never
-/// makes one wait.
-pub type PolicyHandle = Arc<arc_swap::ArcSwap<safegate_policy::Snapshot>>;
+pub use safegate_policy::PolicyHandle;
 
 /// How long connections and tunnels cut off after the shutdown grace get to end.
 const CUT_OFF_WAIT: Duration = Duration::from_secs(1);

@@ -16,13 +16,10 @@ mod cli;
 mod doctor;
 mod log_command;
 mod logging;
-mod policy_reload;
 mod report_command;
 mod service;
 mod settings;
-mod user_table;
 mod users_command;
-mod web_wiring;
 
 use std::process::ExitCode;
 

@@ -6,14 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use safegate_admin::health::{CheckFn, DataDirWritable};
-use safegate_admin::metrics::{
-    AlertCollector, AlertCounters, PolicyReloadCollector, PolicySizeCollector, ProxyAuthCollector,
-    ProxyAuthCounts, ProxyAuthSource, ProxyCollector, VisitLogCollector,
-};
-use safegate_admin::{AdminServer, Metrics, Readiness};
+use safegate_admin::metrics::{AlertCounters, PolicyReloadSource};
+use safegate_admin::service as admin_service;
+use safegate_admin::{AdminServer, Readiness};
 use safegate_proxy::PolicyHandle;
-use safegate_proxy::auth::Authenticator;
+use safegate_proxy::auth::{Authenticator, store_users};
 use safegate_proxy::{Drained, Proxy, ProxySettings};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
@@ -28,9 +25,8 @@ use safegate_store::{
     spawn_review_writer, spawn_visit_log_writer,
 };
 
-use crate::policy_reload::{self, ReloadCounters};
 use crate::settings::Config;
-use crate::user_table;
+use safegate_reload::ReloadCounters;
 
 /// Review requests waiting for the database writer.
 const REVIEW_QUEUE_DEPTH: usize = 1024;
@@ -116,16 +112,16 @@ fn open_state(config: &Config) -> Result<State> {
             config.data_dir.display()
         )
     })?;
-    let policy = policy_reload::load_initial(&config.policy.file)?;
+    let policy = safegate_reload::load_initial(&config.policy.file)?;
     let auth = Arc::new(
         Authenticator::new(&config.auth)
             .map_err(|problems| anyhow::anyhow!("auth: {} problem(s)", problems.len()))?,
     );
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
-    policy_reload::audit_policy_file(&store, &config.policy.file);
-    policy_reload::audit_list_files(&store, &policy.load().stats().files);
-    let users_watch = user_table::start(&store, &auth)?;
+    safegate_reload::audit_policy_file(&store, &config.policy.file);
+    safegate_reload::audit_list_files(&store, &policy.load().stats().files);
+    let users_watch = store_users::start(&store, &auth)?;
     let (reviews, review_writer) = spawn_review_writer(store.clone(), REVIEW_QUEUE_DEPTH);
     let clock_offset_micros = crate::alerting::clock_offset_micros();
     let (alert_batches, alert_batches_rx) = crate::alerting::batch_queue();
@@ -180,12 +176,18 @@ struct Bound {
 
 /// Binds the admin listener, then the proxy's (which refuses the admin's address).
 async fn bind_listeners(config: &Config, state: &State) -> Result<Bound> {
-    let metrics = metrics(
+    let reloads: Arc<dyn PolicyReloadSource> = state.reload_counters.clone();
+    let metrics = admin_service::service_metrics(
+        env!("CARGO_PKG_VERSION"),
         state.visit_log.stats.clone(),
-        Arc::clone(&state.reload_counters),
-        Arc::clone(&state.auth),
+        Arc::clone(&reloads),
+        state.auth.clone(),
     )?;
-    let readiness = readiness(config, &state.reload_counters);
+    let readiness = admin_service::service_readiness(
+        config.policy.file.clone(),
+        config.data_dir.clone(),
+        reloads,
+    );
     let admin = AdminServer::bind(&config.admin, metrics.clone(), Arc::clone(&readiness))
         .await
         .context("admin.listen")?;
@@ -208,7 +210,8 @@ async fn bind_listeners(config: &Config, state: &State) -> Result<Bound> {
     .await
     .context("proxy.listen or transparent.*_listen")?;
     // The alert dispatcher counts raised alerts here (safegate_alerts_total{kind}).
-    let alert_counters = register_proxy_metrics(&metrics, &proxy, &state.policy)?;
+    let alert_counters =
+        admin_service::register_proxy_metrics(&metrics, proxy.metrics(), &state.policy)?;
     Ok(Bound {
         readiness,
         admin,
@@ -276,7 +279,7 @@ fn start_tasks(
         shutdown,
     )?;
     let users_follower =
-        user_table::spawn_follower(store.clone(), users_watch, auth, shutdown.clone());
+        store_users::spawn_follower(store.clone(), users_watch, auth, shutdown.clone());
     let reload_now = Arc::new(tokio::sync::Notify::new());
     let mut listeners = vec![
         ("proxy".to_owned(), proxy_addr),
@@ -284,10 +287,10 @@ fn start_tasks(
     ];
     listeners.extend(transparent_http.map(|addr| ("transparent HTTP".to_owned(), addr)));
     listeners.extend(transparent_https.map(|addr| ("transparent HTTPS".to_owned(), addr)));
-    let web = crate::web_wiring::web_state(
+    let web = admin_service::web_state(
         &config.admin,
         store.clone(),
-        crate::web_wiring::ServiceHealth {
+        admin_service::ServiceHealth {
             readiness: Arc::clone(&readiness),
             listeners,
             policy: Arc::clone(&policy),
@@ -300,7 +303,7 @@ fn start_tasks(
         Arc::clone(&reload_now),
         config.data_dir.join("reports"),
     );
-    let reloader = policy_reload::spawn_reloader(
+    let reloader = safegate_reload::spawn_reloader(
         config.policy.file.clone(),
         config.policy.watch,
         policy,
@@ -437,106 +440,6 @@ async fn finish_writers(
             Ok(Ok(())) => {}
             Ok(Err(_)) => warn!("visit log writer ended abnormally"),
             Err(_) => warn!("visit log writer still busy at exit; queued records may be lost"),
-        }
-    }
-}
-
-/// What `/metrics` on the admin listener exports: every collector is registered here.
-/// Collectors read the counters the components keep anyway, at scrape time.
-fn metrics(
-    visit_log: Option<Arc<VisitLogStats>>,
-    reloads: Arc<ReloadCounters>,
-    auth: Arc<Authenticator>,
-) -> Result<Metrics> {
-    let metrics = Metrics::new(env!("CARGO_PKG_VERSION")).context("metrics")?;
-    // With the visit log off its metrics are exported as zeros (and
-    // safegate_visit_log_enabled 0), so dashboards and alerts need no special case.
-    metrics
-        .register(Box::new(
-            VisitLogCollector::new(visit_log).context("visit log metrics")?,
-        ))
-        .context("visit log metrics")?;
-    metrics
-        .register(Box::new(
-            PolicyReloadCollector::new(reloads).context("policy reload metrics")?,
-        ))
-        .context("policy reload metrics")?;
-    metrics
-        .register(Box::new(
-            ProxyAuthCollector::new(Arc::new(AuthCounters(auth))).context("proxy auth metrics")?,
-        ))
-        .context("proxy auth metrics")?;
-    Ok(metrics)
-}
-
-/// The proxy's, the policy's and the alerts' collectors, once the proxy is bound;
-/// returns the alert counters.
-fn register_proxy_metrics(
-    metrics: &Metrics,
-    proxy: &Proxy,
-    policy: &safegate_proxy::PolicyHandle,
-) -> Result<Arc<AlertCounters>> {
-    metrics
-        .register(Box::new(
-            ProxyCollector::new(proxy.metrics()).context("proxy metrics")?,
-        ))
-        .context("proxy metrics")?;
-    metrics
-        .register(Box::new(
-            PolicySizeCollector::new(Arc::clone(policy)).context("policy metrics")?,
-        ))
-        .context("policy metrics")?;
-    // Every alert kind is exported (at 0) before the alert dispatcher counts here.
-    let alerts = Arc::new(AlertCounters::default());
-    metrics
-        .register(Box::new(
-            AlertCollector::new(Arc::clone(&alerts)).context("alert metrics")?,
-        ))
-        .context("alert metrics")?;
-    Ok(alerts)
-}
-
-/// What `/readyz` checks besides the listeners: the policy file in force (a failed
-/// reload makes SafeGate not ready, see `safegate_admin::health`) and the data
-/// directory taking writes.
-fn readiness(config: &Config, reloads: &Arc<ReloadCounters>) -> Arc<Readiness> {
-    use safegate_admin::metrics::PolicyReloadSource as _;
-    let reloads = Arc::clone(reloads);
-    let file = config.policy.file.clone();
-    let policy_check = CheckFn::new("policy", move || {
-        if reloads.policy_reloads().last_failed {
-            return Err(format!(
-                "the last reload of {} failed, so an older policy is in force: correct the \
-                 file (SafeGate's log gives the line and column) and reload",
-                file.display()
-            ));
-        }
-        Ok(())
-    });
-    Arc::new(Readiness::new(vec![
-        Box::new(policy_check),
-        Box::new(DataDirWritable::new(config.data_dir.clone())),
-    ]))
-}
-
-/// The authenticator's counters for `/metrics`.
-struct AuthCounters(Arc<Authenticator>);
-
-impl ProxyAuthSource for AuthCounters {
-    fn proxy_auth(&self) -> ProxyAuthCounts {
-        let stats = self.0.stats();
-        ProxyAuthCounts {
-            cache_hits: stats.cache_hits,
-            verified: stats.verified,
-            failed: stats.failed,
-            rate_limited: stats.rate_limited,
-            challenged: stats.challenged,
-            busy: stats.busy,
-            users: self.0.users().len() as u64,
-            cached_credentials: self.0.cached_credentials() as u64,
-            portal_logins: stats.portal_logins,
-            portal_sessions: self.0.portal_sessions() as u64,
-            concurrent_logins: stats.concurrent_logins,
         }
     }
 }

@@ -443,23 +443,4 @@ pub(crate) fn form_field(body: &[u8], name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-/// Most lines of a policy diff kept in one audit entry.
-const AUDIT_DIFF_MAX_LINES: usize = 2000;
-
-/// A unified diff of two policy texts, for the audit log (cut after
-/// [`AUDIT_DIFF_MAX_LINES`] lines).
-pub fn policy_diff(before: &str, after: &str) -> String {
-    let diff = similar::TextDiff::from_lines(before, after)
-        .unified_diff()
-        .context_radius(2)
-        .header("policy before", "policy after")
-        .to_string();
-    let mut lines = diff.lines();
-    let kept: Vec<&str> = lines.by_ref().take(AUDIT_DIFF_MAX_LINES).collect();
-    let cut = lines.count();
-    let mut text = kept.join("\n");
-    if cut > 0 {
-        text.push_str(&format!("\n... {cut} more lines"));
-    }
-    text
-}
+pub use safegate_reload::policy_diff;

@@ -39,6 +39,7 @@ mod config;
 mod identity;
 pub mod portal;
 mod rate_limit;
+pub mod store_users;
 mod table;
 
 use std::fmt;

@@ -1,9 +1,11 @@
-//! Loading and hot-reloading the policy. The policy file and its lists are parsed and
+//! The live policy: loading and hot-reloading it. The policy file and its lists are parsed and
 //! compiled on a blocking thread, off the proxy's hot path, then swapped in atomically;
 //! requests in flight keep the snapshot they started with. A broken file is refused
 //! with file, line and column, and the previous policy stays live. Reloads happen on
 //! SIGHUP and, with `policy.watch`, when the policy file or one of the list files it
-//! names (category sources, phrase lists) changes.
+//! names (category sources, phrase lists) changes. Every version in force, and every
+//! change of a list file it names, is recorded in the audit log (author `file` for
+//! changes made by hand), with a unified diff ([`policy_diff`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -11,16 +13,61 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
-use safegate_admin::metrics::{PolicyReloadCounts, PolicyReloadSource};
-use safegate_policy::{Policy, Snapshot};
-use safegate_proxy::PolicyHandle;
+use safegate_policy::{Policy, PolicyError, PolicyHandle, Snapshot};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+
+/// The policy could not be loaded at start, or reloading could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The policy file or a list it names is broken (file, line and column).
+    #[error("policy {}", path.display())]
+    Load {
+        /// The policy file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: Box<PolicyError>,
+    },
+    /// SIGHUP cannot be watched.
+    #[error("cannot watch SIGHUP")]
+    Hangup(#[source] std::io::Error),
+    /// The file watcher cannot start.
+    #[error("cannot start the policy file watcher")]
+    Watcher(#[source] notify::Error),
+}
+
+/// Most lines of a policy diff kept in one audit entry.
+const AUDIT_DIFF_MAX_LINES: usize = 2000;
+
+/// A unified diff of two policy texts, for the audit log (cut after
+/// [`AUDIT_DIFF_MAX_LINES`] lines).
+pub fn policy_diff(before: &str, after: &str) -> String {
+    let diff = similar::TextDiff::from_lines(before, after)
+        .unified_diff()
+        .context_radius(2)
+        .header("policy before", "policy after")
+        .to_string();
+    let mut lines = diff.lines();
+    let kept: Vec<&str> = lines.by_ref().take(AUDIT_DIFF_MAX_LINES).collect();
+    let cut = lines.count();
+    let mut text = kept.join("\n");
+    if cut > 0 {
+        text.push_str(&format!("\n... {cut} more lines"));
+    }
+    text
+}
+
+/// Now, in Unix microseconds (audit entries' time).
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
 
 /// Quiet time after a file event before reloading (editors write in several steps).
 const SETTLE: Duration = Duration::from_millis(250);
@@ -64,19 +111,12 @@ impl ReloadCounters {
     }
 }
 
-impl PolicyReloadSource for ReloadCounters {
-    fn policy_reloads(&self) -> PolicyReloadCounts {
-        PolicyReloadCounts {
-            succeeded: self.succeeded.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            last_failed: self.last_failed.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// Loads the policy for start-up; errors name the file, line and column.
-pub fn load_initial(path: &Path) -> Result<PolicyHandle> {
-    let snapshot = Policy::load(path).with_context(|| format!("policy {}", path.display()))?;
+pub fn load_initial(path: &Path) -> Result<PolicyHandle, ReloadError> {
+    let snapshot = Policy::load(path).map_err(|source| ReloadError::Load {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })?;
     log_loaded(path, &snapshot, "policy loaded");
     Ok(Arc::new(ArcSwap::from_pointee(snapshot)))
 }
@@ -131,14 +171,14 @@ pub fn audit_policy_file(store: &safegate_store::Store, path: &Path) {
             return;
         }
     };
-    let now = safegate_control::dispatch::now_micros();
+    let now = now_micros();
     match store.audit_policy_text(
         now,
         "file",
         safegate_store::AuditAction::PolicyChange,
         None,
         &text,
-        safegate_admin::ui::policy_diff,
+        policy_diff,
     ) {
         Ok(Some(entry)) => info!(
             sequence = entry.sequence,
@@ -153,7 +193,7 @@ pub fn audit_policy_file(store: &safegate_store::Store, path: &Path) {
 /// small files, line counts for large ones), like [`audit_policy_file`] does for the
 /// policy file itself. A file seen for the first time is only fingerprinted.
 pub fn audit_list_files(store: &safegate_store::Store, files: &[PathBuf]) {
-    let now = safegate_control::dispatch::now_micros();
+    let now = now_micros();
     for file in files {
         let path = absolute(file);
         let content = match std::fs::read(&path) {
@@ -164,7 +204,7 @@ pub fn audit_list_files(store: &safegate_store::Store, files: &[PathBuf]) {
             }
         };
         let name = path.display().to_string();
-        match store.audit_list_file(now, &name, &content, safegate_admin::ui::policy_diff) {
+        match store.audit_list_file(now, &name, &content, policy_diff) {
             Ok(Some(entry)) => info!(
                 sequence = entry.sequence,
                 file = %name,
@@ -188,8 +228,8 @@ pub fn spawn_reloader(
     store: safegate_store::Store,
     reload_now: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+) -> Result<tokio::task::JoinHandle<()>, ReloadError> {
+    let mut hangup = signal(SignalKind::hangup()).map_err(ReloadError::Hangup)?;
     let (changed_tx, mut changed) = mpsc::channel::<()>(1);
     let mut watcher = if watch {
         let mut files = FileWatch::new(changed_tx)?;
@@ -236,7 +276,7 @@ struct FileWatch {
 }
 
 impl FileWatch {
-    fn new(changed: mpsc::Sender<()>) -> Result<FileWatch> {
+    fn new(changed: mpsc::Sender<()>) -> Result<FileWatch, ReloadError> {
         let files: Arc<std::sync::RwLock<HashSet<PathBuf>>> = Arc::default();
         let watched = Arc::clone(&files);
         let watcher =
@@ -256,7 +296,7 @@ impl FileWatch {
                 }
                 Err(err) => warn!(%err, "policy file watcher error"),
             })
-            .context("cannot start the policy file watcher")?;
+            .map_err(ReloadError::Watcher)?;
         Ok(FileWatch {
             watcher,
             files,

@@ -1,4 +1,4 @@
-//! The proxy's user table, kept current: built from the store's users at start and
+//! The proxy's user table kept in step with the store's users: built from the store's users at start and
 //! again whenever the store reports a change (`safegate users add|passwd|disable|...`
 //! through the control socket, or an import), then swapped into the
 //! [`Authenticator`] whole. The proxy itself never reads the database: a request sees
@@ -10,12 +10,24 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use safegate_proxy::auth::{Authenticator, UserEntry, UserTable};
-use safegate_store::{Store, User, UsersWatch};
+use safegate_store::users::UserError;
+use safegate_store::{Store, StoreError, User, UsersWatch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+
+use super::{Authenticator, UserEntry, UserTable};
+
+/// The store's users could not be read or watched.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreUsersError {
+    /// Subscribing to changes of the `users` tree failed.
+    #[error("cannot watch the users in the database")]
+    Watch(#[source] StoreError),
+    /// Reading the `users` tree failed.
+    #[error("cannot read the users from the database")]
+    Read(#[source] UserError),
+}
 
 /// The table of `users` in the proxy's terms. A user whose role the policy does not
 /// know (a damaged entry; the store checks roles) is left out with an error in the log.
@@ -39,20 +51,16 @@ pub fn table_of(users: Vec<User>) -> UserTable {
 }
 
 /// Reads every user from the store.
-fn load(store: &Store) -> Result<UserTable> {
-    let users = store
-        .list_users()
-        .context("cannot read the users from the database")?;
+fn load(store: &Store) -> Result<UserTable, StoreUsersError> {
+    let users = store.list_users().map_err(StoreUsersError::Read)?;
     Ok(table_of(users))
 }
 
 /// Watches the store's users, loads the table into `auth`, and logs the bindings to
 /// users that give nothing. Returns the watch for [`spawn_follower`] (subscribed
 /// before reading, so no change falls in between).
-pub fn start(store: &Store, auth: &Authenticator) -> Result<UsersWatch> {
-    let watch = store
-        .watch_users()
-        .context("cannot watch the users in the database")?;
+pub fn start(store: &Store, auth: &Authenticator) -> Result<UsersWatch, StoreUsersError> {
+    let watch = store.watch_users().map_err(StoreUsersError::Watch)?;
     let table = load(store)?;
     let users = table.len();
     auth.replace_users(table);
@@ -87,7 +95,9 @@ pub fn spawn_follower(
                     info!(users, "proxy user table rebuilt after a change");
                 }
                 Ok(Err(err)) => {
-                    error!("{err:#}; the previous user table stays in force");
+                    let cause = std::error::Error::source(&err).map(ToString::to_string);
+                    let cause = cause.unwrap_or_default();
+                    error!("{err}: {cause}; the previous user table stays in force");
                 }
                 Err(err) => {
                     error!(%err, "user table rebuild failed; the previous table stays in force");
