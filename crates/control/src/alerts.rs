@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use safegate_store::{Alert, AlertFilter, AlertStatus, StatusChange, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::CommandError;
+use crate::error::CommandError;
 use crate::time_text::{local_text, zone_named};
 
 /// An alerts command, as sent over the control socket.

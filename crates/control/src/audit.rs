@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use safegate_store::{AuditVerification, NotedHead, Store, audit_hash_hex};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::CommandError;
+use crate::error::CommandError;
 use crate::time_text::{local_text, zone_named};
 
 /// An audit command, as sent over the control socket.

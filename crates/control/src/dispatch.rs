@@ -8,8 +8,8 @@ use std::io::Write;
 
 use safegate_store::{AuditAction, NewAuditEntry, Store};
 
-use crate::client::ControlError;
-use crate::protocol::{CommandError, Output, Request};
+use crate::error::{CommandError, ControlError};
+use crate::protocol::{Output, Request};
 use crate::users::{self, UsersFailure};
 use crate::{alerts, audit, log, report};
 

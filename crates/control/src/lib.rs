@@ -38,9 +38,10 @@
 //!
 //! # Modules
 //!
-//! - [`protocol`]: the request, status and output types; [`dispatch`]: running a
-//!   request against an open store, with its audit entries; [`server`] and [`client`]:
-//!   the two ends of the socket.
+//! - [`protocol`]: the request, status and output types; [`error`]: why a command
+//!   failed ([`CommandError`]) or could not reach the database ([`ControlError`]);
+//!   [`dispatch`]: running a request against an open store, with its audit entries;
+//!   [`server`] and [`client`]: the two ends of the socket.
 //! - The command bodies: [`log`] (query, purge, export; [`export`] frames the export's
 //!   two files), [`users`] (and [`users_file`], the users CSV file the command line
 //!   reads and hashes), [`alerts`], [`audit`], [`report`].
@@ -54,6 +55,7 @@ pub mod alerts;
 pub mod audit;
 pub mod client;
 pub mod dispatch;
+pub mod error;
 pub mod export;
 pub mod log;
 pub mod protocol;
@@ -65,11 +67,11 @@ pub mod time_text;
 pub mod users;
 pub mod users_file;
 
-pub use crate::client::{Access, ControlError, open_create_or_connect, open_store_or_connect};
+pub use crate::client::{Access, open_create_or_connect, open_store_or_connect};
 pub use crate::dispatch::{account_name, execute, prepare, prepare_audited};
+pub use crate::error::{CommandError, ControlError};
 pub use crate::protocol::{
-    CommandError, MAX_CONCURRENT, Output, REQUEST_TIMEOUT, Request, SOCKET_NAME, Status,
-    socket_path,
+    MAX_CONCURRENT, Output, REQUEST_TIMEOUT, Request, SOCKET_NAME, Status, socket_path,
 };
 pub use crate::server::{ControlServer, peer_allowed};
 

@@ -1,20 +1,18 @@
 //! The control socket's protocol: the [`Request`] a client sends (one JSON line), the
 //! [`Status`] line the server answers, and what a command produces ([`Output`]) or why
-//! it failed ([`CommandError`]). The wire format is described in the crate's
+//! it failed ([`CommandError`](crate::error::CommandError)). The wire format is described in the crate's
 //! documentation.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use safegate_store::StoreError;
 use safegate_store::users::permissions_text;
-use safegate_store::{StoreError, UserError};
 use serde::{Deserialize, Serialize};
 
 use crate::log::{self, LogExport, LogPurge, LogQuery};
-use crate::users::{
-    self, UserName, UsersAdd, UsersFailure, UsersImport, UsersList, UsersPasswd, UsersUpdate,
-};
+use crate::users::{self, UserName, UsersAdd, UsersImport, UsersList, UsersPasswd, UsersUpdate};
 
 /// The socket's file name in `data_dir`.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -165,26 +163,6 @@ impl Output {
             Output::Users(output) => Ok(output.write_to(out)?),
             Output::Bytes(bytes, _) => Ok(out.write_all(bytes)?),
         }
-    }
-}
-
-/// Why a command failed (the message goes to the client as it is).
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    /// A `log` command's database work failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A `users` command failed.
-    #[error(transparent)]
-    Users(#[from] UsersFailure),
-    /// The command cannot be done as asked (e.g. there is no such alert).
-    #[error("{0}")]
-    Refused(String),
-}
-
-impl From<UserError> for CommandError {
-    fn from(error: UserError) -> Self {
-        CommandError::Users(UsersFailure::User(error))
     }
 }
 

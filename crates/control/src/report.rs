@@ -10,7 +10,7 @@ use safegate_report::{GatherOptions, IsoWeek, Pseudonymiser, WeeklyReport};
 use safegate_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::CommandError;
+use crate::error::CommandError;
 
 /// A report request, as sent over the control socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,8 +19,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::client::ControlError;
 use crate::dispatch::{account_name, prepare_audited};
+use crate::error::ControlError;
 use crate::protocol::{
     MAX_CONCURRENT, MAX_REQUEST_BYTES, REQUEST_TIMEOUT, Request, Status, socket_path,
 };

@@ -11,15 +11,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Problem;
-use crate::snapshot::Snapshot;
-use crate::window::{LocalNow, WindowId};
+use crate::window::WindowId;
 
 /// How serious an alert is.
 #[derive(
@@ -428,25 +425,13 @@ pub fn parse_phrase_file(text: &str) -> (Vec<String>, Vec<String>) {
     (phrases, exceptions)
 }
 
-impl Snapshot {
-    /// The `[alerts]` settings (shared: compare with `Arc::ptr_eq` to see a reload).
-    pub fn alerts(&self) -> &Arc<AlertSettings> {
-        &self.alerts
-    }
-
-    /// Whether the window named `name` is open at `at`; `None` when there is no such
-    /// window.
-    pub fn window_open(&self, name: &str, at: Timestamp) -> Option<bool> {
-        let window = self.windows.iter().find(|w| w.name == name)?;
-        Some(window.contains(&mut LocalNow::new(at, &self.tz), &self.calendar))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use jiff::Timestamp;
+
     use super::*;
-    use crate::Policy;
+    use crate::{Policy, Snapshot};
 
     fn compile_text(text: &str, dir: &Path) -> Result<Snapshot, crate::PolicyError> {
         let path = dir.join("policy.toml");

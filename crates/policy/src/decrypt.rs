@@ -8,12 +8,11 @@
 //! untouched whatever else matches. Everything else is filtered by name (CONNECT host
 //! and TLS server name) and tunnelled.
 //!
-//! [`Snapshot::decrypt`] answers for one host with one index lookup and names the
-//! rule that decided, as `decide` does.
+//! This module holds the compiled rules and the answer's type; the snapshot applies
+//! them: [`Snapshot::decrypt`](crate::Snapshot::decrypt) answers for one host with one
+//! index lookup and names the rule that decided, as `decide` does.
 
 use crate::lists::index::ListId;
-use crate::lists::normalise::RequestTarget;
-use crate::snapshot::Snapshot;
 
 /// What to do when a TLS ClientHello names a different host than the CONNECT request
 /// it travels in (domain fronting).
@@ -48,79 +47,6 @@ pub(crate) struct DecryptRules {
     /// Hosts named by URL entries, when `path_rules` is on.
     pub path_hosts: Option<ListId>,
     pub sni_mismatch: SniMismatch,
-}
-
-impl Snapshot {
-    /// Whether an HTTPS connection to `target`'s host is decrypted (the path, if
-    /// any, is ignored). `never` entries win, then `decrypt` sites and categories,
-    /// then hosts with path rules; otherwise the connection is tunnelled.
-    pub fn decrypt(&self, target: &RequestTarget) -> DecryptDecision {
-        let rules = &self.decrypt;
-        let host_only = RequestTarget::host_only(target.host.clone());
-        let matches = self.index.matches(&host_only);
-        let answer = |decrypt: bool, rule: String, reason: String| DecryptDecision {
-            decrypt,
-            rule,
-            reason,
-        };
-        if rules.never_sites.is_some_and(|list| matches.contains(list)) {
-            return answer(
-                false,
-                "never-decrypt:site".into(),
-                "on the never-decrypt list: tunnelled untouched".into(),
-            );
-        }
-        for &category in &rules.never_categories {
-            let category = &self.categories[usize::from(category)];
-            if matches.contains(category.list) {
-                return answer(
-                    false,
-                    format!("never-decrypt:category:{}", category.name),
-                    format!(
-                        "in the category `{}`, which is never decrypted: tunnelled untouched",
-                        category.name
-                    ),
-                );
-            }
-        }
-        if rules.sites.is_some_and(|list| matches.contains(list)) {
-            return answer(
-                true,
-                "decrypt:site".into(),
-                "on the decrypt list: the full address is filtered and logged".into(),
-            );
-        }
-        for &category in &rules.categories {
-            let category = &self.categories[usize::from(category)];
-            if matches.contains(category.list) {
-                return answer(
-                    true,
-                    format!("decrypt:category:{}", category.name),
-                    format!(
-                        "in the category `{}`, which is decrypted: the full address is filtered and logged",
-                        category.name
-                    ),
-                );
-            }
-        }
-        if rules.path_hosts.is_some_and(|list| matches.contains(list)) {
-            return answer(
-                true,
-                "decrypt:path-rules".into(),
-                "a rule names a path on this site, which needs the full address".into(),
-            );
-        }
-        answer(
-            false,
-            "tunnel".into(),
-            "not listed for decryption: filtered by name and tunnelled".into(),
-        )
-    }
-
-    /// What to do when the TLS server name differs from the CONNECT host.
-    pub fn sni_mismatch(&self) -> SniMismatch {
-        self.decrypt.sni_mismatch
-    }
 }
 
 #[cfg(test)]

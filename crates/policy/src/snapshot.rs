@@ -19,14 +19,21 @@
 //! 5. file rules by path extension (`file:<role or group>:<rule>`); by response
 //!    headers in `decide_response`;
 //! 6. allow (`default`).
+//!
+//! The snapshot also answers whether an HTTPS host is decrypted (`decrypt`, applying
+//! the rules `decrypt.rs` compiles), whether a named window is open, and hands out the
+//! `[alerts]` settings (`alerts.rs`) for the safeguarding engine.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
+use crate::alerts::AlertSettings;
+use crate::decrypt::{DecryptDecision, DecryptRules, SniMismatch};
 use crate::file_rule::FileRule;
 use crate::lists::index::{Index, ListId, ListMatches};
 use crate::lists::normalise::RequestTarget;
@@ -305,9 +312,9 @@ pub struct Snapshot {
     pub(crate) calendar: Calendar,
     pub(crate) unblocks: Vec<Unblock>,
     /// The compiled `[decrypt]` section (see `decrypt.rs`).
-    pub(crate) decrypt: crate::decrypt::DecryptRules,
+    pub(crate) decrypt: DecryptRules,
     /// The compiled `[alerts]` section (see `alerts.rs`).
-    pub(crate) alerts: std::sync::Arc<crate::alerts::AlertSettings>,
+    pub(crate) alerts: Arc<AlertSettings>,
     pub(crate) stats: LoadStats,
 }
 
@@ -345,6 +352,23 @@ impl Snapshot {
     /// has one, else the role's, else on/strict).
     pub fn safesearch(&self, subject: &Subject<'_>) -> SafeSearch {
         self.scope(subject).safesearch
+    }
+
+    /// The `[alerts]` settings (shared: compare with `Arc::ptr_eq` to see a reload).
+    pub fn alerts(&self) -> &Arc<AlertSettings> {
+        &self.alerts
+    }
+
+    /// Whether the window named `name` is open at `at`; `None` when there is no such
+    /// window.
+    pub fn window_open(&self, name: &str, at: Timestamp) -> Option<bool> {
+        let window = self.windows.iter().find(|w| w.name == name)?;
+        Some(window.contains(&mut LocalNow::new(at, &self.tz), &self.calendar))
+    }
+
+    /// What to do when the TLS server name differs from the CONNECT host.
+    pub fn sni_mismatch(&self) -> SniMismatch {
+        self.decrypt.sni_mismatch
     }
 
     /// Request phase: decides from the host and path alone (steps 1 to 6).
@@ -526,6 +550,72 @@ impl Snapshot {
                 unblock.describe(&format!("the category `{name}`")),
             )
         })
+    }
+
+    /// Whether an HTTPS connection to `target`'s host is decrypted (the path, if
+    /// any, is ignored). `never` entries win, then `decrypt` sites and categories,
+    /// then hosts with path rules; otherwise the connection is tunnelled.
+    pub fn decrypt(&self, target: &RequestTarget) -> DecryptDecision {
+        let rules = &self.decrypt;
+        let host_only = RequestTarget::host_only(target.host.clone());
+        let matches = self.index.matches(&host_only);
+        let answer = |decrypt: bool, rule: String, reason: String| DecryptDecision {
+            decrypt,
+            rule,
+            reason,
+        };
+        if rules.never_sites.is_some_and(|list| matches.contains(list)) {
+            return answer(
+                false,
+                "never-decrypt:site".into(),
+                "on the never-decrypt list: tunnelled untouched".into(),
+            );
+        }
+        for &category in &rules.never_categories {
+            let category = &self.categories[usize::from(category)];
+            if matches.contains(category.list) {
+                return answer(
+                    false,
+                    format!("never-decrypt:category:{}", category.name),
+                    format!(
+                        "in the category `{}`, which is never decrypted: tunnelled untouched",
+                        category.name
+                    ),
+                );
+            }
+        }
+        if rules.sites.is_some_and(|list| matches.contains(list)) {
+            return answer(
+                true,
+                "decrypt:site".into(),
+                "on the decrypt list: the full address is filtered and logged".into(),
+            );
+        }
+        for &category in &rules.categories {
+            let category = &self.categories[usize::from(category)];
+            if matches.contains(category.list) {
+                return answer(
+                    true,
+                    format!("decrypt:category:{}", category.name),
+                    format!(
+                        "in the category `{}`, which is decrypted: the full address is filtered and logged",
+                        category.name
+                    ),
+                );
+            }
+        }
+        if rules.path_hosts.is_some_and(|list| matches.contains(list)) {
+            return answer(
+                true,
+                "decrypt:path-rules".into(),
+                "a rule names a path on this site, which needs the full address".into(),
+            );
+        }
+        answer(
+            false,
+            "tunnel".into(),
+            "not listed for decryption: filtered by name and tunnelled".into(),
+        )
     }
 
     fn scope(&self, subject: &Subject<'_>) -> &Scope {

@@ -13,8 +13,7 @@ use safegate_control::time_text::{micros, parse_time, policy_timezone};
 use safegate_control::{Request, open_store_or_connect};
 use safegate_store::{AlertFilter, AlertKind, AlertStatus};
 
-use crate::cli::ConfigArgs;
-use crate::settings::Config;
+use crate::settings::{Config, ConfigArgs};
 
 /// `safegate alerts ...`.
 #[derive(Debug, Subcommand)]

@@ -10,8 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use safegate_proxy::tls::{CaInit, SchoolCa, ca::ca_paths};
 
-use crate::cli::ConfigArgs;
-use crate::settings::Config;
+use crate::settings::{Config, ConfigArgs};
 
 /// `safegate ca ...`
 #[derive(Debug, Subcommand)]

@@ -2,15 +2,44 @@
 //! policy exactly as `safegate run` does and calls the same `Snapshot::decide`.
 
 use anyhow::{Context, Result, anyhow};
+use clap::Args;
 use jiff::Timestamp;
 use safegate_policy::{Decision, Policy, RequestTarget, Role, Subject};
 
-use crate::cli::CheckArgs;
-use crate::settings::Config;
+use crate::settings::{Config, ConfigArgs};
 use safegate_control::time_text::parse_time;
 
 /// Exit status for a blocked address.
 pub const BLOCKED_EXIT: u8 = 3;
+
+/// `safegate check ...`
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The address to decide: `http://host/path?query`, `https://host/...` (decided
+    /// on the host alone, as for an HTTPS tunnel), or `host`.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Browsing role: pupil, staff or filter-admin (default: the policy's default_role).
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Group within the role, e.g. year6.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// User name (for user-specific unblocks).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// When to decide: RFC 3339 (`2026-11-23T10:00:00Z`), local time in the
+    /// school's time zone (`2026-11-23 10:00`), a local date (its midnight), or a time
+    /// ago (`2h`). Default: now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Print the decision as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the configuration (and through it the policy file) comes from.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
 
 /// Decides `args.url`; returns whether it is blocked.
 pub fn run(args: &CheckArgs) -> Result<bool> {

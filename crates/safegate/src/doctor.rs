@@ -12,10 +12,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::ConfigArgs;
 use safegate_proxy::tls::ca::{CA_CERT_FILE, CA_DIR, CA_KEY_FILE};
 
-use crate::settings::Config;
+use crate::settings::{Config, ConfigArgs};
 
 /// Free space below which the data directory is a failure.
 const FAIL_BELOW_BYTES: u64 = 100 * 1024 * 1024;

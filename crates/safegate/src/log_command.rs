@@ -4,9 +4,11 @@
 //! control socket ([`open_store_or_connect`]).
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
+use clap::{Args, Subcommand};
 use jiff::Timestamp;
 use safegate_activity::DEFAULT_IDLE_GAP;
 
@@ -15,11 +17,126 @@ use safegate_control::log::{Format, LogExport, LogPurge, LogQuery};
 use safegate_control::time_text::{before, micros, parse_time, policy_timezone};
 use safegate_control::{ControlError, Request, open_store_or_connect};
 
-use crate::cli::{LogAction, LogExportArgs, LogPurgeArgs, LogQueryArgs};
-use crate::settings::Config;
+use crate::settings::{Config, ConfigArgs};
 
 /// Seconds in a day, for `store.retention_days`.
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `safegate log ...`
+#[derive(Debug, Subcommand)]
+pub enum LogAction {
+    /// Show visit-log records (oldest first), or the visits made of them, matching
+    /// every condition given.
+    #[command(after_help = LOG_QUERY_EXAMPLES)]
+    Query(LogQueryArgs),
+    /// Remove records older than the retention period (store.retention_days), or than
+    /// --before. SafeGate also does this by itself once a day.
+    #[command(after_help = LOG_PURGE_EXAMPLES)]
+    Purge(LogPurgeArgs),
+    /// Export every record about one user (subject access request) as
+    /// safegate-export-<user>-<date>.json and .csv, readable by you alone.
+    #[command(after_help = LOG_EXPORT_EXAMPLES)]
+    Export(LogExportArgs),
+}
+
+const LOG_QUERY_EXAMPLES: &str =
+    "Times (--since, --until): RFC 3339 (2026-11-23T10:00:00Z), local time in the \
+policy's time zone (2026-11-23 10:00), a local date (2026-11-23 = its midnight), or a time ago \
+(7d, 24h, 90m).
+
+Examples:
+  safegate log query --since 24h
+  safegate log query --user ada.lovelace --since 2026-11-23 --until 2026-11-24
+  safegate log query --blocked --since 7d --csv > blocked.csv
+  safegate log query --host www.youtube.com --visits
+  safegate log query --search-terms --since 2026-11-23 --json";
+
+const LOG_PURGE_EXAMPLES: &str = "Examples:
+  safegate log purge                     # older than store.retention_days
+  safegate log purge --before 90d
+  safegate log purge --before 2026-09-01";
+
+const LOG_EXPORT_EXAMPLES: &str = "Examples:
+  safegate log export --user ada.lovelace
+  safegate log export --user ada.lovelace --since 2026-09-01 --out /root/sar";
+
+/// `safegate log query ...`
+#[derive(Debug, Args)]
+pub struct LogQueryArgs {
+    /// Only this user's records (the name as recorded).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Only records for this exact host name, e.g. www.youtube.com.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Only records in this category, e.g. gambling.
+    #[arg(long, value_name = "CATEGORY")]
+    pub category: Option<String>,
+    /// Only blocked requests.
+    #[arg(long)]
+    pub blocked: bool,
+    /// Only requests with search terms (search engines, video sites).
+    #[arg(long)]
+    pub search_terms: bool,
+    /// From this time on (see below for the forms).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Before this time.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// At most this many records (the oldest that match).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Join the records into visits: one person's consecutive requests to one site,
+    /// with a start, an end and a duration.
+    #[arg(long)]
+    pub visits: bool,
+    /// With --visits: the pause that ends a visit [default: 5m].
+    #[arg(long, value_name = "DURATION", requires = "visits", value_parser = humantime::parse_duration)]
+    pub idle_gap: Option<std::time::Duration>,
+    /// Print JSON instead of a table.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV instead of a table.
+    #[arg(long)]
+    pub csv: bool,
+    /// Where the configuration (and through it data_dir and the policy's time zone)
+    /// comes from.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `safegate log purge ...`
+#[derive(Debug, Args)]
+pub struct LogPurgeArgs {
+    /// Remove records from before this time [default: now - store.retention_days].
+    /// Forms as for `log query --since`.
+    #[arg(long, value_name = "TIME")]
+    pub before: Option<String>,
+    /// Where the configuration comes from.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `safegate log export ...`
+#[derive(Debug, Args)]
+pub struct LogExportArgs {
+    /// The user whose records to export (the name exactly as recorded).
+    #[arg(long, value_name = "USER")]
+    pub user: String,
+    /// From this time on. Forms as for `log query --since`.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Before this time.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Folder to write the two files in.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+    /// Where the configuration comes from.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
 
 /// Runs one `safegate log` command.
 pub fn run(action: &LogAction) -> Result<()> {

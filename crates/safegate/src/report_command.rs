@@ -14,8 +14,7 @@ use safegate_control::time_text::policy_timezone;
 use safegate_control::{Request, open_store_or_connect};
 use safegate_report::{IsoWeek, WeeklyReport};
 
-use crate::cli::ConfigArgs;
-use crate::settings::Config;
+use crate::settings::{Config, ConfigArgs};
 
 /// `safegate report ...`.
 #[derive(Debug, Subcommand)]

@@ -1,11 +1,15 @@
 //! `safegate.toml`: the whole configuration, read from the file, amended by
 //! `--set KEY=VALUE` overrides (dotted key, TOML value), then validated. Every error
 //! names the file (or the `--set`), the key, and what is wrong.
+//!
+//! [`ConfigArgs`] is the command line's side of it (`--config FILE` and the `--set`s),
+//! shared by every command that reads the configuration.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
 use safegate_admin::AdminConfig;
 use safegate_config::ConfigProblem;
 use safegate_proxy::auth::AuthConfig;
@@ -14,6 +18,25 @@ use safegate_report::scheduler::ReportConfig;
 use safegate_safeguarding::DeliveryConfig;
 use safegate_store::StoreConfig;
 use serde::{Deserialize, Serialize};
+
+/// Where the configuration comes from.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Configuration file; every key is documented in the shipped config/safegate.toml.
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        env = "SAFEGATE_CONFIG",
+        default_value = "config/safegate.toml"
+    )]
+    pub config: PathBuf,
+    /// Override one key: dotted key = TOML value (quote strings), e.g.
+    /// --set 'proxy.listen="0.0.0.0:3128"' or --set upstream.allow_loopback=true.
+    /// May be given many times.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
 
 /// The configuration of one SafeGate process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
