@@ -109,6 +109,15 @@ async fn sign_out(browser: &Browser) {
     browser.wait_for_text("User name").await;
 }
 
+/// What every step of the browser scenario uses: the browser, the running proxy, the
+/// admin interface's address and the test origin's port.
+struct Scene<'a> {
+    browser: &'a Browser,
+    safegate: &'a SafeGate,
+    admin: &'a str,
+    port: u16,
+}
+
 #[tokio::test]
 async fn admins_use_the_web_interface_in_a_browser() {
     bounded(async {
@@ -147,192 +156,258 @@ async fn admins_use_the_web_interface_in_a_browser() {
         let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
         let safegate = SafeGate::start(&refs).await;
         let admin = format!("http://{}", safegate.admin);
-        let chat = format!("http://chat.test:{}/bytes/2", origin.addr.port());
-        wait_for_status(&safegate, &chat, 200).await;
-
-        // The filter admin blocks "social" for pupils: the proxy blocks chat.test.
-        sign_in(&browser, &admin, "fiona").await;
-        let home = browser.text().await;
-        assert!(
-            home.contains("Fiona <img src=x onerror=alert(1)>"),
-            "the hostile display name is shown as text at {}: {home}\n{}",
-            browser.url().await,
-            safegate.logs().join("\n")
-        );
-        assert_eq!(
-            browser.script("return document.querySelectorAll('img').length").await,
-            0
-        );
-        browser.screenshot("admin-filter-admin-home").await;
-        browser.goto(&format!("{admin}/rules")).await;
-        browser
-            .click(
-                "form[action='/rules/block']:has(input[name=scope][value=pupil]):has(input[name=category][value=social]) button",
-            )
-            .await;
-        browser.wait_for_text("Saved: block social for pupil").await;
-        browser.screenshot("admin-rules-blocked-social").await;
-        wait_for_status(&safegate, &chat, 403).await;
-
-        // A 30-minute unblock for a lesson: chat.test opens again.
-        browser
-            .fill("form[action='/rules/unblock'] input[name=site]", "chat.test")
-            .await;
-        browser
-            .fill("form[action='/rules/unblock'] input[name=scope]", "pupil")
-            .await;
-        browser
-            .fill("form[action='/rules/unblock'] input[name=reason]", "media studies lesson")
-            .await;
-        browser
-            .click("form[action='/rules/unblock'] button[type=submit]")
-            .await;
-        browser.wait_for_text("Saved: unblock chat.test").await;
-        wait_for_status(&safegate, &chat, 200).await;
-
-        // A pupil asks for a review from the block page; the filter admin approves it.
-        let poker = format!("http://bet.test:{}/bytes/3", origin.addr.port());
-        wait_for_status(&safegate, &poker, 403).await;
-        let hostile_url = format!("{poker}?x=\"><script>alert(4)</script>");
-        let block_page = safegate
-            .client()
-            .get(&poker)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let token = review_form_fields(&block_page)[3].1.clone();
-        let review = safegate
-            .client()
-            .post(format!("http://{}/safegate/review", safegate.proxy))
-            .form(&[
-                ("url", hostile_url.as_str()),
-                ("rule", "category:pupil:gambling"),
-                ("categories", "gambling"),
-                ("comment", "for the probability lesson \"><img src=x onerror=alert(2)>"),
-                ("token", token.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(review.status(), 200);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            browser.goto(&format!("{admin}/rules/reviews")).await;
-            if browser.text().await.contains("for the probability lesson") {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "review not listed");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let reviews = browser.text().await;
-        assert!(
-            reviews.contains("lesson \"><img src=x onerror=alert(2)>"),
-            "the comment is shown as text: {reviews}"
-        );
-        assert!(
-            reviews.contains("?x=\"><script>alert(4)</script>"),
-            "the address is shown as text: {reviews}"
-        );
-        assert_eq!(
-            browser.script("return document.querySelectorAll('script').length").await,
-            0
-        );
-        assert_eq!(
-            browser.script("return document.querySelectorAll('img').length").await,
-            0
-        );
-        browser
-            .click("form[action='/rules/reviews/decide']:has(input[value=approve]) button")
-            .await;
-        browser.wait_for_text("Approved the request").await;
-        browser.screenshot("admin-review-approved").await;
-        wait_for_status(&safegate, &poker, 200).await;
-        sign_out(&browser).await;
-
-        // A pupil searches for a self-harm phrase; the headteacher acknowledges the
-        // alert with a note.
-        let search = format!(
-            "http://www.google.com:{}/search?q=how+to+hurt+myself+%3Cscript%3Ealert(3)%3C%2Fscript%3E",
-            origin.addr.port()
-        );
-        let _ = safegate.client().get(&search).send().await.unwrap();
-        sign_in(&browser, &admin, "head").await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            browser.goto(&format!("{admin}/alerts")).await;
-            if browser.text().await.contains("self-harm") {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no alert raised");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        browser.screenshot("admin-alert-queue").await;
-        browser.click("table a[href^='/alerts/']").await;
-        let alert = browser
-            .wait_for_text("how to hurt myself <script>alert(3)</script>")
-            .await;
-        assert!(alert.contains("self-harm"), "{alert}");
-        assert_eq!(
-            browser.script("return document.querySelectorAll('script').length").await,
-            0
-        );
-        browser
-            .fill("input[name=note]", "spoke to the pupil with the form tutor")
-            .await;
-        browser.click("button[value=acknowledged]").await;
-        browser.wait_for_text("is acknowledged now").await;
-        browser.screenshot("admin-alert-acknowledged").await;
-
-        // The audit log shows the review decision on that address, as text.
-        browser.goto(&format!("{admin}/audit")).await;
-        let audit = browser.wait_for_text("Chain intact").await;
-        assert!(audit.contains("review-decision"), "{audit}");
-        assert!(audit.contains("<script>alert(4)</script>"), "{audit}");
-        assert_eq!(
-            browser
-                .script("return document.querySelectorAll('script, img').length")
-                .await,
-            0
-        );
-        browser.screenshot("admin-audit-log").await;
-
-        // The headteacher makes this week's report and opens it.
-        let week = jiff::Timestamp::now()
-            .to_zoned_datetime(jiff::tz::TimeZone::get("Europe/London").unwrap())
-            .date()
-            .iso_week_date();
-        let week = format!("{:04}-W{:02}", week.year(), week.week());
-        browser.goto(&format!("{admin}/reports")).await;
-        browser.fill("input[name=week]", &week).await;
-        browser
-            .click("form[action='/reports/make'] button[type=submit]")
-            .await;
-        browser
-            .wait_for_text(&format!("The report for {week} is ready."))
-            .await;
-        browser.click("a[href$='.html']").await;
-        let report = browser.wait_for_text("hurt myself").await;
-        assert!(report.contains(&week), "{report}");
-        browser.screenshot("admin-weekly-report").await;
-        browser.goto(&format!("{admin}/")).await;
-        sign_out(&browser).await;
-
-        // The technician sees health, and is refused the rules.
-        sign_in(&browser, &admin, "tech").await;
-        browser.goto(&format!("{admin}/health")).await;
-        let health = browser.wait_for_text("Listeners").await;
-        assert!(health.contains("Ready"), "{health}");
-        browser.screenshot("admin-technician-health").await;
-        browser.goto(&format!("{admin}/rules")).await;
-        let refused = browser.text().await;
-        assert!(
-            refused.contains("you do not have the permission this page needs"),
-            "{refused}"
-        );
-        browser.screenshot("admin-technician-refused-rules").await;
+        let scene = Scene {
+            browser: &browser,
+            safegate: &safegate,
+            admin: &admin,
+            port: origin.addr.port(),
+        };
+        filter_admin_blocks_and_unblocks(&scene).await;
+        filter_admin_approves_a_review(&scene).await;
+        headteacher_acknowledges_an_alert(&scene).await;
+        headteacher_makes_the_weekly_report(&scene).await;
+        technician_sees_health_but_not_rules(&scene).await;
     })
     .await;
+}
+
+/// The filter admin (whose hostile display name shows as text) blocks "social" for
+/// pupils, and the proxy blocks chat.test; a 30-minute unblock for a lesson opens it
+/// again.
+async fn filter_admin_blocks_and_unblocks(scene: &Scene<'_>) {
+    let Scene {
+        browser,
+        safegate,
+        admin,
+        port,
+    } = *scene;
+    let chat = format!("http://chat.test:{port}/bytes/2");
+    wait_for_status(safegate, &chat, 200).await;
+
+    // The filter admin blocks "social" for pupils: the proxy blocks chat.test.
+    sign_in(browser, admin, "fiona").await;
+    let home = browser.text().await;
+    assert!(
+        home.contains("Fiona <img src=x onerror=alert(1)>"),
+        "the hostile display name is shown as text at {}: {home}\n{}",
+        browser.url().await,
+        safegate.logs().join("\n")
+    );
+    assert_eq!(
+        browser
+            .script("return document.querySelectorAll('img').length")
+            .await,
+        0
+    );
+    browser.screenshot("admin-filter-admin-home").await;
+    browser.goto(&format!("{admin}/rules")).await;
+    browser
+        .click(
+            "form[action='/rules/block']:has(input[name=scope][value=pupil]):has(input[name=category][value=social]) button",
+        )
+        .await;
+    browser.wait_for_text("Saved: block social for pupil").await;
+    browser.screenshot("admin-rules-blocked-social").await;
+    wait_for_status(safegate, &chat, 403).await;
+
+    // A 30-minute unblock for a lesson: chat.test opens again.
+    browser
+        .fill(
+            "form[action='/rules/unblock'] input[name=site]",
+            "chat.test",
+        )
+        .await;
+    browser
+        .fill("form[action='/rules/unblock'] input[name=scope]", "pupil")
+        .await;
+    browser
+        .fill(
+            "form[action='/rules/unblock'] input[name=reason]",
+            "media studies lesson",
+        )
+        .await;
+    browser
+        .click("form[action='/rules/unblock'] button[type=submit]")
+        .await;
+    browser.wait_for_text("Saved: unblock chat.test").await;
+    wait_for_status(safegate, &chat, 200).await;
+}
+
+/// A pupil asks for a review from the block page (with a hostile address and
+/// comment, shown as text); the filter admin approves it and the site opens.
+async fn filter_admin_approves_a_review(scene: &Scene<'_>) {
+    let Scene {
+        browser,
+        safegate,
+        admin,
+        port,
+    } = *scene;
+    let poker = format!("http://bet.test:{port}/bytes/3");
+    wait_for_status(safegate, &poker, 403).await;
+    let hostile_url = format!("{poker}?x=\"><script>alert(4)</script>");
+    let block_page = safegate
+        .client()
+        .get(&poker)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = review_form_fields(&block_page)[3].1.clone();
+    let review = safegate
+        .client()
+        .post(format!("http://{}/safegate/review", safegate.proxy))
+        .form(&[
+            ("url", hostile_url.as_str()),
+            ("rule", "category:pupil:gambling"),
+            ("categories", "gambling"),
+            (
+                "comment",
+                "for the probability lesson \"><img src=x onerror=alert(2)>",
+            ),
+            ("token", token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(review.status(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        browser.goto(&format!("{admin}/rules/reviews")).await;
+        if browser.text().await.contains("for the probability lesson") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "review not listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reviews = browser.text().await;
+    assert!(
+        reviews.contains("lesson \"><img src=x onerror=alert(2)>"),
+        "the comment is shown as text: {reviews}"
+    );
+    assert!(
+        reviews.contains("?x=\"><script>alert(4)</script>"),
+        "the address is shown as text: {reviews}"
+    );
+    assert_eq!(
+        browser
+            .script("return document.querySelectorAll('script').length")
+            .await,
+        0
+    );
+    assert_eq!(
+        browser
+            .script("return document.querySelectorAll('img').length")
+            .await,
+        0
+    );
+    browser
+        .click("form[action='/rules/reviews/decide']:has(input[value=approve]) button")
+        .await;
+    browser.wait_for_text("Approved the request").await;
+    browser.screenshot("admin-review-approved").await;
+    wait_for_status(safegate, &poker, 200).await;
+    sign_out(browser).await;
+}
+
+/// A pupil searches for a self-harm phrase; the headteacher acknowledges the alert
+/// with a note, and the audit log shows the review decision on the hostile address,
+/// as text.
+async fn headteacher_acknowledges_an_alert(scene: &Scene<'_>) {
+    let Scene {
+        browser,
+        safegate,
+        admin,
+        port,
+    } = *scene;
+    // A pupil searches for a self-harm phrase; the headteacher acknowledges the
+    // alert with a note.
+    let search = format!(
+        "http://www.google.com:{port}/search?q=how+to+hurt+myself+%3Cscript%3Ealert(3)%3C%2Fscript%3E"
+    );
+    let _ = safegate.client().get(&search).send().await.unwrap();
+    sign_in(browser, admin, "head").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        browser.goto(&format!("{admin}/alerts")).await;
+        if browser.text().await.contains("self-harm") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no alert raised");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.screenshot("admin-alert-queue").await;
+    browser.click("table a[href^='/alerts/']").await;
+    let alert = browser
+        .wait_for_text("how to hurt myself <script>alert(3)</script>")
+        .await;
+    assert!(alert.contains("self-harm"), "{alert}");
+    assert_eq!(
+        browser
+            .script("return document.querySelectorAll('script').length")
+            .await,
+        0
+    );
+    browser
+        .fill("input[name=note]", "spoke to the pupil with the form tutor")
+        .await;
+    browser.click("button[value=acknowledged]").await;
+    browser.wait_for_text("is acknowledged now").await;
+    browser.screenshot("admin-alert-acknowledged").await;
+
+    // The audit log shows the review decision on that address, as text.
+    browser.goto(&format!("{admin}/audit")).await;
+    let audit = browser.wait_for_text("Chain intact").await;
+    assert!(audit.contains("review-decision"), "{audit}");
+    assert!(audit.contains("<script>alert(4)</script>"), "{audit}");
+    assert_eq!(
+        browser
+            .script("return document.querySelectorAll('script, img').length")
+            .await,
+        0
+    );
+    browser.screenshot("admin-audit-log").await;
+}
+
+/// The headteacher (still signed in) makes this week's report and opens it: it holds
+/// the search, then signs out.
+async fn headteacher_makes_the_weekly_report(scene: &Scene<'_>) {
+    let Scene { browser, admin, .. } = *scene;
+    let week = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::get("Europe/London").unwrap())
+        .date()
+        .iso_week_date();
+    let week = format!("{:04}-W{:02}", week.year(), week.week());
+    browser.goto(&format!("{admin}/reports")).await;
+    browser.fill("input[name=week]", &week).await;
+    browser
+        .click("form[action='/reports/make'] button[type=submit]")
+        .await;
+    browser
+        .wait_for_text(&format!("The report for {week} is ready."))
+        .await;
+    browser.click("a[href$='.html']").await;
+    let report = browser.wait_for_text("hurt myself").await;
+    assert!(report.contains(&week), "{report}");
+    browser.screenshot("admin-weekly-report").await;
+    browser.goto(&format!("{admin}/")).await;
+    sign_out(browser).await;
+}
+
+/// The technician sees health, and is refused the rules.
+async fn technician_sees_health_but_not_rules(scene: &Scene<'_>) {
+    let Scene { browser, admin, .. } = *scene;
+    sign_in(browser, admin, "tech").await;
+    browser.goto(&format!("{admin}/health")).await;
+    let health = browser.wait_for_text("Listeners").await;
+    assert!(health.contains("Ready"), "{health}");
+    browser.screenshot("admin-technician-health").await;
+    browser.goto(&format!("{admin}/rules")).await;
+    let refused = browser.text().await;
+    assert!(
+        refused.contains("you do not have the permission this page needs"),
+        "{refused}"
+    );
+    browser.screenshot("admin-technician-refused-rules").await;
 }

@@ -384,6 +384,23 @@ pub(crate) async fn replay_week() -> Week {
     week
 }
 
+/// An alert as `safegate alerts list --json` prints it.
+type Alert = serde_json::Value;
+
+/// The first alert of each (person, kind), in id order.
+fn first_alert_of_each(alerts: &[Alert]) -> BTreeMap<(String, String), &Alert> {
+    let mut found: BTreeMap<(String, String), &Alert> = BTreeMap::new();
+    for a in alerts {
+        found
+            .entry((
+                a["who"].as_str().unwrap().to_owned(),
+                a["kind"].as_str().unwrap().to_owned(),
+            ))
+            .or_insert(a);
+    }
+    found
+}
+
 #[tokio::test]
 async fn a_scripted_week_raises_exactly_the_expected_alerts_delivers_and_reports_them() {
     tokio::time::timeout(WEEK_LIMIT, async {
@@ -391,156 +408,176 @@ async fn a_scripted_week_raises_exactly_the_expected_alerts_delivers_and_reports
 
         // Exactly these alerts, one per (person, kind).
         let listed = safegate_ok(&week, &["alerts", "list", "--json"]).await;
-        let alerts: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
-        // The first alert of each (person, kind), in id order.
-        let mut found: BTreeMap<(String, String), &serde_json::Value> = BTreeMap::new();
-        for a in &alerts {
-            found
-                .entry((
-                    a["who"].as_str().unwrap().to_owned(),
-                    a["kind"].as_str().unwrap().to_owned(),
-                ))
-                .or_insert(a);
-        }
-        let expected = [
-            (
-                "alice",
-                "safeguarding_phrase",
-                "high",
-                2,
-                "2026-11-16T11:00",
-            ),
-            ("bob", "circumvention", "medium", 2, "2026-11-18T13:00"),
-            ("carol", "repeated_blocks", "medium", 1, "2026-11-19T14:00"),
-            (
-                "dave",
-                "staff_social_core_hours",
-                "low",
-                1,
-                "2026-11-17T10:00",
-            ),
-            ("erin", "concurrent_login", "medium", 1, "2026-11-20T09:00"),
-            (
-                "frank",
-                "safeguarding_phrase",
-                "high",
-                1,
-                "2026-11-15T23:30",
-            ),
-        ];
-        assert_eq!(alerts.len(), expected.len() + 1, "{listed}");
-        for (who, kind, severity, occurrences, minute) in expected {
-            let alert = found
-                .get(&(who.to_owned(), kind.to_owned()))
-                .unwrap_or_else(|| panic!("no {kind} alert for {who}:\n{listed}"));
-            assert_eq!(alert["severity"], severity, "{who} {kind}");
-            assert_eq!(alert["occurrences"], occurrences, "{who} {kind}");
-            assert_eq!(alert["status"], "new");
-            let first = alert["first_at_unix_micros"].as_i64().unwrap();
-            let at = jiff::Timestamp::from_microsecond(first)
-                .unwrap()
-                .to_string();
-            assert!(at.starts_with(minute), "{who} {kind} at {at}");
-        }
-        // frank's second alert is a different list: bullying, after the week.
-        assert!(
-            alerts
-                .iter()
-                .any(|a| a["who"] == "frank" && a["subject"] == "bullying")
-        );
-        // Evidence: the records that raised them.
+        let alerts: Vec<Alert> = serde_json::from_str(&listed).unwrap();
+        let found = first_alert_of_each(&alerts);
+        exactly_the_expected_alerts_are_listed(&listed, &alerts, &found);
+        the_alerts_hold_their_evidence_and_quiet_users_raised_none(&listed, &alerts, &found);
+        each_alert_is_delivered_once_by_webhook_and_mail(&week, &alerts);
         let alice = found[&("alice".to_owned(), "safeguarding_phrase".to_owned())];
-        let evidence = alice["evidence"].as_array().unwrap();
-        assert_eq!(evidence.len(), 2);
-        assert_eq!(evidence[0]["search"]["terms"], "how to k1ll myself");
-        assert_eq!(evidence[1]["outcome"], "Failed");
-        assert_eq!(evidence[1]["host"], "www.bing.com");
-        let carol = found[&("carol".to_owned(), "repeated_blocks".to_owned())];
-        assert_eq!(carol["evidence"].as_array().unwrap().len(), 10);
-        let bob = found[&("bob".to_owned(), "circumvention".to_owned())];
-        let hosts: Vec<&str> = bob["evidence"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["host"].as_str().unwrap())
-            .collect();
-        assert_eq!(hosts, ["vpn.test", "webproxy.test"]);
-        // Nobody else: the quiet users raised nothing.
-        for quiet in ["gina", "harry"] {
-            assert!(
-                !alerts.iter().any(|a| a["who"] == quiet),
-                "{quiet}: {listed}"
-            );
-        }
-
-        // Deliveries: each new alert once by webhook and once by e-mail.
-        let hooks = week.webhook.bodies();
-        assert_eq!(hooks.len(), 7);
-        let hooked: Vec<serde_json::Value> = hooks
-            .iter()
-            .map(|b| serde_json::from_str(b).unwrap())
-            .collect();
-        assert!(hooked.iter().all(|h| h["source"] == "safegate"));
-        let mut hook_ids: Vec<u64> = hooked
-            .iter()
-            .map(|h| h["alert"]["id"].as_u64().unwrap())
-            .collect();
-        hook_ids.sort_unstable();
-        let mut ids: Vec<u64> = alerts.iter().map(|a| a["id"].as_u64().unwrap()).collect();
-        ids.sort_unstable();
-        assert_eq!(hook_ids, ids);
-        let mails = week.smtp.mails();
-        assert_eq!(mails.len(), 7);
-        assert!(
-            mails.iter().all(|m| m.to == ["<dsl@school.test>"]),
-            "{mails:?}"
-        );
-        let alice_mail = mails
-            .iter()
-            .find(|m| m.data.contains("safeguarding_phrase (alice)"))
-            .expect("alice's alert mail");
-        assert!(alice_mail.data.contains("HIGH"), "{}", alice_mail.data);
-        assert!(
-            alice_mail.data.contains("2026-11-16 11:00"),
-            "{}",
-            alice_mail.data
-        );
-
-        // Handling: acknowledge with a note, then close; who did it is kept.
-        let id = alice["id"].as_u64().unwrap().to_string();
-        safegate_ok(
-            &week,
-            &[
-                "alerts",
-                "ack",
-                &id,
-                "--note",
-                "spoke to alice",
-                "--by",
-                "dsl",
-            ],
-        )
-        .await;
-        let shown = safegate_ok(&week, &["alerts", "show", &id]).await;
-        assert!(
-            shown.contains("acknowledged by dsl: spoke to alice"),
-            "{shown}"
-        );
-        assert!(shown.contains("how to k1ll myself"), "{shown}");
-        safegate_ok(&week, &["alerts", "close", &id, "--by", "dsl"]).await;
-        let open = safegate_ok(&week, &["alerts", "list", "--open", "--json"]).await;
-        let open: Vec<serde_json::Value> = serde_json::from_str(&open).unwrap();
-        assert_eq!(open.len(), 6);
-        assert!(
-            !open
-                .iter()
-                .any(|a| a["id"].as_u64().unwrap().to_string() == id)
-        );
+        an_alert_is_acknowledged_with_a_note_then_closed(&week, alice).await;
 
         check_report(&week).await;
     })
     .await
     .expect("the scripted week did not finish in time");
+}
+
+/// One alert per (person, kind) of the script, with its severity, occurrences, status
+/// and first minute, plus frank's bullying alert after the week: nothing more.
+fn exactly_the_expected_alerts_are_listed(
+    listed: &str,
+    alerts: &[Alert],
+    found: &BTreeMap<(String, String), &Alert>,
+) {
+    let expected = [
+        (
+            "alice",
+            "safeguarding_phrase",
+            "high",
+            2,
+            "2026-11-16T11:00",
+        ),
+        ("bob", "circumvention", "medium", 2, "2026-11-18T13:00"),
+        ("carol", "repeated_blocks", "medium", 1, "2026-11-19T14:00"),
+        (
+            "dave",
+            "staff_social_core_hours",
+            "low",
+            1,
+            "2026-11-17T10:00",
+        ),
+        ("erin", "concurrent_login", "medium", 1, "2026-11-20T09:00"),
+        (
+            "frank",
+            "safeguarding_phrase",
+            "high",
+            1,
+            "2026-11-15T23:30",
+        ),
+    ];
+    assert_eq!(alerts.len(), expected.len() + 1, "{listed}");
+    for (who, kind, severity, occurrences, minute) in expected {
+        let alert = found
+            .get(&(who.to_owned(), kind.to_owned()))
+            .unwrap_or_else(|| panic!("no {kind} alert for {who}:\n{listed}"));
+        assert_eq!(alert["severity"], severity, "{who} {kind}");
+        assert_eq!(alert["occurrences"], occurrences, "{who} {kind}");
+        assert_eq!(alert["status"], "new");
+        let first = alert["first_at_unix_micros"].as_i64().unwrap();
+        let at = jiff::Timestamp::from_microsecond(first)
+            .unwrap()
+            .to_string();
+        assert!(at.starts_with(minute), "{who} {kind} at {at}");
+    }
+    // frank's second alert is a different list: bullying, after the week.
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["who"] == "frank" && a["subject"] == "bullying")
+    );
+}
+
+/// Each alert holds the records that raised it (alice's failed search too), and the
+/// quiet users raised nothing.
+fn the_alerts_hold_their_evidence_and_quiet_users_raised_none(
+    listed: &str,
+    alerts: &[Alert],
+    found: &BTreeMap<(String, String), &Alert>,
+) {
+    // Evidence: the records that raised them.
+    let alice = found[&("alice".to_owned(), "safeguarding_phrase".to_owned())];
+    let evidence = alice["evidence"].as_array().unwrap();
+    assert_eq!(evidence.len(), 2);
+    assert_eq!(evidence[0]["search"]["terms"], "how to k1ll myself");
+    assert_eq!(evidence[1]["outcome"], "Failed");
+    assert_eq!(evidence[1]["host"], "www.bing.com");
+    let carol = found[&("carol".to_owned(), "repeated_blocks".to_owned())];
+    assert_eq!(carol["evidence"].as_array().unwrap().len(), 10);
+    let bob = found[&("bob".to_owned(), "circumvention".to_owned())];
+    let hosts: Vec<&str> = bob["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["vpn.test", "webproxy.test"]);
+    // Nobody else: the quiet users raised nothing.
+    for quiet in ["gina", "harry"] {
+        assert!(
+            !alerts.iter().any(|a| a["who"] == quiet),
+            "{quiet}: {listed}"
+        );
+    }
+}
+
+/// Deliveries: each new alert once by webhook and once by e-mail to the DSL, the mail
+/// saying the severity and the local time.
+fn each_alert_is_delivered_once_by_webhook_and_mail(week: &Week, alerts: &[Alert]) {
+    let hooks = week.webhook.bodies();
+    assert_eq!(hooks.len(), 7);
+    let hooked: Vec<serde_json::Value> = hooks
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    assert!(hooked.iter().all(|h| h["source"] == "safegate"));
+    let mut hook_ids: Vec<u64> = hooked
+        .iter()
+        .map(|h| h["alert"]["id"].as_u64().unwrap())
+        .collect();
+    hook_ids.sort_unstable();
+    let mut ids: Vec<u64> = alerts.iter().map(|a| a["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(hook_ids, ids);
+    let mails = week.smtp.mails();
+    assert_eq!(mails.len(), 7);
+    assert!(
+        mails.iter().all(|m| m.to == ["<dsl@school.test>"]),
+        "{mails:?}"
+    );
+    let alice_mail = mails
+        .iter()
+        .find(|m| m.data.contains("safeguarding_phrase (alice)"))
+        .expect("alice's alert mail");
+    assert!(alice_mail.data.contains("HIGH"), "{}", alice_mail.data);
+    assert!(
+        alice_mail.data.contains("2026-11-16 11:00"),
+        "{}",
+        alice_mail.data
+    );
+}
+
+/// Handling: alice's alert is acknowledged with a note, then closed; who did it is
+/// kept, and it leaves the open list.
+async fn an_alert_is_acknowledged_with_a_note_then_closed(week: &Week, alice: &Alert) {
+    let id = alice["id"].as_u64().unwrap().to_string();
+    safegate_ok(
+        week,
+        &[
+            "alerts",
+            "ack",
+            &id,
+            "--note",
+            "spoke to alice",
+            "--by",
+            "dsl",
+        ],
+    )
+    .await;
+    let shown = safegate_ok(week, &["alerts", "show", &id]).await;
+    assert!(
+        shown.contains("acknowledged by dsl: spoke to alice"),
+        "{shown}"
+    );
+    assert!(shown.contains("how to k1ll myself"), "{shown}");
+    safegate_ok(week, &["alerts", "close", &id, "--by", "dsl"]).await;
+    let open = safegate_ok(week, &["alerts", "list", "--open", "--json"]).await;
+    let open: Vec<serde_json::Value> = serde_json::from_str(&open).unwrap();
+    assert_eq!(open.len(), 6);
+    assert!(
+        !open
+            .iter()
+            .any(|a| a["id"].as_u64().unwrap().to_string() == id)
+    );
 }
 
 /// The week's report: every event with its person, time and evidence, nothing from
@@ -588,6 +625,20 @@ async fn check_report(week: &Week) {
     assert!(!html.contains("frank"));
     assert!(!json.contains("kys"));
 
+    the_report_holds_the_alerts_and_searches(&report);
+    the_report_holds_blocks_circumvention_and_staff_core_hours(&report);
+    the_report_holds_sites_days_and_escapes_html(&report, &html);
+
+    // The CSV holds the same searches.
+    let csv =
+        std::fs::read_to_string(out.path().join("safegate-report-2026-W47-searches.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(csv.lines().nth(1).unwrap().contains("alice"));
+}
+
+/// The report's alerts (the five in the week, with their evidence) and searches
+/// (alice's flagged ones first, the failed one too), with the summary's counts.
+fn the_report_holds_the_alerts_and_searches(report: &serde_json::Value) {
     // Alerts: the five in the week, with their evidence.
     let alerts = report["alerts"].as_array().unwrap();
     let who: Vec<&str> = alerts.iter().map(|a| a["who"].as_str().unwrap()).collect();
@@ -624,7 +675,11 @@ async fn check_report(week: &Week) {
     assert_eq!(searches[2]["who"], "gina");
     assert!(searches[2]["flagged"].as_array().unwrap().is_empty());
     assert_eq!(summary["flagged_searches"], 2);
+}
 
+/// The report's blocked attempts by user and category, bob's circumvention attempts
+/// and dave's social network use in core hours, each at its time.
+fn the_report_holds_blocks_circumvention_and_staff_core_hours(report: &serde_json::Value) {
     // Blocked attempts by user and category.
     let blocked = report["blocked"].as_array().unwrap();
     let row = |who: &str, category: &str| {
@@ -668,7 +723,11 @@ async fn check_report(week: &Week) {
             .unwrap()
             .starts_with("2026-11-17 10:00")
     );
+}
 
+/// The report's sites by role and group, busy uncategorised sites, requests per day,
+/// and the HTML escaping gina's hostile search.
+fn the_report_holds_sites_days_and_escapes_html(report: &serde_json::Value, html: &str) {
     // Sites by role and group: year6 pupils, year5 pupils, staff.
     let groups: Vec<(String, String)> = report["sites"]
         .as_array()
@@ -704,12 +763,6 @@ async fn check_report(week: &Week) {
     // The HTML escapes gina's hostile search.
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!html.contains("<script>"));
-
-    // The CSV holds the same searches.
-    let csv =
-        std::fs::read_to_string(out.path().join("safegate-report-2026-W47-searches.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 5, "{csv}");
-    assert!(csv.lines().nth(1).unwrap().contains("alice"));
 }
 
 /// A policy with a locked (illegal content) category, and heavy-use thresholds small

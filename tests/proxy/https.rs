@@ -466,149 +466,179 @@ async fn the_review_form_of_a_decrypted_block_page_posts_to_its_own_origin() {
         // host that is blocked as a whole (decrypted, so still the real page).
         let ada = setup.school_client_as(true, "ada", "correct horse");
         let anonymous = setup.school_client(false);
-        let cases = [
-            (
-                &ada,
-                "shop.test",
-                "/forbidden/item?id=7&x=1",
-                "deny:role:pupil",
-            ),
-            (
-                &anonymous,
-                "games.test",
-                "/play?level=3",
-                "category:pupil:games",
-            ),
-        ];
-        let mut blocked_urls = Vec::new();
-        let mut ada_token = String::new();
-        for (count, (client, host, path, rule)) in cases.into_iter().enumerate() {
-            let url = setup.url(host, path);
-            let blocked = client.get(&url).send().await.unwrap();
-            assert_eq!(blocked.status(), 403);
-            assert_eq!(blocked.headers()["x-safegate-rule"], rule);
-            let page = blocked.text().await.unwrap();
-            // Same origin, so no mixed content: nothing on the page points at http://.
-            assert!(page.contains("action=\"/safegate/review\""), "{page}");
-            assert!(!page.contains("http://"), "{page}");
-            assert!(
-                page.contains("id=7&amp;x=1") || host != "shop.test",
-                "{page}"
-            );
-            // The browser resolves the relative action against the page's address and
-            // posts the form's fields there, through the same proxy.
-            let action = reqwest::Url::parse(&url)
-                .unwrap()
-                .join("/safegate/review")
-                .unwrap();
-            assert_eq!(action.as_str(), setup.url(host, "/safegate/review"));
-            let mut fields = review_form_fields(&page);
-            assert_eq!(fields[0], ("url".to_owned(), url.clone()));
-            assert_eq!(fields[1], ("rule".to_owned(), rule.to_owned()));
-            ada_token.clone_from(&fields[3].1);
-            fields.push(("comment".to_owned(), format!("needed for class on {host}")));
-            let answer = client.post(action).form(&fields).send().await.unwrap();
-            assert_eq!(answer.status(), 200);
-            assert!(
-                answer.headers()["content-type"]
-                    .to_str()
-                    .unwrap()
-                    .starts_with("text/html")
-            );
-            let text = answer.text().await.unwrap();
-            assert!(text.contains("Review requested"), "{text}");
-            assert!(!text.contains("http://"), "{text}");
-            blocked_urls.push(url);
-            setup
-                .safegate
-                .wait_for_logs(|lines| {
-                    lines
-                        .iter()
-                        .filter(|l| l.contains("review request recorded"))
-                        .count()
-                        > count
-                })
-                .await;
-        }
-        // A form posted from elsewhere (no token from a block page): 403 and a log line.
-        let forged = ada
-            .post(setup.url("shop.test", "/safegate/review"))
-            .form(&[("url", "https://shop.test/x"), ("comment", "spam")])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(forged.status(), 403);
-        setup
-            .safegate
-            .wait_for_log("review form without a valid token")
-            .await;
-        // A form without the address: 400 and a log line, and not passed on.
-        let malformed = ada
-            .post(setup.url("shop.test", "/safegate/review"))
-            .form(&[("comment", "no url"), ("token", ada_token.as_str())])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(malformed.status(), 400);
-        setup
-            .safegate
-            .wait_for_log("review form without a valid url field")
-            .await;
-        // Only a POST is SafeGate's: a GET of that path is the site's (no such route).
-        let get = ada
-            .get(setup.url("shop.test", "/safegate/review"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(get.status(), 404);
-        assert_eq!(get.text().await.unwrap(), "no such route");
-        // The origin saw that GET and nothing else: no POST, no blocked page.
-        assert_eq!(setup.origin.requests(), ["GET /safegate/review"]);
+        let (blocked_urls, ada_token) =
+            each_block_page_posts_its_review_to_its_own_origin(&mut setup, &ada, &anonymous).await;
+        only_a_valid_review_post_is_safegates(&mut setup, &ada, &ada_token).await;
 
         setup.safegate.terminate();
         assert!(setup.safegate.wait().await.success());
-        let store = Store::open(&setup._dir.path().join("data")).unwrap();
-        let mut reviews = store.reviews(10).unwrap();
-        reviews.sort_by_key(|r| r.at_unix_nanos);
-        assert_eq!(reviews.len(), 2, "{reviews:#?}");
-        let got: Vec<_> = reviews
-            .iter()
-            .map(|r| {
-                (
-                    r.user.as_deref(),
-                    r.role.as_str(),
-                    r.url.as_str(),
-                    r.rule.as_str(),
-                    r.comment.as_str(),
-                    r.client,
-                )
-            })
-            .collect();
-        let localhost = std::net::IpAddr::from(Ipv4Addr::LOCALHOST);
-        assert_eq!(
-            got,
-            [
-                (
-                    Some("ada"),
-                    "pupil",
-                    blocked_urls[0].as_str(),
-                    "deny:role:pupil",
-                    "needed for class on shop.test",
-                    localhost,
-                ),
-                (
-                    None,
-                    "pupil",
-                    blocked_urls[1].as_str(),
-                    "category:pupil:games",
-                    "needed for class on games.test",
-                    localhost,
-                ),
-            ]
-        );
-        assert_eq!(reviews[1].categories, ["games"]);
+        the_store_holds_both_reviews(&setup, &blocked_urls);
     })
     .await;
+}
+
+/// For ada (HTTP/1.1, logged in) and an anonymous pupil (HTTP/2): the block page's
+/// review form has a relative action (no `http://` anywhere), and posting its fields
+/// to the page's own origin through the proxy records a review. Returns the blocked
+/// addresses and the token of the last form.
+async fn each_block_page_posts_its_review_to_its_own_origin(
+    setup: &mut Setup,
+    ada: &reqwest::Client,
+    anonymous: &reqwest::Client,
+) -> (Vec<String>, String) {
+    let cases = [
+        (
+            ada,
+            "shop.test",
+            "/forbidden/item?id=7&x=1",
+            "deny:role:pupil",
+        ),
+        (
+            anonymous,
+            "games.test",
+            "/play?level=3",
+            "category:pupil:games",
+        ),
+    ];
+    let mut blocked_urls = Vec::new();
+    let mut ada_token = String::new();
+    for (count, (client, host, path, rule)) in cases.into_iter().enumerate() {
+        let url = setup.url(host, path);
+        let blocked = client.get(&url).send().await.unwrap();
+        assert_eq!(blocked.status(), 403);
+        assert_eq!(blocked.headers()["x-safegate-rule"], rule);
+        let page = blocked.text().await.unwrap();
+        // Same origin, so no mixed content: nothing on the page points at http://.
+        assert!(page.contains("action=\"/safegate/review\""), "{page}");
+        assert!(!page.contains("http://"), "{page}");
+        assert!(
+            page.contains("id=7&amp;x=1") || host != "shop.test",
+            "{page}"
+        );
+        // The browser resolves the relative action against the page's address and
+        // posts the form's fields there, through the same proxy.
+        let action = reqwest::Url::parse(&url)
+            .unwrap()
+            .join("/safegate/review")
+            .unwrap();
+        assert_eq!(action.as_str(), setup.url(host, "/safegate/review"));
+        let mut fields = review_form_fields(&page);
+        assert_eq!(fields[0], ("url".to_owned(), url.clone()));
+        assert_eq!(fields[1], ("rule".to_owned(), rule.to_owned()));
+        ada_token.clone_from(&fields[3].1);
+        fields.push(("comment".to_owned(), format!("needed for class on {host}")));
+        let answer = client.post(action).form(&fields).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert!(
+            answer.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let text = answer.text().await.unwrap();
+        assert!(text.contains("Review requested"), "{text}");
+        assert!(!text.contains("http://"), "{text}");
+        blocked_urls.push(url);
+        setup
+            .safegate
+            .wait_for_logs(|lines| {
+                lines
+                    .iter()
+                    .filter(|l| l.contains("review request recorded"))
+                    .count()
+                    > count
+            })
+            .await;
+    }
+    (blocked_urls, ada_token)
+}
+
+/// A forged form (no token) gets 403 and a form without the address 400, each with a
+/// log line; a GET of the review path is the site's, and the origin saw only that.
+async fn only_a_valid_review_post_is_safegates(
+    setup: &mut Setup,
+    ada: &reqwest::Client,
+    ada_token: &str,
+) {
+    // A form posted from elsewhere (no token from a block page): 403 and a log line.
+    let forged = ada
+        .post(setup.url("shop.test", "/safegate/review"))
+        .form(&[("url", "https://shop.test/x"), ("comment", "spam")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    setup
+        .safegate
+        .wait_for_log("review form without a valid token")
+        .await;
+    // A form without the address: 400 and a log line, and not passed on.
+    let malformed = ada
+        .post(setup.url("shop.test", "/safegate/review"))
+        .form(&[("comment", "no url"), ("token", ada_token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    setup
+        .safegate
+        .wait_for_log("review form without a valid url field")
+        .await;
+    // Only a POST is SafeGate's: a GET of that path is the site's (no such route).
+    let get = ada
+        .get(setup.url("shop.test", "/safegate/review"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 404);
+    assert_eq!(get.text().await.unwrap(), "no such route");
+    // The origin saw that GET and nothing else: no POST, no blocked page.
+    assert_eq!(setup.origin.requests(), ["GET /safegate/review"]);
+}
+
+/// After the service stopped, the store holds both reviews with their user (or none),
+/// role, address, rule, comment and client, and the blocked category.
+fn the_store_holds_both_reviews(setup: &Setup, blocked_urls: &[String]) {
+    let store = Store::open(&setup._dir.path().join("data")).unwrap();
+    let mut reviews = store.reviews(10).unwrap();
+    reviews.sort_by_key(|r| r.at_unix_nanos);
+    assert_eq!(reviews.len(), 2, "{reviews:#?}");
+    let got: Vec<_> = reviews
+        .iter()
+        .map(|r| {
+            (
+                r.user.as_deref(),
+                r.role.as_str(),
+                r.url.as_str(),
+                r.rule.as_str(),
+                r.comment.as_str(),
+                r.client,
+            )
+        })
+        .collect();
+    let localhost = std::net::IpAddr::from(Ipv4Addr::LOCALHOST);
+    assert_eq!(
+        got,
+        [
+            (
+                Some("ada"),
+                "pupil",
+                blocked_urls[0].as_str(),
+                "deny:role:pupil",
+                "needed for class on shop.test",
+                localhost,
+            ),
+            (
+                None,
+                "pupil",
+                blocked_urls[1].as_str(),
+                "category:pupil:games",
+                "needed for class on games.test",
+                localhost,
+            ),
+        ]
+    );
+    assert_eq!(reviews[1].categories, ["games"]);
 }
 
 #[tokio::test]

@@ -161,98 +161,11 @@ async fn log_commands_answer_through_the_service_and_then_directly() {
         let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "control.sock mode {mode:o}");
 
-        let client = safegate.client();
-        let allowed = client
-            .get(format!("http://learning.example:{port}/bytes/321"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(allowed.status(), 200);
-        assert_eq!(allowed.bytes().await.unwrap().len(), 321);
-        let blocked = client
-            .get(format!("http://www.bet365.com:{port}/odds"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(blocked.status(), 403);
-        drop(client);
-
+        the_proxy_records_an_allowed_and_a_blocked_request(&safegate, port).await;
         // Through the control socket (the service holds the database).
-        let live = wait_for_records(data, &["query", "--since", "10m", "--json"], 2).await;
-        assert_eq!(live.len(), 2, "{live:#?}");
-        let by_host = log_json(data, &["query", "--host", "learning.example", "--json"]).await;
-        assert_eq!(by_host.len(), 1, "{by_host:#?}");
-        let page = &by_host[0];
-        assert_eq!(page["outcome"], "Allowed");
-        assert_eq!(page["status"], 200);
-        assert_eq!(page["bytes_down"], 321);
-        assert_eq!(page["path"], "/bytes/321");
-        assert_eq!(page["method"], "GET");
-        assert_eq!(page["role"], "pupil");
-        assert_eq!(page["client"], "127.0.0.1");
-        assert!(page["user"].is_null());
-        let live_blocked =
-            log_json(data, &["query", "--blocked", "--since", "10m", "--json"]).await;
-        assert_eq!(live_blocked.len(), 1, "{live_blocked:#?}");
-        assert_eq!(live_blocked[0]["host"], "www.bet365.com");
-        assert_eq!(live_blocked[0]["status"], 403);
-        assert_eq!(live_blocked[0]["rule"], "category:pupil:gambling");
-        let all_blocked = log_json(data, &["query", "--blocked", "--json"]).await;
-        assert_eq!(all_blocked.len(), 2, "{all_blocked:#?}");
-
-        let ada = log_json(data, &["query", "--user", "ada", "--json"]).await;
-        assert_eq!(ada.len(), 2, "{ada:#?}");
-        assert!(ada.iter().all(|r| r["user"] == "ada"));
-        assert_eq!(ada[0]["at_unix_micros"], an_hour_ago);
-        let ada_blocked = log_json(data, &["query", "--user", "ada", "--blocked", "--json"]).await;
-        assert_eq!(ada_blocked.len(), 1);
-        assert_eq!(ada_blocked[0]["host"], "news.bbc.co.uk");
-
-        let csv = log_ok(data, &["query", "--user", "ada", "--csv"]).await;
-        let lines: Vec<&str> = csv.lines().collect();
-        assert!(
-            lines[0].starts_with("at_unix_micros,user,role,group,client"),
-            "{csv}"
-        );
-        assert_eq!(lines.len(), 3, "{csv}");
-        assert!(lines[1].contains(",ada,pupil,year6,10.0.0.7,"), "{csv}");
-
-        let visits = log_json(data, &["query", "--user", "ada", "--visits", "--json"]).await;
-        assert_eq!(visits.len(), 1, "{visits:#?}");
-        assert_eq!(visits[0]["site"], "bbc.co.uk");
-        assert_eq!(visits[0]["user"], "ada");
-        assert_eq!(visits[0]["requests"], 2);
-        assert_eq!(visits[0]["blocked"], 1);
-        assert_eq!(visits[0]["duration_micros"], 61_000_000);
-        // A gap shorter than the minute between the two requests splits the visit.
-        let split = log_json(
-            data,
-            &[
-                "query",
-                "--user",
-                "ada",
-                "--visits",
-                "--idle-gap",
-                "30s",
-                "--json",
-            ],
-        )
-        .await;
-        assert_eq!(split.len(), 2, "{split:#?}");
-
-        let table = log_ok(data, &["query", "--since", "10m"]).await;
-        assert!(table.starts_with("TIME (Europe/London)"), "{table}");
-        assert!(
-            table.contains("www.bet365.com") && table.contains("blocked"),
-            "{table}"
-        );
-        assert!(table.ends_with("2 record(s)\n"), "{table}");
-
-        let out = tempfile::tempdir().unwrap();
-        let out_dir = out.path().display().to_string();
-        let exported = log_ok(data, &["export", "--user", "ada", "--out", &out_dir]).await;
-        assert!(exported.contains("exported 2 record(s)"), "{exported}");
-        check_export(out.path(), "ada", 2);
+        queries_through_the_service_select_by_time_host_and_outcome(data).await;
+        queries_of_a_user_answer_records_csv_and_visits(data, an_hour_ago).await;
+        the_table_and_the_export_work_through_the_service(data).await;
 
         // What the service logged: who asked for what.
         assert!(
@@ -272,24 +185,141 @@ async fn log_commands_answer_through_the_service_and_then_directly() {
             "control.sock left behind after a clean stop"
         );
 
-        // Directly on the database: the same answer.
-        let direct = log_ok(data, &everything).await;
-        assert_eq!(direct, through_service);
-        let out = tempfile::tempdir().unwrap();
-        let out_dir = out.path().display().to_string();
-        log_ok(data, &["export", "--user", "ada", "--out", &out_dir]).await;
-        check_export(out.path(), "ada", 2);
-
-        let purged = log_ok(data, &["purge", "--before", "2099-01-01"]).await;
-        assert!(
-            purged.starts_with("removed 5 visit-log record(s) from before 2099-01-01 00:00:00"),
-            "{purged}"
-        );
-        assert!(log_json(data, &["query", "--json"]).await.is_empty());
-        let empty = log_ok(data, &["query"]).await;
-        assert_eq!(empty, "no records match\n");
+        directly_on_the_database_the_answers_are_the_same(data, &everything, &through_service)
+            .await;
     })
     .await;
+}
+
+/// Through the proxy: an allowed page (200, its 321 bytes) and a blocked one (403).
+async fn the_proxy_records_an_allowed_and_a_blocked_request(safegate: &SafeGate, port: u16) {
+    let client = safegate.client();
+    let allowed = client
+        .get(format!("http://learning.example:{port}/bytes/321"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.bytes().await.unwrap().len(), 321);
+    let blocked = client
+        .get(format!("http://www.bet365.com:{port}/odds"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), 403);
+    drop(client);
+}
+
+/// `log query` through the service by time, host and blocked: the proxy's two
+/// records, with every field of the allowed one, and the seeded blocked one.
+async fn queries_through_the_service_select_by_time_host_and_outcome(data: &Path) {
+    let live = wait_for_records(data, &["query", "--since", "10m", "--json"], 2).await;
+    assert_eq!(live.len(), 2, "{live:#?}");
+    let by_host = log_json(data, &["query", "--host", "learning.example", "--json"]).await;
+    assert_eq!(by_host.len(), 1, "{by_host:#?}");
+    let page = &by_host[0];
+    assert_eq!(page["outcome"], "Allowed");
+    assert_eq!(page["status"], 200);
+    assert_eq!(page["bytes_down"], 321);
+    assert_eq!(page["path"], "/bytes/321");
+    assert_eq!(page["method"], "GET");
+    assert_eq!(page["role"], "pupil");
+    assert_eq!(page["client"], "127.0.0.1");
+    assert!(page["user"].is_null());
+    let live_blocked = log_json(data, &["query", "--blocked", "--since", "10m", "--json"]).await;
+    assert_eq!(live_blocked.len(), 1, "{live_blocked:#?}");
+    assert_eq!(live_blocked[0]["host"], "www.bet365.com");
+    assert_eq!(live_blocked[0]["status"], 403);
+    assert_eq!(live_blocked[0]["rule"], "category:pupil:gambling");
+    let all_blocked = log_json(data, &["query", "--blocked", "--json"]).await;
+    assert_eq!(all_blocked.len(), 2, "{all_blocked:#?}");
+}
+
+/// One user's (ada's seeded) records as JSON, blocked only, CSV and joined into
+/// visits, a shorter idle gap splitting the visit.
+async fn queries_of_a_user_answer_records_csv_and_visits(data: &Path, an_hour_ago: u64) {
+    let ada = log_json(data, &["query", "--user", "ada", "--json"]).await;
+    assert_eq!(ada.len(), 2, "{ada:#?}");
+    assert!(ada.iter().all(|r| r["user"] == "ada"));
+    assert_eq!(ada[0]["at_unix_micros"], an_hour_ago);
+    let ada_blocked = log_json(data, &["query", "--user", "ada", "--blocked", "--json"]).await;
+    assert_eq!(ada_blocked.len(), 1);
+    assert_eq!(ada_blocked[0]["host"], "news.bbc.co.uk");
+
+    let csv = log_ok(data, &["query", "--user", "ada", "--csv"]).await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("at_unix_micros,user,role,group,client"),
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[1].contains(",ada,pupil,year6,10.0.0.7,"), "{csv}");
+
+    let visits = log_json(data, &["query", "--user", "ada", "--visits", "--json"]).await;
+    assert_eq!(visits.len(), 1, "{visits:#?}");
+    assert_eq!(visits[0]["site"], "bbc.co.uk");
+    assert_eq!(visits[0]["user"], "ada");
+    assert_eq!(visits[0]["requests"], 2);
+    assert_eq!(visits[0]["blocked"], 1);
+    assert_eq!(visits[0]["duration_micros"], 61_000_000);
+    // A gap shorter than the minute between the two requests splits the visit.
+    let split = log_json(
+        data,
+        &[
+            "query",
+            "--user",
+            "ada",
+            "--visits",
+            "--idle-gap",
+            "30s",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(split.len(), 2, "{split:#?}");
+}
+
+/// The human table (local time, blocked marked, a count) and a user's export, through
+/// the service.
+async fn the_table_and_the_export_work_through_the_service(data: &Path) {
+    let table = log_ok(data, &["query", "--since", "10m"]).await;
+    assert!(table.starts_with("TIME (Europe/London)"), "{table}");
+    assert!(
+        table.contains("www.bet365.com") && table.contains("blocked"),
+        "{table}"
+    );
+    assert!(table.ends_with("2 record(s)\n"), "{table}");
+
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().display().to_string();
+    let exported = log_ok(data, &["export", "--user", "ada", "--out", &out_dir]).await;
+    assert!(exported.contains("exported 2 record(s)"), "{exported}");
+    check_export(out.path(), "ada", 2);
+}
+
+/// With SafeGate stopped, on the database directly: the same query answer and export
+/// as through the service, then a purge removes every record.
+async fn directly_on_the_database_the_answers_are_the_same(
+    data: &Path,
+    everything: &[&str],
+    through_service: &str,
+) {
+    // Directly on the database: the same answer.
+    let direct = log_ok(data, everything).await;
+    assert_eq!(direct, through_service);
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().display().to_string();
+    log_ok(data, &["export", "--user", "ada", "--out", &out_dir]).await;
+    check_export(out.path(), "ada", 2);
+
+    let purged = log_ok(data, &["purge", "--before", "2099-01-01"]).await;
+    assert!(
+        purged.starts_with("removed 5 visit-log record(s) from before 2099-01-01 00:00:00"),
+        "{purged}"
+    );
+    assert!(log_json(data, &["query", "--json"]).await.is_empty());
+    let empty = log_ok(data, &["query"]).await;
+    assert_eq!(empty, "no records match\n");
 }
 
 /// Both export files exist, are private, and hold `n` records of `user`.

@@ -23,7 +23,7 @@ use safegate_store::{
 
 use crate::kit::bounded;
 use crate::kit::process::{SafeGate, run_to_end, shipped_config};
-use crate::kit::receivers::SmtpSink;
+use crate::kit::receivers::{Mail, SmtpSink};
 
 const HOSTILE_SEARCH: &str = "<script>alert(\"search\")</script> & <b>bold</b>";
 const HOSTILE_PATH: &str = "/page?x=<img src=x onerror=alert(1)>";
@@ -666,124 +666,150 @@ async fn the_scheduler_mails_the_pseudonymised_report_only_to_its_own_recipients
             .iter()
             .find(|m| m.to == ["<governors@school.test>", "<lado@council.test>"])
             .unwrap_or_else(|| panic!("no mail to the governors and the LA: {mails:?}"));
-
-        // The named report, with names, only to the DSL.
-        assert!(named.data.contains("Subject: [SafeGate] Weekly sweep report 2026-W47\r\n"));
-        let parts = mail_parts(&named.data);
-        let names: Vec<String> = parts.iter().filter_map(attachment_name).collect();
-        assert!(
-            names.contains(&"safegate-report-2026-W47.html".to_owned()),
-            "{names:?}"
-        );
-        assert!(
-            !names.iter().any(|n| n.contains("pseudonymised")),
-            "{names:?}"
-        );
-        assert!(
-            parts
-                .iter()
-                .any(|p| attachment_name(p).is_some() && p.body.contains("ada")),
-            "the named report names people"
-        );
-
-        // The pseudonymised report: only its own files, and nobody's name or address in
-        // the body or any attachment.
-        assert!(
-            pseudonymised
-                .data
-                .contains("Weekly sweep report 2026-W47 (pseudonymised)"),
-            "{}",
-            pseudonymised.data
-        );
-        let parts = mail_parts(&pseudonymised.data);
-        let names: Vec<String> = parts.iter().filter_map(attachment_name).collect();
-        assert!(names.len() >= 3, "{names:?}");
-        assert!(
-            names
-                .iter()
-                .all(|n| n.starts_with("safegate-report-2026-W47-pseudonymised")),
-            "{names:?}"
-        );
-        assert!(names.contains(&"safegate-report-2026-W47-pseudonymised.html".to_owned()));
-        assert!(parts.iter().any(|p| attachment_name(p).is_none()), "no text body");
-        for part in &parts {
-            for name in ["ada", "bea", "10.0.0.7"] {
-                assert!(
-                    !mentions(&part.body, name),
-                    "{name} in the pseudonymised mail:\n{}\n{}",
-                    part.headers,
-                    part.body
-                );
-            }
-        }
-        let json = parts
-            .iter()
-            .find(|p| {
-                attachment_name(p).as_deref() == Some("safegate-report-2026-W47-pseudonymised.json")
-            })
-            .unwrap();
-        let report: serde_json::Value = serde_json::from_str(&json.body).unwrap();
-        assert_eq!(report["pseudonymised"], true);
-        assert_eq!(report["summary"]["requests"], 4);
-        let who = report["searches"][0]["who"].as_str().unwrap();
-        assert!(who.starts_with("P-"), "{who}");
-
-        // Both variants in data_dir/reports, in their own files; the key is private.
-        let reports = data.join("reports");
-        let named_html =
-            std::fs::read_to_string(reports.join("safegate-report-2026-W47.html")).unwrap();
-        assert!(named_html.contains("ada"));
-        let pseudonymised_html =
-            std::fs::read_to_string(reports.join("safegate-report-2026-W47-pseudonymised.html"))
-                .unwrap();
-        assert!(!pseudonymised_html.contains("ada") && pseudonymised_html.contains(who));
-        assert_eq!(
-            std::fs::metadata(data.join("report-pseudonym.key"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o600
-        );
-
-        // A restart the same morning makes and sends neither again.
-        let mut again =
-            SafeGate::start_with_env(&refs, &[("SAFEGATE_CLOCK_OFFSET_SECS", &offset)]).await;
-        let lines = again
-            .wait_for_logs(|lines| {
-                lines
-                    .iter()
-                    .filter(|l| l.contains("weekly report already made"))
-                    .count()
-                    == 2
-            })
-            .await;
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("already made") && l.contains("-pseudonymised.html")),
-            "{lines:?}"
-        );
-        again
-            .wait_for_logs(|lines| {
-                lines
-                    .iter()
-                    .filter(|l| l.contains("weekly report already mailed"))
-                    .count()
-                    == 2
-            })
-            .await;
-        again.terminate();
-        assert!(again.wait().await.success());
-        assert_eq!(smtp.mails().len(), 2);
-        assert!(
-            !again
-                .logs()
-                .iter()
-                .any(|l| l.contains("weekly report made") || l.contains("e-mail: delivered"))
-        );
+        the_named_report_with_names_goes_only_to_the_dsl(named);
+        let who = the_pseudonymised_report_names_nobody(pseudonymised);
+        both_variants_are_kept_and_the_key_is_private(&data, &who);
+        a_restart_the_same_morning_makes_and_sends_neither_again(&refs, &offset, &smtp).await;
     })
     .await;
+}
+
+/// The named report, with names, only to the DSL: its own attachments, none of the
+/// pseudonymised ones.
+fn the_named_report_with_names_goes_only_to_the_dsl(named: &Mail) {
+    assert!(
+        named
+            .data
+            .contains("Subject: [SafeGate] Weekly sweep report 2026-W47\r\n")
+    );
+    let parts = mail_parts(&named.data);
+    let names: Vec<String> = parts.iter().filter_map(attachment_name).collect();
+    assert!(
+        names.contains(&"safegate-report-2026-W47.html".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("pseudonymised")),
+        "{names:?}"
+    );
+    assert!(
+        parts
+            .iter()
+            .any(|p| attachment_name(p).is_some() && p.body.contains("ada")),
+        "the named report names people"
+    );
+}
+
+/// The pseudonymised report: only its own files, and nobody's name or address in the
+/// body or any attachment; its JSON says it is pseudonymised. Returns the pseudonym of
+/// the first search's user.
+fn the_pseudonymised_report_names_nobody(pseudonymised: &Mail) -> String {
+    assert!(
+        pseudonymised
+            .data
+            .contains("Weekly sweep report 2026-W47 (pseudonymised)"),
+        "{}",
+        pseudonymised.data
+    );
+    let parts = mail_parts(&pseudonymised.data);
+    let names: Vec<String> = parts.iter().filter_map(attachment_name).collect();
+    assert!(names.len() >= 3, "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("safegate-report-2026-W47-pseudonymised")),
+        "{names:?}"
+    );
+    assert!(names.contains(&"safegate-report-2026-W47-pseudonymised.html".to_owned()));
+    assert!(
+        parts.iter().any(|p| attachment_name(p).is_none()),
+        "no text body"
+    );
+    for part in &parts {
+        for name in ["ada", "bea", "10.0.0.7"] {
+            assert!(
+                !mentions(&part.body, name),
+                "{name} in the pseudonymised mail:\n{}\n{}",
+                part.headers,
+                part.body
+            );
+        }
+    }
+    let json = parts
+        .iter()
+        .find(|p| {
+            attachment_name(p).as_deref() == Some("safegate-report-2026-W47-pseudonymised.json")
+        })
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    assert_eq!(report["pseudonymised"], true);
+    assert_eq!(report["summary"]["requests"], 4);
+    let who = report["searches"][0]["who"].as_str().unwrap();
+    assert!(who.starts_with("P-"), "{who}");
+    who.to_owned()
+}
+
+/// Both variants in data_dir/reports, in their own files (the pseudonymised one with
+/// the pseudonym `who`, not the name); the key is private.
+fn both_variants_are_kept_and_the_key_is_private(data: &Path, who: &str) {
+    let reports = data.join("reports");
+    let named_html =
+        std::fs::read_to_string(reports.join("safegate-report-2026-W47.html")).unwrap();
+    assert!(named_html.contains("ada"));
+    let pseudonymised_html =
+        std::fs::read_to_string(reports.join("safegate-report-2026-W47-pseudonymised.html"))
+            .unwrap();
+    assert!(!pseudonymised_html.contains("ada") && pseudonymised_html.contains(who));
+    assert_eq!(
+        std::fs::metadata(data.join("report-pseudonym.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+}
+
+/// A restart the same morning makes and sends neither report again.
+async fn a_restart_the_same_morning_makes_and_sends_neither_again(
+    refs: &[&str],
+    offset: &str,
+    smtp: &SmtpSink,
+) {
+    let mut again = SafeGate::start_with_env(refs, &[("SAFEGATE_CLOCK_OFFSET_SECS", offset)]).await;
+    let lines = again
+        .wait_for_logs(|lines| {
+            lines
+                .iter()
+                .filter(|l| l.contains("weekly report already made"))
+                .count()
+                == 2
+        })
+        .await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("already made") && l.contains("-pseudonymised.html")),
+        "{lines:?}"
+    );
+    again
+        .wait_for_logs(|lines| {
+            lines
+                .iter()
+                .filter(|l| l.contains("weekly report already mailed"))
+                .count()
+                == 2
+        })
+        .await;
+    again.terminate();
+    assert!(again.wait().await.success());
+    assert_eq!(smtp.mails().len(), 2);
+    assert!(
+        !again
+            .logs()
+            .iter()
+            .any(|l| l.contains("weekly report made") || l.contains("e-mail: delivered"))
+    );
 }
 
 /// Whether `text` has `name` as a word of its own (not inside a pseudonym such as

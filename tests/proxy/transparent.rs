@@ -482,162 +482,226 @@ async fn redirected_traffic_from_a_client_namespace() {
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, &ca.ca_pem).unwrap();
         let ca_file = ca_file.display().to_string();
-        let resolve = |host: &str, port: u16, via: &str| format!("{host}:{port}:{via}");
 
-        // Allowed plain HTTP: the origin's bytes.
-        let fetched = net
-            .curl(&[
-                "--resolve",
-                &resolve("www.example.com", 80, &gateway),
-                "http://www.example.com/bytes/5000",
-            ])
-            .await;
-        assert!(
-            fetched.status.success(),
-            "{}",
-            String::from_utf8_lossy(&fetched.stderr)
-        );
-        assert!(fetched.stdout == payload(5000), "plain HTTP body differs");
-
-        // Blocked plain HTTP: the block page, with a review form the client can reach;
-        // the site is not contacted.
-        let plain_connections = plain.connections();
-        let blocked = net
-            .curl(&[
-                "-i",
-                "--resolve",
-                &resolve("www.bet365.com", 80, &gateway),
-                "http://www.bet365.com/",
-            ])
-            .await;
-        let page = String::from_utf8_lossy(&blocked.stdout);
-        assert!(page.starts_with("HTTP/1.1 403"), "{page}");
-        assert!(page.contains("This page is blocked"), "{page}");
-        assert!(
-            page.contains(&format!("action=\"http://{gateway}:{http_port}/")),
-            "{page}"
-        );
-        assert_eq!(plain.connections(), plain_connections);
-
-        // Allowed HTTPS by SNI: relayed untouched, so curl verifies the site's own
-        // certificate and gets the site's bytes.
-        let fetched = net
-            .curl(&[
-                "--cacert",
-                &ca_file,
-                "--resolve",
-                &resolve("www.example.com", 443, &gateway),
-                "https://www.example.com/bytes/300000",
-            ])
-            .await;
-        assert!(
-            fetched.status.success(),
-            "{}",
-            String::from_utf8_lossy(&fetched.stderr)
-        );
-        assert!(fetched.stdout == payload(300_000), "HTTPS body differs");
-
-        // Blocked HTTPS by SNI: closed with an alert, the site never contacted.
-        let tls_connections = tls.connections();
-        let refused = net
-            .curl(&[
-                "--cacert",
-                &ca_file,
-                "--resolve",
-                &resolve("www.bet365.com", 443, &gateway),
-                "https://www.bet365.com/",
-            ])
-            .await;
-        assert!(!refused.status.success());
-        assert!(refused.stdout.is_empty());
-        assert_eq!(tls.connections(), tls_connections);
-
-        // HTTPS to an address (no SNI): decided on the original destination, which is
-        // this side of the veth, where nothing listens on 443.
-        let nameless = net.curl(&["-k", &format!("https://{gateway}/")]).await;
-        assert!(!nameless.status.success());
-
-        // The same over IPv6, where the machine and iptables allow it.
-        let mut ipv6_checked = false;
-        if dual_stack {
-            let redirected = net.add_ipv6().and_then(|()| {
-                net.redirect("ip6tables", 80, http_port)?;
-                net.redirect("ip6tables", 443, https_port)
-            });
-            match redirected {
-                Err(reason) => skip("IPv6 part", &reason),
-                Ok(()) => {
-                    let gateway6 = format!("[{}]", net.host_ip6());
-                    let fetched = net
-                        .curl(&[
-                            "--resolve",
-                            &resolve("www.example.com", 80, &gateway6),
-                            "http://www.example.com/bytes/7000",
-                        ])
-                        .await;
-                    assert!(
-                        fetched.status.success(),
-                        "{}",
-                        String::from_utf8_lossy(&fetched.stderr)
-                    );
-                    assert!(fetched.stdout == payload(7000), "IPv6 HTTP body differs");
-                    let nameless = net.curl(&["-k", &format!("https://{gateway6}/")]).await;
-                    assert!(!nameless.status.success());
-                    ipv6_checked = true;
-                }
-            }
-        }
+        let scene = Redirected {
+            net: &net,
+            gateway: &gateway,
+            ca_file: &ca_file,
+            http_port,
+            plain: &plain,
+            tls: &tls,
+        };
+        plain_http_is_fetched_or_gets_the_block_page(&scene).await;
+        https_is_relayed_untouched_or_refused_by_its_name(&scene).await;
+        let ipv6_checked =
+            dual_stack && the_same_works_over_ipv6(&mut net, http_port, https_port).await;
 
         safegate.terminate();
         assert!(safegate.wait().await.success());
-        let records = records_of(&safegate);
-        let find = |host: &str, method: &str, client: IpAddr| {
-            records
-                .iter()
-                .find(|r| r.host == host && r.method == method && r.client == client)
-                .unwrap_or_else(|| {
-                    panic!("no {method} record for {host} from {client}: {records:#?}")
-                })
-        };
-        let client = IpAddr::V4(net.client_ip());
-        let http_allowed = find("www.example.com", "GET", client);
-        assert_eq!(
-            (
-                http_allowed.outcome,
-                http_allowed.seen_as,
-                http_allowed.port
-            ),
-            (Outcome::Allowed, SeenAs::PlainHttp, 80)
-        );
-        assert_eq!(
-            find("www.bet365.com", "GET", client).outcome,
-            Outcome::Blocked
-        );
-        let tls_allowed = find("www.example.com", "TLS", client);
-        assert_eq!(
-            (tls_allowed.outcome, tls_allowed.seen_as, tls_allowed.port),
-            (Outcome::Allowed, SeenAs::ConnectHost, 443)
-        );
-        assert!(tls_allowed.bytes_down > 300_000, "{tls_allowed:?}");
-        let tls_blocked = find("www.bet365.com", "TLS", client);
-        assert_eq!(
-            (tls_blocked.outcome, tls_blocked.rule.as_str()),
-            (Outcome::Blocked, "category:pupil:gambling")
-        );
-        let by_address = find(&gateway, "TLS", client);
-        assert_eq!(by_address.outcome, Outcome::Failed, "{by_address:?}");
-        assert_eq!(by_address.failure.as_deref(), Some("connection-refused"));
-        if ipv6_checked {
-            let client6 = IpAddr::V6(net.client_ip6());
-            assert_eq!(
-                find("www.example.com", "GET", client6).outcome,
-                Outcome::Allowed
-            );
-            let by_address = find(&net.host_ip6().to_string(), "TLS", client6);
-            assert_eq!(by_address.failure.as_deref(), Some("connection-refused"));
-        }
+        the_visit_log_holds_each_request_with_its_client(&safegate, &net, &gateway, ipv6_checked);
         drop((plain, tls, dns));
         drop(net);
     })
     .await;
+}
+
+/// What the phases of the namespace test share: the client's network, the address of
+/// this side of the veth, the test CA's file, the transparent HTTP port and the sites.
+struct Redirected<'a> {
+    net: &'a ClientNet,
+    gateway: &'a str,
+    ca_file: &'a str,
+    http_port: u16,
+    plain: &'a Origin,
+    tls: &'a Origin,
+}
+
+/// curl's `--resolve` value: `host:port` reached at `via`.
+fn resolve(host: &str, port: u16, via: &str) -> String {
+    format!("{host}:{port}:{via}")
+}
+
+/// Allowed plain HTTP gets the origin's bytes; blocked plain HTTP gets the block page,
+/// with a review form the client can reach, and the site is not contacted.
+async fn plain_http_is_fetched_or_gets_the_block_page(scene: &Redirected<'_>) {
+    let Redirected {
+        net,
+        gateway,
+        http_port,
+        plain,
+        ..
+    } = *scene;
+    // Allowed plain HTTP: the origin's bytes.
+    let fetched = net
+        .curl(&[
+            "--resolve",
+            &resolve("www.example.com", 80, gateway),
+            "http://www.example.com/bytes/5000",
+        ])
+        .await;
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    assert!(fetched.stdout == payload(5000), "plain HTTP body differs");
+
+    // Blocked plain HTTP: the block page, with a review form the client can reach;
+    // the site is not contacted.
+    let plain_connections = plain.connections();
+    let blocked = net
+        .curl(&[
+            "-i",
+            "--resolve",
+            &resolve("www.bet365.com", 80, gateway),
+            "http://www.bet365.com/",
+        ])
+        .await;
+    let page = String::from_utf8_lossy(&blocked.stdout);
+    assert!(page.starts_with("HTTP/1.1 403"), "{page}");
+    assert!(page.contains("This page is blocked"), "{page}");
+    assert!(
+        page.contains(&format!("action=\"http://{gateway}:{http_port}/")),
+        "{page}"
+    );
+    assert_eq!(plain.connections(), plain_connections);
+}
+
+/// Allowed HTTPS by SNI is relayed untouched (curl verifies the site's own
+/// certificate); blocked HTTPS by SNI is closed without contacting the site; HTTPS to
+/// an address is decided on the original destination, where nothing listens.
+async fn https_is_relayed_untouched_or_refused_by_its_name(scene: &Redirected<'_>) {
+    let Redirected {
+        net,
+        gateway,
+        ca_file,
+        tls,
+        ..
+    } = *scene;
+    // Allowed HTTPS by SNI: relayed untouched, so curl verifies the site's own
+    // certificate and gets the site's bytes.
+    let fetched = net
+        .curl(&[
+            "--cacert",
+            ca_file,
+            "--resolve",
+            &resolve("www.example.com", 443, gateway),
+            "https://www.example.com/bytes/300000",
+        ])
+        .await;
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    assert!(fetched.stdout == payload(300_000), "HTTPS body differs");
+
+    // Blocked HTTPS by SNI: closed with an alert, the site never contacted.
+    let tls_connections = tls.connections();
+    let refused = net
+        .curl(&[
+            "--cacert",
+            ca_file,
+            "--resolve",
+            &resolve("www.bet365.com", 443, gateway),
+            "https://www.bet365.com/",
+        ])
+        .await;
+    assert!(!refused.status.success());
+    assert!(refused.stdout.is_empty());
+    assert_eq!(tls.connections(), tls_connections);
+
+    // HTTPS to an address (no SNI): decided on the original destination, which is
+    // this side of the veth, where nothing listens on 443.
+    let nameless = net.curl(&["-k", &format!("https://{gateway}/")]).await;
+    assert!(!nameless.status.success());
+}
+
+/// The same over IPv6, where the machine (dual stack) and ip6tables allow it: allowed
+/// plain HTTP arrives intact and HTTPS to an address fails. Returns whether it ran.
+async fn the_same_works_over_ipv6(net: &mut ClientNet, http_port: u16, https_port: u16) -> bool {
+    let redirected = net.add_ipv6().and_then(|()| {
+        net.redirect("ip6tables", 80, http_port)?;
+        net.redirect("ip6tables", 443, https_port)
+    });
+    match redirected {
+        Err(reason) => {
+            skip("IPv6 part", &reason);
+            false
+        }
+        Ok(()) => {
+            let gateway6 = format!("[{}]", net.host_ip6());
+            let fetched = net
+                .curl(&[
+                    "--resolve",
+                    &resolve("www.example.com", 80, &gateway6),
+                    "http://www.example.com/bytes/7000",
+                ])
+                .await;
+            assert!(
+                fetched.status.success(),
+                "{}",
+                String::from_utf8_lossy(&fetched.stderr)
+            );
+            assert!(fetched.stdout == payload(7000), "IPv6 HTTP body differs");
+            let nameless = net.curl(&["-k", &format!("https://{gateway6}/")]).await;
+            assert!(!nameless.status.success());
+            true
+        }
+    }
+}
+
+/// After SafeGate stopped, the visit log holds every request with the client's own
+/// address (IPv4, and IPv6 when that part ran): outcome, how it was seen, port, rule
+/// or failure.
+fn the_visit_log_holds_each_request_with_its_client(
+    safegate: &SafeGate,
+    net: &ClientNet,
+    gateway: &str,
+    ipv6_checked: bool,
+) {
+    let records = records_of(safegate);
+    let find = |host: &str, method: &str, client: IpAddr| {
+        records
+            .iter()
+            .find(|r| r.host == host && r.method == method && r.client == client)
+            .unwrap_or_else(|| panic!("no {method} record for {host} from {client}: {records:#?}"))
+    };
+    let client = IpAddr::V4(net.client_ip());
+    let http_allowed = find("www.example.com", "GET", client);
+    assert_eq!(
+        (
+            http_allowed.outcome,
+            http_allowed.seen_as,
+            http_allowed.port
+        ),
+        (Outcome::Allowed, SeenAs::PlainHttp, 80)
+    );
+    assert_eq!(
+        find("www.bet365.com", "GET", client).outcome,
+        Outcome::Blocked
+    );
+    let tls_allowed = find("www.example.com", "TLS", client);
+    assert_eq!(
+        (tls_allowed.outcome, tls_allowed.seen_as, tls_allowed.port),
+        (Outcome::Allowed, SeenAs::ConnectHost, 443)
+    );
+    assert!(tls_allowed.bytes_down > 300_000, "{tls_allowed:?}");
+    let tls_blocked = find("www.bet365.com", "TLS", client);
+    assert_eq!(
+        (tls_blocked.outcome, tls_blocked.rule.as_str()),
+        (Outcome::Blocked, "category:pupil:gambling")
+    );
+    let by_address = find(gateway, "TLS", client);
+    assert_eq!(by_address.outcome, Outcome::Failed, "{by_address:?}");
+    assert_eq!(by_address.failure.as_deref(), Some("connection-refused"));
+    if ipv6_checked {
+        let client6 = IpAddr::V6(net.client_ip6());
+        assert_eq!(
+            find("www.example.com", "GET", client6).outcome,
+            Outcome::Allowed
+        );
+        let by_address = find(&net.host_ip6().to_string(), "TLS", client6);
+        assert_eq!(by_address.failure.as_deref(), Some("connection-refused"));
+    }
 }

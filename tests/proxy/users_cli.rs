@@ -112,182 +112,11 @@ async fn users_commands_work_through_the_service_and_then_directly() {
         let mut safegate = SafeGate::start(&[data_set.as_str()]).await;
         assert!(data.join("control.sock").exists());
 
-        // add, through the service.
-        let added = users_ok(
-            data,
-            &[
-                "add",
-                "Ada.Lovelace",
-                "--role",
-                "staff",
-                "--display-name",
-                "Ada Lovelace",
-                "--permissions",
-                "reports,rules",
-                "--password-stdin",
-            ],
-            "analytical engine\n",
-        )
-        .await;
-        assert_eq!(
-            added,
-            "added user ada.lovelace (staff, no group, permissions rules,reports)\n"
-        );
-        users_ok(
-            data,
-            &[
-                "add",
-                "year6",
-                "--role",
-                "pupil",
-                "--group",
-                "year6",
-                "--password-stdin",
-            ],
-            "sunflower-2026\n",
-        )
-        .await;
-        let again = users_fails(
-            data,
-            &["add", "ADA.LOVELACE", "--role", "staff", "--password-stdin"],
-            "analytical engine\n",
-        )
-        .await;
-        assert!(
-            again.contains("user ada.lovelace exists already"),
-            "{again}"
-        );
-        let short = users_fails(
-            data,
-            &["add", "bob", "--role", "pupil", "--password-stdin"],
-            "short\n",
-        )
-        .await;
-        assert!(short.contains("too short"), "{short}");
-        let role = users_fails(
-            data,
-            &["add", "bob", "--role", "teacher", "--password-stdin"],
-            "long enough\n",
-        )
-        .await;
-        assert!(role.contains("pupil, staff or filter-admin"), "{role}");
-
-        let listed = users_json(data).await;
-        assert_eq!(names(&listed), ["ada.lovelace", "year6"]);
-        let ada = user(&listed, "ada.lovelace");
-        assert_eq!(ada["display_name"], "Ada Lovelace");
-        assert_eq!(ada["role"], "staff");
-        assert!(ada["group"].is_null());
-        assert_eq!(ada["permissions"], serde_json::json!(["rules", "reports"]));
-        assert_eq!(ada["disabled"], false);
-        assert_eq!(user(&listed, "year6")["group"], "year6");
-        let generation = |users: &[serde_json::Value], name: &str| {
-            user(users, name)["generation"].as_u64().unwrap()
-        };
-        let g0 = generation(&listed, "year6");
-
-        // passwd, disable, enable: each a new generation.
-        let changed = users_ok(
-            data,
-            &["passwd", "year6", "--password-stdin"],
-            "bluebell-2026\n",
-        )
-        .await;
-        assert_eq!(changed, "changed the password of year6\n");
-        let g1 = generation(&users_json(data).await, "year6");
-        assert!(g1 > g0, "{g1} after {g0}");
-        let disabled = users_ok(data, &["disable", "year6"], "").await;
-        assert_eq!(disabled, "disabled year6: they can no longer log in\n");
-        let listed = users_json(data).await;
-        assert_eq!(user(&listed, "year6")["disabled"], true);
-        let g2 = generation(&listed, "year6");
-        assert!(g2 > g1);
-        assert_eq!(
-            users_ok(data, &["disable", "year6"], "").await,
-            "year6 was already disabled\n"
-        );
-        users_ok(data, &["enable", "year6"], "").await;
-        let listed = users_json(data).await;
-        assert_eq!(user(&listed, "year6")["disabled"], false);
-        assert!(generation(&listed, "year6") > g2);
-
-        // remove.
-        assert_eq!(
-            users_ok(data, &["remove", "ada.lovelace"], "").await,
-            "removed user ada.lovelace\n"
-        );
-        let gone = users_fails(data, &["remove", "ada.lovelace"], "").await;
-        assert!(gone.contains("there is no user ada.lovelace"), "{gone}");
-        assert_eq!(names(&users_json(data).await), ["year6"]);
-
-        // An import with one bad row: every problem named by line, nothing imported.
-        let files = tempfile::tempdir().unwrap();
-        let csv = files.path().join("users.csv");
-        std::fs::write(&csv, BAD_CSV).unwrap();
-        let csv_arg = csv.display().to_string();
-        let report = users_fails(data, &["import", &csv_arg], "").await;
-        assert!(
-            report.contains("users.csv: 1 bad row(s); nothing was imported"),
-            "{report}"
-        );
-        assert!(
-            report.contains("line 3 (mr.jones): invalid role \"teacher\""),
-            "{report}"
-        );
-        assert!(
-            !report.contains("hashed"),
-            "hashed before the check:\n{report}"
-        );
-        assert_eq!(names(&users_json(data).await), ["year6"]);
-        let dry = users_fails(data, &["import", &csv_arg, "--dry-run"], "").await;
-        assert!(dry.contains("line 3"), "{dry}");
-
-        std::fs::write(&csv, GOOD_CSV).unwrap();
-        let checked = users_ok(data, &["import", &csv_arg, "--dry-run"], "").await;
-        assert_eq!(
-            checked,
-            "users.csv: all 3 row(s) can be imported (dry run: nothing was changed)\n"
-        );
-        assert_eq!(names(&users_json(data).await), ["year6"]);
-        let (status, imported, stderr) = users_cmd(data, &["import", &csv_arg], "").await;
-        assert!(status.success(), "{imported}{stderr}");
-        assert_eq!(imported, "imported 3 user(s) from users.csv\n");
-        assert!(stderr.contains("hashed 3 password(s) in"), "{stderr}");
-        let listed = users_json(data).await;
-        assert_eq!(names(&listed), ["mr.jones", "year3", "year4", "year6"]);
-        assert_eq!(user(&listed, "mr.jones")["role"], "staff");
-        assert_eq!(user(&listed, "year4")["display_name"], "Year 4");
-        // The same file again: every row exists already.
-        let twice = users_fails(data, &["import", &csv_arg], "").await;
-        assert!(twice.contains("3 bad row(s)"), "{twice}");
-        assert!(
-            twice.contains("line 2 (year3): user year3 exists already"),
-            "{twice}"
-        );
-
-        // The service logged who changed what, and never a password or a hash.
-        let logs = safegate.logs();
-        assert!(
-            logs.iter()
-                .any(|l| l.contains("control: users add name=\"ada.lovelace\"")
-                    && l.contains("peer_uid")),
-            "{logs:#?}"
-        );
-        assert!(
-            logs.iter()
-                .any(|l| l.contains("control: users passwd name=\"year6\""))
-        );
-        assert!(
-            logs.iter()
-                .any(|l| l.contains("users import file=\"users.csv\" rows=3")
-                    && l.contains("3 user(s) imported"))
-        );
-        for secret in ["$argon2", "analytical engine", "bluebell", "daffodil"] {
-            assert!(
-                !logs.iter().any(|l| l.contains(secret)),
-                "the log shows {secret:?}:\n{logs:#?}"
-            );
-        }
+        users_are_added_and_bad_additions_refused(data).await;
+        the_list_shows_them_and_each_change_is_a_new_generation(data).await;
+        a_user_is_removed(data).await;
+        an_import_with_a_bad_row_imports_nothing_and_a_good_one_everything(data).await;
+        the_service_logs_who_changed_what_but_no_secret(&safegate);
 
         let table_live = users_ok(data, &["list"], "").await;
         assert!(table_live.starts_with("NAME "), "{table_live}");
@@ -306,23 +135,226 @@ async fn users_commands_work_through_the_service_and_then_directly() {
         users_ok(data, &["disable", "year3"], "").await;
         assert_eq!(user(&users_json(data).await, "year3")["disabled"], true);
 
-        // The stored hashes verify the passwords that were given.
-        let store = Store::open(data).unwrap();
-        let year6 = store.get_user("year6").unwrap().unwrap();
-        assert!(verify_password(&year6.password_hash, "bluebell-2026"));
-        assert!(!verify_password(&year6.password_hash, "sunflower-2026"));
-        let jones = store.get_user("Mr.Jones").unwrap().unwrap();
-        assert!(verify_password(
-            &jones.password_hash,
-            "correct horse battery"
-        ));
-        assert!(
-            jones
-                .password_hash
-                .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
-        );
+        the_stored_hashes_verify_the_given_passwords(data);
     })
     .await;
+}
+
+/// `users add` through the service: a staff member with permissions and a pupil with
+/// a group; an existing name (in any case), a short password and an unknown role are
+/// refused.
+async fn users_are_added_and_bad_additions_refused(data: &Path) {
+    // add, through the service.
+    let added = users_ok(
+        data,
+        &[
+            "add",
+            "Ada.Lovelace",
+            "--role",
+            "staff",
+            "--display-name",
+            "Ada Lovelace",
+            "--permissions",
+            "reports,rules",
+            "--password-stdin",
+        ],
+        "analytical engine\n",
+    )
+    .await;
+    assert_eq!(
+        added,
+        "added user ada.lovelace (staff, no group, permissions rules,reports)\n"
+    );
+    users_ok(
+        data,
+        &[
+            "add",
+            "year6",
+            "--role",
+            "pupil",
+            "--group",
+            "year6",
+            "--password-stdin",
+        ],
+        "sunflower-2026\n",
+    )
+    .await;
+    let again = users_fails(
+        data,
+        &["add", "ADA.LOVELACE", "--role", "staff", "--password-stdin"],
+        "analytical engine\n",
+    )
+    .await;
+    assert!(
+        again.contains("user ada.lovelace exists already"),
+        "{again}"
+    );
+    let short = users_fails(
+        data,
+        &["add", "bob", "--role", "pupil", "--password-stdin"],
+        "short\n",
+    )
+    .await;
+    assert!(short.contains("too short"), "{short}");
+    let role = users_fails(
+        data,
+        &["add", "bob", "--role", "teacher", "--password-stdin"],
+        "long enough\n",
+    )
+    .await;
+    assert!(role.contains("pupil, staff or filter-admin"), "{role}");
+}
+
+/// The generation of user `name` in a `users list --json` answer.
+fn generation(users: &[serde_json::Value], name: &str) -> u64 {
+    user(users, name)["generation"].as_u64().unwrap()
+}
+
+/// `users list --json` shows both users with their fields; passwd, disable and enable
+/// each make a new generation, and disabling twice says so.
+async fn the_list_shows_them_and_each_change_is_a_new_generation(data: &Path) {
+    let listed = users_json(data).await;
+    assert_eq!(names(&listed), ["ada.lovelace", "year6"]);
+    let ada = user(&listed, "ada.lovelace");
+    assert_eq!(ada["display_name"], "Ada Lovelace");
+    assert_eq!(ada["role"], "staff");
+    assert!(ada["group"].is_null());
+    assert_eq!(ada["permissions"], serde_json::json!(["rules", "reports"]));
+    assert_eq!(ada["disabled"], false);
+    assert_eq!(user(&listed, "year6")["group"], "year6");
+    let g0 = generation(&listed, "year6");
+
+    // passwd, disable, enable: each a new generation.
+    let changed = users_ok(
+        data,
+        &["passwd", "year6", "--password-stdin"],
+        "bluebell-2026\n",
+    )
+    .await;
+    assert_eq!(changed, "changed the password of year6\n");
+    let g1 = generation(&users_json(data).await, "year6");
+    assert!(g1 > g0, "{g1} after {g0}");
+    let disabled = users_ok(data, &["disable", "year6"], "").await;
+    assert_eq!(disabled, "disabled year6: they can no longer log in\n");
+    let listed = users_json(data).await;
+    assert_eq!(user(&listed, "year6")["disabled"], true);
+    let g2 = generation(&listed, "year6");
+    assert!(g2 > g1);
+    assert_eq!(
+        users_ok(data, &["disable", "year6"], "").await,
+        "year6 was already disabled\n"
+    );
+    users_ok(data, &["enable", "year6"], "").await;
+    let listed = users_json(data).await;
+    assert_eq!(user(&listed, "year6")["disabled"], false);
+    assert!(generation(&listed, "year6") > g2);
+}
+
+/// `users remove` removes a user once; removing again is refused.
+async fn a_user_is_removed(data: &Path) {
+    assert_eq!(
+        users_ok(data, &["remove", "ada.lovelace"], "").await,
+        "removed user ada.lovelace\n"
+    );
+    let gone = users_fails(data, &["remove", "ada.lovelace"], "").await;
+    assert!(gone.contains("there is no user ada.lovelace"), "{gone}");
+    assert_eq!(names(&users_json(data).await), ["year6"]);
+}
+
+/// An import with one bad row names every problem by line and imports nothing (no
+/// hashing first; a dry run says the same); a good file passes the dry run, then
+/// imports every row; the same file again is refused row by row.
+async fn an_import_with_a_bad_row_imports_nothing_and_a_good_one_everything(data: &Path) {
+    // An import with one bad row: every problem named by line, nothing imported.
+    let files = tempfile::tempdir().unwrap();
+    let csv = files.path().join("users.csv");
+    std::fs::write(&csv, BAD_CSV).unwrap();
+    let csv_arg = csv.display().to_string();
+    let report = users_fails(data, &["import", &csv_arg], "").await;
+    assert!(
+        report.contains("users.csv: 1 bad row(s); nothing was imported"),
+        "{report}"
+    );
+    assert!(
+        report.contains("line 3 (mr.jones): invalid role \"teacher\""),
+        "{report}"
+    );
+    assert!(
+        !report.contains("hashed"),
+        "hashed before the check:\n{report}"
+    );
+    assert_eq!(names(&users_json(data).await), ["year6"]);
+    let dry = users_fails(data, &["import", &csv_arg, "--dry-run"], "").await;
+    assert!(dry.contains("line 3"), "{dry}");
+
+    std::fs::write(&csv, GOOD_CSV).unwrap();
+    let checked = users_ok(data, &["import", &csv_arg, "--dry-run"], "").await;
+    assert_eq!(
+        checked,
+        "users.csv: all 3 row(s) can be imported (dry run: nothing was changed)\n"
+    );
+    assert_eq!(names(&users_json(data).await), ["year6"]);
+    let (status, imported, stderr) = users_cmd(data, &["import", &csv_arg], "").await;
+    assert!(status.success(), "{imported}{stderr}");
+    assert_eq!(imported, "imported 3 user(s) from users.csv\n");
+    assert!(stderr.contains("hashed 3 password(s) in"), "{stderr}");
+    let listed = users_json(data).await;
+    assert_eq!(names(&listed), ["mr.jones", "year3", "year4", "year6"]);
+    assert_eq!(user(&listed, "mr.jones")["role"], "staff");
+    assert_eq!(user(&listed, "year4")["display_name"], "Year 4");
+    // The same file again: every row exists already.
+    let twice = users_fails(data, &["import", &csv_arg], "").await;
+    assert!(twice.contains("3 bad row(s)"), "{twice}");
+    assert!(
+        twice.contains("line 2 (year3): user year3 exists already"),
+        "{twice}"
+    );
+}
+
+/// The service logged who changed what (with the caller's uid), and never a password
+/// or a hash.
+fn the_service_logs_who_changed_what_but_no_secret(safegate: &SafeGate) {
+    let logs = safegate.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("control: users add name=\"ada.lovelace\"")
+                && l.contains("peer_uid")),
+        "{logs:#?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("control: users passwd name=\"year6\""))
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("users import file=\"users.csv\" rows=3")
+                && l.contains("3 user(s) imported"))
+    );
+    for secret in ["$argon2", "analytical engine", "bluebell", "daffodil"] {
+        assert!(
+            !logs.iter().any(|l| l.contains(secret)),
+            "the log shows {secret:?}:\n{logs:#?}"
+        );
+    }
+}
+
+/// The stored hashes (argon2id with the expected parameters) verify the passwords
+/// that were given, the latest one only.
+fn the_stored_hashes_verify_the_given_passwords(data: &Path) {
+    let store = Store::open(data).unwrap();
+    let year6 = store.get_user("year6").unwrap().unwrap();
+    assert!(verify_password(&year6.password_hash, "bluebell-2026"));
+    assert!(!verify_password(&year6.password_hash, "sunflower-2026"));
+    let jones = store.get_user("Mr.Jones").unwrap().unwrap();
+    assert!(verify_password(
+        &jones.password_hash,
+        "correct horse battery"
+    ));
+    assert!(
+        jones
+            .password_hash
+            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
+    );
 }
 
 #[tokio::test]

@@ -550,6 +550,14 @@ block = []
         )
     }
 
+    /// What every step of the rules scenario uses: the world and the filter admin's
+    /// signed-in client with its CSRF token.
+    struct Session<'a> {
+        world: &'a World,
+        client: &'a reqwest::Client,
+        csrf: &'a str,
+    }
+
     #[tokio::test]
     async fn filter_admins_change_rules_safely_and_every_change_is_audited() {
         bounded(async {
@@ -558,180 +566,293 @@ block = []
             let (client, csrf) = admin.signed_in("filter.admin").await;
             let (_, rules) = json(client.get(admin.url("/api/rules")).send().await.unwrap()).await;
             let version = rules["version"].as_str().unwrap().to_owned();
+            let session = Session {
+                world: &world,
+                client: &client,
+                csrf: &csrf,
+            };
 
-            // Block gambling for staff: saved, audited, reload requested.
-            let reloaded = world.reload.notified();
-            let (status, saved) = json(
-                client
-                    .post(admin.url("/api/rules/block"))
-                    .header("x-csrf-token", &csrf)
-                    .json(&serde_json::json!({
-                        "version": version, "scope": "staff", "category": "gambling",
-                        "blocked": true, "reason": "staff asked"
-                    }))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(status, StatusCode::OK, "{saved}");
-            tokio::time::timeout(Duration::from_secs(5), reloaded).await.unwrap();
-            let text = world.text();
-            assert!(text.contains("[roles.staff]\nblock = [\"gambling\"]"), "{text}");
-            assert!(text.contains("# Pupils never gamble."), "comments kept: {text}");
-            let entries = admin.store.audit_entries(1, 10).unwrap();
-            let last = entries.last().unwrap();
-            assert_eq!(last.actor, "filter.admin");
-            assert_eq!(last.reason.as_deref(), Some("staff asked"));
-            assert!(last.detail.contains("+block = [\"gambling\"]"), "{}", last.detail);
-
-            // The old version is stale now: refused, nothing changes.
-            let before = world.text();
-            let (status, _) = json(
-                client
-                    .post(admin.url("/api/rules/block"))
-                    .header("x-csrf-token", &csrf)
-                    .json(&serde_json::json!({
-                        "version": version, "scope": "staff", "category": "gambling", "blocked": false
-                    }))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(status, StatusCode::CONFLICT);
-            assert_eq!(world.text(), before);
-
-            // A change that would break the policy is refused with the reason.
-            let version = saved["version"].as_str().unwrap().to_owned();
-            let (status, refused) = json(
-                client
-                    .post(admin.url("/api/rules/block"))
-                    .header("x-csrf-token", &csrf)
-                    .json(&serde_json::json!({
-                        "version": version, "scope": "staff", "category": "no-such-category", "blocked": true
-                    }))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
-            assert!(refused["error"].as_str().unwrap().contains("no-such-category"), "{refused}");
-            assert_eq!(world.text(), before, "nothing changed");
-
-            // Locked categories cannot be unblocked.
-            let (status, _) = json(
-                client
-                    .post(admin.url("/api/rules/block"))
-                    .header("x-csrf-token", &csrf)
-                    .json(&serde_json::json!({
-                        "version": version, "scope": "pupil", "category": "illegal", "blocked": false
-                    }))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-
-            // A 30-minute unblock for a lesson.
-            let (status, saved) = json(
-                client
-                    .post(admin.url("/api/rules/unblock"))
-                    .header("x-csrf-token", &csrf)
-                    .json(&serde_json::json!({
-                        "version": version, "site": "bet.test", "scope": "pupil",
-                        "minutes": 30, "reason": "probability lesson"
-                    }))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(status, StatusCode::OK, "{saved}");
-            let text = world.text();
-            assert!(text.contains("[[unblocks]]"), "{text}");
-            assert!(text.contains("granted_by = \"filter.admin\""), "{text}");
-            let last = admin.store.audit_entries(1, 10).unwrap().pop().unwrap();
-            assert_eq!(last.action, AuditAction::Unblock);
-            assert_eq!(last.reason.as_deref(), Some("probability lesson"));
-            assert!(matches!(
-                admin.store.verify_audit().unwrap(),
-                safegate_store::AuditVerification::Intact { entries: 2, .. }
-            ));
-
-            // Test a URL against the live policy.
-            let (status, checked) = json(
-                client
-                    .get(admin.url("/api/rules/check?url=http://bet.test/&role=pupil"))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(status, StatusCode::OK);
-            assert_eq!(checked["verdict"], "block");
-
-            // The page shows the rules, with locked categories as locked, and escapes.
-            let page = client
-                .get(admin.url("/rules?url=http://x.test/%3Cscript%3Ealert(1)%3C/script%3E"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            assert!(page.contains("locked (always blocked)"), "{page}");
-            assert!(page.contains("probability lesson"), "{page}");
-            assert!(!page.contains("<script>"), "{page}");
-
-            // The same change through the form: a redirect back saying it was saved.
-            let version = saved["version"].as_str().unwrap().to_owned();
-            let response = client
-                .post(admin.url("/rules/block"))
-                .form(&[
-                    ("csrf", csrf.as_str()),
-                    ("version", version.as_str()),
-                    ("scope", "staff"),
-                    ("category", "gambling"),
-                    ("blocked", "false"),
-                ])
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::SEE_OTHER);
-            let location = response.headers()["location"].to_str().unwrap();
-            assert!(location.starts_with("/rules?done="), "{location}");
-            assert!(world.text().contains("[roles.staff]\nblock = []"), "{}", world.text());
-
-            // Blocking inside a time window only.
-            let (_, rules) = json(client.get(admin.url("/api/rules")).send().await.unwrap()).await;
-            let (status, saved) = json(
-                client
-                    .post(admin.url("/api/rules/block"))
-                    .header("x-csrf-token", &csrf)
-                    .json(&serde_json::json!({
-                        "version": rules["version"], "scope": "staff", "category": "gambling",
-                        "blocked": true, "window": "core-hours"
-                    }))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(status, StatusCode::OK, "{saved}");
-            assert!(
-                world
-                    .text()
-                    .contains("block = [{ category = \"gambling\", windows = [\"core-hours\"] }]"),
-                "{}",
-                world.text()
-            );
-            let page = client.get(admin.url("/rules")).send().await.unwrap().text().await.unwrap();
-            assert!(page.contains("blocked in core-hours"), "{page}");
+            let saved = blocking_for_staff_is_saved_audited_and_reloaded(&session, &version).await;
+            let version =
+                stale_broken_and_locked_changes_are_refused(&session, &version, &saved).await;
+            let saved = a_lesson_unblock_is_saved_and_audited(&session, &version).await;
+            urls_are_checked_live_and_the_page_escapes(&session).await;
+            the_form_makes_the_same_change(&session, &saved).await;
+            blocking_inside_a_time_window_only(&session).await;
         })
         .await;
+    }
+
+    /// Blocking gambling for staff is saved (comments kept), audited with the actor and
+    /// reason, and a reload requested. Returns the answer (with the new version).
+    async fn blocking_for_staff_is_saved_audited_and_reloaded(
+        session: &Session<'_>,
+        version: &str,
+    ) -> serde_json::Value {
+        let Session {
+            world,
+            client,
+            csrf,
+        } = *session;
+        let admin = &world.admin;
+        // Block gambling for staff: saved, audited, reload requested.
+        let reloaded = world.reload.notified();
+        let (status, saved) = json(
+            client
+                .post(admin.url("/api/rules/block"))
+                .header("x-csrf-token", csrf)
+                .json(&serde_json::json!({
+                    "version": version, "scope": "staff", "category": "gambling",
+                    "blocked": true, "reason": "staff asked"
+                }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{saved}");
+        tokio::time::timeout(Duration::from_secs(5), reloaded)
+            .await
+            .unwrap();
+        let text = world.text();
+        assert!(
+            text.contains("[roles.staff]\nblock = [\"gambling\"]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# Pupils never gamble."),
+            "comments kept: {text}"
+        );
+        let entries = admin.store.audit_entries(1, 10).unwrap();
+        let last = entries.last().unwrap();
+        assert_eq!(last.actor, "filter.admin");
+        assert_eq!(last.reason.as_deref(), Some("staff asked"));
+        assert!(
+            last.detail.contains("+block = [\"gambling\"]"),
+            "{}",
+            last.detail
+        );
+        saved
+    }
+
+    /// A change on the stale version `old`, one that would break the policy (with the
+    /// reason) and unblocking a locked category are refused, and nothing changes.
+    /// Returns the current version (from `saved`).
+    async fn stale_broken_and_locked_changes_are_refused(
+        session: &Session<'_>,
+        old: &str,
+        saved: &serde_json::Value,
+    ) -> String {
+        let Session {
+            world,
+            client,
+            csrf,
+        } = *session;
+        let admin = &world.admin;
+        let version = old;
+        // The old version is stale now: refused, nothing changes.
+        let before = world.text();
+        let (status, _) = json(
+            client
+                .post(admin.url("/api/rules/block"))
+                .header("x-csrf-token", csrf)
+                .json(&serde_json::json!({
+                    "version": version, "scope": "staff", "category": "gambling", "blocked": false
+                }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(world.text(), before);
+
+        // A change that would break the policy is refused with the reason.
+        let version = saved["version"].as_str().unwrap().to_owned();
+        let (status, refused) = json(
+            client
+                .post(admin.url("/api/rules/block"))
+                .header("x-csrf-token", csrf)
+                .json(&serde_json::json!({
+                    "version": version, "scope": "staff", "category": "no-such-category", "blocked": true
+                }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+        assert!(
+            refused["error"]
+                .as_str()
+                .unwrap()
+                .contains("no-such-category"),
+            "{refused}"
+        );
+        assert_eq!(world.text(), before, "nothing changed");
+
+        // Locked categories cannot be unblocked.
+        let (status, _) = json(
+            client
+                .post(admin.url("/api/rules/block"))
+                .header("x-csrf-token", csrf)
+                .json(&serde_json::json!({
+                    "version": version, "scope": "pupil", "category": "illegal", "blocked": false
+                }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        version
+    }
+
+    /// A 30-minute unblock for a lesson is saved with who granted it, audited with its
+    /// reason, and the audit chain is intact. Returns the answer (with the new version).
+    async fn a_lesson_unblock_is_saved_and_audited(
+        session: &Session<'_>,
+        version: &str,
+    ) -> serde_json::Value {
+        let Session {
+            world,
+            client,
+            csrf,
+        } = *session;
+        let admin = &world.admin;
+        // A 30-minute unblock for a lesson.
+        let (status, saved) = json(
+            client
+                .post(admin.url("/api/rules/unblock"))
+                .header("x-csrf-token", csrf)
+                .json(&serde_json::json!({
+                    "version": version, "site": "bet.test", "scope": "pupil",
+                    "minutes": 30, "reason": "probability lesson"
+                }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{saved}");
+        let text = world.text();
+        assert!(text.contains("[[unblocks]]"), "{text}");
+        assert!(text.contains("granted_by = \"filter.admin\""), "{text}");
+        let last = admin.store.audit_entries(1, 10).unwrap().pop().unwrap();
+        assert_eq!(last.action, AuditAction::Unblock);
+        assert_eq!(last.reason.as_deref(), Some("probability lesson"));
+        assert!(matches!(
+            admin.store.verify_audit().unwrap(),
+            safegate_store::AuditVerification::Intact { entries: 2, .. }
+        ));
+        saved
+    }
+
+    /// A URL is tested against the live policy; the page shows the rules, locked
+    /// categories as locked and the unblock, and escapes the URL asked about.
+    async fn urls_are_checked_live_and_the_page_escapes(session: &Session<'_>) {
+        let Session { world, client, .. } = *session;
+        let admin = &world.admin;
+        // Test a URL against the live policy.
+        let (status, checked) = json(
+            client
+                .get(admin.url("/api/rules/check?url=http://bet.test/&role=pupil"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(checked["verdict"], "block");
+
+        // The page shows the rules, with locked categories as locked, and escapes.
+        let page = client
+            .get(admin.url("/rules?url=http://x.test/%3Cscript%3Ealert(1)%3C/script%3E"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("locked (always blocked)"), "{page}");
+        assert!(page.contains("probability lesson"), "{page}");
+        assert!(!page.contains("<script>"), "{page}");
+    }
+
+    /// The same kind of change through the form (unblocking gambling for staff, on the
+    /// version in `saved`): a redirect back saying it was saved, and the file changed.
+    async fn the_form_makes_the_same_change(session: &Session<'_>, saved: &serde_json::Value) {
+        let Session {
+            world,
+            client,
+            csrf,
+        } = *session;
+        let admin = &world.admin;
+        // The same change through the form: a redirect back saying it was saved.
+        let version = saved["version"].as_str().unwrap().to_owned();
+        let response = client
+            .post(admin.url("/rules/block"))
+            .form(&[
+                ("csrf", csrf),
+                ("version", version.as_str()),
+                ("scope", "staff"),
+                ("category", "gambling"),
+                ("blocked", "false"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let location = response.headers()["location"].to_str().unwrap();
+        assert!(location.starts_with("/rules?done="), "{location}");
+        assert!(
+            world.text().contains("[roles.staff]\nblock = []"),
+            "{}",
+            world.text()
+        );
+    }
+
+    /// Blocking inside a time window only is saved as a windowed block and shown on the
+    /// page.
+    async fn blocking_inside_a_time_window_only(session: &Session<'_>) {
+        let Session {
+            world,
+            client,
+            csrf,
+        } = *session;
+        let admin = &world.admin;
+        // Blocking inside a time window only.
+        let (_, rules) = json(client.get(admin.url("/api/rules")).send().await.unwrap()).await;
+        let (status, saved) = json(
+            client
+                .post(admin.url("/api/rules/block"))
+                .header("x-csrf-token", csrf)
+                .json(&serde_json::json!({
+                    "version": rules["version"], "scope": "staff", "category": "gambling",
+                    "blocked": true, "window": "core-hours"
+                }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{saved}");
+        assert!(
+            world
+                .text()
+                .contains("block = [{ category = \"gambling\", windows = [\"core-hours\"] }]"),
+            "{}",
+            world.text()
+        );
+        let page = client
+            .get(admin.url("/rules"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("blocked in core-hours"), "{page}");
     }
 
     #[tokio::test]

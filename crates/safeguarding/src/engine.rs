@@ -451,7 +451,50 @@ severity = "high"
             evaluator: Evaluator::new(),
             usage: HashMap::new(),
         };
-        let batch = vec![
+        let batch = one_day_of_records_for_each_rule_and_its_near_misses();
+        let raised = evaluate(
+            &store,
+            &snapshot,
+            &mut state,
+            Input::Records(RecordBatch::from_records(&batch)),
+            &stats,
+        );
+        assert_eq!(
+            kinds(&raised),
+            [
+                ("amy", AlertKind::SafeguardingPhrase),
+                ("cat", AlertKind::LockedCategory),
+                ("dan", AlertKind::Circumvention),
+                ("fay", AlertKind::StaffSocialCoreHours),
+                ("ivy", AlertKind::RepeatedBlocks),
+            ]
+        );
+        assert_eq!(raised[1].severity, Severity::High);
+        assert_eq!(raised[4].evidence.len(), 3);
+        let snapshot_counts = stats.snapshot();
+        assert_eq!(snapshot_counts.records, 13);
+        assert_eq!(snapshot_counts.raised.iter().sum::<u64>(), 5);
+
+        a_login_raises_and_a_repeated_phrase_is_folded(&store, &snapshot, &mut state, &stats);
+    }
+
+    /// A day's records: one that each rule should raise an alert for (amy's phrase,
+    /// cat's locked category, dan's circumvention, fay's staff social in core hours,
+    /// ivy's three blocks in a minute), each next to a near miss that should not (an
+    /// exception, staff social outside core hours, a pupil on social, blocks spread
+    /// out).
+    fn one_day_of_records_for_each_rule_and_its_near_misses() -> Vec<Record> {
+        [
+            single_records_and_near_misses(),
+            blocks_in_a_burst_and_spread_out(),
+        ]
+        .concat()
+    }
+
+    /// The records that raise (or nearly raise) an alert on their own: a phrase and
+    /// its exception, a locked category, circumvention, staff and pupils on social.
+    fn single_records_and_near_misses() -> Vec<Record> {
+        vec![
             // A phrase in a percent-encoded path; its exception does not cover it.
             record(
                 "2026-11-17T10:00:00Z",
@@ -512,6 +555,12 @@ severity = "high"
                 "/",
                 Outcome::Allowed,
             ),
+        ]
+    }
+
+    /// Repeated blocks: ivy's three within a minute, hal's spread out.
+    fn blocks_in_a_burst_and_spread_out() -> Vec<Record> {
+        vec![
             // Three blocks within a minute; hal's are spread out.
             record(
                 "2026-11-17T11:00:00Z",
@@ -561,30 +610,17 @@ severity = "high"
                 "/3",
                 Outcome::Blocked,
             ),
-        ];
-        let raised = evaluate(
-            &store,
-            &snapshot,
-            &mut state,
-            Input::Records(RecordBatch::from_records(&batch)),
-            &stats,
-        );
-        assert_eq!(
-            kinds(&raised),
-            [
-                ("amy", AlertKind::SafeguardingPhrase),
-                ("cat", AlertKind::LockedCategory),
-                ("dan", AlertKind::Circumvention),
-                ("fay", AlertKind::StaffSocialCoreHours),
-                ("ivy", AlertKind::RepeatedBlocks),
-            ]
-        );
-        assert_eq!(raised[1].severity, Severity::High);
-        assert_eq!(raised[4].evidence.len(), 3);
-        let snapshot_counts = stats.snapshot();
-        assert_eq!(snapshot_counts.records, 13);
-        assert_eq!(snapshot_counts.raised.iter().sum::<u64>(), 5);
+        ]
+    }
 
+    /// After the day: a concurrent log-in raises its alert, and a repeat of amy's
+    /// phrase is folded into her alert (not raised again).
+    fn a_login_raises_and_a_repeated_phrase_is_folded(
+        store: &Store,
+        snapshot: &Snapshot,
+        state: &mut State,
+        stats: &AlertStats,
+    ) {
         // A concurrent log-in, and a repeat of amy's phrase folded (not raised again).
         let login = ConcurrentLogin {
             at_unix_micros: 1,
@@ -593,7 +629,7 @@ severity = "high"
             new_address: IpAddr::from([10, 0, 0, 2]),
             outcome: "allowed".into(),
         };
-        let raised = evaluate(&store, &snapshot, &mut state, Input::Login(login), &stats);
+        let raised = evaluate(store, snapshot, state, Input::Login(login), stats);
         assert_eq!(kinds(&raised), [("amy", AlertKind::ConcurrentLogin)]);
         let again = vec![record(
             "2026-11-17T12:00:00Z",
@@ -605,11 +641,11 @@ severity = "high"
         )];
         assert!(
             evaluate(
-                &store,
-                &snapshot,
-                &mut state,
+                store,
+                snapshot,
+                state,
                 Input::Records(RecordBatch::from_records(&again)),
-                &stats
+                stats
             )
             .is_empty()
         );
