@@ -78,7 +78,7 @@ type Failed = (Response<ResponseBody>, Option<&'static str>);
 pub(crate) async fn forward(
     state: &Arc<ProxyState>,
     client: &ClientContext,
-    mut ledger: Ledger,
+    mut ledger: Ledger<'_>,
     request: Request<Incoming>,
     who: Identified,
     seen_as: SeenAs,
@@ -87,7 +87,7 @@ pub(crate) async fn forward(
     let way = Way::of(seen_as);
     let (authority, normalised) = match destination(&request, way, &target) {
         Ok(parts) => parts,
-        Err(page) => return pipeline::finish(state, ledger, *page, None),
+        Err(page) => return pipeline::finish(ledger, *page, None),
     };
     let user_agent = request
         .headers()
@@ -111,7 +111,7 @@ pub(crate) async fn forward(
             &target,
             way.answer,
         );
-        return pipeline::finish(state, ledger, page, None);
+        return pipeline::finish(ledger, page, None);
     }
     let restrictions = Restrictions::for_identity(&decided.snapshot, &decided.identity);
     let (request, client_upgrade) = match prepare(
@@ -123,13 +123,13 @@ pub(crate) async fn forward(
         &target,
     ) {
         Ok(prepared) => prepared,
-        Err(page) => return pipeline::finish(state, ledger, *page, None),
+        Err(page) => return pipeline::finish(ledger, *page, None),
     };
     let request = request.map(|body| UpstreamBody::new(body, ledger.upload_counter()));
     let host = authority.host();
     let response = match send(state, request, way, host, &target).await {
         Ok(response) => response,
-        Err((page, failure)) => return pipeline::finish(state, ledger, page, failure),
+        Err((page, failure)) => return pipeline::finish(ledger, page, failure),
     };
     let answer = OriginAnswer {
         client,
@@ -273,7 +273,7 @@ impl OriginAnswer<'_> {
     fn deliver(
         self,
         state: &Arc<ProxyState>,
-        mut ledger: Ledger,
+        mut ledger: Ledger<'_>,
         mut response: Response<Incoming>,
         client_upgrade: Option<OnUpgrade>,
     ) -> Response<ResponseBody> {
@@ -285,7 +285,7 @@ impl OriginAnswer<'_> {
                     &self.target,
                     "The site switched protocols without being asked to.",
                 );
-                return pipeline::finish(state, ledger, page, Some("upstream-protocol"));
+                return pipeline::finish(ledger, page, Some("upstream-protocol"));
             };
             let origin_upgrade = hyper::upgrade::on(&mut response);
             let headers = response.headers_mut();
@@ -295,7 +295,7 @@ impl OriginAnswer<'_> {
             // The upgraded connection's record counts the relayed bytes and is
             // submitted when the relay ends.
             let status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
-            let record = pipeline::finish_tunnel(state, ledger, Some(&mut response), status, None);
+            let record = pipeline::finish_tunnel(ledger, Some(&mut response), status, None);
             relay_upgraded(state, client_upgrade, origin_upgrade, self.target, record);
             return response;
         }
@@ -310,12 +310,12 @@ impl OriginAnswer<'_> {
                 self.way.answer,
             );
             ledger.blocked_later(&decision);
-            return pipeline::finish(state, ledger, page, None);
+            return pipeline::finish(ledger, page, None);
         }
         let headers = response.headers_mut();
         strip_hop_by_hop(headers, false);
         append_via(headers, &state.via);
-        pipeline::finish(state, ledger, response.map(ResponseBody::streamed), None)
+        pipeline::finish(ledger, response.map(ResponseBody::streamed), None)
     }
 
     /// The file rules' decision on the response, when it blocks.

@@ -11,7 +11,8 @@
 //! 5. **finish** ([`finish`], [`finish_tunnel`]): counts the request, its decision and
 //!    any upstream failure exactly once, completes the visit record exactly once (its
 //!    status and failure; the body or the tunnel relay then submits it with bytes and
-//!    duration), and writes the per-request debug line.
+//!    duration), and writes the per-request debug line. A request whose client goes
+//!    away before the answer is settled when its [`Ledger`] is dropped.
 //!
 //! The ways in (`service` for absolute-form HTTP and CONNECT, `forward`, `tunnel`,
 //! `transparent`, `tls::intercept`) call these steps; this module calls none of them.
@@ -36,7 +37,7 @@ use crate::block_page::{self, BlockInfo, ReviewTarget};
 use crate::body::ResponseBody;
 use crate::client_io::InFlight;
 use crate::intake::{ClientContext, Intake};
-use crate::metrics::DecisionSlot;
+use crate::metrics::{DecisionSlot, ProxyMetrics};
 use crate::sni::ClientHello;
 use crate::state::ProxyState;
 use crate::visit_record::{PendingRecord, RequestFacts};
@@ -112,9 +113,12 @@ async fn authenticate(
 }
 
 /// One request's accounting from its start to its answer, settled exactly once by
-/// [`finish`] or [`finish_tunnel`].
+/// [`finish`] or [`finish_tunnel`]; or, when the client goes away before the answer
+/// (hyper drops the request's future), when it is dropped: the request and its
+/// decision are counted all the same, and its record is submitted as it stands.
 #[must_use = "a request is counted and recorded only when its ledger is finished"]
-pub(crate) struct Ledger {
+pub(crate) struct Ledger<'s> {
+    stats: &'s ProxyMetrics,
     started: Instant,
     client: SocketAddr,
     in_flight: Option<InFlight>,
@@ -125,30 +129,36 @@ pub(crate) struct Ledger {
     /// `allowed` or `blocked` for the debug line; `-` until decided.
     verdict: &'static str,
     record: Option<PendingRecord>,
-    /// Set by `settle`; a ledger dropped without it is a way in that forgot a step.
+    /// Set once settled: the request is counted once, however it ends.
     settled: bool,
 }
 
-impl Drop for Ledger {
+impl Drop for Ledger<'_> {
     fn drop(&mut self) {
-        debug_assert!(
-            self.settled || std::thread::panicking(),
-            "a request's ledger was dropped without being finished"
-        );
+        if !self.settled {
+            // The client went away before it was answered.
+            let _record = self.settle(None, None);
+        }
     }
 }
 
-impl Ledger {
+impl<'s> Ledger<'s> {
     /// Opens the ledger of a request on `client`'s connection, marking the connection
     /// busy until the response body is done.
-    pub(crate) fn begin(client: &ClientContext, method: &Method, host: Option<&str>) -> Self {
-        let mut ledger = Self::begin_connection(client.peer, method, host);
+    pub(crate) fn begin(
+        state: &'s ProxyState,
+        client: &ClientContext,
+        method: &Method,
+        host: Option<&str>,
+    ) -> Self {
+        let mut ledger = Self::begin_connection(state, client.peer, method, host);
         ledger.in_flight = Some(client.activity.request_started());
         ledger
     }
 
     /// Opens the ledger of a connection that is one request (transparent HTTPS).
     pub(crate) fn begin_connection(
+        state: &'s ProxyState,
         client: SocketAddr,
         method: &Method,
         host: Option<&str>,
@@ -156,6 +166,7 @@ impl Ledger {
         let line = tracing::enabled!(tracing::Level::DEBUG)
             .then(|| (method.clone(), host.unwrap_or("-").to_owned()));
         Self {
+            stats: &state.stats,
             started: Instant::now(),
             client,
             in_flight: None,
@@ -172,6 +183,45 @@ impl Ledger {
         self.record
             .as_ref()
             .map(|record| Arc::clone(&record.bytes_up))
+    }
+
+    /// The one place a request is counted: the request, its decision, an upstream
+    /// failure, its latency; the record gets its status (none: the client went away
+    /// before an answer, and the record keeps what it had) and failure; the debug line
+    /// is written.
+    fn settle(
+        &mut self,
+        status: Option<u16>,
+        failure: Option<&'static str>,
+    ) -> Option<PendingRecord> {
+        debug_assert!(!self.settled, "a request's ledger was settled twice");
+        self.settled = true;
+        let stats = self.stats;
+        stats.request_counted();
+        if let Some((slot, took)) = self.decision.take() {
+            stats.count_decision(slot, took);
+        }
+        if let Some(kind) = failure {
+            stats.upstream_failed_kind(kind);
+        }
+        let elapsed = self.started.elapsed();
+        stats.answered(elapsed);
+        if let Some((method, host)) = &self.line {
+            debug!(
+                client = %self.client,
+                %method,
+                host,
+                decision = self.verdict,
+                status = status.map_or_else(|| "client gone".to_owned(), |s| s.to_string()),
+                elapsed_us = elapsed.as_micros() as u64,
+                "request"
+            );
+        }
+        let mut record = self.record.take();
+        if let (Some(record), Some(status)) = (&mut record, status) {
+            record.finish(status, failure);
+        }
+        record
     }
 
     /// A later decision blocked the request (a file rule on the response).
@@ -215,7 +265,7 @@ pub(crate) struct Decided {
 /// (counted by `finish`) and starting the visit-log record there.
 pub(crate) fn decide(
     state: &ProxyState,
-    ledger: &mut Ledger,
+    ledger: &mut Ledger<'_>,
     who: Identified,
     destination: Destination<'_>,
 ) -> Decided {
@@ -333,12 +383,11 @@ pub(crate) fn block(
 /// (an upstream failure kind), completes its record, which rides on the body and is
 /// submitted when the client has it all (or has gone).
 pub(crate) fn finish(
-    state: &ProxyState,
-    mut ledger: Ledger,
+    mut ledger: Ledger<'_>,
     response: Response<ResponseBody>,
     failure: Option<&'static str>,
 ) -> Response<ResponseBody> {
-    let record = settle(state, &mut ledger, response.status().as_u16(), failure);
+    let record = ledger.settle(Some(response.status().as_u16()), failure);
     let in_flight = ledger.in_flight.take();
     response.map(|body| {
         let body = body.recording(record);
@@ -354,54 +403,15 @@ pub(crate) fn finish(
 /// follow the relay, which submits it (by dropping it) when the relay ends. The
 /// connection's in-flight mark goes onto `response`, when there is one.
 pub(crate) fn finish_tunnel(
-    state: &ProxyState,
-    mut ledger: Ledger,
+    mut ledger: Ledger<'_>,
     response: Option<&mut Response<ResponseBody>>,
     status: u16,
     failure: Option<&'static str>,
 ) -> Option<PendingRecord> {
-    let record = settle(state, &mut ledger, status, failure);
+    let record = ledger.settle(Some(status), failure);
     if let (Some(response), Some(in_flight)) = (response, ledger.in_flight.take()) {
         let body = std::mem::replace(response.body_mut(), ResponseBody::empty());
         *response.body_mut() = body.finishing(in_flight);
-    }
-    record
-}
-
-/// The one place a request is counted: the request, its decision, an upstream failure,
-/// its latency; the record gets its status and failure; the debug line is written.
-fn settle(
-    state: &ProxyState,
-    ledger: &mut Ledger,
-    status: u16,
-    failure: Option<&'static str>,
-) -> Option<PendingRecord> {
-    debug_assert!(!ledger.settled, "a request's ledger was finished twice");
-    ledger.settled = true;
-    let stats = &state.stats;
-    stats.request_counted();
-    if let Some((slot, took)) = ledger.decision.take() {
-        stats.count_decision(slot, took);
-    }
-    if let Some(kind) = failure {
-        stats.upstream_failed_kind(kind);
-    }
-    let elapsed = ledger.started.elapsed();
-    stats.answered(elapsed);
-    if let Some((method, host)) = &ledger.line {
-        debug!(
-            client = %ledger.client,
-            %method,
-            host,
-            decision = ledger.verdict,
-            status,
-            elapsed_us = elapsed.as_micros() as u64,
-            "request"
-        );
-    }
-    let mut record = ledger.record.take();
-    if let Some(record) = &mut record {
-        record.finish(status, failure);
     }
     record
 }

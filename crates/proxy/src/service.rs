@@ -34,27 +34,27 @@ pub(crate) async fn handle(
     client: Arc<ClientContext>,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    let ledger = Ledger::begin(&client, request.method(), request.uri().host());
+    let ledger = Ledger::begin(&state, &client, request.method(), request.uri().host());
     let target = target_without_userinfo(request.uri());
     if request.method() == Method::CONNECT {
         return match pipeline::identify(&state, &client, request.headers(), &target, false).await {
             Ok(who) => tunnel::open(&state, &client, ledger, request, who).await,
-            Err(refusal) => pipeline::finish(&state, ledger, refusal, None),
+            Err(refusal) => pipeline::finish(ledger, refusal, None),
         };
     }
     if addressed_to_us(request.uri().authority(), &client, state.listen) {
         let page = own_page(&state, &client, request).await;
-        return pipeline::finish(&state, ledger, page, None);
+        return pipeline::finish(ledger, page, None);
     }
     let page_request = matches!(*request.method(), Method::GET | Method::HEAD)
         && request.uri().scheme() == Some(&Scheme::HTTP);
     match pipeline::identify(&state, &client, request.headers(), &target, page_request).await {
         Ok(who) if must_log_in(&state, &client, &request, &who.identity) => {
             let page = portal_pages::redirect_to_login(client.local, &target);
-            pipeline::finish(&state, ledger, page, None)
+            pipeline::finish(ledger, page, None)
         }
         Ok(who) => forward::forward(&state, &client, ledger, request, who, SeenAs::PlainHttp).await,
-        Err(refusal) => pipeline::finish(&state, ledger, refusal, None),
+        Err(refusal) => pipeline::finish(ledger, refusal, None),
     }
 }
 

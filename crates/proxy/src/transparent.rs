@@ -94,7 +94,7 @@ pub(crate) async fn handle_http(
         Err(error) => {
             // Counted as a request like any other; the connection's clock sees it
             // served, so keep-alive and timeouts behave as for every answer.
-            let ledger = Ledger::begin(&client, request.method(), None);
+            let ledger = Ledger::begin(&state, &client, request.method(), None);
             let target = request.uri().to_string();
             info!(client = %client.peer, target, %error, "transparent request refused; answered 400");
             let (reason, detail) = match error {
@@ -105,7 +105,7 @@ pub(crate) async fn handle_http(
                 TargetError::BadHost => ("bad-host", "The request's Host header is not valid."),
             };
             let page = error_page::page(StatusCode::BAD_REQUEST, reason, &target, detail);
-            return pipeline::finish(&state, ledger, page, None);
+            return pipeline::finish(ledger, page, None);
         }
     }
     service::handle(state, client, request).await
@@ -221,18 +221,18 @@ pub(crate) async fn serve_tls(
         }
     };
     let Some((host, port)) = destination(server_name, original_dst) else {
-        let ledger = Ledger::begin_connection(peer, &tls_method(), None);
-        let _ = pipeline::finish_tunnel(&state, ledger, None, 400, None);
+        let ledger = Ledger::begin_connection(&state, peer, &tls_method(), None);
+        let _ = pipeline::finish_tunnel(ledger, None, 400, None);
         info!(client = %peer, "transparent HTTPS connection without SNI and without an original destination (it was not redirected); closed");
         return;
     };
-    let mut ledger = Ledger::begin_connection(peer, &tls_method(), Some(&host));
+    let mut ledger = Ledger::begin_connection(&state, peer, &tls_method(), Some(&host));
     let target = match host.parse::<IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, port).to_string(),
         Err(_) => format!("{host}:{port}"),
     };
     let Ok(normalised) = RequestTarget::from_parts(&host, None) else {
-        let _ = pipeline::finish_tunnel(&state, ledger, None, 400, None);
+        let _ = pipeline::finish_tunnel(ledger, None, 400, None);
         info!(client = %peer, target, "transparent HTTPS server name is not a valid host; closed");
         return;
     };
@@ -257,7 +257,7 @@ pub(crate) async fn serve_tls(
             "blocked (transparent HTTPS: TLS access_denied alert)"
         );
         // Recorded like a refused CONNECT.
-        let _record = pipeline::finish_tunnel(&state, ledger, None, 403, None);
+        let _record = pipeline::finish_tunnel(ledger, None, 403, None);
         send_access_denied(&mut stream).await;
         return;
     }
@@ -270,11 +270,11 @@ pub(crate) async fn serve_tls(
         Ok(origin) => origin,
         Err(error) => {
             debug!(%error, target, "transparent HTTPS connect failed");
-            let _record = pipeline::finish_tunnel(&state, ledger, None, 502, Some(error.kind()));
+            let _record = pipeline::finish_tunnel(ledger, None, 502, Some(error.kind()));
             return;
         }
     };
-    let record = pipeline::finish_tunnel(&state, ledger, None, 200, None);
+    let record = pipeline::finish_tunnel(ledger, None, 200, None);
     relay_hello(&state, stream, origin, &hello, &target, record).await;
 }
 

@@ -44,14 +44,14 @@ use crate::visit_record::{Direction, PendingRecord, TunnelBytes};
 pub(crate) async fn open(
     state: &Arc<ProxyState>,
     client: &ClientContext,
-    mut ledger: Ledger,
+    mut ledger: Ledger<'_>,
     request: Request<Incoming>,
     who: Identified,
 ) -> Response<ResponseBody> {
     let target = request.uri().to_string();
     let (authority, port, normalised) = match connect_target(state, &request, &target) {
         Ok(parts) => parts,
-        Err(page) => return pipeline::finish(state, ledger, *page, None),
+        Err(page) => return pipeline::finish(ledger, *page, None),
     };
     let decrypt = state.decryption.is_some() && who.snapshot.decrypt(&normalised).decrypt;
     let user_agent = user_agent(&request);
@@ -72,7 +72,7 @@ pub(crate) async fn open(
         // Every request inside is decided (and recorded) on its full address,
         // blocked host or not, so a blocked site gets the real block page.
         let mut response = Response::new(ResponseBody::empty());
-        let record = pipeline::finish_tunnel(state, ledger, Some(&mut response), 200, None);
+        let record = pipeline::finish_tunnel(ledger, Some(&mut response), 200, None);
         let host_blocked = decided.decision.is_blocked();
         let tunnel = crate::tls::intercept::Tunnel {
             check: NameCheck::of(decided, normalised, client.peer),
@@ -93,7 +93,7 @@ pub(crate) async fn open(
             &target,
             BlockAnswer::Connect,
         );
-        return pipeline::finish(state, ledger, refusal, None);
+        return pipeline::finish(ledger, refusal, None);
     }
     let restrictions = Restrictions::for_identity(&decided.snapshot, &decided.identity);
     // SafeSearch without decryption: the tunnel goes to the provider's enforced
@@ -105,11 +105,11 @@ pub(crate) async fn open(
         Err(error) => {
             debug!(%error, target, "tunnel connect failed");
             let page = error_page::upstream_failure(&error, &target);
-            return pipeline::finish(state, ledger, page, Some(error.kind()));
+            return pipeline::finish(ledger, page, Some(error.kind()));
         }
     };
     let mut response = Response::new(ResponseBody::empty());
-    let record = pipeline::finish_tunnel(state, ledger, Some(&mut response), 200, None);
+    let record = pipeline::finish_tunnel(ledger, Some(&mut response), 200, None);
     let check = NameCheck::of(decided, normalised, client.peer);
     spawn_relay(state, request, origin, target, record, check);
     response

@@ -216,11 +216,16 @@ async fn serve<T>(
         let uri = https_uri(&request, &connect_host, port);
         async move {
             let mut request = request;
-            let ledger = Ledger::begin(&client, request.method(), uri.as_ref().and_then(Uri::host));
+            let ledger = Ledger::begin(
+                &state,
+                &client,
+                request.method(),
+                uri.as_ref().and_then(Uri::host),
+            );
             let response = match uri {
                 Some(uri) => {
                     *request.uri_mut() = uri;
-                    handle(state, client, ledger, request, identity).await
+                    handle(&state, &client, ledger, request, identity).await
                 }
                 None => {
                     let page = error_page::page(
@@ -229,7 +234,7 @@ async fn serve<T>(
                         &request.uri().to_string(),
                         "The request's host is not valid.",
                     );
-                    pipeline::finish(&state, ledger, page, None)
+                    pipeline::finish(ledger, page, None)
                 }
             };
             Ok::<_, Infallible>(response)
@@ -263,9 +268,9 @@ async fn serve<T>(
 /// never reaches the origin (`/safegate/` is SafeGate's namespace). Other methods on
 /// that path go to the origin as usual.
 async fn handle(
-    state: Arc<ProxyState>,
-    client: Arc<ClientContext>,
-    ledger: Ledger,
+    state: &Arc<ProxyState>,
+    client: &ClientContext,
+    ledger: Ledger<'_>,
     request: Request<Incoming>,
     identity: Identity,
 ) -> Response<ResponseBody> {
@@ -277,13 +282,13 @@ async fn handle(
         };
         let page =
             local_pages::review(state.reviews.as_ref(), &state.auth, requester, request).await;
-        return pipeline::finish(&state, ledger, page, None);
+        return pipeline::finish(ledger, page, None);
     }
     let who = Identified {
         snapshot: state.policy.load_full(),
         identity,
     };
-    forward::forward(&state, &client, ledger, request, who, SeenAs::Decrypted).await
+    forward::forward(state, client, ledger, request, who, SeenAs::Decrypted).await
 }
 
 /// `https://` plus the request's authority (`:authority` in HTTP/2, `Host` in
