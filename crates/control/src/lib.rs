@@ -1,9 +1,8 @@
 //! SafeGate's control channel and the commands behind it: how `safegate log ...`,
 //! `safegate users ...`, `alerts`, `audit` and `report` reach the database while
 //! `safegate run` holds it, and the command bodies that run in whichever process holds
-//! it. sled lets one process open a database,
-//! so while the service runs, commands are run *by the service*, over a Unix socket
-//! `<data_dir>/control.sock`.
+//! it. sled lets one process open a database, so while the service runs, commands are
+//! run *by the service*, over a Unix socket `<data_dir>/control.sock`.
 //!
 //! # Protocol
 //!
