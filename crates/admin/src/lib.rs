@@ -27,6 +27,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use ipnet::IpNet;
+use safegate_config::ConfigProblem;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -92,21 +93,21 @@ fn loopback_v4() -> IpNet {
 
 impl AdminConfig {
     /// Every problem, with its key.
-    pub fn validate(&self) -> Vec<safegate_proxy::ConfigProblem> {
-        let mut problems: Vec<(&str, String)> = Vec::new();
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
         let file_set = self
             .metrics_token_file
             .as_ref()
             .is_some_and(|f| !f.as_os_str().is_empty());
         if file_set && !self.metrics_token.is_empty() {
-            problems.push((
+            problems.push(ConfigProblem::new(
                 "admin.metrics_token",
-                "set either metrics_token or metrics_token_file, not both".to_owned(),
+                "set either metrics_token or metrics_token_file, not both",
             ));
         }
         if !self.metrics_token.is_empty() && self.metrics_token.trim().len() < access::MIN_TOKEN_LEN
         {
-            problems.push((
+            problems.push(ConfigProblem::new(
                 "admin.metrics_token",
                 format!(
                     "must be at least {} characters (e.g. `openssl rand -hex 32`)",
@@ -115,15 +116,12 @@ impl AdminConfig {
             ));
         }
         if self.session_idle.is_zero() || self.session_max.is_zero() {
-            problems.push((
+            problems.push(ConfigProblem::new(
                 "admin.session_idle",
-                "session_idle and session_max must be more than zero".to_owned(),
+                "session_idle and session_max must be more than zero",
             ));
         }
         problems
-            .into_iter()
-            .map(|(key, message)| safegate_proxy::ConfigProblem::new(key, message))
-            .collect()
     }
 }
 
