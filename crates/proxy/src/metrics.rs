@@ -32,7 +32,7 @@ pub const NO_CATEGORY: &str = "none";
 /// Category label once [`MAX_CATEGORIES`] names have been seen.
 pub const OTHER_CATEGORY: &str = "other";
 
-/// Label values of upstream failures ([`UpstreamError::kind`], and
+/// Label values of upstream failures ([`crate::error::UpstreamError::kind`], and
 /// `upstream-certificate`: a decrypted site's certificate failed verification), in
 /// counter order.
 pub const UPSTREAM_ERROR_KINDS: [&str; 9] = [

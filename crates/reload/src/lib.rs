@@ -42,7 +42,7 @@ pub enum ReloadError {
 }
 
 /// Most lines of a policy diff kept in one audit entry.
-const AUDIT_DIFF_MAX_LINES: usize = 2000;
+pub const AUDIT_DIFF_MAX_LINES: usize = 2000;
 
 /// A unified diff of two policy texts, for the audit log (cut after
 /// [`AUDIT_DIFF_MAX_LINES`] lines).
