@@ -90,13 +90,18 @@ pub fn message_page(status: StatusCode, message: &str) -> Markup {
     )
 }
 
-/// Where to go after signing in: a local path only (no open redirect).
+/// Where to go after signing in: a local path only (no open redirect). Browsers drop
+/// tabs and line breaks from a `Location` and read `\` as `/`, so a path with any
+/// control character, whitespace or backslash is refused, not cleaned: `/\t/evil/`
+/// would otherwise become `//evil/`, another site.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
         Some(path)
             if path.starts_with('/')
                 && !path.starts_with("//")
-                && !path.contains('\\')
+                && !path
+                    .chars()
+                    .any(|c| c == '\\' || c.is_control() || c.is_whitespace())
                 && !path.starts_with("/login") =>
         {
             path
@@ -496,6 +501,12 @@ mod tests {
             "/\\evil",
             "/login",
             "audit",
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "/\r\n/evil.example/",
+            "/ /evil.example/",
+            "/\u{0b}/evil.example/",
+            "/\u{2028}/evil.example/",
         ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
