@@ -64,6 +64,10 @@ pub struct AdminConfig {
     /// Mark the admin cookies `Secure` (when the admin pages are reached through a
     /// TLS-terminating reverse proxy).
     pub secure_cookies: bool,
+    /// Host names the admin listener answers to besides IP addresses and `localhost`
+    /// (a request naming any other host gets `421`, so a web page cannot reach the
+    /// admin pages or `/metrics` through DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -79,6 +83,7 @@ impl Default for AdminConfig {
             session_idle: std::time::Duration::from_secs(30 * 60),
             session_max: std::time::Duration::from_secs(12 * 60 * 60),
             secure_cookies: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -157,6 +162,8 @@ struct Shared {
     metrics: Metrics,
     access: Arc<MetricsAccess>,
     readiness: Arc<Readiness>,
+    /// `admin.allowed_hosts`.
+    allowed_hosts: Arc<[String]>,
 }
 
 impl AdminServer {
@@ -182,6 +189,7 @@ impl AdminServer {
                 metrics,
                 access,
                 readiness,
+                allowed_hosts: config.allowed_hosts.iter().cloned().collect(),
             },
         })
     }
@@ -193,8 +201,9 @@ impl AdminServer {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AdminError> {
+        let hosts = Arc::clone(&self.shared.allowed_hosts);
         let app = router(self.shared).route("/", get(landing));
-        serve(self.listener, app, shutdown).await
+        serve(self.listener, app, hosts, shutdown).await
     }
 
     /// Serves with the admin web interface (`web`, which has its own `/`) beside the
@@ -204,20 +213,73 @@ impl AdminServer {
         web: Router,
         shutdown: CancellationToken,
     ) -> Result<(), AdminError> {
-        serve(self.listener, router(self.shared).merge(web), shutdown).await
+        let hosts = Arc::clone(&self.shared.allowed_hosts);
+        serve(
+            self.listener,
+            router(self.shared).merge(web),
+            hosts,
+            shutdown,
+        )
+        .await
     }
 }
 
 async fn serve(
     listener: TcpListener,
     app: Router,
+    allowed_hosts: Arc<[String]>,
     shutdown: CancellationToken,
 ) -> Result<(), AdminError> {
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(
+            allowed_hosts,
+            require_known_host,
+        ))
+        .into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(AdminError::Serve)
+}
+
+/// Answers `421` to a request whose `Host` names a host the admin listener is not
+/// known by ([`host_allowed`]); requests without `Host` (HTTP/1.0 tools) pass.
+async fn require_known_host(
+    State(allowed): State<Arc<[String]>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request.headers().get(header::HOST).map(|v| v.to_str());
+    match host {
+        None => next.run(request).await,
+        Some(Ok(host)) if host_allowed(host, &allowed) => next.run(request).await,
+        _ => (
+            StatusCode::MISDIRECTED_REQUEST,
+            [(header::CACHE_CONTROL, "no-store")],
+            "SafeGate's admin pages answer to their IP address, localhost and the names in \
+             admin.allowed_hosts; add this name there to use it\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Whether `host` (a `Host` header: name or address, with an optional port) is an IP
+/// address, `localhost`, or one of `allowed` (case and a trailing dot ignored). A DNS
+/// rebinding attack needs a name the attacker controls, so addresses are always safe.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once(']').map_or(bracketed, |(ip, _)| ip),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.');
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed
+            .iter()
+            .any(|known| known.trim_end_matches('.').eq_ignore_ascii_case(name))
 }
 
 fn router(shared: Shared) -> Router {
@@ -336,7 +398,7 @@ mod tests {
         let response = tokio::time::timeout(Duration::from_secs(10), async {
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream
-                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 .await
                 .unwrap();
             let mut response = String::new();
@@ -358,5 +420,72 @@ mod tests {
             response.contains("\nsafegate_build_info{version=\"9.8.7\"} 1\n"),
             "{response}"
         );
+    }
+
+    #[test]
+    fn only_addresses_localhost_and_configured_names_are_answered() {
+        let allowed = ["safegate.school.internal".to_owned()];
+        for host in [
+            "127.0.0.1",
+            "127.0.0.1:9128",
+            "10.0.3.5:9128",
+            "[::1]:9128",
+            "::1",
+            "localhost:9128",
+            "LOCALHOST",
+            "safegate.school.internal:9128",
+            "SafeGate.School.Internal.",
+        ] {
+            assert!(host_allowed(host, &allowed), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:9128",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!host_allowed(host, &allowed), "{host}");
+        }
+    }
+
+    /// A page on a rebound name reaches nothing: `421` for `/metrics` and `/healthz`.
+    #[tokio::test]
+    async fn requests_for_other_host_names_are_misdirected() {
+        let config = AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            allowed_hosts: vec!["safegate.school.internal".to_owned()],
+            ..AdminConfig::default()
+        };
+        let metrics = Metrics::new("1").unwrap();
+        let readiness = Arc::new(Readiness::new(Vec::new()));
+        let server = AdminServer::bind(&config, metrics, readiness)
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        let status_for = |host: &'static str, path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            response.get(9..12).unwrap_or("").to_owned()
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            assert_eq!(status_for("evil.example", "/metrics").await, "421");
+            assert_eq!(status_for("evil.example:80", "/healthz").await, "421");
+            assert_eq!(
+                status_for("safegate.school.internal", "/healthz").await,
+                "200"
+            );
+            assert_eq!(status_for("localhost", "/metrics").await, "200");
+        })
+        .await
+        .unwrap();
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
     }
 }
