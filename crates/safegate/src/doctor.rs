@@ -372,10 +372,8 @@ fn safegate_answers(admin: SocketAddr) -> bool {
     };
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
-    if stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: safegate\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
     let mut answer = Vec::new();
