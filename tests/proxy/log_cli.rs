@@ -529,3 +529,33 @@ async fn log_help_explains_times_and_examples() {
     })
     .await;
 }
+
+/// A recorded address carrying terminal escape sequences (attacker-controlled) is shown
+/// with the controls made visible, in the table and in CSV, never sent to the terminal.
+#[tokio::test]
+async fn recorded_escape_sequences_never_reach_the_terminal() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hostile = record(now_micros(), "ada", "evil.test", Outcome::Allowed);
+        hostile.path = Some("/x\u{1b}]0;pwned\u{7}\u{1b}[2Jy\u{9b}31m".into());
+        seed(dir.path(), &[hostile]).await;
+        for format in [&[][..], &["--csv"][..]] {
+            let mut args = vec!["query", "--host", "evil.test", "--since", "1h"];
+            args.extend_from_slice(format);
+            let out = log_ok(dir.path(), &args).await;
+            assert!(out.contains("evil.test"), "{out}");
+            assert!(
+                !out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\u{9b}'),
+                "a control character reached the terminal: {out:?}"
+            );
+            // The table shows `?` for them; CSV names each one.
+            if format.is_empty() {
+                assert!(out.contains("/x?]0;pwned??[2Jy?31m"), "{out}");
+            } else {
+                assert!(out.contains("\\x1b]0;pwned\\x07\\x1b[2J"), "{out}");
+                assert!(out.contains("\\u{9b}31m"), "{out}");
+            }
+        }
+    })
+    .await;
+}

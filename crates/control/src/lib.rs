@@ -62,6 +62,7 @@ pub mod report;
 pub mod retention;
 pub mod server;
 pub mod table;
+pub mod terminal;
 pub mod time_text;
 pub mod users;
 pub mod users_file;

@@ -5,10 +5,13 @@
 //! [`safegate_control::alerts::execute`] does the work in whichever process holds the
 //! database.
 
+use std::io::Write as _;
+
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use jiff::Timestamp;
 use safegate_control::alerts::AlertsRequest;
+use safegate_control::terminal::TerminalSafe;
 use safegate_control::time_text::{micros, parse_time, policy_timezone};
 use safegate_control::{Request, open_store_or_connect};
 use safegate_store::{AlertFilter, AlertKind, AlertStatus};
@@ -184,9 +187,11 @@ pub fn run(action: &AlertsAction) -> Result<()> {
         }
     };
     let access = open_store_or_connect(&config_args.data_dir)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    Ok(access.run(&Request::Alerts(request), &mut out)?)
+    // Evidence holds recorded URLs and search terms: shown, never sent to the terminal.
+    let mut out = TerminalSafe::new(std::io::stdout().lock());
+    access.run(&Request::Alerts(request), &mut out)?;
+    out.into_inner()?.flush()?;
+    Ok(())
 }
 
 /// The person running the command: `SUDO_USER`, else `USER`, else `unknown`.

@@ -14,6 +14,7 @@ use safegate_activity::DEFAULT_IDLE_GAP;
 
 use safegate_control::export::ExportFiles;
 use safegate_control::log::{Format, LogExport, LogPurge, LogQuery};
+use safegate_control::terminal::TerminalSafe;
 use safegate_control::time_text::{before, micros, parse_time, policy_timezone};
 use safegate_control::{ControlError, Request, open_store_or_connect};
 
@@ -210,10 +211,10 @@ fn query(args: &LogQueryArgs) -> Result<()> {
         timezone,
     });
     let access = open_store_or_connect(&config.data_dir)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    // Recorded URLs and search terms are shown, never sent to the terminal as controls.
+    let mut out = TerminalSafe::new(std::io::BufWriter::new(std::io::stdout().lock()));
     access.run(&request, &mut out)?;
-    out.flush()?;
+    out.into_inner()?.flush()?;
     Ok(())
 }
 
