@@ -64,6 +64,9 @@ pub struct AdminConfig {
     /// Mark the admin cookies `Secure` (when the admin pages are reached through a
     /// TLS-terminating reverse proxy).
     pub secure_cookies: bool,
+    /// Time the sign-in form's body has to arrive once its headers have (408 after).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl Default for AdminConfig {
@@ -79,6 +82,7 @@ impl Default for AdminConfig {
             session_idle: std::time::Duration::from_secs(30 * 60),
             session_max: std::time::Duration::from_secs(12 * 60 * 60),
             secure_cookies: false,
+            body_read_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -113,6 +117,12 @@ impl AdminConfig {
                     "must be at least {} characters (e.g. `openssl rand -hex 32`)",
                     access::MIN_TOKEN_LEN
                 ),
+            ));
+        }
+        if self.body_read_timeout.is_zero() {
+            problems.push(ConfigProblem::new(
+                "admin.body_read_timeout",
+                "must be longer than 0s",
             ));
         }
         if self.session_idle.is_zero() || self.session_max.is_zero() {
