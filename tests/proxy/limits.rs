@@ -215,3 +215,181 @@ async fn connections_beyond_the_limit_get_503() {
     })
     .await;
 }
+
+/// The status page's count of open connections (the asking one included), fetched on
+/// a new connection.
+async fn open_connections(proxy: std::net::SocketAddr) -> Option<usize> {
+    let request = format!("GET / HTTP/1.1\r\nHost: {proxy}\r\nConnection: close\r\n\r\n");
+    let page = raw::exchange(proxy, request.as_bytes()).await;
+    let (_, rest) = page.split_once("<td>Open connections</td><td>")?;
+    rest.split('<').next()?.parse().ok()
+}
+
+/// Polls (with a deadline, not a sleep) until `done` holds for the status page's count
+/// of open connections.
+async fn wait_for_open_connections(proxy: std::net::SocketAddr, done: impl Fn(usize) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let open = open_connections(proxy).await;
+        if open.is_some_and(&done) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "open connections still {open:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_form_body_that_never_arrives_gets_408_and_frees_the_connection() {
+    bounded(async {
+        let mut safegate =
+            SafeGate::start(&["proxy.body_read_timeout=\"1s\"", "auth.portal=\"all\""]).await;
+        for path in ["/safegate/review", "/safegate/login"] {
+            let mut stream = raw::connect(safegate.proxy).await;
+            let request = format!(
+                "POST {path} HTTP/1.1\r\nHost: {}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n",
+                safegate.proxy
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            // While the body is awaited, the connection is open (the status page's
+            // own connection is the other one).
+            wait_for_open_connections(safegate.proxy, |open| open >= 2).await;
+            let started = std::time::Instant::now();
+            let received = raw::read_until_close(&mut stream, Duration::from_secs(15)).await;
+            let response = String::from_utf8_lossy(&received);
+            assert_eq!(raw::status_of(&response), 408, "{path}: {response}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{path}: the 408 took {:?}",
+                started.elapsed()
+            );
+            // The connection's place is given back: only the status page's own remains.
+            wait_for_open_connections(safegate.proxy, |open| open == 1).await;
+        }
+        safegate
+            .wait_for_log("request body not received within proxy.body_read_timeout")
+            .await;
+    })
+    .await;
+}
+
+/// Opens a CONNECT tunnel to a plain-HTTP origin and passes one request through it,
+/// so it is relayed (not TLS: relayed unchanged) and stays open.
+async fn open_tunnel(proxy: std::net::SocketAddr, origin: &Origin) -> tokio::net::TcpStream {
+    let mut stream = raw::connect(proxy).await;
+    let connect = format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr);
+    stream.write_all(connect.as_bytes()).await.unwrap();
+    let head = raw::read_head(&mut stream).await;
+    assert_eq!(raw::status_of(&head), 200, "{head}");
+    let inside = format!("GET /bytes/10 HTTP/1.1\r\nHost: {}\r\n\r\n", origin.addr);
+    stream.write_all(inside.as_bytes()).await.unwrap();
+    let (head, body) = raw::read_response(&mut stream).await;
+    assert_eq!(raw::status_of(&head), 200, "{head}");
+    assert_eq!(body.len(), 10);
+    stream
+}
+
+/// Sends `request` on new connections until one is answered `want`, with a deadline.
+async fn until_answered(proxy: std::net::SocketAddr, request: &str, want: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = raw::exchange(proxy, request.as_bytes()).await;
+        if raw::status_of(&response) == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still not {want}: {response}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn open_tunnels_hold_their_connection_places() {
+    bounded(async {
+        let origin = Origin::start().await;
+        let ports = format!("proxy.connect_ports=[{}]", origin.addr.port());
+        let safegate = SafeGate::start(&["proxy.max_connections=4", &ports]).await;
+        let mut tunnels = Vec::new();
+        for _ in 0..4 {
+            tunnels.push(open_tunnel(safegate.proxy, &origin).await);
+        }
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            origin.url("/bytes/10"),
+            origin.addr
+        );
+        // Each tunnel's HTTP connection has ended; the tunnels still count.
+        let response = raw::exchange(safegate.proxy, request.as_bytes()).await;
+        assert_eq!(raw::status_of(&response), 503, "{response}");
+        assert!(response.contains("connection limit"), "{response}");
+        // The tunnels still work.
+        let last = tunnels.last_mut().unwrap();
+        let inside = format!("GET /bytes/5 HTTP/1.1\r\nHost: {}\r\n\r\n", origin.addr);
+        last.write_all(inside.as_bytes()).await.unwrap();
+        let (head, _) = raw::read_response(last).await;
+        assert_eq!(raw::status_of(&head), 200, "{head}");
+
+        // Closing one tunnel frees its place.
+        drop(tunnels.pop());
+        until_answered(safegate.proxy, &request, 200).await;
+    })
+    .await;
+}
+
+/// A connection to `proxy` from the loopback address `from` (Linux answers on all of
+/// 127.0.0.0/8).
+async fn connect_from(from: [u8; 4], proxy: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    socket.connect(proxy).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_client_address_is_limited_and_others_still_served() {
+    bounded(async {
+        let origin = Origin::start().await;
+        let mut safegate = SafeGate::start(&["proxy.max_connections_per_client=2"]).await;
+        let keep_alive = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            origin.url("/bytes/10"),
+            origin.addr
+        );
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut stream = raw::connect(safegate.proxy).await;
+            stream.write_all(keep_alive.as_bytes()).await.unwrap();
+            let (head, _) = raw::read_response(&mut stream).await;
+            assert_eq!(raw::status_of(&head), 200, "{head}");
+            held.push(stream);
+        }
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            origin.url("/bytes/10"),
+            origin.addr
+        );
+        let response = raw::exchange(safegate.proxy, request.as_bytes()).await;
+        assert_eq!(raw::status_of(&response), 503, "{response}");
+        assert!(response.contains("Retry-After"), "{response}");
+        safegate
+            .wait_for_log("proxy.max_connections_per_client")
+            .await;
+
+        // Another client address is still served.
+        let mut other = connect_from([127, 0, 0, 2], safegate.proxy).await;
+        other.write_all(request.as_bytes()).await.unwrap();
+        let received = raw::read_until_close(&mut other, Duration::from_secs(10)).await;
+        let response = String::from_utf8_lossy(&received);
+        assert_eq!(raw::status_of(&response), 200, "{response}");
+
+        // Once one of its connections closes, the first address is served again.
+        drop(held.pop());
+        until_answered(safegate.proxy, &request, 200).await;
+    })
+    .await;
+}

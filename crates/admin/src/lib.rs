@@ -68,6 +68,9 @@ pub struct AdminConfig {
     /// (a request naming any other host gets `421`, so a web page cannot reach the
     /// admin pages or `/metrics` through DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// Time the sign-in form's body has to arrive once its headers have (408 after).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl Default for AdminConfig {
@@ -84,6 +87,7 @@ impl Default for AdminConfig {
             session_max: std::time::Duration::from_secs(12 * 60 * 60),
             secure_cookies: false,
             allowed_hosts: Vec::new(),
+            body_read_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -118,6 +122,12 @@ impl AdminConfig {
                     "must be at least {} characters (e.g. `openssl rand -hex 32`)",
                     access::MIN_TOKEN_LEN
                 ),
+            ));
+        }
+        if self.body_read_timeout.is_zero() {
+            problems.push(ConfigProblem::new(
+                "admin.body_read_timeout",
+                "must be longer than 0s",
             ));
         }
         if self.session_idle.is_zero() || self.session_max.is_zero() {

@@ -216,6 +216,7 @@ pub fn web_state(
                 absolute: admin.session_max,
             },
             secure_cookies: admin.secure_cookies,
+            body_read_timeout: admin.body_read_timeout,
         },
         Arc::new(health),
         Some(PolicyAccess {

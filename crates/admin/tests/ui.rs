@@ -93,6 +93,7 @@ async fn start_with(
         WebSettings {
             sessions: limits,
             secure_cookies: false,
+            body_read_timeout: Duration::from_secs(1),
         },
         Arc::new(FixedHealth),
         policy,
@@ -1286,4 +1287,33 @@ block = []
         })
         .await;
     }
+}
+
+#[tokio::test]
+async fn a_sign_in_body_that_never_arrives_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(async {
+        let admin = start(long_sessions()).await;
+        let mut stream = tokio::net::TcpStream::connect(admin.addr).await.unwrap();
+        let request = format!(
+            "POST /login HTTP/1.1\r\nHost: {}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n",
+            admin.addr
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut received = Vec::new();
+        // The body timeout is 1 s here: the answer comes, and the connection closes.
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received))
+            .await
+            .expect("the connection was still open after 10 s")
+            .unwrap();
+        let response = String::from_utf8_lossy(&received);
+        assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+
+        // A form that does arrive is still read.
+        let _ = admin.signed_in("filter.admin").await;
+    })
+    .await;
 }

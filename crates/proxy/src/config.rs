@@ -21,6 +21,9 @@ pub struct ProxyConfig {
     pub connect_ports: Vec<u16>,
     /// Client connections served at once; further ones get a 503 and are closed.
     pub max_connections: usize,
+    /// Client connections served at once from one client address (0: no limit);
+    /// further ones get the same 503 as at `max_connections`. Open tunnels count.
+    pub max_connections_per_client: usize,
     /// Largest request line plus headers, in bytes (bigger gets 431).
     pub max_header_bytes: usize,
     /// Most header fields in one request (more gets 431).
@@ -28,6 +31,10 @@ pub struct ProxyConfig {
     /// Time a client has to send a whole request head once it started (408 after).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Time a client has to send the whole body of a request SafeGate reads itself
+    /// (the review form, the portal log-in; 408 after).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     /// Time an idle keep-alive client connection is kept open.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
@@ -47,9 +54,11 @@ impl Default for ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
             connect_ports: vec![443],
             max_connections: 4096,
+            max_connections_per_client: 256,
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             header_read_timeout: Duration::from_secs(20),
+            body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(75),
             tunnel_idle_timeout: Duration::from_secs(600),
             via_pseudonym: "safegate".to_owned(),
@@ -94,6 +103,7 @@ impl ProxyConfig {
         }
         for (key, value) in [
             ("proxy.header_read_timeout", self.header_read_timeout),
+            ("proxy.body_read_timeout", self.body_read_timeout),
             ("proxy.idle_timeout", self.idle_timeout),
             ("proxy.tunnel_idle_timeout", self.tunnel_idle_timeout),
         ] {

@@ -296,7 +296,14 @@ impl OriginAnswer<'_> {
             // submitted when the relay ends.
             let status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
             let record = pipeline::finish_tunnel(ledger, Some(&mut response), status, None);
-            relay_upgraded(state, client_upgrade, origin_upgrade, self.target, record);
+            relay_upgraded(
+                state,
+                Arc::clone(&self.client.slot),
+                client_upgrade,
+                origin_upgrade,
+                self.target,
+                record,
+            );
             return response;
         }
         if let Some(decision) = self.file_decision(&response) {
@@ -419,9 +426,10 @@ fn upstream_error(error: &hyper_util::client::legacy::Error, host: &str) -> Upst
 }
 
 /// After a `101 Switching Protocols`, copies bytes between client and origin until
-/// either side closes; the record counts the relayed bytes and is submitted at the end.
+/// either side closes, holding the connection's `slot`; the record counts the relayed bytes and is submitted at the end.
 fn relay_upgraded(
     state: &Arc<ProxyState>,
+    slot: Arc<crate::slots::Slot>,
     client: OnUpgrade,
     origin: OnUpgrade,
     target: String,
@@ -429,6 +437,8 @@ fn relay_upgraded(
 ) {
     let relay_state = Arc::clone(state);
     state.tasks.spawn(async move {
+        // The relay keeps the connection's place under the limits while open.
+        let _slot = slot;
         let bytes = Arc::new(TunnelBytes::default());
         if let Some(record) = &mut record {
             record.follow_tunnel(Arc::clone(&bytes));

@@ -61,4 +61,7 @@ pub(crate) struct ClientContext {
     /// Explicit proxy client, or redirected (transparent: never ask it for proxy
     /// credentials, it cannot answer them).
     pub(crate) intake: Intake,
+    /// The connection's place under the connection limits; a tunnel or upgrade that
+    /// outlives the connection keeps a clone, so it stays counted while open.
+    pub(crate) slot: Arc<crate::slots::Slot>,
 }

@@ -36,6 +36,7 @@ pub mod error_page;
 pub mod hop_by_hop;
 pub mod local_pages;
 pub mod metrics;
+pub mod open_files;
 pub mod safesearch;
 pub mod sni;
 pub mod tls;
@@ -44,6 +45,7 @@ pub mod visit_record;
 
 mod body;
 mod client_io;
+mod form_body;
 mod forward;
 mod hello;
 mod intake;
@@ -53,6 +55,7 @@ mod pipeline;
 mod portal_pages;
 mod relay;
 mod service;
+mod slots;
 #[cfg(target_os = "linux")]
 mod splice_relay;
 mod state;
@@ -69,7 +72,6 @@ use hyper::server::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -122,7 +124,7 @@ pub struct Proxy {
     /// The transparent listeners that are on, with the kind of traffic they take.
     transparent: Vec<(TcpListener, ListenerKind)>,
     state: Arc<ProxyState>,
-    limit: Arc<Semaphore>,
+    limits: Arc<slots::Limits>,
     shutdown_grace: Duration,
 }
 
@@ -200,6 +202,36 @@ fn client_http1(proxy: &ProxyConfig) -> http1::Builder {
     http1
 }
 
+/// Raises the open-file limit to its hard limit, and says so; warns when even that is
+/// too low for `proxy.max_connections`.
+fn raise_open_file_limit(max_connections: usize) {
+    let (before, after) = open_files::raise_to_hard();
+    let show = |limit: Option<u64>| limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    match after {
+        Ok(after) if after != before => tracing::info!(
+            from = show(before.soft),
+            to = show(after.soft),
+            "open-file limit raised to the hard limit"
+        ),
+        Ok(_) => tracing::debug!(
+            soft = show(before.soft),
+            "open-file limit already at its hard limit"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, soft = show(before.soft), "the open-file limit could not be raised")
+        }
+    }
+    if !before.hard_allows(max_connections) {
+        tracing::warn!(
+            hard = show(before.hard),
+            needed = open_files::needed(max_connections),
+            max_connections,
+            "the hard open-file limit (ulimit -Hn, systemd LimitNOFILE=) is below 2 x proxy.max_connections + 64: \
+             connections may fail with \"too many open files\" before the limit is reached"
+        );
+    }
+}
+
 /// The pooled client that forwards plain-HTTP requests to origins.
 fn upstream_client(
     upstream: &UpstreamConfig,
@@ -235,6 +267,7 @@ impl Proxy {
             record_clock,
             decryption,
         } = settings;
+        raise_open_file_limit(proxy.max_connections);
         let bound = Listeners::bind(proxy, transparent, other_listeners).await?;
         let listen = bound.listen;
         let guard = DestinationGuard::new(
@@ -256,6 +289,7 @@ impl Proxy {
             pac: pac.clone(),
             via,
             header_read_timeout: proxy.header_read_timeout,
+            body_read_timeout: proxy.body_read_timeout,
             idle_timeout: proxy.idle_timeout,
             response_timeout: upstream.response_timeout,
             tunnel_idle_timeout: proxy.tunnel_idle_timeout,
@@ -278,7 +312,7 @@ impl Proxy {
             listener: bound.explicit,
             transparent: bound.transparent,
             state,
-            limit: Arc::new(Semaphore::new(proxy.max_connections)),
+            limits: slots::Limits::new(proxy.max_connections, proxy.max_connections_per_client),
             shutdown_grace: proxy.shutdown_grace,
         })
     }
@@ -314,7 +348,7 @@ impl Proxy {
             listener,
             transparent,
             state,
-            limit,
+            limits,
             shutdown_grace,
         } = self;
         // Portal sessions nobody looks up are ended by a sweep until shutdown.
@@ -340,7 +374,7 @@ impl Proxy {
             listener::accept_loop(
                 listener,
                 Arc::clone(&state),
-                Arc::clone(&limit),
+                Arc::clone(&limits),
                 shutdown.clone(),
                 kind,
             )

@@ -1,6 +1,8 @@
 //! The accept loop and the driver of one client connection.
 //!
-//! Connections beyond `proxy.max_connections` get a short 503 and are closed. Each
+//! Connections beyond `proxy.max_connections`, or beyond
+//! `proxy.max_connections_per_client` from one address, get a short 503 and are
+//! closed ([`crate::slots`]; an open tunnel keeps its connection's place). Each
 //! accepted connection runs hyper's HTTP/1.1 server in its own task, watched by a
 //! timer that follows the connection's `Phase`: a slow request head is answered 408,
 //! an idle keep-alive connection is closed, a busy one is left alone. On shutdown the
@@ -20,7 +22,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -29,6 +30,7 @@ use crate::client_io::{Activity, ClientIo, Phase};
 use crate::intake::{ClientContext, Intake, ListenerKind};
 use crate::original_dst::canonical;
 use crate::service;
+use crate::slots::{Limits, Refused, Slot};
 use crate::state::ProxyState;
 use crate::transparent;
 
@@ -40,11 +42,12 @@ SafeGate is at its connection limit; try again soon.";
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     state: Arc<ProxyState>,
-    limit: Arc<Semaphore>,
+    limits: Arc<Limits>,
     shutdown: CancellationToken,
     kind: ListenerKind,
 ) {
     let last_busy_warning = AtomicU64::new(u64::MAX);
+    let last_client_warning = AtomicU64::new(u64::MAX);
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -60,15 +63,15 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        match Arc::clone(&limit).try_acquire_owned() {
-            Ok(permit) => {
+        match limits.admit(peer.ip()) {
+            Ok(slot) => {
                 let state_for_task = Arc::clone(&state);
                 if kind == ListenerKind::TransparentTls {
                     state.tasks.spawn(transparent::serve_tls(
                         state_for_task,
                         stream,
                         peer,
-                        permit,
+                        slot,
                         shutdown.clone(),
                     ));
                     continue;
@@ -77,15 +80,26 @@ pub(crate) async fn accept_loop(
                     state_for_task,
                     stream,
                     peer,
-                    permit,
+                    slot,
                     shutdown.clone(),
                     kind,
                 ));
             }
-            Err(_) => {
+            Err(refused) => {
                 let now = state.started.elapsed().as_secs();
-                if last_busy_warning.swap(now, Ordering::Relaxed) != now {
-                    warn!(client = %peer, "connection limit reached (proxy.max_connections); answering 503");
+                let last = match refused {
+                    Refused::Global => &last_busy_warning,
+                    Refused::PerClient => &last_client_warning,
+                };
+                if last.swap(now, Ordering::Relaxed) != now {
+                    match refused {
+                        Refused::Global => {
+                            warn!(client = %peer, "connection limit reached (proxy.max_connections); answering 503");
+                        }
+                        Refused::PerClient => {
+                            warn!(client = %peer, "connection limit for one client reached (proxy.max_connections_per_client); answering 503");
+                        }
+                    }
                 }
                 if kind != ListenerKind::TransparentTls {
                     let _ = stream.try_write(BUSY_RESPONSE);
@@ -106,7 +120,7 @@ async fn serve_client(
     state: Arc<ProxyState>,
     stream: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    slot: Slot,
     shutdown: CancellationToken,
     kind: ListenerKind,
 ) {
@@ -120,6 +134,7 @@ async fn serve_client(
         local,
         activity: Arc::clone(&activity),
         intake,
+        slot: Arc::new(slot),
     });
     let service_state = Arc::clone(&state);
     let service = service_fn(move |request| {

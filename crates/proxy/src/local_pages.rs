@@ -220,14 +220,16 @@ pub struct Requester {
 /// Records a review request from the block page's form and thanks the person. The
 /// answer has no links, so it works alike over plain HTTP and inside a decrypted
 /// tunnel. A form that is too large, incomplete or names no address gets a 4xx and a
-/// log line.
+/// log line; one that does not arrive within `body_read_timeout` gets a 408 and the
+/// connection is closed.
 pub async fn review(
     queue: Option<&safegate_store::ReviewQueue>,
     tokens: &crate::auth::Authenticator,
     requester: Requester,
     request: http::Request<hyper::body::Incoming>,
+    body_read_timeout: std::time::Duration,
 ) -> Response<ResponseBody> {
-    use http_body_util::BodyExt;
+    use crate::form_body::{self, FormBodyError};
     let Some(queue) = queue else {
         return error_page::page(
             StatusCode::NOT_FOUND,
@@ -236,21 +238,24 @@ pub async fn review(
             "Review requests are not enabled on this SafeGate.",
         );
     };
-    let limited = http_body_util::Limited::new(request.into_body(), REVIEW_FORM_LIMIT);
-    let Ok(collected) = limited.collect().await else {
-        info!(
-            client = %requester.client,
-            limit = REVIEW_FORM_LIMIT,
-            "review form too large or incomplete; answered 413"
-        );
-        return error_page::page(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "bad-request",
-            REVIEW_PATH,
-            "The review form was too large or did not arrive completely.",
-        );
+    let read = form_body::read(request.into_body(), REVIEW_FORM_LIMIT, body_read_timeout).await;
+    let form = match read {
+        Ok(form) => form,
+        Err(FormBodyError::TimedOut) => return form_body::timed_out(requester.client, REVIEW_PATH),
+        Err(FormBodyError::TooLargeOrIncomplete) => {
+            info!(
+                client = %requester.client,
+                limit = REVIEW_FORM_LIMIT,
+                "review form too large or incomplete; answered 413"
+            );
+            return error_page::page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "bad-request",
+                REVIEW_PATH,
+                "The review form was too large or did not arrive completely.",
+            );
+        }
     };
-    let form = collected.to_bytes();
     let mut url = None;
     let mut rule = String::new();
     let mut categories = Vec::new();

@@ -17,12 +17,12 @@ use http::header::{
     RETRY_AFTER,
 };
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::auth::{Authenticator, PortalRefusal, Refusal, TokenPurpose};
 use crate::body::ResponseBody;
 use crate::error_page;
+use crate::form_body::{self, FormBodyError};
 
 /// The login page.
 pub const LOGIN_PATH: &str = "/safegate/login";
@@ -45,6 +45,8 @@ pub(crate) struct PortalClient {
     pub(crate) local: SocketAddr,
     /// The proxy listener's configured address.
     pub(crate) listen: SocketAddr,
+    /// Time the log-in form's body has to arrive (`proxy.body_read_timeout`).
+    pub(crate) body_read_timeout: std::time::Duration,
 }
 
 /// `302` to the login page on the address the client reached, carrying `then`.
@@ -261,16 +263,21 @@ async fn read_form(
     if !same_origin(&client, request.headers()) {
         return Err(forbidden("The form was sent from another site."));
     }
-    let limited = http_body_util::Limited::new(request.into_body(), FORM_LIMIT);
-    let Ok(collected) = limited.collect().await else {
-        return Err(error_page::page(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "bad-request",
-            LOGIN_PATH,
-            "The form was too large or did not arrive completely.",
-        ));
+    let read = form_body::read(request.into_body(), FORM_LIMIT, client.body_read_timeout).await;
+    let form = match read {
+        Ok(form) => form,
+        Err(FormBodyError::TimedOut) => {
+            return Err(form_body::timed_out(client.peer, LOGIN_PATH));
+        }
+        Err(FormBodyError::TooLargeOrIncomplete) => {
+            return Err(error_page::page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "bad-request",
+                LOGIN_PATH,
+                "The form was too large or did not arrive completely.",
+            ));
+        }
     };
-    let form = collected.to_bytes();
     let token = form_urlencoded::parse(&form)
         .find(|(key, _)| key == "token")
         .map(|(_, value)| value.into_owned())

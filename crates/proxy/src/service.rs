@@ -113,6 +113,7 @@ async fn own_page(
             peer: client.peer.ip(),
             local: client.local,
             listen: state.listen,
+            body_read_timeout: state.body_read_timeout,
         };
         return portal_pages::serve(&state.auth, portal_client, request).await;
     }
@@ -128,7 +129,14 @@ async fn own_page(
             user: identity.user,
             role: identity.role.as_str().to_owned(),
         };
-        return local_pages::review(state.reviews.as_ref(), &state.auth, requester, request).await;
+        return local_pages::review(
+            state.reviews.as_ref(),
+            &state.auth,
+            requester,
+            request,
+            state.body_read_timeout,
+        )
+        .await;
     }
     let host = request
         .headers()

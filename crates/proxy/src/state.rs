@@ -24,6 +24,8 @@ pub(crate) struct ProxyState {
     pub(crate) pac: PacConfig,
     pub(crate) via: HeaderValue,
     pub(crate) header_read_timeout: Duration,
+    /// `proxy.body_read_timeout`: for the bodies SafeGate reads itself.
+    pub(crate) body_read_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) tunnel_idle_timeout: Duration,

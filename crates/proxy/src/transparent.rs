@@ -48,7 +48,6 @@ use safegate_policy::RequestTarget;
 use safegate_store::SeenAs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -195,7 +194,7 @@ pub(crate) async fn serve_tls(
     state: Arc<ProxyState>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    _slot: crate::slots::Slot,
     shutdown: CancellationToken,
 ) {
     let _open = state.stats.connection_opened();

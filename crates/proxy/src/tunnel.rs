@@ -111,7 +111,7 @@ pub(crate) async fn open(
     let mut response = Response::new(ResponseBody::empty());
     let record = pipeline::finish_tunnel(ledger, Some(&mut response), 200, None);
     let check = NameCheck::of(decided, normalised, client.peer);
-    spawn_relay(state, request, origin, target, record, check);
+    spawn_relay(state, client, request, origin, target, record, check);
     response
 }
 
@@ -163,6 +163,7 @@ fn connect_target(
 /// relays, in a task; the record is submitted when the tunnel ends.
 fn spawn_relay(
     state: &Arc<ProxyState>,
+    client: &ClientContext,
     request: Request<Incoming>,
     origin: TcpStream,
     target: String,
@@ -176,7 +177,10 @@ fn spawn_relay(
         record.follow_tunnel(Arc::clone(&bytes));
     }
     let tunnel_state = Arc::clone(state);
+    // The tunnel keeps the connection's place under the limits while open.
+    let slot = Arc::clone(&client.slot);
     state.tasks.spawn(async move {
+        let _slot = slot;
         match hyper::upgrade::on(request).await {
             Ok(upgraded) => {
                 let tunnel = Tunnel {

@@ -115,7 +115,33 @@ pub fn examine(path: &Path, overrides: &[String]) -> Vec<Finding> {
     findings.push(ca(&config.data_dir));
     findings.extend(listeners(&config));
     findings.extend(metrics_token(&config));
+    findings.push(open_files(config.proxy.max_connections));
     findings
+}
+
+/// Whether the hard open-file limit leaves room for `proxy.max_connections` (SafeGate
+/// raises its soft limit to the hard one at start). This is the limit doctor itself
+/// runs under; a service manager may set another (systemd: `LimitNOFILE=`).
+fn open_files(max_connections: usize) -> Finding {
+    use safegate_proxy::open_files::{OpenFileLimit, needed};
+    const CHECK: &str = "open files";
+    let limit = OpenFileLimit::current();
+    let hard = limit
+        .hard
+        .map_or_else(|| "unlimited".to_owned(), |hard| hard.to_string());
+    if limit.hard_allows(max_connections) {
+        return Finding::ok(CHECK, format!("hard limit {hard}"));
+    }
+    Finding::warn(
+        CHECK,
+        format!(
+            "hard limit {hard}, below the {} that proxy.max_connections = {max_connections} \
+             may need (2 per connection + 64)",
+            needed(max_connections)
+        ),
+        "raise it (systemd: LimitNOFILE= in the unit; otherwise /etc/security/limits.conf), \
+         or lower proxy.max_connections",
+    )
 }
 
 /// The findings as text: one line per check, the fix indented below.

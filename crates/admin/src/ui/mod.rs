@@ -21,7 +21,8 @@ pub mod rules;
 pub mod session;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
@@ -148,6 +149,9 @@ pub struct WebSettings {
     pub sessions: SessionLimits,
     /// Mark cookies `Secure` (when the admin listener is behind TLS).
     pub secure_cookies: bool,
+    /// Time the sign-in form's body has to arrive (`admin.body_read_timeout`); a
+    /// client that announces a body and never sends it gets a 408.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for WebSettings {
@@ -158,6 +162,7 @@ impl Default for WebSettings {
                 absolute: Duration::from_secs(12 * 60 * 60),
             },
             secure_cookies: false,
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -230,7 +235,12 @@ pub fn router(state: Arc<WebState>) -> Router {
             guard,
         ))
     };
-    let public = Router::new().route("/login", get(pages::login_page).post(pages::login));
+    let public = Router::new()
+        .route("/login", get(pages::login_page).post(pages::login))
+        .route_layer(middleware::from_fn_with_state(
+            state.settings.body_read_timeout,
+            body_in_time,
+        ));
     let signed_in = guarded(
         Need::SignedIn,
         Router::new()
@@ -293,6 +303,48 @@ pub fn router(state: Arc<WebState>) -> Router {
         .merge(rules)
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+/// Largest sign-in form read, in bytes.
+const SIGN_IN_FORM_LIMIT: usize = 64 * 1024;
+
+/// Second (since the epoch) of the last "body timed out" line: at most one a second.
+static LAST_BODY_TIMEOUT_LINE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Reads the sign-in form's body (at most [`SIGN_IN_FORM_LIMIT`]) within
+/// `admin.body_read_timeout` before the handler sees it: a client that announces a
+/// body and never sends it gets a 408 and the connection is closed, instead of
+/// holding it forever.
+async fn body_in_time(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, SIGN_IN_FORM_LIMIT)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The form was too large or did not arrive completely.\n",
+        )
+            .into_response(),
+        Err(_) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs());
+            if LAST_BODY_TIMEOUT_LINE.swap(now, Ordering::Relaxed) != now {
+                tracing::info!(
+                    path = parts.uri.path(),
+                    "admin request body not received within admin.body_read_timeout; answered 408 and closed (at most one such line a second)"
+                );
+            }
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, "close")],
+                "The form did not arrive in time. Send it again.\n",
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Headers on every answer: no caching of pages about people, no framing, no

@@ -69,6 +69,8 @@ pub(crate) fn open(
         local: client.local,
         activity: Activity::new(),
         intake: client.intake,
+        // The decrypted tunnel keeps the CONNECT connection's place while open.
+        slot: Arc::clone(&client.slot),
     });
     let state = Arc::clone(state);
     let tasks = state.tasks.clone();
@@ -280,8 +282,14 @@ async fn handle(
             user: identity.user,
             role: identity.role.as_str().to_owned(),
         };
-        let page =
-            local_pages::review(state.reviews.as_ref(), &state.auth, requester, request).await;
+        let page = local_pages::review(
+            state.reviews.as_ref(),
+            &state.auth,
+            requester,
+            request,
+            state.body_read_timeout,
+        )
+        .await;
         return pipeline::finish(ledger, page, None);
     }
     let who = Identified {
