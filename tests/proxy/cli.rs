@@ -106,10 +106,14 @@ async fn invalid_values_are_all_listed_with_their_keys() {
             "proxy.connect_ports=[0]",
             "--set",
             "proxy.max_connections=0",
+            "--set",
+            "proxy.http_ports=[80, \"9000-8000\", \"x\"]",
         ])
         .await;
         assert!(!status.success());
         assert!(stderr.contains("proxy.connect_ports"), "{stderr}");
+        assert!(stderr.contains("proxy.http_ports"), "{stderr}");
+        assert!(stderr.contains("9000-8000"), "{stderr}");
         assert!(stderr.contains("proxy.max_connections"), "{stderr}");
 
         let (status, _, stderr) = run_to_end(&[

@@ -327,3 +327,55 @@ async fn websocket_upgrade_passes_through() {
     })
     .await;
 }
+
+/// Sends `GET url` in absolute form and returns the response head and body.
+async fn get_raw(proxy: std::net::SocketAddr, url: &str, host: &str) -> (String, Vec<u8>) {
+    let mut stream = raw::connect(proxy).await;
+    let request = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    raw::read_response(&mut stream).await
+}
+
+#[tokio::test]
+async fn plain_http_to_a_port_not_allowed_is_refused() {
+    bounded(async {
+        let origin = Origin::start().await;
+        let safegate = SafeGate::start(&[]).await;
+        // ssh and smtp: not web ports, refused before any connection is tried.
+        for port in [22, 25] {
+            let authority = format!("127.0.0.1:{port}");
+            let (head, body) =
+                get_raw(safegate.proxy, &format!("http://{authority}/"), &authority).await;
+            assert!(head.starts_with("HTTP/1.1 403"), "{port}: {head}");
+            assert!(
+                head.contains("x-safegate-reason: http-port-denied"),
+                "{port}: {head}"
+            );
+            let body = String::from_utf8_lossy(&body);
+            assert!(
+                body.contains(&format!("{port} is not one of them")),
+                "{body}"
+            );
+        }
+        // The default ports (squid's Safe_ports) include the test origin's high port.
+        let response = safegate
+            .client()
+            .get(origin.url("/bytes/5"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        drop(safegate);
+
+        // Narrowed to port 80, the origin's port is refused too.
+        let safegate = SafeGate::start(&["proxy.http_ports=[80, \"8000-8099\"]"]).await;
+        let url = origin.url("/bytes/5");
+        let (head, _) = get_raw(safegate.proxy, &url, &origin.addr.to_string()).await;
+        assert!(
+            head.contains("x-safegate-reason: http-port-denied"),
+            "{head}"
+        );
+        assert_eq!(origin.connections(), 1, "only the allowed fetch reached it");
+    })
+    .await;
+}

@@ -718,3 +718,46 @@ async fn check_explains_decisions_and_sets_the_exit_status() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn encoded_slashes_do_not_get_round_a_path_rule_in_the_proxy_or_check() {
+    bounded(async {
+        let text = policy("", "").replace(
+            r#"deny = [{ site = "games.test""#,
+            r#"deny = ["school.test/secret", { site = "games.test""#,
+        );
+        let world = World::new(&text).await;
+        let safegate = world.safegate(&[]).await;
+        for path in [
+            "/secret",
+            "/x%2f..%2fsecret",
+            "/x%2F%2E%2E%2Fsecret",
+            "/x%5c..%5csecret",
+            "/x/..%2fsecret",
+        ] {
+            let (status, rule, body) = fetch(&safegate, &world.url("school.test", path)).await;
+            assert_eq!(
+                (status, rule.as_str()),
+                (403, "deny:role:pupil"),
+                "{path}: {body}"
+            );
+        }
+        // The rest of the site still reaches the origin (which has no such page).
+        let (status, _, body) = fetch(&safegate, &world.url("school.test", "/x%2fsecret")).await;
+        assert_eq!(status, 404, "{body}");
+        // `safegate check` decides the same way.
+        let set = world.policy.set();
+        for url in [
+            "http://school.test/x%2f..%2fsecret",
+            "http://school.test/x%5C%2e%2e%5Csecret",
+        ] {
+            let (code, out) = run_check(&["--set", &set, url]).await;
+            assert_eq!(code, 3, "{url}: {out}");
+            assert!(out.contains("rule:        deny:role:pupil"), "{out}");
+            assert!(out.contains("matched as:  school.test/secret"), "{out}");
+        }
+        let (code, out) = run_check(&["--set", &set, "http://school.test/x%2fsecret"]).await;
+        assert_eq!(code, 0, "{out}");
+    })
+    .await;
+}

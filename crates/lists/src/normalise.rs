@@ -10,9 +10,13 @@
 //! Invariants of a normalised path (the `path` of a [`RequestTarget`]): starts with `/`;
 //! percent-encodings of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded, the
 //! other percent-encodings use upper-case hex, bytes outside printable ASCII are
-//! percent-encoded; `\` is read as `/` (as browsers do for http URLs); dot segments
-//! (including encoded ones such as `%2e%2e`) are resolved; runs of `/` are collapsed;
-//! the fragment is removed. The case of the path is kept (paths are case-sensitive on
+//! percent-encoded; `\` is read as `/` (as browsers do for http URLs), and so are the
+//! encoded `%2F` and `%5C` in the path (not in the query), because origins decode them
+//! before resolving dot segments (`/x%2F..%2Fsecret` is served as `/secret`); dot
+//! segments (including encoded ones such as `%2e%2e`, in any mix with encoded
+//! slashes) are then resolved; runs of `/` are collapsed; the fragment is removed. The
+//! normalised path is what the filter decides on; the request goes to the origin as
+//! the client wrote it. The case of the path is kept (paths are case-sensitive on
 //! the wire); the index compares URL entries case-insensitively, see
 //! [`crate::index`].
 
@@ -372,7 +376,11 @@ fn normalise_encoding(input: &str, out: &mut String, in_path: bool) {
             && let (Some(h), Some(l)) = (hex_value(s[i + 1]), hex_value(s[i + 2]))
         {
             let v = h << 4 | l;
-            if is_unreserved(v) {
+            if in_path && (v == b'/' || v == b'\\') {
+                // Origins decode `%2F` (and `%5C`) before resolving dot segments, so
+                // `/x%2F..%2Fsecret` is served as `/secret`: decide on that.
+                out.push('/');
+            } else if is_unreserved(v) {
                 out.push(v as char);
             } else {
                 out.push('%');
@@ -540,8 +548,9 @@ mod tests {
     fn path_percent_encoding() {
         assert_eq!(normalise_path("/%70orn"), "/porn");
         assert_eq!(normalise_path("/%50%4F%52%4E"), "/PORN");
-        assert_eq!(normalise_path("/a%2fb"), "/a%2Fb");
-        assert_eq!(normalise_path("/a%2Fb"), "/a%2Fb");
+        // Encoded slashes are slashes (see `path_encoded_slashes_are_slashes`).
+        assert_eq!(normalise_path("/a%2fb"), "/a/b");
+        assert_eq!(normalise_path("/a%2Fb"), "/a/b");
         assert_eq!(normalise_path("/%7e%5F%2D"), "/~_-");
         assert_eq!(normalise_path("/bad%zz%4"), "/bad%zz%4");
         assert_eq!(normalise_path("/caf\u{e9}"), "/caf%C3%A9");
@@ -565,6 +574,40 @@ mod tests {
         assert_eq!(normalise_path("/a/b#frag"), "/a/b");
         assert_eq!(normalise_path("/a..b/c"), "/a..b/c");
         assert_eq!(normalise_path("/A/B"), "/A/B", "case is kept");
+    }
+
+    #[test]
+    fn path_encoded_slashes_are_slashes() {
+        // What the origin serves: it decodes `%2F` (and `%5C`, a backslash) to a slash
+        // and then resolves the dot segments, so the filter must decide on that path.
+        assert_eq!(normalise_path("/x%2f..%2fsecret"), "/secret");
+        assert_eq!(normalise_path("/x%2F..%2Fsecret"), "/secret");
+        assert_eq!(normalise_path("/x%5c..%5csecret"), "/secret");
+        assert_eq!(normalise_path("/x%5C..%5Csecret"), "/secret");
+        assert_eq!(normalise_path("/x%2f%2e%2e%2fsecret"), "/secret");
+        assert_eq!(normalise_path("/x%2F%2E%2E%5Csecret"), "/secret");
+        assert_eq!(normalise_path("/x/..%2fsecret"), "/secret");
+        assert_eq!(normalise_path("/x%2f../secret"), "/secret");
+        assert_eq!(normalise_path("/x\\..%2Fsecret"), "/secret");
+        assert_eq!(normalise_path("/x%2f.%2e%5csecret"), "/secret");
+        assert_eq!(normalise_path("/a/b%2F%2E%2E%2F%2E%2E%2Fsecret"), "/secret");
+        assert_eq!(normalise_path("/x%2f..%2fgames/"), "/games/");
+        assert_eq!(normalise_path("/secret%2Fpage"), "/secret/page");
+        assert_eq!(normalise_path("/a%2F%2Fb%2F"), "/a/b/");
+        // Not a slash: a double-encoded one is decoded once by the origin, to `%2F`.
+        assert_eq!(
+            normalise_path("/x%252f..%252fsecret"),
+            "/x%252f..%252fsecret"
+        );
+        // The query keeps its encoded slashes.
+        assert_eq!(normalise_path("/p?u=a%2F..%2Fb"), "/p?u=a%2F..%2Fb");
+        let t = RequestTarget::from_parts("allowed.test", Some("/x%2f..%2fsecret?q=1"))
+            .map(|t| t.url_text());
+        assert_eq!(t, Ok("allowed.test/secret?q=1".to_string()));
+        assert_eq!(
+            url("http://example.org/x%2f..%2fgames/"),
+            "example.org/games/"
+        );
     }
 
     #[test]

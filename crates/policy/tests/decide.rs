@@ -671,3 +671,35 @@ fn shipped_policy_loads_and_decides() {
         "category:pupil:social-networking"
     );
 }
+
+#[test]
+fn encoded_slashes_and_dot_segments_do_not_get_round_a_path_rule() {
+    let text = BASE.replace(
+        r#"deny = ["globally-denied.test"]"#,
+        r#"deny = ["globally-denied.test", "allowed.test/secret", "example.org/games/"]"#,
+    );
+    let (_dir, s) = load(&text);
+    let now = wednesday_morning();
+    for url in [
+        "http://allowed.test/secret",
+        "http://allowed.test/x%2f..%2fsecret",
+        "http://allowed.test/x%2F..%2Fsecret",
+        "http://allowed.test/x%5c..%5csecret",
+        "http://allowed.test/x%2f%2e%2e%2fsecret",
+        "http://allowed.test/x%2F%2E%2E%5Csecret?a=1",
+        "http://allowed.test/x/..%2fsecret",
+        "http://allowed.test/x%2f../secret",
+        "http://allowed.test/secret%2Fpage",
+        "http://example.org/x%2f..%2fgames/",
+        "http://example.org/x%5C%2e.%5Cgames/chess",
+    ] {
+        assert_eq!(rule(&s, staff(), url, now), "deny:global", "{url}");
+    }
+    for url in [
+        "http://allowed.test/x%2fsecret",
+        "http://allowed.test/x%252f..%252fsecret",
+        "http://example.org/x%2f..%2fgamesx",
+    ] {
+        assert!(!decide(&s, staff(), url, now).is_blocked(), "{url}");
+    }
+}

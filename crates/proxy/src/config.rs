@@ -19,6 +19,9 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     /// Ports that CONNECT may open tunnels to.
     pub connect_ports: Vec<u16>,
+    /// Ports that plain-HTTP requests may be forwarded to: ports (`80`) and inclusive
+    /// ranges (`"1025-65535"`).
+    pub http_ports: Vec<PortSpec>,
     /// Client connections served at once; further ones get a 503 and are closed.
     pub max_connections: usize,
     /// Client connections served at once from one client address (0: no limit);
@@ -53,6 +56,7 @@ impl Default for ProxyConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
             connect_ports: vec![443],
+            http_ports: squid_safe_ports(),
             max_connections: 4096,
             max_connections_per_client: 256,
             max_header_bytes: 32 * 1024,
@@ -64,6 +68,83 @@ impl Default for ProxyConfig {
             via_pseudonym: "safegate".to_owned(),
             shutdown_grace: Duration::from_secs(15),
         }
+    }
+}
+
+/// squid's default `Safe_ports` (squid.conf.default): the ports web clients have a
+/// reason to reach by plain HTTP. Not in it: 22 (ssh), 25 (smtp), 110/143 (mail) and
+/// the other well-known service ports below 1025.
+fn squid_safe_ports() -> Vec<PortSpec> {
+    let mut ports: Vec<PortSpec> = [21, 70, 80, 210, 280, 443, 488, 591, 777]
+        .into_iter()
+        .map(PortSpec::Port)
+        .collect();
+    ports.push(PortSpec::Range("1025-65535".to_owned()));
+    ports
+}
+
+/// One entry of `proxy.http_ports`: a port or an inclusive range of ports. Kept as
+/// written so that `validate()` can report a bad one with its key; read it with
+/// [`PortSpec::bounds`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    /// One port: `80`.
+    Port(i64),
+    /// A range, both ends included: `"1025-65535"` (or one port as text, `"8080"`).
+    Range(String),
+}
+
+impl PortSpec {
+    /// The first and last port, or why the entry is not a port or a range of them.
+    pub fn bounds(&self) -> Result<(u16, u16), String> {
+        let port = |text: &str, value: i64| match u16::try_from(value) {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(format!("{text} is not a port (1 to 65535)")),
+        };
+        let parse = |text: &str| {
+            let text = text.trim();
+            let value = text
+                .parse::<i64>()
+                .map_err(|_| format!("`{text}` is not a port (1 to 65535)"))?;
+            port(text, value)
+        };
+        match self {
+            PortSpec::Port(value) => port(&value.to_string(), *value).map(|p| (p, p)),
+            PortSpec::Range(text) => {
+                let (first, last) = match text.split_once('-') {
+                    Some((first, last)) => (parse(first)?, parse(last)?),
+                    None => {
+                        let port = parse(text)?;
+                        (port, port)
+                    }
+                };
+                if first > last {
+                    return Err(format!("`{text}`: the range ends before it starts"));
+                }
+                Ok((first, last))
+            }
+        }
+    }
+}
+
+/// The ports of `proxy.http_ports`, for the request path: a plain-HTTP request goes
+/// only to a port in one of these ranges.
+#[derive(Debug, Clone, Default)]
+pub struct PortSet(Vec<(u16, u16)>);
+
+impl PortSet {
+    /// The valid entries of `specs` (`validate()` has refused a configuration with
+    /// invalid ones).
+    pub fn of(specs: &[PortSpec]) -> Self {
+        PortSet(specs.iter().filter_map(|s| s.bounds().ok()).collect())
+    }
+
+    /// Whether `port` is one of the set's.
+    pub fn contains(&self, port: u16) -> bool {
+        self.0
+            .iter()
+            .any(|&(first, last)| (first..=last).contains(&port))
     }
 }
 
@@ -82,6 +163,17 @@ impl ProxyConfig {
         }
         if self.connect_ports.contains(&0) {
             problems.push(ConfigProblem::new("proxy.connect_ports", "0 is not a port"));
+        }
+        if self.http_ports.is_empty() {
+            problems.push(ConfigProblem::new(
+                "proxy.http_ports",
+                "must list at least one port (80 lets browsers reach http:// sites)",
+            ));
+        }
+        for spec in &self.http_ports {
+            if let Err(problem) = spec.bounds() {
+                problems.push(ConfigProblem::new("proxy.http_ports", problem));
+            }
         }
         if self.max_connections == 0 {
             problems.push(ConfigProblem::new(
@@ -412,6 +504,48 @@ mod tests {
                 "proxy.via_pseudonym"
             ]
         );
+    }
+
+    #[test]
+    fn http_ports_take_ports_and_ranges() {
+        let set = PortSet::of(&ProxyConfig::default().http_ports);
+        for port in [80, 443, 21, 70, 210, 280, 488, 591, 777, 1025, 8080, 65535] {
+            assert!(set.contains(port), "{port}");
+        }
+        for port in [22, 23, 25, 110, 143, 445, 587, 993, 1024] {
+            assert!(!set.contains(port), "{port}");
+        }
+        let proxy = ProxyConfig {
+            http_ports: vec![
+                PortSpec::Port(80),
+                PortSpec::Range(" 8000 - 8099 ".into()),
+                PortSpec::Range("8443".into()),
+            ],
+            ..ProxyConfig::default()
+        };
+        assert!(proxy.validate().is_empty());
+        let set = PortSet::of(&proxy.http_ports);
+        assert!(set.contains(80) && set.contains(8000) && set.contains(8099));
+        assert!(set.contains(8443) && !set.contains(8100) && !set.contains(443));
+        for bad in [
+            PortSpec::Port(0),
+            PortSpec::Port(65536),
+            PortSpec::Range("9000-8000".into()),
+            PortSpec::Range("http".into()),
+            PortSpec::Range("1-".into()),
+        ] {
+            let proxy = ProxyConfig {
+                http_ports: vec![bad.clone()],
+                ..ProxyConfig::default()
+            };
+            let keys: Vec<_> = proxy.validate().into_iter().map(|p| p.key).collect();
+            assert_eq!(keys, ["proxy.http_ports"], "{bad:?}");
+        }
+        let empty = ProxyConfig {
+            http_ports: vec![],
+            ..ProxyConfig::default()
+        };
+        assert_eq!(empty.validate().len(), 1);
     }
 
     #[test]

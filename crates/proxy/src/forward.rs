@@ -85,7 +85,7 @@ pub(crate) async fn forward(
 ) -> Response<ResponseBody> {
     let target = target_without_userinfo(request.uri());
     let way = Way::of(seen_as);
-    let (authority, normalised) = match destination(&request, way, &target) {
+    let (authority, normalised) = match destination(state, &request, way, &target) {
         Ok(parts) => parts,
         Err(page) => return pipeline::finish(ledger, *page, None),
     };
@@ -141,8 +141,12 @@ pub(crate) async fn forward(
     answer.deliver(state, ledger, response, client_upgrade)
 }
 
-/// The request's authority and its normalised target, or the `400` page.
+/// The request's authority and its normalised target; or the page refusing it (`400`
+/// for an address that cannot be forwarded, `403` for a plain-HTTP port outside
+/// `proxy.http_ports`, refused before anything is decided or connected, like a
+/// CONNECT to a port outside `proxy.connect_ports`).
 fn destination(
+    state: &ProxyState,
     request: &Request<Incoming>,
     way: Way,
     target: &str,
@@ -163,6 +167,18 @@ fn destination(
             "The address has no host.",
         )));
     };
+    let port = authority.port_u16().unwrap_or(way.default_port);
+    // A decrypted request's port was checked when its tunnel was opened.
+    if !way.decrypted() && !state.http_ports.contains(port) {
+        return Err(Box::new(error_page::page(
+            StatusCode::FORBIDDEN,
+            "http-port-denied",
+            target,
+            &format!(
+                "SafeGate only forwards plain-HTTP requests to the ports it is configured for; {port} is not one of them."
+            ),
+        )));
+    }
     let path_and_query = request.uri().path_and_query().map_or("/", |p| p.as_str());
     match RequestTarget::from_parts(authority.host(), Some(path_and_query)) {
         Ok(normalised) => Ok((authority, normalised)),

@@ -286,6 +286,7 @@ impl Proxy {
         let state = Arc::new(ProxyState {
             listen,
             connect_ports: proxy.connect_ports.clone(),
+            http_ports: config::PortSet::of(&proxy.http_ports),
             pac: pac.clone(),
             via,
             header_read_timeout: proxy.header_read_timeout,

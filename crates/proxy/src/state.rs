@@ -21,6 +21,8 @@ use crate::upstream::Connector;
 pub(crate) struct ProxyState {
     pub(crate) listen: SocketAddr,
     pub(crate) connect_ports: Vec<u16>,
+    /// Ports plain-HTTP requests may be forwarded to (`proxy.http_ports`).
+    pub(crate) http_ports: crate::config::PortSet,
     pub(crate) pac: PacConfig,
     pub(crate) via: HeaderValue,
     pub(crate) header_read_timeout: Duration,
