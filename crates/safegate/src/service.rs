@@ -11,6 +11,7 @@ use safegate_admin::service as admin_service;
 use safegate_admin::{AdminServer, Readiness};
 use safegate_proxy::PolicyHandle;
 use safegate_proxy::auth::{Authenticator, store_users};
+use safegate_proxy::tls::Decryption;
 use safegate_proxy::{Drained, Proxy, ProxySettings};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
@@ -30,23 +31,6 @@ use safegate_reload::ReloadCounters;
 
 /// Review requests waiting for the database writer.
 const REVIEW_QUEUE_DEPTH: usize = 1024;
-
-/// HTTPS decryption, when `safegate ca init` has created the school CA in data_dir.
-fn decryption(config: &Config) -> Result<Option<Arc<safegate_proxy::tls::Decryption>>> {
-    use safegate_proxy::tls::{DEFAULT_LEAF_CACHE, Decryption, SchoolCa};
-    let Some(ca) = SchoolCa::load(&config.data_dir).context("the school CA (data_dir/ca)")? else {
-        info!(
-            "no school CA in data_dir: HTTPS is filtered by name and tunnelled (`safegate ca init` creates one)"
-        );
-        return Ok(None);
-    };
-    let setup = Decryption::new(ca, &config.upstream.extra_roots, DEFAULT_LEAF_CACHE)
-        .context("HTTPS decryption")?;
-    info!(
-        "HTTPS decryption on: the sites the policy's [decrypt] section names are decrypted with the school CA"
-    );
-    Ok(Some(Arc::new(setup)))
-}
 
 /// Runs SafeGate until a termination signal.
 pub fn run(config: Config) -> Result<()> {
@@ -203,7 +187,9 @@ async fn bind_listeners(config: &Config, state: &State) -> Result<Bound> {
             auth: Arc::clone(&state.auth),
             records: state.visit_log.records.clone(),
             record_clock: RecordClock::shifted(state.clock_offset_micros),
-            decryption: decryption(config)?,
+            decryption: Decryption::from_data_dir(&config.data_dir, &config.upstream.extra_roots)
+                .context("HTTPS decryption (the school CA in data_dir/ca)")?
+                .map(Arc::new),
         },
         &[admin_addr],
     )

@@ -153,7 +153,7 @@ impl Config {
             let mut table: toml::Table =
                 toml::from_str(&text).map_err(|e| anyhow!("{file}: {e}"))?;
             for assignment in overrides {
-                apply_override(&mut table, assignment)?;
+                safegate_config::apply_override(&mut table, assignment)?;
             }
             config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 anyhow!(
@@ -288,52 +288,6 @@ fn describe_error(
         format!("key `{path}`: ")
     };
     anyhow!("{file}:{location}{key}{}", inner.message().trim_end())
-}
-
-/// Applies one `--set KEY=VALUE` to the parsed file.
-fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
-    let Some((key, raw_value)) = assignment.split_once('=') else {
-        bail!("--set {assignment}: expected KEY=VALUE, e.g. --set 'proxy.listen=\"0.0.0.0:3128\"'");
-    };
-    let key = key.trim();
-    let segments: Vec<&str> = key.split('.').collect();
-    if segments.iter().any(|segment| {
-        segment.is_empty()
-            || !segment
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    }) {
-        bail!("--set {assignment}: `{key}` is not a dotted key like proxy.listen");
-    }
-    let value = parse_value(raw_value.trim()).with_context(|| {
-        format!(
-            "--set {assignment}: `{}` is not a TOML value (strings need quotes: {key}='\"...\"')",
-            raw_value.trim()
-        )
-    })?;
-    let (last, parents) = segments
-        .split_last()
-        .ok_or_else(|| anyhow!("--set {assignment}: empty key"))?;
-    let mut current = table;
-    for (depth, segment) in parents.iter().enumerate() {
-        let entry = current
-            .entry((*segment).to_owned())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = match entry {
-            toml::Value::Table(inner) => inner,
-            _ => bail!(
-                "--set {assignment}: `{}` is a value, not a section",
-                segments[..=depth].join(".")
-            ),
-        };
-    }
-    current.insert((*last).to_owned(), value);
-    Ok(())
-}
-
-fn parse_value(raw: &str) -> Result<toml::Value> {
-    let mut wrapper: toml::Table = toml::from_str(&format!("value = {raw}"))?;
-    wrapper.remove("value").ok_or_else(|| anyhow!("no value"))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub(crate) mod intercept;
 pub mod leaves;
 pub(crate) mod origin;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rustls::ClientConfig;
 
@@ -58,6 +58,26 @@ impl Decryption {
             leaves: Leaves::new(ca, leaf_cache)?,
             origin_tls: origin::client_config(extra_roots)?,
         })
+    }
+
+    /// Decryption with the school CA that `safegate ca init` made in `data_dir`
+    /// (`data_dir/ca`), or none when there is none: HTTPS is then filtered by name and
+    /// tunnelled. Logs which.
+    pub fn from_data_dir(
+        data_dir: &Path,
+        extra_roots: &[PathBuf],
+    ) -> Result<Option<Self>, DecryptionError> {
+        let Some(ca) = SchoolCa::load(data_dir)? else {
+            tracing::info!(
+                "no school CA in data_dir: HTTPS is filtered by name and tunnelled (`safegate ca init` creates one)"
+            );
+            return Ok(None);
+        };
+        let setup = Self::new(ca, extra_roots, DEFAULT_LEAF_CACHE)?;
+        tracing::info!(
+            "HTTPS decryption on: the sites the policy's [decrypt] section names are decrypted with the school CA"
+        );
+        Ok(Some(setup))
     }
 
     /// The leaf certificates and their cache.
