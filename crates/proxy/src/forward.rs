@@ -28,7 +28,7 @@ use crate::pipeline::{self, BlockAnswer, Decided, Destination, Identified, Ledge
 use crate::relay;
 use crate::safesearch::{self, Restrictions};
 use crate::state::ProxyState;
-use crate::userinfo::{strip_userinfo, target_without_userinfo};
+use crate::userinfo::strip_userinfo;
 use crate::visit_record::{PendingRecord, TunnelBytes};
 
 /// Plain HTTP or decrypted HTTPS: what differs between the two.
@@ -74,7 +74,8 @@ impl Way {
 type Failed = (Response<ResponseBody>, Option<&'static str>);
 
 /// Forwards a plain-HTTP request (`seen_as` `PlainHttp`) or a decrypted HTTPS one
-/// (`Decrypted`), and finishes its ledger.
+/// (`Decrypted`), and finishes its ledger; `target` is its address without user info,
+/// as logged and shown on pages.
 pub(crate) async fn forward(
     state: &Arc<ProxyState>,
     client: &ClientContext,
@@ -82,8 +83,8 @@ pub(crate) async fn forward(
     request: Request<Incoming>,
     who: Identified,
     seen_as: SeenAs,
+    target: String,
 ) -> Response<ResponseBody> {
-    let target = target_without_userinfo(request.uri());
     let way = Way::of(seen_as);
     let (authority, normalised) = match destination(state, &request, way, &target) {
         Ok(parts) => parts,

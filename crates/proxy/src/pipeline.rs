@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use http::Response;
 use http::header::{HeaderMap, PROXY_AUTHORIZATION};
-use http::{Method, Response};
 use jiff::Timestamp;
 use safegate_policy::{Decision, RequestTarget, Snapshot, SniMismatch, Verdict};
 use safegate_store::SeenAs;
@@ -123,7 +123,7 @@ pub(crate) struct Ledger<'s> {
     client: SocketAddr,
     in_flight: Option<InFlight>,
     /// Method and host for the per-request debug line, only when it is logged.
-    line: Option<(Method, String)>,
+    line: Option<(String, String)>,
     /// The decision's counter and how long it took, once decided.
     decision: Option<(DecisionSlot, Duration)>,
     /// `allowed` or `blocked` for the debug line; `-` until decided.
@@ -148,7 +148,7 @@ impl<'s> Ledger<'s> {
     pub(crate) fn begin(
         state: &'s ProxyState,
         client: &ClientContext,
-        method: &Method,
+        method: &str,
         host: Option<&str>,
     ) -> Self {
         let mut ledger = Self::begin_connection(state, client.peer, method, host);
@@ -160,11 +160,11 @@ impl<'s> Ledger<'s> {
     pub(crate) fn begin_connection(
         state: &'s ProxyState,
         client: SocketAddr,
-        method: &Method,
+        method: &str,
         host: Option<&str>,
     ) -> Self {
         let line = tracing::enabled!(tracing::Level::DEBUG)
-            .then(|| (method.clone(), host.unwrap_or("-").to_owned()));
+            .then(|| (method.to_owned(), host.unwrap_or("-").to_owned()));
         Self {
             stats: &state.stats,
             started: Instant::now(),
@@ -209,7 +209,7 @@ impl<'s> Ledger<'s> {
         if let Some((method, host)) = &self.line {
             debug!(
                 client = %self.client,
-                %method,
+                method,
                 host,
                 decision = self.verdict,
                 status = status.map_or_else(|| "client gone".to_owned(), |s| s.to_string()),

@@ -34,7 +34,12 @@ pub(crate) async fn handle(
     client: Arc<ClientContext>,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    let ledger = Ledger::begin(&state, &client, request.method(), request.uri().host());
+    let ledger = Ledger::begin(
+        &state,
+        &client,
+        request.method().as_str(),
+        request.uri().host(),
+    );
     let target = target_without_userinfo(request.uri());
     if request.method() == Method::CONNECT {
         return match pipeline::identify(&state, &client, request.headers(), &target, false).await {
@@ -53,7 +58,10 @@ pub(crate) async fn handle(
             let page = portal_pages::redirect_to_login(client.local, &target);
             pipeline::finish(ledger, page, None)
         }
-        Ok(who) => forward::forward(&state, &client, ledger, request, who, SeenAs::PlainHttp).await,
+        Ok(who) => {
+            let seen_as = SeenAs::PlainHttp;
+            forward::forward(&state, &client, ledger, request, who, seen_as, target).await
+        }
         Err(refusal) => pipeline::finish(ledger, refusal, None),
     }
 }

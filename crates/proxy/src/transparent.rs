@@ -42,7 +42,7 @@ use std::sync::Arc;
 use bytes::BufMut;
 use http::header::HOST;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use safegate_policy::RequestTarget;
 use safegate_store::SeenAs;
@@ -93,7 +93,7 @@ pub(crate) async fn handle_http(
         Err(error) => {
             // Counted as a request like any other; the connection's clock sees it
             // served, so keep-alive and timeouts behave as for every answer.
-            let ledger = Ledger::begin(&state, &client, request.method(), None);
+            let ledger = Ledger::begin(&state, &client, request.method().as_str(), None);
             let target = request.uri().to_string();
             info!(client = %client.peer, target, %error, "transparent request refused; answered 400");
             let (reason, detail) = match error {
@@ -220,12 +220,12 @@ pub(crate) async fn serve_tls(
         }
     };
     let Some((host, port)) = destination(server_name, original_dst) else {
-        let ledger = Ledger::begin_connection(&state, peer, &tls_method(), None);
+        let ledger = Ledger::begin_connection(&state, peer, TLS_METHOD, None);
         let _ = pipeline::finish_tunnel(ledger, None, 400, None);
         info!(client = %peer, "transparent HTTPS connection without SNI and without an original destination (it was not redirected); closed");
         return;
     };
-    let mut ledger = Ledger::begin_connection(&state, peer, &tls_method(), Some(&host));
+    let mut ledger = Ledger::begin_connection(&state, peer, TLS_METHOD, Some(&host));
     let target = match host.parse::<IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, port).to_string(),
         Err(_) => format!("{host}:{port}"),
@@ -275,11 +275,6 @@ pub(crate) async fn serve_tls(
     };
     let record = pipeline::finish_tunnel(ledger, None, 200, None);
     relay_hello(&state, stream, origin, &hello, &target, record).await;
-}
-
-/// The method of a transparent HTTPS "request", for the debug line.
-fn tls_method() -> Method {
-    Method::from_bytes(TLS_METHOD.as_bytes()).unwrap_or(Method::CONNECT)
 }
 
 /// Sends the origin the ClientHello exactly as received, then relays both ways; the

@@ -39,6 +39,7 @@ use crate::local_pages;
 use crate::pipeline::{self, Identified, Ledger, NameCheck};
 use crate::relay::{ClientStream, Prefixed, take_apart};
 use crate::state::ProxyState;
+use crate::userinfo::target_without_userinfo;
 use crate::visit_record::PendingRecord;
 
 /// A CONNECT the policy decrypts, decided and finished by `tunnel::open`.
@@ -221,7 +222,7 @@ async fn serve<T>(
             let ledger = Ledger::begin(
                 &state,
                 &client,
-                request.method(),
+                request.method().as_str(),
                 uri.as_ref().and_then(Uri::host),
             );
             let response = match uri {
@@ -296,7 +297,17 @@ async fn handle(
         snapshot: state.policy.load_full(),
         identity,
     };
-    forward::forward(state, client, ledger, request, who, SeenAs::Decrypted).await
+    let target = target_without_userinfo(request.uri());
+    forward::forward(
+        state,
+        client,
+        ledger,
+        request,
+        who,
+        SeenAs::Decrypted,
+        target,
+    )
+    .await
 }
 
 /// `https://` plus the request's authority (`:authority` in HTTP/2, `Host` in
