@@ -393,3 +393,49 @@ async fn one_client_address_is_limited_and_others_still_served() {
     })
     .await;
 }
+
+/// A client that causes events at will does not fill the service log: 60 blocked
+/// requests get no info line each (the visit log has them), and of 30 malformed
+/// requests only the first ten a minute get a line of their own.
+#[tokio::test]
+async fn blocked_and_malformed_floods_are_not_logged_line_by_line() {
+    bounded(async {
+        let mut safegate = SafeGate::start(&[]).await;
+        let client = safegate.client();
+        for _ in 0..60 {
+            let blocked = client
+                .get("http://www.bet365.com/odds")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(blocked.status(), 403);
+        }
+        for _ in 0..30 {
+            let response = raw::exchange(safegate.proxy, b"GARBAGE\r\n\r\n").await;
+            assert_eq!(raw::status_of(&response), 400, "{response}");
+        }
+        safegate
+            .wait_for_logs(|lines| lines.iter().any(|l| l.contains("malformed request")))
+            .await;
+        // A line logged after all of them: everything before it is in the log.
+        let hup = std::process::Command::new("kill")
+            .args(["-HUP", &safegate.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        safegate.wait_for_log("SIGHUP received").await;
+        let logs = safegate.logs();
+        let malformed = logs
+            .iter()
+            .filter(|l| l.contains("malformed request"))
+            .count();
+        let blocked = logs
+            .iter()
+            .filter(|l| l.contains("bet365") && l.contains("INFO"))
+            .count();
+        assert_eq!(blocked, 0, "{logs:#?}");
+        // Ten a minute; a minute boundary inside the burst allows ten more.
+        assert!((10..=20).contains(&malformed), "{malformed}: {logs:#?}");
+    })
+    .await;
+}

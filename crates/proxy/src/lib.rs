@@ -45,6 +45,7 @@ pub mod visit_record;
 
 mod body;
 mod client_io;
+mod event_log;
 mod form_body;
 mod forward;
 mod hello;
@@ -352,7 +353,8 @@ impl Proxy {
             limits,
             shutdown_grace,
         } = self;
-        // Portal sessions nobody looks up are ended by a sweep until shutdown.
+        // Portal sessions nobody looks up are ended by a sweep until shutdown, and
+        // the service log's per-minute summaries are written.
         let sweep_period = (state.auth.portal_idle_timeout() / 2)
             .clamp(Duration::from_millis(100), Duration::from_secs(60));
         let sweeper = tokio::spawn({
@@ -361,10 +363,13 @@ impl Proxy {
             async move {
                 let mut ticks = tokio::time::interval(sweep_period);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut minutes = tokio::time::interval(Duration::from_secs(60));
+                minutes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         _ = ticks.tick() => auth.sweep_portal(),
+                        _ = minutes.tick() => event_log::summarise_ended_minutes(),
                     }
                 }
             }

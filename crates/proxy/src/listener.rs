@@ -10,6 +10,7 @@
 //! connections are driven the same way; transparent TLS connections go to
 //! `transparent::serve_tls`.
 
+use crate::event_log::{BAD_REQUESTS, throttled};
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
@@ -192,7 +193,7 @@ async fn serve_client(
         Ending::Idle => debug!(client = %peer, "idle keep-alive connection closed"),
         Ending::CutOff => info!(client = %peer, "connection cut off: shutdown grace over"),
         Ending::HeadTimeout => {
-            info!(client = %peer, "request head not received within proxy.header_read_timeout; answered 408");
+            throttled!(BAD_REQUESTS, client = %peer, "request head not received within proxy.header_read_timeout; answered 408");
             activity.expire_head();
             // The next read answers 408 and fails, which ends hyper's connection.
             let _ = tokio::time::timeout(Duration::from_secs(1), connection.as_mut()).await;
@@ -202,9 +203,9 @@ async fn serve_client(
 
 fn log_connection_error(peer: SocketAddr, error: &hyper::Error) {
     if error.is_parse_too_large() {
-        info!(client = %peer, %error, "request head too large; answered 431");
+        throttled!(BAD_REQUESTS, client = %peer, %error, "request head too large; answered 431");
     } else if error.is_parse() {
-        info!(client = %peer, %error, "malformed request; answered 400");
+        throttled!(BAD_REQUESTS, client = %peer, %error, "malformed request; answered 400");
     } else if error.is_incomplete_message() || error.is_canceled() {
         debug!(client = %peer, %error, "client closed mid-message");
     } else {

@@ -20,6 +20,7 @@
 //! too ([`NameCheck`]) and counted as a decision of its own when it differs from the
 //! CONNECT host.
 
+use crate::event_log::{BLOCKED, throttled};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -30,7 +31,7 @@ use http::header::{HeaderMap, PROXY_AUTHORIZATION};
 use jiff::Timestamp;
 use safegate_policy::{Decision, RequestTarget, Snapshot, SniMismatch, Verdict};
 use safegate_store::SeenAs;
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::auth::{Check, Identity, Refusal, TokenPurpose};
 use crate::block_page::{self, BlockInfo, ReviewTarget};
@@ -346,7 +347,8 @@ pub(crate) fn block(
     answer: BlockAnswer,
 ) -> Response<ResponseBody> {
     let identity = &decided.identity;
-    info!(
+    throttled!(
+        BLOCKED,
         client = %client.peer,
         user = identity.user.as_deref(),
         role = identity.role.as_str(),
@@ -477,7 +479,8 @@ impl NameCheck {
         decision: &Decision,
         server_name: Option<&str>,
     ) {
-        info!(
+        throttled!(
+            BLOCKED,
             client = %self.peer,
             role = self.identity.role.as_str(),
             user = self.identity.user.as_deref(),

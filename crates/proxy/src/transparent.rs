@@ -34,6 +34,7 @@
 //! Transparent clients cannot be asked for proxy credentials: they are identified by
 //! their address (`auth.bindings`) or get the default role.
 
+use crate::event_log::{BAD_REQUESTS, BLOCKED, throttled};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -49,7 +50,7 @@ use safegate_store::SeenAs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::body::ResponseBody;
 use crate::error_page;
@@ -95,7 +96,7 @@ pub(crate) async fn handle_http(
             // served, so keep-alive and timeouts behave as for every answer.
             let ledger = Ledger::begin(&state, &client, request.method().as_str(), None);
             let target = request.uri().to_string();
-            info!(client = %client.peer, target, %error, "transparent request refused; answered 400");
+            throttled!(BAD_REQUESTS, client = %client.peer, target, %error, "transparent request refused; answered 400");
             let (reason, detail) = match error {
                 TargetError::NoDestination => (
                     "bad-request",
@@ -207,7 +208,7 @@ pub(crate) async fn serve_tls(
     let (hello, server_name) = match read {
         Ok(Ok(read)) => read,
         Ok(Err(error @ IntakeError::Hello(_))) => {
-            info!(client = %peer, %error, "transparent HTTPS connection closed");
+            throttled!(BAD_REQUESTS, client = %peer, %error, "transparent HTTPS connection closed");
             return;
         }
         Ok(Err(error)) => {
@@ -215,14 +216,14 @@ pub(crate) async fn serve_tls(
             return;
         }
         Err(_) => {
-            info!(client = %peer, "TLS ClientHello not received within proxy.header_read_timeout; connection closed");
+            throttled!(BAD_REQUESTS, client = %peer, "TLS ClientHello not received within proxy.header_read_timeout; connection closed");
             return;
         }
     };
     let Some((host, port)) = destination(server_name, original_dst) else {
         let ledger = Ledger::begin_connection(&state, peer, TLS_METHOD, None);
         let _ = pipeline::finish_tunnel(ledger, None, 400, None);
-        info!(client = %peer, "transparent HTTPS connection without SNI and without an original destination (it was not redirected); closed");
+        throttled!(BAD_REQUESTS, client = %peer, "transparent HTTPS connection without SNI and without an original destination (it was not redirected); closed");
         return;
     };
     let mut ledger = Ledger::begin_connection(&state, peer, TLS_METHOD, Some(&host));
@@ -232,7 +233,7 @@ pub(crate) async fn serve_tls(
     };
     let Ok(normalised) = RequestTarget::from_parts(&host, None) else {
         let _ = pipeline::finish_tunnel(ledger, None, 400, None);
-        info!(client = %peer, target, "transparent HTTPS server name is not a valid host; closed");
+        throttled!(BAD_REQUESTS, client = %peer, target, "transparent HTTPS server name is not a valid host; closed");
         return;
     };
     let who = pipeline::identify_by_address(&state, peer.ip());
@@ -247,7 +248,8 @@ pub(crate) async fn serve_tls(
     };
     let decided = pipeline::decide(&state, &mut ledger, who, destination);
     if decided.decision.is_blocked() {
-        info!(
+        throttled!(
+            BLOCKED,
             client = %peer,
             role = decided.identity.role.as_str(),
             target,

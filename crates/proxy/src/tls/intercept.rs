@@ -12,6 +12,7 @@
 //! without the school CA fails the handshake; that is logged with a hint and the
 //! connection closed.
 
+use crate::event_log::{BAD_REQUESTS, throttled};
 use std::convert::Infallible;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use hyper_util::server::conn::auto;
 use safegate_store::SeenAs;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::auth::Identity;
 use crate::body::ResponseBody;
@@ -144,7 +145,7 @@ impl Tunnel {
         let tls = match tokio::time::timeout(state.header_read_timeout, accept).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
-                info!(client = %check.peer, host = name, %error, "TLS handshake with the client failed (is the school CA installed on this device?)");
+                throttled!(BAD_REQUESTS, client = %check.peer, host = name, %error, "TLS handshake with the client failed (is the school CA installed on this device?)");
                 self.unserved();
                 return;
             }
