@@ -239,8 +239,10 @@ pub struct UpstreamConfig {
     /// Time an idle pooled origin connection is kept for reuse.
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
-    /// Idle pooled connections kept per origin.
-    pub pool_max_idle_per_host: usize,
+    /// Idle pooled connections kept per origin: a number, or `"auto"` (the default):
+    /// `proxy.max_connections`, so that every connection a burst of clients opened to
+    /// one site can be reused instead of closed and opened again.
+    pub pool_max_idle_per_host: PoolSize,
     /// Name resolution.
     pub dns: DnsConfig,
     /// PEM files of CA certificates trusted towards origins of decrypted sites, besides
@@ -256,7 +258,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 64,
+            pool_max_idle_per_host: PoolSize::default(),
             dns: DnsConfig::default(),
             extra_roots: Vec::new(),
         }
@@ -276,6 +278,12 @@ impl UpstreamConfig {
                 problems.push(ConfigProblem::new(key, "must be longer than 0s"));
             }
         }
+        if let Err(problem) = self.pool_max_idle_per_host.resolve(1) {
+            problems.push(ConfigProblem::new(
+                "upstream.pool_max_idle_per_host",
+                problem,
+            ));
+        }
         if self.dns.cache_size == 0 {
             problems.push(ConfigProblem::new(
                 "upstream.dns.cache_size",
@@ -283,6 +291,38 @@ impl UpstreamConfig {
             ));
         }
         problems
+    }
+}
+
+/// `upstream.pool_max_idle_per_host`: a count, or `"auto"`. Kept as written so that
+/// `validate()` can report a bad one; read it with [`PoolSize::resolve`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PoolSize {
+    /// A fixed number of idle connections per site (0 turns reuse off).
+    Count(i64),
+    /// `"auto"`: as many as `proxy.max_connections`.
+    Word(String),
+}
+
+impl Default for PoolSize {
+    fn default() -> Self {
+        PoolSize::Word("auto".to_owned())
+    }
+}
+
+impl PoolSize {
+    /// The number of idle connections kept per site for a proxy taking at most
+    /// `max_connections` clients, or why the setting is neither a count nor "auto".
+    pub fn resolve(&self, max_connections: usize) -> Result<usize, String> {
+        match self {
+            PoolSize::Count(count) => usize::try_from(*count)
+                .map_err(|_| format!("{count} is not a number of connections (0 or more)")),
+            PoolSize::Word(word) if word == "auto" => Ok(max_connections),
+            PoolSize::Word(word) => Err(format!(
+                "`{word}` is neither a number of connections nor \"auto\""
+            )),
+        }
     }
 }
 
@@ -504,6 +544,22 @@ mod tests {
                 "proxy.via_pseudonym"
             ]
         );
+    }
+
+    #[test]
+    fn the_idle_pool_is_sized_from_the_connection_limit_unless_set() {
+        let automatic = UpstreamConfig::default().pool_max_idle_per_host;
+        assert_eq!(automatic.resolve(4096), Ok(4096));
+        assert_eq!(PoolSize::Count(16).resolve(4096), Ok(16));
+        for bad in [PoolSize::Count(-1), PoolSize::Word("lots".into())] {
+            let upstream = UpstreamConfig {
+                pool_max_idle_per_host: bad,
+                ..UpstreamConfig::default()
+            };
+            let problems = upstream.validate();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].key, "upstream.pool_max_idle_per_host");
+        }
     }
 
     #[test]

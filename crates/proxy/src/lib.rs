@@ -233,14 +233,34 @@ fn raise_open_file_limit(max_connections: usize) {
     }
 }
 
+/// How the pools of origin connections are sized (`upstream.pool_*`, resolved).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolSizing {
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_idle_per_host: usize,
+}
+
+impl PoolSizing {
+    fn of(upstream: &UpstreamConfig, max_connections: usize) -> Self {
+        Self {
+            idle_timeout: upstream.pool_idle_timeout,
+            // Validated at load; a bad value here falls back to the automatic size.
+            max_idle_per_host: upstream
+                .pool_max_idle_per_host
+                .resolve(max_connections)
+                .unwrap_or(max_connections),
+        }
+    }
+}
+
 /// The pooled client that forwards plain-HTTP requests to origins.
 fn upstream_client(
-    upstream: &UpstreamConfig,
+    pool: PoolSizing,
     connector: &Connector,
 ) -> Client<Connector, body::UpstreamBody> {
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(upstream.pool_idle_timeout)
-        .pool_max_idle_per_host(upstream.pool_max_idle_per_host)
+        .pool_idle_timeout(pool.idle_timeout)
+        .pool_max_idle_per_host(pool.max_idle_per_host)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .set_host(false)
@@ -280,7 +300,8 @@ impl Proxy {
         stats.register_categories(policy.load().category_names());
         let resolver = dns::build_resolver(&upstream.dns, stats.dns())?;
         let connector = Connector::new(resolver, guard, upstream.connect_timeout);
-        let client = upstream_client(upstream, &connector);
+        let pool = PoolSizing::of(upstream, proxy.max_connections);
+        let client = upstream_client(pool, &connector);
         let via = HeaderValue::from_str(&format!("1.1 {}", proxy.via_pseudonym))
             .unwrap_or_else(|_| HeaderValue::from_static("1.1 safegate"));
 
@@ -298,7 +319,7 @@ impl Proxy {
             http1: client_http1(proxy),
             client,
             decryption: decryption
-                .map(|setup| tls::Decrypting::new(setup, connector.clone(), upstream)),
+                .map(|setup| tls::Decrypting::new(setup, connector.clone(), pool)),
             connector,
             tasks: TaskTracker::new(),
             stats,

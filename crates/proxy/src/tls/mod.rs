@@ -102,9 +102,9 @@ impl Decrypting {
     pub(crate) fn new(
         setup: std::sync::Arc<Decryption>,
         connector: crate::upstream::Connector,
-        upstream: &crate::config::UpstreamConfig,
+        pool: crate::PoolSizing,
     ) -> Self {
-        let client = origin::origin_client(connector, setup.origin_tls.clone(), upstream);
+        let client = origin::origin_client(connector, setup.origin_tls.clone(), pool);
         Self { setup, client }
     }
 }

@@ -20,7 +20,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::{CertificateError, ClientConfig, RootCertStore};
 
 use crate::body::UpstreamBody;
-use crate::config::UpstreamConfig;
 use crate::upstream::Connector;
 
 /// The pooled client for decrypted requests.
@@ -83,7 +82,7 @@ fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, RootsErro
 pub(crate) fn origin_client(
     connector: Connector,
     config: ClientConfig,
-    upstream: &UpstreamConfig,
+    pool: crate::PoolSizing,
 ) -> OriginClient {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
@@ -92,8 +91,8 @@ pub(crate) fn origin_client(
         .enable_http2()
         .wrap_connector(connector);
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(upstream.pool_idle_timeout)
-        .pool_max_idle_per_host(upstream.pool_max_idle_per_host)
+        .pool_idle_timeout(pool.idle_timeout)
+        .pool_max_idle_per_host(pool.max_idle_per_host)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .set_host(false)
