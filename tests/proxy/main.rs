@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 mod cli;
 mod forward;
+mod hostile;
 mod https;
 mod lifecycle;
 mod limits;
