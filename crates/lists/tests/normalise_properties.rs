@@ -4,6 +4,8 @@
 //! slashes, doubled slashes) normalises to the same text, so a path rule cannot be
 //! got round by spelling.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 use proptest::prelude::*;
 use safegate_lists::normalise::{Host, RequestTarget, normalise_path};
 

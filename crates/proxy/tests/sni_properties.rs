@@ -2,6 +2,8 @@
 //! ClientHellos never make it panic, and a real ClientHello (from rustls) gives back
 //! the name it was made for however the client splits it into records.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 use std::sync::Arc;
 
 use proptest::prelude::*;
