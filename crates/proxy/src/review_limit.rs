@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub const WINDOW: Duration = Duration::from_secs(60 * 60);
 
 /// Most tokens, and most addresses, tracked at once.
-pub(crate) const MAX_TRACKED: usize = 16_384;
+pub const MAX_TRACKED: usize = 16_384;
 
 /// Why a review was refused, and for how much longer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
