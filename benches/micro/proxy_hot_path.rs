@@ -199,10 +199,13 @@ fn auth(c: &mut Criterion) {
         disabled: false,
         generation: i,
     });
-    let auth = Authenticator::new(&AuthConfig {
-        required: true,
-        ..AuthConfig::default()
-    })
+    let auth = Authenticator::new(
+        &AuthConfig {
+            required: true,
+            ..AuthConfig::default()
+        },
+        Arc::default(),
+    )
     .unwrap();
     auth.replace_users(UserTable::new(users));
     let peer: std::net::IpAddr = "10.20.6.7".parse().unwrap();

@@ -496,6 +496,16 @@ async fn repeated_failures_lock_the_address_for_the_window() {
         assert_eq!(metric(&safegate, &total("failed")).await, 3.0);
         assert_eq!(metric(&safegate, &total("rate_limited")).await, 2.0);
         assert_eq!(metric(&safegate, &total("verified")).await, 1.0);
+        // One Argon2 check per verified or wrong password, none for the locked ones,
+        // in the process's one password-check pool.
+        assert_eq!(
+            metric(&safegate, "safegate_password_checks_total").await,
+            4.0
+        );
+        assert_eq!(
+            metric(&safegate, "safegate_password_checks_busy_total").await,
+            0.0
+        );
         let logs = safegate.logs().join("\n");
         assert!(
             logs.contains("too many failed proxy log-ins from this address"),

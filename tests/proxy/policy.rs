@@ -436,6 +436,97 @@ async fn block_page_is_escaped_and_its_review_form_is_recorded() {
     .await;
 }
 
+/// The review form of a block page fetched by `client` (its hidden fields).
+async fn review_form(client: &reqwest::Client, url: &str) -> Vec<(String, String)> {
+    let response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    review_form_fields(&response.text().await.unwrap())
+}
+
+/// Issue 17, point 17: one review-form token and one client address make at most
+/// `proxy.reviews_per_token_per_hour` and `proxy.reviews_per_address_per_hour`
+/// review requests; the excess gets 429 with a plain-words page and is not stored,
+/// and another address still asks.
+#[tokio::test]
+async fn review_requests_are_limited_per_token_and_per_address() {
+    bounded(async {
+        let world = World::new(&policy("", "")).await;
+        let mut safegate = world
+            .safegate(&[
+                "proxy.reviews_per_token_per_hour=3",
+                "proxy.reviews_per_address_per_hour=5",
+            ])
+            .await;
+        let blocked = world.url("bet.test", "/");
+        let action = format!("http://{}/safegate/review", safegate.proxy);
+        let client = safegate.client();
+        let post = |client: &reqwest::Client, form: &[(String, String)]| {
+            let request = client.post(&action).form(form);
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                let retry_after = response.headers().contains_key("retry-after");
+                (status, retry_after, response.text().await.unwrap())
+            }
+        };
+        // One token, ten posts: three are taken.
+        let first = review_form(&client, &blocked).await;
+        let mut statuses = Vec::new();
+        for _ in 0..10 {
+            let (status, retry_after, page) = post(&client, &first).await;
+            if status == 429 {
+                assert!(retry_after, "{page}");
+                assert!(
+                    page.contains("You have already asked for a review of this page"),
+                    "{page}"
+                );
+            }
+            statuses.push(status);
+        }
+        assert_eq!(statuses, [200, 200, 200, 429, 429, 429, 429, 429, 429, 429]);
+        // A fresh token (the block page issues one per second) from the same address:
+        // two more, then the address has made its five.
+        let mut second = review_form(&client, &blocked).await;
+        while second[3].1 == first[3].1 {
+            tokio::task::yield_now().await;
+            second = review_form(&client, &blocked).await;
+        }
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            let (status, _, page) = post(&client, &second).await;
+            if status == 429 {
+                assert!(page.contains("many reviews from this computer"), "{page}");
+            }
+            statuses.push(status);
+        }
+        assert_eq!(statuses, [200, 200, 429, 429]);
+        // Another address is not affected.
+        let other = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(format!("http://{}", safegate.proxy)).unwrap())
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .unwrap();
+        let theirs = review_form(&other, &blocked).await;
+        assert_eq!(post(&other, &theirs).await.0, 200);
+
+        // Exactly the six admitted reviews were stored.
+        safegate
+            .wait_for_logs(|lines| {
+                lines
+                    .iter()
+                    .filter(|line| line.contains("review request recorded"))
+                    .count()
+                    >= 6
+            })
+            .await;
+        safegate.terminate();
+        assert!(safegate.wait().await.success());
+        let store = safegate_store::Store::open(safegate.data_dir()).unwrap();
+        assert_eq!(store.reviews(100).unwrap().len(), 6);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn safesearch_routes_to_the_enforced_endpoints() {
     bounded(async {

@@ -16,6 +16,8 @@
 //!   reloads (see [`PolicyReloadCollector`]).
 //! - `proxy_auth_total{result=...}`, `proxy_auth_users`, `proxy_auth_cached_credentials`:
 //!   proxy authentication (see [`ProxyAuthCollector`]).
+//! - `password_checks_total`, `password_checks_busy_total`: the one password-check
+//!   pool, proxy log-ins and admin sign-ins together (see [`PasswordCheckCollector`]).
 //! - `requests_total`, `decisions_total{decision,role,category}`,
 //!   `request_duration_seconds`, `decision_duration_seconds`, `client_connections`,
 //!   `tunnels`, `upstream_errors_total{kind}`, `dns_cache_lookups_total{result}`: the
@@ -36,6 +38,7 @@ use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{Encoder, IntGauge, Opts, Registry, TextEncoder};
 use safegate_proxy::PolicyHandle;
 use safegate_proxy::metrics::{HistogramSnapshot, ProxyMetrics};
+use safegate_store::password::CheckPool;
 use safegate_store::{VisitLogStats, VisitLogStatsSnapshot};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -524,6 +527,48 @@ impl Collector for ProxyAuthCollector {
             self.cached.one(c.cached_credentials as f64),
             self.portal_sessions.one(c.portal_sessions as f64),
             self.concurrent.one(c.concurrent_logins as f64),
+        ]
+    }
+}
+
+/// `safegate_password_checks_total` and `safegate_password_checks_busy_total`: the
+/// process's one password-check pool (proxy log-ins and admin sign-ins).
+pub struct PasswordCheckCollector {
+    source: Arc<CheckPool>,
+    run: Spec,
+    busy: Spec,
+}
+
+impl PasswordCheckCollector {
+    /// Reads `source` at scrape time.
+    pub fn new(source: Arc<CheckPool>) -> prometheus::Result<Self> {
+        Ok(Self {
+            source,
+            run: Spec::counter(
+                "safegate_password_checks_total",
+                "Password checks (Argon2) run since SafeGate started, for proxy and portal \
+                 log-ins and admin sign-ins together. Each costs one core for 20-50 ms; \
+                 failures and checks in flight count against the sign-in limits before a \
+                 check runs, so a guessing burst cannot drive this up.",
+            )?,
+            busy: Spec::counter(
+                "safegate_password_checks_busy_total",
+                "Log-ins and sign-ins refused at once because too many password checks were \
+                 running and waiting (answered 503 with Retry-After).",
+            )?,
+        })
+    }
+}
+
+impl Collector for PasswordCheckCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        descs(&[&self.run, &self.busy])
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        vec![
+            self.run.one(self.source.checks_run() as f64),
+            self.busy.one(self.source.busy_refusals() as f64),
         ]
     }
 }

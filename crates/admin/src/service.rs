@@ -15,15 +15,16 @@ use safegate_proxy::PolicyHandle;
 use safegate_proxy::auth::Authenticator;
 use safegate_proxy::metrics::ProxyMetrics;
 use safegate_reload::ReloadCounters;
+use safegate_store::password::CheckPool;
 use safegate_store::{Store, VisitLogStats};
 use tokio::sync::Notify;
 
 use crate::AdminConfig;
 use crate::health::{CheckFn, DataDirWritable, Readiness};
 use crate::metrics::{
-    AlertCollector, AlertCounters, Metrics, PolicyReloadCollector, PolicyReloadCounts,
-    PolicyReloadSource, PolicySizeCollector, ProxyAuthCollector, ProxyAuthCounts, ProxyAuthSource,
-    ProxyCollector, VisitLogCollector,
+    AlertCollector, AlertCounters, Metrics, PasswordCheckCollector, PolicyReloadCollector,
+    PolicyReloadCounts, PolicyReloadSource, PolicySizeCollector, ProxyAuthCollector,
+    ProxyAuthCounts, ProxyAuthSource, ProxyCollector, VisitLogCollector,
 };
 use crate::ui::policy_edit::PolicyFile;
 use crate::ui::rules::PolicyAccess;
@@ -58,6 +59,9 @@ pub fn service_metrics(
     named("visit log metrics", metrics.register(Box::new(visit_log)))?;
     let reloads = named("policy reload metrics", PolicyReloadCollector::new(reloads))?;
     named("policy reload metrics", metrics.register(Box::new(reloads)))?;
+    let checks = PasswordCheckCollector::new(Arc::clone(auth.check_pool()));
+    let checks = named("password check metrics", checks)?;
+    named("password check metrics", metrics.register(Box::new(checks)))?;
     let auth = named("proxy auth metrics", ProxyAuthCollector::new(auth))?;
     named("proxy auth metrics", metrics.register(Box::new(auth)))?;
     Ok(metrics)
@@ -198,15 +202,30 @@ impl HealthSource for ServiceHealth {
     }
 }
 
-/// The web interface's state for the running service.
+/// The web interface's access to the policy: the file `policy_file`, the live
+/// snapshot `policy`, and `reload_now` to ask for a reload.
+pub fn policy_access(
+    policy_file: PathBuf,
+    policy: PolicyHandle,
+    reload_now: Arc<Notify>,
+) -> PolicyAccess {
+    PolicyAccess {
+        file: PolicyFile::new(policy_file),
+        live: policy,
+        reload: reload_now,
+    }
+}
+
+/// The web interface's state for the running service: `policy` is its access to the
+/// policy file, the live snapshot and the reload request; sign-in passwords are
+/// checked through `password_checks`, the pool the proxy uses too.
 pub fn web_state(
     admin: &AdminConfig,
     store: Store,
     health: ServiceHealth,
-    policy_file: PathBuf,
-    policy: PolicyHandle,
-    reload_now: Arc<Notify>,
+    policy: PolicyAccess,
     reports_dir: PathBuf,
+    password_checks: Arc<CheckPool>,
 ) -> Arc<WebState> {
     WebState::new(
         store,
@@ -219,11 +238,8 @@ pub fn web_state(
             body_read_timeout: admin.body_read_timeout,
         },
         Arc::new(health),
-        Some(PolicyAccess {
-            file: PolicyFile::new(policy_file),
-            live: policy,
-            reload: reload_now,
-        }),
+        Some(policy),
         Some(reports_dir),
+        password_checks,
     )
 }

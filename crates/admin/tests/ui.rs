@@ -14,6 +14,7 @@ use reqwest::redirect::Policy;
 use safegate_admin::ui::{
     HealthFigures, HealthSource, Need, ROUTES, SessionLimits, WebSettings, WebState, router,
 };
+use safegate_store::password::CheckPool;
 use safegate_store::{AuditAction, NewAuditEntry, NewUser, Permission, Store};
 
 const PASSWORD: &str = "correct horse battery";
@@ -35,6 +36,7 @@ impl HealthSource for FixedHealth {
 struct Admin {
     addr: SocketAddr,
     store: Store,
+    password_checks: Arc<CheckPool>,
     _dir: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
 }
@@ -76,6 +78,14 @@ async fn start_with(
     limits: SessionLimits,
     policy: Option<safegate_admin::ui::rules::PolicyAccess>,
 ) -> Admin {
+    start_full(limits, policy, Arc::default()).await
+}
+
+async fn start_full(
+    limits: SessionLimits,
+    policy: Option<safegate_admin::ui::rules::PolicyAccess>,
+    password_checks: Arc<CheckPool>,
+) -> Admin {
     let dir = tempfile::tempdir().unwrap();
     let reports = dir.path().join("reports");
     let store = Store::open(dir.path()).unwrap();
@@ -98,6 +108,7 @@ async fn start_with(
         Arc::new(FixedHealth),
         policy,
         Some(reports),
+        Arc::clone(&password_checks),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -108,6 +119,7 @@ async fn start_with(
     Admin {
         addr,
         store,
+        password_checks,
         _dir: dir,
         server,
     }
@@ -412,6 +424,99 @@ async fn failed_sign_ins_are_rate_limited() {
         let response = admin.sign_in(&client, "head", PASSWORD).await;
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(response.headers().contains_key("retry-after"));
+    })
+    .await;
+}
+
+/// A client whose connections come from the loopback address `from`.
+fn client_from(from: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .no_proxy()
+        .local_address(std::net::IpAddr::from(from))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Issue 17, point 4: 100 wrong passwords posted at once from one address run at
+/// most the limit's number of password checks (a check in flight counts before it
+/// ends); the rest get 429 with no hash computed, and the right password of another
+/// account from another address still signs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_burst_of_wrong_passwords_runs_at_most_the_limit_of_checks() {
+    bounded(async {
+        let admin = start(long_sessions()).await;
+        // Every attacker connection holds its own sign-in form first, so the posts
+        // all arrive together.
+        let mut forms = Vec::new();
+        for _ in 0..100 {
+            let client = client();
+            let page = client.get(admin.url("/login")).send().await.unwrap();
+            let token = hidden_value(&page.text().await.unwrap(), "login_token");
+            forms.push((client, token));
+        }
+        let posts = forms.into_iter().map(|(client, token)| {
+            let url = admin.url("/login");
+            tokio::spawn(async move {
+                let form = [
+                    ("user", "head"),
+                    ("password", "a wrong guess"),
+                    ("login_token", token.as_str()),
+                    ("next", "/"),
+                ];
+                let response = client.post(url).form(&form).send().await.unwrap();
+                (
+                    response.status(),
+                    response.headers().contains_key("retry-after"),
+                )
+            })
+        });
+        let mut answers = Vec::new();
+        for post in posts.collect::<Vec<_>>() {
+            answers.push(post.await.unwrap());
+        }
+        let checks = admin.password_checks.checks_run();
+        assert!(
+            checks as usize <= safegate_admin::ui::limiter::PER_ADDRESS,
+            "{checks} password checks for 100 concurrent sign-ins"
+        );
+        let limited = answers
+            .iter()
+            .filter(|(status, retry)| *status == StatusCode::TOO_MANY_REQUESTS && *retry)
+            .count();
+        let refused = answers
+            .iter()
+            .filter(|(status, _)| *status == StatusCode::UNAUTHORIZED)
+            .count();
+        assert_eq!(limited + refused, 100, "{answers:?}");
+        assert_eq!(refused as u64, checks, "{answers:?}");
+
+        let other = client_from([127, 0, 0, 2]);
+        let response = admin.sign_in(&other, "tech", PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    })
+    .await;
+}
+
+/// Beyond the password-check pool's bound, a sign-in is answered 503 with
+/// Retry-After and a plain message, and does not count as a failed attempt.
+#[tokio::test]
+async fn a_sign_in_beyond_the_password_check_pool_is_answered_busy() {
+    bounded(async {
+        // No check may wait: every sign-in finds the pool busy.
+        let admin = start_full(long_sessions(), None, Arc::new(CheckPool::new(1, 0))).await;
+        let client = client();
+        for _ in 0..safegate_admin::ui::limiter::PER_ADDRESS + 1 {
+            let response = admin.sign_in(&client, "head", PASSWORD).await;
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()["retry-after"], "1");
+            let page = response.text().await.unwrap();
+            assert!(page.contains("busy checking passwords"), "{page}");
+        }
+        assert_eq!(admin.password_checks.checks_run(), 0);
+        assert!(admin.password_checks.busy_refusals() > 10);
     })
     .await;
 }

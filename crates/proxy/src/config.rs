@@ -49,6 +49,12 @@ pub struct ProxyConfig {
     /// On SIGTERM/SIGINT, time given to in-flight requests and tunnels to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Review requests one block-page form token may make in an hour (default 5,
+    /// 1 to 1000); more get a 429.
+    pub reviews_per_token_per_hour: u32,
+    /// Review requests one client address may make in an hour (default 20, 1 to
+    /// 100000); more get a 429.
+    pub reviews_per_address_per_hour: u32,
 }
 
 impl Default for ProxyConfig {
@@ -67,6 +73,8 @@ impl Default for ProxyConfig {
             tunnel_idle_timeout: Duration::from_secs(600),
             via_pseudonym: "safegate".to_owned(),
             shutdown_grace: Duration::from_secs(15),
+            reviews_per_token_per_hour: 5,
+            reviews_per_address_per_hour: 20,
         }
     }
 }
@@ -186,6 +194,25 @@ impl ProxyConfig {
                 "proxy.max_header_bytes",
                 format!("must be between {MIN_HEADER_BYTES} and 1048576 bytes"),
             ));
+        }
+        for (key, value, max) in [
+            (
+                "proxy.reviews_per_token_per_hour",
+                self.reviews_per_token_per_hour,
+                1_000,
+            ),
+            (
+                "proxy.reviews_per_address_per_hour",
+                self.reviews_per_address_per_hour,
+                100_000,
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                problems.push(ConfigProblem::new(
+                    key,
+                    format!("must be between 1 and {max} (review requests an hour)"),
+                ));
+            }
         }
         if !(1..=10_000).contains(&self.max_headers) {
             problems.push(ConfigProblem::new(
@@ -532,6 +559,8 @@ mod tests {
             max_header_bytes: 10,
             idle_timeout: Duration::ZERO,
             via_pseudonym: "two words".into(),
+            reviews_per_token_per_hour: 0,
+            reviews_per_address_per_hour: 100_001,
             ..ProxyConfig::default()
         };
         let keys: Vec<_> = proxy.validate().into_iter().map(|p| p.key).collect();
@@ -540,6 +569,8 @@ mod tests {
             [
                 "proxy.connect_ports",
                 "proxy.max_header_bytes",
+                "proxy.reviews_per_token_per_hour",
+                "proxy.reviews_per_address_per_hour",
                 "proxy.idle_timeout",
                 "proxy.via_pseudonym"
             ]

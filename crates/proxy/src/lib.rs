@@ -37,6 +37,7 @@ pub mod hop_by_hop;
 pub mod local_pages;
 pub mod metrics;
 pub mod open_files;
+pub mod review_limit;
 pub mod safesearch;
 pub mod sni;
 pub mod tls;
@@ -325,6 +326,10 @@ impl Proxy {
             stats,
             started: Instant::now(),
             reviews,
+            review_limits: review_limit::ReviewLimiter::new(
+                proxy.reviews_per_token_per_hour,
+                proxy.reviews_per_address_per_hour,
+            ),
             policy,
             auth,
             records,

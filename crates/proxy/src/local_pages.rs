@@ -8,14 +8,15 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::auth::TokenPurpose;
 use crate::body::ResponseBody;
 use crate::config::PacConfig;
 use crate::error_page;
+use crate::review_limit::{ReviewLimiter, ReviewRefused};
 
 /// Figures shown on the status page.
 #[derive(Debug, Clone, Copy)]
@@ -217,14 +218,79 @@ pub struct Requester {
     pub role: String,
 }
 
+/// The fields of the block page's review form.
+#[derive(Debug, Default)]
+struct ReviewForm {
+    token: String,
+    url: Option<String>,
+    rule: String,
+    categories: Vec<String>,
+    comment: String,
+}
+
+impl ReviewForm {
+    fn parse(form: &[u8]) -> Self {
+        let mut fields = Self::default();
+        for (key, value) in form_urlencoded::parse(form) {
+            match key.as_ref() {
+                "token" => fields.token = value.into_owned(),
+                "url" => fields.url = Some(value.into_owned()),
+                "rule" => fields.rule = value.into_owned(),
+                "categories" => {
+                    fields.categories = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|c| !c.is_empty() && *c != "none")
+                        .map(str::to_owned)
+                        .collect();
+                }
+                "comment" => fields.comment = value.chars().take(REVIEW_COMMENT_LIMIT).collect(),
+                _ => {}
+            }
+        }
+        fields
+    }
+}
+
+/// The 429 for a review beyond `proxy.reviews_per_*_per_hour`, in plain words.
+fn too_many_reviews(refused: ReviewRefused, client: IpAddr, url: &str) -> Response<ResponseBody> {
+    let (retry_after, explanation, key) = match refused {
+        ReviewRefused::Token { retry_after } => (
+            retry_after,
+            "You have already asked for a review of this page. The filter admin will look at \
+             your request; there is no need to ask again.",
+            "proxy.reviews_per_token_per_hour",
+        ),
+        ReviewRefused::Address { retry_after } => (
+            retry_after,
+            "You have already asked for many reviews from this computer in the last hour. \
+             The filter admin will look at them; please try again later.",
+            "proxy.reviews_per_address_per_hour",
+        ),
+    };
+    debug!(%client, limit = key, "review request refused: too many; answered 429");
+    let mut response = error_page::page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "review-limit",
+        url,
+        explanation,
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+    response
+}
+
 /// Records a review request from the block page's form and thanks the person. The
 /// answer has no links, so it works alike over plain HTTP and inside a decrypted
 /// tunnel. A form that is too large, incomplete or names no address gets a 4xx and a
 /// log line; one that does not arrive within `body_read_timeout` gets a 408 and the
-/// connection is closed.
+/// connection is closed; one beyond `limits` (per form token and per client address
+/// an hour) gets a 429 and is not stored.
 pub async fn review(
     queue: Option<&safegate_store::ReviewQueue>,
     tokens: &crate::auth::Authenticator,
+    limits: &ReviewLimiter,
     requester: Requester,
     request: http::Request<hyper::body::Incoming>,
     body_read_timeout: std::time::Duration,
@@ -256,28 +322,13 @@ pub async fn review(
             );
         }
     };
-    let mut url = None;
-    let mut rule = String::new();
-    let mut categories = Vec::new();
-    let mut comment = String::new();
-    let mut token = String::new();
-    for (key, value) in form_urlencoded::parse(&form) {
-        match key.as_ref() {
-            "token" => token = value.into_owned(),
-            "url" => url = Some(value.into_owned()),
-            "rule" => rule = value.into_owned(),
-            "categories" => {
-                categories = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|c| !c.is_empty() && *c != "none")
-                    .map(str::to_owned)
-                    .collect();
-            }
-            "comment" => comment = value.chars().take(REVIEW_COMMENT_LIMIT).collect(),
-            _ => {}
-        }
-    }
+    let ReviewForm {
+        token,
+        url,
+        rule,
+        categories,
+        comment,
+    } = ReviewForm::parse(&form);
     if !tokens.check_form_token(TokenPurpose::Review, requester.client, &token) {
         info!(
             client = %requester.client,
@@ -302,6 +353,9 @@ pub async fn review(
             "The review form did not say which address was blocked.",
         );
     };
+    if let Err(refused) = limits.admit(&token, requester.client, std::time::Instant::now()) {
+        return too_many_reviews(refused, requester.client, &url);
+    }
     let at_unix_nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));

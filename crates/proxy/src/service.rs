@@ -140,6 +140,7 @@ async fn own_page(
         return local_pages::review(
             state.reviews.as_ref(),
             &state.auth,
+            &state.review_limits,
             requester,
             request,
             state.body_read_timeout,

@@ -40,6 +40,8 @@ pub(crate) struct ProxyState {
     pub(crate) stats: Stats,
     pub(crate) started: Instant,
     pub(crate) reviews: Option<safegate_store::ReviewQueue>,
+    /// `proxy.reviews_per_*_per_hour`: how many review requests the form may make.
+    pub(crate) review_limits: crate::review_limit::ReviewLimiter,
     /// The live policy; a request takes one snapshot and keeps it.
     pub(crate) policy: crate::PolicyHandle,
     /// Who clients are: credentials, portal log-ins, address bindings.

@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use safegate_control::{ControlServer, retention};
 use safegate_proxy::visit_record::{RecordClock, RecordSink, SharedSink};
+use safegate_store::password::CheckPool;
 use safegate_store::{
     Record, RecordBatch, ReviewQueue, Store, UsersWatch, VisitLogQueue, VisitLogStats,
     spawn_review_writer, spawn_visit_log_writer,
@@ -70,6 +71,8 @@ async fn serve(config: Config) -> Result<()> {
 struct State {
     policy: PolicyHandle,
     auth: Arc<Authenticator>,
+    /// The one bound on password checks, shared by the proxy and the admin sign-in.
+    password_checks: Arc<CheckPool>,
     store: Store,
     users_watch: UsersWatch,
     reviews: ReviewQueue,
@@ -97,8 +100,9 @@ fn open_state(config: &Config) -> Result<State> {
         )
     })?;
     let policy = safegate_reload::load_initial(&config.policy.file)?;
+    let password_checks = Arc::new(CheckPool::default());
     let auth = Arc::new(
-        Authenticator::new(&config.auth)
+        Authenticator::new(&config.auth, Arc::clone(&password_checks))
             .map_err(|problems| anyhow::anyhow!("auth: {} problem(s)", problems.len()))?,
     );
     let store = Store::open(&config.data_dir)
@@ -113,6 +117,7 @@ fn open_state(config: &Config) -> Result<State> {
     Ok(State {
         policy,
         auth,
+        password_checks,
         store,
         users_watch,
         reviews,
@@ -232,6 +237,7 @@ fn start_tasks(
     let State {
         policy,
         auth,
+        password_checks,
         store,
         users_watch,
         reviews,
@@ -284,10 +290,13 @@ fn start_tasks(
             store: store.clone(),
             visit_log: visit_log.stats,
         },
-        config.policy.file.clone(),
-        Arc::clone(&policy),
-        Arc::clone(&reload_now),
+        admin_service::policy_access(
+            config.policy.file.clone(),
+            Arc::clone(&policy),
+            Arc::clone(&reload_now),
+        ),
         config.data_dir.join("reports"),
+        password_checks,
     );
     let reloader = safegate_reload::spawn_reloader(
         config.policy.file.clone(),

@@ -11,8 +11,15 @@
 //! with other Argon2 parameters keep working. [`check_phc`] refuses parameters beyond
 //! [`MAX_M_COST_KIB`], [`MAX_T_COST`] and [`MAX_P_COST`]: an imported hash that asked
 //! for gigabytes would make every log-in of that user a denial of service.
+//!
+//! Checks made on behalf of a client go through one [`CheckPool`], which bounds how
+//! many run and wait at once across the whole process.
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+
+mod check_pool;
+
+pub use self::check_pool::{Busy, CheckPool, DEFAULT_CONCURRENCY, DEFAULT_MAX_WAITING};
 
 /// Shortest password accepted, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 8;

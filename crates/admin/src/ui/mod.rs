@@ -172,6 +172,8 @@ pub struct WebState {
     pub(crate) store: Store,
     pub(crate) sessions: Sessions,
     pub(crate) limiter: limiter::SignInLimiter,
+    /// The process's one bound on password checks (shared with the proxy).
+    pub(crate) password_checks: Arc<safegate_store::password::CheckPool>,
     pub(crate) settings: WebSettings,
     pub(crate) health: Arc<dyn HealthSource>,
     pub(crate) policy: Option<rules::PolicyAccess>,
@@ -182,18 +184,21 @@ pub struct WebState {
 }
 
 impl WebState {
-    /// The interface's state over the open database.
+    /// The interface's state over the open database; sign-in passwords are checked
+    /// through `password_checks` (the process's one pool, shared with the proxy).
     pub fn new(
         store: Store,
         settings: WebSettings,
         health: Arc<dyn HealthSource>,
         policy: Option<rules::PolicyAccess>,
         reports_dir: Option<std::path::PathBuf>,
+        password_checks: Arc<safegate_store::password::CheckPool>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             sessions: Sessions::new(settings.sessions),
             limiter: limiter::SignInLimiter::default(),
+            password_checks,
             settings,
             health,
             policy,

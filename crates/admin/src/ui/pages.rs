@@ -174,8 +174,31 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-/// `POST /login`: checks the login token, the rate limits and the password (Argon2id
-/// on a blocking thread), then starts a session.
+/// The user `name` when `password` is theirs and they may use the admin pages;
+/// checked with Argon2id through the process's one [`password::CheckPool`], with the
+/// same work whether or not the account exists, so timing does not tell.
+async fn check_password(
+    state: &WebState,
+    name: &str,
+    password: String,
+) -> Result<Option<safegate_store::users::User>, password::Busy> {
+    match state.store.get_user(name).ok().flatten() {
+        Some(user) if !user.disabled && !user.permissions.is_empty() => {
+            let hash = user.password_hash.clone();
+            let right = state.password_checks.verify(hash, password).await?;
+            Ok(right.then_some(user))
+        }
+        _ => {
+            let dummy = state.dummy_hash.clone();
+            state.password_checks.verify(dummy, password).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// `POST /login`: checks the login token, reserves a place within the rate limits
+/// (a check in flight counts), checks the password (refused as busy beyond the
+/// password-check pool's bound: 503 with Retry-After), then starts a session.
 pub async fn login(
     State(state): State<Arc<WebState>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -200,45 +223,40 @@ pub async fn login(
             "The sign-in form expired or did not come from SafeGate. Please try again.",
         );
     }
-    if let Some(wait) = state.limiter.locked_for(address, &form.user) {
-        let mut response = again(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed sign-ins. Wait a few minutes and try again.",
-        );
-        if let Ok(value) = wait.as_secs().max(1).to_string().parse() {
+    let retry_after = |mut response: Response, seconds: u64| {
+        if let Ok(value) = seconds.max(1).to_string().parse() {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
-        return response;
-    }
-    let user = state.store.get_user(&form.user).ok().flatten();
-    let password = form.password.clone();
-    let checked = match user {
-        Some(user) if !user.disabled && !user.permissions.is_empty() => {
-            let hash = user.password_hash.clone();
-            let ok =
-                tokio::task::spawn_blocking(move || password::verify_password(&hash, &password))
-                    .await
-                    .unwrap_or(false);
-            ok.then_some(user)
-        }
-        _ => {
-            // The same work whether or not the account exists, so timing does not tell.
-            let dummy = state.dummy_hash.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || password::verify_password(&dummy, &password))
-                    .await;
-            None
+        response
+    };
+    let reservation = match state.limiter.reserve(address, &form.user) {
+        Ok(reservation) => reservation,
+        Err(wait) => {
+            let response = again(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed sign-ins. Wait a few minutes and try again.",
+            );
+            return retry_after(response, wait.as_secs());
         }
     };
+    let Ok(checked) = check_password(&state, &form.user, form.password.clone()).await else {
+        // Dropping the reservation gives its place back: nothing was checked.
+        tracing::warn!(%address, "admin sign-in refused: too many password checks waiting");
+        let response = again(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SafeGate is busy checking passwords. Wait a moment and try again.",
+        );
+        return retry_after(response, 1);
+    };
     let Some(user) = checked else {
-        state.limiter.failed(address, &form.user);
+        reservation.failed();
         tracing::warn!(user = %form.user, %address, "admin sign-in failed");
         return again(
             StatusCode::UNAUTHORIZED,
             "Wrong user name or password, or this account may not use the admin pages.",
         );
     };
-    state.limiter.succeeded(&user.name);
+    reservation.succeeded();
     let Some(csrf) = random_token() else {
         return refusal(
             false,

@@ -24,10 +24,10 @@
 //! before costs a SipHash of the header's token, a read lock on one of 16 cache shards
 //! and a hash-map probe in the user table ([`cache`]), plus a short lock on one of 16
 //! shards noting where the user was seen (for the second-address events). A miss decodes the header and,
-//! unless the client or the user is locked ([`rate_limit`]), runs Argon2 on the
-//! blocking thread pool, at most [`VERIFY_CONCURRENCY`] at a time and with at most
-//! [`MAX_WAITING`] waiting (beyond: `503`), so a password-guessing storm cannot take
-//! the cores from the proxy.
+//! unless the client or the user is locked ([`rate_limit`]; a check in flight counts
+//! against both before it runs), runs Argon2 through the process's one bounded
+//! [`CheckPool`] (shared with the admin sign-in; beyond its bound: `503`), so a
+//! password-guessing storm cannot take the cores or the memory from the proxy.
 //!
 //! Log lines: every verified log-in (`proxy log-in`, info: once per credential-cache
 //! lifetime, the audit trail), every failure (info, with client address and user
@@ -45,14 +45,14 @@ mod table;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::header::{HeaderValue, PROXY_AUTHENTICATE, RETRY_AFTER};
 use http::{Response, StatusCode};
 use safegate_store::IdentifiedBy;
-use tokio::sync::Semaphore;
+use safegate_store::password::CheckPool;
 use tracing::{debug, info, warn};
 
 pub use self::basic::Malformed;
@@ -63,16 +63,10 @@ pub use self::table::{UserEntry, UserTable};
 
 use self::cache::CredentialCache;
 use self::portal::{EventLog, Lapsed, PortalSessions, SeenAt, TokenKey};
-use self::rate_limit::{FailureLimiter, Locked, LockedOn};
+use self::rate_limit::{FailureLimiter, Locked, LockedOn, Reservation};
 use crate::body::ResponseBody;
 use crate::config::ConfigProblem;
 use crate::error_page;
-
-/// Argon2 verifications running at once (each takes one core for 20–50 ms).
-pub const VERIFY_CONCURRENCY: usize = 2;
-
-/// Log-ins waiting for a verification slot; more are answered `503` at once.
-pub const MAX_WAITING: usize = 64;
 
 /// The realm browsers show in their log-in prompt.
 pub const REALM: &str = "SafeGate";
@@ -242,12 +236,14 @@ pub enum Check {
     Verify(Verification),
 }
 
-/// A password to verify. `Debug` leaves the password out.
+/// A password to verify, counted against the failure limits until it is. `Debug`
+/// leaves the password out.
 pub struct Verification {
     peer: IpAddr,
     key: u64,
     entry: Arc<UserEntry>,
     password: String,
+    reservation: Reservation,
 }
 
 impl fmt::Debug for Verification {
@@ -260,15 +256,6 @@ impl fmt::Debug for Verification {
     }
 }
 
-/// Counts a log-in waiting for a verification slot while it lives.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Proxy authentication and address bindings for one proxy; see the module
 /// documentation. `Default` is `[auth]`'s defaults with no user.
 pub struct Authenticator {
@@ -276,10 +263,9 @@ pub struct Authenticator {
     bindings: Vec<Binding>,
     users: ArcSwap<UserTable>,
     cache: CredentialCache,
-    limiter: FailureLimiter,
+    limiter: Arc<FailureLimiter>,
     failure_window: Duration,
-    verify_slots: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    checks: Arc<CheckPool>,
     counters: Counters,
     portal: PortalMode,
     concurrent_logins: ConcurrentLogins,
@@ -291,7 +277,7 @@ pub struct Authenticator {
 
 impl Default for Authenticator {
     fn default() -> Self {
-        Self::build(&AuthConfig::default(), Vec::new())
+        Self::build(&AuthConfig::default(), Vec::new(), Arc::default())
     }
 }
 
@@ -306,26 +292,26 @@ impl fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator for `config`, with no users yet ([`Self::replace_users`]).
-    pub fn new(config: &AuthConfig) -> Result<Self, Vec<ConfigProblem>> {
+    /// An authenticator for `config`, with no users yet ([`Self::replace_users`]),
+    /// checking passwords through `checks` (the process's one pool).
+    pub fn new(config: &AuthConfig, checks: Arc<CheckPool>) -> Result<Self, Vec<ConfigProblem>> {
         let bindings = config.bindings()?;
-        Ok(Self::build(config, bindings))
+        Ok(Self::build(config, bindings, checks))
     }
 
-    fn build(config: &AuthConfig, bindings: Vec<Binding>) -> Self {
+    fn build(config: &AuthConfig, bindings: Vec<Binding>, checks: Arc<CheckPool>) -> Self {
         Self {
             required: config.required,
             bindings,
             users: ArcSwap::from_pointee(UserTable::default()),
             cache: CredentialCache::new(config.credential_cache_size, config.credential_cache_ttl),
-            limiter: FailureLimiter::new(
+            limiter: Arc::new(FailureLimiter::new(
                 config.failure_window,
                 config.max_failures_per_address,
                 config.max_failures_per_user,
-            ),
+            )),
             failure_window: config.failure_window,
-            verify_slots: Arc::new(Semaphore::new(VERIFY_CONCURRENCY)),
-            waiting: AtomicUsize::new(0),
+            checks,
             counters: Counters::default(),
             portal: config.portal,
             concurrent_logins: config.concurrent_logins,
@@ -374,6 +360,11 @@ impl Authenticator {
                 ))
             })
             .collect()
+    }
+
+    /// The password-check pool this authenticator uses.
+    pub fn check_pool(&self) -> &Arc<CheckPool> {
+        &self.checks
     }
 
     /// The counters since start.
@@ -458,13 +449,45 @@ impl Authenticator {
         };
         let entry = users.get(&credentials.user).cloned();
         drop(users);
-        if let Err(locked) = self
-            .limiter
-            .check(peer, entry.as_ref().map(|e| &e.name), now)
-        {
+        let reservation = match self.reserve(peer, entry.as_ref(), now) {
+            Ok(reservation) => reservation,
+            Err(refusal) => {
+                debug!(client = %peer, user = ?credentials.user, ?refusal, "proxy log-in refused: too many failed log-ins");
+                return Check::Refused(refusal);
+            }
+        };
+        let Some(entry) = entry else {
+            info!(client = %peer, user = ?credentials.user, "proxy log-in failed: no such user");
+            self.failed(peer, None, reservation.fail(now));
+            return Check::Refused(Refusal::UnknownUser);
+        };
+        if entry.disabled {
+            info!(client = %peer, user = %entry.name, "proxy log-in failed: the user is disabled");
+            self.failed(peer, None, reservation.fail(now));
+            return Check::Refused(Refusal::Disabled);
+        }
+        Check::Verify(Verification {
+            peer,
+            key,
+            entry,
+            password: credentials.password,
+            reservation,
+        })
+    }
+
+    /// Reserves a password check from `peer` (as `entry`'s user, when it exists)
+    /// against the failure limits, or the refusal when a limit is reached (counted).
+    /// Only a user that exists and is enabled is counted per user.
+    fn reserve(
+        &self,
+        peer: IpAddr,
+        entry: Option<&Arc<UserEntry>>,
+        now: Instant,
+    ) -> Result<Reservation, Refusal> {
+        let user = entry.filter(|e| !e.disabled).map(|e| &e.name);
+        self.limiter.reserve(peer, user, now).map_err(|locked| {
             bump(&self.counters.rate_limited);
-            debug!(client = %peer, user = ?credentials.user, locked_on = ?locked.on, "proxy log-in refused: too many failed log-ins");
-            return Check::Refused(match locked {
+            match locked {
                 Locked {
                     on: LockedOn::Address,
                     remaining,
@@ -477,34 +500,19 @@ impl Authenticator {
                 } => Refusal::UserLocked {
                     retry_after: remaining,
                 },
-            });
-        }
-        let Some(entry) = entry else {
-            info!(client = %peer, user = ?credentials.user, "proxy log-in failed: no such user");
-            self.failed(peer, None, now);
-            return Check::Refused(Refusal::UnknownUser);
-        };
-        if entry.disabled {
-            info!(client = %peer, user = %entry.name, "proxy log-in failed: the user is disabled");
-            self.failed(peer, None, now);
-            return Check::Refused(Refusal::Disabled);
-        }
-        Check::Verify(Verification {
-            peer,
-            key,
-            entry,
-            password: credentials.password,
+            }
         })
     }
 
-    /// Verifies a password with Argon2 on the blocking pool (at most
-    /// [`VERIFY_CONCURRENCY`] at once); a right one is cached for later requests.
+    /// Verifies a password with Argon2 through the [`CheckPool`]; a right one is
+    /// cached for later requests.
     pub async fn verify(&self, verification: Verification) -> Result<Identity, Refusal> {
         let Verification {
             peer,
             key,
             entry,
             password,
+            reservation,
         } = verification;
         let verified = self.argon2(peer, &entry, password).await?;
         let now = Instant::now();
@@ -517,38 +525,25 @@ impl Authenticator {
             Ok(identity_of(&entry, IdentifiedBy::ProxyAuth))
         } else {
             info!(client = %peer, user = %entry.name, "proxy log-in failed: wrong password");
-            self.failed(peer, Some(&entry.name), now);
+            self.failed(peer, Some(&entry.name), reservation.fail(now));
             Err(Refusal::WrongPassword)
         }
     }
 
-    /// Checks `password` against `entry` with Argon2 on the blocking pool, at most
-    /// [`VERIFY_CONCURRENCY`] at once and [`MAX_WAITING`] waiting (beyond: `Busy`).
+    /// Checks `password` against `entry` with Argon2 through the [`CheckPool`]
+    /// (beyond its bound: `Busy`, counted).
     async fn argon2(
         &self,
         peer: IpAddr,
         entry: &UserEntry,
         password: String,
     ) -> Result<bool, Refusal> {
-        if self.waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let hash = Arc::clone(&entry.password_hash);
+        self.checks.verify(hash, password).await.map_err(|_| {
             bump(&self.counters.busy);
             debug!(client = %peer, user = %entry.name, "log-in refused: too many waiting for a password check");
-            return Err(Refusal::Busy);
-        }
-        let waiting = Waiting(&self.waiting);
-        let Ok(permit) = Arc::clone(&self.verify_slots).acquire_owned().await else {
-            return Err(Refusal::Busy);
-        };
-        drop(waiting);
-        let hash = Arc::clone(&entry.password_hash);
-        // The permit lives as long as the computation, even if this request is dropped.
-        Ok(tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            safegate_store::password::verify_password(&hash, &password)
+            Refusal::Busy
         })
-        .await
-        .unwrap_or(false))
     }
 
     /// Notes a proxy-credential user at `peer`: the same user at two addresses within
@@ -692,29 +687,18 @@ impl Authenticator {
         let users = self.users.load_full();
         let name = safegate_store::users::normalise_name(user).unwrap_or_else(|_| user.to_owned());
         let entry = users.get(&name).cloned();
-        if let Err(locked) = self
-            .limiter
-            .check(peer, entry.as_ref().map(|e| &e.name), now)
-        {
-            bump(&self.counters.rate_limited);
+        let reservation = self.reserve(peer, entry.as_ref(), now).map_err(|refusal| {
             info!(client = %peer, user = ?name, "portal log-in refused: too many failed log-ins");
-            return Err(PortalRefusal::Refused(match locked.on {
-                LockedOn::Address => Refusal::AddressLocked {
-                    retry_after: locked.remaining,
-                },
-                LockedOn::User => Refusal::UserLocked {
-                    retry_after: locked.remaining,
-                },
-            }));
-        }
+            PortalRefusal::Refused(refusal)
+        })?;
         let Some(entry) = entry else {
             info!(client = %peer, user = ?name, "portal log-in failed: no such user");
-            self.failed(peer, None, now);
+            self.failed(peer, None, reservation.fail(now));
             return Err(PortalRefusal::Refused(Refusal::UnknownUser));
         };
         if entry.disabled {
             info!(client = %peer, user = %entry.name, "portal log-in failed: the user is disabled");
-            self.failed(peer, None, now);
+            self.failed(peer, None, reservation.fail(now));
             return Err(PortalRefusal::Refused(Refusal::Disabled));
         }
         let verified = Box::pin(self.argon2(peer, &entry, password))
@@ -723,7 +707,7 @@ impl Authenticator {
         let now = Instant::now();
         if !verified {
             info!(client = %peer, user = %entry.name, "portal log-in failed: wrong password");
-            self.failed(peer, Some(&entry.name), now);
+            self.failed(peer, Some(&entry.name), reservation.fail(now));
             return Err(PortalRefusal::Refused(Refusal::WrongPassword));
         }
         let others = self.sessions.elsewhere(&entry.name, peer, now);
@@ -779,14 +763,14 @@ impl Authenticator {
 
     fn malformed(&self, peer: IpAddr, why: Malformed, now: Instant) -> Check {
         info!(client = %peer, %why, "proxy log-in failed: malformed Proxy-Authorization header");
-        self.failed(peer, None, now);
+        self.failed(peer, None, self.limiter.fail(peer, now));
         Check::Refused(Refusal::Malformed(why))
     }
 
-    /// Counts a failure, and logs the locks it switched on.
-    fn failed(&self, peer: IpAddr, user: Option<&Arc<str>>, now: Instant) {
+    /// Counts a failure, and logs the locks it switched on (`engaged`).
+    fn failed(&self, peer: IpAddr, user: Option<&Arc<str>>, engaged: Vec<LockedOn>) {
         bump(&self.counters.failed);
-        for on in self.limiter.fail(peer, user, now) {
+        for on in engaged {
             let minutes = minutes(self.failure_window);
             match on {
                 LockedOn::Address => warn!(

@@ -8,6 +8,14 @@
 //! window closes; then counting starts afresh. Refused attempts are not failures: they
 //! do not extend the window, so the real person gets in once it is over.
 //!
+//! The limit holds under concurrency: a log-in about to be checked takes a
+//! [`Reservation`] first, and a check in flight counts against the address and the
+//! user as if it had failed. So of any number of log-ins sent at once from one address
+//! (or for one user), at most the maximum are checked; the rest are refused before a
+//! hash is computed. A reservation becomes a failure when the password is wrong
+//! ([`Reservation::fail`]) and is released otherwise (a right password, a check that
+//! never ran, a client that went away).
+//!
 //! Only failures count (a successful log-in does not reset anything: an attacker with
 //! one valid account could otherwise reset their address between guesses). Per-user
 //! counting applies to wrong passwords of users that exist, so the table is bounded by
@@ -46,8 +54,22 @@ pub(crate) struct Locked {
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
+    /// When the first failure of this window was counted (meaningless at 0 failures).
     opened: Instant,
     failures: u32,
+    /// Reservations not yet settled: checks running or waiting to run.
+    in_flight: u32,
+}
+
+impl Window {
+    /// Failures still inside the window at `now`.
+    fn live_failures(&self, now: Instant, window: Duration) -> u32 {
+        if self.opened + window > now {
+            self.failures
+        } else {
+            0
+        }
+    }
 }
 
 /// One table of windows (addresses or user names). The mutex is only taken on a
@@ -65,36 +87,82 @@ impl<K: Eq + Hash + Clone> Windows<K> {
         }
     }
 
-    fn remaining(&self, key: &K, now: Instant, window: Duration) -> Option<Duration> {
-        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        let w = map.get(key)?;
-        let closes = w.opened + window;
-        (w.failures >= self.max && closes > now).then(|| closes - now)
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Window>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a check in flight for `key`, unless its failures and checks in flight
+    /// already reach the maximum: then how long until it may be tried again (the rest
+    /// of the window; the whole window when only checks in flight fill it, as they
+    /// may all fail).
+    fn reserve(&self, key: &K, now: Instant, window: Duration) -> Result<(), Duration> {
+        let mut map = self.lock();
+        make_room(&mut map, key, now, window);
+        let w = map.entry(key.clone()).or_insert(Window {
+            opened: now,
+            failures: 0,
+            in_flight: 0,
+        });
+        let failures = w.live_failures(now, window);
+        if failures.saturating_add(w.in_flight) >= self.max {
+            return Err(if failures > 0 {
+                (w.opened + window).saturating_duration_since(now)
+            } else {
+                window
+            });
+        }
+        w.in_flight += 1;
+        Ok(())
+    }
+
+    /// Ends a check in flight for `key`; a failure is counted when `failed`. True when
+    /// that failure is the one that reached the maximum.
+    fn settle(&self, key: &K, now: Instant, window: Duration, failed: bool) -> bool {
+        let mut map = self.lock();
+        if let Some(w) = map.get_mut(key) {
+            w.in_flight = w.in_flight.saturating_sub(1);
+            if !failed && w.in_flight == 0 && w.live_failures(now, window) == 0 {
+                map.remove(key);
+            }
+        }
+        drop(map);
+        failed && self.fail(key, now, window)
     }
 
     /// Counts a failure; true when it is the one that reached the maximum.
     fn fail(&self, key: &K, now: Instant, window: Duration) -> bool {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= MAX_TRACKED && !map.contains_key(key) {
-            map.retain(|_, w| w.opened + window > now);
-            if map.len() >= MAX_TRACKED
-                && let Some(victim) = map.keys().next().cloned()
-            {
-                map.remove(&victim);
-            }
-        }
+        let mut map = self.lock();
+        make_room(&mut map, key, now, window);
         let w = map.entry(key.clone()).or_insert(Window {
             opened: now,
             failures: 0,
+            in_flight: 0,
         });
-        if w.opened + window <= now {
-            *w = Window {
-                opened: now,
-                failures: 0,
-            };
+        if w.live_failures(now, window) == 0 {
+            w.opened = now;
+            w.failures = 0;
         }
         w.failures = w.failures.saturating_add(1);
         w.failures == self.max
+    }
+}
+
+/// Before `key` is added to a full table: drops closed windows with nothing in flight,
+/// then (if still full) any one entry.
+fn make_room<K: Eq + Hash + Clone>(
+    map: &mut HashMap<K, Window>,
+    key: &K,
+    now: Instant,
+    window: Duration,
+) {
+    if map.len() < MAX_TRACKED || map.contains_key(key) {
+        return;
+    }
+    map.retain(|_, w| w.in_flight > 0 || w.live_failures(now, window) > 0);
+    if map.len() >= MAX_TRACKED
+        && let Some(victim) = map.keys().next().cloned()
+    {
+        map.remove(&victim);
     }
 }
 
@@ -103,6 +171,35 @@ pub(crate) struct FailureLimiter {
     window: Duration,
     addresses: Windows<IpAddr>,
     users: Windows<Arc<str>>,
+}
+
+/// A log-in that may be checked now, counted against its address (and user) until it
+/// is settled: [`Reservation::fail`] counts the failure; dropping it releases the
+/// place (a right password, or a check that never ran).
+pub(crate) struct Reservation {
+    limiter: Arc<FailureLimiter>,
+    address: IpAddr,
+    user: Option<Arc<str>>,
+    settled: bool,
+}
+
+impl Reservation {
+    /// The check failed: counts a failure where the reservation was counted. Returns
+    /// the locks this failure switched on.
+    pub(crate) fn fail(mut self, now: Instant) -> Vec<LockedOn> {
+        self.settled = true;
+        self.limiter
+            .settle(self.address, self.user.as_ref(), now, true)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.limiter
+                .settle(self.address, self.user.as_ref(), Instant::now(), false);
+        }
+    }
 }
 
 impl FailureLimiter {
@@ -116,49 +213,65 @@ impl FailureLimiter {
         }
     }
 
-    /// Whether a log-in from `address` as `user` (normalised, when the user exists)
-    /// may be checked now.
-    pub(crate) fn check(
-        &self,
+    /// Reserves a check of a log-in from `address` as `user` (normalised, when the
+    /// user exists), or says what is locked: failures and checks in flight together
+    /// reached a maximum.
+    pub(crate) fn reserve(
+        self: &Arc<Self>,
         address: IpAddr,
         user: Option<&Arc<str>>,
         now: Instant,
-    ) -> Result<(), Locked> {
-        if let Some(remaining) = self.addresses.remaining(&address, now, self.window) {
+    ) -> Result<Reservation, Locked> {
+        if let Err(remaining) = self.addresses.reserve(&address, now, self.window) {
             return Err(Locked {
                 on: LockedOn::Address,
                 remaining,
             });
         }
         if let Some(user) = user
-            && let Some(remaining) = self.users.remaining(user, now, self.window)
+            && let Err(remaining) = self.users.reserve(user, now, self.window)
         {
+            self.addresses.settle(&address, now, self.window, false);
             return Err(Locked {
                 on: LockedOn::User,
                 remaining,
             });
         }
-        Ok(())
+        Ok(Reservation {
+            limiter: Arc::clone(self),
+            address,
+            user: user.cloned(),
+            settled: false,
+        })
     }
 
-    /// Counts a failed log-in from `address`, and against `user` when given (a wrong
-    /// password for a user that exists). Returns the locks this failure switched on.
-    pub(crate) fn fail(
+    fn settle(
         &self,
         address: IpAddr,
         user: Option<&Arc<str>>,
         now: Instant,
+        failed: bool,
     ) -> Vec<LockedOn> {
         let mut engaged = Vec::new();
-        if self.addresses.fail(&address, now, self.window) {
+        if self.addresses.settle(&address, now, self.window, failed) {
             engaged.push(LockedOn::Address);
         }
         if let Some(user) = user
-            && self.users.fail(user, now, self.window)
+            && self.users.settle(user, now, self.window, failed)
         {
             engaged.push(LockedOn::User);
         }
         engaged
+    }
+
+    /// Counts a failed log-in from `address` that held no reservation (a header that
+    /// cannot be read). Returns the locks this failure switched on.
+    pub(crate) fn fail(&self, address: IpAddr, now: Instant) -> Vec<LockedOn> {
+        if self.addresses.fail(&address, now, self.window) {
+            vec![LockedOn::Address]
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -172,57 +285,97 @@ mod tests {
         IpAddr::from([10, 0, 0, last])
     }
 
+    fn limiter(per_address: u32, per_user: u32) -> Arc<FailureLimiter> {
+        Arc::new(FailureLimiter::new(WINDOW, per_address, per_user))
+    }
+
+    /// A reserved check that failed.
+    fn wrong(
+        limiter: &Arc<FailureLimiter>,
+        address: IpAddr,
+        user: Option<&Arc<str>>,
+        now: Instant,
+    ) -> Vec<LockedOn> {
+        match limiter.reserve(address, user, now) {
+            Ok(reservation) => reservation.fail(now),
+            Err(locked) => panic!("locked: {locked:?}"),
+        }
+    }
+
     #[test]
     fn an_address_is_locked_after_its_failures_until_the_window_closes() {
-        let limiter = FailureLimiter::new(WINDOW, 3, 100);
+        let limiter = limiter(3, 100);
         let t0 = Instant::now();
-        assert_eq!(limiter.fail(ip(1), None, t0), []);
-        assert_eq!(limiter.fail(ip(1), None, t0), []);
-        assert!(limiter.check(ip(1), None, t0).is_ok());
-        assert_eq!(limiter.fail(ip(1), None, t0), [LockedOn::Address]);
+        assert_eq!(wrong(&limiter, ip(1), None, t0), []);
+        assert_eq!(limiter.fail(ip(1), t0), []);
+        assert_eq!(wrong(&limiter, ip(1), None, t0), [LockedOn::Address]);
         let later = t0 + Duration::from_secs(100);
         assert_eq!(
-            limiter.check(ip(1), None, later),
-            Err(Locked {
+            limiter.reserve(ip(1), None, later).err(),
+            Some(Locked {
                 on: LockedOn::Address,
                 remaining: Duration::from_secs(200)
             })
         );
         // Other addresses are not affected.
-        assert!(limiter.check(ip(2), None, later).is_ok());
+        assert!(limiter.reserve(ip(2), None, later).is_ok());
         // The window closes; counting starts again.
         let after = t0 + WINDOW;
-        assert!(limiter.check(ip(1), None, after).is_ok());
-        assert_eq!(limiter.fail(ip(1), None, after), []);
-        assert!(limiter.check(ip(1), None, after).is_ok());
+        assert_eq!(wrong(&limiter, ip(1), None, after), []);
+        assert!(limiter.reserve(ip(1), None, after).is_ok());
     }
 
     #[test]
     fn a_user_is_locked_across_addresses() {
-        let limiter = FailureLimiter::new(WINDOW, 100, 2);
+        let limiter = limiter(100, 2);
         let ada: Arc<str> = Arc::from("ada");
         let t0 = Instant::now();
-        limiter.fail(ip(1), Some(&ada), t0);
-        assert_eq!(limiter.fail(ip(2), Some(&ada), t0), [LockedOn::User]);
-        let locked = limiter.check(ip(3), Some(&ada), t0);
-        assert_eq!(locked.map_err(|l| l.on), Err(LockedOn::User));
-        assert!(limiter.check(ip(3), Some(&Arc::from("bob")), t0).is_ok());
-        assert!(limiter.check(ip(3), None, t0).is_ok());
+        wrong(&limiter, ip(1), Some(&ada), t0);
+        assert_eq!(wrong(&limiter, ip(2), Some(&ada), t0), [LockedOn::User]);
+        let locked = limiter.reserve(ip(3), Some(&ada), t0);
+        assert_eq!(locked.err().map(|l| l.on), Some(LockedOn::User));
+        assert!(limiter.reserve(ip(3), Some(&Arc::from("bob")), t0).is_ok());
+        assert!(limiter.reserve(ip(3), None, t0).is_ok());
+    }
+
+    #[test]
+    fn checks_in_flight_count_before_they_end() {
+        let limiter = limiter(3, 2);
+        let ada: Arc<str> = Arc::from("ada");
+        let t0 = Instant::now();
+        // Three at once from one address: the fourth is refused before any ends.
+        let held: Vec<_> = (0..3)
+            .map(|_| limiter.reserve(ip(1), None, t0).ok())
+            .collect();
+        assert!(held.iter().all(Option::is_some));
+        let refused = limiter.reserve(ip(1), None, t0).err();
+        assert_eq!(refused.map(|l| l.on), Some(LockedOn::Address));
+        // Two at once for one user from other addresses: the third is refused, and
+        // its address reservation is given back.
+        let first = limiter.reserve(ip(2), Some(&ada), t0).ok();
+        let second = limiter.reserve(ip(3), Some(&ada), t0).ok();
+        let refused = limiter.reserve(ip(4), Some(&ada), t0).err();
+        assert_eq!(refused.map(|l| l.on), Some(LockedOn::User));
+        let after_refusal: Vec<_> = (0..3)
+            .map(|_| limiter.reserve(ip(4), None, t0).ok())
+            .collect();
+        assert!(after_refusal.iter().all(Option::is_some));
+        drop(after_refusal);
+        // Right passwords release their places without counting a failure.
+        drop((first, second));
+        drop(held);
+        assert_eq!(wrong(&limiter, ip(1), Some(&ada), t0), []);
+        assert_eq!(wrong(&limiter, ip(1), Some(&ada), t0), [LockedOn::User]);
     }
 
     #[test]
     fn tables_stay_bounded() {
-        let limiter = FailureLimiter::new(WINDOW, 5, 5);
+        let limiter = limiter(5, 5);
         let t0 = Instant::now();
         for i in 0..(MAX_TRACKED as u32 + 10) {
-            limiter.fail(IpAddr::from(i.to_be_bytes()), None, t0);
+            limiter.fail(IpAddr::from(i.to_be_bytes()), t0);
         }
-        let held = limiter
-            .addresses
-            .map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
+        let held = limiter.addresses.lock().len();
         assert!(held <= MAX_TRACKED, "{held}");
     }
 }

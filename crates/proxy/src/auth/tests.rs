@@ -40,7 +40,7 @@ fn ip(last: u8) -> IpAddr {
 }
 
 fn authenticator(config: AuthConfig, users: Vec<UserEntry>) -> Authenticator {
-    let auth = Authenticator::new(&config).unwrap();
+    let auth = Authenticator::new(&config, Arc::default()).unwrap();
     auth.replace_users(UserTable::new(users));
     auth
 }
@@ -373,4 +373,94 @@ async fn a_password_change_ends_the_portal_session() {
     transparent.replace_users(UserTable::new([user("ada", "analytical", 1)]));
     assert!(transparent.portal_redirects(true));
     assert!(!transparent.portal_redirects(false));
+}
+
+/// Issue 17, point 4: 100 wrong passwords sent at once (proxy credentials and portal
+/// log-ins, from one address, and for one user from many) run no more Argon2 checks
+/// than the failure limits allow; the rest are refused before a check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_burst_of_wrong_passwords_is_checked_at_most_the_limit() {
+    let config = AuthConfig {
+        max_failures_per_address: 10,
+        max_failures_per_user: 10,
+        ..AuthConfig::default()
+    };
+    let checks = Arc::new(CheckPool::new(2, 1000));
+    let auth = Authenticator::new(&config, Arc::clone(&checks)).unwrap();
+    auth.replace_users(UserTable::new(vec![user("ada", "analytical", 1)]));
+    let auth = Arc::new(auth);
+    let burst = |peer_of: fn(u8) -> IpAddr, portal: bool| {
+        let tasks: Vec<_> = (0..100u8)
+            .map(|i| {
+                let auth = Arc::clone(&auth);
+                tokio::spawn(async move {
+                    if portal {
+                        auth.portal_login(peer_of(i), "ada", "wrong".to_owned())
+                            .await
+                            .err()
+                    } else {
+                        log_in(&auth, peer_of(i), &basic("ada", "wrong"))
+                            .await
+                            .err()
+                            .map(PortalRefusal::Refused)
+                    }
+                })
+            })
+            .collect();
+        async move {
+            let mut refusals = Vec::new();
+            for task in tasks {
+                refusals.push(task.await.unwrap());
+            }
+            refusals
+        }
+    };
+    // One address, proxy credentials: the address limit holds.
+    let refusals = burst(|_| ip(1), false).await;
+    assert!(checks.checks_run() <= 10, "{} checks", checks.checks_run());
+    let locked = refusals
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Some(PortalRefusal::Refused(Refusal::AddressLocked { .. }))
+            )
+        })
+        .count();
+    assert!(locked >= 90, "{refusals:?}");
+    // Many addresses, one user, portal log-ins: the user limit holds (it is already
+    // reached by the first burst, so nothing more is checked).
+    let before = checks.checks_run();
+    let refusals = burst(|i| IpAddr::from([10, 1, 0, i]), true).await;
+    assert_eq!(checks.checks_run(), before, "{refusals:?}");
+    assert!(
+        refusals
+            .iter()
+            .all(|r| matches!(r, Some(PortalRefusal::Refused(Refusal::UserLocked { .. }))))
+    );
+}
+
+/// The same burst for a user from many addresses, with nothing failed before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_burst_for_one_user_is_checked_at_most_the_user_limit() {
+    let config = AuthConfig {
+        max_failures_per_user: 10,
+        ..AuthConfig::default()
+    };
+    let checks = Arc::new(CheckPool::new(2, 1000));
+    let auth = Arc::new(Authenticator::new(&config, Arc::clone(&checks)).unwrap());
+    auth.replace_users(UserTable::new(vec![user("ada", "analytical", 1)]));
+    let tasks: Vec<_> = (0..100u8)
+        .map(|i| {
+            let auth = Arc::clone(&auth);
+            tokio::spawn(async move {
+                log_in(&auth, IpAddr::from([10, 2, 0, i]), &basic("ada", "wrong")).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().is_err());
+    }
+    assert!(checks.checks_run() <= 10, "{} checks", checks.checks_run());
+    assert!(auth.stats().rate_limited >= 90, "{:?}", auth.stats());
 }

@@ -287,6 +287,7 @@ async fn handle(
         let page = local_pages::review(
             state.reviews.as_ref(),
             &state.auth,
+            &state.review_limits,
             requester,
             request,
             state.body_read_timeout,
