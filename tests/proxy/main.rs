@@ -15,6 +15,7 @@ mod forward;
 mod https;
 mod lifecycle;
 mod limits;
+mod list_screening;
 mod lists_import;
 mod local_pages;
 mod log_cli;

@@ -177,6 +177,20 @@ pub struct LoadStats {
     /// Every list file the policy names (category sources, phrase lists), so a
     /// reloader can watch them as well as the policy file.
     pub files: Vec<std::path::PathBuf>,
+    /// Entries read from each category source file, the baseline that the next
+    /// reload's shrink check ([`crate::ListChecks`]) compares against.
+    pub list_files: Vec<ListFileStats>,
+}
+
+/// Entries read from one category source (a list file or UT1 folder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFileStats {
+    /// Category name.
+    pub category: String,
+    /// The file or folder, as resolved against the policy file's folder.
+    pub path: std::path::PathBuf,
+    /// Entries taken (domains, URLs, expressions).
+    pub entries: usize,
 }
 
 /// Entries read for one category.

@@ -96,7 +96,7 @@ fn open_state(config: &Config) -> Result<State> {
             config.data_dir.display()
         )
     })?;
-    let policy = safegate_reload::load_initial(&config.policy.file)?;
+    let policy = safegate_reload::load_initial(&config.policy.file, config.lists.checks())?;
     let auth = Arc::new(
         Authenticator::new(&config.auth)
             .map_err(|problems| anyhow::anyhow!("auth: {} problem(s)", problems.len()))?,
@@ -170,7 +170,7 @@ async fn bind_listeners(config: &Config, state: &State) -> Result<Bound> {
     let readiness = admin_service::service_readiness(
         config.policy.file.clone(),
         config.data_dir.clone(),
-        reloads,
+        state.reload_counters.clone(),
     );
     let admin = AdminServer::bind(&config.admin, metrics.clone(), Arc::clone(&readiness))
         .await
@@ -290,8 +290,11 @@ fn start_tasks(
         config.data_dir.join("reports"),
     );
     let reloader = safegate_reload::spawn_reloader(
-        config.policy.file.clone(),
-        config.policy.watch,
+        safegate_reload::Reloading {
+            file: config.policy.file.clone(),
+            watch: config.policy.watch,
+            checks: config.lists.checks(),
+        },
         policy,
         reload_counters,
         store.clone(),
