@@ -13,6 +13,7 @@ mod auth;
 mod cli;
 mod forward;
 mod https;
+mod ip_hosts;
 mod lifecycle;
 mod limits;
 mod list_screening;

@@ -27,8 +27,8 @@ use crate::model::{
     UnblockFile, WindowFile, YouTubeFile,
 };
 use crate::snapshot::{
-    AllowRule, BlockRule, Category, CategoryStats, DenyRule, ListFileStats, LoadStats, Role,
-    RoleRules, SafeSearch, Scope, Snapshot, Unblock, UnblockTarget, YouTubeMode,
+    AllowRule, BlockRule, Category, CategoryStats, DenyRule, IpHostRule, ListFileStats, LoadStats,
+    Role, RoleRules, SafeSearch, Scope, Snapshot, Unblock, UnblockTarget, YouTubeMode,
 };
 use crate::window::{
     Calendar, Window, WindowId, parse_date, parse_days, parse_instant, parse_time_range,
@@ -733,6 +733,7 @@ impl Compiler<'_> {
                 blocks: role_blocks.clone(),
                 files: role_files.clone(),
                 safesearch,
+                ip_hosts: ip_host_rule(rf.block_ip_hosts, None, r, role_people(role)),
             };
             let mut groups = Vec::new();
             for (g, gf) in &rf.groups {
@@ -806,6 +807,7 @@ impl Compiler<'_> {
                     safesearch: gf.safesearch.unwrap_or(safesearch.safesearch),
                     youtube: gf.youtube.map_or(safesearch.youtube, youtube),
                 };
+                let ip_hosts = ip_host_rule(gf.block_ip_hosts, scope.ip_hosts.as_ref(), g, &gowner);
                 groups.push((
                     g.clone(),
                     Scope {
@@ -814,6 +816,7 @@ impl Compiler<'_> {
                         blocks,
                         files,
                         safesearch,
+                        ip_hosts,
                     },
                 ));
             }
@@ -996,6 +999,37 @@ fn empty_scope() -> Scope {
         blocks: Vec::new(),
         files: Vec::new(),
         safesearch: SafeSearch::default(),
+        ip_hosts: None,
+    }
+}
+
+/// A role's people, for reasons on the block page.
+fn role_people(role: Role) -> &'static str {
+    match role {
+        Role::Pupil => "pupils",
+        Role::Staff => "staff",
+        Role::FilterAdmin => "filter admins",
+    }
+}
+
+/// The `block_ip_hosts` rule of a role or group: `setting` when given, else the
+/// role's (`inherited`; off for a role). `who` names the rule, `whom` the people.
+fn ip_host_rule(
+    setting: Option<bool>,
+    inherited: Option<&IpHostRule>,
+    who: &str,
+    whom: &str,
+) -> Option<IpHostRule> {
+    match setting {
+        None => inherited.cloned(),
+        Some(false) => None,
+        Some(true) => Some(IpHostRule {
+            rule: format!("ip-address-host:{who}"),
+            reason: format!(
+                "Sites reached by their number (an IP address) instead of their name are \
+                 blocked for {whom}"
+            ),
+        }),
     }
 }
 
