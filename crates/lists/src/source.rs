@@ -5,7 +5,7 @@
 //! [`Entries::skipped`] with file, line number and reason, so that an operator sees them
 //! and the rest of the list still protects. Only I/O errors (naming the file) and a path
 //! that is not a list at all are errors. Whether the list as a whole is fit to go live
-//! (not binary, not mostly invalid, not cut short) is [`crate::screen`]'s question.
+//! (not binary, not mostly invalid, not cut short) is [`crate::screen`](mod@crate::screen)'s question.
 //!
 //! UT1 ships some categories as symbolic links (`porn -> adult`). A real symbolic link is
 //! followed by the file system; a checkout without symlink support stores the link as a
@@ -94,7 +94,7 @@ pub struct Entries {
     /// Lines that were not taken, with the reason.
     pub skipped: Vec<SkippedLine>,
     /// Set when a file read holds bytes that no text list has (NUL or other control
-    /// bytes): what was found, in words. [`crate::screen`] refuses such a list.
+    /// bytes): what was found, in words. [`crate::screen`](mod@crate::screen) refuses such a list.
     pub binary: Option<String>,
 }
 
