@@ -20,6 +20,25 @@ pub fn shipped_config() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/safegate.toml")
 }
 
+/// The shipped policy as the tests run it: the same rules and lists, except that
+/// pupils may reach sites by IP address (`block_ip_hosts = false`), because the test
+/// origins listen on 127.0.0.1. Tests of that rule pass their own `policy.file`.
+pub fn loopback_policy() -> &'static std::path::Path {
+    static POLICY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    POLICY.get_or_init(|| {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let shipped = std::fs::read_to_string(repo.join("config/policy.toml")).unwrap();
+        let blocklists = std::path::absolute(repo.join("blocklists")).unwrap();
+        let text = shipped
+            .replace("block_ip_hosts = true", "block_ip_hosts = false")
+            .replace("\"../blocklists/", &format!("\"{}/", blocklists.display()));
+        let dir = tempfile::tempdir().unwrap().keep();
+        let path = dir.join("policy.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    })
+}
+
 pub struct SafeGate {
     child: Child,
     pub proxy: SocketAddr,
@@ -45,7 +64,9 @@ impl SafeGate {
             shipped_config().display().to_string(),
         ];
         let data = format!("data_dir={:?}", data_dir.path().display().to_string());
+        let policy = format!("policy.file={:?}", loopback_policy().display().to_string());
         let defaults = [
+            policy.as_str(),
             "proxy.listen=\"127.0.0.1:0\"",
             "admin.listen=\"127.0.0.1:0\"",
             "upstream.allow_loopback=true",

@@ -372,7 +372,7 @@ async fn metrics_are_for_allowed_addresses_or_the_token() {
 }
 
 /// `/readyz`: status and body.
-async fn readyz(safegate: &SafeGate) -> (u16, String) {
+pub(crate) async fn readyz(safegate: &SafeGate) -> (u16, String) {
     let response = direct()
         .get(format!("http://{}/readyz", safegate.admin))
         .send()
@@ -382,7 +382,7 @@ async fn readyz(safegate: &SafeGate) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
-async fn readyz_until(safegate: &SafeGate, status: u16, needle: &str) -> String {
+pub(crate) async fn readyz_until(safegate: &SafeGate, status: u16, needle: &str) -> String {
     poll(&format!("/readyz {status} with {needle:?}"), || async {
         let (got, body) = readyz(safegate).await;
         (got == status && body.contains(needle)).then_some(body)
@@ -390,7 +390,7 @@ async fn readyz_until(safegate: &SafeGate, status: u16, needle: &str) -> String 
     .await
 }
 
-fn hangup(safegate: &SafeGate) {
+pub(crate) fn hangup(safegate: &SafeGate) {
     let status = std::process::Command::new("kill")
         .args(["-HUP", &safegate.pid().to_string()])
         .status()
@@ -419,7 +419,10 @@ async fn ready_only_with_the_policy_in_force_and_a_writable_data_dir() {
         assert_eq!(health.text().await.unwrap(), "ok\n");
         let (status, body) = readyz(&safegate).await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(body, "ready\nok: listeners\nok: policy\nok: store\n");
+        assert_eq!(
+            body,
+            "ready\nok: listeners\nok: policy\nok: lists\nok: store\n"
+        );
 
         // A broken policy file is refused: the old policy serves, but SafeGate is not
         // ready until the file is fixed.
@@ -599,7 +602,7 @@ async fn json_logs_at_debug_hold_no_credentials() {
 }
 
 /// `safegate doctor ARGS`: exit status and standard output.
-async fn doctor(args: &[&str]) -> (bool, String) {
+pub(crate) async fn doctor(args: &[&str]) -> (bool, String) {
     let mut all = vec!["doctor", "--config"];
     let config = shipped_config().display().to_string();
     all.push(&config);

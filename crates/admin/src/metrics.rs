@@ -13,7 +13,8 @@
 //! - `build_info{version}`: always 1;
 //! - `visit_log_*`: the visit-log writer (see [`VisitLogCollector`]);
 //! - `policy_reloads_total{result="ok|failed"}`, `policy_last_reload_failed`: policy
-//!   reloads (see [`PolicyReloadCollector`]).
+//!   reloads, and `list_refusals_total{list}`: list files refused as binary, mostly
+//!   invalid or cut short (see [`PolicyReloadCollector`]).
 //! - `proxy_auth_total{result=...}`, `proxy_auth_users`, `proxy_auth_cached_credentials`:
 //!   proxy authentication (see [`ProxyAuthCollector`]).
 //! - `password_checks_total`, `password_checks_busy_total`: the one password-check
@@ -360,14 +361,20 @@ pub struct PolicyReloadCounts {
 pub trait PolicyReloadSource: Send + Sync {
     /// The counts now.
     fn policy_reloads(&self) -> PolicyReloadCounts;
+
+    /// List files refused since start, per list (category) name; none by default.
+    fn list_refusals(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }
 
-/// `safegate_policy_reloads_total{result="ok|failed"}` and
-/// `safegate_policy_last_reload_failed`.
+/// `safegate_policy_reloads_total{result="ok|failed"}`,
+/// `safegate_policy_last_reload_failed` and `safegate_list_refusals_total{list}`.
 pub struct PolicyReloadCollector {
     source: Arc<dyn PolicyReloadSource>,
     reloads: Spec,
     last_failed: Spec,
+    list_refusals: Spec,
 }
 
 impl PolicyReloadCollector {
@@ -389,18 +396,35 @@ impl PolicyReloadCollector {
                 "1 if the most recent policy reload was refused, so an older policy is still \
                  in force: fix the file and reload. 0 if it worked or there has been none.",
             )?,
+            list_refusals: Spec::new(
+                MetricType::COUNTER,
+                "safegate_list_refusals_total",
+                "List files refused since start, per list (category): binary data, more \
+                 than half the lines invalid, or more entries lost than \
+                 lists.max_shrink_percent allows. The previous policy and its lists stayed \
+                 in force; SafeGate's log and /readyz name the file and why.",
+                &["list"],
+            )?,
         })
     }
 }
 
 impl Collector for PolicyReloadCollector {
     fn desc(&self) -> Vec<&Desc> {
-        descs(&[&self.reloads, &self.last_failed])
+        descs(&[&self.reloads, &self.last_failed, &self.list_refusals])
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
         let counts = self.source.policy_reloads();
+        let refusals = self.source.list_refusals();
+        let labels: Vec<[&str; 1]> = refusals.iter().map(|(list, _)| [list.as_str()]).collect();
+        let refusals: Vec<(&[&str], f64)> = labels
+            .iter()
+            .zip(&refusals)
+            .map(|(label, (_, count))| (label.as_slice(), *count as f64))
+            .collect();
         vec![
+            self.list_refusals.family(&refusals),
             self.reloads.family(&[
                 (&["ok"], counts.succeeded as f64),
                 (&["failed"], counts.failed as f64),

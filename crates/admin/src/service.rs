@@ -89,12 +89,26 @@ pub fn register_proxy_metrics(
 }
 
 /// What `/readyz` checks besides the listeners: the policy file in force (a failed
-/// reload of `policy_file` makes SafeGate not ready) and `data_dir` taking writes.
+/// reload of `policy_file` makes SafeGate not ready), its lists (a list file refused
+/// at the last reload names the list, the file and why) and `data_dir` taking writes.
 pub fn service_readiness(
     policy_file: PathBuf,
     data_dir: PathBuf,
-    reloads: Arc<dyn PolicyReloadSource>,
+    reloads: Arc<ReloadCounters>,
 ) -> Arc<Readiness> {
+    let counters = Arc::clone(&reloads);
+    let lists_check = CheckFn::new("lists", move || {
+        let refused = counters.refused_lists();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let named: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        Err(format!(
+            "refused {}; the previous lists stay in force: replace the file with a good \
+             list and reload",
+            named.join("; ")
+        ))
+    });
     let policy_check = CheckFn::new("policy", move || {
         if reloads.policy_reloads().last_failed {
             return Err(format!(
@@ -107,6 +121,7 @@ pub fn service_readiness(
     });
     Arc::new(Readiness::new(vec![
         Box::new(policy_check),
+        Box::new(lists_check),
         Box::new(DataDirWritable::new(data_dir)),
     ]))
 }
@@ -119,6 +134,10 @@ impl PolicyReloadSource for ReloadCounters {
             failed: self.failed.load(Ordering::Relaxed),
             last_failed: self.last_failed.load(Ordering::Relaxed),
         }
+    }
+
+    fn list_refusals(&self) -> Vec<(String, u64)> {
+        ReloadCounters::list_refusals(self)
     }
 }
 

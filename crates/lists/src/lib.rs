@@ -4,7 +4,8 @@
 //!
 //! Pure: no network, no async, no global state. The flow is
 //! [`source::read`] → [`index::IndexBuilder::add`] → [`index::IndexBuilder::build`] →
-//! [`index::Index::matches`] on every request.
+//! [`index::Index::matches`] on every request; [`screen::screen`] refuses a list read
+//! from a broken file before it goes into an index.
 //!
 //! The one exception is behind the `fetch` feature: `import` downloads and
 //! installs a UT1 collection for `safegate lists import`, once, off the proxy's path.
@@ -13,10 +14,12 @@
 pub mod import;
 pub mod index;
 pub mod normalise;
+pub mod screen;
 pub mod source;
 
 pub use index::{Index, IndexBuilder, ListMatches};
 pub use normalise::{Host, NormaliseError, RequestTarget};
+pub use screen::{ListChecks, Refusal, screen};
 pub use source::{Entries, ListError, ListFormat, SkippedLine, Ut1Options, read, read_ut1};
 
 /// Identifies a list (a category, or a policy's own allow/deny entries) in an index;

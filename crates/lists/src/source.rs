@@ -4,7 +4,8 @@
 //! Reading never fails because of one bad line: such lines are collected in
 //! [`Entries::skipped`] with file, line number and reason, so that an operator sees them
 //! and the rest of the list still protects. Only I/O errors (naming the file) and a path
-//! that is not a list at all are errors.
+//! that is not a list at all are errors. Whether the list as a whole is fit to go live
+//! (not binary, not mostly invalid, not cut short) is [`crate::screen`](mod@crate::screen)'s question.
 //!
 //! UT1 ships some categories as symbolic links (`porn -> adult`). A real symbolic link is
 //! followed by the file system; a checkout without symlink support stores the link as a
@@ -92,6 +93,9 @@ pub struct Entries {
     pub expressions: Vec<String>,
     /// Lines that were not taken, with the reason.
     pub skipped: Vec<SkippedLine>,
+    /// Set when a file read holds bytes that no text list has (NUL or other control
+    /// bytes): what was found, in words. [`crate::screen`](mod@crate::screen) refuses such a list.
+    pub binary: Option<String>,
 }
 
 impl Entries {
@@ -111,6 +115,9 @@ impl Entries {
         self.urls.extend(other.urls);
         self.expressions.extend(other.expressions);
         self.skipped.extend(other.skipped);
+        if self.binary.is_none() {
+            self.binary = other.binary;
+        }
     }
 }
 
@@ -120,12 +127,12 @@ pub fn read(format: ListFormat, path: &Path) -> Result<Entries, ListError> {
         ListFormat::Ut1 => read_ut1(path, Ut1Options::default()),
         ListFormat::Hosts => {
             let mut entries = Entries::default();
-            parse_hosts(&read_text(path)?, path, &mut entries);
+            parse_hosts(&read_text(path, &mut entries)?, path, &mut entries);
             Ok(entries)
         }
         ListFormat::Domains => {
             let mut entries = Entries::default();
-            parse_domains(&read_text(path)?, path, &mut entries);
+            parse_domains(&read_text(path, &mut entries)?, path, &mut entries);
             Ok(entries)
         }
     }
@@ -144,7 +151,7 @@ pub fn read_ut1(path: &Path, options: Ut1Options) -> Result<Entries, ListError> 
     for name in ["domains", "urls"].into_iter().chain(expression_files) {
         let file = dir.join(name);
         let text = match fs::read(&file) {
-            Ok(bytes) => bytes_to_text(bytes),
+            Ok(bytes) => bytes_to_text(bytes, &file, &mut entries),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(source) => return Err(ListError::Io { path: file, source }),
         };
@@ -200,21 +207,38 @@ pub fn resolve_ut1_dir(path: &Path) -> Result<PathBuf, ListError> {
     })
 }
 
-fn read_text(path: &Path) -> Result<String, ListError> {
+fn read_text(path: &Path, entries: &mut Entries) -> Result<String, ListError> {
     fs::read(path)
-        .map(bytes_to_text)
+        .map(|bytes| bytes_to_text(bytes, path, entries))
         .map_err(|source| ListError::Io {
             path: path.to_path_buf(),
             source,
         })
 }
 
-/// Lists are meant to be UTF-8; a stray Latin-1 byte must not lose the whole file.
-fn bytes_to_text(bytes: Vec<u8>) -> String {
+/// Lists are meant to be UTF-8; a stray Latin-1 byte must not lose the whole file (its
+/// line is skipped). Bytes that no text list holds (NUL, other control characters)
+/// mark the list as binary in [`Entries::binary`].
+fn bytes_to_text(bytes: Vec<u8>, path: &Path, entries: &mut Entries) -> String {
+    if entries.binary.is_none()
+        && let Some(offset) = bytes.iter().position(|&b| is_binary_byte(b))
+    {
+        entries.binary = Some(format!(
+            "{} holds binary data (byte 0x{:02x} at offset {offset}), not a text list",
+            path.display(),
+            bytes[offset]
+        ));
+    }
     match String::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
+}
+
+/// Control bytes that text lists never hold: all below 0x20 except tab, line feed,
+/// vertical tab, form feed, carriage return and the old DOS end-of-file mark, and DEL.
+fn is_binary_byte(b: u8) -> bool {
+    (b < 0x20 && !matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1a)) || b == 0x7f
 }
 
 /// Non-empty, comment-stripped, trimmed lines with 1-based numbers.

@@ -16,18 +16,19 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::decrypt::{DecryptRules, SniMismatch};
-use crate::error::{PolicyError, Problem, line_column};
+use crate::error::{ListRefusal, PolicyError, Problem, line_column};
 use crate::file_rule::FileRule;
 use crate::lists::index::{IndexBuilder, ListId};
 use crate::lists::normalise::Host;
-use crate::lists::source::{self, ListFormat};
+use crate::lists::screen::{ListChecks, screen};
+use crate::lists::source::{self, Entries, ListFormat};
 use crate::model::{
     CategoryFile, DecryptFile, FileRuleFile, FormatFile, PolicyFile, SniMismatchFile, Timed,
     UnblockFile, WindowFile, YouTubeFile,
 };
 use crate::snapshot::{
-    AllowRule, BlockRule, Category, CategoryStats, DenyRule, LoadStats, Role, RoleRules,
-    SafeSearch, Scope, Snapshot, Unblock, UnblockTarget, YouTubeMode,
+    AllowRule, BlockRule, Category, CategoryStats, DenyRule, IpHostRule, ListFileStats, LoadStats,
+    Role, RoleRules, SafeSearch, Scope, Snapshot, Unblock, UnblockTarget, YouTubeMode,
 };
 use crate::window::{
     Calendar, Window, WindowId, parse_date, parse_days, parse_instant, parse_time_range,
@@ -44,12 +45,24 @@ pub struct Policy {
 impl Policy {
     /// Reads, parses, validates and compiles the policy file at `path`. List paths in
     /// the file are relative to the file's directory.
+    /// Each list is screened ([`ListChecks`]) without a previous count, so only
+    /// binary and mostly invalid lists are refused.
     pub fn load(path: &Path) -> Result<Snapshot, PolicyError> {
+        Policy::load_screened(path, None, ListChecks::default())
+    }
+
+    /// As [`Policy::load`], screening each list file against the same file's entry
+    /// count in `previous` (the policy in force), as a reload does.
+    pub fn load_screened(
+        path: &Path,
+        previous: Option<&LoadStats>,
+        checks: ListChecks,
+    ) -> Result<Snapshot, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Policy::parse(&text, path)?.compile()
+        Policy::parse(&text, path)?.compile_screened(previous, checks)
     }
 
     /// Parses `text` as the policy file at `path` (used for error messages and to
@@ -91,6 +104,16 @@ impl Policy {
     /// Validates the policy, reads its lists and compiles the snapshot. Every problem
     /// is reported at once in `PolicyError::Invalid`.
     pub fn compile(&self) -> Result<Snapshot, PolicyError> {
+        self.compile_screened(None, ListChecks::default())
+    }
+
+    /// As [`Policy::compile`], screening each list file against `previous` (see
+    /// [`Policy::load_screened`]); refused lists make [`PolicyError::ListsRefused`].
+    pub fn compile_screened(
+        &self,
+        previous: Option<&LoadStats>,
+        checks: ListChecks,
+    ) -> Result<Snapshot, PolicyError> {
         let started = Instant::now();
         let base = self.path.parent().unwrap_or(Path::new("")).to_path_buf();
         let mut compiler = Compiler {
@@ -100,8 +123,17 @@ impl Policy {
             next_list: 0,
             category_of_list: Vec::new(),
             url_hosts: Vec::new(),
+            previous,
+            checks,
+            refusals: Vec::new(),
         };
         let draft = compiler.compile(&self.file);
+        if !compiler.refusals.is_empty() {
+            return Err(PolicyError::ListsRefused {
+                path: self.path.clone(),
+                refusals: compiler.refusals,
+            });
+        }
         if !compiler.problems.is_empty() {
             let mut problems = compiler.problems;
             for problem in &mut problems {
@@ -162,8 +194,13 @@ struct Draft {
     stats: LoadStats,
 }
 
-struct Compiler {
+struct Compiler<'p> {
     base: PathBuf,
+    /// What the policy in force read, for the shrink check.
+    previous: Option<&'p LoadStats>,
+    checks: ListChecks,
+    /// List files refused by screening.
+    refusals: Vec<ListRefusal>,
     problems: Vec<Problem>,
     builder: IndexBuilder,
     /// Next free list id; `u16::MAX + 1` once exhausted.
@@ -186,7 +223,7 @@ enum Site {
     Url(Host, String),
 }
 
-impl Compiler {
+impl Compiler<'_> {
     fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             key: key.into(),
@@ -405,6 +442,7 @@ impl Compiler {
                     FormatFile::Domains => ListFormat::Domains,
                 };
                 match source::read(format, &path) {
+                    Ok(entries) if !self.passes_screen(name, &path, &entries, stats) => {}
                     Ok(entries) => {
                         counts.domains += entries.domains.len();
                         counts.urls += entries.urls.len();
@@ -440,6 +478,40 @@ impl Compiler {
             });
         }
         (out, ids)
+    }
+
+    /// Screens one source of category `name`; records its entry count in `stats`
+    /// (kept or refused: the next reload compares against the list in force).
+    fn passes_screen(
+        &mut self,
+        name: &str,
+        path: &Path,
+        entries: &Entries,
+        stats: &mut LoadStats,
+    ) -> bool {
+        let previous = self.previous.and_then(|previous| {
+            previous
+                .list_files
+                .iter()
+                .find(|f| f.category == name && f.path == path)
+                .map(|f| f.entries)
+        });
+        stats.list_files.push(ListFileStats {
+            category: name.to_owned(),
+            path: path.to_path_buf(),
+            entries: entries.len(),
+        });
+        match screen(entries, previous, self.checks) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.refusals.push(ListRefusal {
+                    category: name.to_owned(),
+                    file: path.to_path_buf(),
+                    reason,
+                });
+                false
+            }
+        }
     }
 
     /// One list for `sites`, or `None` when empty.
@@ -661,6 +733,7 @@ impl Compiler {
                 blocks: role_blocks.clone(),
                 files: role_files.clone(),
                 safesearch,
+                ip_hosts: ip_host_rule(rf.block_ip_hosts, None, r, role_people(role)),
             };
             let mut groups = Vec::new();
             for (g, gf) in &rf.groups {
@@ -734,6 +807,7 @@ impl Compiler {
                     safesearch: gf.safesearch.unwrap_or(safesearch.safesearch),
                     youtube: gf.youtube.map_or(safesearch.youtube, youtube),
                 };
+                let ip_hosts = ip_host_rule(gf.block_ip_hosts, scope.ip_hosts.as_ref(), g, &gowner);
                 groups.push((
                     g.clone(),
                     Scope {
@@ -742,6 +816,7 @@ impl Compiler {
                         blocks,
                         files,
                         safesearch,
+                        ip_hosts,
                     },
                 ));
             }
@@ -861,7 +936,7 @@ impl Compiler {
     }
 }
 
-impl Compiler {
+impl Compiler<'_> {
     /// `[decrypt]`: lists for the sites, category references checked, and one list
     /// of the hosts that URL entries name when `path_rules` is on.
     fn decrypt(&mut self, file: &DecryptFile, names: &Names) -> DecryptRules {
@@ -924,6 +999,37 @@ fn empty_scope() -> Scope {
         blocks: Vec::new(),
         files: Vec::new(),
         safesearch: SafeSearch::default(),
+        ip_hosts: None,
+    }
+}
+
+/// A role's people, for reasons on the block page.
+fn role_people(role: Role) -> &'static str {
+    match role {
+        Role::Pupil => "pupils",
+        Role::Staff => "staff",
+        Role::FilterAdmin => "filter admins",
+    }
+}
+
+/// The `block_ip_hosts` rule of a role or group: `setting` when given, else the
+/// role's (`inherited`; off for a role). `who` names the rule, `whom` the people.
+fn ip_host_rule(
+    setting: Option<bool>,
+    inherited: Option<&IpHostRule>,
+    who: &str,
+    whom: &str,
+) -> Option<IpHostRule> {
+    match setting {
+        None => inherited.cloned(),
+        Some(false) => None,
+        Some(true) => Some(IpHostRule {
+            rule: format!("ip-address-host:{who}"),
+            reason: format!(
+                "Sites reached by their number (an IP address) instead of their name are \
+                 blocked for {whom}"
+            ),
+        }),
     }
 }
 

@@ -53,6 +53,16 @@ pub enum PolicyError {
         /// Every problem found.
         problems: Vec<Problem>,
     },
+    /// One or more list files were refused by screening (binary, mostly invalid, or
+    /// cut short against the list in force); nothing of the policy was compiled, so a
+    /// reloader keeps the previous policy, with its lists, in force.
+    #[error("{}: list refused, the previous lists stay in force{}", path.display(), RefusalList(refusals))]
+    ListsRefused {
+        /// The policy file.
+        path: PathBuf,
+        /// Every refused list file.
+        refusals: Vec<ListRefusal>,
+    },
     /// The lists were read but could not be compiled into one index.
     #[error("{}: cannot compile the lists: {source}", path.display())]
     Index {
@@ -80,6 +90,40 @@ impl fmt::Display for Problem {
             Some(line) => write!(f, "line {line}: {}: {}", self.key, self.message),
             None => write!(f, "{}: {}", self.key, self.message),
         }
+    }
+}
+
+/// A list file that screening refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRefusal {
+    /// The category whose source the file is (the `list` label of the metric).
+    pub category: String,
+    /// The list file or UT1 folder.
+    pub file: PathBuf,
+    /// Why, for people.
+    pub reason: crate::lists::Refusal,
+}
+
+impl fmt::Display for ListRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "list `{}` ({}): {}",
+            self.category,
+            self.file.display(),
+            self.reason
+        )
+    }
+}
+
+struct RefusalList<'a>(&'a [ListRefusal]);
+
+impl fmt::Display for RefusalList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for refusal in self.0 {
+            write!(f, "\n  {refusal}")?;
+        }
+        Ok(())
     }
 }
 

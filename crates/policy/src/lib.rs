@@ -27,7 +27,8 @@ use safegate_lists as lists;
 pub use alerts::{AlertSettings, HeavyUse, PhraseList, Severity, StaffSocial, parse_phrase_file};
 pub use compile::Policy;
 pub use decrypt::{DecryptDecision, SniMismatch};
-pub use error::{PolicyError, Problem};
+pub use error::{ListRefusal, PolicyError, Problem};
+pub use lists::{ListChecks, Refusal};
 
 /// The live policy, swapped atomically on reload: a request takes one snapshot at its
 /// start and keeps using it, so a reload never disturbs a request in flight and never
@@ -35,6 +36,6 @@ pub use error::{PolicyError, Problem};
 pub type PolicyHandle = std::sync::Arc<arc_swap::ArcSwap<Snapshot>>;
 pub use lists::normalise::RequestTarget;
 pub use snapshot::{
-    CategoryStats, Decision, LoadStats, Role, SafeSearch, Snapshot, Subject, UnknownRole, Verdict,
-    YouTubeMode,
+    CategoryStats, Decision, ListFileStats, LoadStats, Role, SafeSearch, Snapshot, Subject,
+    UnknownRole, Verdict, YouTubeMode,
 };

@@ -192,6 +192,9 @@ pub(crate) struct RoleFile {
     pub safesearch: Option<bool>,
     #[serde(default)]
     pub youtube: Option<YouTubeFile>,
+    /// Block sites whose host is an IP address (unless allow-listed); default false.
+    #[serde(default)]
+    pub block_ip_hosts: Option<bool>,
     #[serde(default)]
     pub groups: BTreeMap<String, GroupFile>,
 }
@@ -215,6 +218,9 @@ pub(crate) struct GroupFile {
     pub safesearch: Option<bool>,
     #[serde(default)]
     pub youtube: Option<YouTubeFile>,
+    /// Replaces the role's `block_ip_hosts` when given.
+    #[serde(default)]
+    pub block_ip_hosts: Option<bool>,
 }
 
 /// YouTube Restricted Mode as written.

@@ -15,7 +15,9 @@
 //!    category lifts that category's blocks in step 4 and, if nothing else in step 4
 //!    blocks, allows with its own id;
 //! 4. deny-lists (`deny:global`, `deny:role:<r>`, `deny:group:<g>`), then blocked
-//!    categories (`category:<role or group>:<category>`), each in its windows;
+//!    categories (`category:<role or group>:<category>`), each in its windows, then
+//!    a host written as an IP address where the role or group has `block_ip_hosts`
+//!    (`ip-address-host:<role or group>`; a category unblock does not lift it);
 //! 5. file rules by path extension (`file:<role or group>:<rule>`); by response
 //!    headers in `decide_response`;
 //! 6. allow (`default`).
@@ -177,6 +179,20 @@ pub struct LoadStats {
     /// Every list file the policy names (category sources, phrase lists), so a
     /// reloader can watch them as well as the policy file.
     pub files: Vec<std::path::PathBuf>,
+    /// Entries read from each category source file, the baseline that the next
+    /// reload's shrink check ([`crate::ListChecks`]) compares against.
+    pub list_files: Vec<ListFileStats>,
+}
+
+/// Entries read from one category source (a list file or UT1 folder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFileStats {
+    /// Category name.
+    pub category: String,
+    /// The file or folder, as resolved against the policy file's folder.
+    pub path: std::path::PathBuf,
+    /// Entries taken (domains, URLs, expressions).
+    pub entries: usize,
 }
 
 /// Entries read for one category.
@@ -238,6 +254,17 @@ pub(crate) struct Scope {
     pub blocks: Vec<BlockRule>,
     pub files: Vec<FileRule>,
     pub safesearch: SafeSearch,
+    /// Set when sites reached by IP address are blocked (`block_ip_hosts`).
+    pub ip_hosts: Option<IpHostRule>,
+}
+
+/// The block of hosts written as IP addresses, for one role or group.
+#[derive(Debug, Clone)]
+pub(crate) struct IpHostRule {
+    /// `ip-address-host:<role or group>`.
+    pub rule: String,
+    /// For people, on the block page.
+    pub reason: String,
 }
 
 /// A role's scope and its groups' scopes.
@@ -381,7 +408,10 @@ impl Snapshot {
         let scope = self.scope(subject);
         let matches = self.index.matches(target);
         let mut clock = LocalNow::new(now, &self.tz);
-        if let Some(decision) = self.decide_lists(scope, subject, &matches, now, &mut clock) {
+        let ip_host = target.host.is_ip();
+        if let Some(decision) =
+            self.decide_lists(scope, subject, &matches, ip_host, now, &mut clock)
+        {
             return decision;
         }
         if let Some(path) = target.path.as_deref() {
@@ -432,24 +462,27 @@ impl Snapshot {
             self.open(&rule.windows, &mut clock).then_some((rule, what))
         })?;
         let matches = self.index.matches(target);
-        match self.decide_lists(scope, subject, &matches, now, &mut clock) {
+        let ip_host = target.host.is_ip();
+        match self.decide_lists(scope, subject, &matches, ip_host, now, &mut clock) {
             Some(decision) if decision.verdict == Verdict::Allow => None,
             Some(decision) => Some(decision),
             None => Some(self.decision(Verdict::Block, &matches, &rule.rule, what)),
         }
     }
 
-    /// Steps 1 to 4; `None` when none of them decides.
+    /// Steps 1 to 4; `None` when none of them decides. `ip_host`: the host is an IP
+    /// address.
     fn decide_lists(
         &self,
         scope: &Scope,
         subject: &Subject<'_>,
         matches: &ListMatches,
+        ip_host: bool,
         now: Timestamp,
         clock: &mut LocalNow<'_>,
     ) -> Option<Decision> {
         if matches.is_empty() {
-            return None;
+            return self.ip_host_block(scope, matches, ip_host);
         }
         // 1. Locked categories.
         for &category in &self.locked {
@@ -541,6 +574,9 @@ impl Snapshot {
                 ),
             ));
         }
+        if let Some(decision) = self.ip_host_block(scope, matches, ip_host) {
+            return Some(decision);
+        }
         lifted_by.map(|(unblock, category)| {
             let name = &self.categories[usize::from(category)].name;
             self.decision(
@@ -550,6 +586,17 @@ impl Snapshot {
                 unblock.describe(&format!("the category `{name}`")),
             )
         })
+    }
+
+    /// The end of step 4: a host written as an IP address, where the scope blocks them.
+    fn ip_host_block(
+        &self,
+        scope: &Scope,
+        matches: &ListMatches,
+        ip_host: bool,
+    ) -> Option<Decision> {
+        let rule = scope.ip_hosts.as_ref().filter(|_| ip_host)?;
+        Some(self.decision(Verdict::Block, matches, &rule.rule, rule.reason.clone()))
     }
 
     /// Whether an HTTPS connection to `target`'s host is decrypted (the path, if

@@ -614,6 +614,35 @@ fn shipped_policy_loads_and_decides() {
         rule(&s, pupil, "https://www.bbc.co.uk/bitesize", core),
         "default"
     );
+    // DNS over HTTPS by name and by address (any spelling), and other sites by address.
+    for doh in [
+        "https://1.1.1.1/dns-query",
+        "https://8.8.4.4/",
+        "https://9.9.9.9/",
+        "https://149.112.112.112/",
+        "https://[2606:4700:4700::1111]/",
+        "http://16843009/",
+        "https://mozilla.cloudflare-dns.com/dns-query",
+        "https://dns.google/resolve",
+        "https://dns.quad9.net/",
+        "https://doh.opendns.com/",
+        "https://dns.nextdns.io/abc123",
+        "https://family.adguard-dns.com/",
+    ] {
+        assert_eq!(
+            rule(&s, pupil, doh, core),
+            "category:pupil:circumvention",
+            "{doh}"
+        );
+    }
+    assert_eq!(
+        rule(&s, pupil, "http://203.0.113.5/", core),
+        "ip-address-host:pupil"
+    );
+    assert_eq!(
+        rule(&s, pupil, "https://[2001:db8::5]/", core),
+        "ip-address-host:pupil"
+    );
     assert_eq!(
         s.safesearch(&pupil),
         SafeSearch {
@@ -638,6 +667,7 @@ fn shipped_policy_loads_and_decides() {
         rule(&s, staff, "https://www.bet365.com/", evening),
         "category:staff:gambling"
     );
+    assert_eq!(rule(&s, staff, "http://203.0.113.5/", core), "default");
     assert_eq!(
         rule(&s, staff, "https://example.org/setup.exe", core),
         "default"
@@ -702,4 +732,69 @@ fn encoded_slashes_and_dot_segments_do_not_get_round_a_path_rule() {
     ] {
         assert!(!decide(&s, staff(), url, now).is_blocked(), "{url}");
     }
+}
+
+/// `block_ip_hosts`: on for pupils (and so for their groups, unless a group turns it
+/// off), off for staff; after allow-lists, unblocks, deny-lists and categories.
+#[test]
+fn hosts_written_as_ip_addresses_are_blocked_where_the_role_says_so() {
+    let policy = policy_with(
+        r#"
+[[unblocks]]
+id = "lesson"
+site = "192.0.2.7"
+role = "pupil"
+until = "2099-01-01 00:00"
+"#,
+    )
+    .replacen(
+        "youtube = \"strict\"\n",
+        "youtube = \"strict\"\nblock_ip_hosts = true\n",
+        1,
+    )
+    .replace(
+        "[roles.pupil.groups.year2]\n",
+        "[roles.pupil.groups.year2]\nblock_ip_hosts = false\n",
+    )
+    .replace(
+        "allow = [\"school.test\",",
+        "allow = [\"10.9.8.7\", \"school.test\",",
+    );
+    let (_dir, s) = load(&policy);
+    let now = wednesday_morning();
+    for url in [
+        "http://1.1.1.1/",
+        "https://8.8.8.8/dns-query?dns=AAAB",
+        "http://[2606:4700:4700::1111]/",
+        "http://16843009/",
+        "http://0x01.0x01.0x01.0x01/",
+        "http://9.9.9.9:8443/",
+    ] {
+        let d = decide(&s, pupil(), url, now);
+        assert_eq!(d.verdict, Verdict::Block, "{url}");
+        assert_eq!(d.rule, "ip-address-host:pupil", "{url}");
+        assert_eq!(
+            d.reason,
+            "Sites reached by their number (an IP address) instead of their name are \
+             blocked for pupils"
+        );
+        assert_eq!(
+            rule(&s, year6(), url, now),
+            "ip-address-host:pupil",
+            "{url}"
+        );
+        let year2 = Subject {
+            group: Some("year2"),
+            ..pupil()
+        };
+        assert_eq!(rule(&s, year2, url, now), "default", "{url}");
+        assert_eq!(rule(&s, staff(), url, now), "default", "{url}");
+    }
+    // Names are not addresses; allow-lists and unblocks of an address beat the rule.
+    assert_eq!(rule(&s, pupil(), "http://dns.test/", now), "default");
+    assert_eq!(rule(&s, pupil(), "http://10.9.8.7/", now), "allow:global");
+    assert_eq!(
+        rule(&s, pupil(), "http://192.0.2.7/", now),
+        "unblock:lesson"
+    );
 }

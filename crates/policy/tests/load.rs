@@ -204,3 +204,56 @@ fn toml_dates_and_times_may_be_bare() {
     ));
     Policy::load(&path).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn list_files_are_screened_against_the_list_in_force() {
+    use safegate_policy::{ListChecks, Refusal};
+    let (dir, path) = write(&format!(
+        "[categories.ok]\nsources = [{{ format = \"domains\", path = \"ok.txt\" }}]\n{ROLES}"
+    ));
+    let list = dir.path().join("ok.txt");
+    let many: String = (0..20).map(|i| format!("site{i}.test\n")).collect();
+    std::fs::write(&list, &many).unwrap();
+    let checks = ListChecks::default();
+    let in_force = Policy::load_screened(&path, None, checks).unwrap();
+    assert_eq!(in_force.stats().list_files[0].entries, 20);
+
+    // Cut to 10 %: refused against the list in force, not on its own.
+    let cut: String = many.lines().take(2).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&list, &cut).unwrap();
+    Policy::load(&path).unwrap();
+    let err = Policy::load_screened(&path, Some(in_force.stats()), checks).unwrap_err();
+    let PolicyError::ListsRefused { refusals, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(refusals[0].category, "ok");
+    assert_eq!(refusals[0].file, list);
+    assert!(matches!(
+        refusals[0].reason,
+        Refusal::Shrunk {
+            before: 20,
+            after: 2,
+            ..
+        }
+    ));
+    assert!(
+        err.to_string().contains("shrank from 20 to 2 entries"),
+        "{err}"
+    );
+    let off = ListChecks {
+        max_shrink_percent: 100,
+    };
+    Policy::load_screened(&path, Some(in_force.stats()), off).unwrap();
+
+    // Binary garbage: refused even at first load, with the file named.
+    let mut garbage = many.into_bytes();
+    garbage.extend((0..=255u8).cycle().take(2000));
+    std::fs::write(&list, &garbage).unwrap();
+    let err = Policy::load(&path).unwrap_err();
+    assert!(matches!(&err, PolicyError::ListsRefused { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("list `ok`") && text.contains("holds binary data"),
+        "{text}"
+    );
+}

@@ -6,6 +6,14 @@
 //! names (category sources, phrase lists) changes. Every version in force, and every
 //! change of a list file it names, is recorded in the audit log (author `file` for
 //! changes made by hand), with a unified diff ([`policy_diff`]).
+//!
+//! Every list file is screened as it is read ([`ListChecks`]): a binary or mostly
+//! invalid list is refused at start and at reload, and at reload also a list that
+//! lost more than `lists.max_shrink_percent` of the entries of the same list in
+//! force. A refusal keeps the previous policy (and so the previous lists) live, is
+//! logged at error naming the file and why, counted per list
+//! ([`ReloadCounters::list_refusals`]) and reported by `/readyz` until a reload
+//! succeeds ([`ReloadCounters::refused_lists`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -15,7 +23,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
-use safegate_policy::{Policy, PolicyError, PolicyHandle, Snapshot};
+use safegate_config::ConfigProblem;
+use safegate_policy::{ListChecks, ListRefusal, Policy, PolicyError, PolicyHandle, Snapshot};
+use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +49,58 @@ pub enum ReloadError {
     /// The file watcher cannot start.
     #[error("cannot start the policy file watcher")]
     Watcher(#[source] notify::Error),
+}
+
+/// `[lists]`: how freshly read list files are screened before they go live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListsConfig {
+    /// A list file that lost more than this share (percent) of the entries of the
+    /// same file in force is refused at reload; 100 turns the check off. Default 50.
+    pub max_shrink_percent: u8,
+}
+
+impl Default for ListsConfig {
+    fn default() -> Self {
+        ListsConfig {
+            max_shrink_percent: ListChecks::default().max_shrink_percent,
+        }
+    }
+}
+
+impl ListsConfig {
+    /// Every problem, with its key.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        if self.max_shrink_percent > 100 {
+            problems.push(ConfigProblem::new(
+                "lists.max_shrink_percent",
+                format!(
+                    "{} is not a share in percent: use 0 to 100 (100 turns the check off)",
+                    self.max_shrink_percent
+                ),
+            ));
+        }
+        problems
+    }
+
+    /// The checks the policy compile applies.
+    pub fn checks(&self) -> ListChecks {
+        ListChecks {
+            max_shrink_percent: self.max_shrink_percent,
+        }
+    }
+}
+
+/// What the reloader reloads and how.
+#[derive(Debug, Clone)]
+pub struct Reloading {
+    /// The policy file.
+    pub file: PathBuf,
+    /// Reload when the policy file or one of its lists changes (SIGHUP always does).
+    pub watch: bool,
+    /// How list files are screened.
+    pub checks: ListChecks,
 }
 
 /// Most lines of a policy diff kept in one audit entry.
@@ -83,6 +145,10 @@ pub struct ReloadCounters {
     pub last_failed: AtomicBool,
     /// Why the most recent reload was refused (None after a good one).
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// List refusals since start, per list (category) name.
+    list_refusals: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// The lists the most recent reload refused (empty after a good one).
+    refused_now: std::sync::Mutex<Vec<ListRefusal>>,
 }
 
 impl ReloadCounters {
@@ -92,7 +158,30 @@ impl ReloadCounters {
         self.last_failed.store(!ok, Ordering::Relaxed);
         if ok {
             self.set_last_error(None);
+            lock(&self.refused_now).clear();
         }
+    }
+
+    fn record_refusals(&self, refusals: &[ListRefusal]) {
+        let mut counts = lock(&self.list_refusals);
+        for refusal in refusals {
+            *counts.entry(refusal.category.clone()).or_insert(0) += 1;
+        }
+        *lock(&self.refused_now) = refusals.to_vec();
+    }
+
+    /// List refusals since start, per list (category) name, in name order.
+    pub fn list_refusals(&self) -> Vec<(String, u64)> {
+        lock(&self.list_refusals)
+            .iter()
+            .map(|(list, count)| (list.clone(), *count))
+            .collect()
+    }
+
+    /// The lists that the most recent reload refused, so that the previous policy
+    /// stays live; empty when it worked.
+    pub fn refused_lists(&self) -> Vec<ListRefusal> {
+        lock(&self.refused_now).clone()
     }
 
     fn set_last_error(&self, error: Option<String>) {
@@ -111,12 +200,20 @@ impl ReloadCounters {
     }
 }
 
-/// Loads the policy for start-up; errors name the file, line and column.
-pub fn load_initial(path: &Path) -> Result<PolicyHandle, ReloadError> {
-    let snapshot = Policy::load(path).map_err(|source| ReloadError::Load {
-        path: path.to_owned(),
-        source: Box::new(source),
-    })?;
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Loads the policy for start-up; errors name the file, line and column, or the list
+/// refused and why (there is no previous list to keep at start).
+pub fn load_initial(path: &Path, checks: ListChecks) -> Result<PolicyHandle, ReloadError> {
+    let snapshot =
+        Policy::load_screened(path, None, checks).map_err(|source| ReloadError::Load {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
     log_loaded(path, &snapshot, "policy loaded");
     Ok(Arc::new(ArcSwap::from_pointee(snapshot)))
 }
@@ -134,9 +231,18 @@ fn log_loaded(path: &Path, snapshot: &Snapshot, message: &str) {
 }
 
 /// Compiles the policy again and swaps it in; on failure the old policy stays.
-pub async fn reload(path: &Path, handle: &PolicyHandle, counters: &ReloadCounters) -> bool {
+pub async fn reload(
+    path: &Path,
+    handle: &PolicyHandle,
+    counters: &ReloadCounters,
+    checks: ListChecks,
+) -> bool {
     let file = path.to_owned();
-    let compiled = tokio::task::spawn_blocking(move || Policy::load(&file)).await;
+    let in_force = handle.load_full();
+    let compiled = tokio::task::spawn_blocking(move || {
+        Policy::load_screened(&file, Some(in_force.stats()), checks)
+    })
+    .await;
     match compiled {
         Ok(Ok(snapshot)) => {
             let snapshot = Arc::new(snapshot);
@@ -144,6 +250,21 @@ pub async fn reload(path: &Path, handle: &PolicyHandle, counters: &ReloadCounter
             log_loaded(path, &snapshot, "policy reloaded");
             counters.record(true);
             true
+        }
+        Ok(Err(PolicyError::ListsRefused { refusals, .. })) => {
+            counters.record(false);
+            counters.record_refusals(&refusals);
+            let text: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+            counters.set_last_error(Some(format!("list refused: {}", text.join("; "))));
+            for refusal in &refusals {
+                error!(
+                    file = %refusal.file.display(),
+                    list = %refusal.category,
+                    "list file REFUSED, the previous policy and its lists stay live: {}",
+                    refusal.reason
+                );
+            }
+            false
         }
         Ok(Err(err)) => {
             counters.record(false);
@@ -221,14 +342,18 @@ pub fn audit_list_files(store: &safegate_store::Store, files: &[PathBuf]) {
 /// Reloads on SIGHUP, when `reload_now` is notified (an edit from the admin pages)
 /// and (if `watch`) on changes to the policy file or its list files, until `shutdown`.
 pub fn spawn_reloader(
-    path: PathBuf,
-    watch: bool,
+    reloading: Reloading,
     handle: PolicyHandle,
     counters: Arc<ReloadCounters>,
     store: safegate_store::Store,
     reload_now: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, ReloadError> {
+    let Reloading {
+        file: path,
+        watch,
+        checks,
+    } = reloading;
     let mut hangup = signal(SignalKind::hangup()).map_err(ReloadError::Hangup)?;
     let (changed_tx, mut changed) = mpsc::channel::<()>(1);
     let mut watcher = if watch {
@@ -251,7 +376,7 @@ pub fn spawn_reloader(
                     info!(file = %path.display(), "policy file or one of its lists changed: reloading");
                 }
             }
-            if reload(&path, &handle, &counters).await {
+            if reload(&path, &handle, &counters, checks).await {
                 let files = handle.load().stats().files.clone();
                 if let Some(files) = watcher.as_mut() {
                     files.watch(handle.load().stats().files.clone());

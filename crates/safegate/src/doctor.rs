@@ -111,6 +111,7 @@ pub fn examine(path: &Path, overrides: &[String]) -> Vec<Finding> {
         ),
     )];
     findings.push(policy(&config.policy.file));
+    findings.extend(running_lists(&config));
     findings.extend(data_dir(&config.data_dir));
     findings.push(ca(&config.data_dir));
     findings.extend(listeners(&config));
@@ -200,8 +201,9 @@ fn policy(path: &Path) -> Finding {
         Err(error) => Finding::fail(
             "policy",
             error.to_string(),
-            "correct the policy file at the line and column given, then reload SafeGate \
-             (`systemctl reload safegate`); `safegate check URL` shows how it decides",
+            "correct the policy file at the line and column given (or replace a refused list \
+             file with a good list), then reload SafeGate (`systemctl reload safegate`); \
+             `safegate check URL` shows how it decides",
         ),
     }
 }
@@ -384,6 +386,13 @@ fn listeners(config: &Config) -> Vec<Finding> {
 
 /// Whether a SafeGate answers `/healthz` on the admin address.
 fn safegate_answers(admin: SocketAddr) -> bool {
+    admin_get(admin, "/healthz")
+        .is_some_and(|answer| answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"))
+}
+
+/// The running SafeGate's answer to `GET path` on the admin address (head and body,
+/// at most 16 KiB), if one answers within two seconds.
+fn admin_get(admin: SocketAddr, path: &str) -> Option<String> {
     let mut target = admin;
     if target.ip().is_unspecified() {
         target.set_ip(if admin.is_ipv4() {
@@ -393,19 +402,34 @@ fn safegate_answers(admin: SocketAddr) -> bool {
         });
     }
     let timeout = Duration::from_secs(2);
-    let Ok(mut stream) = TcpStream::connect_timeout(&target, timeout) else {
-        return false;
-    };
+    let mut stream = TcpStream::connect_timeout(&target, timeout).ok()?;
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut answer = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut std::io::Read::take(&mut stream, 4096), &mut answer);
-    let answer = String::from_utf8_lossy(&answer);
-    answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n")
+    let _ = std::io::Read::read_to_end(&mut std::io::Read::take(&mut stream, 16384), &mut answer);
+    Some(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// The running SafeGate's list files: a list refused at its last reload (binary,
+/// mostly invalid, or cut short against the list in force, which only the running
+/// service can tell) is a failure; nothing is said when no SafeGate runs.
+fn running_lists(config: &Config) -> Option<Finding> {
+    let answer = admin_get(config.admin.listen, "/readyz")?;
+    let refused = answer
+        .lines()
+        .find_map(|line| line.strip_prefix("FAIL: lists: "));
+    Some(match refused {
+        Some(reason) => Finding::fail(
+            "lists",
+            format!("the running SafeGate {reason}"),
+            "put a good copy of the list file back (or fix the download that replaced it), \
+             then `systemctl reload safegate`; lists.max_shrink_percent sets how much a list \
+             may shrink at once",
+        ),
+        None => Finding::ok("lists", "the running SafeGate refused no list file"),
+    })
 }
 
 fn metrics_token(config: &Config) -> Vec<Finding> {

@@ -99,7 +99,7 @@ fn open_state(config: &Config) -> Result<State> {
             config.data_dir.display()
         )
     })?;
-    let policy = safegate_reload::load_initial(&config.policy.file)?;
+    let policy = safegate_reload::load_initial(&config.policy.file, config.lists.checks())?;
     let password_checks = Arc::new(CheckPool::default());
     let auth = Arc::new(
         Authenticator::new(&config.auth, Arc::clone(&password_checks))
@@ -175,7 +175,7 @@ async fn bind_listeners(config: &Config, state: &State) -> Result<Bound> {
     let readiness = admin_service::service_readiness(
         config.policy.file.clone(),
         config.data_dir.clone(),
-        reloads,
+        state.reload_counters.clone(),
     );
     let admin = AdminServer::bind(&config.admin, metrics.clone(), Arc::clone(&readiness))
         .await
@@ -299,8 +299,11 @@ fn start_tasks(
         password_checks,
     );
     let reloader = safegate_reload::spawn_reloader(
-        config.policy.file.clone(),
-        config.policy.watch,
+        safegate_reload::Reloading {
+            file: config.policy.file.clone(),
+            watch: config.policy.watch,
+            checks: config.lists.checks(),
+        },
         policy,
         reload_counters,
         store.clone(),

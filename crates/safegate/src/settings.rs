@@ -14,6 +14,7 @@ use safegate_admin::AdminConfig;
 use safegate_config::ConfigProblem;
 use safegate_proxy::auth::AuthConfig;
 use safegate_proxy::{PacConfig, ProxyConfig, TransparentConfig, UpstreamConfig};
+use safegate_reload::ListsConfig;
 use safegate_report::scheduler::ReportConfig;
 use safegate_safeguarding::DeliveryConfig;
 use safegate_store::StoreConfig;
@@ -56,6 +57,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The policy file.
     pub policy: PolicyConfig,
+    /// How list files are screened before they go live.
+    pub lists: ListsConfig,
     /// Proxy authentication and address bindings.
     pub auth: AuthConfig,
     /// The visit log.
@@ -78,6 +81,7 @@ impl Default for Config {
             transparent: TransparentConfig::default(),
             admin: AdminConfig::default(),
             policy: PolicyConfig::default(),
+            lists: ListsConfig::default(),
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
             log: LogConfig::default(),
@@ -218,6 +222,7 @@ impl Config {
             problems.push(ConfigProblem::new(key, "needs delivery.smtp.host"));
         }
         problems.extend(self.admin.validate());
+        problems.extend(self.lists.validate());
         if self.policy.client_roles.is_some() {
             problems.push(ConfigProblem::new(
                 "policy.client_roles",
