@@ -32,9 +32,13 @@ pub fn loopback_policy() -> &'static std::path::Path {
         let text = shipped
             .replace("block_ip_hosts = true", "block_ip_hosts = false")
             .replace("\"../blocklists/", &format!("\"{}/", blocklists.display()));
-        let dir = tempfile::tempdir().unwrap().keep();
-        let path = dir.join("policy.toml");
-        std::fs::write(&path, text).unwrap();
+        // In cargo's temp dir for integration tests (under target/): nothing left
+        // behind in /tmp, and written whole before it is renamed into place.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join("loopback-policy.toml");
+        let partial = dir.join(format!("loopback-policy.toml.{}", std::process::id()));
+        std::fs::write(&partial, text).unwrap();
+        std::fs::rename(&partial, &path).unwrap();
         path
     })
 }
