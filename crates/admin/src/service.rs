@@ -19,7 +19,7 @@ use safegate_store::{Store, VisitLogStats};
 use tokio::sync::Notify;
 
 use crate::AdminConfig;
-use crate::health::{CheckFn, DataDirWritable, Readiness};
+use crate::health::{CheckFn, Readiness, StoreWritable};
 use crate::metrics::{
     AlertCollector, AlertCounters, Metrics, PolicyReloadCollector, PolicyReloadCounts,
     PolicyReloadSource, PolicySizeCollector, ProxyAuthCollector, ProxyAuthCounts, ProxyAuthSource,
@@ -85,11 +85,13 @@ pub fn register_proxy_metrics(
 }
 
 /// What `/readyz` checks besides the listeners: the policy file in force (a failed
-/// reload of `policy_file` makes SafeGate not ready) and `data_dir` taking writes.
+/// reload of `policy_file` makes SafeGate not ready) and the store taking writes (the
+/// visit-log writer, when `visit_log` is on, and `data_dir`).
 pub fn service_readiness(
     policy_file: PathBuf,
     data_dir: PathBuf,
     reloads: Arc<dyn PolicyReloadSource>,
+    visit_log: Option<Arc<VisitLogStats>>,
 ) -> Arc<Readiness> {
     let policy_check = CheckFn::new("policy", move || {
         if reloads.policy_reloads().last_failed {
@@ -103,7 +105,7 @@ pub fn service_readiness(
     });
     Arc::new(Readiness::new(vec![
         Box::new(policy_check),
-        Box::new(DataDirWritable::new(data_dir)),
+        Box::new(StoreWritable::new(data_dir, visit_log)),
     ]))
 }
 

@@ -230,6 +230,11 @@ pub(crate) async fn serve_tls(
         Ok(ip) => SocketAddr::new(ip, port).to_string(),
         Err(_) => format!("{host}:{port}"),
     };
+    if pipeline::refusing_unrecorded(&state) {
+        let _ = pipeline::finish_tunnel(ledger, None, 503, None);
+        info!(client = %peer, target, "transparent HTTPS refused: the visit log cannot be written (store.when_full = \"refuse-traffic\"); closed");
+        return;
+    }
     let Ok(normalised) = RequestTarget::from_parts(&host, None) else {
         let _ = pipeline::finish_tunnel(ledger, None, 400, None);
         info!(client = %peer, target, "transparent HTTPS server name is not a valid host; closed");

@@ -48,7 +48,7 @@ pub use crate::users::{
 };
 pub use crate::visit_log::{Query, write_csv_row, write_records_csv, write_records_json};
 pub use crate::visit_log_writer::{
-    VisitLogQueue, VisitLogStats, VisitLogStatsSnapshot, spawn_visit_log_writer,
+    VisitLogQueue, VisitLogStats, VisitLogStatsSnapshot, WriteFailure, spawn_visit_log_writer,
 };
 
 use std::path::{Path, PathBuf};
@@ -240,6 +240,11 @@ impl Store {
         Ok(())
     }
 
+    /// Free space, in bytes, on the file system that holds the database.
+    pub fn available_space(&self) -> Result<u64, StoreError> {
+        Ok(fs2::available_space(&self.shared.path)?)
+    }
+
     /// Writes everything to disk.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.trees()?.db.flush_async().await?;
@@ -326,6 +331,22 @@ pub struct StoreConfig {
     /// Records older than this many days are purged (daily, and by `safegate log
     /// purge`); 0 keeps everything.
     pub retention_days: u32,
+    /// What the proxy does while the visit log cannot be written (the disk is full):
+    /// `keep-filtering` (the default: requests are decided and answered as ever, their
+    /// records kept in memory up to `queue_capacity` twice over, the rest counted as
+    /// lost) or `refuse-traffic` (new requests are answered `503` until it can write).
+    pub when_full: WhenFull,
+}
+
+/// `store.when_full`: what the proxy does while the visit log cannot be written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// Go on deciding and answering requests; records wait in memory (bounded).
+    #[default]
+    KeepFiltering,
+    /// Answer new requests `503` with a page saying the disk is full.
+    RefuseTraffic,
 }
 
 impl Default for StoreConfig {
@@ -335,6 +356,7 @@ impl Default for StoreConfig {
             queue_capacity: 65_536,
             flush_interval: std::time::Duration::from_secs(1),
             retention_days: 365,
+            when_full: WhenFull::KeepFiltering,
         }
     }
 }

@@ -39,7 +39,9 @@ impl Store {
         let mut key = [0u8; 16];
         key[..8].copy_from_slice(&review.at_unix_nanos.to_be_bytes());
         key[8..].copy_from_slice(&self.trees()?.db.generate_id()?.to_be_bytes());
-        self.trees()?.reviews.insert(key, serde_json::to_vec(review)?)?;
+        self.trees()?
+            .reviews
+            .insert(key, serde_json::to_vec(review)?)?;
         Ok(())
     }
 
@@ -113,7 +115,8 @@ impl Store {
 
     /// Review requests, newest first, at most `limit`.
     pub fn reviews(&self, limit: usize) -> Result<Vec<ReviewRequest>, StoreError> {
-        self.trees()?.reviews
+        self.trees()?
+            .reviews
             .iter()
             .rev()
             .take(limit)

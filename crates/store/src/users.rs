@@ -1218,10 +1218,20 @@ mod tests {
     fn damaged_entries_are_reported_and_skipped_in_lists() {
         let (_dir, store) = open();
         store.add_user(&new_user("ada", "staff")).unwrap();
-        store.users.insert("bob", vec![9u8, 1, 2]).unwrap();
+        store
+            .trees()
+            .unwrap()
+            .users
+            .insert("bob", vec![9u8, 1, 2])
+            .unwrap();
         let mut other = store.get_user("ada").unwrap().unwrap();
         other.name = "eve".into();
-        store.users.insert("carl", other.encode()).unwrap();
+        store
+            .trees()
+            .unwrap()
+            .users
+            .insert("carl", other.encode())
+            .unwrap();
         let error = store.get_user("bob").unwrap_err().to_string();
         assert!(error.contains("unknown format version 9"), "{error}");
         let error = store.get_user("carl").unwrap_err().to_string();

@@ -888,7 +888,9 @@ impl Store {
             (Some(user), _) => (&self.trees()?.visit_log_users, part(BY_USER, Some(user))),
             (None, Some(host)) => (&self.trees()?.visit_log_index, part(BY_HOST, Some(host))),
             (None, None) if query.blocked_only => (&self.trees()?.visit_log, part(BLOCKED, None)),
-            (None, None) if query.search_terms_only => (&self.trees()?.visit_log, part(SEARCHES, None)),
+            (None, None) if query.search_terms_only => {
+                (&self.trees()?.visit_log, part(SEARCHES, None))
+            }
             (None, None) => (&self.trees()?.visit_log, part(RECORDS, None)),
         };
         let (low, high) = query.key_range(&prefix);
@@ -907,7 +909,12 @@ impl Store {
                 (None, None) => false,
             };
             if references {
-                merge.offer_references(&self.trees()?.visit_log, &value, &mut unpacker, &mut resolved)?;
+                merge.offer_references(
+                    &self.trees()?.visit_log,
+                    &value,
+                    &mut unpacker,
+                    &mut resolved,
+                )?;
             } else {
                 merge.offer_block(&value, &mut unpacker);
             }
