@@ -242,7 +242,8 @@ impl Store {
 
     /// Free space, in bytes, on the file system that holds the database.
     pub fn available_space(&self) -> Result<u64, StoreError> {
-        Ok(fs2::available_space(&self.shared.path)?)
+        let stats = rustix::fs::statvfs(&self.shared.path).map_err(std::io::Error::from)?;
+        Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
     }
 
     /// Writes everything to disk.
