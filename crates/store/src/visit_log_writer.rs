@@ -711,3 +711,57 @@ fn retryable(error: &StoreError) -> bool {
         StoreError::Database(_) | StoreError::Io(_) | StoreError::Reopening | StoreError::Busy
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn batch(n: usize) -> RecordBatch {
+        let record = crate::record::tests::sample(10, "al", "a.example");
+        RecordBatch::from_records(&vec![record; n])
+    }
+
+    #[test]
+    fn the_retry_buffer_is_bounded_and_counts_what_it_drops() {
+        let stats = VisitLogStats::default();
+        let mut retry = RetryBuffer::new(10);
+        retry.keep(batch(4), &stats);
+        retry.keep(batch(4), &stats);
+        assert_eq!((retry.records, stats.snapshot().lost), (8, 0));
+        // Over the bound: the oldest batch goes, counted as lost.
+        retry.keep(batch(4), &stats);
+        let snapshot = stats.snapshot();
+        assert_eq!(
+            (retry.records, snapshot.retry_waiting, snapshot.lost),
+            (8, 8, 4)
+        );
+        let front = retry.take_front(&stats).unwrap();
+        assert_eq!((front.len(), stats.snapshot().retry_waiting), (4, 4));
+        retry.put_back(front, &stats);
+        retry.abandon(&stats);
+        assert_eq!(
+            (stats.snapshot().retry_waiting, stats.snapshot().lost),
+            (0, 12)
+        );
+    }
+
+    #[test]
+    fn a_failure_says_since_when_how_many_wait_and_how_many_were_lost() {
+        let stats = VisitLogStats::default();
+        assert!(stats.failure().is_none() && stats.writable());
+        let full = StoreError::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert!(stats.failed(&full));
+        assert!(!stats.failed(&full), "one spell, started once");
+        stats.retry_waiting.store(7, Relaxed);
+        stats.lost.store(2, Relaxed);
+        let text = stats.failure().unwrap().to_string();
+        assert!(
+            text.starts_with("cannot write the visit log: disk full since "),
+            "{text}"
+        );
+        assert!(text.ends_with(", 7 records waiting, 2 lost"), "{text}");
+        assert_eq!(stats.snapshot().write_failures, 2);
+    }
+}
