@@ -3,6 +3,7 @@
 //! (`store.when_full = "keep-filtering"`) or answers `503` (`"refuse-traffic"`),
 //! `/readyz` says the store is failing and why, and the metrics move; once the filler
 //! is deleted the writer writes the records it kept, and new ones, without a restart.
+//! The technician is told both times through the alert delivery (a webhook here).
 //!
 //! Mounting a tmpfs needs root (as in CI, where `.ci/run` runs as root); without it the
 //! tests print why they are skipped and pass.
@@ -18,6 +19,7 @@ use safegate_store::{Query, Store};
 use crate::kit::bounded;
 use crate::kit::origin::Origin;
 use crate::kit::process::SafeGate;
+use crate::kit::receivers::Webhook;
 
 /// How long any one condition is polled for.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -200,16 +202,39 @@ async fn open_store(data_dir: &Path) -> Store {
     }
 }
 
-async fn start(tmpfs: &Tmpfs, when_full: &str) -> SafeGate {
+async fn start(tmpfs: &Tmpfs, when_full: &str, webhook: &Webhook) -> SafeGate {
     let data_dir = format!("data_dir={:?}", tmpfs.path.display().to_string());
     let when_full = format!("store.when_full=\"{when_full}\"");
+    let webhook = format!("delivery.webhook_url={:?}", webhook.url);
     SafeGate::start(&[
         data_dir.as_str(),
         "store.flush_interval=\"50ms\"",
         when_full.as_str(),
+        webhook.as_str(),
         "auth.bindings=[{ network = \"127.0.0.0/8\", role = \"filter-admin\" }]",
     ])
     .await
+}
+
+/// Waits until the webhook has had a system notice of `kind`.
+async fn notice(webhook: &Webhook, kind: &str) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let found = webhook.bodies().iter().find_map(|body| {
+            let value: serde_json::Value = serde_json::from_str(body).ok()?;
+            (value["system"]["kind"] == kind).then_some(value)
+        });
+        if let Some(value) = found {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {kind} notice within {DEADLINE:?}: {:?}",
+            webhook.bodies()
+        );
+        // Poll interval of a bounded poll, not a synchronisation point.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The records whose path carries `tag`.
@@ -234,7 +259,8 @@ async fn a_full_disk_is_reported_and_recovered_from_without_a_restart() {
     };
     bounded(async {
         let origin = Origin::start().await;
-        let mut safegate = start(&tmpfs, "keep-filtering").await;
+        let webhook = Webhook::start().await;
+        let mut safegate = start(&tmpfs, "keep-filtering", &webhook).await;
         assert_eq!(visit(&safegate, &origin, "/uri?before").await.0, 200);
         wait_until(&safegate, "the first record flushed", |status, _, m| {
             status == 200 && m["safegate_visit_log_records_flushed_total"] >= 1.0
@@ -253,6 +279,13 @@ async fn a_full_disk_is_reported_and_recovered_from_without_a_restart() {
             m["safegate_store_writable"] == 0.0 && m["safegate_store_write_failures_total"] >= 1.0
         })
         .await;
+        // The technician is told, through the alert delivery (here a webhook).
+        let told = notice(&webhook, "store_not_writable").await;
+        let summary = told["system"]["summary"].as_str().unwrap();
+        assert!(
+            summary.starts_with("cannot write the visit log: disk full since "),
+            "{told}"
+        );
         // Still filtering: a blocked site is still blocked.
         let blocked = safegate
             .client()
@@ -269,6 +302,7 @@ async fn a_full_disk_is_reported_and_recovered_from_without_a_restart() {
         .await;
         assert!(text.contains("ok: store"), "{text}");
         assert!(after["safegate_store_reopens_total"] >= 1.0, "{after:?}");
+        notice(&webhook, "store_writable").await;
         assert_eq!(visit(&safegate, &origin, "/uri?after-1").await.0, 200);
         let flushed = after["safegate_visit_log_records_flushed_total"];
         wait_until(&safegate, "a new record written", |_, _, m| {
@@ -323,7 +357,8 @@ async fn refuse_traffic_answers_503_while_the_disk_is_full() {
     };
     bounded(async {
         let origin = Origin::start().await;
-        let mut safegate = start(&tmpfs, "refuse-traffic").await;
+        let webhook = Webhook::start().await;
+        let mut safegate = start(&tmpfs, "refuse-traffic", &webhook).await;
         assert_eq!(visit(&safegate, &origin, "/uri?before").await.0, 200);
         let filler = tmpfs.path.join("filler");
         fill(&filler);

@@ -266,6 +266,7 @@ fn start_tasks(
             batches: alert_batches,
             clock_offset_micros,
             counters: alert_counters,
+            visit_log: visit_log.stats.clone(),
         },
         shutdown,
     )?;
