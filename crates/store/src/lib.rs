@@ -202,26 +202,27 @@ impl Store {
     /// kept, writes since the last flush are not. Blocks until every operation still
     /// using the old database has ended (at most 10 s, else the old one is kept and
     /// [`StoreError::Busy`] returned), so call it from a blocking thread. While it
-    /// runs, other operations fail with [`StoreError::Reopening`].
+    /// runs (and until a later call succeeds, if opening fails), other operations fail
+    /// with [`StoreError::Reopening`]. Only one thread (the visit-log writer) calls it.
     pub fn reopen_blocking(&self) -> Result<(), StoreError> {
-        let Some(mut old) = self.shared.trees.swap(None) else {
-            return Err(StoreError::Reopening);
-        };
         let deadline = Instant::now() + REOPEN_WAIT;
-        // sled holds an exclusive lock on its files until the last handle is gone.
-        loop {
-            match Arc::try_unwrap(old) {
-                Ok(trees) => {
-                    drop(trees);
-                    break;
-                }
-                Err(shared) if Instant::now() >= deadline => {
-                    self.shared.trees.store(Some(shared));
-                    return Err(StoreError::Busy);
-                }
-                Err(shared) => {
-                    old = shared;
-                    std::thread::sleep(Duration::from_millis(5));
+        // `None`: an earlier reopen closed the database and failed to open it again.
+        if let Some(mut old) = self.shared.trees.swap(None) {
+            // sled holds an exclusive lock on its files until the last handle is gone.
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(trees) => {
+                        drop(trees);
+                        break;
+                    }
+                    Err(shared) if Instant::now() >= deadline => {
+                        self.shared.trees.store(Some(shared));
+                        return Err(StoreError::Busy);
+                    }
+                    Err(shared) => {
+                        old = shared;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
                 }
             }
         }

@@ -804,31 +804,42 @@ impl Store {
     /// Reports every change to the users from now on (see [`UsersWatch`]). Subscribe
     /// *before* reading the table, so no change falls in between.
     pub fn watch_users(&self) -> Result<UsersWatch, StoreError> {
+        let mut generation = self.reopened();
         let mut subscriber = self.trees()?.users.watch_prefix(Vec::<u8>::new());
         let (sender, changes) = watch::channel(0u64);
-        // The thread must not keep the database open: it holds a weak handle, and
-        // subscribes again when the database is reopened (see `Store::reopen_blocking`).
+        // The thread must not keep the database open: it holds a weak handle. When
+        // the database is reopened (see `Store::reopen_blocking`) the subscriber is
+        // disconnected, or sees nothing more: the thread subscribes again.
         let store = self.downgrade();
         std::thread::Builder::new()
             .name("safegate-users-watch".to_owned())
             .spawn(move || {
                 loop {
-                    match subscriber.next_timeout(WATCH_POLL) {
-                        Ok(_) => sender.send_modify(|n| *n += 1),
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        // The database has closed: for good, or to be reopened.
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                            let Some(again) = resubscribe(&store, &sender) else {
-                                return;
-                            };
-                            subscriber = again;
-                            // Changes may have been missed in between.
+                    let closed = match subscriber.next_timeout(WATCH_POLL) {
+                        Ok(_) => {
                             sender.send_modify(|n| *n += 1);
+                            false
                         }
-                    }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+                        // The database has closed: for good, or to be reopened.
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => true,
+                    };
                     if sender.is_closed() {
                         return;
                     }
+                    let Some(current) = store.upgrade() else {
+                        return;
+                    };
+                    if !closed && current.reopened() == generation {
+                        continue;
+                    }
+                    drop(current);
+                    let Some((again, reopened)) = resubscribe(&store, &sender, generation) else {
+                        return;
+                    };
+                    (subscriber, generation) = (again, reopened);
+                    // Changes may have been missed in between.
+                    sender.send_modify(|n| *n += 1);
                 }
             })?;
         Ok(UsersWatch { changes })
@@ -865,16 +876,23 @@ impl Store {
     }
 }
 
-/// Subscribes to the users again once the database is open again; `None` when the
-/// store is gone or nobody listens any more.
-fn resubscribe(store: &crate::WeakStore, sender: &watch::Sender<u64>) -> Option<sled::Subscriber> {
+/// Subscribes to the users again once the database has been reopened since
+/// `generation`; `None` when the store is gone or nobody listens any more.
+fn resubscribe(
+    store: &crate::WeakStore,
+    sender: &watch::Sender<u64>,
+    generation: u64,
+) -> Option<(sled::Subscriber, u64)> {
     loop {
         if sender.is_closed() {
             return None;
         }
         let store = store.upgrade()?;
-        if let Ok(trees) = store.trees() {
-            return Some(trees.users.watch_prefix(Vec::<u8>::new()));
+        let reopened = store.reopened();
+        if reopened != generation
+            && let Ok(trees) = store.trees()
+        {
+            return Some((trees.users.watch_prefix(Vec::<u8>::new()), reopened));
         }
         drop(store);
         std::thread::sleep(WATCH_POLL / 10);
@@ -1247,6 +1265,41 @@ mod tests {
         truncated.truncate(10);
         assert!(User::decode(&truncated).is_err());
         assert!(User::decode(&[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn watch_users_follows_the_database_when_it_is_reopened() {
+        let (_dir, store) = open();
+        let mut watch = store.watch_users().unwrap();
+        let reopening = store.clone();
+        tokio::task::spawn_blocking(move || reopening.reopen_blocking().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(store.reopened(), 1);
+        // The watch subscribes again (and says something may have changed).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let before = loop {
+            assert!(
+                tokio::time::timeout_at(deadline, watch.changed())
+                    .await
+                    .unwrap()
+            );
+            if watch.changes() >= 1 {
+                break watch.changes();
+            }
+        };
+        let writer = store.clone();
+        tokio::task::spawn_blocking(move || writer.add_user(&new_user("ada", "staff")).unwrap())
+            .await
+            .unwrap();
+        while watch.changes() <= before {
+            assert!(
+                tokio::time::timeout_at(deadline, watch.changed())
+                    .await
+                    .unwrap()
+            );
+        }
+        assert_eq!(store.list_users().unwrap().len(), 1);
     }
 
     #[tokio::test]
