@@ -8,9 +8,18 @@
 //! the proxy encoded as they are, and flushes sled. Large batches are
 //! what make sled fast (it pays per key; see [`crate::visit_log`]), and they lose
 //! nothing more on a crash than writing early and flushing on the same interval would.
-//! A full queue drops the record and counts it; a sled error is logged, counted, and
-//! the writer goes on. Each written batch is then handed, without waiting, to an
-//! optional observer (the safeguarding alert engine), off the proxy's path.
+//! A full queue drops the record and counts it. A batch that fails to write or flush
+//! (a full disk) is kept in a retry buffer of at most the queue's capacity (beyond it
+//! the oldest batches are dropped and counted as lost) and retried with back-off (100
+//! ms doubling to 5 s; while the disk is full, only once it has 1 MiB free): sled
+//! refuses every operation after one failed write, so a retry first reopens the
+//! database ([`Store::reopen_blocking`]), then writes the kept batches, oldest first.
+//! Meanwhile [`VisitLogStats::writable`] is false (one relaxed load, for the proxy's
+//! `store.when_full` check) and [`VisitLogStats::failure`] says since when, how many
+//! records wait and how many were lost; one error line is logged when it starts and at
+//! most one a minute after. At shutdown the writer retries for 5 s more, then counts
+//! what it still holds as lost. Each written batch is then handed, without waiting,
+//! to an optional observer (the safeguarding alert engine), off the proxy's path.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
