@@ -5,8 +5,9 @@
 //!
 //! `/readyz` answers `200` only when SafeGate is doing what its files say: the proxy
 //! listeners are up (not starting, not shutting down), the policy file on disk is the
-//! policy in force, and the data directory takes writes. Otherwise `503` with one line
-//! per failed check saying what to fix. A policy file that failed to reload makes
+//! policy in force, and the store takes writes (the visit-log writer is not failing,
+//! and the data directory takes a file). Otherwise `503` with one line per failed
+//! check saying what to fix. A policy file that failed to reload makes
 //! SafeGate not ready although it keeps serving with the previous policy: the school's
 //! latest rules are not enforced, which a person must look at (the alert rule on
 //! `safegate_policy_last_reload_failed` says the same). So do not use `/readyz` to take
@@ -14,9 +15,11 @@
 //! the broken policy and not start at all): that is what `/healthz` is for.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use safegate_store::VisitLogStats;
 
 /// One condition of readiness. Checks run on a blocking thread and may touch the disk.
 pub trait ReadinessCheck: Send + Sync {
@@ -147,6 +150,37 @@ impl ReadinessCheck for DataDirWritable {
     }
 }
 
+/// The store takes writes: the visit-log writer is not failing (it says since when,
+/// how many records wait and how many were lost), and the data directory takes a
+/// small file ([`DataDirWritable`]).
+pub struct StoreWritable {
+    data_dir: DataDirWritable,
+    visit_log: Option<Arc<VisitLogStats>>,
+}
+
+impl StoreWritable {
+    /// Checks the writer's state (when the visit log is on) and probes `data_dir`.
+    pub fn new(data_dir: PathBuf, visit_log: Option<Arc<VisitLogStats>>) -> Self {
+        Self {
+            data_dir: DataDirWritable::new(data_dir),
+            visit_log,
+        }
+    }
+}
+
+impl ReadinessCheck for StoreWritable {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if let Some(failure) = self.visit_log.as_ref().and_then(|stats| stats.failure()) {
+            return Err(failure.to_string());
+        }
+        self.data_dir.check()
+    }
+}
+
 /// Adapts a closure to a [`ReadinessCheck`].
 pub struct CheckFn<F> {
     name: &'static str,
@@ -173,8 +207,6 @@ impl<F: Fn() -> Result<(), String> + Send + Sync> ReadinessCheck for CheckFn<F> 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-
-    use std::sync::Arc;
 
     use super::*;
 

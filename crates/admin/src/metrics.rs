@@ -214,6 +214,10 @@ pub struct VisitLogCollector {
     last_seconds: Spec,
     max_seconds: Spec,
     sum_seconds: Spec,
+    writable: Spec,
+    write_failures: Spec,
+    retry_waiting: Spec,
+    reopens: Spec,
 }
 
 impl VisitLogCollector {
@@ -265,13 +269,14 @@ impl VisitLogCollector {
             write_errors: Spec::counter(
                 "safegate_visit_log_write_errors_total",
                 "Visit-log batches the database failed to write (disk full, I/O error, \
-                 corruption); their records are in safegate_visit_log_records_lost_total. \
-                 SafeGate's log has the error.",
+                 corruption); their records are kept and retried (see \
+                 safegate_store_writable). SafeGate's log has the error.",
             )?,
             lost: Spec::counter(
                 "safegate_visit_log_records_lost_total",
-                "Visit-log records in batches that failed to write: they are not in the \
-                 visit log.",
+                "Visit-log records that will never be written: kept for a retry while the \
+                 database could not be written, beyond what memory holds (twice \
+                 store.queue_capacity) or still unwritten at shutdown, or not encodable.",
             )?,
             flush_errors: Spec::counter(
                 "safegate_visit_log_flush_errors_total",
@@ -298,10 +303,30 @@ impl VisitLogCollector {
                  started; divided by safegate_visit_log_batches_total (or rate by rate) it is \
                  the mean time per batch.",
             )?,
+            writable: Spec::gauge(
+                "safegate_store_writable",
+                "1 while the visit log is written; 0 from a failed write (disk full, I/O \
+                 error) until writing works again, by itself, without a restart. /readyz \
+                 says why and since when.",
+            )?,
+            write_failures: Spec::counter(
+                "safegate_store_write_failures_total",
+                "Failed attempts to write or flush visit-log records (first tries and \
+                 retries) since SafeGate started.",
+            )?,
+            retry_waiting: Spec::gauge(
+                "safegate_visit_log_records_waiting",
+                "Visit-log records taken from the queue and kept in memory because writing \
+                 failed; written when the database takes writes again.",
+            )?,
+            reopens: Spec::counter(
+                "safegate_store_reopens_total",
+                "Times the database was reopened to recover from a failed write.",
+            )?,
         })
     }
 
-    fn specs(&self) -> [&Spec; 13] {
+    fn specs(&self) -> [&Spec; 17] {
         [
             &self.enabled_spec,
             &self.queue_depth,
@@ -316,6 +341,10 @@ impl VisitLogCollector {
             &self.last_seconds,
             &self.max_seconds,
             &self.sum_seconds,
+            &self.writable,
+            &self.write_failures,
+            &self.retry_waiting,
+            &self.reopens,
         ]
     }
 }
@@ -341,6 +370,15 @@ impl Collector for VisitLogCollector {
             self.last_seconds.one(seconds(s.last_write_micros)),
             self.max_seconds.one(seconds(s.max_write_micros)),
             self.sum_seconds.one(seconds(s.total_write_micros)),
+            // With the visit log off nothing fails to be written.
+            self.writable.one(if s.writable || !self.enabled {
+                1.0
+            } else {
+                0.0
+            }),
+            self.write_failures.one(s.write_failures as f64),
+            self.retry_waiting.one(s.retry_waiting as f64),
+            self.reopens.one(s.reopens as f64),
         ]
     }
 }
@@ -907,6 +945,10 @@ mod tests {
             last_write_micros: 1_500,
             max_write_micros: 250_000,
             total_write_micros: 2_750_000,
+            writable: false,
+            retry_waiting: 9,
+            write_failures: 11,
+            reopens: 2,
         }
     }
 
@@ -960,6 +1002,10 @@ mod tests {
             ("safegate_visit_log_batch_write_seconds_last", 0.0015),
             ("safegate_visit_log_batch_write_seconds_max", 0.25),
             ("safegate_visit_log_batch_write_seconds_sum", 2.75),
+            ("safegate_store_writable", 0.0),
+            ("safegate_store_write_failures_total", 11.0),
+            ("safegate_visit_log_records_waiting", 9.0),
+            ("safegate_store_reopens_total", 2.0),
             ("safegate_policy_reloads_total{result=\"ok\"}", 6.0),
             ("safegate_policy_reloads_total{result=\"failed\"}", 2.0),
             ("safegate_policy_last_reload_failed", 1.0),
@@ -991,6 +1037,7 @@ mod tests {
         assert_eq!(values["safegate_visit_log_records_flushed_total"], 0.0);
         assert_eq!(values["safegate_visit_log_queue_depth"], 0.0);
         assert_eq!(values["safegate_visit_log_batch_write_seconds_sum"], 0.0);
+        assert_eq!(values["safegate_store_writable"], 1.0);
     }
 
     #[test]

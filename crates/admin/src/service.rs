@@ -20,7 +20,7 @@ use safegate_store::{Store, VisitLogStats};
 use tokio::sync::Notify;
 
 use crate::AdminConfig;
-use crate::health::{CheckFn, DataDirWritable, Readiness};
+use crate::health::{CheckFn, Readiness, StoreWritable};
 use crate::metrics::{
     AlertCollector, AlertCounters, Metrics, PasswordCheckCollector, PolicyReloadCollector,
     PolicyReloadCounts, PolicyReloadSource, PolicySizeCollector, ProxyAuthCollector,
@@ -90,11 +90,13 @@ pub fn register_proxy_metrics(
 
 /// What `/readyz` checks besides the listeners: the policy file in force (a failed
 /// reload of `policy_file` makes SafeGate not ready), its lists (a list file refused
-/// at the last reload names the list, the file and why) and `data_dir` taking writes.
+/// at the last reload names the list, the file and why) and the store taking writes
+/// (the visit-log writer, when `visit_log` is on, and `data_dir`).
 pub fn service_readiness(
     policy_file: PathBuf,
     data_dir: PathBuf,
     reloads: Arc<ReloadCounters>,
+    visit_log: Option<Arc<VisitLogStats>>,
 ) -> Arc<Readiness> {
     let counters = Arc::clone(&reloads);
     let lists_check = CheckFn::new("lists", move || {
@@ -122,7 +124,7 @@ pub fn service_readiness(
     Arc::new(Readiness::new(vec![
         Box::new(policy_check),
         Box::new(lists_check),
-        Box::new(DataDirWritable::new(data_dir)),
+        Box::new(StoreWritable::new(data_dir, visit_log)),
     ]))
 }
 

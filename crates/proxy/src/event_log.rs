@@ -37,9 +37,12 @@ pub(crate) static BLOCKED: EventLog = EventLog::new("requests blocked", 0);
 /// Malformed, oversized or too-slow requests and handshakes answered with an error.
 pub(crate) static BAD_REQUESTS: EventLog =
     EventLog::new("malformed, oversized or too slow requests", 10);
+/// Requests refused because the visit log cannot be written (`store.when_full`).
+pub(crate) static REFUSED_UNRECORDED: EventLog =
+    EventLog::new("requests refused while the visit log cannot be written", 10);
 
 /// Every kind, for the once-a-minute summary.
-const ALL: [&EventLog; 2] = [&BLOCKED, &BAD_REQUESTS];
+const ALL: [&EventLog; 3] = [&BLOCKED, &BAD_REQUESTS, &REFUSED_UNRECORDED];
 
 impl EventLog {
     pub(crate) const fn new(what: &'static str, detailed_per_minute: u64) -> Self {

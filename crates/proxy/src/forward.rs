@@ -85,6 +85,9 @@ pub(crate) async fn forward(
     seen_as: SeenAs,
     target: String,
 ) -> Response<ResponseBody> {
+    if let Some(page) = pipeline::store_full_refusal(state, &target) {
+        return pipeline::finish(ledger, page, None);
+    }
     let way = Way::of(seen_as);
     let (authority, normalised) = match destination(state, &request, way, &target) {
         Ok(parts) => parts,

@@ -324,6 +324,30 @@ fn decide_timed(
     (decision, (slot, took))
 }
 
+/// Whether new requests are refused because their visits cannot be recorded
+/// (`store.when_full = "refuse-traffic"` while the disk is full): an atomic load.
+pub(crate) fn refusing_unrecorded(state: &ProxyState) -> bool {
+    state.records.as_ref().is_some_and(|sink| sink.refusing())
+}
+
+/// The `503` page for a request refused because its visit cannot be recorded, when
+/// it is; `None` otherwise (the usual case, decided by one atomic load).
+pub(crate) fn store_full_refusal(
+    state: &ProxyState,
+    target: &str,
+) -> Option<Response<ResponseBody>> {
+    if !refusing_unrecorded(state) {
+        return None;
+    }
+    Some(crate::error_page::page(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "store-full",
+        target,
+        "SafeGate cannot record visits because its disk is full; the technician has been \
+         told. Please try again later.",
+    ))
+}
+
 /// How a blocked request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BlockAnswer {

@@ -34,7 +34,7 @@
 //! Transparent clients cannot be asked for proxy credentials: they are identified by
 //! their address (`auth.bindings`) or get the default role.
 
-use crate::event_log::{BAD_REQUESTS, BLOCKED, throttled};
+use crate::event_log::{BAD_REQUESTS, BLOCKED, REFUSED_UNRECORDED, throttled};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -231,6 +231,11 @@ pub(crate) async fn serve_tls(
         Ok(ip) => SocketAddr::new(ip, port).to_string(),
         Err(_) => format!("{host}:{port}"),
     };
+    if pipeline::refusing_unrecorded(&state) {
+        let _ = pipeline::finish_tunnel(ledger, None, 503, None);
+        throttled!(REFUSED_UNRECORDED, client = %peer, target, "transparent HTTPS refused: the visit log cannot be written (store.when_full = \"refuse-traffic\"); closed");
+        return;
+    }
     let Ok(normalised) = RequestTarget::from_parts(&host, None) else {
         let _ = pipeline::finish_tunnel(ledger, None, 400, None);
         throttled!(BAD_REQUESTS, client = %peer, target, "transparent HTTPS server name is not a valid host; closed");

@@ -49,6 +49,9 @@ pub(crate) async fn open(
     who: Identified,
 ) -> Response<ResponseBody> {
     let target = request.uri().to_string();
+    if let Some(page) = pipeline::store_full_refusal(state, &target) {
+        return pipeline::finish(ledger, page, None);
+    }
     let (authority, port, normalised) = match connect_target(state, &request, &target) {
         Ok(parts) => parts,
         Err(page) => return pipeline::finish(ledger, *page, None),

@@ -16,6 +16,13 @@ use safegate_store::{IdentifiedBy, Outcome, Record, SeenAs};
 pub trait RecordSink: Send + Sync + 'static {
     /// Takes one finished record.
     fn submit(&self, record: Record);
+
+    /// New requests are to be refused because their visits cannot be recorded
+    /// (`store.when_full = "refuse-traffic"` and the disk is full). Called on every
+    /// request: it must be an atomic load, no lock, no disk.
+    fn refusing(&self) -> bool {
+        false
+    }
 }
 
 /// A shared sink.

@@ -1,6 +1,7 @@
 //! The safeguarding side of `safegate run`, wired in one place: the alert engine
 //! (fed by the visit-log writer's written batches and by the identity layer's
-//! concurrent log-in events), alert delivery (webhook, e-mail) and the weekly report
+//! concurrent log-in events), alert delivery (webhook, e-mail; also the system notices
+//! telling the technician the visit log cannot be written), and the weekly report
 //! scheduler. None of it is on the proxy's path: the writer offers batches without
 //! waiting, the log-in events are polled from the authenticator's event log.
 //!
@@ -17,10 +18,11 @@ use safegate_admin::metrics::AlertCounters;
 use safegate_proxy::PolicyHandle;
 use safegate_proxy::auth::Authenticator;
 use safegate_report::scheduler::Scheduler;
+use safegate_safeguarding::delivery::SystemNotice;
 use safegate_safeguarding::{
     AlertStats, ConcurrentLogin, EngineInputs, Mailer, PolicySource, delivery, spawn_alert_engine,
 };
-use safegate_store::{AlertKind, RecordBatch, Store};
+use safegate_store::{AlertKind, RecordBatch, Store, VisitLogStats};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +65,7 @@ pub struct Alerting {
     logins: JoinHandle<()>,
     delivery: Option<JoinHandle<()>>,
     scheduler: Option<JoinHandle<()>>,
+    store_watch: Option<JoinHandle<()>>,
     /// The engine's counters (for `safegate_alerts_total{kind}`).
     pub stats: Arc<AlertStats>,
 }
@@ -75,6 +78,8 @@ pub struct Feeds {
     pub clock_offset_micros: i64,
     /// `safegate_alerts_total{kind}`.
     pub counters: Arc<AlertCounters>,
+    /// The visit-log writer's state, watched for failures to tell the technician.
+    pub visit_log: Option<Arc<VisitLogStats>>,
 }
 
 /// The queue the visit-log writer offers its written batches to.
@@ -96,6 +101,7 @@ pub fn start(
         batches,
         clock_offset_micros,
         counters,
+        visit_log,
     } = feeds;
     let source: PolicySource = {
         let policy = Arc::clone(policy);
@@ -103,13 +109,19 @@ pub fn start(
     };
     let tz = policy.load().timezone().clone();
     let delivery = delivery::spawn(&config.delivery, tz, shutdown.clone())?;
-    let (delivery_queue, delivery_task) = match delivery {
-        Some((queue, task)) => {
+    let (delivery_queue, delivery_task, notices) = match delivery {
+        Some(delivery) => {
             info!("alert delivery on (webhook and/or e-mail)");
-            (Some(queue), Some(task))
+            (
+                Some(delivery.alerts),
+                Some(delivery.task),
+                Some(delivery.notices),
+            )
         }
-        None => (None, None),
+        None => (None, None, None),
     };
+    let store_watch =
+        visit_log.map(|stats| tokio::spawn(watch_store(stats, notices, shutdown.clone())));
     let (login_sender, login_receiver) = mpsc::channel(256);
     let logins = tokio::spawn(poll_logins(
         Arc::clone(auth),
@@ -153,6 +165,7 @@ pub fn start(
         logins,
         delivery: delivery_task,
         scheduler,
+        store_watch,
         stats,
     })
 }
@@ -162,6 +175,9 @@ impl Alerting {
     /// visit-log writer has ended.
     pub async fn finish(self) {
         let _ = self.logins.await;
+        if let Some(task) = self.store_watch {
+            let _ = task.await;
+        }
         let counts = self.stats.snapshot();
         info!(
             raised = counts.raised.iter().sum::<u64>(),
@@ -186,6 +202,58 @@ impl Alerting {
             warn!("alert deliveries still running at exit");
         }
     }
+}
+
+/// How often the visit-log writer's state is looked at for [`watch_store`].
+const STORE_WATCH: Duration = Duration::from_secs(1);
+
+/// Tells the technician (the delivery's system notices, when delivery is on) when
+/// the visit log stops being written and when it is written again. The writer's own
+/// error line and `safegate_store_writable` say it too; this is the push.
+async fn watch_store(
+    stats: Arc<VisitLogStats>,
+    notices: Option<mpsc::Sender<SystemNotice>>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(STORE_WATCH);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut writable = true;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if stats.writable() == writable {
+            continue;
+        }
+        writable = !writable;
+        let (kind, summary) = match stats.failure() {
+            Some(failure) => ("store_not_writable", failure.to_string()),
+            None => {
+                let lost = stats.snapshot().lost;
+                (
+                    "store_writable",
+                    format!("the visit log is written again ({lost} records lost since start)"),
+                )
+            }
+        };
+        let notice = SystemNotice {
+            kind,
+            summary,
+            at_unix_micros: now_micros(),
+        };
+        if let Some(notices) = &notices
+            && notices.try_send(notice).is_err()
+        {
+            warn!("system notice queue full: a notice was not sent");
+        }
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Hands each new concurrent log-in event to the engine.

@@ -249,8 +249,10 @@ fn data_dir(dir: &Path) -> Vec<Finding> {
         Some(free) if free < FAIL_BELOW_BYTES => findings.push(Finding::fail(
             "free space",
             format!("{} free in {}", human_bytes(free), dir.display()),
-            "free disk space: the visit log stops being written when the disk is full \
-             (lower store.retention_days, or `safegate log purge`)",
+            "free disk space: when the disk is full the visit log cannot be written (records \
+             wait in memory, up to twice store.queue_capacity, then are lost; with \
+             store.when_full = \"refuse-traffic\" the proxy answers 503) until there is \
+             room again (lower store.retention_days, or `safegate log purge`)",
         )),
         Some(free) if free < WARN_BELOW_BYTES => findings.push(Finding::warn(
             "free space",

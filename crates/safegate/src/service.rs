@@ -23,7 +23,7 @@ use safegate_control::{ControlServer, retention};
 use safegate_proxy::visit_record::{RecordClock, RecordSink, SharedSink};
 use safegate_store::password::CheckPool;
 use safegate_store::{
-    Record, RecordBatch, ReviewQueue, Store, UsersWatch, VisitLogQueue, VisitLogStats,
+    Record, RecordBatch, ReviewQueue, Store, UsersWatch, VisitLogQueue, VisitLogStats, WhenFull,
     spawn_review_writer, spawn_visit_log_writer,
 };
 
@@ -140,7 +140,11 @@ fn visit_log(config: &Config, store: &Store, alert_batches: mpsc::Sender<RecordB
             Some(alert_batches),
         );
         let stats = Arc::clone(queue.stats());
-        let sink: SharedSink = Arc::new(VisitLogSink { queue });
+        let refuse_when_full = config.store.when_full == WhenFull::RefuseTraffic;
+        let sink: SharedSink = Arc::new(VisitLogSink {
+            queue,
+            refuse_when_full,
+        });
         (Some(sink), Some(writer), Some(stats))
     } else {
         // No batches for the alert engine: it still takes log-in events.
@@ -176,6 +180,7 @@ async fn bind_listeners(config: &Config, state: &State) -> Result<Bound> {
         config.policy.file.clone(),
         config.data_dir.clone(),
         state.reload_counters.clone(),
+        state.visit_log.stats.clone(),
     );
     let admin = AdminServer::bind(&config.admin, metrics.clone(), Arc::clone(&readiness))
         .await
@@ -267,6 +272,7 @@ fn start_tasks(
             batches: alert_batches,
             clock_offset_micros,
             counters: alert_counters,
+            visit_log: visit_log.stats.clone(),
         },
         shutdown,
     )?;
@@ -467,11 +473,17 @@ impl Signals {
 /// Hands the proxy's records, complete, to the visit log's queue.
 struct VisitLogSink {
     queue: VisitLogQueue,
+    /// `store.when_full = "refuse-traffic"`.
+    refuse_when_full: bool,
 }
 
 impl RecordSink for VisitLogSink {
     fn submit(&self, record: Record) {
         // A full queue drops the record; the writer's counters show it.
         let _ = self.queue.submit(record);
+    }
+
+    fn refusing(&self) -> bool {
+        self.refuse_when_full && !self.queue.stats().writable()
     }
 }

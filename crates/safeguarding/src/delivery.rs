@@ -4,6 +4,8 @@
 //! doubling, at most 5 minutes apart) for `delivery.retry_for`; nothing waits on it:
 //! the alert engine hands alerts over with `try_send`, and an alert is stored before
 //! it is delivered, so a failed delivery loses nothing from the admin interface.
+//! System notices (SafeGate's visit log cannot be written, and is again) go the same
+//! ways, whatever the severity threshold, for the technician ([`SystemNotice`]).
 //!
 //! The SMTP password is read from `delivery.smtp.password_file` at start-up and never
 //! logged; the webhook URL is logged without its query (it may carry a token).
@@ -354,11 +356,53 @@ where
     }
 }
 
-/// Running delivery: the queue the engine hands new alerts to, and the task.
-pub type Delivery = (mpsc::Sender<Alert>, JoinHandle<()>);
+/// A notice about SafeGate itself rather than about a person (the visit log cannot
+/// be written; it is written again), for the technician: sent to the same webhook
+/// and addresses as alerts, whatever `delivery.min_severity`, and not stored (the
+/// database may be what is failing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SystemNotice {
+    /// What it is about: `store_not_writable`, `store_writable`.
+    pub kind: &'static str,
+    /// One line for people.
+    pub summary: String,
+    /// When, Unix microseconds.
+    pub at_unix_micros: u64,
+}
+
+/// System notices waiting for delivery; beyond it they are dropped (they are rare:
+/// one when a failure starts, one when it ends).
+pub const NOTICE_QUEUE: usize = 16;
+
+/// Running delivery: the queues the engine hands new alerts to and the service hands
+/// system notices to, and the task.
+pub struct Delivery {
+    /// New alerts.
+    pub alerts: mpsc::Sender<Alert>,
+    /// System notices.
+    pub notices: mpsc::Sender<SystemNotice>,
+    /// Ends once the alert queue has closed and every delivery has ended.
+    pub task: JoinHandle<()>,
+}
+
+/// One message for the webhook and the mail recipients.
+enum Outgoing {
+    Alert(Alert),
+    Notice(SystemNotice),
+}
+
+/// What a delivery task needs.
+#[derive(Clone)]
+struct Channels {
+    client: reqwest::Client,
+    mailer: Option<Mailer>,
+    config: Arc<DeliveryConfig>,
+    tz: TimeZone,
+    shutdown: CancellationToken,
+}
 
 /// Starts delivery when a webhook or e-mail recipients are configured; returns the
-/// queue the engine hands new alerts to.
+/// queues the engine hands new alerts to and the service hands system notices to.
 pub fn spawn(
     config: &DeliveryConfig,
     tz: TimeZone,
@@ -380,68 +424,92 @@ pub fn spawn(
             source,
         })?;
     let (sender, mut receiver) = mpsc::channel::<Alert>(DELIVERY_QUEUE);
-    let config = Arc::new(config.clone());
+    let (notice_sender, mut notices) = mpsc::channel::<SystemNotice>(NOTICE_QUEUE);
+    let channels = Channels {
+        client,
+        mailer,
+        config: Arc::new(config.clone()),
+        tz,
+        shutdown,
+    };
     let task = tokio::spawn(async move {
         let tasks = tokio_util::task::TaskTracker::new();
-        while let Some(alert) = receiver.recv().await {
-            if alert.severity < config.min_severity {
-                continue;
-            }
-            let alert = Arc::new(alert);
-            if !config.webhook_url.is_empty() {
-                let (client, config, alert, shutdown) = (
-                    client.clone(),
-                    Arc::clone(&config),
-                    Arc::clone(&alert),
-                    shutdown.clone(),
-                );
-                tasks.spawn(async move {
-                    let what = format!(
-                        "alert {} webhook to {}",
-                        alert.id,
-                        without_query(&config.webhook_url)
-                    );
-                    with_retries(&what, config.retry_for, &shutdown, || {
-                        post_webhook(&client, &config.webhook_url, &alert)
-                    })
-                    .await;
-                });
-            }
-            if let Some(mailer) = &mailer {
-                let (mailer, config, alert, shutdown, tz) = (
-                    mailer.clone(),
-                    Arc::clone(&config),
-                    Arc::clone(&alert),
-                    shutdown.clone(),
-                    tz.clone(),
-                );
-                tasks.spawn(async move {
-                    let what = format!("alert {} e-mail", alert.id);
-                    let (subject, body) = alert_mail(&alert, &tz);
-                    with_retries(&what, config.retry_for, &shutdown, || {
-                        mailer.send(&config.email_to, &subject, &body, &[])
-                    })
-                    .await;
-                });
-            }
+        let mut notices_open = true;
+        loop {
+            let message = tokio::select! {
+                alert = receiver.recv() => match alert {
+                    Some(alert) if alert.severity < channels.config.min_severity => continue,
+                    Some(alert) => Outgoing::Alert(alert),
+                    None => break,
+                },
+                notice = notices.recv(), if notices_open => match notice {
+                    Some(notice) => Outgoing::Notice(notice),
+                    None => { notices_open = false; continue; }
+                },
+            };
+            deliver(&tasks, &channels, &message);
         }
         tasks.close();
         tasks.wait().await;
     });
-    Ok(Some((sender, task)))
+    Ok(Some(Delivery {
+        alerts: sender,
+        notices: notice_sender,
+        task,
+    }))
+}
+
+/// Starts the webhook call and the mail for one message, each retried on its own.
+fn deliver(tasks: &tokio_util::task::TaskTracker, channels: &Channels, message: &Outgoing) {
+    let (name, body, mail) = match message {
+        Outgoing::Alert(alert) => (
+            format!("alert {}", alert.id),
+            serde_json::json!({ "source": "safegate", "alert": alert }),
+            alert_mail(alert, &channels.tz),
+        ),
+        Outgoing::Notice(notice) => (
+            format!("system notice {}", notice.kind),
+            serde_json::json!({ "source": "safegate", "system": notice }),
+            notice_mail(notice, &channels.tz),
+        ),
+    };
+    if !channels.config.webhook_url.is_empty() {
+        let (channels, body) = (channels.clone(), body);
+        let what = format!(
+            "{name} webhook to {}",
+            without_query(&channels.config.webhook_url)
+        );
+        tasks.spawn(async move {
+            let config = &channels.config;
+            with_retries(&what, config.retry_for, &channels.shutdown, || {
+                post_webhook(&channels.client, &config.webhook_url, &body)
+            })
+            .await;
+        });
+    }
+    if let Some(mailer) = channels.mailer.clone() {
+        let channels = channels.clone();
+        let what = format!("{name} e-mail");
+        let (subject, text) = mail;
+        tasks.spawn(async move {
+            let config = &channels.config;
+            with_retries(&what, config.retry_for, &channels.shutdown, || {
+                mailer.send(&config.email_to, &subject, &text, &[])
+            })
+            .await;
+        });
+    }
 }
 
 async fn post_webhook(
     client: &reqwest::Client,
     url: &str,
-    alert: &Alert,
+    body: &serde_json::Value,
 ) -> Result<(), DeliveryError> {
     let response = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(
-            &serde_json::json!({ "source": "safegate", "alert": alert }),
-        )?)
+        .body(serde_json::to_vec(body)?)
         .send()
         .await
         .map_err(|source| DeliveryError::Http {
@@ -504,6 +572,20 @@ pub fn alert_mail(alert: &Alert, tz: &TimeZone) -> (String, String) {
     body.push_str("\nAcknowledge or close it with `safegate alerts ack|close ");
     body.push_str(&alert.id.to_string());
     body.push_str("` or in the admin interface.\n");
+    (subject, body)
+}
+
+/// The subject and text of a system notice's e-mail.
+pub fn notice_mail(notice: &SystemNotice, tz: &TimeZone) -> (String, String) {
+    let subject = format!("[SafeGate] SYSTEM: {}", notice.summary);
+    let body = format!(
+        "SafeGate reports a problem with itself (not about a person): for the technician.\n\n\
+         What:  {}\nWhen:  {}\nKind:  {}\n\n\
+         /readyz on the admin listener and `safegate doctor` say more.\n",
+        notice.summary,
+        local_text(notice.at_unix_micros, tz),
+        notice.kind,
+    );
     (subject, body)
 }
 

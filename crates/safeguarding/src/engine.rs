@@ -2,7 +2,9 @@
 //! (and each concurrent log-in event), applies the rules on a blocking thread, stores
 //! the alerts (folding duplicates of open ones) and hands each *new* alert to delivery
 //! without waiting. It never touches the proxy's path: the writer offers it batches
-//! with `try_send`, and a full engine queue only costs the writer a counter.
+//! with `try_send`, and a full engine queue only costs the writer a counter. An
+//! alert the database cannot store (a full disk) is kept, up to 256, and stored with
+//! the next input once the database takes writes again.
 //!
 //! Unusually heavy use is measured here, because it needs the store: each named
 //! user's requests and bytes are added to the day's totals (school-local day,
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use safegate_policy::{Severity, Snapshot};
-use safegate_store::{Alert, AlertKind, NewAlert, RecordBatch, RecordRef, Store};
+use safegate_store::{Alert, AlertKind, NewAlert, RecordBatch, RecordRef, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
@@ -103,7 +105,14 @@ pub fn spawn_alert_engine(
 struct State {
     evaluator: Evaluator,
     usage: HashMap<String, UserDay>,
+    /// Alerts the database could not store (a full disk), stored with the next input,
+    /// oldest first; at most [`UNSTORED_KEPT`].
+    unstored: Vec<NewAlert>,
 }
+
+/// Most alerts kept for a retry while the database cannot be written; beyond, the
+/// newest are not stored (counted in `store_errors`, and logged).
+const UNSTORED_KEPT: usize = 256;
 
 /// One user's day so far.
 struct UserDay {
@@ -131,6 +140,7 @@ async fn run(
     let mut state = Some(State {
         evaluator: Evaluator::new(),
         usage: HashMap::new(),
+        unstored: Vec::new(),
     });
     loop {
         let input = tokio::select! {
@@ -176,7 +186,16 @@ async fn run(
     }
 }
 
-/// Applies the rules to one input, stores what they raise; returns the new alerts.
+/// A store failure that may pass (a full disk, the database being reopened).
+fn retryable(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Database(_) | StoreError::Io(_) | StoreError::Reopening | StoreError::Busy
+    )
+}
+
+/// Applies the rules to one input, stores what they raise (and the alerts kept from
+/// earlier inputs because the database could not store them); returns the new alerts.
 fn evaluate(
     store: &Store,
     policy: &Snapshot,
@@ -206,8 +225,10 @@ fn evaluate(
         }
     }
     let mut raised = Vec::new();
-    for alert in alerts {
+    let retried = std::mem::take(&mut state.unstored);
+    for alert in retried.into_iter().chain(alerts) {
         let kind = alert.kind;
+        let kept = alert.clone();
         match store.raise_alert(alert) {
             Ok(outcome) if outcome.folded => {
                 stats.folded.fetch_add(1, Relaxed);
@@ -223,6 +244,12 @@ fn evaluate(
                     outcome.alert.summary
                 );
                 raised.push(outcome.alert);
+            }
+            Err(err) if state.unstored.len() < UNSTORED_KEPT && retryable(&err) => {
+                if state.unstored.is_empty() {
+                    warn!(%err, kind = kind.as_str(), "alert not stored yet: kept to be stored when the database takes writes again");
+                }
+                state.unstored.push(kept);
             }
             Err(err) => {
                 stats.store_errors.fetch_add(1, Relaxed);
@@ -450,6 +477,7 @@ severity = "high"
         let mut state = State {
             evaluator: Evaluator::new(),
             usage: HashMap::new(),
+            unstored: Vec::new(),
         };
         let batch = one_day_of_records_for_each_rule_and_its_near_misses();
         let raised = evaluate(
@@ -662,6 +690,7 @@ severity = "high"
         let mut state = State {
             evaluator: Evaluator::new(),
             usage: HashMap::new(),
+            unstored: Vec::new(),
         };
         let today = local_day(
             &snapshot,

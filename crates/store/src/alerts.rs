@@ -268,8 +268,8 @@ impl Store {
     /// if there is one. Meant for one writer (the alert engine); status changes may
     /// run at the same time.
     pub fn raise_alert(&self, new: NewAlert) -> Result<Raised, StoreError> {
-        let alerts = self.db.open_tree(ALERTS)?;
-        let open = self.db.open_tree(ALERTS_OPEN)?;
+        let alerts = self.trees()?.db.open_tree(ALERTS)?;
+        let open = self.trees()?.db.open_tree(ALERTS_OPEN)?;
         let key = fold_key(new.kind, &new.who, &new.subject);
         if let Some(id) = open.get(&key)?.as_deref().and_then(id_of) {
             let mut folded = false;
@@ -289,7 +289,7 @@ impl Store {
                 });
             }
         }
-        let id = self.db.generate_id()? + 1;
+        let id = self.trees()?.db.generate_id()? + 1;
         let mut evidence = new.evidence;
         evidence.truncate(EVIDENCE_KEPT);
         let alert = Alert {
@@ -319,7 +319,7 @@ impl Store {
 
     /// The alert with this id.
     pub fn alert(&self, id: u64) -> Result<Option<Alert>, StoreError> {
-        let alerts = self.db.open_tree(ALERTS)?;
+        let alerts = self.trees()?.db.open_tree(ALERTS)?;
         alerts
             .get(id.to_be_bytes())?
             .map(|v| decode(&v))
@@ -328,7 +328,7 @@ impl Store {
 
     /// Alerts passing `filter`, oldest first (by id).
     pub fn alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
-        let alerts = self.db.open_tree(ALERTS)?;
+        let alerts = self.trees()?.db.open_tree(ALERTS)?;
         let mut found = Vec::new();
         for entry in alerts.iter() {
             let (_, value) = entry?;
@@ -348,7 +348,7 @@ impl Store {
         id: u64,
         change: StatusChange,
     ) -> Result<Option<Alert>, StoreError> {
-        let alerts = self.db.open_tree(ALERTS)?;
+        let alerts = self.trees()?.db.open_tree(ALERTS)?;
         let updated = alerts.update_and_fetch(id.to_be_bytes(), |old| {
             let mut alert = decode(old?).ok()?;
             alert.status = change.status;
@@ -360,7 +360,7 @@ impl Store {
         };
         let alert = decode(&bytes)?;
         if !alert.status.is_open() {
-            let open = self.db.open_tree(ALERTS_OPEN)?;
+            let open = self.trees()?.db.open_tree(ALERTS_OPEN)?;
             let key = fold_key(alert.kind, &alert.who, &alert.subject);
             // Only if it still points at this alert.
             let _ = open.compare_and_swap(key, Some(&id.to_be_bytes()[..]), None::<&[u8]>)?;
@@ -377,7 +377,7 @@ impl Store {
         requests: u64,
         bytes: u64,
     ) -> Result<(u64, u64), StoreError> {
-        let usage = self.db.open_tree(USAGE)?;
+        let usage = self.trees()?.db.open_tree(USAGE)?;
         let updated = usage.update_and_fetch(usage_key(user, day), |old| {
             let (r, b) = old.map_or((0, 0), usage_value);
             let mut value = Vec::with_capacity(16);
@@ -396,7 +396,7 @@ impl Store {
         from: i32,
         until: i32,
     ) -> Result<Vec<(i32, u64, u64)>, StoreError> {
-        let usage = self.db.open_tree(USAGE)?;
+        let usage = self.trees()?.db.open_tree(USAGE)?;
         let mut days = Vec::new();
         for entry in usage.range(usage_key(user, from)..usage_key(user, until)) {
             let (key, value) = entry?;

@@ -226,7 +226,7 @@ fn decode_body(body: &[u8]) -> Result<AuditEntry, String> {
 
 impl Store {
     fn audit_tree(&self) -> Result<sled::Tree, StoreError> {
-        Ok(self.db.open_tree("audit")?)
+        Ok(self.trees()?.db.open_tree("audit")?)
     }
 
     /// Appends an entry to the audit log and flushes it to disk before returning (an

@@ -48,10 +48,15 @@ pub use crate::users::{
 };
 pub use crate::visit_log::{Query, write_csv_row, write_records_csv, write_records_json};
 pub use crate::visit_log_writer::{
-    VisitLogQueue, VisitLogStats, VisitLogStatsSnapshot, spawn_visit_log_writer,
+    VisitLogQueue, VisitLogStats, VisitLogStatsSnapshot, WriteFailure, spawn_visit_log_writer,
 };
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
 
 use safegate_config::ConfigProblem;
 
@@ -101,6 +106,12 @@ pub enum StoreError {
     /// The audit log's chain head or an entry is damaged.
     #[error("the audit log is damaged: {0}")]
     DamagedAudit(String),
+    /// The database is being reopened after a failed write; try again shortly.
+    #[error("the database is being reopened after a write to disk failed; try again")]
+    Reopening,
+    /// The database could not be reopened: an operation kept using it for too long.
+    #[error("cannot reopen the database: it stayed in use for more than 10 s")]
+    Busy,
     /// Writing an export failed.
     #[error("cannot write the export: {0}")]
     Io(#[from] std::io::Error),
@@ -125,24 +136,152 @@ fn is_lock_failure(error: &sled::Error) -> bool {
 /// Page cache of the database, in bytes.
 const DB_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The open database; cheap to clone.
+/// The open database; cheap to clone. Every clone shares one handle to sled, which
+/// [`Store::reopen_blocking`] can replace: sled turns every later operation into an
+/// error after one failed write to disk (a full disk, say), until the database is
+/// opened again, so the visit-log writer reopens it once it can write again.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    reviews: sled::Tree,
-    visit_log: sled::Tree,
-    visit_log_users: sled::Tree,
-    visit_log_index: sled::Tree,
-    users: sled::Tree,
+    shared: Arc<Shared>,
 }
+
+struct Shared {
+    /// `data_dir/db`.
+    path: PathBuf,
+    /// The open database; `None` only while it is being reopened.
+    trees: ArcSwapOption<Trees>,
+    /// How many times the database was reopened (watchers subscribe again).
+    reopened: AtomicU64,
+}
+
+/// The sled database and its trees, as opened once.
+pub(crate) struct Trees {
+    pub(crate) db: sled::Db,
+    pub(crate) reviews: sled::Tree,
+    pub(crate) visit_log: sled::Tree,
+    pub(crate) visit_log_users: sled::Tree,
+    pub(crate) visit_log_index: sled::Tree,
+    pub(crate) users: sled::Tree,
+}
+
+/// Most time [`Store::reopen_blocking`] waits for the old database's last users (an
+/// export or a query in progress) to let go of it.
+const REOPEN_WAIT: Duration = Duration::from_secs(10);
 
 impl Store {
     /// Opens (or creates) the database in `data_dir/db`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join("db");
+        let trees = Trees::open(&path)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                path,
+                trees: ArcSwapOption::from_pointee(trees),
+                reopened: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The open database, or [`StoreError::Reopening`] in the moment it is reopened.
+    pub(crate) fn trees(&self) -> Result<Arc<Trees>, StoreError> {
+        self.shared.trees.load_full().ok_or(StoreError::Reopening)
+    }
+
+    /// How many times the database has been reopened.
+    pub fn reopened(&self) -> u64 {
+        self.shared.reopened.load(Ordering::Relaxed)
+    }
+
+    /// A handle that does not keep the database open.
+    pub(crate) fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.shared))
+    }
+
+    /// Closes the database and opens it again from disk, for after a failed write
+    /// (sled refuses everything after one): what was flushed before the failure is
+    /// kept, writes since the last flush are not. Blocks until every operation still
+    /// using the old database has ended (at most 10 s, else the old one is kept and
+    /// [`StoreError::Busy`] returned), so call it from a blocking thread. While it
+    /// runs (and until a later call succeeds, if opening fails), other operations fail
+    /// with [`StoreError::Reopening`]. Only one thread (the visit-log writer) calls it.
+    pub fn reopen_blocking(&self) -> Result<(), StoreError> {
+        let deadline = Instant::now() + REOPEN_WAIT;
+        // `None`: an earlier reopen closed the database and failed to open it again.
+        if let Some(mut old) = self.shared.trees.swap(None) {
+            // sled holds an exclusive lock on its files until the last handle is gone.
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(trees) => {
+                        drop(trees);
+                        break;
+                    }
+                    Err(shared) if Instant::now() >= deadline => {
+                        self.shared.trees.store(Some(shared));
+                        return Err(StoreError::Busy);
+                    }
+                    Err(shared) => {
+                        old = shared;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        let reopened = loop {
+            match Trees::open(&self.shared.path) {
+                Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => break other,
+            }
+        };
+        let trees = reopened?;
+        self.shared.trees.store(Some(Arc::new(trees)));
+        self.shared.reopened.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(path = %self.shared.path.display(), "database reopened");
+        Ok(())
+    }
+
+    /// Free space, in bytes, on the file system that holds the database.
+    pub fn available_space(&self) -> Result<u64, StoreError> {
+        let stats = rustix::fs::statvfs(&self.shared.path).map_err(std::io::Error::from)?;
+        Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
+
+    /// Writes everything to disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.trees()?.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.trees()?.db.size_on_disk()?)
+    }
+
+    /// Writes everything to disk, blocking the calling thread (for blocking threads
+    /// and tools).
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.trees()?.db.flush()?;
+        Ok(())
+    }
+}
+
+/// A [`Store`] that does not keep the database open (for threads that outlive it).
+#[derive(Clone)]
+pub(crate) struct WeakStore(Weak<Shared>);
+
+impl WeakStore {
+    /// The store, while anyone else still has it.
+    pub(crate) fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|shared| Store { shared })
+    }
+}
+
+impl Trees {
+    fn open(path: &Path) -> Result<Self, StoreError> {
         // sled's default page cache is 1 GiB; a school's proxy box has better uses for it.
         let db = sled::Config::new()
-            .path(&path)
+            .path(path)
             .cache_capacity(DB_CACHE_BYTES)
             .open()
             .map_err(|source| {
@@ -178,24 +317,6 @@ impl Store {
             db,
         })
     }
-
-    /// Writes everything to disk.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
-    }
-
-    /// Bytes the database takes on disk.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
-    }
-
-    /// Writes everything to disk, blocking the calling thread (for blocking threads
-    /// and tools).
-    pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
-    }
 }
 
 /// `[store]`: the visit log's settings.
@@ -212,6 +333,22 @@ pub struct StoreConfig {
     /// Records older than this many days are purged (daily, and by `safegate log
     /// purge`); 0 keeps everything.
     pub retention_days: u32,
+    /// What the proxy does while the visit log cannot be written (the disk is full):
+    /// `keep-filtering` (the default: requests are decided and answered as ever, their
+    /// records kept in memory up to `queue_capacity` twice over, the rest counted as
+    /// lost) or `refuse-traffic` (new requests are answered `503` until it can write).
+    pub when_full: WhenFull,
+}
+
+/// `store.when_full`: what the proxy does while the visit log cannot be written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// Go on deciding and answering requests; records wait in memory (bounded).
+    #[default]
+    KeepFiltering,
+    /// Answer new requests `503` with a page saying the disk is full.
+    RefuseTraffic,
 }
 
 impl Default for StoreConfig {
@@ -221,6 +358,7 @@ impl Default for StoreConfig {
             queue_capacity: 65_536,
             flush_interval: std::time::Duration::from_secs(1),
             retention_days: 365,
+            when_full: WhenFull::KeepFiltering,
         }
     }
 }

@@ -38,8 +38,10 @@ impl Store {
     pub fn add_review(&self, review: &ReviewRequest) -> Result<(), StoreError> {
         let mut key = [0u8; 16];
         key[..8].copy_from_slice(&review.at_unix_nanos.to_be_bytes());
-        key[8..].copy_from_slice(&self.db.generate_id()?.to_be_bytes());
-        self.reviews.insert(key, serde_json::to_vec(review)?)?;
+        key[8..].copy_from_slice(&self.trees()?.db.generate_id()?.to_be_bytes());
+        self.trees()?
+            .reviews
+            .insert(key, serde_json::to_vec(review)?)?;
         Ok(())
     }
 
@@ -50,9 +52,9 @@ impl Store {
         limit: usize,
         pending_only: bool,
     ) -> Result<Vec<ReviewEntry>, StoreError> {
-        let decisions = self.db.open_tree(DECISIONS_TREE)?;
+        let decisions = self.trees()?.db.open_tree(DECISIONS_TREE)?;
         let mut found = Vec::new();
-        for entry in self.reviews.iter().rev() {
+        for entry in self.trees()?.reviews.iter().rev() {
             if found.len() >= limit {
                 break;
             }
@@ -78,10 +80,10 @@ impl Store {
         let Some(raw) = parse_review_key(key) else {
             return Ok(None);
         };
-        let Some(value) = self.reviews.get(raw)? else {
+        let Some(value) = self.trees()?.reviews.get(raw)? else {
             return Ok(None);
         };
-        let decision = match self.db.open_tree(DECISIONS_TREE)?.get(raw)? {
+        let decision = match self.trees()?.db.open_tree(DECISIONS_TREE)?.get(raw)? {
             Some(bytes) => Some(serde_json::from_slice(&bytes)?),
             None => None,
         };
@@ -98,10 +100,10 @@ impl Store {
         let Some(raw) = parse_review_key(key) else {
             return Ok(false);
         };
-        if self.reviews.get(raw)?.is_none() {
+        if self.trees()?.reviews.get(raw)?.is_none() {
             return Ok(false);
         }
-        let decisions = self.db.open_tree(DECISIONS_TREE)?;
+        let decisions = self.trees()?.db.open_tree(DECISIONS_TREE)?;
         let stored = decisions.compare_and_swap(
             raw,
             None as Option<&[u8]>,
@@ -113,7 +115,8 @@ impl Store {
 
     /// Review requests, newest first, at most `limit`.
     pub fn reviews(&self, limit: usize) -> Result<Vec<ReviewRequest>, StoreError> {
-        self.reviews
+        self.trees()?
+            .reviews
             .iter()
             .rev()
             .take(limit)

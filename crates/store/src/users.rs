@@ -574,9 +574,9 @@ impl Store {
             disabled: false,
             created_unix_micros: now,
             changed_unix_micros: now,
-            generation: self.db.generate_id()?,
+            generation: self.trees()?.db.generate_id()?,
         };
-        match self.users.compare_and_swap(
+        match self.trees()?.users.compare_and_swap(
             user.name.as_bytes(),
             None::<&[u8]>,
             Some(user.encode()),
@@ -589,7 +589,7 @@ impl Store {
     /// The user of that name (any case), if there is one.
     pub fn get_user(&self, name: &str) -> Result<Option<User>, UserError> {
         let key = normalise_name(name)?;
-        match self.users.get(key.as_bytes())? {
+        match self.trees()?.users.get(key.as_bytes())? {
             None => Ok(None),
             Some(value) => decode_stored(&key, &value).map(Some),
         }
@@ -600,7 +600,7 @@ impl Store {
     /// of the `users` tree.
     pub fn list_users(&self) -> Result<Vec<User>, UserError> {
         let mut users = Vec::new();
-        for entry in self.users.iter() {
+        for entry in self.trees()?.users.iter() {
             let (key, value) = entry?;
             let key = String::from_utf8_lossy(&key);
             match decode_stored(&key, &value) {
@@ -613,7 +613,7 @@ impl Store {
 
     /// How many users are stored (counts the keys: a scan of the tree).
     pub fn user_count(&self) -> usize {
-        self.users.len()
+        self.trees().map_or(0, |trees| trees.users.len())
     }
 
     /// Replaces a user's password hash (checked with [`password::check_phc`]).
@@ -671,7 +671,7 @@ impl Store {
     /// Removes a user.
     pub fn remove_user(&self, name: &str) -> Result<(), UserError> {
         let key = normalise_name(name)?;
-        match self.users.remove(key.as_bytes())? {
+        match self.trees()?.users.remove(key.as_bytes())? {
             None => Err(UserError::NoSuchUser { name: key }),
             Some(_) => Ok(()),
         }
@@ -695,10 +695,10 @@ impl Store {
         for (line, mut user) in users {
             user.created_unix_micros = now;
             user.changed_unix_micros = now;
-            user.generation = self.db.generate_id().map_err(StoreError::from)?;
+            user.generation = self.trees()?.db.generate_id().map_err(StoreError::from)?;
             encoded.push((line, user.name.clone(), user.encode()));
         }
-        let applied = self.users.transaction(|tx| {
+        let applied = self.trees()?.users.transaction(|tx| {
             for (line, name, _) in &encoded {
                 if tx.get(name.as_bytes())?.is_some() {
                     return Err(ConflictableTransactionError::Abort((*line, name.clone())));
@@ -758,6 +758,7 @@ impl Store {
                 } else {
                     first_line.insert(key.clone(), row.line);
                     if self
+                        .trees()?
                         .users
                         .contains_key(key.as_bytes())
                         .map_err(StoreError::from)?
@@ -803,21 +804,42 @@ impl Store {
     /// Reports every change to the users from now on (see [`UsersWatch`]). Subscribe
     /// *before* reading the table, so no change falls in between.
     pub fn watch_users(&self) -> Result<UsersWatch, StoreError> {
-        let mut subscriber = self.users.watch_prefix(Vec::<u8>::new());
+        let mut generation = self.reopened();
+        let mut subscriber = self.trees()?.users.watch_prefix(Vec::<u8>::new());
         let (sender, changes) = watch::channel(0u64);
+        // The thread must not keep the database open: it holds a weak handle. When
+        // the database is reopened (see `Store::reopen_blocking`) the subscriber is
+        // disconnected, or sees nothing more: the thread subscribes again.
+        let store = self.downgrade();
         std::thread::Builder::new()
             .name("safegate-users-watch".to_owned())
             .spawn(move || {
                 loop {
-                    match subscriber.next_timeout(WATCH_POLL) {
-                        Ok(_) => sender.send_modify(|n| *n += 1),
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        // The database has closed.
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                    }
+                    let closed = match subscriber.next_timeout(WATCH_POLL) {
+                        Ok(_) => {
+                            sender.send_modify(|n| *n += 1);
+                            false
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+                        // The database has closed: for good, or to be reopened.
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => true,
+                    };
                     if sender.is_closed() {
                         return;
                     }
+                    let Some(current) = store.upgrade() else {
+                        return;
+                    };
+                    if !closed && current.reopened() == generation {
+                        continue;
+                    }
+                    drop(current);
+                    let Some((again, reopened)) = resubscribe(&store, &sender, generation) else {
+                        return;
+                    };
+                    (subscriber, generation) = (again, reopened);
+                    // Changes may have been missed in between.
+                    sender.send_modify(|n| *n += 1);
                 }
             })?;
         Ok(UsersWatch { changes })
@@ -833,7 +855,7 @@ impl Store {
     ) -> Result<(User, bool), UserError> {
         let key = normalise_name(name)?;
         loop {
-            let Some(old) = self.users.get(key.as_bytes())? else {
+            let Some(old) = self.trees()?.users.get(key.as_bytes())? else {
                 return Err(UserError::NoSuchUser { name: key });
             };
             let mut user = decode_stored(&key, &old)?;
@@ -841,8 +863,9 @@ impl Store {
                 return Ok((user, false));
             }
             user.changed_unix_micros = now_micros().max(user.changed_unix_micros);
-            user.generation = self.db.generate_id()?;
+            user.generation = self.trees()?.db.generate_id()?;
             if self
+                .trees()?
                 .users
                 .compare_and_swap(key.as_bytes(), Some(&old), Some(user.encode()))?
                 .is_ok()
@@ -850,6 +873,29 @@ impl Store {
                 return Ok((user, true));
             }
         }
+    }
+}
+
+/// Subscribes to the users again once the database has been reopened since
+/// `generation`; `None` when the store is gone or nobody listens any more.
+fn resubscribe(
+    store: &crate::WeakStore,
+    sender: &watch::Sender<u64>,
+    generation: u64,
+) -> Option<(sled::Subscriber, u64)> {
+    loop {
+        if sender.is_closed() {
+            return None;
+        }
+        let store = store.upgrade()?;
+        let reopened = store.reopened();
+        if reopened != generation
+            && let Ok(trees) = store.trees()
+        {
+            return Some((trees.users.watch_prefix(Vec::<u8>::new()), reopened));
+        }
+        drop(store);
+        std::thread::sleep(WATCH_POLL / 10);
     }
 }
 
@@ -1190,10 +1236,20 @@ mod tests {
     fn damaged_entries_are_reported_and_skipped_in_lists() {
         let (_dir, store) = open();
         store.add_user(&new_user("ada", "staff")).unwrap();
-        store.users.insert("bob", vec![9u8, 1, 2]).unwrap();
+        store
+            .trees()
+            .unwrap()
+            .users
+            .insert("bob", vec![9u8, 1, 2])
+            .unwrap();
         let mut other = store.get_user("ada").unwrap().unwrap();
         other.name = "eve".into();
-        store.users.insert("carl", other.encode()).unwrap();
+        store
+            .trees()
+            .unwrap()
+            .users
+            .insert("carl", other.encode())
+            .unwrap();
         let error = store.get_user("bob").unwrap_err().to_string();
         assert!(error.contains("unknown format version 9"), "{error}");
         let error = store.get_user("carl").unwrap_err().to_string();
@@ -1209,6 +1265,41 @@ mod tests {
         truncated.truncate(10);
         assert!(User::decode(&truncated).is_err());
         assert!(User::decode(&[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn watch_users_follows_the_database_when_it_is_reopened() {
+        let (_dir, store) = open();
+        let mut watch = store.watch_users().unwrap();
+        let reopening = store.clone();
+        tokio::task::spawn_blocking(move || reopening.reopen_blocking().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(store.reopened(), 1);
+        // The watch subscribes again (and says something may have changed).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let before = loop {
+            assert!(
+                tokio::time::timeout_at(deadline, watch.changed())
+                    .await
+                    .unwrap()
+            );
+            if watch.changes() >= 1 {
+                break watch.changes();
+            }
+        };
+        let writer = store.clone();
+        tokio::task::spawn_blocking(move || writer.add_user(&new_user("ada", "staff")).unwrap())
+            .await
+            .unwrap();
+        while watch.changes() <= before {
+            assert!(
+                tokio::time::timeout_at(deadline, watch.changed())
+                    .await
+                    .unwrap()
+            );
+        }
+        assert_eq!(store.list_users().unwrap().len(), 1);
     }
 
     #[tokio::test]

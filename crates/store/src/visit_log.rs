@@ -756,7 +756,8 @@ impl Store {
         let item = |i: usize| (i, records[i].at, records[i].bytes);
         let mut by_time: Vec<usize> = (0..records.len()).collect();
         by_time.sort_by_key(|&i| records[i].at);
-        let mut seq = Sequencer::new(&self.db)?;
+        let trees = self.trees()?;
+        let mut seq = Sequencer::new(&trees.db)?;
         let mut packer = Packer::new()?;
         let mut data = sled::Batch::default();
         let mut users = sled::Batch::default();
@@ -829,15 +830,19 @@ impl Store {
                 },
             )?;
         }
-        self.visit_log_index.apply_batch(index)?;
-        self.visit_log_users.apply_batch(users)?;
-        self.visit_log.apply_batch(data)?;
+        trees.visit_log_index.apply_batch(index)?;
+        trees.visit_log_users.apply_batch(users)?;
+        trees.visit_log.apply_batch(data)?;
         Ok(())
     }
 
     /// Number of records in the visit log (reads every block header: O(blocks)).
     pub fn record_count(&self) -> usize {
-        self.visit_log
+        let Ok(trees) = self.trees() else {
+            return 0;
+        };
+        trees
+            .visit_log
             .scan_prefix([RECORDS])
             .values()
             .filter_map(Result::ok)
@@ -880,11 +885,13 @@ impl Store {
             emit,
         };
         let (tree, prefix) = match (&query.user, &query.host) {
-            (Some(user), _) => (&self.visit_log_users, part(BY_USER, Some(user))),
-            (None, Some(host)) => (&self.visit_log_index, part(BY_HOST, Some(host))),
-            (None, None) if query.blocked_only => (&self.visit_log, part(BLOCKED, None)),
-            (None, None) if query.search_terms_only => (&self.visit_log, part(SEARCHES, None)),
-            (None, None) => (&self.visit_log, part(RECORDS, None)),
+            (Some(user), _) => (&self.trees()?.visit_log_users, part(BY_USER, Some(user))),
+            (None, Some(host)) => (&self.trees()?.visit_log_index, part(BY_HOST, Some(host))),
+            (None, None) if query.blocked_only => (&self.trees()?.visit_log, part(BLOCKED, None)),
+            (None, None) if query.search_terms_only => {
+                (&self.trees()?.visit_log, part(SEARCHES, None))
+            }
+            (None, None) => (&self.trees()?.visit_log, part(RECORDS, None)),
         };
         let (low, high) = query.key_range(&prefix);
         let mut unpacker = Unpacker::default();
@@ -902,7 +909,12 @@ impl Store {
                 (None, None) => false,
             };
             if references {
-                merge.offer_references(&self.visit_log, &value, &mut unpacker, &mut resolved)?;
+                merge.offer_references(
+                    &self.trees()?.visit_log,
+                    &value,
+                    &mut unpacker,
+                    &mut resolved,
+                )?;
             } else {
                 merge.offer_block(&value, &mut unpacker);
             }
@@ -930,11 +942,11 @@ impl Store {
     /// microseconds), copies and references included, in short chunks. Returns the
     /// number of records removed.
     pub fn purge_before(&self, cutoff_micros: u64) -> Result<usize, StoreError> {
-        let removed = purge_blocks(&self.visit_log, &[RECORDS], cutoff_micros)?;
-        purge_blocks(&self.visit_log, &[BLOCKED], cutoff_micros)?;
-        purge_blocks(&self.visit_log, &[SEARCHES], cutoff_micros)?;
-        purge_named(&self.visit_log_users, BY_USER, cutoff_micros)?;
-        purge_named(&self.visit_log_index, BY_HOST, cutoff_micros)?;
+        let removed = purge_blocks(&self.trees()?.visit_log, &[RECORDS], cutoff_micros)?;
+        purge_blocks(&self.trees()?.visit_log, &[BLOCKED], cutoff_micros)?;
+        purge_blocks(&self.trees()?.visit_log, &[SEARCHES], cutoff_micros)?;
+        purge_named(&self.trees()?.visit_log_users, BY_USER, cutoff_micros)?;
+        purge_named(&self.trees()?.visit_log_index, BY_HOST, cutoff_micros)?;
         Ok(removed)
     }
 }
