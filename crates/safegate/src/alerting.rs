@@ -31,8 +31,10 @@ use tracing::{info, warn};
 use crate::settings::Config;
 
 /// Written batches waiting for the alert engine (each up to one flush interval's
-/// records); beyond it the writer counts them as not observed.
-pub const ENGINE_QUEUE: usize = 64;
+/// records, at most `visit_log_writer::MAX_BATCH`); beyond it the writer counts them
+/// as not observed and warns. Four: a few seconds of a school's traffic (the engine
+/// keeps up with far more), while 64 held up to 500 MB under sustained overload.
+pub const ENGINE_QUEUE: usize = 4;
 /// How often the identity layer's concurrent log-in events are read.
 const LOGIN_POLL: Duration = Duration::from_millis(500);
 /// The test clock's environment variable.

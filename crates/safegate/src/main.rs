@@ -7,6 +7,12 @@
 //! parses arguments, loads configuration, sets up logging, wires the pieces together
 //! and handles signals.
 
+/// jemalloc keeps resident memory flat under sustained load, where glibc's malloc
+/// fragmented (benches/README.md, the soak benchmark); its background thread returns
+/// freed memory to the system when SafeGate is idle too.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod alerting;
 mod alerts_command;
 mod audit_command;
@@ -48,6 +54,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => Config::load(&args.config, &args.set).and_then(|config| {
             logging::init(&config.log)?;
+            return_freed_memory_when_idle();
             service::run(config)
         }),
         Command::Config { action } => match action {
@@ -98,5 +105,14 @@ fn main() -> ExitCode {
             eprintln!("safegate: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Starts jemalloc's background thread, which hands memory freed after a burst back
+/// to the system even when no more requests come (without it that happens only on
+/// later allocations). A failure costs only that, so it is logged and ignored.
+fn return_freed_memory_when_idle() {
+    if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(%error, "jemalloc's background thread could not be started; freed memory is returned to the system only under load");
     }
 }

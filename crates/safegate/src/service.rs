@@ -105,7 +105,7 @@ fn open_state(config: &Config) -> Result<State> {
         Authenticator::new(&config.auth, Arc::clone(&password_checks))
             .map_err(|problems| anyhow::anyhow!("auth: {} problem(s)", problems.len()))?,
     );
-    let store = Store::open(&config.data_dir)
+    let store = Store::open_with_cache(&config.data_dir, config.store.cache_mib)
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
     safegate_reload::audit_policy_file(&store, &config.policy.file);
     safegate_reload::audit_list_files(&store, &policy.load().stats().files);

@@ -134,7 +134,9 @@ fn is_lock_failure(error: &sled::Error) -> bool {
 }
 
 /// Page cache of the database, in bytes.
-const DB_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's page cache unless `store.cache_mib` says otherwise (sled's own default is
+/// 1 GiB; a school's proxy box has better uses for it).
+pub const DEFAULT_CACHE_MIB: u64 = 32;
 
 /// The open database; cheap to clone. Every clone shares one handle to sled, which
 /// [`Store::reopen_blocking`] can replace: sled turns every later operation into an
@@ -148,6 +150,8 @@ pub struct Store {
 struct Shared {
     /// `data_dir/db`.
     path: PathBuf,
+    /// sled's page cache, bytes (kept for reopening).
+    cache_bytes: u64,
     /// The open database; `None` only while it is being reopened.
     trees: ArcSwapOption<Trees>,
     /// How many times the database was reopened (watchers subscribe again).
@@ -169,13 +173,22 @@ pub(crate) struct Trees {
 const REOPEN_WAIT: Duration = Duration::from_secs(10);
 
 impl Store {
-    /// Opens (or creates) the database in `data_dir/db`.
+    /// Opens (or creates) the database in `data_dir/db`, with the default page cache.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(data_dir, DEFAULT_CACHE_MIB)
+    }
+
+    /// Opens (or creates) the database in `data_dir/db` with a page cache of
+    /// `cache_mib` MiB (`store.cache_mib`). sled counts its cache by the size of
+    /// the pages on disk; in memory they take about twice that.
+    pub fn open_with_cache(data_dir: &Path, cache_mib: u64) -> Result<Self, StoreError> {
         let path = data_dir.join("db");
-        let trees = Trees::open(&path)?;
+        let cache_bytes = cache_mib.saturating_mul(1024 * 1024);
+        let trees = Trees::open(&path, cache_bytes)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 path,
+                cache_bytes,
                 trees: ArcSwapOption::from_pointee(trees),
                 reopened: AtomicU64::new(0),
             }),
@@ -227,7 +240,7 @@ impl Store {
             }
         }
         let reopened = loop {
-            match Trees::open(&self.shared.path) {
+            match Trees::open(&self.shared.path, self.shared.cache_bytes) {
                 Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -278,11 +291,10 @@ impl WeakStore {
 }
 
 impl Trees {
-    fn open(path: &Path) -> Result<Self, StoreError> {
-        // sled's default page cache is 1 GiB; a school's proxy box has better uses for it.
+    fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(DB_CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|source| {
                 let path = path.display().to_string();
@@ -338,6 +350,10 @@ pub struct StoreConfig {
     /// records kept in memory up to `queue_capacity` twice over, the rest counted as
     /// lost) or `refuse-traffic` (new requests are answered `503` until it can write).
     pub when_full: WhenFull,
+    /// sled's page cache, MiB (counted as pages take on disk; about twice that in
+    /// memory): more makes `safegate log query` and the reports faster, less keeps
+    /// SafeGate's memory down.
+    pub cache_mib: u64,
 }
 
 /// `store.when_full`: what the proxy does while the visit log cannot be written.
@@ -359,6 +375,7 @@ impl Default for StoreConfig {
             flush_interval: std::time::Duration::from_secs(1),
             retention_days: 365,
             when_full: WhenFull::KeepFiltering,
+            cache_mib: DEFAULT_CACHE_MIB,
         }
     }
 }
@@ -379,6 +396,40 @@ impl StoreConfig {
                 "must be longer than 0s",
             ));
         }
+        if !(4..=4096).contains(&self.cache_mib) {
+            problems.push(ConfigProblem::new(
+                "store.cache_mib",
+                "must be from 4 to 4096 (MiB)",
+            ));
+        }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_bad_values_name_their_key() {
+        assert!(StoreConfig::default().validate().is_empty());
+        let config = StoreConfig {
+            queue_capacity: 0,
+            cache_mib: 0,
+            ..StoreConfig::default()
+        };
+        let keys: Vec<_> = config.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["store.queue_capacity", "store.cache_mib"]);
+    }
+
+    #[test]
+    fn the_page_cache_setting_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with_cache(dir.path(), 8).unwrap();
+        assert_eq!(store.shared.cache_bytes, 8 * 1024 * 1024);
+        store.reopen_blocking().unwrap();
+        assert_eq!(store.shared.cache_bytes, 8 * 1024 * 1024);
+        assert_eq!(store.reopened(), 1);
     }
 }

@@ -47,6 +47,8 @@ pub struct VisitLogStats {
     lost: AtomicU64,
     flush_errors: AtomicU64,
     observer_dropped: AtomicU64,
+    /// The minute (since the epoch) of the last "alert engine is behind" warning.
+    observer_warned_minute: AtomicU64,
     last_write_micros: AtomicU64,
     max_write_micros: AtomicU64,
     total_write_micros: AtomicU64,
@@ -71,6 +73,7 @@ impl Default for VisitLogStats {
             lost: AtomicU64::default(),
             flush_errors: AtomicU64::default(),
             observer_dropped: AtomicU64::default(),
+            observer_warned_minute: AtomicU64::default(),
             last_write_micros: AtomicU64::default(),
             max_write_micros: AtomicU64::default(),
             total_write_micros: AtomicU64::default(),
@@ -640,6 +643,22 @@ async fn write_held(
     }
 }
 
+/// Warns, at most once a minute, that written records were not checked for alerts
+/// because the observer (the alert engine) was behind.
+fn warn_not_observed(stats: &VisitLogStats, total: u64) {
+    let minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() / 60);
+    if stats.observer_warned_minute.swap(minute, Relaxed) != minute {
+        tracing::warn!(
+            not_checked = total,
+            "the alert engine is behind: records were logged but not checked for \
+             safeguarding alerts (safegate_visit_log_observer_dropped_total; at most one \
+             such line a minute)"
+        );
+    }
+}
+
 /// Hands a written batch to the observer without waiting.
 fn offer(observer: Option<&mpsc::Sender<RecordBatch>>, batch: RecordBatch, stats: &VisitLogStats) {
     if let Some(observer) = observer
@@ -647,7 +666,8 @@ fn offer(observer: Option<&mpsc::Sender<RecordBatch>>, batch: RecordBatch, stats
     {
         let n = batch.len() as u64;
         if observer.try_send(batch).is_err() {
-            stats.observer_dropped.fetch_add(n, Relaxed);
+            let before = stats.observer_dropped.fetch_add(n, Relaxed);
+            warn_not_observed(stats, before + n);
         }
     }
 }
