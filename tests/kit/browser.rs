@@ -26,9 +26,25 @@ fn required() -> bool {
     std::env::var_os("SAFEGATE_REQUIRE_OPS_TOOLS").is_some()
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// Reads ChromeDriver's output until it names its port, then drains the rest.
+async fn driver_port(stdout: tokio::process::ChildStdout) -> u16 {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                return rest.trim_end_matches('.').trim().parse::<u16>().ok();
+            }
+        }
+        None
+    })
+    .await;
+    let port = read
+        .ok()
+        .flatten()
+        .expect("chromedriver did not say its port");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    port
 }
 
 async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Value {
@@ -42,7 +58,7 @@ async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Value {
         .text()
         .await
         .unwrap();
-    serde_json::from_str(&text).unwrap()
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{error}: {text:?} from {url}"))
 }
 
 impl Browser {
@@ -58,15 +74,17 @@ impl Browser {
             eprintln!("SKIPPED: chromium or chromedriver is not installed");
             return None;
         }
-        let port = free_port();
-        let driver = Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
+        // Port 0: ChromeDriver picks a free port itself and says which, so no other
+        // test can take it between a probe and the start.
+        let mut driver = Command::new("/usr/bin/chromedriver")
+            .arg("--port=0")
             .arg("--allowed-ips=127.0.0.1")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
+        let port = driver_port(driver.stdout.take().unwrap()).await;
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
