@@ -169,6 +169,7 @@ fn pages(c: &mut Criterion) {
             "10.0.0.0/8".parse().unwrap(),
             "192.168.0.0/16".parse().unwrap(),
         ],
+        direct_listeners: vec!["10.1.1.1:9128".parse().unwrap()],
     };
     group.bench_function("pac_script", |b| {
         b.iter(|| local_pages::pac_script(black_box(&pac), "10.1.1.1:3128"));

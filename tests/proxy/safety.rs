@@ -17,6 +17,25 @@ async fn requests_to_the_proxy_or_admin_listener_are_never_forwarded() {
         let response = get(&safegate, &format!("http://{}/healthz", safegate.admin)).await;
         assert_eq!(response.status(), 508);
         assert_eq!(response.headers()["x-safegate-reason"], "loop");
+        // The page says where to open it instead.
+        let page = response.text().await.unwrap();
+        assert!(
+            page.contains(&format!("Open http://{}/ directly", safegate.admin)),
+            "{page}"
+        );
+        // The PAC file sends the admin interface direct.
+        let pac = get(&safegate, &format!("http://{}/proxy.pac", safegate.proxy))
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            pac.contains(&format!(
+                "shExpMatch(url, \"http://{}/*\")) return \"DIRECT\"",
+                safegate.admin
+            )),
+            "{pac}"
+        );
         // The proxy's own address is answered by SafeGate itself (its pages), not forwarded.
         let response = get(&safegate, &format!("http://{}/loop", safegate.proxy)).await;
         assert_eq!(response.status(), 404);

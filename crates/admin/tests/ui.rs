@@ -1422,3 +1422,31 @@ async fn a_sign_in_body_that_never_arrives_gets_408() {
     })
     .await;
 }
+
+/// While no account may use the admin pages, the sign-in page says which command
+/// makes the first one; once one exists it does not.
+#[tokio::test]
+async fn the_sign_in_page_says_how_to_make_the_first_admin_account() {
+    bounded(async {
+        let admin = start(long_sessions()).await;
+        let client = client();
+        let page = |client: reqwest::Client| {
+            let url = format!("http://{}/login", admin.addr);
+            async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+        };
+        let with_admins = page(client.clone()).await;
+        assert!(!with_admins.contains("users add"), "{with_admins}");
+        let users = admin.store.list_users().unwrap();
+        for user in users.iter().filter(|user| !user.permissions.is_empty()) {
+            admin.store.set_disabled(&user.name, true).unwrap();
+        }
+        let first_run = page(client).await;
+        assert!(
+            first_run.contains("No account may use these pages yet")
+                && first_run.contains("safegate users add NAME --role filter-admin --permissions &#39;rules,reports,metrics&#39; --password-stdin")
+                || first_run.contains("safegate users add NAME --role filter-admin --permissions 'rules,reports,metrics' --password-stdin"),
+            "{first_run}"
+        );
+    })
+    .await;
+}

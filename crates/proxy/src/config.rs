@@ -428,6 +428,10 @@ pub struct PacConfig {
     pub direct_domains: Vec<String>,
     /// Networks that browsers reach directly when the host is an IP address in them.
     pub direct_networks: Vec<IpNet>,
+    /// SafeGate's own other listeners (the admin interface), which browsers must reach
+    /// directly: set when the proxy starts, not configured.
+    #[serde(skip)]
+    pub direct_listeners: Vec<std::net::SocketAddr>,
 }
 
 impl PacConfig {

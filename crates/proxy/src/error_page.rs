@@ -74,6 +74,16 @@ pub fn upstream_failure(error: &UpstreamError, target: &str) -> Response<Respons
                 "The site's server accepted the request but sent no answer within {seconds} seconds."
             )
         }
+        UpstreamError::Forbidden(crate::destination_guard::Refusal::OwnListener(addr)) => {
+            format!(
+                "{addr} is SafeGate itself (its admin interface or another of its listeners), which cannot be opened through \
+                 the proxy. Open http://{addr}/ directly: if this browser uses SafeGate's \
+                 automatic configuration (proxy.pac), reload it or restart the browser (it \
+                 sends SafeGate's own addresses direct); if the proxy is set by hand, add \
+                 {ip} to the browser's list of addresses that bypass the proxy.",
+                ip = addr.ip()
+            )
+        }
         UpstreamError::Forbidden(refusal) => format!("SafeGate does not connect there: {refusal}."),
         UpstreamError::Connect { reason, .. } => {
             format!("The site's server could not be reached: {reason}.")

@@ -310,7 +310,10 @@ impl Proxy {
             listen,
             connect_ports: proxy.connect_ports.clone(),
             http_ports: config::PortSet::of(&proxy.http_ports),
-            pac: pac.clone(),
+            pac: PacConfig {
+                direct_listeners: other_listeners.to_vec(),
+                ..pac.clone()
+            },
             via,
             header_read_timeout: proxy.header_read_timeout,
             body_read_timeout: proxy.body_read_timeout,

@@ -98,6 +98,13 @@ pub fn pac_script(pac: &PacConfig, proxy: &str) -> String {
          function FindProxyForURL(url, host) {\n\
          \x20 if (isPlainHostName(host) || host == \"localhost\") return \"DIRECT\";\n",
     );
+    for url in own_listener_urls(&pac.direct_listeners, proxy) {
+        // SafeGate refuses to forward to itself: its admin interface is reached directly.
+        let _ = writeln!(
+            script,
+            "  if (shExpMatch(url, \"{url}*\")) return \"DIRECT\";"
+        );
+    }
     for domain in &pac.direct_domains {
         let domain = domain.trim_start_matches('.').to_ascii_lowercase();
         let _ = writeln!(
@@ -125,6 +132,24 @@ pub fn pac_script(pac: &PacConfig, proxy: &str) -> String {
     }
     let _ = writeln!(script, "  return \"PROXY {proxy}\";\n}}");
     script
+}
+
+/// `http://host:port/` of each of SafeGate's other listeners, as browsers address
+/// them: a listener on every address (`0.0.0.0`, `::`) is named by the host the
+/// browser used for the proxy (`proxy` is `host:port`).
+fn own_listener_urls(listeners: &[SocketAddr], proxy: &str) -> Vec<String> {
+    let proxy_host = proxy.rsplit_once(':').map_or(proxy, |(host, _)| host);
+    listeners
+        .iter()
+        .map(|listener| {
+            let host = match listener.ip() {
+                ip if ip.is_unspecified() => proxy_host.to_owned(),
+                IpAddr::V6(ip) => format!("[{ip}]"),
+                IpAddr::V4(ip) => ip.to_string(),
+            };
+            format!("http://{host}:{}/", listener.port())
+        })
+        .collect()
 }
 
 fn status_page(figures: StatusFigures) -> String {
@@ -160,11 +185,33 @@ mod tests {
     }
 
     #[test]
+    fn pac_sends_the_admin_interface_direct() {
+        let pac = PacConfig {
+            direct_listeners: vec![listen("10.1.1.1:9128"), listen("0.0.0.0:9129")],
+            ..PacConfig::default()
+        };
+        let script = pac_script(&pac, "safegate.school.lan:3128");
+        assert!(script.contains("shExpMatch(url, \"http://10.1.1.1:9128/*\")) return \"DIRECT\""));
+        // On every address: the name the browser used for the proxy, with the admin port.
+        assert!(
+            script.contains(
+                "shExpMatch(url, \"http://safegate.school.lan:9129/*\")) return \"DIRECT\""
+            )
+        );
+        let v6 = PacConfig {
+            direct_listeners: vec![listen("[fd00::1]:9128")],
+            ..PacConfig::default()
+        };
+        assert!(pac_script(&v6, "[fd00::1]:3128").contains("\"http://[fd00::1]:9128/*\""));
+    }
+
+    #[test]
     fn pac_sends_everything_else_through_the_proxy() {
         let pac = PacConfig {
             proxy: String::new(),
             direct_domains: vec!["school.lan".into(), ".intranet.example".into()],
             direct_networks: vec!["10.0.0.0/8".parse().unwrap_or_else(|_| unreachable!())],
+            direct_listeners: Vec::new(),
         };
         let script = pac_script(&pac, &proxy_address(&pac, None, listen("10.1.1.1:3128")));
         assert!(script.contains("dnsDomainIs(host, \".school.lan\")"));

@@ -116,11 +116,33 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
+/// What the sign-in page says while no account may use the admin pages yet.
+const FIRST_ADMIN_HINT: &str = "No account may use these pages yet. On the SafeGate server, \
+     as the user SafeGate runs as and with its --config, make the first one (type the \
+     password, then Enter and Ctrl-D):";
+/// The command that makes the first admin account.
+const FIRST_ADMIN_COMMAND: &str = "safegate users add NAME --role filter-admin --permissions 'rules,reports,metrics' --password-stdin";
+
 fn login_form(token: &str, next: &str, user: &str, problem: Option<&str>) -> Markup {
+    login_form_with(token, next, user, problem, false)
+}
+
+/// The sign-in form; `first_run` adds how the first admin account is made.
+fn login_form_with(
+    token: &str,
+    next: &str,
+    user: &str,
+    problem: Option<&str>,
+    first_run: bool,
+) -> Markup {
     layout(
         "Sign in",
         None,
         html! {
+            @if first_run {
+                p { (FIRST_ADMIN_HINT) }
+                pre { code { (FIRST_ADMIN_COMMAND) } }
+            }
             @if let Some(problem) = problem { p.bad { (problem) } }
             form method="post" action="/login" {
                 input type="hidden" name="login_token" value=(token);
@@ -157,9 +179,19 @@ pub async fn login_page(
         );
     };
     let next = safe_next(query.next.as_deref());
+    let store = state.store.clone();
+    let first_run = tokio::task::spawn_blocking(move || {
+        store.list_users().is_ok_and(|users| {
+            !users
+                .iter()
+                .any(|user| !user.disabled && !user.permissions.is_empty())
+        })
+    })
+    .await
+    .unwrap_or(false);
     (
         [(header::SET_COOKIE, state.cookie(LOGIN_COOKIE, &token))],
-        login_form(&token, next, "", None),
+        login_form_with(&token, next, "", None, first_run),
     )
         .into_response()
 }
