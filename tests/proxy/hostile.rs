@@ -105,6 +105,11 @@ async fn host_tricks_do_not_get_a_blocked_site_through() {
         )
         .await;
         assert_eq!(raw::status_of(&response), 403, "{response}");
+        // The reason in plain words, in a header (what `curl -v` shows of a refused CONNECT).
+        assert!(
+            response.contains("x-safegate-why: Blocked by SafeGate: "),
+            "{response}"
+        );
     })
     .await;
 }

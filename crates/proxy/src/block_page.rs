@@ -179,11 +179,30 @@ pub fn connect_refusal(info: &BlockInfo<'_>) -> Response<ResponseBody> {
         },
         info.rule
     );
+    // Browsers and curl do not show a refused CONNECT's body; `curl -v` shows headers.
+    let why: String = text
+        .trim_end()
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(300)
+        .collect();
     let mut response = Response::new(ResponseBody::full(text));
     *response.status_mut() = StatusCode::FORBIDDEN;
     decorate(&mut response, info.rule, "text/plain; charset=utf-8");
+    if let Ok(value) = HeaderValue::from_str(&why) {
+        response.headers_mut().insert(WHY_HEADER, value);
+    }
     response
 }
+
+/// The plain-words reason of a refused CONNECT, for `curl -v` and browser tools.
+const WHY_HEADER: http::HeaderName = http::HeaderName::from_static("x-safegate-why");
 
 /// The 502 page for a decrypted request whose origin presented a certificate that
 /// failed verification (`problem` says how), so the person is not silently sent to a
