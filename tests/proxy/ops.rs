@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 use crate::auth::World;
-use crate::kit::process::{SafeGate, binary, run_to_end, shipped_config};
+use crate::kit::process::{SafeGate, binary, loopback_policy, run_to_end, shipped_config};
 use crate::kit::{bounded, raw};
 
 /// How long a value may take to show up in Prometheus or on `/readyz`.
@@ -678,6 +678,118 @@ async fn doctor_reports_what_to_fix() {
         assert!(out.contains("proxy.listen"), "{out}");
     })
     .await;
+}
+
+/// Run as root, doctor checks as the user that owns data_dir: a policy that user may
+/// not rewrite (so every web rule edit would fail) is a failure with the fix, and is
+/// fine once given to that user.
+#[tokio::test]
+async fn doctor_checks_what_the_service_writes_as_its_user() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: doctor only changes user when run as root");
+        return;
+    }
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (data, policy_dir) = (dir.path().join("data"), dir.path().join("config"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::create_dir(&policy_dir).unwrap();
+        let policy = policy_dir.join("policy.toml");
+        std::fs::copy(loopback_policy(), &policy).unwrap();
+        let nobody = 65534;
+        chown(&data, Some(nobody), Some(nobody)).unwrap();
+        let sets = [
+            format!("data_dir={:?}", data.display().to_string()),
+            format!("policy.file={:?}", policy.display().to_string()),
+            format!("proxy.listen=\"127.0.0.1:{}\"", free_port()),
+            format!("admin.listen=\"127.0.0.1:{}\"", free_port()),
+        ];
+        let args: Vec<&str> = sets.iter().flat_map(|s| ["--set", s.as_str()]).collect();
+
+        let (ok, out) = doctor(&args).await;
+        assert!(!ok, "{out}");
+        assert!(out.starts_with("Checking as "), "{out}");
+        assert!(out.contains("(uid 65534)"), "{out}");
+        let may_not = format!("may not write {}, so rule edits", policy.display());
+        assert!(out.contains(&may_not), "no {may_not:?} in:\n{out}");
+        assert!(
+            out.contains("fix: give it to that user: chown -R 65534:"),
+            "{out}"
+        );
+
+        chown(&policy_dir, Some(nobody), Some(nobody)).unwrap();
+        chown(&policy, Some(nobody), Some(nobody)).unwrap();
+        let (ok, out) = doctor(&args).await;
+        assert!(ok, "{out}");
+        assert!(out.contains("OK    writable"), "{out}");
+    })
+    .await;
+}
+
+/// `/readyz` fails, naming the file and the fix, while the service may not rewrite its
+/// policy file (rule edits in the web interface would fail), and passes once it may.
+/// The file is made immutable (`chattr +i`), which stops even root, as a read-only
+/// mount under systemd's `ProtectSystem=strict` would.
+#[tokio::test]
+async fn readyz_fails_while_the_policy_cannot_be_rewritten() {
+    if !rustix::process::geteuid().is_root() || !tool_available("lsattr", "-V") {
+        eprintln!("skipped: needs root and chattr");
+        return;
+    }
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::copy(loopback_policy(), &policy).unwrap();
+        let set = format!("policy.file={:?}", policy.display().to_string());
+        let safegate = SafeGate::start(&[set.as_str()]).await;
+        let (status, text) = readyz(&safegate).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("ok: writable"), "{text}");
+
+        let frozen = Immutable::set(&policy).await;
+        let (status, text) = readyz(&safegate).await;
+        assert_eq!(status, 503, "{text}");
+        let named = format!(
+            "FAIL: writable: SafeGate's user (uid 0) may not write {}",
+            policy.display()
+        );
+        assert!(text.contains(&named), "no {named:?} in:\n{text}");
+        assert!(
+            text.contains("rule edits in the admin web interface fail"),
+            "{text}"
+        );
+        drop(frozen);
+        let (status, text) = readyz(&safegate).await;
+        assert_eq!(status, 200, "{text}");
+    })
+    .await;
+}
+
+/// `chattr +i` on a file until dropped.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    async fn set(path: &std::path::Path) -> Self {
+        let status = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "chattr +i {}", path.display());
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
 }
 
 #[tokio::test]

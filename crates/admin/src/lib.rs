@@ -16,6 +16,7 @@ pub mod health;
 pub mod metrics;
 pub mod service;
 pub mod ui;
+pub mod written;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -91,13 +91,15 @@ pub fn register_proxy_metrics(
 /// What `/readyz` checks besides the listeners: the policy file in force (a failed
 /// reload of `policy_file` makes SafeGate not ready), its lists (a list file refused
 /// at the last reload names the list, the file and why) and the store taking writes
-/// (the visit-log writer, when `visit_log` is on, and `data_dir`).
+/// (the visit-log writer, when `visit_log` is on, and `data_dir`), and what else the
+/// service writes (the policy file and its folder, the reports' folder).
 pub fn service_readiness(
     policy_file: PathBuf,
     data_dir: PathBuf,
     reloads: Arc<ReloadCounters>,
     visit_log: Option<Arc<VisitLogStats>>,
 ) -> Arc<Readiness> {
+    let policy_file_for_writes = policy_file.clone();
     let counters = Arc::clone(&reloads);
     let lists_check = CheckFn::new("lists", move || {
         let refused = counters.refused_lists();
@@ -121,10 +123,13 @@ pub fn service_readiness(
         }
         Ok(())
     });
+    let written = crate::written::written_paths(&data_dir, &policy_file_for_writes);
+    let written_check = CheckFn::new("writable", move || crate::written::check_all(&written));
     Arc::new(Readiness::new(vec![
         Box::new(policy_check),
         Box::new(lists_check),
         Box::new(StoreWritable::new(data_dir, visit_log)),
+        Box::new(written_check),
     ]))
 }
 

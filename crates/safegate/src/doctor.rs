@@ -4,7 +4,8 @@
 //! `OK`, `WARN` or `FAIL` with what to do. Exit status 1 when any check fails.
 //!
 //! It starts nothing and changes nothing, apart from a small probe file written to and
-//! removed from the data directory.
+//! removed from the data directory. Run as root, it checks as the user the service
+//! runs as ([`crate::service_user`]), since that user's rights are what count.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -46,7 +47,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn ok(check: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn ok(check: &'static str, detail: impl Into<String>) -> Self {
         Self {
             level: Level::Ok,
             check,
@@ -55,7 +56,11 @@ impl Finding {
         }
     }
 
-    fn warn(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn warn(
+        check: &'static str,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         Self {
             level: Level::Warn,
             check,
@@ -64,7 +69,11 @@ impl Finding {
         }
     }
 
-    fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn fail(
+        check: &'static str,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         Self {
             level: Level::Fail,
             check,
@@ -76,6 +85,9 @@ impl Finding {
 
 /// Runs every check and prints the findings; true when none failed.
 pub fn run(args: &ConfigArgs) -> bool {
+    if let Some(passed) = run_as_service_user(args) {
+        return passed;
+    }
     let findings = examine(&args.config, &args.set);
     let text = render(&findings);
     let mut out = std::io::stdout().lock();
@@ -113,11 +125,56 @@ pub fn examine(path: &Path, overrides: &[String]) -> Vec<Finding> {
     findings.push(policy(&config.policy.file));
     findings.extend(running_lists(&config));
     findings.extend(data_dir(&config.data_dir));
+    findings.extend(written(&config));
+    findings.extend(crate::unit_check::findings(path, &config));
     findings.push(ca(&config.data_dir));
     findings.extend(listeners(&config));
     findings.extend(metrics_token(&config));
     findings.push(open_files(config.proxy.max_connections));
     findings
+}
+
+/// Run as root, the checks are only true for root: when the service runs as another
+/// user (the installed unit's `User=`, or `data_dir`'s owner), doctor runs again as
+/// that user and its outcome is returned. `None`: carry on here.
+fn run_as_service_user(args: &ConfigArgs) -> Option<bool> {
+    let config = Config::load(&args.config, &args.set).ok()?;
+    let user = crate::service_user::when_root(&config.data_dir)?;
+    println!(
+        "Checking as {} (uid {}), the user SafeGate runs as, not as root.",
+        user.name, user.uid
+    );
+    match crate::service_user::rerun_as(&user) {
+        Ok(status) => Some(status.success()),
+        Err(error) => {
+            println!("WARN  {error:#}; checking as root instead");
+            None
+        }
+    }
+}
+
+/// What the running service writes besides `data_dir` (the policy file and its folder
+/// for web rule edits, the reports' folder), checked with this process's user.
+fn written(config: &Config) -> Vec<Finding> {
+    use safegate_admin::written::written_paths;
+    const CHECK: &str = "writable";
+    let paths = written_paths(&config.data_dir, &config.policy.file);
+    let problems: Vec<Finding> = paths
+        .iter()
+        .filter_map(|p| p.check().err())
+        .map(|problem| Finding::fail(CHECK, problem.detail, problem.fix))
+        .collect();
+    if !problems.is_empty() {
+        return problems;
+    }
+    let names: Vec<String> = paths.iter().map(|p| p.path.display().to_string()).collect();
+    vec![Finding::ok(
+        CHECK,
+        format!(
+            "{} (rule edits in the web interface can be saved)",
+            names.join(", ")
+        ),
+    )]
 }
 
 /// Whether the hard open-file limit leaves room for `proxy.max_connections` (SafeGate

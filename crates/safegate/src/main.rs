@@ -24,7 +24,9 @@ mod log_command;
 mod logging;
 mod report_command;
 mod service;
+mod service_user;
 mod settings;
+mod unit_check;
 mod users_command;
 
 use std::process::ExitCode;
