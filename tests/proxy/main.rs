@@ -28,6 +28,7 @@ mod policy;
 mod portal;
 mod report;
 mod safety;
+mod setup;
 mod transparent;
 mod tunnel;
 mod upstream_failures;

@@ -421,7 +421,7 @@ async fn ready_only_with_the_policy_in_force_and_a_writable_data_dir() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             body,
-            "ready\nok: listeners\nok: policy\nok: lists\nok: store\n"
+            "ready\nok: listeners\nok: policy\nok: lists\nok: store\nok: writable\n"
         );
 
         // A broken policy file is refused: the old policy serves, but SafeGate is not

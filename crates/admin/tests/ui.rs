@@ -1443,8 +1443,8 @@ async fn the_sign_in_page_says_how_to_make_the_first_admin_account() {
         let first_run = page(client).await;
         assert!(
             first_run.contains("No account may use these pages yet")
-                && first_run.contains("safegate users add NAME --role filter-admin --permissions &#39;rules,reports,metrics&#39; --password-stdin")
-                || first_run.contains("safegate users add NAME --role filter-admin --permissions 'rules,reports,metrics' --password-stdin"),
+                && first_run.contains("sudo safegate setup --config /etc/safegate/safegate.toml")
+                && first_run.contains("--permissions 'rules,reports,metrics,users'"),
             "{first_run}"
         );
     })

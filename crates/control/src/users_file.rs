@@ -13,7 +13,7 @@
 //! | `display name` (or `full name`)       | no       | the name people read |
 //! | `role`                                | yes      | `pupil`, `staff` or `filter-admin` |
 //! | `group` (or `year group`)             | no       | e.g. `year6` |
-//! | `permissions`                         | no       | `rules`, `reports`, `metrics`, separated by `,` `;` or spaces |
+//! | `permissions`                         | no       | `rules`, `reports`, `metrics`, `users`, separated by `,` `;` or spaces |
 //! | `password`                            | one of the two | the password, at least 8 characters |
 //! | `password hash`                       | one of the two | an Argon2 PHC string made elsewhere |
 //!

@@ -159,6 +159,7 @@ impl Policy {
         stats.compile_time = started.elapsed();
         Ok(Snapshot {
             index,
+            school: draft.school,
             tz: draft.tz,
             default_role: draft.default_role,
             categories: draft.categories,
@@ -179,6 +180,7 @@ impl Policy {
 
 /// Everything of the snapshot except the index.
 struct Draft {
+    school: String,
     tz: TimeZone,
     default_role: Role,
     categories: Vec<Category>,
@@ -245,6 +247,20 @@ impl Compiler<'_> {
         id
     }
 
+    /// The school's name, trimmed; a name with control characters or over 100
+    /// characters is a problem (it is shown on pages and in mail subjects).
+    fn school_name(&mut self, name: &str) -> String {
+        let name = name.trim();
+        if name.chars().count() > 100 || name.chars().any(char::is_control) {
+            self.problem(
+                "school",
+                "the school's name must be one line of at most 100 characters".to_owned(),
+            );
+            return String::new();
+        }
+        name.to_owned()
+    }
+
     fn compile(&mut self, file: &PolicyFile) -> Draft {
         let tz = match TimeZone::get(&file.timezone) {
             Ok(tz) => tz,
@@ -303,6 +319,7 @@ impl Compiler<'_> {
             &mut self.problems,
         );
         Draft {
+            school: self.school_name(&file.school),
             tz,
             default_role,
             categories,

@@ -14,6 +14,9 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PolicyFile {
+    /// The school's name, shown on reports and block pages; empty: none.
+    #[serde(default)]
+    pub school: String,
     /// IANA time zone that windows, terms and local unblock times are written in.
     #[serde(default = "default_timezone")]
     pub timezone: String,

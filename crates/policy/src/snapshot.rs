@@ -326,6 +326,8 @@ impl Unblock {
 /// on reload.
 pub struct Snapshot {
     pub(crate) index: Index,
+    /// The school's name; empty when the policy gives none.
+    pub(crate) school: String,
     pub(crate) tz: TimeZone,
     pub(crate) default_role: Role,
     pub(crate) categories: Vec<Category>,
@@ -358,6 +360,11 @@ impl Snapshot {
     /// The role for clients that are not identified yet.
     pub fn default_role(&self) -> Role {
         self.default_role
+    }
+
+    /// The school's name (the policy's `school`), if it gives one.
+    pub fn school_name(&self) -> Option<&str> {
+        Some(self.school.as_str()).filter(|name| !name.is_empty())
     }
 
     /// The school's time zone.

@@ -47,8 +47,15 @@ fn esc(text: &str) -> std::borrow::Cow<'_, str> {
 pub fn render(report: &WeeklyReport) -> String {
     let mut page = String::with_capacity(64 * 1024);
     let title = format!(
-        "SafeGate weekly sweep {} ({} to {})",
-        report.week, report.first_day, report.last_day
+        "{}SafeGate weekly sweep {} ({} to {})",
+        report
+            .school
+            .as_deref()
+            .map(|school| format!("{school}: "))
+            .unwrap_or_default(),
+        report.week,
+        report.first_day,
+        report.last_day
     );
     let _ = write!(
         page,

@@ -85,6 +85,9 @@ pub struct GatherOptions {
 /// One week's report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WeeklyReport {
+    /// The school's name (the policy's `school`), if it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub school: Option<String>,
     /// `2026-W47`.
     pub week: String,
     /// The school's time zone.
@@ -433,6 +436,7 @@ pub fn gather(
     };
     let monday = week.monday();
     Ok(WeeklyReport {
+        school: policy.school_name().map(str::to_owned),
         week: week.to_string(),
         timezone: timezone_name.to_owned(),
         first_day: monday.to_string(),

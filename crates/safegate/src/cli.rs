@@ -36,6 +36,13 @@ pub enum Command {
         after_help = "Examples:\n  safegate run\n  safegate run --config /etc/safegate/safegate.toml\n  safegate run --set 'proxy.listen=\"0.0.0.0:3128\"' --set 'log.level=\"debug\"'"
     )]
     Run(ConfigArgs),
+    /// First run on a school's server: the school's name, the time zone, the first
+    /// admin account, and (if wanted) the school CA and the category lists. Asks on a
+    /// terminal; takes flags for scripts. Run as root, it acts as SafeGate's user.
+    #[command(
+        after_help = "Examples:\n  sudo safegate setup --config /etc/safegate/safegate.toml\n  echo \"$PASSWORD\" | safegate setup --school 'Hillside Primary' --timezone Europe/London \\\n      --admin head.it --admin-password-stdin --ca yes --lists no"
+    )]
+    Setup(crate::setup_command::SetupArgs),
     /// Show how the policy decides an address, with the categories, the rule that
     /// decided and the reason, using the same code as the proxy. Exit status 0 means
     /// allowed, 3 blocked.
@@ -121,7 +128,7 @@ pub enum Command {
 
 const USERS_EXAMPLES: &str = "User names are 1-64 letters, digits, '.', '_', '@' or '-', starting \
 with a letter or digit, and are not case-sensitive (Ada.Lovelace and ada.lovelace are the same \
-user). Roles: pupil, staff, filter-admin. Admin permissions: rules, reports, metrics.
+user). Roles: pupil, staff, filter-admin. Admin permissions: rules, reports, metrics, users.
 
 Examples:
   safegate users add ada.lovelace --role staff --display-name 'Ada Lovelace' --permissions reports --password-stdin

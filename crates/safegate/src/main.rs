@@ -26,6 +26,8 @@ mod report_command;
 mod service;
 mod service_user;
 mod settings;
+mod setup_command;
+mod setup_lists;
 mod unit_check;
 mod users_command;
 
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
                     .map_err(Into::into),
             },
         },
+        Command::Setup(args) => setup_command::run(&args),
         Command::Ca { action } => ca_command::run(&action),
         Command::Log { action } => log_command::run(&action),
         Command::Users { action } => users_command::run(&action),

@@ -77,7 +77,7 @@ order, in any case, with spaces or underscores:
   display name   optional
   role           required: pupil, staff or filter-admin
   group          optional, e.g. year6
-  permissions    optional: rules, reports, metrics (separated by commas in quotes, or ;)
+  permissions    optional: rules, reports, metrics, users (separated by commas in quotes, or ;)
   password       the password (at least 8 characters), or else
   password hash  an Argon2 PHC string made elsewhere ($argon2id$v=19$...; in double quotes)
 Fields are trimmed of spaces; blank lines and lines starting with # are skipped.
@@ -436,7 +436,7 @@ fn read_password(args: &PasswordArgs, name: &str) -> Result<String> {
 }
 
 /// Asks on the terminal with echo off (restored afterwards, even on error).
-fn prompt_hidden(prompt: &str) -> Result<String> {
+pub(crate) fn prompt_hidden(prompt: &str) -> Result<String> {
     use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
     let stdin = std::io::stdin();
     let fd = stdin.as_fd();

@@ -84,18 +84,27 @@ pub enum Permission {
     Reports,
     /// Read metrics and health (technicians).
     Metrics,
+    /// Manage SafeGate's accounts (the first admin, made by `safegate setup`); the
+    /// web interface lists the accounts to those who have it.
+    Users,
 }
 
 impl Permission {
     /// Every permission, in order.
-    pub const ALL: [Permission; 3] = [Permission::Rules, Permission::Reports, Permission::Metrics];
+    pub const ALL: [Permission; 4] = [
+        Permission::Rules,
+        Permission::Reports,
+        Permission::Metrics,
+        Permission::Users,
+    ];
 
-    /// Its name: `rules`, `reports` or `metrics`.
+    /// Its name: `rules`, `reports`, `metrics` or `users`.
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::Rules => "rules",
             Permission::Reports => "reports",
             Permission::Metrics => "metrics",
+            Permission::Users => "users",
         }
     }
 }
@@ -365,7 +374,7 @@ pub enum UserError {
         why: String,
     },
     /// Not one of the admin permissions.
-    #[error("invalid permission {permission:?}: permissions are rules, reports and metrics")]
+    #[error("invalid permission {permission:?}: permissions are rules, reports, metrics and users")]
     InvalidPermission {
         /// The permission as given.
         permission: String,

@@ -10,6 +10,7 @@
 //! without the permission gets 403. Every state-changing request carries the session's
 //! CSRF token (form field `csrf` or header `X-CSRF-Token`), checked by the same layer.
 
+pub mod accounts;
 pub mod activity;
 pub mod alerts;
 pub mod limiter;
@@ -65,6 +66,7 @@ pub struct RouteInfo {
 const RULES: &[Permission] = &[Permission::Rules];
 const REPORTS: &[Permission] = &[Permission::Reports];
 const METRICS: &[Permission] = &[Permission::Metrics];
+const USERS: &[Permission] = &[Permission::Users];
 const RULES_OR_REPORTS: &[Permission] = &[Permission::Rules, Permission::Reports];
 
 const fn route(method: &'static str, path: &'static str, need: Need) -> RouteInfo {
@@ -81,6 +83,7 @@ pub const ROUTES: &[RouteInfo] = &[
     route("POST", "/api/logout", Need::SignedIn),
     route("GET", "/health", Need::AnyOf(METRICS)),
     route("GET", "/api/health", Need::AnyOf(METRICS)),
+    route("GET", "/accounts", Need::AnyOf(USERS)),
     route("GET", "/audit", Need::AnyOf(RULES_OR_REPORTS)),
     route("GET", "/api/audit", Need::AnyOf(RULES_OR_REPORTS)),
     route("GET", "/alerts", Need::AnyOf(REPORTS)),
@@ -260,6 +263,10 @@ pub fn router(state: Arc<WebState>) -> Router {
             .route("/health", get(pages::health))
             .route("/api/health", get(pages::api_health)),
     );
+    let accounts = guarded(
+        Need::AnyOf(USERS),
+        Router::new().route("/accounts", get(accounts::accounts_page)),
+    );
     let audit = guarded(
         Need::AnyOf(RULES_OR_REPORTS),
         Router::new()
@@ -305,6 +312,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .merge(signed_in)
         .merge(metrics)
         .merge(audit)
+        .merge(accounts)
         .merge(rules)
         .layer(middleware::from_fn(security_headers))
         .with_state(state)

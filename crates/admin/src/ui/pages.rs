@@ -62,6 +62,7 @@ pub(crate) fn layout(title: &str, session: Option<&Session>, body: Markup) -> Ma
                             a href="/activity" { "Activity" }
                         }
                         @if session.may(Permission::Metrics) { a href="/health" { "Health" } }
+                        @if session.may(Permission::Users) { a href="/accounts" { "Accounts" } }
                         @if session.may(Permission::Rules) || session.may(Permission::Reports) {
                             a href="/audit" { "Audit log" }
                         }
@@ -118,10 +119,12 @@ pub struct NextQuery {
 
 /// What the sign-in page says while no account may use the admin pages yet.
 const FIRST_ADMIN_HINT: &str = "No account may use these pages yet. On the SafeGate server, \
-     as the user SafeGate runs as and with its --config, make the first one (type the \
-     password, then Enter and Ctrl-D):";
+     make the first one with the set-up command, which asks for its name and password \
+     (give your own --config if SafeGate's configuration is elsewhere):";
 /// The command that makes the first admin account.
-const FIRST_ADMIN_COMMAND: &str = "safegate users add NAME --role filter-admin --permissions 'rules,reports,metrics' --password-stdin";
+const FIRST_ADMIN_COMMAND: &str = "sudo safegate setup --config /etc/safegate/safegate.toml";
+/// The same for one account alone.
+const FIRST_ADMIN_ALONE: &str = "Or that account alone: sudo -u safegate safegate users add NAME --role filter-admin --permissions 'rules,reports,metrics,users'";
 
 fn login_form(token: &str, next: &str, user: &str, problem: Option<&str>) -> Markup {
     login_form_with(token, next, user, problem, false)
@@ -142,6 +145,7 @@ fn login_form_with(
             @if first_run {
                 p { (FIRST_ADMIN_HINT) }
                 pre { code { (FIRST_ADMIN_COMMAND) } }
+                p { (FIRST_ADMIN_ALONE) }
             }
             @if let Some(problem) = problem { p.bad { (problem) } }
             form method="post" action="/login" {
@@ -362,6 +366,9 @@ pub async fn home(Extension(session): Extension<Session>) -> Markup {
                 }
                 @if session.may(Permission::Metrics) {
                     li { a href="/health" { "Health" } ": listeners, policy, lists, database and visit-log queue." }
+                }
+                @if session.may(Permission::Users) {
+                    li { a href="/accounts" { "Accounts" } ": who may use these pages, and how many pupil and staff accounts there are." }
                 }
                 @if session.may(Permission::Rules) || session.may(Permission::Reports) {
                     li { a href="/audit" { "Audit log" } ": policy changes, unblocks, alert handling and history views." }
