@@ -9,7 +9,9 @@
 //!
 //! **HTTPS** is not decrypted. The TLS ClientHello is read (within
 //! `proxy.header_read_timeout`, at most [`sni::MAX_CLIENT_HELLO`] bytes) and its server
-//! name decided like a CONNECT to that host: a blocked site gets a TLS `access_denied`
+//! name decided like a CONNECT to that host: a blocked site gets the block page over
+//! TLS when the school CA is set up ([`crate::tls::block_pages`]; not for never-decrypt
+//! sites or a connection without a server name), otherwise a TLS `access_denied`
 //! alert and the connection is closed; an allowed one is connected to, sent the
 //! ClientHello bytes exactly as received, and relayed both ways by the tunnel relay,
 //! which counts the bytes into the record (`ConnectHost`, method `TLS`).
@@ -63,6 +65,7 @@ use crate::safesearch::{self, Restrictions};
 use crate::service;
 use crate::sni::{self, HelloError, MAX_CLIENT_HELLO};
 use crate::state::ProxyState;
+use crate::tls::block_pages::{self, Blocked};
 use crate::visit_record::{Direction, PendingRecord, TunnelBytes};
 
 /// The method transparent HTTPS connections are recorded with.
@@ -253,6 +256,16 @@ pub(crate) async fn serve_tls(
     };
     let decided = pipeline::decide(&state, &mut ledger, who, destination);
     if decided.decision.is_blocked() {
+        // Recorded like a refused CONNECT, once however many pages are shown.
+        let _record = pipeline::finish_tunnel(ledger, None, 403, None);
+        // A server name (not an address without one) may get the page over TLS.
+        if !normalised.host.is_ip() && block_pages::applies(&state, &decided.snapshot, &normalised)
+        {
+            let blocked = Blocked::of_decided(decided, peer, &host, port);
+            blocked.log("transparent HTTPS");
+            block_pages::serve(&state, blocked, stream, hello).await;
+            return;
+        }
         throttled!(
             BLOCKED,
             client = %peer,
@@ -262,8 +275,6 @@ pub(crate) async fn serve_tls(
             categories = ?decided.decision.categories,
             "blocked (transparent HTTPS: TLS access_denied alert)"
         );
-        // Recorded like a refused CONNECT.
-        let _record = pipeline::finish_tunnel(ledger, None, 403, None);
         send_access_denied(&mut stream).await;
         return;
     }

@@ -123,10 +123,26 @@ impl Tunnel {
             }
         };
         if let Some(decision) = check.refusal(&state, &hello) {
-            check
-                .refuse(&mut stream, &decision, hello.server_name.as_deref())
-                .await;
-            self.refused(&decision);
+            let page = crate::tunnel::page_for_name(
+                &state,
+                check,
+                decision.clone(),
+                hello.server_name.as_deref(),
+                self.port,
+            );
+            match page {
+                Some(blocked) => {
+                    self.refused(&decision);
+                    blocked.log("TLS server name");
+                    super::block_pages::serve(&state, blocked, stream, buf).await;
+                }
+                None => {
+                    check
+                        .refuse(&mut stream, &decision, hello.server_name.as_deref())
+                        .await;
+                    self.refused(&decision);
+                }
+            }
             return;
         }
         let name = hello
