@@ -178,6 +178,18 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|error| panic!("WebDriver {path}: {error}"))
+    }
+
+    /// A WebDriver call; Err holds the error and message WebDriver answered with.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut request = self.http.request(method, &url);
         if let Some(body) = body {
@@ -188,9 +200,23 @@ impl Browser {
         let text = request.send().await.unwrap().text().await.unwrap();
         let answer: Value = serde_json::from_str(&text).unwrap();
         if let Some(error) = answer["value"]["error"].as_str() {
-            panic!("WebDriver {path}: {error}: {}", answer["value"]["message"]);
+            return Err(format!("{error}: {}", answer["value"]["message"]));
         }
-        answer["value"].clone()
+        Ok(answer["value"].clone())
+    }
+
+    /// Loads `url` expecting the browser to fail to (a network or certificate error);
+    /// returns the error as Chromium reports it (e.g. `net::ERR_TUNNEL_CONNECTION_FAILED`),
+    /// or the text of the error page it shows instead.
+    pub async fn goto_failing(&self, url: &str) -> String {
+        self.settle().await;
+        match self
+            .try_call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await
+        {
+            Err(error) => error,
+            Ok(_) => self.text().await,
+        }
     }
 
     /// Loads `url` and waits until the browser shows it, fully loaded (a navigation

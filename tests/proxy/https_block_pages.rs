@@ -132,7 +132,7 @@ async fn a_fronted_name_in_an_allowed_tunnel_gets_the_page(setup: &Setup) {
     stream.write_all(request.as_bytes()).await.unwrap();
     let head = raw::read_head(&mut stream).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let (head, body) = get_over_tls(stream, "bet.test", &setup.school_ca).await;
+    let (head, body) = get_over_tls(stream, "bet.test", &setup.school_ca, true).await;
     assert!(head.starts_with("http/1.1 403"), "{head}");
     assert!(head.contains("x-safegate-rule: sni-mismatch"), "{head}");
     assert!(body.contains("domain fronting"), "{body}");
@@ -193,9 +193,15 @@ async fn refused_connect(proxy: SocketAddr, host: &str, port: u16) -> String {
     head.to_lowercase()
 }
 
-/// TLS for `name` over `stream` trusting only `ca_pem`, then one HTTP/1.1 GET of `/`;
-/// returns the response head (lower-case) and body.
-async fn get_over_tls(stream: tokio::net::TcpStream, name: &str, ca_pem: &str) -> (String, String) {
+/// TLS for `name` over `stream` trusting only `ca_pem`, then one HTTP/1.1 GET of `/`
+/// (asking to close the connection after it when `close`), read until the connection
+/// closes (at most 10 s); returns the response head (lower-case) and body.
+async fn get_over_tls(
+    stream: tokio::net::TcpStream,
+    name: &str,
+    ca_pem: &str,
+    close: bool,
+) -> (String, String) {
     let mut roots = rustls::RootCertStore::empty();
     let der = pem_der(ca_pem);
     roots.add(der.into()).unwrap();
@@ -209,13 +215,67 @@ async fn get_over_tls(stream: tokio::net::TcpStream, name: &str, ca_pem: &str) -
     let server = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let mut tls = connector.connect(server, stream).await.unwrap();
-    let request = format!("GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
+    let connection = if close { "close" } else { "keep-alive" };
+    let request = format!("GET / HTTP/1.1\r\nHost: {name}\r\nConnection: {connection}\r\n\r\n");
     tls.write_all(request.as_bytes()).await.unwrap();
     let mut received = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut received)).await;
     let text = String::from_utf8_lossy(&received).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     (head.to_lowercase(), body.to_owned())
+}
+
+#[tokio::test]
+async fn block_page_connections_are_bounded_in_time() {
+    bounded(async {
+        let setup = Setup::start_with(
+            &[],
+            &[
+                "proxy.header_read_timeout=\"1s\"",
+                "proxy.idle_timeout=\"1s\"",
+            ],
+        )
+        .await;
+        let port = setup.origin.addr.port();
+        let connect = format!("CONNECT bet.test:{port} HTTP/1.1\r\nHost: bet.test:{port}\r\n\r\n");
+        // No ClientHello: closed after the header timeout.
+        let mut silent = raw::connect(setup.safegate.proxy).await;
+        silent.write_all(connect.as_bytes()).await.unwrap();
+        assert!(
+            raw::read_head(&mut silent)
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        let started = std::time::Instant::now();
+        assert!(
+            raw::read_until_close(&mut silent, Duration::from_secs(10))
+                .await
+                .is_empty()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // A page, then nothing: the kept-alive connection is closed when idle.
+        let mut stream = raw::connect(setup.safegate.proxy).await;
+        stream.write_all(connect.as_bytes()).await.unwrap();
+        assert!(
+            raw::read_head(&mut stream)
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        let started = std::time::Instant::now();
+        let (head, body) = get_over_tls(stream, "bet.test", &setup.school_ca, false).await;
+        assert!(head.starts_with("http/1.1 403"), "{head}");
+        assert!(body.contains("This page is blocked"), "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -269,7 +329,21 @@ async fn chromium_trusting_the_school_ca_shows_the_block_page_and_sends_a_review
         );
         browser.screenshot("https-block-page-review-sent").await;
         setup.safegate.wait_for_log("review request recorded").await;
+        // A never-decrypt site keeps the refused CONNECT: Chromium's own error.
+        let text = browser.goto_failing(&setup.url("dating.test", "/")).await;
+        assert!(text.contains("ERR_TUNNEL_CONNECTION_FAILED"), "{text}");
         drop(browser);
+        // A device that does not trust the school CA sees a certificate warning.
+        let untrusting = Options {
+            proxy: Some(setup.safegate.proxy),
+            trusted_spki: Vec::new(),
+        };
+        let browser = Browser::start_with(&untrusting).await.unwrap();
+        let warning = browser.goto_failing(&url).await;
+        assert!(warning.contains("ERR_CERT_AUTHORITY_INVALID"), "{warning}");
+        browser.screenshot("https-block-page-without-the-ca").await;
+        drop(browser);
+        eprintln!("never-decrypt: {text}\nwithout the CA: {warning}");
         setup.safegate.terminate();
         assert!(setup.safegate.wait().await.success());
         let store = Store::open(&setup._dir.path().join("data")).unwrap();
