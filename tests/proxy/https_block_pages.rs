@@ -89,7 +89,7 @@ async fn a_blocked_https_site_gets_the_block_page_over_tls() {
             ("open.test", 403)
         );
         let dating: Vec<_> = records.iter().filter(|r| r.host == "dating.test").collect();
-        assert_eq!(dating.len(), 2, "{records:#?}");
+        assert_eq!(dating.len(), 3, "{records:#?}");
         assert!(dating.iter().all(|r| r.status == 403), "{dating:#?}");
 
         let reviews = store.reviews(10).unwrap();
@@ -181,6 +181,14 @@ async fn transparent_tls_gets_the_page(setup: &Setup) {
     let page = response.text().await.unwrap();
     assert!(page.contains("This page is blocked"), "{page}");
     assert!(page.contains("https://bet.test/"), "{page}");
+    // A never-decrypt site keeps the TLS access_denied alert.
+    let mut never = raw::connect(https).await;
+    never
+        .write_all(&crate::https::client_hello("dating.test"))
+        .await
+        .unwrap();
+    let reply = raw::read_until_close(&mut never, Duration::from_secs(10)).await;
+    assert_eq!(reply, [21, 3, 3, 0, 2, 2, 49]);
 }
 
 /// Sends a CONNECT for `host:port`, expects 403, returns the head (lower-case).
