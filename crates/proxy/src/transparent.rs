@@ -258,24 +258,16 @@ pub(crate) async fn serve_tls(
     if decided.decision.is_blocked() {
         // Recorded like a refused CONNECT, once however many pages are shown.
         let _record = pipeline::finish_tunnel(ledger, None, 403, None);
-        // A server name (not an address without one) may get the page over TLS.
-        if !normalised.host.is_ip() && block_pages::applies(&state, &decided.snapshot, &normalised)
-        {
-            let blocked = Blocked::of_decided(decided, peer, &host, port);
-            blocked.log("transparent HTTPS");
-            block_pages::serve(&state, blocked, stream, hello).await;
-            return;
-        }
-        throttled!(
-            BLOCKED,
-            client = %peer,
-            role = decided.identity.role.as_str(),
-            target,
-            rule = decided.decision.rule,
-            categories = ?decided.decision.categories,
-            "blocked (transparent HTTPS: TLS access_denied alert)"
-        );
-        send_access_denied(&mut stream).await;
+        refuse(
+            &state,
+            stream,
+            hello,
+            decided,
+            peer,
+            (&normalised, port),
+            &target,
+        )
+        .await;
         return;
     }
     let restrictions = Restrictions::for_identity(&decided.snapshot, &decided.identity);
@@ -293,6 +285,36 @@ pub(crate) async fn serve_tls(
     };
     let record = pipeline::finish_tunnel(ledger, None, 200, None);
     relay_hello(&state, stream, origin, &hello, &target, record).await;
+}
+
+/// A blocked transparent HTTPS connection to `host`: the block page over TLS for a
+/// server name when it gets one ([`block_pages::applies`]), else the TLS alert.
+async fn refuse(
+    state: &Arc<ProxyState>,
+    mut stream: TcpStream,
+    hello: Vec<u8>,
+    decided: pipeline::Decided,
+    peer: SocketAddr,
+    (host, port): (&RequestTarget, u16),
+    target: &str,
+) {
+    // A server name (not an address without one) may get the page over TLS.
+    if !host.host.is_ip() && block_pages::applies(state, &decided.snapshot, host) {
+        let blocked = Blocked::of_decided(decided, peer, host.host.as_str(), port);
+        blocked.log("transparent HTTPS");
+        block_pages::serve(state, blocked, stream, hello).await;
+        return;
+    }
+    throttled!(
+        BLOCKED,
+        client = %peer,
+        role = decided.identity.role.as_str(),
+        target,
+        rule = decided.decision.rule,
+        categories = ?decided.decision.categories,
+        "blocked (transparent HTTPS: TLS access_denied alert)"
+    );
+    send_access_denied(&mut stream).await;
 }
 
 /// Sends the origin the ClientHello exactly as received, then relays both ways; the
