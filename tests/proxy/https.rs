@@ -430,6 +430,18 @@ async fn url_rules_block_pages_and_search_terms_apply_inside_https() {
             out.contains("https:       decrypted (decrypt:site)"),
             "{out}"
         );
+        let (status, out, _) = check("https://bet.test/").await;
+        assert_eq!(status.code(), Some(3), "{out}");
+        assert!(
+            out.contains("blocked as:  the block page over HTTPS"),
+            "{out}"
+        );
+        let (status, out, _) = check("https://dating.test/").await;
+        assert_eq!(status.code(), Some(3), "{out}");
+        assert!(
+            out.contains("blocked as:  the browser's own error page (never decrypted"),
+            "{out}"
+        );
         let (status, out, _) = check("https://bank.test/anything").await;
         assert_eq!(status.code(), Some(0), "{out}");
         assert!(
