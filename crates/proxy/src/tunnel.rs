@@ -284,9 +284,13 @@ impl Tunnel<'_> {
                 record.block(&decision);
                 record.finish(StatusCode::FORBIDDEN.as_u16(), None);
             }
-            if let Some(blocked) =
-                page_for_name(state, check, decision.clone(), server_name.as_deref(), port)
-            {
+            if let Some(blocked) = block_pages::page_for_name(
+                state,
+                check,
+                decision.clone(),
+                server_name.as_deref(),
+                port,
+            ) {
                 // No byte went to the origin; the page is served without it.
                 drop(origin);
                 blocked.log("TLS server name");
@@ -309,23 +313,6 @@ impl Tunnel<'_> {
         }
         relay::relay_counted(state, client, origin, target, bytes).await;
     }
-}
-
-/// The block page over TLS for a tunnel's refused server name `name`, when it gets one:
-/// a readable name refused by the policy or as fronting, neither it nor the CONNECT
-/// host never-decrypt, the CA set up and `decrypt.block_pages` on.
-pub(crate) fn page_for_name(
-    state: &ProxyState,
-    check: &NameCheck,
-    decision: safegate_policy::Decision,
-    name: Option<&str>,
-    port: u16,
-) -> Option<Blocked> {
-    let name = name?;
-    let shown = decision.rule != "tls-unreadable"
-        && block_pages::applies(state, &check.snapshot, &check.connect)
-        && block_pages::applies_to_name(state, &check.snapshot, name);
-    shown.then(|| Blocked::of_name(check, decision, name, port))
 }
 
 /// The user agent of a request, for records made after it is gone.

@@ -59,6 +59,23 @@ pub(crate) fn applies_to_name(state: &ProxyState, snapshot: &Snapshot, name: &st
     RequestTarget::from_parts(name, None).is_ok_and(|host| applies(state, snapshot, &host))
 }
 
+/// The block page over TLS for a tunnel's refused server name `name`, when it gets one:
+/// a readable name refused by the policy or as fronting, neither it nor the CONNECT
+/// host never-decrypt, the CA set up and `decrypt.block_pages` on.
+pub(crate) fn page_for_name(
+    state: &ProxyState,
+    check: &NameCheck,
+    decision: Decision,
+    name: Option<&str>,
+    port: u16,
+) -> Option<Blocked> {
+    let name = name?;
+    let shown = decision.rule != "tls-unreadable"
+        && applies(state, &check.snapshot, &check.connect)
+        && applies_to_name(state, &check.snapshot, name);
+    shown.then(|| Blocked::of_name(check, decision, name, port))
+}
+
 /// One blocked TLS connection: the decision every request on it is answered with.
 pub(crate) struct Blocked {
     pub(crate) decision: Decision,

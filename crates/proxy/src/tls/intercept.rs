@@ -170,7 +170,7 @@ impl Tunnel {
     }
 
     /// A refused ClientHello: the block page over TLS when it gets one
-    /// ([`crate::tunnel::page_for_name`]), else the TLS alert; recorded as blocked.
+    /// ([`super::block_pages::page_for_name`]), else the TLS alert; recorded as blocked.
     async fn refuse_hello<C>(
         self,
         state: &Arc<ProxyState>,
@@ -181,7 +181,7 @@ impl Tunnel {
     ) where
         C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let page = crate::tunnel::page_for_name(
+        let page = super::block_pages::page_for_name(
             state,
             &self.check,
             decision.clone(),
