@@ -1,6 +1,8 @@
 //! A headless Chromium driven through ChromeDriver's W3C WebDriver HTTP interface
-//! (a few JSON calls over reqwest), for the admin interface's browser tests. Pages are
-//! only ever loaded from 127.0.0.1; screenshots go to `target/screenshots/`.
+//! (a few JSON calls over reqwest), for the admin interface's browser tests and the
+//! block page over HTTPS. Pages are only ever loaded from 127.0.0.1, directly or
+//! through a SafeGate on 127.0.0.1 ([`Options::proxy`]); screenshots go to
+//! `target/screenshots/`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -61,10 +63,27 @@ async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|error| panic!("{error}: {text:?} from {url}"))
 }
 
+/// How the browser reaches sites and what it trusts beyond the system's roots.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// An HTTP proxy on loopback for every address (default: no proxy at all).
+    pub proxy: Option<std::net::SocketAddr>,
+    /// Base64 SHA-256 hashes of public keys (SPKI) trusted for HTTPS: a chain that
+    /// holds a certificate with one of these keys is accepted
+    /// (`--ignore-certificate-errors-spki-list`; the school CA's key covers every leaf
+    /// SafeGate makes, since it sends the CA certificate in its chain).
+    pub trusted_spki: Vec<String>,
+}
+
 impl Browser {
     /// Starts ChromeDriver and a headless Chromium session; None (the test skips)
     /// when they are not installed and not required.
     pub async fn start() -> Option<Browser> {
+        Self::start_with(&Options::default()).await
+    }
+
+    /// As [`Browser::start`], through a proxy and trusting keys as `options` says.
+    pub async fn start_with(options: &Options) -> Option<Browser> {
         let present = |path: &str| std::path::Path::new(path).exists();
         if !present("/usr/bin/chromedriver") || !present("/usr/bin/chromium") {
             assert!(
@@ -110,19 +129,38 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let profile = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--window-size=1200,1000".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        match options.proxy {
+            Some(proxy) => {
+                assert!(
+                    proxy.ip().is_loopback(),
+                    "the browser's proxy must be on loopback"
+                );
+                args.push(format!("--proxy-server=http://{proxy}"));
+            }
+            None => args.push("--no-proxy-server".to_owned()),
+        }
+        if !options.trusted_spki.is_empty() {
+            args.push(format!(
+                "--ignore-certificate-errors-spki-list={}",
+                options.trusted_spki.join(",")
+            ));
+        }
         let capabilities = json!({
             "capabilities": { "alwaysMatch": {
                 "browserName": "chrome",
-                "goog:chromeOptions": {
-                    "binary": "/usr/bin/chromium",
-                    "args": [
-                        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                        "--no-first-run", "--disable-background-networking",
-                        "--disable-component-update", "--disable-sync",
-                        "--no-proxy-server", "--window-size=1200,1000",
-                        format!("--user-data-dir={}", profile.path().display()),
-                    ]
-                }
+                "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
             }}
         });
         let created = post_json(&http, &format!("{base}/session"), &capabilities).await;
@@ -140,6 +178,18 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|error| panic!("WebDriver {path}: {error}"))
+    }
+
+    /// A WebDriver call; Err holds the error and message WebDriver answered with.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut request = self.http.request(method, &url);
         if let Some(body) = body {
@@ -150,9 +200,23 @@ impl Browser {
         let text = request.send().await.unwrap().text().await.unwrap();
         let answer: Value = serde_json::from_str(&text).unwrap();
         if let Some(error) = answer["value"]["error"].as_str() {
-            panic!("WebDriver {path}: {error}: {}", answer["value"]["message"]);
+            return Err(format!("{error}: {}", answer["value"]["message"]));
         }
-        answer["value"].clone()
+        Ok(answer["value"].clone())
+    }
+
+    /// Loads `url` expecting the browser to fail to (a network or certificate error);
+    /// returns the error as Chromium reports it (e.g. `net::ERR_TUNNEL_CONNECTION_FAILED`),
+    /// or the text of the error page it shows instead.
+    pub async fn goto_failing(&self, url: &str) -> String {
+        self.settle().await;
+        match self
+            .try_call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await
+        {
+            Err(error) => error,
+            Ok(_) => self.text().await,
+        }
     }
 
     /// Loads `url` and waits until the browser shows it, fully loaded (a navigation

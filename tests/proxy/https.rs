@@ -38,9 +38,13 @@ sites = ["www.bing.com"]
 sites = ["bank.test"]
 [categories.games]
 sites = ["games.test"]
+[categories.gambling]
+sites = ["bet.test"]
+[categories.dating]
+sites = ["dating.test"]
 
 [roles.pupil]
-block = ["games"]
+block = ["games", "gambling", "dating"]
 deny = ["shop.test/forbidden"]
 safesearch = false
 youtube = "off"
@@ -51,7 +55,12 @@ youtube = "off"
 categories = ["search-engines"]
 sites = ["shop.test", "games.test", "expired.test", "wrongname.test", "h2.test"]
 never_categories = ["banking"]
+never_sites = ["dating.test"]
 "#;
+
+/// Names that resolve to loopback without a certificate at the origin: blocked sites
+/// that SafeGate answers itself, and an allowed site that is only tunnelled.
+const OTHER_NAMES: &[&str] = &["bet.test", "dating.test", "open.test"];
 
 /// A running SafeGate with the school CA, a TLS origin for `ORIGIN_NAMES`, and two
 /// origins with bad certificates.
@@ -70,7 +79,7 @@ pub(crate) struct Setup {
     /// `--config` and `--set`s for commands on the same data and policy.
     cli_args: Vec<String>,
     _dns: FakeDns,
-    _dir: tempfile::TempDir,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 impl Setup {
@@ -85,6 +94,15 @@ impl Setup {
 
     /// As `start`, with users and further `--set`s.
     pub(crate) async fn start_with(users: &[(&str, &str, &str)], extra_sets: &[&str]) -> Self {
+        Self::start_full(users, extra_sets, "").await
+    }
+
+    /// As `start_with`, with `decrypt_extra` added to the policy's `[decrypt]` section.
+    pub(crate) async fn start_full(
+        users: &[(&str, &str, &str)],
+        extra_sets: &[&str],
+        decrypt_extra: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let data = format!("data_dir={:?}", data_dir.display().to_string());
@@ -135,9 +153,10 @@ impl Setup {
         names.push(("expired.test", Ipv4Addr::LOCALHOST));
         names.push(("wrongname.test", Ipv4Addr::LOCALHOST));
         names.push(("h2.test", Ipv4Addr::LOCALHOST));
+        names.extend(OTHER_NAMES.iter().map(|name| (*name, Ipv4Addr::LOCALHOST)));
         let dns = FakeDns::start(&names).await;
         let policy = dir.path().join("policy.toml");
-        std::fs::write(&policy, POLICY).unwrap();
+        std::fs::write(&policy, format!("{POLICY}{decrypt_extra}")).unwrap();
         let mut sets = vec![
             data,
             format!("policy.file={:?}", policy.display().to_string()),
@@ -181,12 +200,12 @@ impl Setup {
         }
     }
 
-    fn url(&self, host: &str, path: &str) -> String {
+    pub(crate) fn url(&self, host: &str, path: &str) -> String {
         format!("https://{host}:{}{path}", self.origin.addr.port())
     }
 
     /// A client through SafeGate that trusts only the school CA.
-    fn school_client(&self, http1_only: bool) -> reqwest::Client {
+    pub(crate) fn school_client(&self, http1_only: bool) -> reqwest::Client {
         let root = reqwest::Certificate::from_pem(self.school_ca.as_bytes()).unwrap();
         let builder = self.safegate.client_builder().add_root_certificate(root);
         let builder = if http1_only {
@@ -216,7 +235,7 @@ impl Setup {
     }
 
     /// The visit log, after SafeGate has stopped.
-    async fn records(mut self) -> Vec<safegate_store::Record> {
+    pub(crate) async fn records(mut self) -> Vec<safegate_store::Record> {
         self.safegate.terminate();
         assert!(self.safegate.wait().await.success());
         let store = Store::open(&self._dir.path().join("data")).unwrap();
@@ -409,6 +428,18 @@ async fn url_rules_block_pages_and_search_terms_apply_inside_https() {
         assert!(out.contains("rule:        deny:role:pupil"), "{out}");
         assert!(
             out.contains("https:       decrypted (decrypt:site)"),
+            "{out}"
+        );
+        let (status, out, _) = check("https://bet.test/").await;
+        assert_eq!(status.code(), Some(3), "{out}");
+        assert!(
+            out.contains("blocked as:  the block page over HTTPS"),
+            "{out}"
+        );
+        let (status, out, _) = check("https://dating.test/").await;
+        assert_eq!(status.code(), Some(3), "{out}");
+        assert!(
+            out.contains("blocked as:  the browser's own error page (never decrypted"),
             "{out}"
         );
         let (status, out, _) = check("https://bank.test/anything").await;

@@ -15,6 +15,7 @@ mod disk_full;
 mod forward;
 mod hostile;
 mod https;
+mod https_block_pages;
 mod ip_hosts;
 mod lifecycle;
 mod limits;

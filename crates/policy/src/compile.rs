@@ -987,6 +987,7 @@ impl Compiler<'_> {
                 SniMismatchFile::Block => SniMismatch::Block,
                 SniMismatchFile::Allow => SniMismatch::Allow,
             },
+            block_pages: file.block_pages,
         }
     }
 

@@ -47,6 +47,8 @@ pub(crate) struct DecryptRules {
     /// Hosts named by URL entries, when `path_rules` is on.
     pub path_hosts: Option<ListId>,
     pub sni_mismatch: SniMismatch,
+    /// Whether a blocked HTTPS site is answered with the block page over TLS.
+    pub block_pages: bool,
 }
 
 #[cfg(test)]
@@ -133,6 +135,23 @@ never_sites = ["pinned.video.test"]
             (true, "decrypt:path-rules".into())
         );
         assert_eq!(snapshot.sni_mismatch(), SniMismatch::Block);
+    }
+
+    #[test]
+    fn block_pages_are_on_by_default_and_never_for_never_decrypt_sites() {
+        let block_page = |snapshot: &Snapshot, host: &str| {
+            snapshot.block_page_over_tls(&RequestTarget::from_parts(host, None).unwrap())
+        };
+        let snapshot = compile(
+            "[decrypt]\nnever_categories = [\"banking\"]\nnever_sites = [\"pinned.test\"]\n",
+        )
+        .unwrap();
+        assert!(block_page(&snapshot, "arcade.test"));
+        assert!(!block_page(&snapshot, "www.bank.test"));
+        assert!(!block_page(&snapshot, "app.pinned.test"));
+        assert!(block_page(&compile("").unwrap(), "arcade.test"));
+        let off = compile("[decrypt]\nblock_pages = false\n").unwrap();
+        assert!(!block_page(&off, "arcade.test"));
     }
 
     #[test]

@@ -73,6 +73,12 @@ pub(crate) struct DecryptFile {
     pub never_sites: Vec<String>,
     #[serde(default)]
     pub sni_mismatch: SniMismatchFile,
+    #[serde(default = "default_block_pages")]
+    pub block_pages: bool,
+}
+
+fn default_block_pages() -> bool {
+    true
 }
 
 fn default_path_rules() -> bool {
@@ -88,6 +94,7 @@ impl Default for DecryptFile {
             never_categories: Vec::new(),
             never_sites: Vec::new(),
             sni_mismatch: SniMismatchFile::Block,
+            block_pages: default_block_pages(),
         }
     }
 }

@@ -618,25 +618,8 @@ impl Snapshot {
             rule,
             reason,
         };
-        if rules.never_sites.is_some_and(|list| matches.contains(list)) {
-            return answer(
-                false,
-                "never-decrypt:site".into(),
-                "on the never-decrypt list: tunnelled untouched".into(),
-            );
-        }
-        for &category in &rules.never_categories {
-            let category = &self.categories[usize::from(category)];
-            if matches.contains(category.list) {
-                return answer(
-                    false,
-                    format!("never-decrypt:category:{}", category.name),
-                    format!(
-                        "in the category `{}`, which is never decrypted: tunnelled untouched",
-                        category.name
-                    ),
-                );
-            }
+        if let Some(never) = self.never_decrypted(&matches) {
+            return never;
         }
         if rules.sites.is_some_and(|list| matches.contains(list)) {
             return answer(
@@ -670,6 +653,42 @@ impl Snapshot {
             "tunnel".into(),
             "not listed for decryption: filtered by name and tunnelled".into(),
         )
+    }
+
+    /// Whether a blocked HTTPS connection to `target`'s host is answered with the block
+    /// page over TLS (with a certificate from the school CA, when there is one):
+    /// `decrypt.block_pages` is on and the host is not on a never-decrypt list, whose
+    /// sites are never intercepted, even to block them.
+    pub fn block_page_over_tls(&self, target: &RequestTarget) -> bool {
+        if !self.decrypt.block_pages {
+            return false;
+        }
+        let host_only = RequestTarget::host_only(target.host.clone());
+        self.never_decrypted(&self.index.matches(&host_only))
+            .is_none()
+    }
+
+    /// The never-decrypt rule a host's list matches fall under, if any.
+    fn never_decrypted(&self, matches: &ListMatches) -> Option<DecryptDecision> {
+        let rules = &self.decrypt;
+        if rules.never_sites.is_some_and(|list| matches.contains(list)) {
+            return Some(DecryptDecision {
+                decrypt: false,
+                rule: "never-decrypt:site".into(),
+                reason: "on the never-decrypt list: tunnelled untouched".into(),
+            });
+        }
+        rules.never_categories.iter().find_map(|&category| {
+            let category = &self.categories[usize::from(category)];
+            matches.contains(category.list).then(|| DecryptDecision {
+                decrypt: false,
+                rule: format!("never-decrypt:category:{}", category.name),
+                reason: format!(
+                    "in the category `{}`, which is never decrypted: tunnelled untouched",
+                    category.name
+                ),
+            })
+        })
     }
 
     fn scope(&self, subject: &Subject<'_>) -> &Scope {

@@ -6,8 +6,10 @@
 //! tunnel the blocked page's own HTTPS origin (a secure page posting to `http://` is
 //! mixed content, which browsers warn about or refuse).
 //!
-//! A blocked CONNECT cannot show a page (browsers do not display a proxy's answer to
-//! CONNECT), so it gets a short text body and the same headers. Inside a decrypted
+//! A refused CONNECT cannot show a page (browsers do not display a proxy's answer to
+//! CONNECT), so it gets a short text body and the same headers; with the school CA
+//! the page is shown over TLS instead (`tls::block_pages`), except for never-decrypt
+//! sites. Inside a decrypted
 //! tunnel the real page is shown over HTTPS, and a site whose certificate fails
 //! verification gets [`certificate_refused`] instead of its content.
 

@@ -9,7 +9,9 @@
 //!
 //! **HTTPS** is not decrypted. The TLS ClientHello is read (within
 //! `proxy.header_read_timeout`, at most [`sni::MAX_CLIENT_HELLO`] bytes) and its server
-//! name decided like a CONNECT to that host: a blocked site gets a TLS `access_denied`
+//! name decided like a CONNECT to that host: a blocked site gets the block page over
+//! TLS when the school CA is set up ([`crate::tls::block_pages`]; not for never-decrypt
+//! sites or a connection without a server name), otherwise a TLS `access_denied`
 //! alert and the connection is closed; an allowed one is connected to, sent the
 //! ClientHello bytes exactly as received, and relayed both ways by the tunnel relay,
 //! which counts the bytes into the record (`ConnectHost`, method `TLS`).
@@ -63,6 +65,7 @@ use crate::safesearch::{self, Restrictions};
 use crate::service;
 use crate::sni::{self, HelloError, MAX_CLIENT_HELLO};
 use crate::state::ProxyState;
+use crate::tls::block_pages::{self, Blocked};
 use crate::visit_record::{Direction, PendingRecord, TunnelBytes};
 
 /// The method transparent HTTPS connections are recorded with.
@@ -253,18 +256,18 @@ pub(crate) async fn serve_tls(
     };
     let decided = pipeline::decide(&state, &mut ledger, who, destination);
     if decided.decision.is_blocked() {
-        throttled!(
-            BLOCKED,
-            client = %peer,
-            role = decided.identity.role.as_str(),
-            target,
-            rule = decided.decision.rule,
-            categories = ?decided.decision.categories,
-            "blocked (transparent HTTPS: TLS access_denied alert)"
-        );
-        // Recorded like a refused CONNECT.
+        // Recorded like a refused CONNECT, once however many pages are shown.
         let _record = pipeline::finish_tunnel(ledger, None, 403, None);
-        send_access_denied(&mut stream).await;
+        refuse(
+            &state,
+            stream,
+            hello,
+            decided,
+            peer,
+            (&normalised, port),
+            &target,
+        )
+        .await;
         return;
     }
     let restrictions = Restrictions::for_identity(&decided.snapshot, &decided.identity);
@@ -282,6 +285,36 @@ pub(crate) async fn serve_tls(
     };
     let record = pipeline::finish_tunnel(ledger, None, 200, None);
     relay_hello(&state, stream, origin, &hello, &target, record).await;
+}
+
+/// A blocked transparent HTTPS connection to `host`: the block page over TLS for a
+/// server name when it gets one ([`block_pages::applies`]), else the TLS alert.
+async fn refuse(
+    state: &Arc<ProxyState>,
+    mut stream: TcpStream,
+    hello: Vec<u8>,
+    decided: pipeline::Decided,
+    peer: SocketAddr,
+    (host, port): (&RequestTarget, u16),
+    target: &str,
+) {
+    // A server name (not an address without one) may get the page over TLS.
+    if !host.host.is_ip() && block_pages::applies(state, &decided.snapshot, host) {
+        let blocked = Blocked::of_decided(decided, peer, host.host.as_str(), port);
+        blocked.log("transparent HTTPS");
+        block_pages::serve(state, blocked, stream, hello).await;
+        return;
+    }
+    throttled!(
+        BLOCKED,
+        client = %peer,
+        role = decided.identity.role.as_str(),
+        target,
+        rule = decided.decision.rule,
+        categories = ?decided.decision.categories,
+        "blocked (transparent HTTPS: TLS access_denied alert)"
+    );
+    send_access_denied(&mut stream).await;
 }
 
 /// Sends the origin the ClientHello exactly as received, then relays both ways; the

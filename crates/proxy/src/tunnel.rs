@@ -18,6 +18,12 @@
 //! with the rule (`sni-mismatch`, `tls-unreadable`, or the rule that blocked the name).
 //! Protocols other than TLS in a tunnel, and protocols where the server speaks first,
 //! are relayed unchanged: the CONNECT host was decided.
+//!
+//! **Block pages over TLS.** With the school CA set up and `decrypt.block_pages` on, a
+//! blocked CONNECT (and a refused server name, when neither name is never-decrypt) is
+//! answered with the block page over TLS instead ([`crate::tls::block_pages`]): the
+//! `200`, a leaf for the server name, the page for every request, no origin contacted.
+//! Otherwise a blocked CONNECT gets the `403` with the reason in `X-SafeGate-Why`.
 
 use std::sync::Arc;
 
@@ -38,6 +44,7 @@ use crate::pipeline::{self, BlockAnswer, Destination, Identified, Ledger, NameCh
 use crate::relay::{self, ClientStream, take_apart};
 use crate::safesearch::{self, Restrictions};
 use crate::state::ProxyState;
+use crate::tls::block_pages::{self, Blocked};
 use crate::visit_record::{Direction, PendingRecord, TunnelBytes};
 
 /// Answers a CONNECT request from an identified client, and finishes its ledger.
@@ -88,6 +95,10 @@ pub(crate) async fn open(
         return response;
     }
     if decided.decision.is_blocked() {
+        if block_pages::applies(state, &decided.snapshot, &normalised) {
+            let blocked = Blocked::of_decided(decided, client.peer, normalised.host.as_str(), port);
+            return block_pages::answer_connect(state, client, ledger, request, blocked);
+        }
         let refusal = pipeline::block(
             state,
             client,
@@ -114,7 +125,15 @@ pub(crate) async fn open(
     let mut response = Response::new(ResponseBody::empty());
     let record = pipeline::finish_tunnel(ledger, Some(&mut response), 200, None);
     let check = NameCheck::of(decided, normalised, client.peer);
-    spawn_relay(state, client, request, origin, target, record, check);
+    spawn_relay(
+        state,
+        client,
+        request,
+        origin,
+        (target, port),
+        record,
+        check,
+    );
     response
 }
 
@@ -169,7 +188,7 @@ fn spawn_relay(
     client: &ClientContext,
     request: Request<Incoming>,
     origin: TcpStream,
-    target: String,
+    (target, port): (String, u16),
     mut record: Option<PendingRecord>,
     check: NameCheck,
 ) {
@@ -190,6 +209,7 @@ fn spawn_relay(
                     state: &tunnel_state,
                     origin,
                     target: &target,
+                    port,
                     bytes,
                     record: &mut record,
                     check: &check,
@@ -211,6 +231,7 @@ struct Tunnel<'a> {
     state: &'a Arc<ProxyState>,
     origin: TcpStream,
     target: &'a str,
+    port: u16,
     bytes: Arc<TunnelBytes>,
     record: &'a mut Option<PendingRecord>,
     check: &'a NameCheck,
@@ -226,6 +247,7 @@ impl Tunnel<'_> {
             state,
             mut origin,
             target,
+            port,
             bytes,
             record,
             check,
@@ -261,6 +283,19 @@ impl Tunnel<'_> {
             if let Some(record) = record.as_mut() {
                 record.block(&decision);
                 record.finish(StatusCode::FORBIDDEN.as_u16(), None);
+            }
+            if let Some(blocked) = block_pages::page_for_name(
+                state,
+                check,
+                decision.clone(),
+                server_name.as_deref(),
+                port,
+            ) {
+                // No byte went to the origin; the page is served without it.
+                drop(origin);
+                blocked.log("TLS server name");
+                block_pages::serve(state, blocked, client, buf).await;
+                return;
             }
             check
                 .refuse(&mut client, &decision, server_name.as_deref())

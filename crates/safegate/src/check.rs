@@ -92,6 +92,7 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
                 "ca_ready": ca_ready,
                 "rule": decrypt.rule,
                 "reason": decrypt.reason,
+                "block_page": ca_ready && (decrypt.decrypt || snapshot.block_page_over_tls(&target)),
             },
         });
         println!("{json}");
@@ -107,8 +108,29 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
             "  https:       {status} ({}): {}",
             decrypt.rule, decrypt.reason
         );
+        if decision.is_blocked() && !decrypt.decrypt {
+            println!(
+                "  blocked as:  {}",
+                blocked_https(&snapshot, &target, ca_ready)
+            );
+        }
     }
     Ok(decision.is_blocked())
+}
+
+/// What a browser gets for this site when it is blocked over HTTPS and not decrypted.
+fn blocked_https(
+    snapshot: &safegate_policy::Snapshot,
+    target: &RequestTarget,
+    ca_ready: bool,
+) -> &'static str {
+    if !snapshot.block_page_over_tls(target) {
+        "the browser's own error page (never decrypted, or decrypt.block_pages = false)"
+    } else if ca_ready {
+        "the block page over HTTPS (devices that do not trust the school CA get a certificate warning)"
+    } else {
+        "the browser's own error page (no school CA yet: `safegate ca init`)"
+    }
 }
 
 fn print_decision(

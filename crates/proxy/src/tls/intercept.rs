@@ -123,10 +123,9 @@ impl Tunnel {
             }
         };
         if let Some(decision) = check.refusal(&state, &hello) {
-            check
-                .refuse(&mut stream, &decision, hello.server_name.as_deref())
+            let server_name = hello.server_name.as_deref();
+            self.refuse_hello(&state, stream, buf, decision, server_name)
                 .await;
-            self.refused(&decision);
             return;
         }
         let name = hello
@@ -168,6 +167,38 @@ impl Tunnel {
             &name,
         )
         .await;
+    }
+
+    /// A refused ClientHello: the block page over TLS when it gets one
+    /// ([`super::block_pages::page_for_name`]), else the TLS alert; recorded as blocked.
+    async fn refuse_hello<C>(
+        self,
+        state: &Arc<ProxyState>,
+        mut stream: C,
+        buf: Vec<u8>,
+        decision: safegate_policy::Decision,
+        server_name: Option<&str>,
+    ) where
+        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let page = super::block_pages::page_for_name(
+            state,
+            &self.check,
+            decision.clone(),
+            server_name,
+            self.port,
+        );
+        match page {
+            Some(blocked) => {
+                self.refused(&decision);
+                blocked.log("TLS server name");
+                super::block_pages::serve(state, blocked, stream, buf).await;
+            }
+            None => {
+                self.check.refuse(&mut stream, &decision, server_name).await;
+                self.refused(&decision);
+            }
+        }
     }
 
     /// The ClientHello was refused: the CONNECT's record says blocked, with `decision`.

@@ -10,9 +10,13 @@
 //! against the web's roots plus `upstream.extra_roots`; a certificate that fails gets
 //! a page saying so and is never passed through.
 //!
+//! `block_pages`: a blocked HTTPS site (not a never-decrypt one) answered with the block
+//! page over TLS when `decrypt.block_pages` is on.
+//!
 //! Without a CA in `data_dir` nothing is decrypted: HTTPS is filtered by CONNECT host
 //! and TLS server name and tunnelled.
 
+pub(crate) mod block_pages;
 pub mod ca;
 pub(crate) mod intercept;
 pub mod leaves;
