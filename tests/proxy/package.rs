@@ -74,16 +74,23 @@ fn deb_under_test() -> Option<PathBuf> {
     Some(deb)
 }
 
-/// Purges the package when dropped, so a failed test leaves nothing installed.
+/// Purges the package when dropped, so a failed test leaves nothing installed. A
+/// SafeGate killed a moment earlier (its `Child` dropped) may still hold the user, so
+/// the user and group are then removed by force.
 struct PurgeOnDrop;
 
 impl Drop for PurgeOnDrop {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("dpkg")
-            .args(["--purge", "safegate"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let quiet = |program: &str, args: &[&str]| {
+            let _ = std::process::Command::new(program)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        quiet("dpkg", &["--purge", "safegate"]);
+        quiet("userdel", &["--force", "safegate"]);
+        quiet("groupdel", &["safegate"]);
     }
 }
 
