@@ -238,6 +238,10 @@ fn exec_start() -> Vec<String> {
         .find_map(|l| l.strip_prefix("ExecStart="))
         .expect("ExecStart in the unit");
     assert!(!line.contains(['"', '\'']), "quoted ExecStart: {line}");
+    assert!(
+        !line.contains("--set"),
+        "the packaged unit needs no --set: {line}"
+    );
     line.split_whitespace().map(str::to_owned).collect()
 }
 
