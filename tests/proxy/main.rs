@@ -25,6 +25,7 @@ mod local_pages;
 mod log_cli;
 mod metrics;
 mod ops;
+mod package;
 mod policy;
 mod portal;
 mod report;

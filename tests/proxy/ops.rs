@@ -838,7 +838,7 @@ async fn the_systemd_unit_is_hardened_and_verifies() {
     let copy = dir.path().join("safegate.service");
     std::fs::write(
         &copy,
-        unit.replace("/usr/local/bin/safegate", &binary().display().to_string()),
+        unit.replace("/usr/bin/safegate", &binary().display().to_string()),
     )
     .unwrap();
     let output = tokio::time::timeout(

@@ -55,7 +55,7 @@ pub enum Command {
     /// space), the listeners' ports and the metrics token. Prints OK, WARN or FAIL for
     /// each, with what to fix; exit status 1 when a check fails.
     #[command(
-        after_help = "Examples:\n  safegate doctor\n  safegate doctor --config /etc/safegate/config/safegate.toml --set 'data_dir=\"/var/lib/safegate\"'"
+        after_help = "Examples:\n  safegate doctor\n  safegate doctor --config /etc/safegate/safegate.toml"
     )]
     Doctor(ConfigArgs),
     /// The school's certificate authority for HTTPS decryption: create it, and print
