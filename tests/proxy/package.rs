@@ -2,7 +2,8 @@
 //! `SAFEGATE_TEST_DEB` (built by `.ci/run` with `cargo deb -p safegate`), its files,
 //! owners and user; `systemd-analyze verify` on the installed unit; the configuration
 //! edited like a technician would; `safegate doctor` and the unit's ExecStart run as
-//! the `safegate` user; the first admin account made with `safegate users add`; a site
+//! the `safegate` user (doctor run by root checks as it); the first admin account made
+//! by `safegate setup` run as root (it acts as the service's user); a site
 //! blocked through the admin web interface's rules page and then blocked by the
 //! proxy; SIGTERM; `dpkg --purge`, after which files, data and user are gone.
 //!
@@ -27,7 +28,7 @@ use crate::kit::process::{run_to_end, shipped_config};
 
 /// The whole package test: install, run, edit, purge.
 const LIMIT: Duration = Duration::from_secs(180);
-/// One command (dpkg, doctor, users add, systemd-analyze).
+/// One command (dpkg, doctor, setup, systemd-analyze).
 const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 const PASSWORD: &str = "a long admin password";
 const CONFIG: &str = "/etc/safegate/safegate.toml";
@@ -393,28 +394,34 @@ async fn wait_for_status(proxy: SocketAddr, url: &str, want: u16) {
 /// Runs the installed SafeGate as the unit would, makes the first admin account, blocks
 /// a site through the admin web interface, and stops it with SIGTERM.
 async fn run_and_edit_rules(site: &Site) {
-    let safegate = ["-u", "safegate", "--", "/usr/bin/safegate"];
-    let doctor = [&safegate[..], &["doctor", "--config", CONFIG]].concat();
-    must("runuser", &doctor).await;
+    // As a technician would: root, in /, no --config (the package's is the default).
+    let doctor = must("/usr/bin/safegate", &["doctor"]).await;
+    assert!(
+        doctor.starts_with("Checking as safegate (uid "),
+        "doctor did not check as the service's user:\n{doctor}"
+    );
+    assert!(doctor.contains("OK    writable"), "{doctor}");
+    assert!(doctor.contains("OK    systemd unit"), "{doctor}");
     let (mut child, _logs) = start_service().await;
-    let add = [
-        &safegate[..],
-        &[
-            "users",
-            "add",
-            "fiona",
-            "--role",
-            "filter-admin",
-            "--permissions",
-            "rules,reports,metrics",
-            "--password-stdin",
-            "--config",
-            CONFIG,
-        ],
-    ]
-    .concat();
-    let (ok, text) = run("runuser", &add, Some(&format!("{PASSWORD}\n"))).await;
-    assert!(ok, "safegate users add as safegate failed:\n{text}");
+    let setup = [
+        "setup",
+        "--no-input",
+        "--school",
+        "Test School",
+        "--admin",
+        "fiona",
+        "--admin-password-stdin",
+        "--ca",
+        "yes",
+        "--lists",
+        "no",
+    ];
+    let (ok, text) = run("/usr/bin/safegate", &setup, Some(&format!("{PASSWORD}\n"))).await;
+    assert!(ok, "safegate setup failed:\n{text}");
+    assert!(text.contains("Setting up as safegate"), "{text}");
+    assert!(text.contains("added user fiona (filter-admin"), "{text}");
+    let (_, owner) = mode_and_owner("/var/lib/safegate/ca/safegate-ca.key");
+    assert_eq!(owner, "safegate:safegate", "the CA key setup made");
 
     let games = format!("http://games.test:{}/bytes/2", site.origin_port);
     assert_eq!(status_through(site.proxy, &games).await, 200);

@@ -139,7 +139,7 @@ pub fn examine(path: &Path, overrides: &[String]) -> Vec<Finding> {
 /// that user and its outcome is returned. `None`: carry on here.
 fn run_as_service_user(args: &ConfigArgs) -> Option<bool> {
     let config = Config::load(&args.config, &args.set).ok()?;
-    let user = crate::service_user::when_root(&config.data_dir)?;
+    let user = crate::service_user::when_root(&args.config, &config.data_dir)?;
     println!(
         "Checking as {} (uid {}), the user SafeGate runs as, not as root.",
         user.name, user.uid

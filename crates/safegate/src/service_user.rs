@@ -53,13 +53,15 @@ pub fn unit_settings(unit: &str, key: &str) -> Vec<String> {
 }
 
 /// The account the service runs as, when this process runs as root and that account
-/// is another one; `None` when not root, or when no unit or owned `data_dir` says.
-pub fn when_root(data_dir: &Path) -> Option<ServiceUser> {
+/// is another one; `None` when not root, or when neither the unit (if it runs this
+/// configuration) nor the owner of `data_dir` says.
+pub fn when_root(config: &Path, data_dir: &Path) -> Option<ServiceUser> {
     if !rustix::process::geteuid().is_root() || std::env::var_os(RERUN_MARK).is_some() {
         return None;
     }
     let from_unit = installed_unit()
         .and_then(|unit| std::fs::read_to_string(unit).ok())
+        .filter(|text| unit_config(text).is_some_and(|used| same_file(&used, config)))
         .and_then(|text| unit_setting(&text, "User").map(str::to_owned))
         .and_then(|name| nix::unistd::User::from_name(&name).ok().flatten());
     let user = match from_unit {
@@ -75,6 +77,25 @@ pub fn when_root(data_dir: &Path) -> Option<ServiceUser> {
         uid: user.uid.as_raw(),
         gid: user.gid.as_raw(),
     })
+}
+
+/// The configuration file a unit's `ExecStart=` passes with `--config`.
+pub fn unit_config(unit: &str) -> Option<PathBuf> {
+    let exec = unit_setting(unit, "ExecStart")?;
+    let mut words = exec.split_whitespace();
+    let used = words
+        .by_ref()
+        .find(|w| *w == "--config")
+        .and(words.next())?;
+    Some(PathBuf::from(used.trim_matches(['\'', '"'])))
+}
+
+/// Whether two paths name the same file (or, where either is missing, are equal).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// Runs this same command again as `user` (same arguments, standard input and output)

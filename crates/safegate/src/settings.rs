@@ -24,12 +24,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     /// Configuration file; every key is documented in the shipped config/safegate.toml.
+    /// Default: config/safegate.toml in the current folder (a source checkout), else
+    /// the package's /etc/safegate/safegate.toml.
     #[arg(
         short,
         long,
         value_name = "FILE",
         env = "SAFEGATE_CONFIG",
-        default_value = "config/safegate.toml"
+        default_value_os_t = default_config()
     )]
     pub config: PathBuf,
     /// Override one key: dotted key = TOML value (quote strings), e.g.
@@ -37,6 +39,19 @@ pub struct ConfigArgs {
     /// May be given many times.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+}
+
+/// `config/safegate.toml` where it exists (running from a source checkout), else the
+/// installed package's configuration where that exists, else the former (so the error
+/// names the file a newcomer is told about).
+fn default_config() -> PathBuf {
+    const CHECKOUT: &str = "config/safegate.toml";
+    const PACKAGE: &str = "/etc/safegate/safegate.toml";
+    if !Path::new(CHECKOUT).exists() && Path::new(PACKAGE).is_file() {
+        PathBuf::from(PACKAGE)
+    } else {
+        PathBuf::from(CHECKOUT)
+    }
 }
 
 /// The configuration of one SafeGate process.

@@ -78,7 +78,7 @@ struct Answers {
 /// Runs `safegate setup`.
 pub fn run(args: &SetupArgs) -> Result<()> {
     let config = Config::load(&args.config.config, &args.config.set)?;
-    if let Some(user) = crate::service_user::when_root(&config.data_dir) {
+    if let Some(user) = crate::service_user::when_root(&args.config.config, &config.data_dir) {
         println!(
             "Setting up as {} (uid {}), the user SafeGate runs as, so that it owns what is made.",
             user.name, user.uid

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::doctor::Finding;
-use crate::service_user::{installed_unit, unit_setting, unit_settings};
+use crate::service_user::{installed_unit, same_file, unit_config, unit_setting, unit_settings};
 use crate::settings::Config;
 
 const CHECK: &str = "systemd unit";
@@ -39,7 +39,10 @@ pub fn findings(config_path: &Path, config: &Config) -> Vec<Finding> {
             ),
         ));
     }
-    findings.extend(other_config(&unit, &unit_name, config_path));
+    if let Some(other) = other_config(&unit, &unit_name, config_path) {
+        // The unit's sandbox and user are about another configuration.
+        return vec![other];
+    }
     let read_only = read_only_outside(&unit);
     let mut written = vec![("data_dir", config.data_dir.clone())];
     if let Some(folder) = config.policy.file.parent() {
@@ -71,18 +74,8 @@ pub fn findings(config_path: &Path, config: &Config) -> Vec<Finding> {
 
 /// A WARN when the unit's `ExecStart` reads another configuration than doctor did.
 fn other_config(unit: &str, unit_name: &str, checked: &Path) -> Option<Finding> {
-    let exec = unit_setting(unit, "ExecStart")?;
-    let mut words = exec.split_whitespace();
-    let used = words
-        .by_ref()
-        .find(|w| *w == "--config")
-        .and(words.next())?;
-    let used = PathBuf::from(used.trim_matches(['\'', '"']));
-    let same = match (used.canonicalize(), checked.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => used == checked,
-    };
-    (!same).then(|| {
+    let used = unit_config(unit)?;
+    (!same_file(&used, checked)).then(|| {
         Finding::warn(
             CHECK,
             format!(
