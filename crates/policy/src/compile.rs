@@ -178,6 +178,16 @@ impl Policy {
     }
 }
 
+/// The people of a role in plain words, for the reasons people read ("blocked for
+/// pupils").
+fn people_of(role: &str) -> &str {
+    match role {
+        "pupil" => "pupils",
+        "filter-admin" => "filter admins",
+        other => other,
+    }
+}
+
 /// Everything of the snapshot except the index.
 struct Draft {
     school: String,
@@ -723,7 +733,7 @@ impl Compiler<'_> {
                 continue;
             };
             let key = format!("roles.{r}");
-            let owner = format!("role {r}");
+            let owner = people_of(r).to_owned();
             let safesearch = SafeSearch {
                 safesearch: rf.safesearch.unwrap_or(true),
                 youtube: rf.youtube.map_or(YouTubeMode::Strict, youtube),
@@ -767,7 +777,7 @@ impl Compiler<'_> {
                         format!("group `{g}` is also defined under role `{other}`; group names must be unique"),
                     );
                 }
-                let gowner = format!("group {g}");
+                let gowner = format!("the {g} group");
                 let mut allow: Vec<AllowRule> = role_allow.iter().cloned().collect();
                 allow.extend(
                     self.allow_list(&format!("{gkey}.allow"), &gf.allow)

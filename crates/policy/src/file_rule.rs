@@ -16,7 +16,7 @@ pub(crate) struct FileRule {
     pub rule: String,
     /// Rule name as written.
     pub name: String,
-    /// Who the rule belongs to, for reasons: `role pupil`, `group year6`.
+    /// Who the rule belongs to, for reasons: `pupils`, `the year6 group`.
     pub owner: String,
     /// Extensions without the dot, lower-case.
     pub extensions: Vec<String>,
@@ -123,7 +123,7 @@ mod tests {
         FileRule {
             rule: "file:pupil:executables".into(),
             name: "executables".into(),
-            owner: "role pupil".into(),
+            owner: "pupils".into(),
             extensions: vec!["exe".into(), "msi".into(), "ps1".into()],
             content_types: vec!["application/x-msdownload".into()],
             windows: vec![],

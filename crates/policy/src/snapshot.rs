@@ -500,7 +500,7 @@ impl Snapshot {
                     matches,
                     &format!("locked:{}", category.name),
                     format!(
-                        "in the locked category `{}`, blocked for everyone",
+                        "in the {} category, which is blocked for everyone",
                         category.name
                     ),
                 ));
@@ -574,7 +574,7 @@ impl Snapshot {
                 matches,
                 &block.rule,
                 format!(
-                    "in the category `{}`, blocked for {}{}",
+                    "in the {} category, which is blocked for {}{}",
                     category.name,
                     block.owner,
                     self.during(&block.windows, clock)
@@ -590,7 +590,7 @@ impl Snapshot {
                 Verdict::Allow,
                 matches,
                 &unblock.rule,
-                unblock.describe(&format!("the category `{name}`")),
+                unblock.describe(&format!("the {name} category")),
             )
         })
     }

@@ -51,6 +51,8 @@ pub struct BlockInfo<'a> {
     pub review_action: Option<&'a str>,
     /// The review form's token (purpose `Review`, bound to the client's address).
     pub review_token: Option<&'a str>,
+    /// The school's name (the policy's `school`), shown in the title and footer.
+    pub school: Option<&'a str>,
 }
 
 impl<'a> BlockInfo<'a> {
@@ -75,7 +77,13 @@ impl<'a> BlockInfo<'a> {
             group: identity.group.as_deref(),
             review_action,
             review_token,
+            school: None,
         }
+    }
+
+    /// The same, naming the school.
+    pub fn at_school(self, school: Option<&'a str>) -> Self {
+        Self { school, ..self }
     }
 }
 
@@ -146,16 +154,21 @@ pub fn page(info: &BlockInfo<'_>) -> Response<ResponseBody> {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>Blocked - SafeGate</title>\
+<title>Blocked - {title}</title>\
 <style>body{{font-family:system-ui,sans-serif;max-width:44em;margin:3em auto;padding:0 1em;color:#222}}\
 code{{word-break:break-all;background:#f3f3f3;padding:.1em .3em}}dt{{font-weight:bold}}</style></head>\n\
 <body><h1>This page is blocked</h1>\n<p>{reason}</p>\n<dl>\
 <dt>Address</dt><dd><code>{url}</code></dd>\
 <dt>Category</dt><dd>{categories}</dd>\
-<dt>Rule</dt><dd><code>{rule}</code></dd>\
+<dt>Reference for the filter admin</dt><dd><code>{rule}</code></dd>\
 <dt>Time</dt><dd>{at}</dd>\
 <dt>Browsing as</dt><dd>{who}</dd></dl>\n{form}\
-<p><small>SafeGate, the school's web filter.</small></p></body></html>\n",
+<p><small>{footer}</small></p></body></html>\n",
+        title = escape(info.school.unwrap_or("SafeGate")),
+        footer = escape(&info.school.map_or_else(
+            || "SafeGate, the school's web filter.".to_owned(),
+            |school| format!("SafeGate, {school}'s web filter."),
+        )),
         reason = escape(info.reason),
         url = escape(info.url),
         categories = escape(&categories),
@@ -281,6 +294,7 @@ mod tests {
             group: None,
             review_action: Some(&action),
             review_token: Some("token-1"),
+            school: Some("St <Mary's>"),
         };
         let response = page(&info);
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -292,6 +306,14 @@ mod tests {
         assert!(html.contains("&lt;script&gt;"), "{html}");
         assert!(
             html.contains("action=\"http://127.0.0.1:3128/safegate/review\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("<title>Blocked - St &lt;Mary's&gt;</title>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("SafeGate, St &lt;Mary's&gt;'s web filter."),
             "{html}"
         );
     }
@@ -325,6 +347,7 @@ mod tests {
             group: None,
             review_action: Some(&action),
             review_token: Some("token-1"),
+            school: None,
         };
         let html = html_of(page(&info)).await;
         // Relative: the browser posts to the blocked page's own https:// origin.

@@ -397,7 +397,8 @@ pub(crate) fn block(
         &at,
         Some(&review_action),
         Some(&review_token),
-    );
+    )
+    .at_school(decided.snapshot.school_name());
     if answer == BlockAnswer::Connect {
         block_page::connect_refusal(&info)
     } else {

@@ -311,7 +311,8 @@ async fn answer(
         &at,
         Some(&action),
         Some(&token),
-    );
+    )
+    .at_school(blocked.snapshot.school_name());
     pipeline::finish(ledger, block_page::page(&info), None)
 }
 
