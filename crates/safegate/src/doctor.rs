@@ -15,73 +15,13 @@ use std::time::Duration;
 
 use safegate_proxy::tls::ca::{CA_CERT_FILE, CA_DIR, CA_KEY_FILE};
 
+use crate::finding::{Finding, Level};
 use crate::settings::{Config, ConfigArgs};
 
 /// Free space below which the data directory is a failure.
 const FAIL_BELOW_BYTES: u64 = 100 * 1024 * 1024;
 /// Free space below which the data directory is a warning.
 const WARN_BELOW_BYTES: u64 = 1024 * 1024 * 1024;
-
-/// How a check came out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    /// Nothing to do.
-    Ok,
-    /// Works, but look at it.
-    Warn,
-    /// SafeGate will not start, or will not work as configured.
-    Fail,
-}
-
-/// One check's outcome.
-#[derive(Debug, Clone)]
-pub struct Finding {
-    /// OK, WARN or FAIL.
-    pub level: Level,
-    /// What was checked.
-    pub check: &'static str,
-    /// What was found.
-    pub detail: String,
-    /// What to do about it (for WARN and FAIL).
-    pub fix: Option<String>,
-}
-
-impl Finding {
-    pub(crate) fn ok(check: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            level: Level::Ok,
-            check,
-            detail: detail.into(),
-            fix: None,
-        }
-    }
-
-    pub(crate) fn warn(
-        check: &'static str,
-        detail: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        Self {
-            level: Level::Warn,
-            check,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
-    }
-
-    pub(crate) fn fail(
-        check: &'static str,
-        detail: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        Self {
-            level: Level::Fail,
-            check,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
-    }
-}
 
 /// Runs every check and prints the findings; true when none failed.
 pub fn run(args: &ConfigArgs) -> bool {

@@ -7,7 +7,7 @@
 //! service's. Each step says what it did; running it again changes only what is asked.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -249,7 +249,7 @@ fn write_policy(path: &Path, answers: &Answers) -> Result<()> {
     if let Some(zone) = &answers.timezone {
         doc["timezone"] = toml_edit::value(zone.as_str());
     }
-    replace_checked(path, &doc.to_string())?;
+    crate::policy_write::replace_checked(path, &doc.to_string())?;
     println!(
         "policy: {}{}{}",
         path.display(),
@@ -265,25 +265,6 @@ fn write_policy(path: &Path, answers: &Answers) -> Result<()> {
             .unwrap_or_default()
     );
     Ok(())
-}
-
-/// Writes `text` beside `path`, compiles it as a policy, and renames it over `path`.
-pub(crate) fn replace_checked(path: &Path, text: &str) -> Result<()> {
-    let temp = temp_beside(path);
-    std::fs::write(&temp, text).with_context(|| format!("cannot write {}", temp.display()))?;
-    if let Err(error) = safegate_policy::Policy::load(&temp) {
-        let _ = std::fs::remove_file(&temp);
-        return Err(error).context("the changed policy does not load; nothing was changed");
-    }
-    std::fs::rename(&temp, path).with_context(|| format!("cannot replace {}", path.display()))
-}
-
-fn temp_beside(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.setup-{}", std::process::id()))
 }
 
 fn add_admin(config: &Config, name: &str, password: &str) -> Result<()> {

@@ -96,7 +96,7 @@ fn add_sources(policy_file: &Path, folder: &Path) -> Result<Vec<String>> {
         }
     }
     if !changed.is_empty() {
-        crate::setup_command::replace_checked(policy_file, &doc.to_string())?;
+        crate::policy_write::replace_checked(policy_file, &doc.to_string())?;
     }
     Ok(changed)
 }

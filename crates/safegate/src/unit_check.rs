@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::doctor::Finding;
+use crate::finding::Finding;
 use crate::service_user::{installed_unit, same_file, unit_config, unit_setting, unit_settings};
 use crate::settings::Config;
 
