@@ -638,7 +638,7 @@ async fn doctor_reports_what_to_fix() {
             "OK    data_dir",
             "OK    free space",
             "WARN  CA",
-            "fix: only needed for HTTPS decryption",
+            "fix: needed for HTTPS decryption and for block pages on HTTPS sites",
             "OK    listener       proxy.listen",
             "OK    listener       admin.listen",
         ] {
