@@ -292,6 +292,34 @@ async fn the_ca_commands_keep_the_key_private() {
     .await;
 }
 
+/// Run as root, `ca init` makes the CA as the user that owns data_dir (the service's):
+/// a key made by root could not be read by SafeGate, which would then not start.
+#[tokio::test]
+async fn ca_init_as_root_makes_the_key_the_service_users() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: ca init only changes user when run as root");
+        return;
+    }
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir(&data_dir).unwrap();
+        let nobody = 65534;
+        chown(&data_dir, Some(nobody), Some(nobody)).unwrap();
+        let data = format!("data_dir={:?}", data_dir.display().to_string());
+        let config = shipped_config().display().to_string();
+        let (status, out, err) =
+            run_to_end(&["ca", "init", "--config", &config, "--set", &data]).await;
+        assert!(status.success(), "{out}{err}");
+        assert!(out.contains("(uid 65534)"), "{out}");
+        let key = std::fs::metadata(data_dir.join("ca/safegate-ca.key")).unwrap();
+        assert_eq!((key.uid(), key.mode() & 0o777), (nobody, 0o600));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn decrypted_sites_are_served_over_http1_and_http2() {
     bounded(async {

@@ -638,7 +638,7 @@ async fn doctor_reports_what_to_fix() {
             "OK    data_dir",
             "OK    free space",
             "WARN  CA",
-            "fix: only needed for HTTPS decryption",
+            "fix: needed for HTTPS decryption and for block pages on HTTPS sites",
             "OK    listener       proxy.listen",
             "OK    listener       admin.listen",
         ] {
@@ -865,14 +865,16 @@ async fn the_prometheus_configuration_and_rules_check() {
         return;
     }
     let dir = repo_file("deploy/prometheus");
-    for (what, file) in [
-        ("config", "prometheus.yml"),
-        ("rules", "safegate-rules.yml"),
+    // `test rules` runs the rules on series as SafeGate exports them.
+    for (command, what, file) in [
+        ("check", "config", "prometheus.yml"),
+        ("check", "rules", "safegate-rules.yml"),
+        ("test", "rules", "safegate-rules.test.yml"),
     ] {
         let output = tokio::time::timeout(
             Duration::from_secs(60),
             Command::new("promtool")
-                .args(["check", what, file])
+                .args([command, what, file])
                 .current_dir(&dir)
                 .output(),
         )
@@ -881,7 +883,7 @@ async fn the_prometheus_configuration_and_rules_check() {
         .unwrap();
         assert!(
             output.status.success(),
-            "promtool check {what} {file}:\n{}{}",
+            "promtool {command} {what} {file}:\n{}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );

@@ -415,6 +415,39 @@ async fn users_can_be_set_up_before_the_first_start() {
     .await;
 }
 
+/// Run as root while SafeGate is stopped, in a data_dir that belongs to the service's
+/// user, `users add` refuses (saying how to run it) rather than make a database that
+/// only root could open.
+#[tokio::test]
+async fn root_makes_no_database_in_the_service_users_data_dir() {
+    use std::os::unix::fs::chown;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: only root is refused");
+        return;
+    }
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        chown(&data, Some(65534), Some(65534)).unwrap();
+        let add = [
+            "add",
+            "year6",
+            "--role",
+            "pupil",
+            "--password",
+            "sunflower-2026",
+        ];
+        let refused = users_fails(&data, &add, "").await;
+        assert!(refused.contains("belongs to uid 65534"), "{refused}");
+        assert!(refused.contains("sudo -u safegate"), "{refused}");
+        assert!(!data.join("db").exists());
+        let listed = users_fails(&data, &["list"], "").await;
+        assert!(listed.contains("no SafeGate database"), "{listed}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn users_help_explains_names_and_the_csv_format() {
     bounded(async {

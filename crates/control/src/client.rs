@@ -43,6 +43,18 @@ pub fn open_store_or_connect(data_dir: &Path) -> Result<Access, ControlError> {
             data_dir: data_dir.to_path_buf(),
         });
     }
+    if let Some(owner) = others_data_dir_as_root(data_dir) {
+        return match StdUnixStream::connect(&socket) {
+            Ok(stream) => Ok(Access::Remote {
+                stream: Some(stream),
+                socket,
+            }),
+            Err(_) => Err(ControlError::RootInOthersDataDir {
+                data_dir: data_dir.to_path_buf(),
+                owner,
+            }),
+        };
+    }
     let open_error = match Store::open(data_dir) {
         Ok(store) => return Ok(Access::Local(store)),
         Err(err) => err,
@@ -87,6 +99,12 @@ pub fn open_create_or_connect(data_dir: &Path) -> Result<Access, ControlError> {
     if db.exists() || socket_path(data_dir).exists() {
         return open_store_or_connect(data_dir);
     }
+    if let Some(owner) = others_data_dir_as_root(data_dir) {
+        return Err(ControlError::RootInOthersDataDir {
+            data_dir: data_dir.to_path_buf(),
+            owner,
+        });
+    }
     std::fs::create_dir_all(data_dir).map_err(|source| ControlError::CreateDataDir {
         path: data_dir.to_path_buf(),
         source,
@@ -98,6 +116,18 @@ pub fn open_create_or_connect(data_dir: &Path) -> Result<Access, ControlError> {
         db.display()
     );
     Ok(Access::Local(store))
+}
+
+/// The owner of `data_dir` when this process runs as root and `data_dir` is another
+/// user's (the service's): root must not open that database itself, since the files it
+/// made would be root's and the service could no longer open them.
+fn others_data_dir_as_root(data_dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let owner = std::fs::metadata(data_dir).ok()?.uid();
+    (owner != 0).then_some(owner)
 }
 
 impl Access {

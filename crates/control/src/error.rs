@@ -60,6 +60,21 @@ pub enum ControlError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// Run as root while SafeGate is stopped, in a data directory that belongs to the
+    /// service's user: opening the database here would leave files only root can open.
+    #[error(
+        "{} belongs to uid {owner} (the user SafeGate runs as) and SafeGate is not \
+         running: as root, this command would leave database files that SafeGate cannot \
+         open. Run it as that user (sudo -u safegate safegate ..., or sudo -u '#{owner}' \
+         safegate ...), or start SafeGate first",
+        data_dir.display()
+    )]
+    RootInOthersDataDir {
+        /// The configured data directory.
+        data_dir: PathBuf,
+        /// Its owner's user id.
+        owner: u32,
+    },
     /// The data directory could not be created.
     #[error("cannot create data_dir {}", path.display())]
     CreateDataDir {

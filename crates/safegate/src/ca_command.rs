@@ -16,8 +16,9 @@ use crate::settings::{Config, ConfigArgs};
 #[derive(Debug, Subcommand)]
 pub enum CaAction {
     /// Create the school CA in data_dir/ca/ (safegate-ca.pem and safegate-ca.key,
-    /// mode 0600). An existing CA is kept: devices already trust it. Restart SafeGate
-    /// afterwards to start decrypting the sites the policy's [decrypt] section names.
+    /// mode 0600). An existing CA is kept: devices already trust it. Run as root, it
+    /// acts as SafeGate's user. Restart SafeGate afterwards: it then decrypts the sites
+    /// the policy's [decrypt] section names and shows block pages for HTTPS sites.
     #[command(
         after_help = "Examples:\n  safegate ca init --name 'Hillside Primary School'\n  sudo -u safegate safegate ca init --config /etc/safegate/safegate.toml"
     )]
@@ -57,6 +58,18 @@ pub fn run(action: &CaAction) -> Result<()> {
     match action {
         CaAction::Init(args) => {
             let config = Config::load(&args.config.config, &args.config.set)?;
+            if let Some(user) =
+                crate::service_user::when_root(&args.config.config, &config.data_dir)
+            {
+                // Made by root, the key would be root's and SafeGate could not read it.
+                println!(
+                    "Creating the CA as {} (uid {}), the user SafeGate runs as, so that it can read the key.",
+                    user.name, user.uid
+                );
+                let status = crate::service_user::rerun_as(&user)?;
+                anyhow::ensure!(status.success(), "the CA was not created (see above)");
+                return Ok(());
+            }
             let name = args.name.trim();
             anyhow::ensure!(!name.is_empty(), "--name must not be empty");
             let outcome = SchoolCa::init(&config.data_dir, name)
@@ -66,7 +79,8 @@ pub fn run(action: &CaAction) -> Result<()> {
                 CaInit::Created => println!(
                     "created the school CA:\n  certificate: {}\n  private key: {} (mode 0600; keep it secret, back it up)\n\
 install the certificate on school devices (safegate ca export; see deploy/ca-install.md),\n\
-then restart SafeGate to decrypt the sites the policy's [decrypt] section names",
+then restart SafeGate: it decrypts the sites the policy's [decrypt] section names and\n\
+shows its block page for blocked HTTPS sites",
                     cert.display(),
                     key.display()
                 ),

@@ -300,7 +300,8 @@ fn ca(data_dir: &Path) -> Finding {
         (false, false) => Finding::warn(
             "CA",
             format!("no CA in {}", dir.display()),
-            "only needed for HTTPS decryption: create it with `safegate ca init` and install \
+            "needed for HTTPS decryption and for block pages on HTTPS sites (without it they \
+             show the browser's own error): create it with `safegate ca init` and install \
              its certificate on the school's devices",
         ),
         (true, false) | (false, true) => {
