@@ -269,3 +269,42 @@ pub async fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// How long [`run_program`] waits for a command.
+const PROGRAM_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `program ARGS` to its end within a minute, from `/` (which a service user can
+/// read), with `stdin` fed to it (closed after) or none; returns (success, stdout +
+/// stderr).
+pub async fn run_program(program: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir("/")
+        .env_remove("RUST_LOG")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A command that does not read its input may have closed it already: its exit
+        // status is what counts.
+        let _ = pipe.write_all(text.as_bytes()).await;
+    }
+    let output = tokio::time::timeout(PROGRAM_LIMIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} {args:?} did not finish in {PROGRAM_LIMIT:?}"))
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}

@@ -44,13 +44,15 @@ fn tool_available(tool: &str, version_arg: &str) -> bool {
     runs
 }
 
-fn repo_file(path: &str) -> PathBuf {
+/// A file of the repository, by its path from the top.
+pub(crate) fn repo_file(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(path)
 }
 
-fn free_port() -> u16 {
+/// A loopback port free at the moment of asking.
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -13,40 +13,25 @@
 //! also checks that the package's short configuration leaves every other key at the
 //! value the full reference (config/safegate.toml) gives it.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use crate::kit::dns::FakeDns;
 use crate::kit::origin::Origin;
-use crate::kit::process::{run_to_end, shipped_config};
+use crate::kit::process::{run_program, run_to_end, shipped_config};
+use crate::ops::{free_port, repo_file};
 
 /// The whole package test: install, run, edit, purge.
 const LIMIT: Duration = Duration::from_secs(180);
-/// One command (dpkg, doctor, setup, systemd-analyze).
-const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 const PASSWORD: &str = "a long admin password";
 const CONFIG: &str = "/etc/safegate/safegate.toml";
 const UNIT_DIRS: [&str; 2] = ["/usr/lib/systemd/system", "/lib/systemd/system"];
-
-fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The .deb to test, or None (after saying why) when the test is skipped.
 fn deb_under_test() -> Option<PathBuf> {
@@ -95,41 +80,9 @@ impl Drop for PurgeOnDrop {
     }
 }
 
-/// Runs a command to its end within [`COMMAND_LIMIT`], from `/` (which the safegate
-/// user can read); returns (success, stdout + stderr).
-async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir("/")
-        .env_remove("RUST_LOG")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).await.unwrap();
-    }
-    let output = tokio::time::timeout(COMMAND_LIMIT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{program} {args:?} did not finish in {COMMAND_LIMIT:?}"))
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
-
 /// Runs a command that must succeed; returns its output.
 async fn must(program: &str, args: &[&str]) -> String {
-    let (ok, text) = run(program, args, None).await;
+    let (ok, text) = run_program(program, args, None).await;
     assert!(ok, "{program} {args:?} failed:\n{text}");
     text
 }
@@ -416,7 +369,7 @@ async fn run_and_edit_rules(site: &Site) {
         "--lists",
         "no",
     ];
-    let (ok, text) = run("/usr/bin/safegate", &setup, Some(&format!("{PASSWORD}\n"))).await;
+    let (ok, text) = run_program("/usr/bin/safegate", &setup, Some(&format!("{PASSWORD}\n"))).await;
     assert!(ok, "safegate setup failed:\n{text}");
     assert!(text.contains("Setting up as safegate"), "{text}");
     assert!(text.contains("added user fiona (filter-admin"), "{text}");
@@ -458,7 +411,7 @@ async fn check_purged() {
         );
     }
     for database in ["passwd", "group"] {
-        let (found, text) = run("getent", &[database, "safegate"], None).await;
+        let (found, text) = run_program("getent", &[database, "safegate"], None).await;
         assert!(!found, "safegate is still in {database}: {text}");
     }
 }

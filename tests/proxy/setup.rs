@@ -5,16 +5,14 @@
 //! only the imported UT1 lists name is blocked.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::kit::bounded;
-use crate::kit::process::{SafeGate, binary};
+use crate::kit::process::{SafeGate, binary, run_program};
 
 /// The UT1 categories setup imports, each with one `.test` domain only it names.
 const UT1: [&str; 8] = [
@@ -87,41 +85,22 @@ impl Install {
         self.dir.path().join("ut1.tar.gz").display().to_string()
     }
 
-    /// `safegate ARGS --config .. --set data_dir=..` with `stdin`; (success, stdout + stderr).
-    async fn run(&self, program: Option<&str>, args: &[String], stdin: &str) -> (bool, String) {
-        let mut command = match program {
-            Some(wrapper) => Command::new(wrapper),
-            None => Command::new(binary()),
-        };
-        command
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let _ = input.write_all(stdin.as_bytes()).await;
-        drop(input);
-        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .expect("setup did not finish in 60s")
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.success(), text)
-    }
-
     fn setup_args(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec!["setup".into(), "--config".into(), self.config()];
         args.extend(["--set".into(), self.data_set()]);
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     }
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// The built `safegate ARGS` with `stdin`; (success, stdout + stderr).
+async fn run_safegate(args: &[String], stdin: &str) -> (bool, String) {
+    let program = binary().display().to_string();
+    run_program(&program, &strs(args), Some(stdin)).await
 }
 
 fn ut1_archive() -> Vec<u8> {
@@ -168,7 +147,7 @@ async fn setup_with_flags_makes_a_working_school() {
             "head.it", "--admin-password-stdin", "--ca", "yes", "--lists", "yes",
             "--lists-from", &archive,
         ]);
-        let (ok, out) = install.run(None, &args, "correct horse battery staple\n").await;
+        let (ok, out) = run_safegate(&args, "correct horse battery staple\n").await;
         assert!(ok, "{out}");
         for said in [
             "school \"Hillside <Primary>\", time zone Europe/Paris",
@@ -189,7 +168,7 @@ async fn setup_with_flags_makes_a_working_school() {
 
         // Again, with no input: nothing asked, the lists are not added twice.
         let args = install.setup_args(&["--no-input", "--lists", "yes", "--lists-from", &archive]);
-        let (ok, out) = install.run(None, &args, "").await;
+        let (ok, out) = run_safegate(&args, "").await;
         assert!(ok, "{out}");
         assert!(out.contains("the policy uses them already"), "{out}");
         assert_eq!(install.policy().matches("ut1/gambling").count(), 1);
@@ -279,7 +258,7 @@ async fn setup_asks_on_a_terminal() {
             .join(" ");
         let answers = "Oak Academy\n\nhead.it\npass phrase for oak\npass phrase for oak\nn\nn\n";
         let args = vec!["-qec".to_owned(), line, "/dev/null".to_owned()];
-        let (ok, out) = install.run(Some("script"), &args, answers).await;
+        let (ok, out) = run_program("script", &strs(&args), Some(answers)).await;
         assert!(ok, "{out}");
         for asked in [
             "The school's name",

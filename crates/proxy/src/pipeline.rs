@@ -406,6 +406,31 @@ pub(crate) fn block(
     }
 }
 
+/// The block page's review form posted by `client`, identified as `identity`: stored
+/// (or refused) by [`crate::local_pages::review`], whichever way the page was shown
+/// (plain HTTP, inside a decrypted tunnel, or over a blocked TLS connection).
+pub(crate) async fn answer_review(
+    state: &ProxyState,
+    client: IpAddr,
+    identity: &Identity,
+    request: http::Request<hyper::body::Incoming>,
+) -> Response<ResponseBody> {
+    let requester = crate::local_pages::Requester {
+        client,
+        user: identity.user.clone(),
+        role: identity.role.as_str().to_owned(),
+    };
+    crate::local_pages::review(
+        state.reviews.as_ref(),
+        &state.auth,
+        &state.review_limits,
+        requester,
+        request,
+        state.body_read_timeout,
+    )
+    .await
+}
+
 /// Settles a request answered with `response`: counts it, its decision and `failure`
 /// (an upstream failure kind), completes its record, which rides on the body and is
 /// submitted when the client has it all (or has gone).

@@ -132,20 +132,7 @@ async fn own_page(
             Ok(who) => who.identity,
             Err(_) => pipeline::identify_by_address(state, client.peer.ip()).identity,
         };
-        let requester = local_pages::Requester {
-            client: client.peer.ip(),
-            user: identity.user,
-            role: identity.role.as_str().to_owned(),
-        };
-        return local_pages::review(
-            state.reviews.as_ref(),
-            &state.auth,
-            &state.review_limits,
-            requester,
-            request,
-            state.body_read_timeout,
-        )
-        .await;
+        return pipeline::answer_review(state, client.peer.ip(), &identity, request).await;
     }
     let host = request
         .headers()

@@ -58,16 +58,14 @@ pub fn run(action: &CaAction) -> Result<()> {
     match action {
         CaAction::Init(args) => {
             let config = Config::load(&args.config.config, &args.config.set)?;
-            if let Some(user) =
-                crate::service_user::when_root(&args.config.config, &config.data_dir)
-            {
-                // Made by root, the key would be root's and SafeGate could not read it.
-                println!(
-                    "Creating the CA as {} (uid {}), the user SafeGate runs as, so that it can read the key.",
-                    user.name, user.uid
-                );
-                let status = crate::service_user::rerun_as(&user)?;
-                anyhow::ensure!(status.success(), "the CA was not created (see above)");
+            // Made by root, the key would be root's and SafeGate could not read it.
+            if let Some(rerun) = crate::service_user::rerun_if_root(
+                &args.config.config,
+                &config.data_dir,
+                "Creating the CA",
+                "so that it can read the key",
+            ) {
+                anyhow::ensure!(rerun?.success(), "the CA was not created (see above)");
                 return Ok(());
             }
             let name = args.name.trim();

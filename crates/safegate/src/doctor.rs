@@ -79,12 +79,13 @@ pub fn examine(path: &Path, overrides: &[String]) -> Vec<Finding> {
 /// that user and its outcome is returned. `None`: carry on here.
 fn run_as_service_user(args: &ConfigArgs) -> Option<bool> {
     let config = Config::load(&args.config, &args.set).ok()?;
-    let user = crate::service_user::when_root(&args.config, &config.data_dir)?;
-    println!(
-        "Checking as {} (uid {}), the user SafeGate runs as, not as root.",
-        user.name, user.uid
-    );
-    match crate::service_user::rerun_as(&user) {
+    let rerun = crate::service_user::rerun_if_root(
+        &args.config,
+        &config.data_dir,
+        "Checking",
+        "not as root",
+    )?;
+    match rerun {
         Ok(status) => Some(status.success()),
         Err(error) => {
             println!("WARN  {error:#}; checking as root instead");

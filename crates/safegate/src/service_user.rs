@@ -98,6 +98,23 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Run as root for a service that runs as another user: says so (`doing`, e.g.
+/// "Checking", then who, then `why`), runs this same command again as that user and
+/// returns its outcome. `None`: carry on in this process.
+pub fn rerun_if_root(
+    config: &Path,
+    data_dir: &Path,
+    doing: &str,
+    why: &str,
+) -> Option<Result<ExitStatus>> {
+    let user = when_root(config, data_dir)?;
+    println!(
+        "{doing} as {} (uid {}), the user SafeGate runs as, {why}.",
+        user.name, user.uid
+    );
+    Some(rerun_as(&user))
+}
+
 /// Runs this same command again as `user` (same arguments, standard input and output)
 /// and waits for it. Its supplementary groups are dropped, as for the service.
 pub fn rerun_as(user: &ServiceUser) -> Result<ExitStatus> {

@@ -78,13 +78,13 @@ struct Answers {
 /// Runs `safegate setup`.
 pub fn run(args: &SetupArgs) -> Result<()> {
     let config = Config::load(&args.config.config, &args.config.set)?;
-    if let Some(user) = crate::service_user::when_root(&args.config.config, &config.data_dir) {
-        println!(
-            "Setting up as {} (uid {}), the user SafeGate runs as, so that it owns what is made.",
-            user.name, user.uid
-        );
-        let status = crate::service_user::rerun_as(&user)?;
-        if !status.success() {
+    if let Some(rerun) = crate::service_user::rerun_if_root(
+        &args.config.config,
+        &config.data_dir,
+        "Setting up",
+        "so that it owns what is made",
+    ) {
+        if !rerun?.success() {
             bail!("setup did not finish (see above)");
         }
         return Ok(());

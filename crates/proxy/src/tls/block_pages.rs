@@ -41,7 +41,7 @@ use crate::body::ResponseBody;
 use crate::event_log::{BAD_REQUESTS, BLOCKED, throttled};
 use crate::hello::{Opening, read_opening, send_access_denied};
 use crate::intake::ClientContext;
-use crate::local_pages::{self, REVIEW_PATH, Requester};
+use crate::local_pages::REVIEW_PATH;
 use crate::pipeline::{self, Decided, Ledger, NameCheck};
 use crate::relay::{ClientStream, Prefixed, take_apart};
 use crate::state::ProxyState;
@@ -282,20 +282,8 @@ async fn answer(
         Some(&blocked.host),
     );
     if request.method() == Method::POST && request.uri().path() == REVIEW_PATH {
-        let requester = Requester {
-            client: blocked.peer.ip(),
-            user: blocked.identity.user.clone(),
-            role: blocked.identity.role.as_str().to_owned(),
-        };
-        let page = local_pages::review(
-            state.reviews.as_ref(),
-            &state.auth,
-            &state.review_limits,
-            requester,
-            request,
-            state.body_read_timeout,
-        )
-        .await;
+        let page =
+            pipeline::answer_review(state, blocked.peer.ip(), &blocked.identity, request).await;
         return pipeline::finish(ledger, page, None);
     }
     let url = page_address(&blocked.host, blocked.port, &request);

@@ -310,20 +310,7 @@ async fn handle(
     identity: Identity,
 ) -> Response<ResponseBody> {
     if request.method() == Method::POST && request.uri().path() == local_pages::REVIEW_PATH {
-        let requester = local_pages::Requester {
-            client: client.peer.ip(),
-            user: identity.user,
-            role: identity.role.as_str().to_owned(),
-        };
-        let page = local_pages::review(
-            state.reviews.as_ref(),
-            &state.auth,
-            &state.review_limits,
-            requester,
-            request,
-            state.body_read_timeout,
-        )
-        .await;
+        let page = pipeline::answer_review(state, client.peer.ip(), &identity, request).await;
         return pipeline::finish(ledger, page, None);
     }
     let who = Identified {
