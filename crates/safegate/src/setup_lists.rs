@@ -4,7 +4,7 @@
 //! the full ones. A category that names the UT1 folder already is left alone, so
 //! running setup again only refreshes the lists.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use safegate_lists::import::{DEFAULT_MAX_MIB, ImportOptions, import_ut1};
@@ -27,10 +27,15 @@ pub fn import_and_use(policy_file: &Path, from: &str) -> Result<()> {
     let policy_folder = policy_file
         .parent()
         .context("the policy file has no folder")?;
-    let folder = policy_folder
-        .parent()
-        .unwrap_or(policy_folder)
-        .join("blocklists/ut1");
+    // Beside the policy's own lists (`../blocklists/`), as the policy names them.
+    let (folder, named_as) = match policy_folder.parent() {
+        Some(above) => (above.join("blocklists/ut1"), "../blocklists/ut1".to_owned()),
+        None => {
+            let folder = policy_folder.join("blocklists/ut1");
+            let named_as = folder.display().to_string();
+            (folder, named_as)
+        }
+    };
     let policy_file = policy_file.as_path();
     let options = ImportOptions {
         from: from.to_owned(),
@@ -44,7 +49,7 @@ pub fn import_and_use(policy_file: &Path, from: &str) -> Result<()> {
     };
     let summary = import_ut1(&options)?;
     print!("category lists: {summary}");
-    let added = add_sources(policy_file, &folder)?;
+    let added = add_sources(policy_file, &folder, &named_as)?;
     if added.is_empty() {
         println!("category lists: the policy uses them already");
     } else {
@@ -53,15 +58,15 @@ pub fn import_and_use(policy_file: &Path, from: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds a `format = "ut1"` source for each UT1 category folder that exists to its
-/// shipped category; the names of the categories changed.
-fn add_sources(policy_file: &Path, folder: &Path) -> Result<Vec<String>> {
+/// Adds a `format = "ut1"` source for each UT1 category folder in `folder` (which the
+/// policy names `named_as`) to its shipped category; the names of the categories
+/// changed.
+fn add_sources(policy_file: &Path, folder: &Path, named_as: &str) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(policy_file)
         .with_context(|| format!("cannot read the policy {}", policy_file.display()))?;
     let mut doc: toml_edit::DocumentMut = text
         .parse()
         .with_context(|| format!("the policy {} is not valid TOML", policy_file.display()))?;
-    let base = policy_file.parent().unwrap_or(Path::new("."));
     let mut changed = Vec::new();
     for (category, ut1) in UT1_FOR {
         let Some(sources) = doc
@@ -74,7 +79,7 @@ fn add_sources(policy_file: &Path, folder: &Path) -> Result<Vec<String>> {
         };
         let mut added = false;
         for name in ut1 {
-            let relative = relative_to(base, &folder.join(name));
+            let relative = format!("{named_as}/{name}");
             let present = sources.iter().any(|source| {
                 source
                     .as_inline_table()
@@ -99,51 +104,4 @@ fn add_sources(policy_file: &Path, folder: &Path) -> Result<Vec<String>> {
         crate::policy_write::replace_checked(policy_file, &doc.to_string())?;
     }
     Ok(changed)
-}
-
-/// `target` written relative to `base` when it is beside it (`../blocklists/ut1/adult`
-/// for the shipped layout), else absolute.
-fn relative_to(base: &Path, target: &Path) -> String {
-    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
-    let normal = |p: &Path| -> PathBuf {
-        let mut out = PathBuf::new();
-        for part in p.components() {
-            match part {
-                std::path::Component::ParentDir => {
-                    out.pop();
-                }
-                std::path::Component::CurDir => {}
-                other => out.push(other),
-            }
-        }
-        out
-    };
-    let (base, target) = (normal(&base), normal(target));
-    match (
-        base.parent(),
-        target.strip_prefix(base.parent().unwrap_or(&base)),
-    ) {
-        (Some(_), Ok(rest)) => format!("../{}", rest.display()),
-        _ => target.display().to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_folder_beside_the_policys_is_written_relative() {
-        assert_eq!(
-            relative_to(
-                Path::new("/var/lib/safegate/policy/config"),
-                Path::new("/var/lib/safegate/policy/config/../blocklists/ut1/adult")
-            ),
-            "../blocklists/ut1/adult"
-        );
-        assert_eq!(
-            relative_to(Path::new("/etc/safegate"), Path::new("/srv/ut1/adult")),
-            "/srv/ut1/adult"
-        );
-    }
 }
