@@ -23,8 +23,8 @@ use crate::lists::normalise::Host;
 use crate::lists::screen::{ListChecks, screen};
 use crate::lists::source::{self, Entries, ListFormat};
 use crate::model::{
-    CategoryFile, DecryptFile, FileRuleFile, FormatFile, PolicyFile, SniMismatchFile, Timed,
-    UnblockFile, WindowFile, YouTubeFile,
+    CategoryFile, DecryptFile, FileRuleFile, FormatFile, PolicyFile, SniMismatchFile, SourceFile,
+    Timed, UnblockFile, WindowFile, YouTubeFile,
 };
 use crate::snapshot::{
     AllowRule, BlockRule, Category, CategoryStats, DenyRule, IpHostRule, ListFileStats, LoadStats,
@@ -456,31 +456,8 @@ impl Compiler<'_> {
                 ..CategoryStats::default()
             };
             for (i, src) in category.sources.iter().enumerate() {
-                let path = self.base.join(&src.path);
-                stats.files.push(path.clone());
                 let skey = format!("{key}.sources[{i}].path");
-                if !path.exists() {
-                    self.problem(skey, format!("list {} does not exist", path.display()));
-                    continue;
-                }
-                let format = match src.format {
-                    FormatFile::Ut1 => ListFormat::Ut1,
-                    FormatFile::Hosts => ListFormat::Hosts,
-                    FormatFile::Domains => ListFormat::Domains,
-                };
-                match source::read(format, &path) {
-                    Ok(entries) if !self.passes_screen(name, &path, &entries, stats) => {}
-                    Ok(entries) => {
-                        counts.domains += entries.domains.len();
-                        counts.urls += entries.urls.len();
-                        counts.expressions += entries.expressions.len();
-                        counts.skipped += entries.skipped.len();
-                        self.builder.add(list, &entries);
-                        self.url_hosts
-                            .extend(entries.urls.iter().map(|(host, _)| host.clone()));
-                    }
-                    Err(e) => self.problem(skey, format!("{}: {e}", path.display())),
-                }
+                self.source(name, &skey, (list, src), &mut counts, stats);
             }
             for (i, text) in category.sites.iter().enumerate() {
                 match parse_site(text) {
@@ -505,6 +482,49 @@ impl Compiler<'_> {
             });
         }
         (out, ids)
+    }
+
+    /// Reads one list source of category `name` into its list and `counts`; a
+    /// missing optional source is counted and skipped, a missing required one or a
+    /// broken one is a problem.
+    fn source(
+        &mut self,
+        name: &str,
+        key: &str,
+        (list, src): (ListId, &SourceFile),
+        counts: &mut CategoryStats,
+        stats: &mut LoadStats,
+    ) {
+        let path = self.base.join(&src.path);
+        if !path.exists() {
+            if src.optional {
+                counts.optional_missing += 1;
+                stats.optional_missing.push(path);
+            } else {
+                stats.files.push(path.clone());
+                self.problem(key, format!("list {} does not exist", path.display()));
+            }
+            return;
+        }
+        stats.files.push(path.clone());
+        let format = match src.format {
+            FormatFile::Ut1 => ListFormat::Ut1,
+            FormatFile::Hosts => ListFormat::Hosts,
+            FormatFile::Domains => ListFormat::Domains,
+        };
+        match source::read(format, &path) {
+            Ok(entries) if !self.passes_screen(name, &path, &entries, stats) => {}
+            Ok(entries) => {
+                counts.domains += entries.domains.len();
+                counts.urls += entries.urls.len();
+                counts.expressions += entries.expressions.len();
+                counts.skipped += entries.skipped.len();
+                self.builder.add(list, &entries);
+                self.url_hosts
+                    .extend(entries.urls.iter().map(|(host, _)| host.clone()));
+            }
+            Err(e) => self.problem(key, format!("{}: {e}", path.display())),
+        }
     }
 
     /// Screens one source of category `name`; records its entry count in `stats`

@@ -139,6 +139,10 @@ pub(crate) struct CategoryFile {
 pub(crate) struct SourceFile {
     pub format: FormatFile,
     pub path: PathBuf,
+    /// A list that may not be installed yet (a feed's folder before its first
+    /// update): skipped while missing instead of refusing the policy.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// List file formats.

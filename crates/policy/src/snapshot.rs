@@ -182,6 +182,9 @@ pub struct LoadStats {
     /// Entries read from each category source file, the baseline that the next
     /// reload's shrink check ([`crate::ListChecks`]) compares against.
     pub list_files: Vec<ListFileStats>,
+    /// Optional category sources (`optional = true`) that were missing and skipped;
+    /// not in `files`, so nothing tries to read or watch them.
+    pub optional_missing: Vec<std::path::PathBuf>,
 }
 
 /// Entries read from one category source (a list file or UT1 folder).
@@ -210,6 +213,8 @@ pub struct CategoryStats {
     pub expressions: usize,
     /// Lines of the list files that were not understood and skipped.
     pub skipped: usize,
+    /// Optional sources of the category that were missing and skipped.
+    pub optional_missing: usize,
 }
 
 /// A category in the snapshot.

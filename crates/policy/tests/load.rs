@@ -257,3 +257,75 @@ fn list_files_are_screened_against_the_list_in_force() {
         "{text}"
     );
 }
+
+#[test]
+fn optional_sources_are_skipped_while_missing() {
+    let policy = format!(
+        "[categories.ok]\nsources = [\n  {{ format = \"domains\", path = \"ok.txt\" }},\n  \
+         {{ format = \"ut1\", path = \"feeds/ut1/adult\", optional = true }},\n  \
+         {{ format = \"domains\", path = \"later.txt\", optional = true }},\n]\n{ROLES}"
+    );
+    let (dir, path) = write(&policy);
+    let s = Policy::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let stats = s.stats();
+    assert_eq!(stats.categories[0].optional_missing, 2, "{stats:?}");
+    assert_eq!(stats.categories[0].domains, 2, "{stats:?}");
+    assert_eq!(
+        stats.optional_missing,
+        vec![
+            dir.path().join("feeds/ut1/adult"),
+            dir.path().join("later.txt")
+        ]
+    );
+    // Missing lists are neither read nor watched.
+    assert_eq!(stats.files, vec![dir.path().join("ok.txt")]);
+
+    // Once they appear, the same policy reads them.
+    let folder = dir.path().join("feeds/ut1/adult");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("domains"), "ut1-only.test\n").unwrap();
+    std::fs::write(dir.path().join("later.txt"), "later.test\n").unwrap();
+    let s = Policy::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let c = &s.stats().categories[0];
+    assert_eq!((c.domains, c.optional_missing), (4, 0), "{c:?}");
+    assert!(s.stats().optional_missing.is_empty());
+    assert_eq!(s.stats().files.len(), 3);
+}
+
+#[test]
+fn optional_sources_that_are_broken_are_refused() {
+    // A UT1 source that is a file, not a folder.
+    let (dir, path) = write(&format!(
+        "[categories.ok]\nsources = [{{ format = \"ut1\", path = \"ok.txt\", optional = true }}]\n{ROLES}"
+    ));
+    let err = Policy::load(&path).unwrap_err();
+    let PolicyError::Invalid { problems, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(problems[0].key, "categories.ok.sources[0].path", "{err}");
+
+    // Binary garbage in an optional list: refused by screening as any list is.
+    let mut garbage = b"a.test\n".to_vec();
+    garbage.extend((0..=255u8).cycle().take(2000));
+    std::fs::write(dir.path().join("ok.txt"), &garbage).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[categories.ok]\nsources = [{{ format = \"domains\", path = \"ok.txt\", optional = true }}]\n{ROLES}"
+        ),
+    )
+    .unwrap();
+    let err = Policy::load(&path).unwrap_err();
+    assert!(matches!(&err, PolicyError::ListsRefused { .. }), "{err:?}");
+
+    // A required list that is missing is still a mistake.
+    std::fs::write(
+        &path,
+        format!(
+            "[categories.ok]\nsources = [{{ format = \"domains\", path = \"gone.txt\" }}]\n{ROLES}"
+        ),
+    )
+    .unwrap();
+    let err = Policy::load(&path).unwrap_err();
+    assert!(err.to_string().contains("gone.txt does not exist"), "{err}");
+}
