@@ -3,7 +3,8 @@
 //! requests in flight keep the snapshot they started with. A broken file is refused
 //! with file, line and column, and the previous policy stays live. Reloads happen on
 //! SIGHUP and, with `policy.watch`, when the policy file or one of the list files it
-//! names (category sources, phrase lists) changes. Every version in force, and every
+//! names (category sources, phrase lists) changes, or an optional list that was
+//! missing appears (a feed installed later). Every version in force, and every
 //! change of a list file it names, is recorded in the audit log (author `file` for
 //! changes made by hand), with a unified diff ([`policy_diff`]).
 //!
@@ -359,6 +360,7 @@ pub fn spawn_reloader(
     let mut watcher = if watch {
         let mut files = FileWatch::new(changed_tx)?;
         files.watch(std::iter::once(path.clone()).chain(handle.load().stats().files.clone()));
+        files.watch_missing(handle.load().stats().optional_missing.clone());
         Some(files)
     } else {
         None
@@ -380,6 +382,7 @@ pub fn spawn_reloader(
                 let files = handle.load().stats().files.clone();
                 if let Some(files) = watcher.as_mut() {
                     files.watch(handle.load().stats().files.clone());
+                    files.watch_missing(handle.load().stats().optional_missing.clone());
                 }
                 let (store, path) = (store.clone(), path.clone());
                 let _ = tokio::task::spawn_blocking(move || {
@@ -393,27 +396,39 @@ pub fn spawn_reloader(
 }
 
 /// Watches the policy file and its list files: their directories (editors replace
-/// files rather than write them in place), signalling events on the files themselves.
+/// files rather than write them in place), signalling events on the files themselves
+/// or on a folder above one (a UT1 folder replaced whole). Optional lists that are
+/// missing are watched from the nearest folder above them that exists, so a feed
+/// installed later is picked up without a restart.
 struct FileWatch {
     watcher: notify::RecommendedWatcher,
     files: Arc<std::sync::RwLock<HashSet<PathBuf>>>,
+    /// Optional lists not there yet (replaced at each reload).
+    missing: Arc<std::sync::RwLock<HashSet<PathBuf>>>,
     dirs: HashSet<PathBuf>,
+}
+
+/// Whether an event on `path` concerns one of `files`: the file itself, or a
+/// folder above it.
+fn concerns(files: &std::sync::RwLock<HashSet<PathBuf>>, path: &Path) -> bool {
+    files
+        .read()
+        .is_ok_and(|files| files.iter().any(|file| file.starts_with(path)))
 }
 
 impl FileWatch {
     fn new(changed: mpsc::Sender<()>) -> Result<FileWatch, ReloadError> {
         let files: Arc<std::sync::RwLock<HashSet<PathBuf>>> = Arc::default();
-        let watched = Arc::clone(&files);
+        let missing: Arc<std::sync::RwLock<HashSet<PathBuf>>> = Arc::default();
+        let (watched, awaited) = (Arc::clone(&files), Arc::clone(&missing));
         let watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
                 Ok(event) => {
                     let relevant =
                         event.kind.is_modify() || event.kind.is_create() || event.kind.is_remove();
-                    let ours = watched.read().is_ok_and(|files| {
-                        event
-                            .paths
-                            .iter()
-                            .any(|path| files.contains(&absolute(path)))
+                    let ours = event.paths.iter().any(|path| {
+                        let path = absolute(path);
+                        concerns(&watched, &path) || concerns(&awaited, &path)
                     });
                     if relevant && ours {
                         let _ = changed.try_send(());
@@ -425,8 +440,24 @@ impl FileWatch {
         Ok(FileWatch {
             watcher,
             files,
+            missing,
             dirs: HashSet::new(),
         })
+    }
+
+    /// Waits for the optional lists `paths` (missing now): watches the nearest
+    /// existing folder above each, and signals an event on any folder on the way.
+    fn watch_missing(&mut self, paths: Vec<PathBuf>) {
+        let paths: HashSet<PathBuf> = paths.iter().map(|path| absolute(path)).collect();
+        for path in &paths {
+            let Some(dir) = path.ancestors().skip(1).find(|dir| dir.is_dir()) else {
+                continue;
+            };
+            self.watch_dir(dir.to_path_buf());
+        }
+        if let Ok(mut missing) = self.missing.write() {
+            *missing = paths;
+        }
     }
 
     /// Adds `paths` to the watched files (a list dropped from the policy is still
@@ -440,16 +471,21 @@ impl FileWatch {
             if let Ok(mut files) = self.files.write() {
                 files.insert(path.clone());
             }
-            if self.dirs.contains(&dir) {
-                continue;
+            self.watch_dir(dir);
+        }
+    }
+
+    /// Watches `dir` (not its subfolders) unless it is watched already.
+    fn watch_dir(&mut self, dir: PathBuf) {
+        if self.dirs.contains(&dir) {
+            return;
+        }
+        match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.dirs.insert(dir);
             }
-            match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => {
-                    self.dirs.insert(dir);
-                }
-                Err(err) => {
-                    warn!(dir = %dir.display(), %err, "cannot watch a policy or list directory; SIGHUP still reloads");
-                }
+            Err(err) => {
+                warn!(dir = %dir.display(), %err, "cannot watch a policy or list directory; SIGHUP still reloads");
             }
         }
     }
@@ -457,4 +493,49 @@ impl FileWatch {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// Whether the watcher signals within a few seconds (bounded, not a sleep).
+    async fn signalled(changed: &mut mpsc::Receiver<()>) -> bool {
+        tokio::time::timeout(Duration::from_secs(10), changed.recv())
+            .await
+            .is_ok_and(|got| got.is_some())
+    }
+
+    #[tokio::test]
+    async fn an_optional_list_that_appears_later_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lists = dir.path().join("blocklists");
+        std::fs::create_dir(&lists).unwrap();
+        std::fs::write(lists.join("games.txt"), "a.test\n").unwrap();
+        let (tx, mut changed) = mpsc::channel(1);
+        let mut watch = FileWatch::new(tx).unwrap();
+        watch.watch(vec![lists.join("games.txt")]);
+        // blocklists/ut1 does not exist yet: the watch starts at blocklists/.
+        watch.watch_missing(vec![lists.join("ut1/games")]);
+
+        // The feed installed whole (a folder renamed into place): a reload.
+        let staging = dir.path().join("staging");
+        std::fs::create_dir_all(staging.join("games")).unwrap();
+        std::fs::write(staging.join("games/domains"), "b.test\n").unwrap();
+        std::fs::rename(&staging, lists.join("ut1")).unwrap();
+        assert!(signalled(&mut changed).await);
+    }
+
+    #[test]
+    fn events_concern_a_list_or_a_folder_above_it() {
+        let files =
+            std::sync::RwLock::new(HashSet::from([PathBuf::from("/s/blocklists/ut1/games")]));
+        assert!(concerns(&files, Path::new("/s/blocklists/ut1/games")));
+        assert!(concerns(&files, Path::new("/s/blocklists/ut1")));
+        assert!(!concerns(&files, Path::new("/s/blocklists/notes.md")));
+        assert!(!concerns(&files, Path::new("/s/blocklists/ut1/gambling")));
+        assert!(!concerns(&files, Path::new("/s/blocklists/ut1/games-old")));
+    }
 }
