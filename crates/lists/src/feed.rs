@@ -134,6 +134,9 @@ pub struct Version {
     pub validators: Validators,
     /// When it was installed, in Unix seconds.
     pub installed: u64,
+    /// When the server last confirmed it current (installed or answered 304), in Unix
+    /// seconds: a list's age counts from here.
+    pub checked: u64,
 }
 
 /// What `safegate lists status` shows of a feed.
@@ -215,7 +218,13 @@ fn update_inner(feed: &Feed, options: &UpdateOptions) -> Result<Updated> {
             let max = options.max_mib.saturating_mul(1 << 20);
             let known = known.unwrap_or_default();
             match fetch(&url, &download, max, options.timeout, &known)? {
-                Fetched::NotModified => return Ok(Updated::Unchanged),
+                Fetched::NotModified => {
+                    if let Some(mut version) = read_version(&feed.into) {
+                        version.checked = now_secs();
+                        write_version(&feed.into, &version)?;
+                    }
+                    return Ok(Updated::Unchanged);
+                }
                 Fetched::Body { validators, .. } => validators,
             }
         }
@@ -240,6 +249,7 @@ fn update_inner(feed: &Feed, options: &UpdateOptions) -> Result<Updated> {
     let version = Version {
         validators,
         installed: now_secs(),
+        checked: now_secs(),
     };
     write_version(&lists, &version)?;
     install(&lists, feed)?;
@@ -366,6 +376,7 @@ pub fn read_version(folder: &Path) -> Option<Version> {
                 version.validators.last_modified = Some(value.to_owned());
             }
             Some(("installed", value)) => version.installed = value.parse().unwrap_or(0),
+            Some(("checked", value)) => version.checked = value.parse().unwrap_or(0),
             _ => {}
         }
     }
@@ -373,7 +384,10 @@ pub fn read_version(folder: &Path) -> Option<Version> {
 }
 
 fn write_version(folder: &Path, version: &Version) -> Result<()> {
-    let mut text = format!("installed={}\n", version.installed);
+    let mut text = format!(
+        "installed={}\nchecked={}\n",
+        version.installed, version.checked
+    );
     let clean = |value: &str| value.replace(['\n', '\r'], "");
     if let Some(etag) = &version.validators.etag {
         text.push_str(&format!("etag={}\n", clean(etag)));
@@ -382,7 +396,10 @@ fn write_version(folder: &Path, version: &Version) -> Result<()> {
         text.push_str(&format!("last_modified={}\n", clean(date)));
     }
     let path = folder.join(VERSION_FILE);
-    fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    let partial = folder.join(".feed-version.new");
+    fs::write(&partial, text)
+        .and_then(|()| fs::rename(&partial, &path))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Moves `staged` into the feed's folder, the folder in force to `.N.previous`

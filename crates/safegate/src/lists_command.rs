@@ -59,7 +59,11 @@ pub struct StatusArgs {
 /// the policy's folder.
 pub fn feeds(lists: &ListsConfig, policy_file: &Path) -> Vec<Feed> {
     let policy_dir = policy_file.parent().unwrap_or(Path::new(""));
-    let blocklists = policy_dir.join("..").join("blocklists");
+    // `<policy folder>/../blocklists`, written without the `..` when it can be.
+    let blocklists = match (policy_dir.file_name(), policy_dir.parent()) {
+        (Some(_), Some(parent)) => parent.join("blocklists"),
+        _ => policy_dir.join("..").join("blocklists"),
+    };
     lists
         .feeds
         .iter()
@@ -113,6 +117,16 @@ pub fn update_feeds(
 /// `safegate lists update`.
 pub fn update(args: &UpdateArgs) -> Result<()> {
     let config = Config::load(&args.config.config, &args.config.set)?;
+    // Installed by root, the lists would be root's and SafeGate's own updates would fail.
+    if let Some(rerun) = crate::service_user::rerun_if_root(
+        &args.config.config,
+        &config.data_dir,
+        "Updating the lists",
+        "so that it can update them itself later",
+    ) {
+        anyhow::ensure!(rerun?.success(), "not every feed was updated (see above)");
+        return Ok(());
+    }
     let feeds = chosen(&config, args.feed.as_deref())?;
     let mut changed = false;
     let mut failed = Vec::new();
@@ -152,6 +166,15 @@ pub fn update(args: &UpdateArgs) -> Result<()> {
 /// `safegate lists rollback`.
 pub fn rollback(args: &RollbackArgs) -> Result<()> {
     let config = Config::load(&args.config.config, &args.config.set)?;
+    if let Some(rerun) = crate::service_user::rerun_if_root(
+        &args.config.config,
+        &config.data_dir,
+        "Rolling back",
+        "so that it can update the lists itself later",
+    ) {
+        anyhow::ensure!(rerun?.success(), "the rollback failed (see above)");
+        return Ok(());
+    }
     let mut feeds = chosen(&config, args.feed.as_deref())?;
     if args.feed.is_none() {
         feeds.retain(|feed| feed.previous().is_dir());
@@ -219,12 +242,12 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     Ok(())
 }
 
-/// Seconds since the feed was installed, if it is.
+/// Seconds since the server last confirmed the installed feed current, if installed.
 pub fn age(status: &FeedStatus, now: u64) -> Option<u64> {
     status
         .version
         .as_ref()
-        .map(|version| now.saturating_sub(version.installed))
+        .map(|version| now.saturating_sub(version.checked.max(version.installed)))
 }
 
 fn status_json(feed: &Feed, status: &FeedStatus, now: u64, stale_after: u64) -> serde_json::Value {
@@ -235,6 +258,7 @@ fn status_json(feed: &Feed, status: &FeedStatus, now: u64, stale_after: u64) -> 
         "url": feed.url,
         "into": feed.into.display().to_string(),
         "installed": version.map(|v| v.installed),
+        "checked": version.map(|v| v.checked),
         "etag": version.and_then(|v| v.validators.etag.clone()),
         "last_modified": version.and_then(|v| v.validators.last_modified.clone()),
         "age_seconds": age(status, now),
@@ -264,7 +288,7 @@ fn status_text(feed: &Feed, status: &FeedStatus, now: u64, stale_after: u64) -> 
                 .unwrap_or_else(|| "no version from the server".to_owned());
             let stale = if age > stale_after { " - STALE" } else { "" };
             text.push_str(&format!(
-                "  version: {name}; installed {} ago{stale}\n",
+                "  version: {name}; confirmed current {} ago{stale}\n",
                 humantime::format_duration(Duration::from_secs(age))
             ));
         }
