@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::import::{
-    Context, Fetched, ImportError, Source, Validators, extract, fetch, human_bytes, refused, select,
+    Context, Fetched, ImportError, Source, Validators, extract, fetch, refused, select,
 };
 use crate::screen::{ListChecks, screen};
 use crate::source::{ListFormat, read};
@@ -473,7 +473,63 @@ pub fn status(feed: &Feed) -> FeedStatus {
     }
 }
 
-/// `1.5 MiB`, for messages.
-pub fn size_text(bytes: u64) -> String {
-    human_bytes(bytes)
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    #[test]
+    fn a_category_that_shrinks_too_much_or_vanishes_is_refused() {
+        let before = counts(&[("adult", 100), ("gambling", 10)]);
+        assert!(check_shrink(&before, &counts(&[("adult", 50), ("gambling", 5)]), 50).is_ok());
+        let error = check_shrink(&before, &counts(&[("adult", 20), ("gambling", 10)]), 50);
+        assert!(
+            error
+                .unwrap_err()
+                .to_string()
+                .contains("adult shrank from 100 to 20")
+        );
+        assert!(check_shrink(&before, &counts(&[("adult", 100)]), 50).is_err());
+        assert!(check_shrink(&before, &counts(&[]), 100).is_ok());
+    }
+
+    #[test]
+    fn web_pages_are_refused_and_lists_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = dir.path().join("page");
+        fs::write(&page, "\n  <!DOCTYPE HTML><html><body>Sorry</body></html>").unwrap();
+        assert!(refuse_web_page(&page).is_err());
+        fs::write(&page, "# hosts\n0.0.0.0 ads.test\n").unwrap();
+        assert!(refuse_web_page(&page).is_ok());
+    }
+
+    #[test]
+    fn rollback_swaps_the_previous_version_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let feed = Feed {
+            name: "ads".to_owned(),
+            format: FeedFormat::Hosts,
+            url: "unused".to_owned(),
+            into: dir.path().join("ads"),
+        };
+        assert!(rollback(&feed).is_err(), "nothing to go back to");
+        for version in ["one", "two"] {
+            let staged = dir.path().join("staged");
+            fs::create_dir(&staged).unwrap();
+            fs::write(staged.join(LIST_FILE), format!("{version}.test\n")).unwrap();
+            install(&staged, &feed).unwrap();
+        }
+        let list = || fs::read_to_string(feed.into.join(LIST_FILE)).unwrap();
+        assert_eq!(list(), "two.test\n");
+        rollback(&feed).unwrap();
+        assert_eq!(list(), "one.test\n");
+        rollback(&feed).unwrap();
+        assert_eq!(list(), "two.test\n");
+        assert!(feed.previous().ends_with(".ads.previous"));
+    }
 }
