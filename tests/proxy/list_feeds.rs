@@ -13,6 +13,7 @@ use flate2::write::GzEncoder;
 use crate::kit::bounded;
 use crate::kit::files::FileServer;
 use crate::kit::process::{SafeGate, run_to_end, shipped_config};
+use crate::kit::receivers::Webhook;
 use crate::ops::{doctor, poll, readyz_until};
 
 const POLICY: &str = r#"timezone = "Europe/London"
@@ -260,9 +261,12 @@ async fn a_stale_feed_is_a_warning_in_readyz_and_doctor_not_unready() {
         let dir = tempfile::tempdir().unwrap();
         let server = FileServer::start().await;
         let policy = installed_first_versions(dir.path(), &server).await;
+        let webhook = Webhook::start().await;
         let mut sets = feed_sets(&policy, &server);
         sets.push("lists.stale_after=\"1s\"".to_owned());
-        let set_refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let hook = format!("delivery.webhook_url={:?}", webhook.url);
+        let mut set_refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+        set_refs.push(hook.as_str());
         let safegate = SafeGate::start(&set_refs).await;
         assert_eq!(status_of(&safegate, "http://bet.test/").await, 403);
         let body = readyz_until(&safegate, 200, "WARN: list feeds").await;
@@ -281,6 +285,49 @@ async fn a_stale_feed_is_a_warning_in_readyz_and_doctor_not_unready() {
         let (_, out) = doctor(&args).await;
         assert!(out.contains("WARN  list feed"), "{out}");
         assert!(out.contains("more than lists.stale_after"), "{out}");
+
+        // The technician is told once per stale feed (here through the webhook).
+        let told = poll("a stale-feed notice for each feed", || async {
+            let kinds: Vec<serde_json::Value> = webhook
+                .bodies()
+                .iter()
+                .filter_map(|body| serde_json::from_str::<serde_json::Value>(body).ok())
+                .filter(|value| value["system"]["kind"] == "list_feed_stale")
+                .collect();
+            (kinds.len() >= 2).then_some(kinds)
+        })
+        .await;
+        let summaries: Vec<String> = told
+            .iter()
+            .map(|v| {
+                v["system"]["summary"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        assert!(
+            summaries.iter().any(|s| s.contains("feed ut1")),
+            "{summaries:?}"
+        );
+        assert!(
+            summaries.iter().any(|s| s.contains("feed ads")),
+            "{summaries:?}"
+        );
+        // Once each, however often staleness is looked at (every second here): a later
+        // look (the stale warning logged again would be a second notice) adds none.
+        let looks = safegate
+            .logs()
+            .iter()
+            .filter(|l| l.contains("was last updated"))
+            .count();
+        assert!(looks >= 2, "the notices were logged");
+        let stale_notices = webhook
+            .bodies()
+            .iter()
+            .filter(|body| body.contains("list_feed_stale"))
+            .count();
+        assert_eq!(stale_notices, 2, "{summaries:?}");
     })
     .await;
 }

@@ -16,12 +16,13 @@ use safegate_reload::schedule::Schedule;
 use safegate_safeguarding::delivery::SystemNotice;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::lists_command::{age, update_feeds};
 
-/// How often staleness is looked at when no schedule wakes the task sooner.
+/// The longest wait between two looks at staleness.
 const STALE_CHECK: Duration = Duration::from_secs(3600);
 
 /// The feeds and what is known of them.
@@ -132,22 +133,31 @@ pub fn spawn(
         .schedule
         .as_deref()
         .and_then(|text| Schedule::parse(text).ok());
+    // Staleness is looked at a few times within `stale_after`, at most hourly.
+    let stale_check = (health.lists.stale_after / 4).clamp(Duration::from_secs(1), STALE_CHECK);
     tokio::spawn(async move {
         let mut notified = HashSet::new();
         let refreshed = Arc::clone(&health);
         let _ = tokio::task::spawn_blocking(move || refreshed.refresh()).await;
+        let next = |schedule: Schedule| {
+            Instant::now() + schedule.next_delay(&jiff::ZonedDateTime::now(), jitter())
+        };
+        let mut next_update = schedule.map(next);
         loop {
             notify_stale(&health, &mut notified, notices.as_ref());
-            let delay = match schedule {
-                Some(schedule) => schedule.next_delay(&jiff::ZonedDateTime::now(), jitter()),
-                None => STALE_CHECK,
-            };
+            let mut wake = Instant::now() + stale_check;
+            if let Some(at) = next_update {
+                wake = wake.min(at);
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
-            if schedule.is_some() {
+            if let (Some(schedule), Some(at)) = (schedule, next_update)
+                && Instant::now() >= at
+            {
                 update_now(&health, &reload_now).await;
+                next_update = Some(next(schedule));
             }
         }
     })
