@@ -7,7 +7,8 @@
 //! with the one file `list.txt`; a `urls` feed with the one file `urls` (so the folder
 //! reads as a UT1 category). The version the server named (ETag, Last-Modified) is kept
 //! in the folder's `.feed-version` and sent back on the next update (conditional GET);
-//! the previous folder is `.N.previous` and the last failure `.N.error`, both beside it.
+//! the previous folder is `.N.previous`, the last failure `.N.error` and the lock that
+//! keeps two updates of one feed apart `.N.lock`, all beside it.
 //! Nothing is installed unless the download is complete, is not a web page, parses,
 //! and no category lost more than `max_shrink_percent` of its entries.
 
@@ -96,6 +97,25 @@ impl Feed {
         self.beside(&format!(".{}.error", self.dir_name()))
     }
 
+    /// Holds `.N.lock` beside the folder for as long as the file returned is open, so
+    /// that the service and a command line never install the same feed at once.
+    fn lock(&self) -> Result<File> {
+        let path = self.beside(&format!(".{}.lock", self.dir_name()));
+        let _ = fs::create_dir_all(self.parent());
+        let file =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(fs::TryLockError::WouldBlock) => Err(refused(format!(
+                "another update or rollback of feed {} is running; try again when it is done",
+                self.name
+            ))),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+
     fn dir_name(&self) -> String {
         self.into
             .file_name()
@@ -171,6 +191,7 @@ pub fn now_secs() -> u64 {
 /// Fetches, verifies and installs `feed`; a failure is recorded for [`status`] and
 /// leaves the installed lists untouched.
 pub fn update(feed: &Feed, options: &UpdateOptions) -> Result<Updated> {
+    let _lock = feed.lock()?;
     let result = update_inner(feed, options).map_err(|source| ImportError::Entry {
         what: format!("feed {}: cannot update from {}", feed.name, feed.url),
         source: Box::new(source),
@@ -432,6 +453,7 @@ fn install(staged: &Path, feed: &Feed) -> Result<()> {
 /// Puts the previous version back in force; the version it replaces becomes the
 /// previous one (a second rollback undoes the first).
 pub fn rollback(feed: &Feed) -> Result<()> {
+    let _lock = feed.lock()?;
     let previous = feed.previous();
     if !previous.is_dir() {
         return Err(refused(format!(

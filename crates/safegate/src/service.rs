@@ -42,7 +42,11 @@ pub fn run(config: Config) -> Result<()> {
         .thread_name("safegate")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
+    let result = runtime.block_on(serve(config));
+    // A list feed download still running is abandoned (its staging folder with it)
+    // rather than holding up the exit for up to its timeout.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 async fn serve(config: Config) -> Result<()> {
