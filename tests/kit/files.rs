@@ -1,5 +1,6 @@
 //! A static file server on 127.0.0.1 (hyper HTTP/1.1): serves the bytes a test put
-//! at a path, 404 for anything else. Contents can be replaced while it runs.
+//! at a path with an ETag (304 to a matching If-None-Match), 404 for anything else.
+//! Contents can be replaced while it runs; the conditions requests sent are kept.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -16,9 +17,21 @@ use tokio::task::JoinHandle;
 
 type Files = Arc<Mutex<HashMap<String, Bytes>>>;
 
+/// The `If-None-Match` header of every request, in order (None when absent).
+type Conditions = Arc<Mutex<Vec<Option<String>>>>;
+
+/// A strong validator for `body`: its length and a simple hash.
+fn etag(body: &[u8]) -> String {
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("\"{}-{hash:016x}\"", body.len())
+}
+
 pub struct FileServer {
     pub addr: SocketAddr,
     files: Files,
+    conditions: Conditions,
     task: JoinHandle<()>,
 }
 
@@ -27,19 +40,39 @@ impl FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let files: Files = Arc::default();
+        let conditions: Conditions = Arc::default();
         let shared = Arc::clone(&files);
+        let seen = Arc::clone(&conditions);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let files = Arc::clone(&shared);
+                let seen = Arc::clone(&seen);
                 tokio::spawn(async move {
                     let service = service_fn(move |request: http::Request<_>| {
                         let body = files.lock().unwrap().get(request.uri().path()).cloned();
+                        let condition = request
+                            .headers()
+                            .get(http::header::IF_NONE_MATCH)
+                            .map(|v| v.to_str().unwrap_or_default().to_owned());
+                        seen.lock().unwrap().push(condition.clone());
                         async move {
                             let response = match body {
-                                Some(body) => Response::new(Full::new(body)),
+                                Some(body) if condition.as_deref() == Some(&etag(&body)) => {
+                                    let mut response = Response::new(Full::new(Bytes::new()));
+                                    *response.status_mut() = StatusCode::NOT_MODIFIED;
+                                    response
+                                }
+                                Some(body) => {
+                                    let tag = etag(&body);
+                                    let mut response = Response::new(Full::new(body));
+                                    response
+                                        .headers_mut()
+                                        .insert(http::header::ETAG, tag.parse().unwrap());
+                                    response
+                                }
                                 None => {
                                     let mut response =
                                         Response::new(Full::new(Bytes::from_static(b"not here")));
@@ -56,7 +89,22 @@ impl FileServer {
                 });
             }
         });
-        Self { addr, files, task }
+        Self {
+            addr,
+            files,
+            conditions,
+            task,
+        }
+    }
+
+    /// The `If-None-Match` of every request so far (None: the request had none).
+    pub fn conditions(&self) -> Vec<Option<String>> {
+        self.conditions.lock().unwrap().clone()
+    }
+
+    /// The ETag this server sends with `body`.
+    pub fn etag_of(body: &[u8]) -> String {
+        etag(body)
     }
 
     /// Serves `body` at `path` (e.g. `/blacklists.tar.gz`) from now on.

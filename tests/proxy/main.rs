@@ -19,6 +19,7 @@ mod https_block_pages;
 mod ip_hosts;
 mod lifecycle;
 mod limits;
+mod list_feeds;
 mod list_screening;
 mod lists_import;
 mod local_pages;

@@ -70,7 +70,7 @@ fn direct() -> reqwest::Client {
 }
 
 /// Polls `probe` until it returns `Some`, at most [`DEADLINE`].
-async fn poll<T, F, Fut>(what: &str, mut probe: F) -> T
+pub(crate) async fn poll<T, F, Fut>(what: &str, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

@@ -27,6 +27,10 @@ pub trait ReadinessCheck: Send + Sync {
     fn name(&self) -> &'static str;
     /// `Err` says what is wrong and what to do about it.
     fn check(&self) -> Result<(), String>;
+    /// Something to look at that does not make SafeGate unready (a stale list).
+    fn warning(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What `/readyz` reports: the listeners' state and the checks.
@@ -48,7 +52,8 @@ impl std::fmt::Debug for Readiness {
 pub struct ReadinessReport {
     /// Every check passed and the listeners are up.
     pub ready: bool,
-    /// One line per check: `ok: name` or `FAIL: name: what to fix`.
+    /// One line per check: `ok: name`, `WARN: name: what to look at` (still ready) or
+    /// `FAIL: name: what to fix`.
     pub lines: Vec<String>,
 }
 
@@ -81,7 +86,10 @@ impl Readiness {
         }
         for check in &self.checks {
             match check.check() {
-                Ok(()) => lines.push(format!("ok: {}", check.name())),
+                Ok(()) => match check.warning() {
+                    Some(warning) => lines.push(format!("WARN: {}: {warning}", check.name())),
+                    None => lines.push(format!("ok: {}", check.name())),
+                },
                 Err(reason) => {
                     ready = false;
                     lines.push(format!("FAIL: {}: {reason}", check.name()));
@@ -201,6 +209,33 @@ impl<F: Fn() -> Result<(), String> + Send + Sync> ReadinessCheck for CheckFn<F> 
 
     fn check(&self) -> Result<(), String> {
         (self.check)()
+    }
+}
+
+/// A check that never fails SafeGate but may warn (`WARN:` line, status still 200).
+pub struct WarnFn<F> {
+    name: &'static str,
+    warning: F,
+}
+
+impl<F: Fn() -> Option<String> + Send + Sync> WarnFn<F> {
+    /// A warning named `name` that `warning` gives.
+    pub fn new(name: &'static str, warning: F) -> Self {
+        Self { name, warning }
+    }
+}
+
+impl<F: Fn() -> Option<String> + Send + Sync> ReadinessCheck for WarnFn<F> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn warning(&self) -> Option<String> {
+        (self.warning)()
     }
 }
 

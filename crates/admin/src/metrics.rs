@@ -27,6 +27,8 @@
 //!   `policy_category_entries{category}`: the policy in force (see
 //!   [`PolicySizeCollector`]).
 //! - `alerts_total{kind}`: alerts raised (see [`AlertCounters`]).
+//! - `list_entries{list}`, `list_age_seconds{list}`, `list_update_failures_total{feed}`:
+//!   the list feeds (see [`ListFeedCollector`]).
 //!
 //! Label values come from small fixed sets (or the policy's category names): never a
 //! user name, a host or a URL.
@@ -469,6 +471,107 @@ impl Collector for PolicyReloadCollector {
             ]),
             self.last_failed
                 .one(if counts.last_failed { 1.0 } else { 0.0 }),
+        ]
+    }
+}
+
+/// What the list feeds look like now (cached by the service; nothing is read from
+/// disk at scrape time).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListFeedFigures {
+    /// Entries per installed list (`feed/category`, or `feed` for a one-file feed).
+    pub entries: Vec<(String, u64)>,
+    /// Seconds since each installed list was updated (same labels).
+    pub ages: Vec<(String, f64)>,
+    /// Failed updates since start, per feed (every configured feed, 0 included).
+    pub failures: Vec<(String, u64)>,
+    /// Feeds not updated for longer than `lists.stale_after`, in words.
+    pub stale: Vec<String>,
+}
+
+/// Whatever keeps the list feeds' figures (the service's feed updater).
+pub trait ListFeedSource: Send + Sync {
+    /// The figures now.
+    fn list_feeds(&self) -> ListFeedFigures;
+}
+
+/// `safegate_list_entries{list}`, `safegate_list_age_seconds{list}` and
+/// `safegate_list_update_failures_total{feed}`.
+pub struct ListFeedCollector {
+    source: Arc<dyn ListFeedSource>,
+    entries: Spec,
+    ages: Spec,
+    failures: Spec,
+}
+
+impl ListFeedCollector {
+    /// Reads `source` at scrape time.
+    pub fn new(source: Arc<dyn ListFeedSource>) -> prometheus::Result<Self> {
+        Ok(Self {
+            source,
+            entries: Spec::new(
+                MetricType::GAUGE,
+                "safegate_list_entries",
+                "Entries (domains and URLs) of each list installed by a feed of \
+                 [[lists.feeds]], labelled feed/category.",
+                &["list"],
+            )?,
+            ages: Spec::new(
+                MetricType::GAUGE,
+                "safegate_list_age_seconds",
+                "Seconds since each feed list was last installed; past lists.stale_after \
+                 /readyz and `safegate doctor` warn.",
+                &["list"],
+            )?,
+            failures: Spec::new(
+                MetricType::COUNTER,
+                "safegate_list_update_failures_total",
+                "Feed updates that failed since start (download, a web page instead of the \
+                 list, a broken archive, a list that shrank too much); the lists in force \
+                 were kept.",
+                &["feed"],
+            )?,
+        })
+    }
+}
+
+impl Collector for ListFeedCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        descs(&[&self.entries, &self.ages, &self.failures])
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let figures = self.source.list_feeds();
+        let family = |spec: &Spec, samples: Vec<(&str, f64)>| {
+            let labels: Vec<[&str; 1]> = samples.iter().map(|(label, _)| [*label]).collect();
+            let samples: Vec<(&[&str], f64)> = labels
+                .iter()
+                .zip(&samples)
+                .map(|(label, (_, value))| (label.as_slice(), *value))
+                .collect();
+            spec.family(&samples)
+        };
+        vec![
+            family(
+                &self.entries,
+                figures
+                    .entries
+                    .iter()
+                    .map(|(l, n)| (l.as_str(), *n as f64))
+                    .collect(),
+            ),
+            family(
+                &self.ages,
+                figures.ages.iter().map(|(l, n)| (l.as_str(), *n)).collect(),
+            ),
+            family(
+                &self.failures,
+                figures
+                    .failures
+                    .iter()
+                    .map(|(l, n)| (l.as_str(), *n as f64))
+                    .collect(),
+            ),
         ]
     }
 }

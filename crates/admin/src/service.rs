@@ -22,9 +22,9 @@ use tokio::sync::Notify;
 use crate::AdminConfig;
 use crate::health::{CheckFn, Readiness, StoreWritable};
 use crate::metrics::{
-    AlertCollector, AlertCounters, Metrics, PasswordCheckCollector, PolicyReloadCollector,
-    PolicyReloadCounts, PolicyReloadSource, PolicySizeCollector, ProxyAuthCollector,
-    ProxyAuthCounts, ProxyAuthSource, ProxyCollector, VisitLogCollector,
+    AlertCollector, AlertCounters, ListFeedSource, Metrics, PasswordCheckCollector,
+    PolicyReloadCollector, PolicyReloadCounts, PolicyReloadSource, PolicySizeCollector,
+    ProxyAuthCollector, ProxyAuthCounts, ProxyAuthSource, ProxyCollector, VisitLogCollector,
 };
 use crate::ui::policy_edit::PolicyFile;
 use crate::ui::rules::PolicyAccess;
@@ -98,6 +98,7 @@ pub fn service_readiness(
     data_dir: PathBuf,
     reloads: Arc<ReloadCounters>,
     visit_log: Option<Arc<VisitLogStats>>,
+    feeds: Option<Arc<dyn ListFeedSource>>,
 ) -> Arc<Readiness> {
     let policy_file_for_writes = policy_file.clone();
     let counters = Arc::clone(&reloads);
@@ -125,12 +126,23 @@ pub fn service_readiness(
     });
     let written = crate::written::written_paths(&data_dir, &policy_file_for_writes);
     let written_check = CheckFn::new("writable", move || crate::written::check_all(&written));
-    Arc::new(Readiness::new(vec![
+    let mut checks: Vec<Box<dyn crate::health::ReadinessCheck>> = vec![
         Box::new(policy_check),
         Box::new(lists_check),
         Box::new(StoreWritable::new(data_dir, visit_log)),
         Box::new(written_check),
-    ]))
+    ];
+    if let Some(feeds) = feeds {
+        // A stale list is worth a look but the proxy still filters: a warning only.
+        checks.push(Box::new(crate::health::WarnFn::new(
+            "list feeds",
+            move || {
+                let stale = feeds.list_feeds().stale;
+                (!stale.is_empty()).then(|| stale.join("; "))
+            },
+        )));
+    }
+    Arc::new(Readiness::new(checks))
 }
 
 /// The reload outcomes for `/metrics` and `/readyz`.

@@ -207,7 +207,12 @@ async fn serve(mut stream: UnixStream, store: Store, peer_uid: u32, request_time
     let request = match tokio::time::timeout(request_timeout, read_request(&mut stream)).await {
         Ok(Ok(request)) => request,
         Ok(Err(message)) => {
-            warn!(peer_uid, "control socket: bad command: {message}");
+            // `safegate lists update` connects without a command to find the service.
+            if message == "no command" {
+                tracing::debug!(peer_uid, "control socket: connection without a command");
+            } else {
+                warn!(peer_uid, "control socket: bad command: {message}");
+            }
             refuse(stream, message).await;
             return;
         }

@@ -84,12 +84,12 @@ macro_rules! refuse {
 }
 
 /// A refusal, as a value.
-fn refused(message: impl Into<String>) -> ImportError {
+pub(crate) fn refused(message: impl Into<String>) -> ImportError {
     ImportError::Refused(message.into())
 }
 
 /// Adds what was being done to an error, lazily (`anyhow`'s `with_context`).
-trait Context<T> {
+pub(crate) trait Context<T> {
     fn with_context(self, what: impl FnOnce() -> String) -> Result<T>;
 }
 
@@ -287,13 +287,13 @@ fn import(args: &ImportOptions) -> Result<ImportSummary> {
 }
 
 /// Where the archive comes from.
-enum Source {
+pub(crate) enum Source {
     Http(reqwest::Url),
     File(PathBuf),
 }
 
 impl Source {
-    fn parse(from: &str) -> Result<Self> {
+    pub(crate) fn parse(from: &str) -> Result<Self> {
         let lower = from.to_ascii_lowercase();
         if lower.starts_with("http://") || lower.starts_with("https://") {
             let url =
@@ -317,6 +317,43 @@ impl Source {
 
 /// Downloads `url` into `path`; returns its size.
 fn download(url: &reqwest::Url, path: &Path, max_bytes: u64, timeout: Duration) -> Result<u64> {
+    match fetch(url, path, max_bytes, timeout, &Validators::default())? {
+        Fetched::Body { bytes, .. } => Ok(bytes),
+        Fetched::NotModified => refuse!("the server answered 304 Not Modified to a plain GET"),
+    }
+}
+
+/// A version of a download as the server named it, for a conditional GET.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// The `ETag` header (sent back as `If-None-Match`).
+    pub etag: Option<String>,
+    /// The `Last-Modified` header (sent back as `If-Modified-Since`).
+    pub last_modified: Option<String>,
+}
+
+/// What a conditional download brought.
+pub(crate) enum Fetched {
+    /// The server's copy is the one we have (304).
+    NotModified,
+    /// A new body, saved to the path given.
+    Body {
+        /// Its size.
+        bytes: u64,
+        /// The version the server named.
+        validators: Validators,
+    },
+}
+
+/// Downloads `url` into `path`, sending `known` as `If-None-Match` /
+/// `If-Modified-Since` so that an unchanged list is not fetched again.
+pub(crate) fn fetch(
+    url: &reqwest::Url,
+    path: &Path,
+    max_bytes: u64,
+    timeout: Duration,
+    known: &Validators,
+) -> Result<Fetched> {
     // Never follow a redirect from https down to plain http.
     let redirects = reqwest::redirect::Policy::custom(|attempt| {
         let downgrade = attempt
@@ -342,11 +379,32 @@ fn download(url: &reqwest::Url, path: &Path, max_bytes: u64, timeout: Duration) 
         .map_err(ImportError::Client)?;
     eprintln!("safegate: downloading {url}");
     let started = Instant::now();
-    let mut response = client
-        .get(url.clone())
+    let mut request = client.get(url.clone());
+    if let Some(etag) = &known.etag {
+        request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+    }
+    if let Some(date) = &known.last_modified {
+        request = request.header(reqwest::header::IF_MODIFIED_SINCE, date);
+    }
+    let mut response = request
         .send()
         .map_err(|e| refused(format!("download failed: {}", error_chain(&e))))?;
     let status = response.status();
+    if status == reqwest::StatusCode::NOT_MODIFIED {
+        eprintln!("safegate: {url} has not changed");
+        return Ok(Fetched::NotModified);
+    }
+    let header = |name: reqwest::header::HeaderName| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let validators = Validators {
+        etag: header(reqwest::header::ETAG),
+        last_modified: header(reqwest::header::LAST_MODIFIED),
+    };
     if !status.is_success() {
         refuse!("the server answered {status}, not the archive");
     }
@@ -411,12 +469,15 @@ fn download(url: &reqwest::Url, path: &Path, max_bytes: u64, timeout: Duration) 
         human_bytes(received),
         started.elapsed().as_secs_f64()
     );
-    Ok(received)
+    Ok(Fetched::Body {
+        bytes: received,
+        validators,
+    })
 }
 
 /// Lists of `reqwest` and I/O errors hide the useful part (connection refused, TLS
 /// certificate problem) in their sources.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -432,7 +493,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// What the archive held.
 #[derive(Debug, Default)]
-struct Extracted {
+pub(crate) struct Extracted {
     /// Real categories: entries per list file.
     categories: BTreeMap<String, BTreeMap<String, u64>>,
     /// Bytes written per real category.
@@ -473,7 +534,7 @@ enum Place {
 }
 
 /// Extracts the UT1 lists of `archive` into `lists`, checking every entry.
-fn extract(archive: &mut File, lists: &Path) -> Result<Extracted> {
+pub(crate) fn extract(archive: &mut File, lists: &Path) -> Result<Extracted> {
     let mut magic = [0u8; 512];
     let mut filled = 0;
     while filled < magic.len() {
@@ -723,7 +784,7 @@ fn wanted_categories(requested: &[String]) -> Result<Option<BTreeSet<String>>> {
 
 /// Keeps the wanted categories (removing the rest from `lists`), recreates aliases,
 /// and returns the summary per category.
-fn select(
+pub(crate) fn select(
     extracted: &Extracted,
     lists: &Path,
     wanted: Option<&BTreeSet<String>>,
@@ -852,7 +913,7 @@ fn install(staged: &Path, into: &Path, previous: &Path) -> Result<()> {
 }
 
 /// `1.5 MiB`, `312 B`.
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} B");

@@ -32,6 +32,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+pub mod schedule;
+
 /// The policy could not be loaded at start, or reloading could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -52,19 +54,51 @@ pub enum ReloadError {
     Watcher(#[source] notify::Error),
 }
 
-/// `[lists]`: how freshly read list files are screened before they go live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `[lists]`: how freshly read list files are screened before they go live, and the
+/// feeds that keep them current ([`schedule`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListsConfig {
     /// A list file that lost more than this share (percent) of the entries of the
     /// same file in force is refused at reload; 100 turns the check off. Default 50.
     pub max_shrink_percent: u8,
+    /// When the running service updates the feeds: `daily HH:MM` (plus a random delay
+    /// of up to 30 minutes), `every DURATION`, or a number of seconds. None: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// A feed not updated for longer than this is reported as stale.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// The feeds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub feeds: Vec<FeedConfig>,
 }
+
+/// One `[[lists.feeds]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Its name: letters, digits, `-` and `_`.
+    pub name: String,
+    /// `ut1`, `hosts`, `domains` or `urls`.
+    pub format: String,
+    /// An http(s):// or file:// URL, or a local path.
+    pub url: String,
+    /// Where it installs; by default `blocklists/NAME` beside the policy's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub into: Option<PathBuf>,
+}
+
+/// Feed formats accepted in `[[lists.feeds]]`.
+pub const FEED_FORMATS: [&str; 4] = ["ut1", "hosts", "domains", "urls"];
 
 impl Default for ListsConfig {
     fn default() -> Self {
         ListsConfig {
             max_shrink_percent: ListChecks::default().max_shrink_percent,
+            schedule: None,
+            stale_after: Duration::from_secs(7 * 24 * 3600),
+            feeds: Vec::new(),
         }
     }
 }
@@ -81,6 +115,63 @@ impl ListsConfig {
                     self.max_shrink_percent
                 ),
             ));
+        }
+        if let Some(Err(why)) = self.schedule.as_deref().map(schedule::Schedule::parse) {
+            problems.push(ConfigProblem::new("lists.schedule", why));
+        }
+        if self.stale_after.is_zero() {
+            problems.push(ConfigProblem::new(
+                "lists.stale_after",
+                "must be longer than 0 (e.g. \"7d\")",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, feed) in self.feeds.iter().enumerate() {
+            let key = format!("lists.feeds[{i}]");
+            let valid_name = !feed.name.is_empty()
+                && feed.name.len() <= 64
+                && feed
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid_name {
+                problems.push(ConfigProblem::new(
+                    format!("{key}.name"),
+                    format!(
+                        "{:?} is not a feed name: use 1 to 64 letters, digits, - and _",
+                        feed.name
+                    ),
+                ));
+            } else if !seen.insert(feed.name.clone()) {
+                problems.push(ConfigProblem::new(
+                    format!("{key}.name"),
+                    format!("another feed is already named {:?}", feed.name),
+                ));
+            }
+            if !FEED_FORMATS.contains(&feed.format.as_str()) {
+                problems.push(ConfigProblem::new(
+                    format!("{key}.format"),
+                    format!(
+                        "{:?} is not a feed format: use one of {}",
+                        feed.format,
+                        FEED_FORMATS.join(", ")
+                    ),
+                ));
+            }
+            let url = feed.url.to_ascii_lowercase();
+            let scheme_ok = !url.contains("://")
+                || ["http://", "https://", "file://"]
+                    .iter()
+                    .any(|s| url.starts_with(s));
+            if feed.url.trim().is_empty() || !scheme_ok {
+                problems.push(ConfigProblem::new(
+                    format!("{key}.url"),
+                    format!(
+                        "{:?} is not a feed address: use http://, https://, file:// or a path",
+                        feed.url
+                    ),
+                ));
+            }
         }
         problems
     }

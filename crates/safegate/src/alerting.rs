@@ -70,6 +70,8 @@ pub struct Alerting {
     store_watch: Option<JoinHandle<()>>,
     /// The engine's counters (for `safegate_alerts_total{kind}`).
     pub stats: Arc<AlertStats>,
+    /// The technician's system notices, when delivery is on.
+    pub notices: Option<mpsc::Sender<SystemNotice>>,
 }
 
 /// What the rest of the service hands the alerting side.
@@ -123,7 +125,7 @@ pub fn start(
         None => (None, None, None),
     };
     let store_watch =
-        visit_log.map(|stats| tokio::spawn(watch_store(stats, notices, shutdown.clone())));
+        visit_log.map(|stats| tokio::spawn(watch_store(stats, notices.clone(), shutdown.clone())));
     let (login_sender, login_receiver) = mpsc::channel(256);
     let logins = tokio::spawn(poll_logins(
         Arc::clone(auth),
@@ -169,6 +171,7 @@ pub fn start(
         scheduler,
         store_watch,
         stats,
+        notices,
     })
 }
 

@@ -147,6 +147,19 @@ pub enum ListsAction {
         after_help = "Examples:\n  safegate lists import --format ut1 --from https://dsi.ut-capitole.fr/blacklists/download/blacklists.tar.gz\n  safegate lists import --from ./blacklists.tar.gz --into /var/lib/safegate/lists/ut1 --categories adult,gambling,vpn"
     )]
     Import(ImportArgs),
+    /// Fetch the feeds of `[[lists.feeds]]` that changed (conditional GET), verify
+    /// them, install them (keeping the previous version) and have the running
+    /// SafeGate reload its policy.
+    #[command(
+        after_help = "Examples:\n  safegate lists update\n  safegate lists update --feed ut1 --force"
+    )]
+    Update(crate::lists_command::UpdateArgs),
+    /// Put a feed's previous version back in force (a second rollback undoes it).
+    #[command(after_help = "Examples:\n  safegate lists rollback --feed ut1")]
+    Rollback(crate::lists_command::RollbackArgs),
+    /// Show every feed and its categories: entries, version, age, last error.
+    #[command(after_help = "Examples:\n  safegate lists status\n  safegate lists status --json")]
+    Status(crate::lists_command::StatusArgs),
 }
 
 /// `safegate config ...`

@@ -64,6 +64,7 @@ pub fn examine(path: &Path, overrides: &[String]) -> Vec<Finding> {
     )];
     findings.push(policy(&config.policy.file));
     findings.extend(running_lists(&config));
+    findings.extend(crate::lists_command::doctor_findings(&config));
     findings.extend(data_dir(&config.data_dir));
     findings.extend(written(&config));
     findings.extend(crate::unit_check::findings(path, &config));

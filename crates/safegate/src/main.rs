@@ -20,7 +20,9 @@ mod ca_command;
 mod check;
 mod cli;
 mod doctor;
+mod feed_updates;
 mod finding;
+mod lists_command;
 mod log_command;
 mod logging;
 mod policy_write;
@@ -97,6 +99,9 @@ fn main() -> ExitCode {
                     .map(|summary| print!("{summary}"))
                     .map_err(Into::into),
             },
+            ListsAction::Update(args) => lists_command::update(&args),
+            ListsAction::Rollback(args) => lists_command::rollback(&args),
+            ListsAction::Status(args) => lists_command::status(&args),
         },
         Command::Setup(args) => setup_command::run(&args),
         Command::Ca { action } => ca_command::run(&action),

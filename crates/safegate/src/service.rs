@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use safegate_admin::metrics::{AlertCounters, PolicyReloadSource};
+use safegate_admin::metrics::{
+    AlertCounters, ListFeedCollector, ListFeedSource, PolicyReloadSource,
+};
 use safegate_admin::service as admin_service;
 use safegate_admin::{AdminServer, Readiness};
 use safegate_proxy::PolicyHandle;
@@ -40,7 +42,11 @@ pub fn run(config: Config) -> Result<()> {
         .thread_name("safegate")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
+    let result = runtime.block_on(serve(config));
+    // A list feed download still running is abandoned (its staging folder with it)
+    // rather than holding up the exit for up to its timeout.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 async fn serve(config: Config) -> Result<()> {
@@ -165,6 +171,7 @@ struct Bound {
     admin_addr: SocketAddr,
     proxy: Proxy,
     alert_counters: Arc<AlertCounters>,
+    feeds: Option<Arc<crate::feed_updates::FeedsHealth>>,
 }
 
 /// Binds the admin listener, then the proxy's (which refuses the admin's address).
@@ -176,11 +183,20 @@ async fn bind_listeners(config: &Config, state: &State) -> Result<Bound> {
         Arc::clone(&reloads),
         state.auth.clone(),
     )?;
+    let feeds = crate::feed_updates::FeedsHealth::new(&config.lists, &config.policy.file);
+    let feed_source = feeds.clone().map(|f| -> Arc<dyn ListFeedSource> { f });
+    if let Some(source) = &feed_source {
+        let collector = ListFeedCollector::new(Arc::clone(source)).context("list feed metrics")?;
+        metrics
+            .register(Box::new(collector))
+            .context("list feed metrics")?;
+    }
     let readiness = admin_service::service_readiness(
         config.policy.file.clone(),
         config.data_dir.clone(),
         state.reload_counters.clone(),
         state.visit_log.stats.clone(),
+        feed_source,
     );
     let admin = AdminServer::bind(&config.admin, metrics.clone(), Arc::clone(&readiness))
         .await
@@ -214,6 +230,7 @@ async fn bind_listeners(config: &Config, state: &State) -> Result<Bound> {
         admin_addr,
         proxy,
         alert_counters,
+        feeds,
     })
 }
 
@@ -260,6 +277,7 @@ fn start_tasks(
         admin_addr,
         proxy,
         alert_counters,
+        feeds,
     } = bound;
     let proxy_addr = proxy.local_addr();
     let (transparent_http, transparent_https) = proxy.transparent_addrs();
@@ -316,6 +334,14 @@ fn start_tasks(
         Arc::clone(&reload_now),
         shutdown.clone(),
     )?;
+    if let Some(feeds) = feeds {
+        crate::feed_updates::spawn(
+            feeds,
+            Arc::clone(&reload_now),
+            alerting.notices.clone(),
+            shutdown.clone(),
+        );
+    }
     let control_task = start_control(config, &store, shutdown);
     let retention_task = (config.store.retention_days > 0)
         .then(|| retention::spawn(store.clone(), config.store.retention_days, shutdown.clone()));

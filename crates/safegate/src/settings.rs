@@ -192,6 +192,16 @@ impl Config {
                 *root = base.join(&*root);
             }
         }
+        for into in config
+            .lists
+            .feeds
+            .iter_mut()
+            .filter_map(|f| f.into.as_mut())
+        {
+            if into.is_relative() {
+                *into = base.join(&*into);
+            }
+        }
         let problems = config.validate();
         if !problems.is_empty() {
             let mut message = format!("{file}: invalid configuration");
