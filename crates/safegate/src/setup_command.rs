@@ -2,8 +2,8 @@
 //! scripts) the school's name, the time zone, the first admin account, and whether to
 //! create the school CA and download the category lists now; then writes the policy's
 //! `school` and `timezone` (comments kept), adds the account (role filter-admin,
-//! permissions rules, reports, metrics and users), creates the CA and imports the
-//! lists. Run as root, it runs as the service's user, so what it makes is the
+//! permissions rules, reports, metrics and users), creates the CA and updates the list
+//! feeds (or installs UT1 once, see `setup_lists`). Run as root, it runs as the service's user, so what it makes is the
 //! service's. Each step says what it did; running it again changes only what is asked.
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -43,10 +43,11 @@ pub struct SetupArgs {
     /// Create the school CA now (needed for HTTPS block pages and decryption).
     #[arg(long, value_enum, value_name = "yes|no")]
     pub ca: Option<YesNo>,
-    /// Download the category lists now and add them to the policy's categories.
+    /// Update the configured list feeds now; with none configured, install the UT1
+    /// lists once (the shipped policy's categories use them when they are there).
     #[arg(long, value_enum, value_name = "yes|no")]
     pub lists: Option<YesNo>,
-    /// Where the lists come from: a URL or a local UT1 .tar.gz.
+    /// Where UT1 comes from when no feed is configured: a URL or a local .tar.gz.
     #[arg(long, value_name = "URL|FILE", default_value = UT1_URL)]
     pub lists_from: String,
     /// Never ask: what no flag gives is left as it is (no account, no CA, no lists).
@@ -102,7 +103,7 @@ pub fn run(args: &SetupArgs) -> Result<()> {
         make_ca(&config, answers.school.as_deref())?;
     }
     if answers.lists {
-        setup_lists::import_and_use(&config.policy.file, &args.lists_from)?;
+        setup_lists::update_now(&config, &args.lists_from)?;
     }
     print_next_steps(&config, &answers);
     Ok(())
