@@ -167,7 +167,7 @@ struct Site {
 /// loopback upstreams (the test origin) and the test DNS server.
 fn configure(dns: SocketAddr, site: &Site) {
     let text = std::fs::read_to_string(CONFIG).unwrap();
-    let mut edited = text
+    let edited = text
         .replace(
             "listen = \"0.0.0.0:3128\"",
             &format!("listen = \"{}\"", site.proxy),
@@ -177,6 +177,15 @@ fn configure(dns: SocketAddr, site: &Site) {
             &format!("listen = \"{}\"", site.admin),
         );
     assert_ne!(edited, text, "the package configuration has no listen keys");
+    // The shipped UT1 feed stays configured, pointed at a loopback port where nothing
+    // answers: no test reaches the internet, whatever the time of day.
+    let feed = "url = \"https://dsi.ut-capitole.fr/blacklists/download/blacklists.tar.gz\"";
+    assert!(
+        edited.contains(feed),
+        "the package configuration has no UT1 feed"
+    );
+    let edited = edited.replace(feed, "url = \"http://127.0.0.1:9/blacklists.tar.gz\"");
+    let mut edited = edited;
     edited.push_str(&format!(
         "\n[upstream]\nallow_loopback = true\n\n[upstream.dns]\nservers = [\"{dns}\"]\n\
          ip_strategy = \"ipv4_only\"\n"
@@ -468,11 +477,15 @@ async fn the_package_configuration_differs_from_the_reference_only_where_it_says
         "proxy.listen=\"0.0.0.0:3128\"",
         "--set",
         "admin.listen=\"127.0.0.1:9128\"",
+        "--set",
+        "lists.schedule=\"daily 03:30\"",
+        "--set",
+        "lists.feeds=[{name=\"ut1\",format=\"ut1\",url=\"https://dsi.ut-capitole.fr/blacklists/download/blacklists.tar.gz\"}]",
     ])
     .await;
     assert!(status.success(), "{err}");
     assert_eq!(packaged, expected);
-    // And the reference itself differs from those four.
+    // And the reference itself differs from those.
     let (_, shipped, _) = run_to_end(&["config", "show", "--config", &reference]).await;
     assert_ne!(shipped, expected);
 }
