@@ -15,6 +15,10 @@
 //!   _>`. The value is an id into an interned table of list sets, since most domains are
 //!   in a single list and there are few distinct combinations.
 //!
+//!   *Building* keeps 8 bytes a domain until the table is made (each list's fingerprints,
+//!   see [`IndexBuilder::stage`]), about 26 at the peak: a reload of a 5-million-domain
+//!   feed must fit beside the index still serving requests.
+//!
 //!   *Collisions.* A host probes one fingerprint per label suffix (`a.b.example.co.uk`
 //!   → `a.b.example.co.uk`, `b.example.co.uk`, `example.co.uk`, `co.uk`, `uk`). With `n`
 //!   stored fingerprints, a probe of an unlisted name is a false match with probability
@@ -60,9 +64,28 @@ const LOAD_FACTOR: f64 = 0.85;
 #[derive(Debug)]
 pub struct IndexBuilder {
     hasher: RandomState,
-    domains: Vec<(u64, ListId)>,
+    /// Domain fingerprints by list id (8 bytes a domain; see [`IndexBuilder::build`]).
+    domains: Vec<Vec<u64>>,
     urls: Vec<(u64, Box<str>, ListId)>,
     expressions: Vec<(String, ListId)>,
+}
+
+/// Fingerprints of one list's domains, taken with [`IndexBuilder::stage`] while the list
+/// is read (8 bytes a domain instead of a [`Host`]) and added with
+/// [`IndexBuilder::add_staged`] once the whole list has passed screening.
+#[derive(Debug, Default)]
+pub struct StagedDomains(Vec<u64>);
+
+impl StagedDomains {
+    /// Number of domains staged (duplicates included).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl Default for IndexBuilder {
@@ -84,10 +107,11 @@ impl IndexBuilder {
 
     /// Adds every domain, URL and expression of `entries` to list `id`.
     pub fn add(&mut self, id: ListId, entries: &Entries) {
-        self.domains.reserve(entries.domains.len());
-        for host in &entries.domains {
-            self.add_domain(id, host);
-        }
+        let fps = entries
+            .domains
+            .iter()
+            .map(|host| fingerprint(&self.hasher, host.as_str()));
+        list_domains(&mut self.domains, id).extend(fps);
         for (host, path) in &entries.urls {
             self.add_url(id, host, path);
         }
@@ -99,7 +123,23 @@ impl IndexBuilder {
     /// Adds a domain (or IP address) entry to list `id`.
     pub fn add_domain(&mut self, id: ListId, host: impl std::borrow::Borrow<Host>) {
         let fp = fingerprint(&self.hasher, host.borrow().as_str());
-        self.domains.push((fp, id));
+        list_domains(&mut self.domains, id).push(fp);
+    }
+
+    /// Takes the fingerprint of `host` into `staged`, for [`add_staged`](Self::add_staged)
+    /// once the whole list has been read and screened.
+    pub fn stage(&self, staged: &mut StagedDomains, host: &Host) {
+        staged.0.push(fingerprint(&self.hasher, host.as_str()));
+    }
+
+    /// Adds the domains staged with [`stage`](Self::stage) to list `id`.
+    pub fn add_staged(&mut self, id: ListId, staged: StagedDomains) {
+        let list = list_domains(&mut self.domains, id);
+        if list.is_empty() {
+            *list = staged.0;
+        } else {
+            list.extend_from_slice(&staged.0);
+        }
     }
 
     /// Adds a URL entry (host and subdomains, path prefix) to list `id`. The path is
@@ -126,31 +166,15 @@ impl IndexBuilder {
     pub fn build(self) -> Result<Index, ListError> {
         let IndexBuilder {
             hasher,
-            mut domains,
+            domains,
             mut urls,
             expressions,
         } = self;
         let mut sets = SetTable::default();
+        // Set 0 is the empty set: the value of every slot before its lists are added.
+        sets.intern(&[]);
 
-        // Domains: sort by fingerprint, merge the lists of equal fingerprints.
-        domains.sort_unstable();
-        domains.dedup();
-        let entry_count = domains.len();
-        let mut unique: Vec<(u64, u32)> = Vec::with_capacity(domains.len());
-        let mut scratch: Vec<ListId> = Vec::new();
-        let mut i = 0;
-        while i < domains.len() {
-            let fp = domains[i].0;
-            scratch.clear();
-            while i < domains.len() && domains[i].0 == fp {
-                scratch.push(domains[i].1);
-                i += 1;
-            }
-            unique.push((fp, sets.intern(&scratch)));
-        }
-        drop(domains);
-        let domain_table = DomainTable::build(&unique, sets.len());
-        drop(unique);
+        let (domain_table, entry_count) = DomainTable::build(domains, &mut sets);
 
         // URL entries: group by host fingerprint.
         urls.sort_unstable();
@@ -351,59 +375,102 @@ struct DomainTable {
 }
 
 impl DomainTable {
-    /// `unique` is sorted by fingerprint with no duplicates.
-    fn build(unique: &[(u64, u32)], set_count: usize) -> DomainTable {
-        let buckets = ((unique.len() as f64 / LOAD_FACTOR) as u64).max(1);
-        // First pass: slot of every fingerprint, hence the table length (buckets plus
-        // the overflow of the last run, plus one free slot so every scan ends in bounds).
-        let mut slots: Vec<u32> = Vec::with_capacity(unique.len());
+    /// Builds the table from each list's fingerprints (indexed by list id); returns it
+    /// and the number of distinct (domain, list) pairs. Memory at the peak is about 26
+    /// bytes a domain (the lists, all distinct fingerprints sorted, and the table's
+    /// keys), never a pair per entry: the keys come from the sorted distinct
+    /// fingerprints, then each list marks its slots with the interned set of lists.
+    fn build(mut lists: Vec<Vec<u64>>, sets: &mut SetTable) -> (DomainTable, usize) {
+        let mut total = 0;
+        for list in &mut lists {
+            list.sort_unstable();
+            list.dedup();
+            total += list.len();
+        }
+        let mut all: Vec<u64> = Vec::with_capacity(total);
+        for list in &lists {
+            all.extend_from_slice(list);
+        }
+        all.sort_unstable();
+        all.dedup();
+        let buckets = ((all.len() as f64 / LOAD_FACTOR) as u64).max(1);
+        // The table length: buckets plus the overflow of the last run, plus one free
+        // slot so every scan ends in bounds.
         let mut next_free = 0usize;
-        for &(fp, _) in unique {
+        for &fp in &all {
+            next_free = home(fp, buckets).max(next_free) + 1;
+        }
+        let mut keys = vec![0u64; (buckets as usize).max(next_free) + 1];
+        let mut next_free = 0usize;
+        for &fp in &all {
             let pos = home(fp, buckets).max(next_free);
-            slots.push(pos as u32);
+            keys[pos] = fp;
             next_free = pos + 1;
         }
-        let len = (buckets as usize).max(next_free) + 1;
-        let mut keys = vec![0u64; len];
-        for (&(fp, _), &pos) in unique.iter().zip(&slots) {
-            keys[pos as usize] = fp;
-        }
-        let values = if set_count <= usize::from(u16::MAX) + 1 {
-            let mut v = vec![0u16; len];
-            for (&(_, set), &pos) in unique.iter().zip(&slots) {
-                v[pos as usize] = set as u16;
-            }
-            SetIds::Narrow(v)
-        } else {
-            let mut v = vec![0u32; len];
-            for (&(_, set), &pos) in unique.iter().zip(&slots) {
-                v[pos as usize] = set;
-            }
-            SetIds::Wide(v)
-        };
-        DomainTable {
+        drop(all);
+        let mut table = DomainTable {
+            values: SetIds::Wide(vec![0u32; keys.len()]),
             keys,
-            values,
             buckets,
+        };
+        table.mark_lists(&lists, sets);
+        drop(lists);
+        table.narrow(sets.len());
+        (table, total)
+    }
+
+    /// Sets every slot's value to the set of lists holding its fingerprint. Lists go in
+    /// ascending id order, so each set grows by its largest member and stays sorted.
+    fn mark_lists(&mut self, lists: &[Vec<u64>], sets: &mut SetTable) {
+        let SetIds::Wide(values) = &mut self.values else {
+            return;
+        };
+        let mut grown: HashMap<(u32, ListId), u32> = HashMap::new();
+        let mut scratch: Vec<ListId> = Vec::new();
+        for (id, list) in lists.iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            let id = id as ListId;
+            let alone = sets.intern(&[id]);
+            for &fp in list {
+                let Some(slot) = find_slot(&self.keys, home(fp, self.buckets), fp) else {
+                    continue; // cannot happen: every listed fingerprint is a key
+                };
+                let old = values[slot];
+                values[slot] = if old == 0 {
+                    alone
+                } else {
+                    *grown.entry((old, id)).or_insert_with(|| {
+                        scratch.clear();
+                        scratch.extend_from_slice(sets.get(old));
+                        scratch.push(id);
+                        sets.intern(&scratch)
+                    })
+                };
+            }
+        }
+    }
+
+    /// Stores the values as `u16` when there are few enough sets (the common case).
+    fn narrow(&mut self, set_count: usize) {
+        if set_count > usize::from(u16::MAX) + 1 {
+            return;
+        }
+        if let SetIds::Wide(wide) = &self.values {
+            let narrow = wide.iter().map(|&v| v as u16).collect();
+            self.values = SetIds::Narrow(narrow);
         }
     }
 
     /// Looks up `fp`, scanning from slot `i` (its home slot).
     #[inline]
-    fn get_from(&self, mut i: usize, fp: u64) -> Option<u32> {
-        loop {
-            let k = *self.keys.get(i)?;
-            if k == fp {
-                return Some(match &self.values {
-                    SetIds::Narrow(v) => u32::from(v[i]),
-                    SetIds::Wide(v) => v[i],
-                });
-            }
-            if k == 0 || k > fp {
-                return None;
-            }
-            i += 1;
-        }
+    fn get_from(&self, i: usize, fp: u64) -> Option<u32> {
+        let i = find_slot(&self.keys, i, fp)?;
+        Some(match &self.values {
+            SetIds::Narrow(v) => u32::from(v[i]),
+            SetIds::Wide(v) => v[i],
+        })
     }
 
     fn memory_bytes(&self) -> usize {
@@ -412,6 +479,30 @@ impl DomainTable {
                 SetIds::Narrow(v) => v.capacity() * 2,
                 SetIds::Wide(v) => v.capacity() * 4,
             }
+    }
+}
+
+/// The fingerprints of list `id` in the builder's `domains`, made on first use.
+fn list_domains(domains: &mut Vec<Vec<u64>>, id: ListId) -> &mut Vec<u64> {
+    let i = usize::from(id);
+    if domains.len() <= i {
+        domains.resize_with(i + 1, Vec::new);
+    }
+    &mut domains[i]
+}
+
+/// The slot holding `fp`, scanning from slot `i` (its home slot).
+#[inline]
+fn find_slot(keys: &[u64], mut i: usize, fp: u64) -> Option<usize> {
+    loop {
+        let k = *keys.get(i)?;
+        if k == fp {
+            return Some(i);
+        }
+        if k == 0 || k > fp {
+            return None;
+        }
+        i += 1;
     }
 }
 
@@ -708,6 +799,31 @@ mod tests {
 
     fn ids(index: &Index, url: &str) -> Vec<ListId> {
         index.matches(&target(url)).iter().collect()
+    }
+
+    /// Domains in several lists (added directly or staged, in any order) match every
+    /// one of their lists; the entry count is the distinct (domain, list) pairs.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn shared_domains_match_all_their_lists() {
+        let mut b = IndexBuilder::new();
+        let mut staged = StagedDomains::default();
+        for name in ["a.com", "b.com", "a.com"] {
+            b.stage(&mut staged, &host(name));
+        }
+        assert_eq!(staged.len(), 3);
+        b.add_domain(7, host("b.com"));
+        b.add_domain(2, host("c.com"));
+        b.add_staged(2, staged);
+        b.add_domain(7, host("d.com"));
+        b.add_domain(0, host("a.com"));
+        let index = b.build().unwrap();
+        assert_eq!(ids(&index, "http://x.a.com/"), [0, 2]);
+        assert_eq!(ids(&index, "http://b.com/"), [2, 7]);
+        assert_eq!(ids(&index, "http://c.com/"), [2]);
+        assert_eq!(ids(&index, "http://d.com/"), [7]);
+        assert!(ids(&index, "http://e.com/").is_empty());
+        assert_eq!(index.len(), 6);
     }
 
     #[test]

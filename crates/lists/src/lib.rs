@@ -19,10 +19,12 @@ pub mod normalise;
 pub mod screen;
 pub mod source;
 
-pub use index::{Index, IndexBuilder, ListMatches};
+pub use index::{Index, IndexBuilder, ListMatches, StagedDomains};
 pub use normalise::{Host, NormaliseError, RequestTarget};
 pub use screen::{ListChecks, Refusal, screen};
-pub use source::{Entries, ListError, ListFormat, SkippedLine, Ut1Options, read, read_ut1};
+pub use source::{
+    Entries, ListError, ListFormat, SkippedLine, Ut1Options, read, read_streaming, read_ut1,
+};
 
 /// Identifies a list (a category, or a policy's own allow/deny entries) in an index;
 /// also named by [`ListError::Expression`]. Defined here, at the root, because both

@@ -12,6 +12,7 @@
 //! small file whose content is the target name, and [`resolve_ut1_dir`] follows that too.
 
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use crate::ListId;
@@ -86,6 +87,9 @@ pub struct SkippedLine {
 pub struct Entries {
     /// Domain (or IP address) entries: match the host and every subdomain.
     pub domains: Vec<Host>,
+    /// Domain entries handed to [`read_streaming`]'s callback instead of kept in
+    /// `domains` (counted, so that [`Entries::len`] and screening see them).
+    pub streamed_domains: usize,
     /// URL entries: host (and subdomains) plus normalised path prefix (case kept).
     pub urls: Vec<(Host, String)>,
     /// Regular expressions over [`RequestTarget::url_text`], in `regex` crate syntax
@@ -101,7 +105,12 @@ pub struct Entries {
 impl Entries {
     /// Number of entries (domains, URLs and expressions; skipped lines not counted).
     pub fn len(&self) -> usize {
-        self.domains.len() + self.urls.len() + self.expressions.len()
+        self.domain_count() + self.urls.len() + self.expressions.len()
+    }
+
+    /// Number of domain entries, kept or streamed.
+    pub fn domain_count(&self) -> usize {
+        self.domains.len() + self.streamed_domains
     }
 
     /// Whether there are no entries.
@@ -112,6 +121,7 @@ impl Entries {
     /// Appends the entries (and skipped lines) of `other`.
     pub fn extend(&mut self, other: Entries) {
         self.domains.extend(other.domains);
+        self.streamed_domains += other.streamed_domains;
         self.urls.extend(other.urls);
         self.expressions.extend(other.expressions);
         self.skipped.extend(other.skipped);
@@ -121,26 +131,67 @@ impl Entries {
     }
 }
 
-/// Reads a list of the given format. See the module documentation for error handling.
-pub fn read(format: ListFormat, path: &Path) -> Result<Entries, ListError> {
-    match format {
-        ListFormat::Ut1 => read_ut1(path, Ut1Options::default()),
-        ListFormat::Hosts => {
-            let mut entries = Entries::default();
-            parse_hosts(&read_text(path, &mut entries)?, path, &mut entries);
-            Ok(entries)
-        }
-        ListFormat::Domains => {
-            let mut entries = Entries::default();
-            parse_domains(&read_text(path, &mut entries)?, path, &mut entries);
-            Ok(entries)
+/// Where the domains read go: kept in [`Entries::domains`], or handed to a callback.
+enum DomainSink<'a> {
+    Keep,
+    Stream(&'a mut dyn FnMut(&Host)),
+}
+
+impl DomainSink<'_> {
+    fn push(&mut self, entries: &mut Entries, host: Host) {
+        match self {
+            DomainSink::Keep => entries.domains.push(host),
+            DomainSink::Stream(f) => {
+                f(&host);
+                entries.streamed_domains += 1;
+            }
         }
     }
+}
+
+/// Reads a list of the given format. See the module documentation for error handling.
+pub fn read(format: ListFormat, path: &Path) -> Result<Entries, ListError> {
+    read_into(format, path, DomainSink::Keep)
+}
+
+/// Reads a list like [`read`], but hands every domain entry to `on_domain` instead of
+/// keeping it: [`Entries::domains`] stays empty and [`Entries::streamed_domains`]
+/// counts them. Domain and hosts files are read a line at a time, so a list of
+/// millions of domains costs only what the callback keeps (the policy compile keeps
+/// an 8-byte fingerprint each, not a `Host` of ~56 bytes plus the file's text).
+pub fn read_streaming(
+    format: ListFormat,
+    path: &Path,
+    on_domain: &mut dyn FnMut(&Host),
+) -> Result<Entries, ListError> {
+    read_into(format, path, DomainSink::Stream(on_domain))
+}
+
+fn read_into(format: ListFormat, path: &Path, mut sink: DomainSink) -> Result<Entries, ListError> {
+    let mut entries = Entries::default();
+    match format {
+        ListFormat::Ut1 => return read_ut1_into(path, Ut1Options::default(), &mut sink),
+        ListFormat::Hosts => read_lines(path, &mut entries, |entries, n, line| {
+            hosts_line(n, line, path, entries, &mut sink);
+        })?,
+        ListFormat::Domains => read_lines(path, &mut entries, |entries, n, line| {
+            domain_line(n, line, path, entries, &mut sink);
+        })?,
+    }
+    Ok(entries)
 }
 
 /// Reads a UT1 category folder (following UT1's symbolic links, see the module docs).
 /// A folder with none of the list files is an error; each missing file is not.
 pub fn read_ut1(path: &Path, options: Ut1Options) -> Result<Entries, ListError> {
+    read_ut1_into(path, options, &mut DomainSink::Keep)
+}
+
+fn read_ut1_into(
+    path: &Path,
+    options: Ut1Options,
+    sink: &mut DomainSink,
+) -> Result<Entries, ListError> {
     let dir = resolve_ut1_dir(path)?;
     let mut entries = Entries::default();
     let mut found = false;
@@ -150,6 +201,18 @@ pub fn read_ut1(path: &Path, options: Ut1Options) -> Result<Entries, ListError> 
     }
     for name in ["domains", "urls"].into_iter().chain(expression_files) {
         let file = dir.join(name);
+        if name == "domains" {
+            let read = read_lines(&file, &mut entries, |entries, n, line| {
+                domain_line(n, line, &file, entries, sink);
+            });
+            match read {
+                Ok(()) => found = true,
+                Err(ListError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
         let text = match fs::read(&file) {
             Ok(bytes) => bytes_to_text(bytes, &file, &mut entries),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -157,7 +220,6 @@ pub fn read_ut1(path: &Path, options: Ut1Options) -> Result<Entries, ListError> 
         };
         found = true;
         match name {
-            "domains" => parse_domains(&text, &file, &mut entries),
             "urls" => parse_urls(&text, &file, &mut entries),
             _ => parse_expressions(&text, &file, &mut entries),
         }
@@ -207,13 +269,43 @@ pub fn resolve_ut1_dir(path: &Path) -> Result<PathBuf, ListError> {
     })
 }
 
-fn read_text(path: &Path, entries: &mut Entries) -> Result<String, ListError> {
-    fs::read(path)
-        .map(|bytes| bytes_to_text(bytes, path, entries))
-        .map_err(|source| ListError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+/// Reads `path` a line at a time, handing `each` the non-empty, comment-stripped,
+/// trimmed lines with their 1-based numbers (as [`content_lines`] does for a whole
+/// text); binary bytes and stray non-UTF-8 bytes are treated as [`bytes_to_text`] does.
+fn read_lines(
+    path: &Path,
+    entries: &mut Entries,
+    mut each: impl FnMut(&mut Entries, usize, &str),
+) -> Result<(), ListError> {
+    let io = |source| ListError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, fs::File::open(path).map_err(io)?);
+    let mut buf = Vec::new();
+    let (mut number, mut offset) = (0usize, 0usize);
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).map_err(io)? == 0 {
+            return Ok(());
+        }
+        number += 1;
+        if entries.binary.is_none()
+            && let Some(at) = buf.iter().position(|&b| is_binary_byte(b))
+        {
+            entries.binary = Some(format!(
+                "{} holds binary data (byte 0x{:02x} at offset {}), not a text list",
+                path.display(),
+                buf[at],
+                offset + at
+            ));
+        }
+        offset += buf.len();
+        let line = String::from_utf8_lossy(&buf);
+        if let Some(line) = content(&line) {
+            each(entries, number, line);
+        }
+    }
 }
 
 /// Lists are meant to be UTF-8; a stray Latin-1 byte must not lose the whole file (its
@@ -243,14 +335,19 @@ fn is_binary_byte(b: u8) -> bool {
 
 /// Non-empty, comment-stripped, trimmed lines with 1-based numbers.
 fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines().enumerate().filter_map(|(i, line)| {
-        let line = match line.find('#') {
-            Some(j) => &line[..j],
-            None => line,
-        };
-        let line = line.trim();
-        (!line.is_empty()).then_some((i + 1, line))
-    })
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| content(line).map(|line| (i + 1, line)))
+}
+
+/// A line without its comment and surrounding blanks; `None` when nothing is left.
+fn content(line: &str) -> Option<&str> {
+    let line = match line.find('#') {
+        Some(j) => &line[..j],
+        None => line,
+    };
+    let line = line.trim();
+    (!line.is_empty()).then_some(line)
 }
 
 fn skip(entries: &mut Entries, path: &Path, line: usize, reason: String) {
@@ -264,18 +361,23 @@ fn skip(entries: &mut Entries, path: &Path, line: usize, reason: String) {
 /// Parses a plain domain list (also UT1 `domains`) into `entries`.
 pub fn parse_domains(text: &str, path: &Path, entries: &mut Entries) {
     for (n, line) in content_lines(text) {
-        let name = line
-            .strip_prefix("*.")
-            .or_else(|| line.strip_prefix('.'))
-            .unwrap_or(line);
-        if name.contains(char::is_whitespace) {
-            skip(entries, path, n, format!("more than one word: `{line}`"));
-            continue;
-        }
-        match Host::parse(name) {
-            Ok(host) => entries.domains.push(host),
-            Err(e) => skip(entries, path, n, e.to_string()),
-        }
+        domain_line(n, line, path, entries, &mut DomainSink::Keep);
+    }
+}
+
+/// One content line `n` of a domain list.
+fn domain_line(n: usize, line: &str, path: &Path, entries: &mut Entries, sink: &mut DomainSink) {
+    let name = line
+        .strip_prefix("*.")
+        .or_else(|| line.strip_prefix('.'))
+        .unwrap_or(line);
+    if name.contains(char::is_whitespace) {
+        skip(entries, path, n, format!("more than one word: `{line}`"));
+        return;
+    }
+    match Host::parse(name) {
+        Ok(host) => sink.push(entries, host),
+        Err(e) => skip(entries, path, n, e.to_string()),
     }
 }
 
@@ -298,31 +400,36 @@ const HOSTS_FILE_LOCAL_NAMES: &[&str] = &[
 /// Parses a hosts file (`address host [host ...]`) into `entries`.
 pub fn parse_hosts(text: &str, path: &Path, entries: &mut Entries) {
     for (n, line) in content_lines(text) {
-        let mut words = line.split_whitespace();
-        let address = words.next().unwrap_or("");
-        if address.parse::<std::net::IpAddr>().is_err() {
-            skip(
-                entries,
-                path,
-                n,
-                format!("`{address}` is not an IP address (expected `0.0.0.0 host`)"),
-            );
+        hosts_line(n, line, path, entries, &mut DomainSink::Keep);
+    }
+}
+
+/// One content line `n` of a hosts file.
+fn hosts_line(n: usize, line: &str, path: &Path, entries: &mut Entries, sink: &mut DomainSink) {
+    let mut words = line.split_whitespace();
+    let address = words.next().unwrap_or("");
+    if address.parse::<std::net::IpAddr>().is_err() {
+        skip(
+            entries,
+            path,
+            n,
+            format!("`{address}` is not an IP address (expected `0.0.0.0 host`)"),
+        );
+        return;
+    }
+    let mut any = false;
+    for word in words {
+        any = true;
+        if HOSTS_FILE_LOCAL_NAMES.contains(&word) {
             continue;
         }
-        let mut any = false;
-        for word in words {
-            any = true;
-            if HOSTS_FILE_LOCAL_NAMES.contains(&word) {
-                continue;
-            }
-            match Host::parse(word) {
-                Ok(host) => entries.domains.push(host),
-                Err(e) => skip(entries, path, n, e.to_string()),
-            }
+        match Host::parse(word) {
+            Ok(host) => sink.push(entries, host),
+            Err(e) => skip(entries, path, n, e.to_string()),
         }
-        if !any {
-            skip(entries, path, n, "an address without a host name".into());
-        }
+    }
+    if !any {
+        skip(entries, path, n, "an address without a host name".into());
     }
 }
 
@@ -474,6 +581,50 @@ pub fn translate_ere(ere: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `read_streaming` hands over exactly the hosts `read` keeps, with the same skipped
+    /// lines and binary verdict, for every format.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn streaming_reads_what_read_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let domains = dir.path().join("d.txt");
+        fs::write(
+            &domains,
+            b"# c\r\nA.com\r\n\nbad host\n*.b.org # x\nc\xc3\xa9.fr\n\xffx.com\nlast.net",
+        )
+        .unwrap();
+        let hosts = dir.path().join("h.txt");
+        fs::write(
+            &hosts,
+            "0.0.0.0 a.com b.com\nnotip c.com\n127.0.0.1 localhost\n",
+        )
+        .unwrap();
+        let ut1 = dir.path().join("cat");
+        fs::create_dir(&ut1).unwrap();
+        fs::write(ut1.join("domains"), b"x.com\ny.com\x00\n").unwrap();
+        fs::write(ut1.join("urls"), "x.com/path\n").unwrap();
+        for (format, path) in [
+            (ListFormat::Domains, &domains),
+            (ListFormat::Hosts, &hosts),
+            (ListFormat::Ut1, &ut1),
+        ] {
+            let kept = read(format, path).unwrap();
+            let mut streamed_hosts = Vec::new();
+            let streamed =
+                read_streaming(format, path, &mut |h| streamed_hosts.push(h.clone())).unwrap();
+            assert_eq!(streamed_hosts, kept.domains, "{format:?}");
+            assert!(streamed.domains.is_empty());
+            assert_eq!(streamed.streamed_domains, kept.domains.len());
+            assert_eq!(streamed.len(), kept.len());
+            assert_eq!(streamed.skipped, kept.skipped, "{format:?}");
+            assert_eq!(streamed.urls, kept.urls);
+            assert_eq!(streamed.binary, kept.binary, "{format:?}");
+        }
+        let kept = read(ListFormat::Domains, &domains).unwrap();
+        assert_eq!(kept.domains.len(), 4, "{:?}", kept.domains);
+        assert!(read(ListFormat::Ut1, &ut1).unwrap().binary.is_some());
+    }
 
     #[test]
     fn domains_format() {

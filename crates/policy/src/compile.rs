@@ -18,7 +18,7 @@ use jiff::tz::TimeZone;
 use crate::decrypt::{DecryptRules, SniMismatch};
 use crate::error::{ListRefusal, PolicyError, Problem, line_column};
 use crate::file_rule::FileRule;
-use crate::lists::index::{IndexBuilder, ListId};
+use crate::lists::index::{IndexBuilder, ListId, StagedDomains};
 use crate::lists::normalise::Host;
 use crate::lists::screen::{ListChecks, screen};
 use crate::lists::source::{self, Entries, ListFormat};
@@ -512,13 +512,21 @@ impl Compiler<'_> {
             FormatFile::Hosts => ListFormat::Hosts,
             FormatFile::Domains => ListFormat::Domains,
         };
-        match source::read(format, &path) {
+        // Domains go straight to fingerprints (8 bytes each, not a `Host`): a feed of
+        // millions of domains must not need gigabytes to reload.
+        let mut staged = StagedDomains::default();
+        let builder = &self.builder;
+        let read = source::read_streaming(format, &path, &mut |host| {
+            builder.stage(&mut staged, host);
+        });
+        match read {
             Ok(entries) if !self.passes_screen(name, &path, &entries, stats) => {}
             Ok(entries) => {
-                counts.domains += entries.domains.len();
+                counts.domains += entries.domain_count();
                 counts.urls += entries.urls.len();
                 counts.expressions += entries.expressions.len();
                 counts.skipped += entries.skipped.len();
+                self.builder.add_staged(list, staged);
                 self.builder.add(list, &entries);
                 self.url_hosts
                     .extend(entries.urls.iter().map(|(host, _)| host.clone()));
