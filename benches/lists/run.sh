@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SafeGate list-update benchmark (issue 19 point 6): a generated 5-million-domain feed,
 # named by a policy category, installed and reloaded into a running SafeGate while
-# wrk keeps 16 connections busy through it. Prints, for each reload, the time from
-# the file's atomic replacement to SafeGate's "policy reloaded" line, wrk's p99
+# wrk keeps 16 connections busy through it. Prints, for each update, the time from
+# the start of `safegate lists update` (fetch, verify, install, signal) to the
+# running SafeGate's "policy reloaded" line, wrk's p99
 # before and during the reload, and resident memory (steady before, peak during,
 # steady after), then the memory per listed domain.
 #
@@ -12,7 +13,7 @@
 #
 # Settings (environment):
 #   DOMAINS     entries in the generated feed (default 5000000)
-#   FORMAT      domains (one file, default) or ut1 (a folder with a `domains` file)
+#   FORMAT      domains (one file, default) or ut1 (a tar.gz with one UT1 category folder)
 #   CONNS       wrk connections (default 16)
 #   SECONDS_BEFORE  seconds of the "before" wrk runs (default 10)
 #   BASE_PORT   first loopback port used (default 18200; up to BASE_PORT+3)
@@ -22,20 +23,22 @@
 #   KEEP_WORKDIR=1  keep the temp dir (feeds, policy, SafeGate's log) at the end
 #
 # Steps: (1) SafeGate starts on the shipped policy plus a category `feed` (blocked for
-# pupils) whose list holds 10 domains; (2) 16 wrk connections for SECONDS_BEFORE s:
-# the p99 with the starter lists; (3) the 5M-domain feed (version 1) replaces the
-# small one and SafeGate gets SIGHUP, with wrk running from just before the
-# replacement until the reload is logged (the first install); (4) the same with
-# version 2 of the feed (5 % of the domains changed: a daily update), after a
-# SECONDS_BEFORE s wrk run with version 1 in force (the "before" of the target).
+# pupils) whose list is feed `bench` (a local file as its URL), installed by `safegate
+# lists update` with 10 domains; (2) 16 wrk connections for SECONDS_BEFORE s: the p99
+# with the starter lists; (3) the 5M-domain feed (version 1) is published and `safegate
+# lists update --feed bench` runs (it verifies, installs and signals SafeGate), with
+# wrk running from just before the command until the reload is logged (the first
+# install); (4) the same with version 2 of the feed (5 % of the domains changed: a
+# daily update), after a SECONDS_BEFORE s wrk run with version 1 in force (the
+# "before" of the target).
 # Between steps the script waits until resident memory stops falling (jemalloc hands
 # freed pages back within seconds), at most 40 s. The peak is VmHWM, reset through
-# /proc/PID/clear_refs just before each replacement.
+# /proc/PID/clear_refs just before each update.
 #
 # Only 127.0.0.1 is ever contacted: wrk asks SafeGate for
 # http://www.bench-origin.test:PORT/1k, a DNS stub in the script answers every name
 # with 127.0.0.1, and every non-loopback network is in upstream.deny_networks. The
-# policy watcher is off, so each reload is exactly one SIGHUP. Every wait is bounded;
+# policy watcher is off, so each reload is exactly one `lists update`. Every wait is bounded;
 # the script stops everything it started on exit.
 set -euo pipefail
 
@@ -139,41 +142,59 @@ python3 "$WORK/dns.py" "$DNS_PORT" &
 PIDS+=($!)
 
 # The policy: the shipped one, in a copy of the repository's layout (config/ and
-# blocklists/ side by side), plus category `feed` blocked for pupils.
+# blocklists/ side by side), plus category `feed` blocked for pupils, whose list is
+# feed `bench`: a local file (the feed's URL) that `safegate lists update` verifies and
+# installs into blocklists/bench/ exactly as it would a download.
 mkdir -p "$WORK/config"
 cp -r "$ROOT/blocklists" "$WORK/blocklists"
+FEED_URL=$WORK/feed-published.txt
 if [[ $FORMAT == ut1 ]]; then
-    FEED=$WORK/blocklists/feed/domains
-    mkdir -p "$WORK/blocklists/feed"
-    feed_source='{ format = "ut1", path = "../blocklists/feed" }'
+    FEED_URL=$WORK/feed-published.tar.gz
+    feed_source='{ format = "ut1", path = "../blocklists/bench/feed" }'
 else
-    FEED=$WORK/blocklists/feed.txt
-    feed_source='{ format = "domains", path = "../blocklists/feed.txt" }'
+    feed_source='{ format = "domains", path = "../blocklists/bench/list.txt" }'
 fi
-cp "$WORK/feed-small.txt" "$FEED"
+# Publishes feed file $1 at the feed's URL (as a UT1 archive with FORMAT=ut1).
+publish() {
+    if [[ $FORMAT == ut1 ]]; then
+        rm -rf "$WORK/ut1" && mkdir -p "$WORK/ut1/blacklists/feed"
+        cp "$1" "$WORK/ut1/blacklists/feed/domains"
+        tar -C "$WORK/ut1" -czf "$FEED_URL.new" blacklists
+    else
+        cp "$1" "$FEED_URL.new"
+    fi
+    mv "$FEED_URL.new" "$FEED_URL"
+}
 {
-    # The pupil role's one-line block list gains the feed (staff and filter-admin keep theirs).
-    sed 's/^\(block = \[.*\)"circumvention"\]$/\1"circumvention", "feed"]/' "$ROOT/config/policy.toml"
+    # The pupil role's block list gains the feed (staff and filter-admin keep theirs).
+    awk '/^\[roles\.pupil\]$/ { pupil = 1 } pupil && /^block = \[$/ { print; print "  \"feed\","; pupil = 0; next } { print }' \
+        "$ROOT/config/policy.toml"
     printf '\n[categories.feed]\ndescription = "Generated feed (benchmark)"\nsources = [%s]\n' "$feed_source"
 } >"$WORK/config/policy.toml"
-grep -q '"circumvention", "feed"\]' "$WORK/config/policy.toml" || die "could not add the feed to the pupil role"
+grep -A1 '^\[roles\.pupil\]$' "$WORK/config/policy.toml" | grep -q '^block = \[$' &&
+    grep -q '^  "feed",$' "$WORK/config/policy.toml" || die "could not add the feed to the pupil role"
 
 mkdir -p "$WORK/data"
-"$SAFEGATE" run --config "$ROOT/config/safegate.toml" \
-    --set "policy.file=\"$WORK/config/policy.toml\"" --set 'policy.watch=false' \
-    --set "proxy.listen=\"$PROXY\"" --set "admin.listen=\"$ADMIN\"" \
-    --set "data_dir=\"$WORK/data\"" \
-    --set 'upstream.allow_loopback=true' \
-    --set 'upstream.deny_networks=["0.0.0.0/2", "64.0.0.0/3", "96.0.0.0/4", "112.0.0.0/5", "120.0.0.0/6", "124.0.0.0/7", "126.0.0.0/8", "128.0.0.0/1", "::/0"]' \
-    --set "upstream.dns.servers=[\"127.0.0.1:$DNS_PORT\"]" --set 'upstream.dns.timeout="1s"' \
-    --set 'log.level="info"' >"$WORK/safegate.log" 2>&1 &
+SETTINGS=(--config "$ROOT/config/safegate.toml"
+    --set "policy.file=\"$WORK/config/policy.toml\"" --set 'policy.watch=false'
+    --set "proxy.listen=\"$PROXY\"" --set "admin.listen=\"$ADMIN\""
+    --set "data_dir=\"$WORK/data\""
+    --set "lists.feeds=[{ name = \"bench\", format = \"$FORMAT\", url = \"$FEED_URL\" }]"
+    --set 'upstream.allow_loopback=true'
+    --set 'upstream.deny_networks=["0.0.0.0/2", "64.0.0.0/3", "96.0.0.0/4", "112.0.0.0/5", "120.0.0.0/6", "124.0.0.0/7", "126.0.0.0/8", "128.0.0.0/1", "::/0"]'
+    --set "upstream.dns.servers=[\"127.0.0.1:$DNS_PORT\"]" --set 'upstream.dns.timeout="1s"'
+    --set 'log.level="info"')
+publish "$WORK/feed-small.txt"
+"$SAFEGATE" lists update "${SETTINGS[@]}" >"$WORK/update-small.txt" 2>&1 ||
+    die "the first lists update failed: $(cat "$WORK/update-small.txt")"
+"$SAFEGATE" run "${SETTINGS[@]}" >"$WORK/safegate.log" 2>&1 &
 SG_PID=$!
 PIDS+=("$SG_PID")
 wait_port "$ADMIN"
 status() { curl -s -o "$WORK/last-body" --max-time 5 -w '%{http_code}' -x "$PROXY" "$1" || true; }
 code=$(status "http://$SITE/1k")
 [[ $code == 200 ]] || die "the origin answers $code through SafeGate: $(head -c 300 "$WORK/last-body")"
-code=$(status "http://$(head -n 1 "$FEED"):$BASE_PORT/")
+code=$(status "http://$(head -n 1 "$WORK/feed-small.txt"):$BASE_PORT/")
 [[ $code == 403 ]] || die "a feed domain is not blocked ($code)"
 
 status_kib() { awk -v key="$1:" '$1 == key {print $2}' "/proc/$SG_PID/status"; }
@@ -215,24 +236,29 @@ run_wrk() { # seconds output
 
 reloads_logged() { grep -c 'policy reloaded' "$WORK/safegate.log" || true; }
 
-# Replaces the feed with $1 (rename in the same folder) and sends SIGHUP, with wrk
-# running from half a second before until the reload is logged. Sets RELOAD_S,
-# PEAK_KIB, RSS_SAMPLES_MAX_KIB and the wrk output file $2.
+# Publishes feed file $1 and runs `safegate lists update` (fetch, verify, install,
+# SIGHUP to the running SafeGate), with wrk running from half a second before until
+# the reload is logged. Sets RELOAD_S (from the command's start to SafeGate's `policy
+# reloaded`), PEAK_KIB, RSS_SAMPLES_MAX_KIB and the wrk output file $2.
 reload_under_load() {
-    local new=$1 out=$2 before t0 t1 wrk_pid deadline max=0 rss
-    cp "$new" "$FEED.new"
+    local new=$1 out=$2 before t0 t1 wrk_pid update_pid deadline max=0 rss
+    publish "$new"
     before=$(reloads_logged)
     echo 5 >"/proc/$SG_PID/clear_refs" # resets VmHWM to the current VmRSS
     wrk -t 1 -c "$CONNS" -d 300s --timeout 5s --latency -s "$WORK/get.lua" "http://$PROXY/" >"$out" 2>&1 &
     wrk_pid=$!
     sleep 0.5
     t0=$EPOCHREALTIME
-    mv "$FEED.new" "$FEED"
-    kill -HUP "$SG_PID"
+    "$SAFEGATE" lists update --feed bench "${SETTINGS[@]}" >"$out.update" 2>&1 &
+    update_pid=$!
     deadline=$((SECONDS + 120))
     while (($(reloads_logged) == before)); do
         ((SECONDS < deadline)) || { kill -INT "$wrk_pid"; die "no reload logged within 120 s"; }
         grep -q 'NOT reloaded\|REFUSED' "$WORK/safegate.log" && { kill -INT "$wrk_pid"; die "reload refused: $(tail -n 3 "$WORK/safegate.log")"; }
+        if ! kill -0 "$update_pid" 2>/dev/null && ! wait "$update_pid"; then
+            kill -INT "$wrk_pid"
+            die "lists update failed: $(cat "$out.update")"
+        fi
         rss=$(status_kib VmRSS)
         ((rss > max)) && max=$rss
         sleep 0.02
@@ -240,6 +266,7 @@ reload_under_load() {
     t1=$EPOCHREALTIME
     kill -INT "$wrk_pid"
     wait "$wrk_pid" || true
+    wait "$update_pid" || die "lists update failed: $(cat "$out.update")"
     RELOAD_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
     PEAK_KIB=$(status_kib VmHWM)
     RSS_SAMPLES_MAX_KIB=$max
@@ -281,7 +308,7 @@ compile_ms=$(grep 'policy reloaded' "$WORK/safegate.log" | sed -n 's/.*compile_m
     printf '%-52s %10s %8s %8s %7s\n' "feed v1 in force, ${SECONDS_BEFORE} s (before)" "$RATE_B" "$P50_B" "$P99_B" "$ERR_B"
     printf '%-52s %10s %8s %8s %7s\n' "during the update to v2 (${UPDATE_S} s)" "$RATE_U" "$P50_U" "$P99_U" "$ERR_U"
     echo
-    echo "Replacement to 'policy reloaded': install ${INSTALL_S} s, update ${UPDATE_S} s (target < 15 s);" \
+    echo "lists update to 'policy reloaded': install ${INSTALL_S} s, update ${UPDATE_S} s (target < 15 s);" \
         "compile_ms logged: ${compile_ms}"
     awk -v d="$P99_U" -v b="$P99_B" 'BEGIN { if (b > 0) printf "p99 during the update / before: %.2fx (target <= 3x)\n", d / b }'
     echo "Resident memory (VmRSS, steady = no longer falling):"

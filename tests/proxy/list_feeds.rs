@@ -3,7 +3,9 @@
 //! schedule is a second updates them itself (conditional GET) and blocks a new entry
 //! without a restart; a truncated archive, an HTML page served with 200 and a list that
 //! lost 80 % of its entries are refused with the old lists in force; rollback puts the
-//! previous version back; a feed past `lists.stale_after` is a warning, not unready.
+//! previous version back; a feed past `lists.stale_after` is a warning, not unready; a
+//! feed served by date is fetched again only when changed (If-Modified-Since), and a
+//! download that does not match the checksum list its publisher serves is refused.
 
 use std::path::Path;
 
@@ -137,11 +139,11 @@ async fn installed_first_versions(dir: &Path, server: &FileServer) -> std::path:
     let (ok, out, err) = lists(&["update"], &sets).await;
     assert!(ok, "{out}{err}");
     assert!(
-        out.contains("ut1: installed 1 categories, 20 entries"),
+        out.contains("ut1: installed 1 category, 20 entries"),
         "{out}"
     );
     assert!(
-        out.contains("ads: installed 1 categories, 2 entries"),
+        out.contains("ads: installed 1 category, 2 entries"),
         "{out}"
     );
     assert!(out.contains("SafeGate is not running"), "{out}");
@@ -337,7 +339,7 @@ async fn feeds_are_validated_with_clear_errors() {
     bounded(async {
         let config = shipped_config().display().to_string();
         let bad = "lists.feeds=[{name=\"ut 1\", format=\"zip\", url=\"ftp://x\"}, \
-                   {name=\"a\", format=\"hosts\", url=\"/tmp/a\"}, \
+                   {name=\"a\", format=\"hosts\", url=\"/tmp/a\", checksums=\"gopher://x\"}, \
                    {name=\"a\", format=\"hosts\", url=\"/tmp/b\"}]";
         let (status, stdout, stderr) = run_to_end(&[
             "config",
@@ -355,11 +357,88 @@ async fn feeds_are_validated_with_clear_errors() {
             "lists.feeds[0].name",
             "lists.feeds[0].format",
             "lists.feeds[0].url",
+            "lists.feeds[1].checksums",
             "another feed is already named \"a\"",
             "lists.schedule",
         ] {
             assert!(stderr.contains(needle), "{needle}: {stderr}");
         }
+    })
+    .await;
+}
+
+/// `md5sum`-style line for `body` named `name`.
+fn md5_line(body: &[u8], name: &str) -> String {
+    use md5::Digest;
+    let hex: String = md5::Md5::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{hex}  {name}\n")
+}
+
+#[tokio::test]
+async fn a_feed_by_date_is_fetched_when_changed_and_checked_against_its_checksums() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = FileServer::start().await;
+        let policy_dir = dir.path().join("policy");
+        std::fs::create_dir(&policy_dir).unwrap();
+        let policy = policy_dir.join("policy.toml");
+        std::fs::write(&policy, POLICY).unwrap();
+        let sets = vec![
+            format!("policy.file={:?}", policy.display().to_string()),
+            format!(
+                "lists.feeds=[{{name=\"ut1\", format=\"ut1\", url={:?}, checksums={:?}}}]",
+                server.url("/download/blacklists.tar.gz"),
+                server.url("/download/MD5SUM.LST")
+            ),
+        ];
+        let installed = dir.path().join("blocklists/ut1/gambling/domains");
+        let monday = "Mon, 07 Dec 2026 03:00:00 GMT";
+        let first = ut1(&bookmakers(&[]));
+        server.put_dated("/download/blacklists.tar.gz", first.clone(), monday);
+        let checksums = md5_line(b"other", "adult.tar.gz") + &md5_line(&first, "blacklists.tar.gz");
+        server.put("/download/MD5SUM.LST", checksums);
+        let (ok, out, err) = lists(&["update"], &sets).await;
+        assert!(ok, "{out}{err}");
+        assert!(
+            out.contains("ut1: installed 1 category, 20 entries"),
+            "{out}"
+        );
+
+        // Unchanged on the server: the date installed goes back as If-Modified-Since.
+        let (ok, out, err) = lists(&["update"], &sets).await;
+        assert!(ok && out.contains("ut1: unchanged"), "{out}{err}");
+        assert_eq!(
+            server.modified_since().last(),
+            Some(&Some(monday.to_owned()))
+        );
+
+        // A new archive whose checksum list was not updated with it: refused, the
+        // installed lists stay; then the right checksum, and it is installed.
+        let tuesday = "Tue, 08 Dec 2026 03:00:00 GMT";
+        let second = ut1(&bookmakers(&["newbet.test"]));
+        server.put_dated("/download/blacklists.tar.gz", second.clone(), tuesday);
+        let (ok, out, err) = lists(&["update"], &sets).await;
+        assert!(!ok, "{out}");
+        assert!(err.contains("but the checksum list says"), "{err}");
+        assert!(err.contains("the lists in force are kept"), "{err}");
+        let domains = || std::fs::read_to_string(&installed).unwrap();
+        assert!(!domains().contains("newbet.test"));
+        server.put("/download/MD5SUM.LST", md5_line(b"x", "adult.tar.gz"));
+        let (ok, _, err) = lists(&["update"], &sets).await;
+        assert!(!ok);
+        assert!(err.contains("has no line for blacklists.tar.gz"), "{err}");
+        server.put(
+            "/download/MD5SUM.LST",
+            md5_line(&second, "blacklists.tar.gz"),
+        );
+        let (ok, out, err) = lists(&["update"], &sets).await;
+        assert!(ok, "{out}{err}");
+        assert!(domains().contains("newbet.test"));
+        let (ok, out, _) = lists(&["status"], &sets).await;
+        assert!(ok && !out.contains("last update failed"), "{out}");
     })
     .await;
 }

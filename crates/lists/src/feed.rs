@@ -19,6 +19,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::checksum;
 use crate::import::{
     Context, Fetched, ImportError, Source, Validators, extract, fetch, refused, select,
 };
@@ -82,6 +83,10 @@ pub struct Feed {
     pub format: FeedFormat,
     /// An http(s):// or file:// URL, or a local path.
     pub url: String,
+    /// Where the publisher's checksum list is (`md5sum` / `sha256sum` output, such as
+    /// UT1's `MD5SUM.LST`), if it publishes one: a download that does not match it is
+    /// refused.
+    pub checksums: Option<String>,
     /// The folder it installs into.
     pub into: PathBuf,
 }
@@ -255,6 +260,9 @@ fn update_inner(feed: &Feed, options: &UpdateOptions) -> Result<Updated> {
             Validators::default()
         }
     };
+    if let Some(checksums) = &feed.checksums {
+        check_published_hash(feed, checksums, &download, staging.path(), options)?;
+    }
     refuse_web_page(&download)?;
     let lists = staging.path().join("lists");
     fs::create_dir(&lists).with_context(|| format!("cannot create {}", lists.display()))?;
@@ -275,6 +283,40 @@ fn update_inner(feed: &Feed, options: &UpdateOptions) -> Result<Updated> {
     write_version(&lists, &version)?;
     install(&lists, feed)?;
     Ok(Updated::Installed(counts))
+}
+
+/// Refuses a download that does not match the hash the feed's checksum list (fetched
+/// from `checksums` into `staging`) gives for the last segment of the feed's URL.
+fn check_published_hash(
+    feed: &Feed,
+    checksums: &str,
+    download: &Path,
+    staging: &Path,
+    options: &UpdateOptions,
+) -> Result<()> {
+    let list = staging.join("checksums");
+    match Source::parse(checksums)? {
+        Source::Http(url) => {
+            let no_validators = Validators::default();
+            fetch(&url, &list, 1 << 20, options.timeout, &no_validators)?;
+        }
+        Source::File(path) => {
+            fs::copy(&path, &list).with_context(|| format!("cannot copy {}", path.display()))?;
+        }
+    }
+    let text = fs::read_to_string(&list)
+        .map_err(|e| refused(format!("the checksum list {checksums} is not text: {e}")))?;
+    let name = feed
+        .url
+        .split(['?', '#'])
+        .next()
+        .and_then(|path| path.rsplit('/').find(|segment| !segment.is_empty()))
+        .unwrap_or(&feed.url);
+    let expected =
+        checksum::published_hash(&text, name).map_err(|e| refused(format!("{e} ({checksums})")))?;
+    checksum::verify_file(download, &expected)
+        .with_context(|| "cannot read the download".to_owned())?
+        .map_err(|e| refused(e.to_string()))
 }
 
 /// Refuses an HTML page served in place of the list (a portal, an error page with 200).
@@ -537,6 +579,7 @@ mod tests {
             name: "ads".to_owned(),
             format: FeedFormat::Hosts,
             url: "unused".to_owned(),
+            checksums: None,
             into: dir.path().join("ads"),
         };
         assert!(rollback(&feed).is_err(), "nothing to go back to");

@@ -342,10 +342,6 @@ impl SetTable {
         id
     }
 
-    fn len(&self) -> usize {
-        self.ranges.len()
-    }
-
     #[inline]
     fn get(&self, id: u32) -> &[ListId] {
         let (a, b) = self.ranges[id as usize];
@@ -364,6 +360,63 @@ enum SetIds {
     Wide(Vec<u32>),
 }
 
+impl SetIds {
+    /// Grows to `len` slots, new slots holding set 0 (the empty set).
+    fn resize(&mut self, len: usize) {
+        match self {
+            SetIds::Narrow(v) => v.resize(len, 0),
+            SetIds::Wide(v) => v.resize(len, 0),
+        }
+    }
+
+    /// Stores `set` at `slot`, widening to `u32` the first time a set id needs it.
+    fn set(&mut self, slot: usize, set: u32) {
+        if let SetIds::Narrow(narrow) = self {
+            match u16::try_from(set) {
+                Ok(small) => {
+                    narrow[slot] = small;
+                    return;
+                }
+                Err(_) => *self = SetIds::Wide(narrow.iter().map(|&v| u32::from(v)).collect()),
+            }
+        }
+        if let SetIds::Wide(wide) = self {
+            wide[slot] = set;
+        }
+    }
+}
+
+/// Calls `visit(fingerprint, lists holding it)` for every distinct fingerprint of the
+/// sorted, de-duplicated `lists` in ascending order; the list ids come in ascending
+/// order too. A k-way merge over a heap of one cursor per non-empty list.
+fn merge_sorted(lists: &[Vec<u64>], mut visit: impl FnMut(u64, &[ListId])) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut heap: BinaryHeap<Reverse<(u64, ListId, usize)>> = lists
+        .iter()
+        .enumerate()
+        .filter_map(|(id, list)| Some(Reverse((*list.first()?, id as ListId, 0))))
+        .collect();
+    let mut holders: Vec<ListId> = Vec::new();
+    while let Some(Reverse((fp, _, _))) = heap.peek().copied() {
+        holders.clear();
+        while let Some(mut top) = heap.peek_mut() {
+            let Reverse((next_fp, id, at)) = *top;
+            if next_fp != fp {
+                break;
+            }
+            holders.push(id);
+            match lists[usize::from(id)].get(at + 1) {
+                Some(&following) => *top = Reverse((following, id, at + 1)),
+                None => {
+                    std::collections::binary_heap::PeekMut::pop(top);
+                }
+            }
+        }
+        visit(fp, &holders);
+    }
+}
+
 /// The fingerprint table described in the module documentation.
 #[derive(Debug)]
 struct DomainTable {
@@ -376,10 +429,11 @@ struct DomainTable {
 
 impl DomainTable {
     /// Builds the table from each list's fingerprints (indexed by list id); returns it
-    /// and the number of distinct (domain, list) pairs. Memory at the peak is about 26
-    /// bytes a domain (the lists, all distinct fingerprints sorted, and the table's
-    /// keys), never a pair per entry: the keys come from the sorted distinct
-    /// fingerprints, then each list marks its slots with the interned set of lists.
+    /// and the number of distinct (domain, list) pairs. Memory at the peak is about 20
+    /// bytes a domain (the lists, 8, and the table, 12), never a copy of every
+    /// fingerprint: each list is sorted in place, then the sorted lists are merged
+    /// straight into the table's slots, each slot's value being the interned set of
+    /// lists that hold its fingerprint.
     fn build(mut lists: Vec<Vec<u64>>, sets: &mut SetTable) -> (DomainTable, usize) {
         let mut total = 0;
         for list in &mut lists {
@@ -387,80 +441,41 @@ impl DomainTable {
             list.dedup();
             total += list.len();
         }
-        let mut all: Vec<u64> = Vec::with_capacity(total);
-        for list in &lists {
-            all.extend_from_slice(list);
-        }
-        all.sort_unstable();
-        all.dedup();
-        let buckets = ((all.len() as f64 / LOAD_FACTOR) as u64).max(1);
-        // The table length: buckets plus the overflow of the last run, plus one free
-        // slot so every scan ends in bounds.
+        let mut distinct = 0usize;
+        merge_sorted(&lists, |_, _| distinct += 1);
+        let buckets = ((distinct as f64 / LOAD_FACTOR) as u64).max(1);
+        // Buckets plus one free slot so every scan ends in bounds; the overflow of the
+        // last run (a few slots) fits in the spare capacity without reallocating.
+        let mut keys = Vec::with_capacity(buckets as usize + 1025);
+        keys.resize(buckets as usize + 1, 0u64);
+        let mut values = SetIds::Narrow(Vec::with_capacity(keys.capacity()));
+        values.resize(keys.len());
+        let singles: Vec<u32> = (0..lists.len())
+            .map(|id| sets.intern(&[id as ListId]))
+            .collect();
         let mut next_free = 0usize;
-        for &fp in &all {
-            next_free = home(fp, buckets).max(next_free) + 1;
-        }
-        let mut keys = vec![0u64; (buckets as usize).max(next_free) + 1];
-        let mut next_free = 0usize;
-        for &fp in &all {
+        merge_sorted(&lists, |fp, holders| {
             let pos = home(fp, buckets).max(next_free);
+            if pos + 1 >= keys.len() {
+                keys.resize(pos + 2, 0);
+                values.resize(keys.len());
+            }
             keys[pos] = fp;
+            let set = match holders {
+                [one] => singles[usize::from(*one)],
+                many => sets.intern(many),
+            };
+            values.set(pos, set);
             next_free = pos + 1;
-        }
-        drop(all);
-        let mut table = DomainTable {
-            values: SetIds::Wide(vec![0u32; keys.len()]),
-            keys,
-            buckets,
-        };
-        table.mark_lists(&lists, sets);
-        drop(lists);
-        table.narrow(sets.len());
-        (table, total)
-    }
-
-    /// Sets every slot's value to the set of lists holding its fingerprint. Lists go in
-    /// ascending id order, so each set grows by its largest member and stays sorted.
-    fn mark_lists(&mut self, lists: &[Vec<u64>], sets: &mut SetTable) {
-        let SetIds::Wide(values) = &mut self.values else {
-            return;
-        };
-        let mut grown: HashMap<(u32, ListId), u32> = HashMap::new();
-        let mut scratch: Vec<ListId> = Vec::new();
-        for (id, list) in lists.iter().enumerate() {
-            if list.is_empty() {
-                continue;
-            }
-            let id = id as ListId;
-            let alone = sets.intern(&[id]);
-            for &fp in list {
-                let Some(slot) = find_slot(&self.keys, home(fp, self.buckets), fp) else {
-                    continue; // cannot happen: every listed fingerprint is a key
-                };
-                let old = values[slot];
-                values[slot] = if old == 0 {
-                    alone
-                } else {
-                    *grown.entry((old, id)).or_insert_with(|| {
-                        scratch.clear();
-                        scratch.extend_from_slice(sets.get(old));
-                        scratch.push(id);
-                        sets.intern(&scratch)
-                    })
-                };
-            }
-        }
-    }
-
-    /// Stores the values as `u16` when there are few enough sets (the common case).
-    fn narrow(&mut self, set_count: usize) {
-        if set_count > usize::from(u16::MAX) + 1 {
-            return;
-        }
-        if let SetIds::Wide(wide) = &self.values {
-            let narrow = wide.iter().map(|&v| v as u16).collect();
-            self.values = SetIds::Narrow(narrow);
-        }
+        });
+        (
+            DomainTable {
+                keys,
+                values,
+                buckets,
+            },
+            total,
+        )
     }
 
     /// Looks up `fp`, scanning from slot `i` (its home slot).

@@ -11,6 +11,8 @@
 //! installs a UT1 collection for `safegate lists import`, once, off the proxy's path.
 
 #[cfg(feature = "fetch")]
+pub mod checksum;
+#[cfg(feature = "fetch")]
 pub mod feed;
 #[cfg(feature = "fetch")]
 pub mod import;

@@ -84,9 +84,23 @@ pub struct FeedConfig {
     pub format: String,
     /// An http(s):// or file:// URL, or a local path.
     pub url: String,
+    /// Where the publisher's checksum list is (`md5sum` / `sha256sum` output, e.g.
+    /// UT1's `MD5SUM.LST`): a download that does not match it is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<String>,
     /// Where it installs; by default `blocklists/NAME` beside the policy's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub into: Option<PathBuf>,
+}
+
+/// Whether `address` is an http://, https:// or file:// URL or a path.
+fn is_feed_address(address: &str) -> bool {
+    let lower = address.to_ascii_lowercase();
+    let scheme_ok = !lower.contains("://")
+        || ["http://", "https://", "file://"]
+            .iter()
+            .any(|s| lower.starts_with(s));
+    !address.trim().is_empty() && scheme_ok
 }
 
 /// Feed formats accepted in `[[lists.feeds]]`.
@@ -158,19 +172,19 @@ impl ListsConfig {
                     ),
                 ));
             }
-            let url = feed.url.to_ascii_lowercase();
-            let scheme_ok = !url.contains("://")
-                || ["http://", "https://", "file://"]
-                    .iter()
-                    .any(|s| url.starts_with(s));
-            if feed.url.trim().is_empty() || !scheme_ok {
-                problems.push(ConfigProblem::new(
-                    format!("{key}.url"),
-                    format!(
-                        "{:?} is not a feed address: use http://, https://, file:// or a path",
-                        feed.url
-                    ),
-                ));
+            let addresses = [
+                ("url", Some(&feed.url)),
+                ("checksums", feed.checksums.as_ref()),
+            ];
+            for (field, address) in addresses {
+                if let Some(address) = address.filter(|a| !is_feed_address(a)) {
+                    problems.push(ConfigProblem::new(
+                        format!("{key}.{field}"),
+                        format!(
+                            "{address:?} is not a feed address: use http://, https://, file:// or a path"
+                        ),
+                    ));
+                }
             }
         }
         problems

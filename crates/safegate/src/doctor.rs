@@ -178,7 +178,7 @@ fn policy(path: &Path) -> Finding {
                 .filter(|c| c.domains + c.urls + c.expressions == 0)
                 .map(|c| c.name.as_str())
                 .collect();
-            let detail = format!(
+            let mut detail = format!(
                 "{} ({} lists, {} entries, {} unblocks, compiled in {} ms)",
                 path.display(),
                 stats.lists,
@@ -186,6 +186,14 @@ fn policy(path: &Path) -> Finding {
                 stats.unblocks,
                 stats.compile_time.as_millis()
             );
+            if let Some(first) = stats.optional_missing.first() {
+                detail.push_str(&format!(
+                    "; {} optional list sources are not installed yet (such as {}): \
+                     `safegate setup` or `safegate lists update` installs them",
+                    stats.optional_missing.len(),
+                    first.display()
+                ));
+            }
             if empty.is_empty() {
                 Finding::ok("policy", detail)
             } else {

@@ -72,6 +72,7 @@ pub fn feeds(lists: &ListsConfig, policy_file: &Path) -> Vec<Feed> {
                 name: config.name.clone(),
                 format: FeedFormat::parse(&config.format)?,
                 url: config.url.clone(),
+                checksums: config.checksums.clone(),
                 into: config
                     .into
                     .clone()
@@ -79,6 +80,15 @@ pub fn feeds(lists: &ListsConfig, policy_file: &Path) -> Vec<Feed> {
             })
         })
         .collect()
+}
+
+/// "1 category", "25 categories".
+pub fn category_count(count: usize) -> String {
+    if count == 1 {
+        "1 category".to_owned()
+    } else {
+        format!("{count} categories")
+    }
 }
 
 /// The feeds `--feed` names (all without it); an unknown name is an error.
@@ -137,8 +147,8 @@ pub fn update(args: &UpdateArgs) -> Result<()> {
                 changed = true;
                 let total: u64 = counts.values().sum();
                 println!(
-                    "{name}: installed {} categories, {total} entries",
-                    counts.len()
+                    "{name}: installed {}, {total} entries",
+                    category_count(counts.len())
                 );
             }
             Err(error) => {

@@ -18,11 +18,7 @@ use safegate_store::password;
 use safegate_store::users::{Permission, normalise_name};
 
 use crate::settings::{Config, ConfigArgs};
-use crate::setup_lists;
-
-/// Where the category lists come from unless `--lists-from` says otherwise: the
-/// Université Toulouse Capitole collection (UT1), as used by squidGuard and e2guardian.
-pub const UT1_URL: &str = "https://dsi.ut-capitole.fr/blacklists/download/blacklists.tar.gz";
+use crate::setup_lists::{self, UT1_URL};
 
 /// `safegate setup`
 #[derive(Debug, Args)]

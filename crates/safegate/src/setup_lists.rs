@@ -9,8 +9,15 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use safegate_lists::feed::{Feed, FeedFormat, Updated};
 
-use crate::lists_command::{feeds, update_feeds};
+use crate::lists_command::{category_count, feeds, update_feeds};
 use crate::settings::Config;
+
+/// Where the category lists come from unless `--lists-from` says otherwise: the
+/// Université Toulouse Capitole collection (UT1), as used by squidGuard and e2guardian.
+pub const UT1_URL: &str = "https://dsi.ut-capitole.fr/blacklists/download/blacklists.tar.gz";
+
+/// The MD5 checksums UT1 publishes beside its archives (`md5sum` output).
+pub const UT1_CHECKSUMS: &str = "https://dsi.ut-capitole.fr/blacklists/download/MD5SUM.LST";
 
 /// Updates the configured feeds, or installs UT1 from `from` once when there are none.
 pub fn update_now(config: &Config, from: &str) -> Result<()> {
@@ -28,8 +35,8 @@ pub fn update_now(config: &Config, from: &str) -> Result<()> {
             Ok(Updated::Installed(categories)) => {
                 let entries: u64 = categories.values().sum();
                 println!(
-                    "category lists: {name} installed ({} categories, {entries} entries)",
-                    categories.len()
+                    "category lists: {name} installed ({}, {entries} entries)",
+                    category_count(categories.len())
                 );
             }
             Err(error) => {
@@ -45,7 +52,12 @@ pub fn update_now(config: &Config, from: &str) -> Result<()> {
         println!(
             "category lists: to keep them current, add to the configuration:\n\
              [lists]\nschedule = \"daily 03:30\"\n[[lists.feeds]]\nname = \"ut1\"\n\
-             format = \"ut1\"\nurl = \"{from}\""
+             format = \"ut1\"\nurl = \"{from}\"{checksums}",
+            checksums = if from == UT1_URL {
+                format!("\nchecksums = \"{UT1_CHECKSUMS}\"")
+            } else {
+                String::new()
+            }
         );
     }
     Ok(())
@@ -58,6 +70,7 @@ fn ut1_feed(policy_file: &Path, from: &str) -> Result<Feed> {
         name: "ut1".to_owned(),
         format: FeedFormat::Ut1.to_string(),
         url: from.to_owned(),
+        checksums: (from == UT1_URL).then(|| UT1_CHECKSUMS.to_owned()),
         into: None,
     });
     feeds(&lists, policy_file)
