@@ -133,7 +133,10 @@ impl IndexBuilder {
     }
 
     /// Adds the domains staged with [`stage`](Self::stage) to list `id`.
-    pub fn add_staged(&mut self, id: ListId, staged: StagedDomains) {
+    pub fn add_staged(&mut self, id: ListId, mut staged: StagedDomains) {
+        // The vector grew by doubling: give back the spare capacity (up to half of it)
+        // before the table is built beside it. Shrinking a large block is done in place.
+        staged.0.shrink_to_fit();
         let list = list_domains(&mut self.domains, id);
         if list.is_empty() {
             *list = staged.0;
