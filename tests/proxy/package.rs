@@ -184,7 +184,11 @@ fn configure(dns: SocketAddr, site: &Site) {
         edited.contains(feed),
         "the package configuration has no UT1 feed"
     );
-    let edited = edited.replace(feed, "url = \"http://127.0.0.1:9/blacklists.tar.gz\"");
+    let sums = "checksums = \"https://dsi.ut-capitole.fr/blacklists/download/MD5SUM.LST\"";
+    assert!(edited.contains(sums), "the UT1 feed has no checksums");
+    let edited = edited
+        .replace(feed, "url = \"http://127.0.0.1:9/blacklists.tar.gz\"")
+        .replace(sums, "checksums = \"http://127.0.0.1:9/MD5SUM.LST\"");
     let mut edited = edited;
     edited.push_str(&format!(
         "\n[upstream]\nallow_loopback = true\n\n[upstream.dns]\nservers = [\"{dns}\"]\n\
@@ -480,7 +484,8 @@ async fn the_package_configuration_differs_from_the_reference_only_where_it_says
         "--set",
         "lists.schedule=\"daily 03:30\"",
         "--set",
-        "lists.feeds=[{name=\"ut1\",format=\"ut1\",url=\"https://dsi.ut-capitole.fr/blacklists/download/blacklists.tar.gz\"}]",
+        "lists.feeds=[{name=\"ut1\",format=\"ut1\",url=\"https://dsi.ut-capitole.fr/blacklists/download/blacklists.tar.gz\",\
+         checksums=\"https://dsi.ut-capitole.fr/blacklists/download/MD5SUM.LST\"}]",
     ])
     .await;
     assert!(status.success(), "{err}");
