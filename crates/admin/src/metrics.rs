@@ -602,6 +602,8 @@ pub struct ProxyAuthCounts {
     /// A user logged in (portal) or seen (proxy credentials) at a second address while
     /// still at another.
     pub concurrent_logins: u64,
+    /// Directory log-ins (`[auth.ldap]`) that found no directory server answering.
+    pub directory_unreachable: u64,
 }
 
 /// Whatever keeps the proxy authentication counters; read at scrape time, so it
@@ -640,7 +642,9 @@ impl ProxyAuthCollector {
                  passwords; \"challenged\": no credentials where log-in is required (407, \
                  normal for a browser's first request); \"busy\": too many log-ins waiting \
                  for a password check (503); \"portal_login\": a log-in through the login \
-                 portal (its failures count as \"failed\" and \"rate_limited\").",
+                 portal (its failures count as \"failed\" and \"rate_limited\"); \
+                 \"directory_unreachable\": a directory log-in (auth.ldap) found no server \
+                 answering (a log-in verified within auth.ldap.cache_ttl keeps working).",
                 &["result"],
             )?,
             users: Spec::gauge(
@@ -687,6 +691,7 @@ impl Collector for ProxyAuthCollector {
                 (&["challenged"], c.challenged as f64),
                 (&["busy"], c.busy as f64),
                 (&["portal_login"], c.portal_logins as f64),
+                (&["directory_unreachable"], c.directory_unreachable as f64),
             ]),
             self.users.one(c.users as f64),
             self.cached.one(c.cached_credentials as f64),
@@ -1200,6 +1205,7 @@ mod tests {
             portal_logins: 5,
             portal_sessions: 2,
             concurrent_logins: 1,
+            directory_unreachable: 0,
         };
         metrics
             .register(Box::new(

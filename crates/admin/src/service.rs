@@ -176,6 +176,7 @@ impl ProxyAuthSource for Authenticator {
             portal_logins: stats.portal_logins,
             portal_sessions: self.portal_sessions() as u64,
             concurrent_logins: stats.concurrent_logins,
+            directory_unreachable: stats.directory_unreachable,
         }
     }
 }

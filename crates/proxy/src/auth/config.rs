@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use safegate_policy::Role;
 use serde::{Deserialize, Serialize};
 
+use super::directory::LdapConfig;
 use crate::config::ConfigProblem;
 
 /// `[auth]`.
@@ -41,6 +42,10 @@ pub struct AuthConfig {
     /// What a portal log-in from a second address does while the user is still logged
     /// in on another: `allow`, `deny` or `latest-wins`.
     pub concurrent_logins: ConcurrentLogins,
+    /// Log-ins of people who are not SafeGate users, checked against LDAP / Active
+    /// Directory ([`super::directory`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ldap: Option<LdapConfig>,
 }
 
 /// `auth.portal`: which unidentified clients are sent to the login page.
@@ -83,6 +88,7 @@ impl Default for AuthConfig {
             portal: PortalMode::default(),
             portal_idle_timeout: Duration::from_secs(30 * 60),
             concurrent_logins: ConcurrentLogins::default(),
+            ldap: None,
         }
     }
 }
@@ -163,6 +169,9 @@ impl AuthConfig {
             if value == 0 {
                 problems.push(ConfigProblem::new(key, "must be at least 1"));
             }
+        }
+        if let Some(ldap) = &self.ldap {
+            problems.extend(ldap.validate());
         }
         problems
     }

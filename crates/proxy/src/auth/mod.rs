@@ -36,6 +36,7 @@
 mod basic;
 mod cache;
 mod config;
+pub mod directory;
 mod identity;
 pub mod portal;
 mod rate_limit;
@@ -57,6 +58,7 @@ use tracing::{debug, info, warn};
 
 pub use self::basic::Malformed;
 pub use self::config::{AuthConfig, Binding, BindingConfig, ConcurrentLogins, Grant, PortalMode};
+pub use self::directory::{Directory, DirectoryError, GroupMapping, LdapConfig};
 pub use self::identity::Identity;
 pub use self::portal::{ConcurrentLoginEvent, ConcurrentOutcome, LoginSource, TokenPurpose};
 pub use self::table::{UserEntry, UserTable};
@@ -107,6 +109,10 @@ pub enum Refusal {
     /// Too many log-ins are waiting for a password check.
     #[error("too many log-ins waiting for a password check")]
     Busy,
+    /// The directory (`[auth.ldap]`) cannot be reached and the log-in was not verified
+    /// recently enough to keep working without it.
+    #[error("the directory cannot be reached")]
+    DirectoryDown,
 }
 
 impl Refusal {
@@ -158,6 +164,14 @@ impl Refusal {
                 "SafeGate is busy checking passwords. Try again in a moment.".to_owned(),
                 Some(1),
             ),
+            Refusal::DirectoryDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "proxy-auth-directory-down",
+                "SafeGate cannot reach the school's directory to check your password. \
+                 Try again in a minute; if it goes on, tell the IT technician."
+                    .to_owned(),
+                Some(30),
+            ),
         };
         let mut response = error_page::page(status, reason, target, &explanation);
         let headers = response.headers_mut();
@@ -204,6 +218,8 @@ pub struct AuthStats {
     /// A user logged in (portal) or seen (proxy credentials) at a second address
     /// while still at another ([`Authenticator::concurrent_login_events`]).
     pub concurrent_logins: u64,
+    /// Directory log-ins that found no directory server answering.
+    pub directory_unreachable: u64,
 }
 
 #[derive(Default)]
@@ -217,6 +233,7 @@ struct Counters {
     busy: AtomicU64,
     portal_logins: AtomicU64,
     concurrent_logins: AtomicU64,
+    directory_unreachable: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -241,16 +258,33 @@ pub enum Check {
 pub struct Verification {
     peer: IpAddr,
     key: u64,
-    entry: Arc<UserEntry>,
+    target: Target,
     password: String,
     reservation: Reservation,
+}
+
+/// Whose password a [`Verification`] checks.
+enum Target {
+    /// A SafeGate user (Argon2).
+    Local(Arc<UserEntry>),
+    /// A person in the directory (`[auth.ldap]`), by the name given.
+    Directory(Arc<str>),
+}
+
+impl Target {
+    fn name(&self) -> &str {
+        match self {
+            Target::Local(entry) => &entry.name,
+            Target::Directory(name) => name,
+        }
+    }
 }
 
 impl fmt::Debug for Verification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verification")
             .field("peer", &self.peer)
-            .field("user", &self.entry.name)
+            .field("user", &self.target.name())
             .field("password", &"<hidden>")
             .finish_non_exhaustive()
     }
@@ -273,6 +307,7 @@ pub struct Authenticator {
     token_key: TokenKey,
     events: EventLog,
     seen: SeenAt,
+    directory: Option<Arc<Directory>>,
 }
 
 impl Default for Authenticator {
@@ -296,7 +331,15 @@ impl Authenticator {
     /// checking passwords through `checks` (the process's one pool).
     pub fn new(config: &AuthConfig, checks: Arc<CheckPool>) -> Result<Self, Vec<ConfigProblem>> {
         let bindings = config.bindings()?;
-        Ok(Self::build(config, bindings, checks))
+        let directory = config
+            .ldap
+            .as_ref()
+            .map(Directory::new)
+            .transpose()
+            .map_err(|e| vec![ConfigProblem::new("auth.ldap", e.to_string())])?;
+        let mut authenticator = Self::build(config, bindings, checks);
+        authenticator.directory = directory.map(Arc::new);
+        Ok(authenticator)
     }
 
     fn build(config: &AuthConfig, bindings: Vec<Binding>, checks: Arc<CheckPool>) -> Self {
@@ -319,6 +362,7 @@ impl Authenticator {
             token_key: TokenKey::random(),
             events: EventLog::default(),
             seen: SeenAt::new(config.credential_cache_ttl),
+            directory: None,
         }
     }
 
@@ -381,6 +425,7 @@ impl Authenticator {
             busy: read(&c.busy),
             portal_logins: read(&c.portal_logins),
             concurrent_logins: read(&c.concurrent_logins),
+            directory_unreachable: read(&c.directory_unreachable),
         }
     }
 
@@ -430,17 +475,16 @@ impl Authenticator {
         let key = self.cache.key(token);
         let users = self.users.load();
         let hit = self.cache.lookup(key, now, |name, generation| {
-            users
+            let local = users
                 .get(name)
                 .filter(|entry| entry.generation == generation && !entry.disabled)
-                .map(|entry| identity_of(entry, IdentifiedBy::ProxyAuth))
+                .map(Arc::clone);
+            local.or_else(|| self.directory.as_ref()?.known(name, generation))
         });
-        if let Some(Some(identity)) = hit {
+        if let Some(Some(entry)) = hit {
             bump(&self.counters.cache_hits);
-            if let Some(name) = identity.user.as_deref().and_then(|n| users.get(n)) {
-                self.note_proxy_user(&name.name, peer, now);
-            }
-            return Check::Known(identity);
+            self.note_proxy_user(&entry.name, peer, now);
+            return Check::Known(identity_of(&entry, IdentifiedBy::ProxyAuth));
         }
         bump(&self.counters.cache_misses);
         let credentials = match basic::decode(token) {
@@ -449,6 +493,9 @@ impl Authenticator {
         };
         let entry = users.get(&credentials.user).cloned();
         drop(users);
+        if entry.is_none() && self.directory.is_some() {
+            return self.directory_check(peer, key, credentials, now);
+        }
         let reservation = match self.reserve(peer, entry.as_ref(), now) {
             Ok(reservation) => reservation,
             Err(refusal) => {
@@ -469,10 +516,41 @@ impl Authenticator {
         Check::Verify(Verification {
             peer,
             key,
-            entry,
+            target: Target::Local(entry),
             password: credentials.password,
             reservation,
         })
+    }
+
+    /// A log-in by a name that is not a SafeGate user, with a directory configured:
+    /// reserved against the failure limits (per address and per name, which also
+    /// keeps a guesser from locking the person's directory account), then verified.
+    fn directory_check(
+        &self,
+        peer: IpAddr,
+        key: u64,
+        credentials: basic::Credentials,
+        now: Instant,
+    ) -> Check {
+        let name: Arc<str> = Arc::from(credentials.user.to_ascii_lowercase());
+        let probe = Arc::new(UserEntry {
+            name: Arc::clone(&name),
+            role: safegate_policy::Role::Pupil,
+            group: None,
+            password_hash: Arc::from(""),
+            disabled: false,
+            generation: 0,
+        });
+        match self.reserve(peer, Some(&probe), now) {
+            Ok(reservation) => Check::Verify(Verification {
+                peer,
+                key,
+                target: Target::Directory(name),
+                password: credentials.password,
+                reservation,
+            }),
+            Err(refusal) => Check::Refused(refusal),
+        }
     }
 
     /// Reserves a password check from `peer` (as `entry`'s user, when it exists)
@@ -510,10 +588,18 @@ impl Authenticator {
         let Verification {
             peer,
             key,
-            entry,
+            target,
             password,
             reservation,
         } = verification;
+        let entry = match target {
+            Target::Local(entry) => entry,
+            Target::Directory(name) => {
+                return self
+                    .verify_in_directory(peer, key, &name, &password, reservation)
+                    .await;
+            }
+        };
         let verified = self.argon2(peer, &entry, password).await?;
         let now = Instant::now();
         if verified {
@@ -527,6 +613,82 @@ impl Authenticator {
             info!(client = %peer, user = %entry.name, "proxy log-in failed: wrong password");
             self.failed(peer, Some(&entry.name), reservation.fail(now));
             Err(Refusal::WrongPassword)
+        }
+    }
+
+    /// Checks a directory person's password (see [`directory`]); when no server
+    /// answers, a log-in verified within `auth.ldap.cache_ttl` with the same
+    /// credentials keeps working, else `unreachable_role` applies or it is refused.
+    async fn verify_in_directory(
+        &self,
+        peer: IpAddr,
+        key: u64,
+        name: &Arc<str>,
+        password: &str,
+        reservation: Reservation,
+    ) -> Result<Identity, Refusal> {
+        let Some(directory) = &self.directory else {
+            return Err(Refusal::UnknownUser);
+        };
+        let now = Instant::now();
+        let result = directory.authenticate(name, password).await;
+        let refusal = match result {
+            Ok(user) => {
+                let entry = directory.remember(name, &user, key);
+                self.cache
+                    .insert(key, Arc::clone(&entry.name), entry.generation, now);
+                bump(&self.counters.verified);
+                info!(client = %peer, user = %entry.name, role = entry.role.as_str(), group = ?entry.group, "proxy log-in (directory)");
+                self.note_proxy_user(&entry.name, peer, now);
+                return Ok(identity_of(&entry, IdentifiedBy::ProxyAuth));
+            }
+            Err(DirectoryError::Unreachable(why)) => {
+                bump(&self.counters.directory_unreachable);
+                return self.directory_down(directory, peer, key, name, &why);
+            }
+            Err(DirectoryError::Busy) => {
+                bump(&self.counters.busy);
+                return Err(Refusal::Busy);
+            }
+            Err(DirectoryError::UnknownUser) => {
+                directory.forget(name);
+                Refusal::UnknownUser
+            }
+            Err(DirectoryError::WrongPassword) => Refusal::WrongPassword,
+            Err(DirectoryError::Unmatched) => Refusal::UnknownUser,
+        };
+        info!(client = %peer, user = %name, reason = %refusal, "proxy log-in failed (directory)");
+        self.failed(peer, Some(name), reservation.fail(now));
+        Err(refusal)
+    }
+
+    /// The answer for a directory log-in when no server answers.
+    fn directory_down(
+        &self,
+        directory: &Directory,
+        peer: IpAddr,
+        key: u64,
+        name: &Arc<str>,
+        why: &str,
+    ) -> Result<Identity, Refusal> {
+        if let Some(entry) = directory.recall(name, key) {
+            warn!(client = %peer, user = %name, %why, "directory unreachable: a log-in verified earlier keeps working (auth.ldap.cache_ttl)");
+            return Ok(identity_of(&entry, IdentifiedBy::ProxyAuth));
+        }
+        match directory.unreachable_role() {
+            Some(role) => {
+                warn!(client = %peer, user = %name, %why, role = role.as_str(), "directory unreachable: log-in not checked, browsing with auth.ldap.unreachable_role");
+                Ok(Identity {
+                    role,
+                    group: None,
+                    user: None,
+                    identified_by: IdentifiedBy::Default,
+                })
+            }
+            None => {
+                warn!(client = %peer, user = %name, %why, "directory unreachable: log-in refused");
+                Err(Refusal::DirectoryDown)
+            }
         }
     }
 

@@ -1,0 +1,593 @@
+//! `[auth.ldap]`: proxy log-ins of people who are not SafeGate users, checked against
+//! the school's LDAP directory or Active Directory (a bind as the person), their role
+//! and group taken from their directory groups.
+//!
+//! A check: connect to the first server that answers (`ldaps://`, or `ldap://` with
+//! StartTLS; certificates verified against `ca_file` or the usual public roots), bind
+//! as the search account, find the person with `user_filter`, bind as them with the
+//! password given, then read their groups (`memberOf`, or a search with
+//! `group_filter`) and take the first `[[auth.ldap.groups]]` mapping they are in.
+//! Every step has the `timeout` deadline; at most [`MAX_CHECKS`] checks run at once.
+//!
+//! The proxy's credential cache keeps a verified log-in as for local users, so the
+//! directory sees one bind per person per `auth.credential_cache_ttl`. People checked
+//! are also remembered here (bounded): when no server answers, a log-in verified within
+//! `cache_ttl` with the same credentials keeps working; past it `unreachable_role`
+//! applies (or the log-in is refused).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
+use rustls::pki_types::pem::PemObject;
+use safegate_policy::Role;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use super::table::UserEntry;
+use crate::config::ConfigProblem;
+
+/// Most directory checks running at once; more wait for [`Directory::timeout`], then
+/// are refused as busy.
+pub const MAX_CHECKS: usize = 16;
+
+/// Most people remembered for `cache_ttl` (the oldest check is forgotten first).
+const REMEMBERED: usize = 100_000;
+
+/// LDAP result code for a wrong password (RFC 4511 invalidCredentials).
+const INVALID_CREDENTIALS: u32 = 49;
+
+/// `[auth.ldap]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// Servers in the order tried: `ldaps://dc1.school.local` or `ldap://...` (with
+    /// `starttls`).
+    pub servers: Vec<String>,
+    /// Upgrade `ldap://` connections with StartTLS (required for `ldap://` servers
+    /// unless `allow_plain` is set).
+    #[serde(default)]
+    pub starttls: bool,
+    /// Send passwords over plain `ldap://` without StartTLS (a lab only).
+    #[serde(default)]
+    pub allow_plain: bool,
+    /// PEM file of the certificate authority that signed the servers' certificates
+    /// (default: the public roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The search account's DN.
+    pub bind_dn: String,
+    /// The search account's password, or ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_password: Option<String>,
+    /// ... a file holding it (first line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_password_file: Option<PathBuf>,
+    /// Where people are searched (subtree).
+    pub base_dn: String,
+    /// The person's entry; `{user}` is the log-in name (escaped).
+    #[serde(default = "default_user_filter")]
+    pub user_filter: String,
+    /// Groups found by a search (`{dn}` is the person's DN, escaped) under `base_dn`
+    /// instead of the person's `memberOf` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_filter: Option<String>,
+    /// Deadline of each step (connect, bind, search).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long a verified log-in keeps working while no server answers.
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Role of people in none of the mapped groups (unset: they are refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmatched_role: Option<String>,
+    /// Role of a log-in that cannot be checked because no server answers and it was
+    /// not verified within `cache_ttl` (unset: refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_role: Option<String>,
+    /// Directory groups to role and group; the first group the person is in wins.
+    #[serde(default)]
+    pub groups: Vec<GroupMapping>,
+}
+
+/// One `[[auth.ldap.groups]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMapping {
+    /// The directory group's DN.
+    pub dn: String,
+    /// `pupil`, `staff` or `filter-admin`.
+    pub role: String,
+    /// SafeGate group within the role, e.g. `year6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+fn default_user_filter() -> String {
+    "(&(objectClass=person)(|(sAMAccountName={user})(uid={user})))".to_owned()
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+
+impl LdapConfig {
+    /// Every problem, with its key under `auth.ldap`.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            problems.push(ConfigProblem::new(format!("auth.ldap.{key}"), message));
+        };
+        if self.servers.is_empty() {
+            problem(
+                "servers",
+                "name at least one server, e.g. \"ldaps://dc1.school.local\"".into(),
+            );
+        }
+        for (i, server) in self.servers.iter().enumerate() {
+            let lower = server.to_ascii_lowercase();
+            if lower.starts_with("ldap://") {
+                if !self.starttls && !self.allow_plain {
+                    problem(
+                        &format!("servers[{i}]"),
+                        format!(
+                            "{server} would send passwords unencrypted: use ldaps://, or set starttls = true"
+                        ),
+                    );
+                }
+            } else if !lower.starts_with("ldaps://") {
+                problem(
+                    &format!("servers[{i}]"),
+                    format!("{server:?} is not an LDAP address: use ldaps://HOST or ldap://HOST"),
+                );
+            }
+        }
+        if self.bind_password.is_some() == self.bind_password_file.is_some() {
+            problem(
+                "bind_password",
+                "set one of bind_password and bind_password_file".into(),
+            );
+        }
+        if !self.user_filter.contains("{user}") {
+            problem("user_filter", "must contain {user}, the log-in name".into());
+        }
+        if self
+            .group_filter
+            .as_ref()
+            .is_some_and(|f| !f.contains("{dn}"))
+        {
+            problem("group_filter", "must contain {dn}, the person's DN".into());
+        }
+        if self.timeout.is_zero() {
+            problem("timeout", "must be longer than 0 (e.g. \"5s\")".into());
+        }
+        let roles = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (format!("groups[{i}].role"), Some(&g.role)));
+        let roles = roles.chain([
+            ("unmatched_role".to_owned(), self.unmatched_role.as_ref()),
+            (
+                "unreachable_role".to_owned(),
+                self.unreachable_role.as_ref(),
+            ),
+        ]);
+        for (key, role) in roles {
+            if let Some(role) = role.filter(|r| r.parse::<Role>().is_err()) {
+                problem(
+                    &key,
+                    format!("{role:?} is not a role: use pupil, staff or filter-admin"),
+                );
+            }
+        }
+        problems
+    }
+}
+
+/// Why a directory check did not let the person in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    /// The directory has no such person (or several).
+    #[error("no such person in the directory")]
+    UnknownUser,
+    /// The directory refused the password.
+    #[error("wrong password")]
+    WrongPassword,
+    /// In none of the mapped groups, and `unmatched_role` is unset.
+    #[error("in none of the directory groups mapped to a role")]
+    Unmatched,
+    /// No server answered, or the search account was refused.
+    #[error("the directory cannot be reached: {0}")]
+    Unreachable(String),
+    /// Too many checks waiting.
+    #[error("too many directory checks waiting")]
+    Busy,
+}
+
+/// A person the directory let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    /// Role from the first mapped group.
+    pub role: Role,
+    /// Group from that mapping.
+    pub group: Option<String>,
+}
+
+/// The directory client and the people it remembers. See the module documentation.
+pub struct Directory {
+    config: LdapConfig,
+    bind_password: String,
+    tls: Arc<rustls::ClientConfig>,
+    mappings: Vec<(String, Role, Option<String>)>,
+    unmatched_role: Option<Role>,
+    unreachable_role: Option<Role>,
+    slots: Semaphore,
+    remembered: Mutex<HashMap<Arc<str>, Remembered>>,
+    generation: AtomicU64,
+}
+
+/// A person verified before: for cache hits and for when no server answers.
+struct Remembered {
+    entry: Arc<UserEntry>,
+    credential: u64,
+    verified: Instant,
+}
+
+/// The directory could not be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectorySetupError {
+    /// A file named in `[auth.ldap]` could not be read.
+    #[error("auth.ldap: cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA file holds no usable certificate.
+    #[error("auth.ldap.ca_file {0}: no certificate in it could be used")]
+    NoCertificate(PathBuf),
+}
+
+impl Directory {
+    /// The client for a validated `config`: reads the bind password and CA files.
+    pub fn new(config: &LdapConfig) -> Result<Self, DirectorySetupError> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| DirectorySetupError::Read {
+                path: path.clone(),
+                source,
+            })
+        };
+        let bind_password = match (&config.bind_password, &config.bind_password_file) {
+            (Some(password), _) => password.clone(),
+            (None, Some(path)) => {
+                let text = String::from_utf8_lossy(&read(path)?).into_owned();
+                text.lines().next().unwrap_or_default().to_owned()
+            }
+            (None, None) => String::new(),
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        match &config.ca_file {
+            Some(path) => {
+                let pem = read(path)?;
+                let certs =
+                    rustls::pki_types::CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(DirectorySetupError::NoCertificate(path.clone()));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+        .map_err(|_| {
+            DirectorySetupError::NoCertificate(config.ca_file.clone().unwrap_or_default())
+        })?;
+        let role = |name: &Option<String>| name.as_deref().and_then(|r| r.parse::<Role>().ok());
+        Ok(Self {
+            mappings: config
+                .groups
+                .iter()
+                .filter_map(|g| Some((normalise_dn(&g.dn), g.role.parse().ok()?, g.group.clone())))
+                .collect(),
+            unmatched_role: role(&config.unmatched_role),
+            unreachable_role: role(&config.unreachable_role),
+            config: config.clone(),
+            bind_password,
+            tls: Arc::new(tls),
+            slots: Semaphore::new(MAX_CHECKS),
+            remembered: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(1 << 62),
+        })
+    }
+
+    /// `unreachable_role`, parsed.
+    pub fn unreachable_role(&self) -> Option<Role> {
+        self.unreachable_role
+    }
+
+    /// Checks `name` and `password` with the directory (bounded, with deadlines).
+    pub async fn authenticate(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<DirectoryUser, DirectoryError> {
+        // An empty password is an "unauthenticated bind", which LDAP servers accept.
+        if password.is_empty() {
+            return Err(DirectoryError::WrongPassword);
+        }
+        let _slot = tokio::time::timeout(self.config.timeout, self.slots.acquire())
+            .await
+            .map_err(|_| DirectoryError::Busy)?
+            .map_err(|_| DirectoryError::Busy)?;
+        let mut last = String::from("no server is configured");
+        for server in &self.config.servers {
+            match self.check_on(server, name, password).await {
+                Err(Step::Down(why)) => {
+                    warn!(server = %server, %why, "directory server did not answer; trying the next");
+                    last = format!("{server}: {why}");
+                }
+                Err(Step::Refused(error)) => return Err(error),
+                Ok(groups) => return self.map_groups(&groups),
+            }
+        }
+        Err(DirectoryError::Unreachable(last))
+    }
+
+    /// The first mapping among `groups` (normalised DNs), or `unmatched_role`.
+    fn map_groups(&self, groups: &[String]) -> Result<DirectoryUser, DirectoryError> {
+        let found = self
+            .mappings
+            .iter()
+            .find(|(dn, _, _)| groups.iter().any(|g| g == dn));
+        match (found, self.unmatched_role) {
+            (Some((_, role, group)), _) => Ok(DirectoryUser {
+                role: *role,
+                group: group.clone(),
+            }),
+            (None, Some(role)) => Ok(DirectoryUser { role, group: None }),
+            (None, None) => Err(DirectoryError::Unmatched),
+        }
+    }
+
+    /// One server: the person's groups (normalised DNs), or why not.
+    async fn check_on(
+        &self,
+        server: &str,
+        name: &str,
+        password: &str,
+    ) -> Result<Vec<String>, Step> {
+        let timeout = self.config.timeout;
+        let settings = LdapConnSettings::new()
+            .set_conn_timeout(timeout)
+            .set_config(Arc::clone(&self.tls))
+            .set_starttls(
+                self.config.starttls && server.to_ascii_lowercase().starts_with("ldap://"),
+            );
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, server)
+            .await
+            .map_err(|e| Step::Down(e.to_string()))?;
+        let driver = tokio::spawn(async move {
+            if let Err(error) = conn.drive().await {
+                debug!(%error, "directory connection ended");
+            }
+        });
+        let result = self.check_with(&mut ldap, name, password, timeout).await;
+        let _ = tokio::time::timeout(timeout, ldap.unbind()).await;
+        driver.abort();
+        result
+    }
+
+    async fn check_with(
+        &self,
+        ldap: &mut ldap3::Ldap,
+        name: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<Vec<String>, Step> {
+        let down = |e: ldap3::LdapError| Step::Down(e.to_string());
+        ldap.with_timeout(timeout)
+            .simple_bind(&self.config.bind_dn, &self.bind_password)
+            .await
+            .map_err(down)?
+            .success()
+            .map_err(|e| Step::Down(format!("the search account was refused: {e}")))?;
+        let filter = self
+            .config
+            .user_filter
+            .replace("{user}", &ldap_escape(name));
+        let (entries, _) = ldap
+            .with_timeout(timeout)
+            .search(
+                &self.config.base_dn,
+                Scope::Subtree,
+                &filter,
+                vec!["memberOf"],
+            )
+            .await
+            .map_err(down)?
+            .success()
+            .map_err(down)?;
+        let [entry] = entries.as_slice() else {
+            debug!(
+                user = name,
+                found = entries.len(),
+                "directory log-in: not exactly one person found"
+            );
+            return Err(Step::Refused(DirectoryError::UnknownUser));
+        };
+        let person = SearchEntry::construct(entry.clone());
+        let bound = ldap
+            .with_timeout(timeout)
+            .simple_bind(&person.dn, password)
+            .await
+            .map_err(down)?;
+        match bound.rc {
+            0 => {}
+            INVALID_CREDENTIALS => return Err(Step::Refused(DirectoryError::WrongPassword)),
+            _ => return Err(Step::Down(format!("bind as {}: {bound}", person.dn))),
+        }
+        let groups = match &self.config.group_filter {
+            None => person.attrs.get("memberOf").cloned().unwrap_or_default(),
+            Some(group_filter) => {
+                // Back to the search account: the person may not read group entries.
+                ldap.with_timeout(timeout)
+                    .simple_bind(&self.config.bind_dn, &self.bind_password)
+                    .await
+                    .map_err(down)?
+                    .success()
+                    .map_err(down)?;
+                let filter = group_filter.replace("{dn}", &ldap_escape(person.dn.as_str()));
+                let (found, _) = ldap
+                    .with_timeout(timeout)
+                    .search(&self.config.base_dn, Scope::Subtree, &filter, vec!["1.1"])
+                    .await
+                    .map_err(down)?
+                    .success()
+                    .map_err(down)?;
+                found
+                    .into_iter()
+                    .map(|e| SearchEntry::construct(e).dn)
+                    .collect()
+            }
+        };
+        Ok(groups.iter().map(|g| normalise_dn(g)).collect())
+    }
+
+    /// Remembers `name` as verified now with credential `credential`; the entry to
+    /// cache (a new generation each time).
+    pub fn remember(&self, name: &str, user: &DirectoryUser, credential: u64) -> Arc<UserEntry> {
+        let name: Arc<str> = Arc::from(name.to_ascii_lowercase());
+        let entry = Arc::new(UserEntry {
+            name: Arc::clone(&name),
+            role: user.role,
+            group: user.group.clone(),
+            password_hash: Arc::from(""),
+            disabled: false,
+            generation: self.generation.fetch_add(1, Ordering::Relaxed),
+        });
+        let mut remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let full = remembered.len() >= REMEMBERED && !remembered.contains_key(&name);
+        // Full (a very large school): the oldest check goes; a scan, once per log-in.
+        let oldest = full
+            .then(|| remembered.iter().min_by_key(|(_, r)| r.verified))
+            .flatten()
+            .map(|(n, _)| Arc::clone(n));
+        if let Some(oldest) = oldest {
+            remembered.remove(&oldest);
+        }
+        remembered.insert(
+            name,
+            Remembered {
+                entry: Arc::clone(&entry),
+                credential,
+                verified: Instant::now(),
+            },
+        );
+        entry
+    }
+
+    /// The entry remembered for `name` if it has `generation` (a credential-cache hit).
+    pub fn known(&self, name: &str, generation: u64) -> Option<Arc<UserEntry>> {
+        let remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        remembered
+            .get(name)
+            .filter(|r| r.entry.generation == generation)
+            .map(|r| Arc::clone(&r.entry))
+    }
+
+    /// The entry for `name` verified with `credential` within `cache_ttl`: used when
+    /// no server answers.
+    pub fn recall(&self, name: &str, credential: u64) -> Option<Arc<UserEntry>> {
+        let remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        remembered
+            .get(name.to_ascii_lowercase().as_str())
+            .filter(|r| r.credential == credential && r.verified.elapsed() <= self.config.cache_ttl)
+            .map(|r| Arc::clone(&r.entry))
+    }
+
+    /// Forgets `name` (the directory no longer has them).
+    pub fn forget(&self, name: &str) {
+        let mut remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        remembered.remove(name.to_ascii_lowercase().as_str());
+    }
+}
+
+/// How one server's check ended short of the groups.
+enum Step {
+    /// Try the next server.
+    Down(String),
+    /// The answer: stop here.
+    Refused(DirectoryError),
+}
+
+/// A DN for comparison: lower case, no spaces around `,` and `=`.
+fn normalise_dn(dn: &str) -> String {
+    dn.split(',')
+        .map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("="))
+        .collect::<Vec<_>>()
+        .join(",")
+        .to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_compare_without_case_or_spaces() {
+        assert_eq!(
+            normalise_dn("CN=Year 6, OU=Groups ,DC=School"),
+            "cn=year 6,ou=groups,dc=school"
+        );
+    }
+
+    #[test]
+    fn plain_ldap_and_missing_fields_are_problems() {
+        let config: LdapConfig = toml::from_str(
+            r#"servers = ["ldap://dc1", "http://x"]
+               bind_dn = "cn=sg"
+               base_dn = "dc=school"
+               user_filter = "(uid=x)"
+               unmatched_role = "teacher"
+               groups = [{ dn = "cn=y6", role = "pupil", group = "year6" }]"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+        let text = text.join("\n");
+        for needle in [
+            "servers[0]",
+            "servers[1]",
+            "bind_password",
+            "user_filter",
+            "unmatched_role",
+        ] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+    }
+}
