@@ -12,6 +12,7 @@ pub mod origin;
 pub mod process;
 pub mod raw;
 pub mod receivers;
+pub mod slapd;
 
 use std::future::Future;
 use std::time::Duration;

@@ -127,7 +127,7 @@ pub(crate) fn cheap_hash(password: &str) -> String {
 }
 
 /// A client of `safegate` sending `user:password` as proxy credentials.
-fn client_as(safegate: &SafeGate, user: &str, password: &str) -> reqwest::Client {
+pub(crate) fn client_as(safegate: &SafeGate, user: &str, password: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .proxy(
             reqwest::Proxy::all(safegate.proxy_url())
@@ -140,7 +140,7 @@ fn client_as(safegate: &SafeGate, user: &str, password: &str) -> reqwest::Client
 }
 
 /// Status, `x-safegate-reason` (or `x-safegate-rule`), and body of a GET.
-async fn get(client: &reqwest::Client, url: &str) -> (u16, String, String) {
+pub(crate) async fn get(client: &reqwest::Client, url: &str) -> (u16, String, String) {
     let response = client.get(url).send().await.unwrap();
     let status = response.status().as_u16();
     let header = |name| {

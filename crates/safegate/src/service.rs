@@ -108,8 +108,13 @@ fn open_state(config: &Config) -> Result<State> {
     let policy = safegate_reload::load_initial(&config.policy.file, config.lists.checks())?;
     let password_checks = Arc::new(CheckPool::default());
     let auth = Arc::new(
-        Authenticator::new(&config.auth, Arc::clone(&password_checks))
-            .map_err(|problems| anyhow::anyhow!("auth: {} problem(s)", problems.len()))?,
+        Authenticator::new(&config.auth, Arc::clone(&password_checks)).map_err(|problems| {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect();
+            anyhow::anyhow!("{}", lines.join("\n"))
+        })?,
     );
     let store = Store::open_with_cache(&config.data_dir, config.store.cache_mib)
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;

@@ -246,7 +246,7 @@ struct Remembered {
 #[derive(Debug, thiserror::Error)]
 pub enum DirectorySetupError {
     /// A file named in `[auth.ldap]` could not be read.
-    #[error("auth.ldap: cannot read {path}: {source}")]
+    #[error("cannot read {path}: {source}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -254,7 +254,7 @@ pub enum DirectorySetupError {
         source: std::io::Error,
     },
     /// The CA file holds no usable certificate.
-    #[error("auth.ldap.ca_file {0}: no certificate in it could be used")]
+    #[error("ca_file {0}: no certificate in it could be used")]
     NoCertificate(PathBuf),
 }
 
