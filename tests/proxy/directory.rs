@@ -3,13 +3,15 @@
 //! their directory group (the first server in the list is down: failover), a wrong
 //! password, a disabled person and a person in no mapped group are refused, a local
 //! SafeGate user still logs in; with the directory stopped, a log-in verified before
-//! keeps working and one never verified is told the directory cannot be reached.
+//! keeps working, one never verified is told the directory cannot be reached, and the
+//! technician gets a system notice.
 //!
 //! Needs Debian's `slapd` (`apt-get install slapd`); skipped without it unless
 //! `SAFEGATE_REQUIRE_OPS_TOOLS` is set (by `.ci/run`), where that fails the test.
 
 use crate::auth::{World, client_as, get, metric, records_after_stop};
 use crate::kit::bounded;
+use crate::kit::receivers::Webhook;
 use crate::kit::slapd::{self, BASE, BIND_DN, BIND_PASSWORD, Slapd};
 
 /// Whether slapd is here; says why the test is skipped (or fails where required).
@@ -52,11 +54,14 @@ async fn directory_people_log_in_with_their_groups_and_survive_an_outage() {
             .seed_users(&[("local.admin", "staff", None, "local-pw")])
             .await;
         let ldap = ldap_set(&slapd);
+        let webhook = Webhook::start().await;
+        let hook = format!("delivery.webhook_url={:?}", webhook.url);
         let safegate = world
             .safegate(&[
                 "auth.required=true",
                 "auth.credential_cache_ttl=\"1s\"",
                 &ldap,
+                &hook,
             ])
             .await;
         let bet = world.url("bet.test", "/headers");
@@ -105,6 +110,19 @@ async fn directory_people_log_in_with_their_groups_and_survive_an_outage() {
         assert_eq!(status, 503, "{body}");
         assert_eq!(reason, "proxy-auth-directory-down");
         assert!(body.contains("cannot reach the school"), "{body}");
+        // The technician is told (here through the webhook), once.
+        let told = crate::ops::poll("a directory-unreachable notice", || async {
+            let notices: Vec<serde_json::Value> = webhook
+                .bodies()
+                .iter()
+                .filter_map(|body| serde_json::from_str::<serde_json::Value>(body).ok())
+                .filter(|value| value["system"]["kind"] == "directory_unreachable")
+                .collect();
+            (!notices.is_empty()).then_some(notices)
+        })
+        .await;
+        let summary = told[0]["system"]["summary"].as_str().unwrap_or_default();
+        assert!(summary.contains("cannot be reached"), "{summary}");
 
         let records = records_after_stop(safegate, &world.data_dir()).await;
         let by = |user: &str| records.iter().find(|r| r.user.as_deref() == Some(user));

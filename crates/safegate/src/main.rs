@@ -19,6 +19,7 @@ mod audit_command;
 mod ca_command;
 mod check;
 mod cli;
+mod directory_watch;
 mod doctor;
 mod feed_updates;
 mod finding;

@@ -299,6 +299,13 @@ fn start_tasks(
         },
         shutdown,
     )?;
+    if config.auth.ldap.is_some() {
+        crate::directory_watch::spawn(
+            Arc::clone(&auth),
+            alerting.notices.clone(),
+            shutdown.clone(),
+        );
+    }
     let users_follower =
         store_users::spawn_follower(store.clone(), users_watch, auth, shutdown.clone());
     let reload_now = Arc::new(tokio::sync::Notify::new());
