@@ -16,9 +16,10 @@
 //! applies (or the log-in is refused).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
@@ -35,8 +36,12 @@ use crate::config::ConfigProblem;
 /// are refused as busy.
 pub const MAX_CHECKS: usize = 16;
 
-/// Most people remembered for `cache_ttl` (the oldest check is forgotten first).
+/// Most people remembered for `cache_ttl` (the oldest check of a shard is forgotten
+/// first).
 const REMEMBERED: usize = 100_000;
+
+/// Shards of the people remembered.
+const SHARDS: usize = 16;
 
 /// LDAP result code for a wrong password (RFC 4511 invalidCredentials).
 const INVALID_CREDENTIALS: u32 = 49;
@@ -231,9 +236,14 @@ pub struct Directory {
     unmatched_role: Option<Role>,
     unreachable_role: Option<Role>,
     slots: Semaphore,
-    remembered: Mutex<HashMap<Arc<str>, Remembered>>,
+    /// Shards chosen by name: a credential-cache hit takes one shard's read lock.
+    remembered: Box<[RwLock<RememberedShard>]>,
+    shard_keys: RandomState,
     generation: AtomicU64,
 }
+
+/// People remembered, by lower-case name.
+type RememberedShard = HashMap<Arc<str>, Remembered>;
 
 /// A person verified before: for cache hits and for when no server answers.
 struct Remembered {
@@ -309,7 +319,8 @@ impl Directory {
             bind_password,
             tls: Arc::new(tls),
             slots: Semaphore::new(MAX_CHECKS),
-            remembered: Mutex::new(HashMap::new()),
+            remembered: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            shard_keys: RandomState::new(),
             generation: AtomicU64::new(1 << 62),
         })
     }
@@ -480,10 +491,10 @@ impl Directory {
             generation: self.generation.fetch_add(1, Ordering::Relaxed),
         });
         let mut remembered = self
-            .remembered
-            .lock()
+            .shard(&name)
+            .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let full = remembered.len() >= REMEMBERED && !remembered.contains_key(&name);
+        let full = remembered.len() >= REMEMBERED / SHARDS && !remembered.contains_key(&name);
         // Full (a very large school): the oldest check goes; a scan, once per log-in.
         let oldest = full
             .then(|| remembered.iter().min_by_key(|(_, r)| r.verified))
@@ -506,8 +517,8 @@ impl Directory {
     /// The entry remembered for `name` if it has `generation` (a credential-cache hit).
     pub fn known(&self, name: &str, generation: u64) -> Option<Arc<UserEntry>> {
         let remembered = self
-            .remembered
-            .lock()
+            .shard(name)
+            .read()
             .unwrap_or_else(PoisonError::into_inner);
         remembered
             .get(name)
@@ -518,23 +529,31 @@ impl Directory {
     /// The entry for `name` verified with `credential` within `cache_ttl`: used when
     /// no server answers.
     pub fn recall(&self, name: &str, credential: u64) -> Option<Arc<UserEntry>> {
+        let name = name.to_ascii_lowercase();
         let remembered = self
-            .remembered
-            .lock()
+            .shard(&name)
+            .read()
             .unwrap_or_else(PoisonError::into_inner);
         remembered
-            .get(name.to_ascii_lowercase().as_str())
+            .get(name.as_str())
             .filter(|r| r.credential == credential && r.verified.elapsed() <= self.config.cache_ttl)
             .map(|r| Arc::clone(&r.entry))
     }
 
     /// Forgets `name` (the directory no longer has them).
     pub fn forget(&self, name: &str) {
+        let name = name.to_ascii_lowercase();
         let mut remembered = self
-            .remembered
-            .lock()
+            .shard(&name)
+            .write()
             .unwrap_or_else(PoisonError::into_inner);
-        remembered.remove(name.to_ascii_lowercase().as_str());
+        remembered.remove(name.as_str());
+    }
+
+    /// The shard holding `name` (lower-case).
+    fn shard(&self, name: &str) -> &RwLock<RememberedShard> {
+        let index = self.shard_keys.hash_one(name) as usize % SHARDS;
+        &self.remembered[index]
     }
 }
 
