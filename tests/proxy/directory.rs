@@ -65,6 +65,19 @@ async fn directory_people_log_in_with_their_groups_and_survive_an_outage() {
             ])
             .await;
         let bet = world.url("bet.test", "/headers");
+
+        // doctor connects to each server as the search account: one answers, the
+        // dead first one is named (no spare for failover).
+        let doctor_sets = [
+            "--set".to_owned(),
+            ldap.clone(),
+            "--set".to_owned(),
+            format!("data_dir={:?}", world.data_dir().display().to_string()),
+        ];
+        let doctor_args: Vec<&str> = doctor_sets.iter().map(String::as_str).collect();
+        let (_, out) = crate::ops::doctor(&doctor_args).await;
+        assert!(out.contains("WARN  directory"), "{out}");
+        assert!(out.contains(&format!("{} answered", slapd.url())), "{out}");
         let school = world.url("school.test", "/headers");
 
         // Alice is in Year6: a pupil of year6, gambling blocked; Tom is staff.
@@ -98,6 +111,10 @@ async fn directory_people_log_in_with_their_groups_and_survive_an_outage() {
         // The directory goes away: Alice's verified log-in keeps working once her cached
         // credentials lapse (auth.ldap.cache_ttl), counted as an unreachable directory.
         slapd.stop().await;
+        let (ok, out) = crate::ops::doctor(&doctor_args).await;
+        assert!(!ok, "{out}");
+        assert!(out.contains("FAIL  directory"), "{out}");
+        assert!(out.contains("no directory server answered"), "{out}");
         let unreachable = "safegate_proxy_auth_total{result=\"directory_unreachable\"}";
         crate::ops::poll("a log-in checked while the directory is down", || async {
             let (status, _, body) = get(&alice, &school).await;

@@ -66,3 +66,57 @@ fn notify(failed: u64, notices: Option<&mpsc::Sender<SystemNotice>>) {
         warn!("system notice queue full: a notice was not sent");
     }
 }
+
+/// `safegate doctor`'s directory check (`[auth.ldap]`): every server is connected to
+/// and the search account binds; one answering server is enough (OK, with a WARN
+/// line naming any that does not), none is a FAIL.
+pub fn doctor_finding(config: &safegate_proxy::auth::LdapConfig) -> crate::finding::Finding {
+    use crate::finding::Finding;
+    let fix = "check auth.ldap.servers (ldaps:// and the port), ca_file (the CA that \
+               signed the servers' certificates), bind_dn and its password; SafeGate's \
+               log names each failed log-in";
+    let directory = match safegate_proxy::auth::Directory::new(config) {
+        Ok(directory) => directory,
+        Err(error) => return Finding::fail("directory", format!("auth.ldap: {error}"), fix),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return Finding::fail("directory", format!("cannot check: {error}"), fix),
+    };
+    let results = runtime.block_on(directory.probe());
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(server, result)| result.as_ref().err().map(|why| format!("{server}: {why}")))
+        .collect();
+    let answered: Vec<&str> = results
+        .iter()
+        .filter(|(_, result)| result.is_ok())
+        .map(|(server, _)| server.as_str())
+        .collect();
+    match (answered.is_empty(), failed.is_empty()) {
+        (false, true) => Finding::ok(
+            "directory",
+            format!(
+                "{} answered; the search account is accepted",
+                answered.join(", ")
+            ),
+        ),
+        (false, false) => Finding::warn(
+            "directory",
+            format!(
+                "{} answered, but not {} (failover has no spare)",
+                answered.join(", "),
+                failed.join("; ")
+            ),
+            fix,
+        ),
+        (true, _) => Finding::fail(
+            "directory",
+            format!("no directory server answered: {}", failed.join("; ")),
+            fix,
+        ),
+    }
+}

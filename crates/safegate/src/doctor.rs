@@ -69,6 +69,9 @@ pub fn examine(path: &Path, overrides: &[String]) -> Vec<Finding> {
     findings.extend(written(&config));
     findings.extend(crate::unit_check::findings(path, &config));
     findings.push(ca(&config.data_dir));
+    if let Some(ldap) = &config.auth.ldap {
+        findings.push(crate::directory_watch::doctor_finding(ldap));
+    }
     findings.extend(listeners(&config));
     findings.extend(metrics_token(&config));
     findings.push(open_files(config.proxy.max_connections));

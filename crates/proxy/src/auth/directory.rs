@@ -358,6 +358,59 @@ impl Directory {
         Err(DirectoryError::Unreachable(last))
     }
 
+    /// Connects to every server and binds as the search account (for `safegate
+    /// doctor`): per server, `Ok` or why not.
+    pub async fn probe(&self) -> Vec<(String, Result<(), String>)> {
+        let mut results = Vec::new();
+        for server in &self.config.servers {
+            let result = match self.connect(server).await {
+                Ok((mut ldap, driver)) => {
+                    let bound = ldap
+                        .with_timeout(self.config.timeout)
+                        .simple_bind(&self.config.bind_dn, &self.bind_password)
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| {
+                            r.success()
+                                .map(|_| ())
+                                .map_err(|e| format!("the search account was refused: {e}"))
+                        });
+                    let _ = tokio::time::timeout(self.config.timeout, ldap.unbind()).await;
+                    driver.abort();
+                    bound
+                }
+                Err(Step::Down(why)) => Err(why),
+                Err(Step::Refused(error)) => Err(error.to_string()),
+            };
+            results.push((server.clone(), result));
+        }
+        results
+    }
+
+    /// A connection to `server` (TLS as configured, within the deadline) and the task
+    /// driving it.
+    async fn connect(
+        &self,
+        server: &str,
+    ) -> Result<(ldap3::Ldap, tokio::task::JoinHandle<()>), Step> {
+        let timeout = self.config.timeout;
+        let settings = LdapConnSettings::new()
+            .set_conn_timeout(timeout)
+            .set_config(Arc::clone(&self.tls))
+            .set_starttls(
+                self.config.starttls && server.to_ascii_lowercase().starts_with("ldap://"),
+            );
+        let (conn, ldap) = LdapConnAsync::with_settings(settings, server)
+            .await
+            .map_err(|e| Step::Down(e.to_string()))?;
+        let driver = tokio::spawn(async move {
+            if let Err(error) = conn.drive().await {
+                debug!(%error, "directory connection ended");
+            }
+        });
+        Ok((ldap, driver))
+    }
+
     /// The first mapping among `groups` (normalised DNs), or `unmatched_role`.
     fn map_groups(&self, groups: &[String]) -> Result<DirectoryUser, DirectoryError> {
         let found = self
@@ -382,20 +435,7 @@ impl Directory {
         password: &str,
     ) -> Result<Vec<String>, Step> {
         let timeout = self.config.timeout;
-        let settings = LdapConnSettings::new()
-            .set_conn_timeout(timeout)
-            .set_config(Arc::clone(&self.tls))
-            .set_starttls(
-                self.config.starttls && server.to_ascii_lowercase().starts_with("ldap://"),
-            );
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, server)
-            .await
-            .map_err(|e| Step::Down(e.to_string()))?;
-        let driver = tokio::spawn(async move {
-            if let Err(error) = conn.drive().await {
-                debug!(%error, "directory connection ended");
-            }
-        });
+        let (mut ldap, driver) = self.connect(server).await?;
         let result = self.check_with(&mut ldap, name, password, timeout).await;
         let _ = tokio::time::timeout(timeout, ldap.unbind()).await;
         driver.abort();
