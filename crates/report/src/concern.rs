@@ -31,6 +31,9 @@ pub struct ConcernContext<'a> {
     pub exported_by: &'a str,
     /// When, Unix microseconds.
     pub exported_at_unix_micros: u64,
+    /// A link back to the alert, shown on screen only (the web interface's
+    /// `/alerts/{id}`; none in a file).
+    pub back_link: Option<&'a str>,
 }
 
 const STYLE: &str = r#"
@@ -40,7 +43,8 @@ h2 { font-size: 1.05em; margin: 1.1em 0 0.3em; border-bottom: 2px solid #2b5797;
 .confidential { font-weight: bold; color: #a4000f; letter-spacing: 0.03em; }
 table { border-collapse: collapse; width: 100%; font-size: 0.92em; }
 th, td { border: 1px solid #c8c8c8; padding: 0.2em 0.4em; text-align: left; vertical-align: top; }
-table.facts th { width: 9em; background: #eef2f8; }
+table.facts th { width: 10.5em; background: #eef2f8; }
+.screen { background: #eef2f8; padding: 0.4em 0.6em; border-radius: 4px; }
 thead th { background: #eef2f8; }
 .term { font-family: ui-monospace, Menlo, Consolas, monospace; word-break: break-all; }
 .note { color: #555; font-size: 0.88em; }
@@ -48,6 +52,7 @@ thead th { background: #eef2f8; }
 .write { border: 1px solid #c8c8c8; height: 5.5em; margin-bottom: 0.4em; padding: 0.2em 0.4em; color: #555; font-size: 0.85em; }
 @page { size: A4; margin: 1.4cm; }
 @media print {
+  .screen { display: none; }
   body { margin: 0; max-width: none; font-size: 9.5pt; }
   tr, .write { page-break-inside: avoid; }
   h2 { page-break-after: avoid; }
@@ -91,6 +96,17 @@ fn computers(evidence: &[Record]) -> Vec<String> {
         .collect()
 }
 
+/// `Wednesday 18 November 2026, 13:05` in school time.
+fn long_time(micros: u64, tz: &TimeZone) -> String {
+    jiff::Timestamp::from_microsecond(i64::try_from(micros).unwrap_or(i64::MAX))
+        .map(|ts| {
+            tz.to_datetime(ts)
+                .strftime("%A %-d %B %Y, %H:%M")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 fn outcome_words(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Allowed => "allowed",
@@ -113,6 +129,14 @@ pub fn render(alert: &Alert, context: &ConcernContext<'_>) -> String {
         esc(&title),
         esc(&title),
     );
+    if let Some(back) = context.back_link {
+        let _ = write!(
+            page,
+            "<p class=\"screen\"><a href=\"{}\">Back to the alert</a>. Print this page, or \
+             save it as PDF from the print dialogue, for the school's safeguarding system.</p>",
+            html_escape::encode_double_quoted_attribute(back)
+        );
+    }
     if let Some(school) = context.school {
         let _ = write!(page, "<p>{}</p>", esc(school));
     }
@@ -165,12 +189,12 @@ fn facts(page: &mut String, alert: &Alert, tz: &TimeZone) {
     let when = if alert.occurrences > 1 {
         format!(
             "{} to {} ({} times)",
-            local_text(alert.first_at_unix_micros, tz),
-            local_text(alert.last_at_unix_micros, tz),
+            long_time(alert.first_at_unix_micros, tz),
+            long_time(alert.last_at_unix_micros, tz),
             alert.occurrences
         )
     } else {
-        local_text(alert.first_at_unix_micros, tz)
+        long_time(alert.first_at_unix_micros, tz)
     };
     row(page, "When", &when);
     row(page, "What", kind_words(alert.kind));
@@ -332,9 +356,17 @@ mod tests {
                 timezone: &london,
                 exported_by: "head",
                 exported_at_unix_micros: at + 120_000_000,
+                back_link: Some("/alerts/35"),
             },
         );
         assert!(html.contains("10.0.3.57 (30 records)"), "{html}");
+        assert!(html.contains("<a href=\"/alerts/35\">Back to the alert</a>"));
+        assert!(
+            html.contains(
+                "Wednesday 18 November 2026, 11:06 to Wednesday 18 November 2026, 11:07 (30 times)"
+            ),
+            "{html}"
+        );
         assert!(html.contains("Worrying words in a search"));
         assert!(html.contains("St Mary's &lt;Primary&gt;"));
         assert!(html.contains("spoke to &lt;i&gt;the class teacher&lt;/i&gt;"));

@@ -65,6 +65,7 @@ pub async fn concern_record(
         Some(shown) => format!("{shown} ({})", session.user),
         None => session.user.clone(),
     };
+    let back = format!("/alerts/{}", alert.id);
     let page = concern::render(
         &alert,
         &ConcernContext {
@@ -72,6 +73,7 @@ pub async fn concern_record(
             timezone: &tz,
             exported_by: &exported_by,
             exported_at_unix_micros: now,
+            back_link: Some(&back),
         },
     );
     let mut response = (StatusCode::OK, page).into_response();
