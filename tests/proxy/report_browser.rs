@@ -229,6 +229,7 @@ async fn the_background_line_and_the_concern_record_in_a_browser() {
         browser.goto(&format!("{admin}/reports")).await;
         let listed = browser.wait_for_text("2026-W47").await;
         assert!(listed.contains(&format!("alert {id}, ")), "{listed}");
+        browser.screenshot("reports-page-lists-everything").await;
         browser
             .click("a[href='/reports/file/safegate-report-2026-W47.html']")
             .await;
@@ -246,6 +247,10 @@ async fn the_background_line_and_the_concern_record_in_a_browser() {
         browser
             .element_screenshot("#sites ~ table", "report-background-line")
             .await;
+        browser
+            .script("document.getElementById('sites').scrollIntoView(); return 0")
+            .await;
+        browser.screenshot("report-websites-visited").await;
 
         browser.goto(&format!("{admin}/alerts/{id}")).await;
         browser

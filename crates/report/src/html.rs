@@ -324,14 +324,19 @@ fn sites(page: &mut String, report: &WeeklyReport) {
     for group in &report.sites {
         let _ = write!(
             page,
-            "<h3>{}{} — {} requests</h3>",
+            "<h3>{}{} — {} requests{}</h3>",
             esc(&group.role),
             if group.group.is_empty() {
                 String::new()
             } else {
                 format!(" / {}", esc(&group.group))
             },
-            group.requests
+            group.requests,
+            if group.background.requests > 0 {
+                format!(", {} of them background", group.background.requests)
+            } else {
+                String::new()
+            }
         );
         table_head(
             page,

@@ -95,11 +95,12 @@ pub fn run(action: &ReportAction) -> Result<()> {
     };
     let files = safegate_report::write_files(&report, &out)?;
     println!(
-        "weekly report {} ({} to {}): {} requests, {} searches ({} flagged), {} alerts",
+        "weekly report {} ({} to {}): {} requests ({} background), {} searches ({} flagged), {} alerts",
         report.week,
         report.first_day,
         report.last_day,
         report.summary.requests,
+        report.summary.background_requests,
         report.summary.searches,
         report.summary.flagged_searches,
         report.summary.alerts_high + report.summary.alerts_medium + report.summary.alerts_low
