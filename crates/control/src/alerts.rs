@@ -138,7 +138,8 @@ pub fn execute(store: &Store, request: &AlertsRequest) -> Result<(Vec<u8>, Strin
                     school: school.as_deref(),
                     timezone: &tz,
                     exported_by: by,
-                    exported_at_unix_micros: crate::dispatch::now_micros(),
+                    exported_at_unix_micros: u64::try_from(jiff::Timestamp::now().as_microsecond())
+                        .unwrap_or(0),
                     back_link: None,
                 },
             );
