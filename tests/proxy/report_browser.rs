@@ -99,6 +99,13 @@ async fn seed(data_dir: &Path) -> u64 {
             engine: "google".into(),
             terms: "how to hurt myself <script>alert(1)</script>".into(),
         });
+        if i == 1 {
+            // A tracking URL kilobytes long still fits the record.
+            search.path = Some(format!(
+                "/search?q=how+to+hurt+myself&ei={}",
+                "x".repeat(4000)
+            ));
+        }
         evidence.push(search);
     }
     records.extend(evidence.iter().cloned());
@@ -135,12 +142,22 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-/// Pages of a PDF, from its page objects.
+/// Pages of a PDF: its page objects, checked against the page tree's count.
 fn pdf_pages(pdf: &[u8]) -> usize {
     let text = String::from_utf8_lossy(pdf);
-    text.match_indices("/Type /Page")
+    let objects = text
+        .match_indices("/Type /Page")
         .filter(|(at, _)| !text[at + 11..].starts_with('s'))
-        .count()
+        .count();
+    if let Some(count) = text
+        .split("/Count ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        assert_eq!(count, objects, "page tree and page objects disagree");
+    }
+    objects
 }
 
 async fn sign_in(browser: &Browser, admin: &str, user: &str) {

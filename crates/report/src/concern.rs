@@ -19,6 +19,9 @@ use crate::local_text;
 
 /// Evidence records shown on the record.
 pub const EVIDENCE_ROWS: usize = 20;
+/// Characters of an evidence address or search shown (a tracking URL can be
+/// kilobytes long; SafeGate keeps it whole).
+pub const EVIDENCE_CHARS: usize = 160;
 
 /// What the record says beyond the alert.
 #[derive(Debug, Clone)]
@@ -46,6 +49,12 @@ th, td { border: 1px solid #c8c8c8; padding: 0.2em 0.4em; text-align: left; vert
 table.facts th { width: 10.5em; background: #eef2f8; }
 .screen { background: #eef2f8; padding: 0.4em 0.6em; border-radius: 4px; }
 thead th { background: #eef2f8; }
+table.evidence { table-layout: fixed; }
+table.evidence th:nth-child(1) { width: 6.5em; }
+table.evidence th:nth-child(2) { width: 6.5em; }
+table.evidence th:nth-child(4) { width: 26%; }
+table.evidence th:nth-child(5) { width: 4.5em; }
+td.search { overflow-wrap: anywhere; }
 .term { font-family: ui-monospace, Menlo, Consolas, monospace; word-break: break-all; }
 .note { color: #555; font-size: 0.88em; }
 .high { color: #a4000f; font-weight: bold; }
@@ -222,22 +231,26 @@ fn evidence(page: &mut String, alert: &Alert, tz: &TimeZone) {
     let mut records: Vec<&Record> = alert.evidence.iter().collect();
     records.sort_by_key(|r| r.at_unix_micros);
     page.push_str(
-        "<table><thead><tr><th>When</th><th>Computer</th><th>Site and address</th>\
+        "<table class=\"evidence\"><thead><tr><th>When</th><th>Computer</th><th>Site and address</th>\
          <th>Search</th><th>Result</th></tr></thead><tbody>",
     );
     for record in records.iter().take(EVIDENCE_ROWS) {
         let search = record
             .search
             .as_ref()
-            .map(|s| format!("{} ({})", s.terms, s.engine))
+            .map(|s| format!("{} ({})", shorten(&s.terms), s.engine))
             .unwrap_or_default();
+        let address = shorten(&format!(
+            "{}{}",
+            record.host,
+            record.path.as_deref().unwrap_or("")
+        ));
         let _ = write!(
             page,
-            "<tr><td>{}</td><td>{}</td><td class=\"term\">{}{}</td><td class=\"term\">{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"term\">{}</td><td class=\"search\">{}</td><td>{}</td></tr>",
             esc(&local_text(record.at_unix_micros, tz)),
             esc(&record.client.to_string()),
-            esc(&record.host),
-            esc(record.path.as_deref().unwrap_or("")),
+            esc(&address),
             esc(&search),
             outcome_words(record.outcome),
         );
@@ -250,6 +263,14 @@ fn evidence(page: &mut String, alert: &Alert, tz: &TimeZone) {
             records.len() - EVIDENCE_ROWS,
             alert.id
         );
+    }
+}
+
+/// `text` cut to [`EVIDENCE_CHARS`] characters, with `…` when cut.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(EVIDENCE_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
     }
 }
 
