@@ -370,6 +370,45 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Saves a PNG of the element `css` alone (scrolled into view) as
+    /// `target/screenshots/<name>.png`; returns the path.
+    pub async fn element_screenshot(&self, css: &str, name: &str) -> PathBuf {
+        let id = self.element(css).await;
+        let encoded = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/element/{id}/screenshot"),
+                None,
+            )
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().unwrap_or_default())
+            .unwrap();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+        path
+    }
+
+    /// The page printed to PDF on A4 (WebDriver's print), as the browser's print
+    /// dialog would with the page's print styles.
+    pub async fn print_pdf(&self) -> Vec<u8> {
+        let encoded = self
+            .call(
+                reqwest::Method::POST,
+                "/print",
+                Some(json!({ "page": { "width": 21.0, "height": 29.7 }, "background": false })),
+            )
+            .await;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().unwrap_or_default())
+            .unwrap()
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         // Ending the session closes Chromium; ChromeDriver is killed with its handle.

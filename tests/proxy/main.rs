@@ -31,6 +31,7 @@ mod package;
 mod policy;
 mod portal;
 mod report;
+mod report_browser;
 mod safety;
 mod setup;
 mod transparent;

@@ -1389,8 +1389,90 @@ block = []
                 .await
                 .unwrap();
             assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+            the_concern_record_is_printable_and_listed(admin, &client, id).await;
         })
         .await;
+    }
+
+    /// The alert's printable concern record (escaped, with the notes, audited) and the
+    /// Reports page listing everything in the reports folder.
+    async fn the_concern_record_is_printable_and_listed(
+        admin: &Admin,
+        client: &reqwest::Client,
+        id: u64,
+    ) {
+        // The printable concern record: escaped, with the notes, and audited.
+        let response = client
+            .get(admin.url(&format!("/alerts/{id}/record")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let record = response.text().await.unwrap();
+        assert!(
+            record.contains(&format!("Safeguarding concern record: alert {id}")),
+            "{record}"
+        );
+        assert!(record.contains("parents informed") && record.contains("spoke to the pupil"));
+        assert!(
+            record.contains("\"&gt;&lt;script&gt;x&lt;/script&gt;"),
+            "{record}"
+        );
+        assert!(record.contains("searched for &lt;img src=x onerror=alert(1)&gt;"));
+        assert!(
+            !record.contains("<script>") && !record.contains("<img"),
+            "{record}"
+        );
+        let last = admin.store.audit_entries(1, 10).unwrap().pop().unwrap();
+        assert_eq!(last.action, AuditAction::HistoryViewed);
+        assert_eq!(last.subject, "pupil7");
+        assert_eq!(last.actor, "head");
+        let missing = client
+            .get(admin.url("/alerts/999/record"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+        // The Reports page lists everything in the reports folder (made by the
+        // scheduler, the command line or the page), nothing hidden.
+        let folder = admin._dir.path().join("reports");
+        std::fs::create_dir_all(&folder).unwrap();
+        for name in [
+            format!("safegate-concern-alert-{id}-2026-11-18.html"),
+            "safegate-report-2026-W47.html".to_owned(),
+            "safegate-report-2026-W47-background.csv".to_owned(),
+            "safegate-report-2026-W47-pseudonymised.html".to_owned(),
+            ".safegate-report-2026-W47.mailed".to_owned(),
+        ] {
+            std::fs::write(folder.join(name), "<p>x</p>").unwrap();
+        }
+        let page = client
+            .get(admin.url("/reports"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains(&format!("alert {id}, 2026-11-18")), "{page}");
+        assert!(page.contains("2026-W47-pseudonymised") && page.contains("W47-background.csv"));
+        assert!(!page.contains(".mailed"), "{page}");
+        let file = client
+            .get(admin.url(&format!(
+                "/reports/file/safegate-concern-alert-{id}-2026-11-18.html"
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(file.status(), StatusCode::OK);
+        let hidden = client
+            .get(admin.url("/reports/file/.safegate-report-2026-W47.mailed"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(hidden.status(), StatusCode::NOT_FOUND);
     }
 }
 

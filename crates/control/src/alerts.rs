@@ -1,6 +1,7 @@
-//! `safegate alerts list|show|ack|close`, the part that runs where the database is: the
-//! [`AlertsRequest`] sent over the control socket, and [`execute`], which lists, shows
-//! or changes alerts and writes them for people (school time) or as JSON.
+//! `safegate alerts list|show|ack|close|export`, the part that runs where the database
+//! is: the [`AlertsRequest`] sent over the control socket, and [`execute`], which lists,
+//! shows or changes alerts and writes them for people (school time) or as JSON, or
+//! renders one as a printable concern record (`safegate_report::concern`).
 
 use std::fmt::Write as _;
 
@@ -47,6 +48,18 @@ pub enum AlertsRequest {
         /// The school's time zone.
         timezone: String,
     },
+    /// One alert as a printable concern record (HTML).
+    Export {
+        /// Its id.
+        id: u64,
+        /// Who exports it, named on the record.
+        by: String,
+        /// The school's name, if the policy gives one.
+        #[serde(default)]
+        school: Option<String>,
+        /// The school's time zone.
+        timezone: String,
+    },
 }
 
 impl AlertsRequest {
@@ -64,6 +77,9 @@ impl AlertsRequest {
             AlertsRequest::Show { id, .. } => format!("alerts show {id}"),
             AlertsRequest::SetStatus { id, status, by, .. } => {
                 format!("alerts set {id} status={} by={by:?}", status.as_str())
+            }
+            AlertsRequest::Export { id, by, .. } => {
+                format!("alerts export {id} (concern record) by={by:?}")
             }
         }
     }
@@ -105,6 +121,32 @@ pub fn execute(store: &Store, request: &AlertsRequest) -> Result<(Vec<u8>, Strin
                 return Ok((json_lines(&alert)?, summary));
             }
             Ok((details(&alert, &zone_named(timezone)).into_bytes(), summary))
+        }
+        AlertsRequest::Export {
+            id,
+            by,
+            school,
+            timezone,
+        } => {
+            let alert = store
+                .alert(*id)?
+                .ok_or_else(|| CommandError::Refused(format!("there is no alert {id}")))?;
+            let tz = zone_named(timezone);
+            let page = safegate_report::concern::render(
+                &alert,
+                &safegate_report::concern::ConcernContext {
+                    school: school.as_deref(),
+                    timezone: &tz,
+                    exported_by: by,
+                    exported_at_unix_micros: u64::try_from(jiff::Timestamp::now().as_microsecond())
+                        .unwrap_or(0),
+                    back_link: None,
+                },
+            );
+            Ok((
+                page.into_bytes(),
+                format!("alert {id} exported as a concern record"),
+            ))
         }
         AlertsRequest::SetStatus {
             id,

@@ -120,6 +120,16 @@ fn audit_entry(request: &Request, actor: &str) -> Option<(bool, NewAuditEntry)> 
                 )
             },
         )),
+        // The account that asked (not the name it gave), as for other views.
+        Request::Alerts(alerts::AlertsRequest::Export { id, .. }) => Some((
+            false,
+            entry(
+                AuditAction::HistoryViewed,
+                format!("alert {id}"),
+                format!("concern record of alert {id} exported"),
+                None,
+            ),
+        )),
         _ => None,
     }
 }

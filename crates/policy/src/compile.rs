@@ -474,11 +474,18 @@ impl Compiler<'_> {
                 }
             }
             stats.categories.push(counts);
+            if category.locked && category.background {
+                self.problem(
+                    format!("{key}.background"),
+                    "a locked category cannot be background traffic: the report must show it",
+                );
+            }
             ids.insert(name.clone(), (index, category.locked));
             out.push(Category {
                 name: name.clone(),
                 list,
                 locked: category.locked,
+                background: category.background,
             });
         }
         (out, ids)

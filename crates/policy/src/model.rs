@@ -127,6 +127,10 @@ pub(crate) struct CategoryFile {
     pub description: Option<String>,
     #[serde(default)]
     pub locked: bool,
+    /// Browser, system and app background traffic (updates, telemetry,
+    /// safe-browsing): folded into one line of the weekly report.
+    #[serde(default)]
+    pub background: bool,
     #[serde(default)]
     pub sources: Vec<SourceFile>,
     #[serde(default)]

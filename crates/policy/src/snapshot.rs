@@ -223,6 +223,8 @@ pub(crate) struct Category {
     pub name: String,
     pub list: ListId,
     pub locked: bool,
+    /// Background traffic (`background = true`): folded into one report line.
+    pub background: bool,
 }
 
 /// An allow-list of a scope.
@@ -385,6 +387,34 @@ impl Snapshot {
     /// Category names, in name order.
     pub fn category_names(&self) -> impl Iterator<Item = &str> {
         self.categories.iter().map(|c| c.name.as_str())
+    }
+
+    /// The categories marked `background = true` (browser, system and app traffic
+    /// that nobody chose to visit), in name order.
+    pub fn background_categories(&self) -> impl Iterator<Item = &str> {
+        self.categories
+            .iter()
+            .filter(|c| c.background)
+            .map(|c| c.name.as_str())
+    }
+
+    /// Whether `host` is in a background category under this policy (the weekly
+    /// report asks for every host of the week, so a list edit also applies to records
+    /// made before it). One index lookup; false for a host that does not parse.
+    pub fn is_background_host(&self, host: &str) -> bool {
+        if !self.categories.iter().any(|c| c.background) {
+            return false;
+        }
+        let Ok(target) = RequestTarget::parse_url(host) else {
+            return false;
+        };
+        self.index.matches_host(&target.host).iter().any(|id| {
+            self.category_of_list
+                .get(usize::from(id))
+                .copied()
+                .flatten()
+                .is_some_and(|c| self.categories[usize::from(c)].background)
+        })
     }
 
     /// SafeSearch and YouTube restrictions for `subject` (the group's setting if it

@@ -329,3 +329,12 @@ fn optional_sources_that_are_broken_are_refused() {
     let err = Policy::load(&path).unwrap_err();
     assert!(err.to_string().contains("gone.txt does not exist"), "{err}");
 }
+
+#[test]
+fn a_locked_category_cannot_be_background_traffic() {
+    let (_dir, path) = write(&format!(
+        "{ROLES}[categories.quiet]\nlocked = true\nbackground = true\nsites = [\"a.test\"]\n"
+    ));
+    let err = Policy::load(&path).unwrap_err().to_string();
+    assert!(err.contains("categories.quiet.background"), "{err}");
+}

@@ -267,3 +267,46 @@ fn app_and_mirror_names_are_blocked_and_every_line_is_read() {
     );
     assert!(passed.is_empty(), "{passed:?}");
 }
+
+/// The shipped background list names the service hosts browsers and systems reach by
+/// themselves, not the companies' own sites, and blocks none of them.
+#[test]
+fn shipped_background_list_names_service_hosts_only() {
+    let (_dir, s) = shipped_policy(None);
+    assert_eq!(
+        s.background_categories().collect::<Vec<_>>(),
+        ["background"]
+    );
+    for host in [
+        "update.googleapis.com",
+        "content-autofill.googleapis.com",
+        "safebrowsing.googleapis.com",
+        "dl.delivery.mp.microsoft.com",
+        "ctldl.windowsupdate.com",
+        "v10.events.data.microsoft.com",
+        "swcdn.apple.com",
+        "incoming.telemetry.mozilla.org",
+        "firefox.settings.services.mozilla.com",
+    ] {
+        assert!(s.is_background_host(host), "{host}");
+        let target = RequestTarget::parse_url(&format!("https://{host}/")).unwrap();
+        let subject = Subject {
+            role: Role::Pupil,
+            group: None,
+            user: None,
+        };
+        let decision = s.decide(&subject, &target, Timestamp::now());
+        assert!(!decision.is_blocked(), "{host}: {}", decision.rule);
+        assert!(decision.categories.contains(&"background".to_owned()));
+    }
+    for host in [
+        "www.google.com",
+        "fonts.googleapis.com",
+        "www.microsoft.com",
+        "www.apple.com",
+        "www.mozilla.org",
+        "www.bbc.co.uk",
+    ] {
+        assert!(!s.is_background_host(host), "{host}");
+    }
+}

@@ -6,8 +6,8 @@ use safegate_store::write_csv_row;
 
 use crate::WeeklyReport;
 
-/// Every table as (name, CSV bytes): alerts, searches, sites, blocked, circumvention,
-/// staff-core-hours, uncategorised.
+/// Every table as (name, CSV bytes): alerts, searches, sites, background, blocked,
+/// circumvention, staff-core-hours, uncategorised.
 pub fn render_all(report: &WeeklyReport) -> std::io::Result<Vec<(String, Vec<u8>)>> {
     TABLES
         .iter()
@@ -19,10 +19,11 @@ pub fn render_all(report: &WeeklyReport) -> std::io::Result<Vec<(String, Vec<u8>
 }
 
 /// The tables, one file each, each built only when its turn comes.
-const TABLES: [fn(&WeeklyReport) -> Table; 7] = [
+const TABLES: [fn(&WeeklyReport) -> Table; 8] = [
     alerts,
     searches,
     sites,
+    background,
     blocked,
     circumvention,
     staff_core_hours,
@@ -137,6 +138,32 @@ fn sites(report: &WeeklyReport) -> Table {
                         s.time_spent_secs.to_string(),
                     ]
                 })
+            })
+            .collect(),
+    }
+}
+
+fn background(report: &WeeklyReport) -> Table {
+    Table {
+        name: "background",
+        header: &[
+            "role", "group", "requests", "blocked", "people", "hosts", "busiest",
+        ],
+        rows: report
+            .sites
+            .iter()
+            .filter(|g| g.background.requests > 0)
+            .map(|g| {
+                let b = &g.background;
+                vec![
+                    g.role.clone(),
+                    g.group.clone(),
+                    b.requests.to_string(),
+                    b.blocked.to_string(),
+                    b.people.to_string(),
+                    b.hosts.to_string(),
+                    b.busiest.join(" "),
+                ]
             })
             .collect(),
     }

@@ -29,13 +29,14 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .medium { color: #9a5b00; font-weight: bold; }
 .low { color: #3c5a00; }
 tr.flagged td { background: #fff0f0; }
+tr.background td { background: #f3f3f3; color: #444; font-style: italic; }
 .note { color: #555; font-size: 0.85em; }
 code, .term { font-family: ui-monospace, Menlo, Consolas, monospace; word-break: break-all; }
 @media print {
   body { margin: 0.5cm; font-size: 10pt; }
   h2 { page-break-after: avoid; }
   tr, .figure, svg { page-break-inside: avoid; }
-  tr.flagged td, th { background: none !important; }
+  tr.flagged td, tr.background td, th { background: none !important; }
 }
 "#;
 
@@ -108,6 +109,7 @@ fn summary(page: &mut String, report: &WeeklyReport) {
     figure(page, "medium alerts", s.alerts_medium);
     figure(page, "low alerts", s.alerts_low);
     figure(page, "circumvention attempts", s.circumvention_attempts);
+    figure(page, "background requests", s.background_requests);
     figure(page, "MB to browsers", s.bytes_down / 1_000_000);
     page.push_str("</div>\n");
     day_chart(page, report);
@@ -322,14 +324,19 @@ fn sites(page: &mut String, report: &WeeklyReport) {
     for group in &report.sites {
         let _ = write!(
             page,
-            "<h3>{}{} — {} requests</h3>",
+            "<h3>{}{} — {} requests{}</h3>",
             esc(&group.role),
             if group.group.is_empty() {
                 String::new()
             } else {
                 format!(" / {}", esc(&group.group))
             },
-            group.requests
+            group.requests,
+            if group.background.requests > 0 {
+                format!(", {} of them background", group.background.requests)
+            } else {
+                String::new()
+            }
         );
         table_head(
             page,
@@ -344,8 +351,35 @@ fn sites(page: &mut String, report: &WeeklyReport) {
             number(page, site.people);
             page.push_str("</tr>\n");
         }
+        background_row(page, &group.background);
         page.push_str("</tbody></table>\n");
     }
+}
+
+/// The one line that stands for a group's background traffic (updates, telemetry,
+/// safe-browsing), under its sites.
+fn background_row(page: &mut String, line: &crate::BackgroundLine) {
+    if line.requests == 0 {
+        return;
+    }
+    let more = line.hosts.saturating_sub(line.busiest.len() as u64);
+    let _ = write!(
+        page,
+        "<tr class=\"background\"><td>Background: browser, system and app updates and \
+         telemetry, {} {}<div class=\"note\">{}{}</div></td><td>not counted</td>",
+        line.hosts,
+        if line.hosts == 1 { "site" } else { "sites" },
+        esc(&line.busiest.join(", ")),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    );
+    number(page, line.requests);
+    number(page, line.blocked);
+    number(page, line.people);
+    page.push_str("</tr>\n");
 }
 
 fn duration_text(secs: u64) -> String {
@@ -434,6 +468,12 @@ fn staff(page: &mut String, report: &WeeklyReport) {
 
 fn uncategorised(page: &mut String, report: &WeeklyReport) {
     page.push_str("<h2 id=\"uncategorised\">Busy uncategorised sites (for the filter admin)</h2>");
+    if report.summary.background_requests > 0 {
+        empty(
+            page,
+            "Background traffic (the policy's background categories) is not listed here.",
+        );
+    }
     if report.uncategorised.is_empty() {
         empty(page, "None this week.");
         return;

@@ -16,9 +16,12 @@
 //! address when nobody was identified) is replaced by a stable pseudonym
 //! ([`pseudonym`]), evidence included.
 //!
+//! [`concern`] renders one alert as a printable safeguarding concern record.
+//!
 //! [`scheduler`] makes and mails the report every week in `safegate run`
 //! (`[report]` in `safegate.toml`).
 
+pub mod concern;
 pub mod csv;
 pub mod html;
 pub mod pseudonym;
@@ -42,6 +45,8 @@ pub use crate::week::IsoWeek;
 pub const TOP_SITES: usize = 25;
 /// Uncategorised sites listed.
 pub const TOP_UNCATEGORISED: usize = 50;
+/// Background hosts named on a role and group's background line.
+pub const BACKGROUND_EXAMPLES: usize = 6;
 
 /// Why a report could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +152,10 @@ pub struct Summary {
     pub circumvention_attempts: u64,
     /// Bytes to clients.
     pub bytes_down: u64,
+    /// Requests that were browser, system or app background traffic (in
+    /// `requests`, not in websites visited).
+    #[serde(default)]
+    pub background_requests: u64,
 }
 
 /// One day's figures.
@@ -236,8 +245,27 @@ pub struct SiteGroup {
     pub group: String,
     /// Requests of the role and group.
     pub requests: u64,
-    /// The top sites by time spent, then requests.
+    /// The top sites by time spent, then requests (background traffic left out).
     pub sites: Vec<SiteRow>,
+    /// The role and group's background traffic, folded into one line.
+    #[serde(default)]
+    pub background: BackgroundLine,
+}
+
+/// Browser, system and app background traffic of one role and group (updates,
+/// telemetry, safe-browsing: hosts in the policy's `background = true` categories).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackgroundLine {
+    /// Requests.
+    pub requests: u64,
+    /// Of those blocked.
+    pub blocked: u64,
+    /// Distinct people.
+    pub people: u64,
+    /// Distinct hosts.
+    pub hosts: u64,
+    /// The busiest hosts, most requests first.
+    pub busiest: Vec<String>,
 }
 
 /// One site.
@@ -335,22 +363,55 @@ pub fn local_text(micros: u64, tz: &TimeZone) -> String {
     }
 }
 
-/// Names people, pseudonymised or not.
+/// Names people, groups and computers, pseudonymised or not. Each kind has its own
+/// pseudonyms (`P-`, `G-`, `C-`): a shared log-in's group name or a computer's name
+/// identifies a class or a child as well as a person's name does.
 struct Namer<'a> {
     pseudonymiser: Option<&'a Pseudonymiser>,
-    cache: HashMap<String, String>,
+    cache: HashMap<(Kind, String), String>,
+}
+
+/// What a name names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Person,
+    Group,
+    /// Not used yet: for computer names when records carry them (plans for issue 21).
+    #[allow(dead_code)]
+    Computer,
 }
 
 impl Namer<'_> {
-    fn name(&mut self, who: &str) -> String {
+    fn named(&mut self, kind: Kind, name: &str) -> String {
         match self.pseudonymiser {
-            None => who.to_owned(),
+            None => name.to_owned(),
             Some(p) => self
                 .cache
-                .entry(who.to_owned())
-                .or_insert_with(|| p.pseudonym(who))
+                .entry((kind, name.to_owned()))
+                .or_insert_with(|| match kind {
+                    Kind::Person => p.pseudonym(name),
+                    Kind::Group => p.group_pseudonym(name),
+                    Kind::Computer => p.computer_pseudonym(name),
+                })
                 .clone(),
         }
+    }
+
+    /// A person (user name, or client address when nobody was identified).
+    fn name(&mut self, who: &str) -> String {
+        self.named(Kind::Person, who)
+    }
+
+    /// A group (a year group, or a shared log-in's group).
+    fn group(&mut self, group: &str) -> String {
+        self.named(Kind::Group, group)
+    }
+
+    /// A computer's name (from `[devices]`, DHCP leases or reverse DNS): call this for
+    /// every computer name a row shows, as for people.
+    #[allow(dead_code)]
+    fn computer(&mut self, computer: &str) -> String {
+        self.named(Kind::Computer, computer)
     }
 }
 
@@ -531,7 +592,11 @@ fn alert_row(
         kind: alert.kind.as_str().to_owned(),
         who: namer.name(&alert.who),
         role: alert.role.clone(),
-        group: alert.group.clone().unwrap_or_default(),
+        group: alert
+            .group
+            .as_deref()
+            .map(|g| namer.group(g))
+            .unwrap_or_default(),
         first_at: local_text(alert.first_at_unix_micros.max(since), tz),
         last_at: local_text(alert.last_at_unix_micros.min(until - 1), tz),
         occurrences: alert.occurrences,
@@ -541,13 +606,16 @@ fn alert_row(
     }
 }
 
-/// The alert's one line, with the person (and, for a concurrent log-in, the
-/// addresses) pseudonymised when pseudonymising.
+/// The alert's one line, with the person, the group (and, for a concurrent log-in,
+/// the addresses) pseudonymised when pseudonymising.
 fn alert_summary(alert: &Alert, namer: &mut Namer) -> String {
     if namer.pseudonymiser.is_none() {
         return alert.summary.clone();
     }
-    let summary = alert.summary.replace(&alert.who, &namer.name(&alert.who));
+    let mut summary = replace_word(&alert.summary, &alert.who, &namer.name(&alert.who));
+    if let Some(group) = alert.group.as_deref().filter(|g| !g.is_empty()) {
+        summary = replace_word(&summary, group, &namer.group(group));
+    }
     if alert.kind == AlertKind::ConcurrentLogin {
         namer.addresses(&summary)
     } else {
@@ -555,7 +623,36 @@ fn alert_summary(alert: &Alert, namer: &mut Namer) -> String {
     }
 }
 
+/// `text` with every whole-word `word` (not inside a longer run of letters, digits,
+/// `_` or `-`) replaced by `with`.
+fn replace_word(text: &str, word: &str, with: &str) -> String {
+    if word.is_empty() {
+        return text.to_owned();
+    }
+    let part_of_word = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (at, _) in text.match_indices(word) {
+        if at < copied {
+            continue;
+        }
+        let end = at + word.len();
+        let before = text[..at].chars().next_back();
+        let after = text[end..].chars().next();
+        if !before.is_some_and(part_of_word) && !after.is_some_and(part_of_word) {
+            out.push_str(&text[copied..at]);
+            out.push_str(with);
+            copied = end;
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 /// The files of one report, written into `dir`; returns their paths (HTML first).
+/// A missing `dir` is made private (0700); each file is private (0600) and appears
+/// whole (written under a hidden name, then renamed), so the Reports page never serves
+/// half a file.
 pub fn write_files(
     report: &WeeklyReport,
     dir: &std::path::Path,
@@ -565,18 +662,10 @@ pub fn write_files(
     } else {
         format!("safegate-report-{}", report.week)
     };
-    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
-        path: dir.display().to_string(),
-        source,
-    })?;
+    make_private_dir(dir, false)?;
     let mut written = Vec::new();
     let mut put = |name: String, bytes: Vec<u8>| -> Result<(), ReportError> {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).map_err(|source| ReportError::Write {
-            path: path.display().to_string(),
-            source,
-        })?;
-        written.push(path);
+        written.push(write_private(dir, &name, &bytes)?);
         Ok(())
     };
     put(format!("{stem}.html"), html::render(report).into_bytes())?;
@@ -588,6 +677,62 @@ pub fn write_files(
         put(format!("{stem}-{name}.csv"), bytes)?;
     }
     Ok(written)
+}
+
+/// Makes `dir` (and missing parents) readable by its owner only (0700); with
+/// `tighten`, an existing `dir` is made 0700 too (SafeGate's own `data_dir/reports`,
+/// never a folder a person named).
+pub fn make_private_dir(dir: &std::path::Path, tighten: bool) -> Result<(), ReportError> {
+    let failed = |source| ReportError::Write {
+        path: dir.display().to_string(),
+        source,
+    };
+    let existed = dir.is_dir();
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(failed)?;
+    #[cfg(unix)]
+    if tighten || !existed {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` as `dir/name`, private (0600), whole or not at all: a hidden
+/// temporary file renamed over the name.
+pub fn write_private(
+    dir: &std::path::Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<std::path::PathBuf, ReportError> {
+    use std::io::Write as _;
+    let path = dir.join(name);
+    let temp = dir.join(format!(".{name}.tmp"));
+    let failed = |at: &std::path::Path, source| ReportError::Write {
+        path: at.display().to_string(),
+        source,
+    };
+    let _ = std::fs::remove_file(&temp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&temp).map_err(|e| failed(&temp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| failed(&temp, e))?;
+    drop(file);
+    std::fs::rename(&temp, &path).map_err(|e| failed(&path, e))?;
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -733,5 +878,144 @@ mod tests {
             )
         );
         assert!(!html.contains("10.0.0."));
+    }
+
+    #[test]
+    fn background_traffic_is_one_line_and_groups_are_pseudonymised() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("policy.toml"),
+            "[roles.pupil]\n[roles.staff]\n[roles.filter-admin]\n\
+             [categories.background]\nbackground = true\n\
+             sites = [\"update.googleapis.com\", \"windowsupdate.com\"]\n",
+        )
+        .unwrap();
+        let policy = Policy::load(&dir.path().join("policy.toml")).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut recorded_as_background = record(
+            "2026-11-17T10:01:00Z",
+            "year6",
+            "content-autofill.googleapis.com",
+            None,
+        );
+        recorded_as_background.categories = vec!["background".into()];
+        store
+            .write_records(&[
+                // Classified now, though recorded before the list named it.
+                record(
+                    "2026-11-17T10:00:00Z",
+                    "year6",
+                    "update.googleapis.com",
+                    None,
+                ),
+                record(
+                    "2026-11-17T10:00:30Z",
+                    "year6",
+                    "update.googleapis.com",
+                    None,
+                ),
+                recorded_as_background,
+                record(
+                    "2026-11-17T10:02:00Z",
+                    "year6",
+                    "dl.windowsupdate.com",
+                    None,
+                ),
+                record("2026-11-17T10:03:00Z", "year6", "www.bbc.co.uk", None),
+            ])
+            .unwrap();
+        store
+            .raise_alert(safegate_store::NewAlert {
+                kind: AlertKind::RepeatedBlocks,
+                severity: safegate_store::Severity::Low,
+                who: "ada".into(),
+                user: Some("ada".into()),
+                role: "pupil".into(),
+                group: Some("year6".into()),
+                subject: String::new(),
+                summary: "ada (group year6, not year6b) was blocked 5 times".into(),
+                at_unix_micros: "2026-11-17T10:05:00Z"
+                    .parse::<Timestamp>()
+                    .unwrap()
+                    .as_microsecond() as u64,
+                evidence: Vec::new(),
+            })
+            .unwrap();
+        let week = IsoWeek::parse("2026-W47").unwrap();
+        let report = gather(&store, &policy, "UTC", week, &GatherOptions::default()).unwrap();
+        assert_eq!(report.summary.requests, 5);
+        assert_eq!(report.summary.background_requests, 4);
+        let group = &report.sites[0];
+        assert_eq!(group.requests, 5);
+        let sites: Vec<&str> = group.sites.iter().map(|s| s.site.as_str()).collect();
+        assert_eq!(sites, ["bbc.co.uk"], "background is not a website visited");
+        assert_eq!(group.background.requests, 4);
+        assert_eq!(group.background.hosts, 3);
+        assert_eq!(group.background.busiest[0], "update.googleapis.com");
+        let uncategorised: Vec<&str> = report
+            .uncategorised
+            .iter()
+            .map(|u| u.site.as_str())
+            .collect();
+        assert_eq!(uncategorised, ["bbc.co.uk"]);
+        let html = html::render(&report);
+        assert!(
+            html.contains("Background: browser, system and app updates"),
+            "{html}"
+        );
+        let csv = csv::render_all(&report).unwrap();
+        let (_, background) = csv.iter().find(|(name, _)| name == "background").unwrap();
+        assert!(String::from_utf8_lossy(background).contains("pupil,year6,4,0,1,3,"));
+
+        let key = Pseudonymiser::with_key([2; 32]);
+        let hidden = gather(
+            &store,
+            &policy,
+            "UTC",
+            week,
+            &GatherOptions {
+                pseudonymiser: Some(key.clone()),
+                generated_at_unix_micros: 1,
+            },
+        )
+        .unwrap();
+        let g = key.group_pseudonym("year6");
+        assert_eq!(hidden.sites[0].group, g);
+        assert_eq!(hidden.alerts[0].group, g);
+        assert_eq!(
+            hidden.alerts[0].summary,
+            format!(
+                "{} (group {g}, not year6b) was blocked 5 times",
+                key.pseudonym("ada")
+            )
+        );
+        let text = serde_json::to_string(&hidden).unwrap();
+        assert!(
+            !text.contains("\"year6\"") && !text.contains("year6 "),
+            "{text}"
+        );
+
+        // Files: a private folder made, private files, no temporary left.
+        let out = dir.path().join("reports");
+        let files = write_files(&hidden, &out).unwrap();
+        assert_eq!(files.len(), 10);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&out), 0o700);
+        assert!(files.iter().all(|f| mode(f) == 0o600));
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 10);
+    }
+
+    #[test]
+    fn words_are_replaced_whole() {
+        assert_eq!(
+            replace_word("ada, adam and ada", "ada", "P"),
+            "P, adam and P"
+        );
+        assert_eq!(
+            replace_word("10.0.0.1 10.0.0.12", "10.0.0.1", "X"),
+            "X 10.0.0.12"
+        );
+        assert_eq!(replace_word("year6-b year6", "year6", "G"), "year6-b G");
     }
 }

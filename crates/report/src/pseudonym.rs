@@ -71,14 +71,31 @@ impl Pseudonymiser {
         Self { key }
     }
 
-    /// The pseudonym of `name`: `P-` and 12 hex digits.
+    /// The pseudonym of a person's `name`: `P-` and 12 hex digits.
     pub fn pseudonym(&self, name: &str) -> String {
+        self.keyed("P-", b"", name)
+    }
+
+    /// The pseudonym of a group's name: `G-` and 12 hex digits, unrelated to the
+    /// pseudonym of a person of the same name.
+    pub fn group_pseudonym(&self, name: &str) -> String {
+        self.keyed("G-", b"group\0", name)
+    }
+
+    /// The pseudonym of a computer's name: `C-` and 12 hex digits.
+    pub fn computer_pseudonym(&self, name: &str) -> String {
+        self.keyed("C-", b"computer\0", name)
+    }
+
+    /// `prefix` and 12 hex digits of the keyed hash of `domain` and `name`.
+    fn keyed(&self, prefix: &str, domain: &[u8], name: &str) -> String {
         let Ok(mut mac) = <Blake2bMac512 as KeyInit>::new_from_slice(&self.key) else {
-            return "P-????????????".to_owned();
+            return format!("{prefix}????????????");
         };
+        mac.update(domain);
         mac.update(name.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let mut text = String::from("P-");
+        let mut text = String::from(prefix);
         for byte in digest.iter().take(6) {
             text.push_str(&format!("{byte:02x}"));
         }
@@ -102,6 +119,9 @@ mod tests {
         assert_eq!(first.pseudonym("alice").len(), 14);
         let other = Pseudonymiser::with_key([7; 32]);
         assert_ne!(other.pseudonym("alice"), first.pseudonym("alice"));
+        let group = first.group_pseudonym("alice");
+        assert!(group.starts_with("G-") && group[2..] != first.pseudonym("alice")[2..]);
+        assert!(first.computer_pseudonym("ICT-PC07").starts_with("C-"));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -6,6 +6,12 @@
 //! activity in core hours; and uncategorised sites. [`WeekTally::finish`] turns the
 //! totals into the report's sorted and truncated rows.
 //!
+//! Background traffic (a host in one of the policy's `background = true` categories,
+//! under the policy of now or as recorded: browser, system and app updates,
+//! telemetry, safe-browsing) is counted in the day's figures, searches, blocked
+//! attempts and circumvention as any other request, but not as a website visited or
+//! an uncategorised site: it is folded into one background line per role and group.
+//!
 //! Memory grows with the week's people, sites, searches and attempts, not with its
 //! number of requests.
 
@@ -20,9 +26,9 @@ use safegate_safeguarding::PhraseMatcher;
 use safegate_store::{Outcome, Record};
 
 use crate::{
-    AttemptRow, BlockedRow, DayFigures, IsoWeek, Namer, Pseudonymiser, SearchRow, SiteGroup,
-    SiteRow, StaffRow, Summary, TOP_SITES, TOP_UNCATEGORISED, UncategorisedRow, local_text,
-    outcome_text, who_of,
+    AttemptRow, BACKGROUND_EXAMPLES, BackgroundLine, BlockedRow, DayFigures, IsoWeek, Namer,
+    Pseudonymiser, SearchRow, SiteGroup, SiteRow, StaffRow, Summary, TOP_SITES, TOP_UNCATEGORISED,
+    UncategorisedRow, local_text, outcome_text, who_of,
 };
 
 /// A role and a group: the key of the per-group tables.
@@ -34,6 +40,15 @@ struct SiteAcc {
     blocked: u64,
     people: HashSet<u32>,
     time_micros: u64,
+}
+
+/// Background traffic of one role and group.
+#[derive(Default)]
+struct BackgroundAcc {
+    requests: u64,
+    blocked: u64,
+    people: HashSet<u32>,
+    hosts: HashMap<String, u64>,
 }
 
 struct BlockedAcc {
@@ -75,6 +90,11 @@ pub(crate) struct WeekTally<'a> {
     circumvention: Vec<AttemptRow>,
     staff: BTreeMap<(String, String), StaffAcc>,
     uncategorised: HashMap<String, (u64, HashSet<u32>)>,
+    /// The policy's background categories, as recorded on records.
+    background_categories: Vec<String>,
+    /// Whether each host seen is background under the policy of now.
+    background_hosts: HashMap<String, bool>,
+    background: BTreeMap<RoleGroup, BackgroundAcc>,
 }
 
 /// One record and what every step needs from it, worked out once.
@@ -88,6 +108,8 @@ struct Seen<'r> {
     /// The registrable domain of the host.
     site: String,
     blocked: bool,
+    /// Browser, system or app background traffic.
+    background: bool,
 }
 
 /// The totals of a week as the report's rows (the alerts come from the store).
@@ -151,7 +173,29 @@ impl<'a> WeekTally<'a> {
             circumvention: Vec::new(),
             staff: BTreeMap::new(),
             uncategorised: HashMap::new(),
+            background_categories: policy.background_categories().map(str::to_owned).collect(),
+            background_hosts: HashMap::new(),
+            background: BTreeMap::new(),
         }
+    }
+
+    /// Whether `record` is background traffic: recorded in a background category, or
+    /// its host is in one now (looked up once per host).
+    fn is_background(&mut self, record: &Record) -> bool {
+        if record
+            .categories
+            .iter()
+            .any(|c| self.background_categories.contains(c))
+        {
+            return true;
+        }
+        if let Some(&known) = self.background_hosts.get(&record.host) {
+            return known;
+        }
+        let background = self.policy.is_background_host(&record.host);
+        self.background_hosts
+            .insert(record.host.clone(), background);
+        background
     }
 
     /// Adds one record of the week to every table.
@@ -159,16 +203,26 @@ impl<'a> WeekTally<'a> {
         let who = who_of(record);
         let next_id = self.ids.len() as u32;
         let id = *self.ids.entry(who.clone()).or_insert(next_id);
+        let background = self.is_background(record);
         let seen = Seen {
             record,
             who,
             id,
-            group: record.group.clone().unwrap_or_default(),
+            group: record
+                .group
+                .as_deref()
+                .map(|g| self.namer.group(g))
+                .unwrap_or_default(),
             site: safegate_activity::site_of(&record.host).to_owned(),
             blocked: record.outcome == Outcome::Blocked,
+            background,
         };
         self.count(&seen);
-        self.visit_site(&seen);
+        if seen.background {
+            self.background_request(&seen);
+        } else {
+            self.visit_site(&seen);
+        }
         self.search(&seen);
         self.blocked_attempt(&seen);
         self.circumvention_attempt(&seen);
@@ -220,6 +274,21 @@ impl<'a> WeekTally<'a> {
                 &mut self.sites,
             );
         }
+    }
+
+    /// A background request, under the person's role and group (which is listed even
+    /// when all its traffic is background).
+    fn background_request(&mut self, seen: &Seen) {
+        let record = seen.record;
+        self.summary.background_requests += 1;
+        let key = (record.role.clone(), seen.group.clone());
+        *self.group_requests.entry(key.clone()).or_default() += 1;
+        self.sites.entry(key.clone()).or_default();
+        let acc = self.background.entry(key).or_default();
+        acc.requests += 1;
+        acc.blocked += u64::from(seen.blocked);
+        acc.people.insert(seen.id);
+        *acc.hosts.entry(record.host.clone()).or_default() += 1;
     }
 
     /// A search: counted, matched against the phrase lists and listed.
@@ -336,7 +405,7 @@ impl<'a> WeekTally<'a> {
 
     /// A request to a site in no category.
     fn uncategorised_site(&mut self, seen: Seen) {
-        if seen.record.categories.is_empty() {
+        if seen.record.categories.is_empty() && !seen.background {
             let entry = self.uncategorised.entry(seen.site).or_default();
             entry.0 += 1;
             entry.1.insert(seen.id);
@@ -363,7 +432,7 @@ impl<'a> WeekTally<'a> {
             summary,
             days: self.days,
             searches,
-            sites: site_groups(sites, &self.group_requests),
+            sites: site_groups(sites, self.background, &self.group_requests),
             blocked: blocked_rows(self.blocked, &self.tz),
             circumvention: self.circumvention,
             staff_core_hours: staff_rows(self.staff, &self.tz),
@@ -392,11 +461,16 @@ fn add_visits(
 /// Each role and group with its [`TOP_SITES`] sites, by time spent, then requests.
 fn site_groups(
     sites: BTreeMap<RoleGroup, HashMap<String, SiteAcc>>,
+    mut background: BTreeMap<RoleGroup, BackgroundAcc>,
     group_requests: &BTreeMap<RoleGroup, u64>,
 ) -> Vec<SiteGroup> {
     sites
         .into_iter()
         .map(|((role, group), accs)| {
+            let background = background
+                .remove(&(role.clone(), group.clone()))
+                .map(background_line)
+                .unwrap_or_default();
             let mut rows: Vec<SiteRow> = accs
                 .into_iter()
                 .map(|(site, acc)| SiteRow {
@@ -423,9 +497,29 @@ fn site_groups(
                 group,
                 requests,
                 sites: rows,
+                background,
             }
         })
         .collect()
+}
+
+/// One role and group's background traffic as its report line, with the
+/// [`BACKGROUND_EXAMPLES`] busiest hosts named.
+fn background_line(acc: BackgroundAcc) -> BackgroundLine {
+    let hosts = acc.hosts.len() as u64;
+    let mut busiest: Vec<(String, u64)> = acc.hosts.into_iter().collect();
+    busiest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    BackgroundLine {
+        requests: acc.requests,
+        blocked: acc.blocked,
+        people: acc.people.len() as u64,
+        hosts,
+        busiest: busiest
+            .into_iter()
+            .take(BACKGROUND_EXAMPLES)
+            .map(|(host, _)| host)
+            .collect(),
+    }
 }
 
 /// Blocked attempts by person, most attempts first within a person.

@@ -36,7 +36,9 @@ impl IsoWeek {
         }
     }
 
-    /// The last complete week before `now` in `tz` (what a Monday report covers).
+    /// The last complete week before `now` in `tz` (what a Monday report covers):
+    /// the week before the one holding `now`'s school-time date, so late on Sunday it
+    /// is still the week before, and from Monday 00:00 school time the week just ended.
     pub fn previous(now: Timestamp, tz: &TimeZone) -> Self {
         let today = tz.to_datetime(now).date();
         Self::of(today.saturating_sub(jiff::Span::new().days(7)))
@@ -91,5 +93,22 @@ mod tests {
         assert!(IsoWeek::parse("last week").is_err());
         let monday_morning: Timestamp = "2026-11-23T07:00:00Z".parse().unwrap();
         assert_eq!(IsoWeek::previous(monday_morning, &london), week);
+    }
+
+    #[test]
+    fn the_default_week_is_the_last_complete_one_in_school_time() {
+        let london = TimeZone::get("Europe/London").unwrap();
+        let previous = |utc: &str| IsoWeek::previous(utc.parse().unwrap(), &london).to_string();
+        // Summer time: Monday 00:30 BST is Sunday 23:30 UTC; W26 has just ended.
+        assert_eq!(previous("2026-06-28T23:30:00Z"), "2026-W26");
+        // Sunday 23:30 BST (22:30 UTC): W26 is not over, so W25.
+        assert_eq!(previous("2026-06-28T22:30:00Z"), "2026-W25");
+        // Over the new year: Monday 4 January 2027 is in 2027-W01; 2026 has 53 weeks.
+        assert_eq!(previous("2027-01-04T09:00:00Z"), "2026-W53");
+        assert_eq!(previous("2027-01-03T23:59:00Z"), "2026-W52");
+        // Another zone: Monday 00:30 in Auckland is still Sunday in UTC.
+        let auckland = TimeZone::get("Pacific/Auckland").unwrap();
+        let monday: Timestamp = "2026-11-22T11:30:00Z".parse().unwrap();
+        assert_eq!(IsoWeek::previous(monday, &auckland).to_string(), "2026-W47");
     }
 }

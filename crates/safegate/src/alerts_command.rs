@@ -1,13 +1,15 @@
-//! `safegate alerts list|show|ack|close`: the safeguarding alerts in the database,
-//! and their handling (acknowledged with a note, closed), with who did it. Like
+//! `safegate alerts list|show|ack|close|export`: the safeguarding alerts in the
+//! database, their handling (acknowledged with a note, closed), with who did it, and
+//! one alert as a printable concern record for the school's safeguarding system. Like
 //! `safegate log`, it works on the database directly or, while SafeGate runs, through
 //! its control socket ([`safegate_control`]): the request is an [`AlertsRequest`] and
 //! [`safegate_control::alerts::execute`] does the work in whichever process holds the
 //! database.
 
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use jiff::Timestamp;
 use safegate_control::alerts::AlertsRequest;
@@ -30,6 +32,33 @@ pub enum AlertsAction {
     Ack(AlertsChangeArgs),
     /// Close an alert: dealt with. The next occurrence raises a new alert.
     Close(AlertsChangeArgs),
+    /// Export an alert as a printable concern record (HTML, one or two pages: who,
+    /// which computer, when, what, evidence, actions and notes so far) for the
+    /// school's safeguarding system. Written private (0600) into data_dir/reports
+    /// (listed on the web interface's Reports page) unless --out is given. The export
+    /// is recorded in the audit log.
+    #[command(
+        after_help = "Examples:\n  safegate alerts export 35\n  safegate alerts export 35 --out /home/dsl/alert-35.html\n  safegate alerts export 35 --out -      # to standard output"
+    )]
+    Export(AlertsExportArgs),
+}
+
+/// `safegate alerts export`.
+#[derive(Debug, Args)]
+pub struct AlertsExportArgs {
+    /// The alert's id.
+    pub id: u64,
+    /// The file to write (`-`: standard output); default
+    /// data_dir/reports/safegate-concern-alert-<id>-<date>.html.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Who exports it, named on the record (default: the login name running this
+    /// command).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Where the configuration comes from.
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// Status names on the command line.
@@ -116,6 +145,7 @@ pub struct AlertsChangeArgs {
 /// Runs one `safegate alerts` command.
 pub fn run(action: &AlertsAction) -> Result<()> {
     let (config_args, request) = match action {
+        AlertsAction::Export(args) => return export(args),
         AlertsAction::List(args) => {
             let config = Config::load(&args.config.config, &args.config.set)?;
             let (tz, timezone) = policy_timezone(&config.policy.file);
@@ -192,6 +222,75 @@ pub fn run(action: &AlertsAction) -> Result<()> {
     access.run(&Request::Alerts(request), &mut out)?;
     out.into_inner()?.flush()?;
     Ok(())
+}
+
+/// `safegate alerts export`: the concern record, made where the database is, written
+/// here (private) into data_dir/reports, `--out`, or standard output.
+fn export(args: &AlertsExportArgs) -> Result<()> {
+    let config = Config::load(&args.config.config, &args.config.set)?;
+    if args.out.is_none()
+        && let Some(rerun) = crate::service_user::rerun_if_root(
+            &args.config.config,
+            &config.data_dir,
+            "Exporting the concern record",
+            "so that its file in data_dir/reports stays readable by SafeGate",
+        )
+    {
+        anyhow::ensure!(rerun?.success(), "the record was not exported (see above)");
+        return Ok(());
+    }
+    let (tz, timezone) = policy_timezone(&config.policy.file);
+    let request = AlertsRequest::Export {
+        id: args.id,
+        by: args.by.clone().unwrap_or_else(login_name),
+        school: policy_school(&config.policy.file),
+        timezone,
+    };
+    let access = open_store_or_connect(&config.data_dir)?;
+    let mut page = Vec::new();
+    access.run(&Request::Alerts(request), &mut page)?;
+    let path = match args.out.as_deref() {
+        Some(path) if path == Path::new("-") => {
+            // Escaped HTML, but records may hold control characters: never raw to a
+            // terminal.
+            let mut out = TerminalSafe::new(std::io::stdout().lock());
+            out.write_all(&page)?;
+            out.into_inner()?.flush()?;
+            return Ok(());
+        }
+        Some(path) => {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .with_context(|| format!("--out {}: not a file name", path.display()))?;
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            safegate_report::make_private_dir(&dir, false)?;
+            safegate_report::write_private(&dir, name, &page)?
+        }
+        None => {
+            let dir = config.data_dir.join("reports");
+            safegate_report::make_private_dir(&dir, true)?;
+            let date = tz.to_datetime(Timestamp::now()).date().to_string();
+            let name = safegate_report::concern::file_name(args.id, &date);
+            safegate_report::write_private(&dir, &name, &page)?
+        }
+    };
+    println!("concern record of alert {}: {}", args.id, path.display());
+    Ok(())
+}
+
+/// The school's name from the policy file's `school` key, without compiling the
+/// policy (none when the file cannot be read or gives none).
+fn policy_school(policy_file: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(policy_file).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    match table.get("school") {
+        Some(toml::Value::String(name)) if !name.trim().is_empty() => Some(name.trim().to_owned()),
+        _ => None,
+    }
 }
 
 /// The person running the command: `SUDO_USER`, else `USER`, else `unknown`.

@@ -1,8 +1,11 @@
 //! `safegate report weekly [--week 2026-W47] [--out DIR] [--pseudonymise]`: the
-//! weekly sweep report as HTML, JSON and CSV files in DIR. The week's figures are
-//! gathered by whichever process holds the database (this one, or the running
-//! service through its control socket, see [`safegate_control`]); the files are written
-//! by this command, so they belong to the person who ran it.
+//! weekly sweep report as HTML, JSON and CSV files. The week's figures are gathered by
+//! whichever process holds the database (this one, or the running service through its
+//! control socket, see [`safegate_control`]); the files are written by this command,
+//! private (0600), into `data_dir/reports` (0700, where the web interface's Reports
+//! page lists them) or into `--out`. Run as root for a service that runs as another
+//! user, the command runs itself again as that user for `data_dir/reports`, so the
+//! service can still read and replace the files.
 
 use std::path::{Path, PathBuf};
 
@@ -21,11 +24,12 @@ use crate::settings::{Config, ConfigArgs};
 pub enum ReportAction {
     /// The weekly sweep report for one ISO week (Monday to Sunday, school time):
     /// summary, alerts, searches, websites by role and group, blocked attempts,
-    /// circumvention, staff in core hours, busy uncategorised sites. Writes
+    /// circumvention, staff in core hours, busy uncategorised sites; background
+    /// traffic (the policy's background categories) as one line. Writes
     /// safegate-report-<week>.html (self-contained, printable), .json and one CSV per
-    /// table into --out.
+    /// table into data_dir/reports, or --out.
     #[command(
-        after_help = "Examples:\n  safegate report weekly\n  safegate report weekly --week 2026-W47 --out /srv/reports\n  safegate report weekly --week 2026-W47 --pseudonymise"
+        after_help = "Examples:\n  safegate report weekly                 # last week, into data_dir/reports\n  safegate report weekly --week 2026-W47 --out /srv/reports\n  safegate report weekly --week 2026-W47 --pseudonymise"
     )]
     Weekly(ReportWeeklyArgs),
 }
@@ -33,10 +37,12 @@ pub enum ReportAction {
 /// `safegate report weekly`.
 #[derive(Debug, Args)]
 pub struct ReportWeeklyArgs {
-    /// ISO week, e.g. 2026-W47 (default: last week).
+    /// ISO week, e.g. 2026-W47 (default: the last complete Monday-to-Sunday week
+    /// before now, in the school's time zone).
     #[arg(long)]
     pub week: Option<String>,
-    /// Directory for the files (created if needed; default: the current directory).
+    /// Directory for the files (created private if needed; default: data_dir/reports,
+    /// listed on the web interface's Reports page).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Replace people by stable pseudonyms (key in data_dir), for sharing beyond the
@@ -52,6 +58,17 @@ pub struct ReportWeeklyArgs {
 pub fn run(action: &ReportAction) -> Result<()> {
     let ReportAction::Weekly(args) = action;
     let config = Config::load(&args.config.config, &args.config.set)?;
+    if args.out.is_none()
+        && let Some(rerun) = crate::service_user::rerun_if_root(
+            &args.config.config,
+            &config.data_dir,
+            "Making the report",
+            "so that its files in data_dir/reports stay readable by SafeGate",
+        )
+    {
+        anyhow::ensure!(rerun?.success(), "the report was not made (see above)");
+        return Ok(());
+    }
     let (tz, _) = policy_timezone(&config.policy.file);
     let week = match &args.week {
         Some(text) => IsoWeek::parse(text)?,
@@ -68,14 +85,22 @@ pub fn run(action: &ReportAction) -> Result<()> {
     access.run(&Request::ReportWeek(request), &mut json)?;
     let report: WeeklyReport =
         serde_json::from_slice(&json).map_err(|e| anyhow!("unreadable report data: {e}"))?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => {
+            let reports = config.data_dir.join("reports");
+            safegate_report::make_private_dir(&reports, true)?;
+            reports
+        }
+    };
     let files = safegate_report::write_files(&report, &out)?;
     println!(
-        "weekly report {} ({} to {}): {} requests, {} searches ({} flagged), {} alerts",
+        "weekly report {} ({} to {}): {} requests ({} background), {} searches ({} flagged), {} alerts",
         report.week,
         report.first_day,
         report.last_day,
         report.summary.requests,
+        report.summary.background_requests,
         report.summary.searches,
         report.summary.flagged_searches,
         report.summary.alerts_high + report.summary.alerts_medium + report.summary.alerts_low

@@ -315,6 +315,11 @@ fn start_tasks(
     ];
     listeners.extend(transparent_http.map(|addr| ("transparent HTTP".to_owned(), addr)));
     listeners.extend(transparent_https.map(|addr| ("transparent HTTPS".to_owned(), addr)));
+    // The reports hold people's names: the folder is the service's alone (0700).
+    let reports_dir = config.data_dir.join("reports");
+    if let Err(error) = safegate_report::make_private_dir(&reports_dir, true) {
+        warn!("reports folder: {error}");
+    }
     let web = admin_service::web_state(
         &config.admin,
         store.clone(),
@@ -331,7 +336,7 @@ fn start_tasks(
             Arc::clone(&policy),
             Arc::clone(&reload_now),
         ),
-        config.data_dir.join("reports"),
+        reports_dir,
         password_checks,
     );
     let reloader = safegate_reload::spawn_reloader(

@@ -164,6 +164,8 @@ pub async fn alert_page(
                 (alert.severity.as_str()) " · " (alert.kind.as_str()) " · " (alert.status.as_str())
             }
             p { (alert.summary) }
+            p { a href=(format!("/alerts/{}/record", alert.id)) { "Printable concern record" }
+                " for the school's safeguarding system (who, which computer, when, what, evidence, actions and notes)" }
             table {
                 tr { th { "Who" } td { (alert.who) " (" (alert.role) @if let Some(group) = &alert.group { ", " (group) } ")" } }
                 tr { th { "About" } td { (alert.subject) } }

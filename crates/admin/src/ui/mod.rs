@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod activity;
 pub mod alerts;
+pub mod concern;
 pub mod limiter;
 pub mod pages;
 pub mod policy_edit;
@@ -89,6 +90,7 @@ pub const ROUTES: &[RouteInfo] = &[
     route("GET", "/alerts", Need::AnyOf(REPORTS)),
     route("GET", "/api/alerts", Need::AnyOf(REPORTS)),
     route("GET", "/alerts/{id}", Need::AnyOf(REPORTS)),
+    route("GET", "/alerts/{id}/record", Need::AnyOf(REPORTS)),
     route("POST", "/alerts/{id}/status", Need::AnyOf(REPORTS)),
     route("POST", "/api/alerts/{id}/status", Need::AnyOf(REPORTS)),
     route("GET", "/reports", Need::AnyOf(REPORTS)),
@@ -298,6 +300,7 @@ pub fn router(state: Arc<WebState>) -> Router {
             .route("/alerts", get(alerts::alerts_page))
             .route("/api/alerts", get(alerts::alerts_api))
             .route("/alerts/{id}", get(alerts::alert_page))
+            .route("/alerts/{id}/record", get(concern::concern_record))
             .route("/alerts/{id}/status", post(alerts::status_form))
             .route("/api/alerts/{id}/status", post(alerts::status_api))
             .route("/reports", get(reports::reports_page))

@@ -1,7 +1,9 @@
 //! The weekly sweep reports for the headteacher and the designated safeguarding lead
-//! (`reports`): the reports made so far (by the Monday scheduler or on demand) with
-//! their HTML, JSON and CSV files, and making one for a chosen week. Files are served
-//! only from the reports directory, by exact name.
+//! (`reports`): everything in `data_dir/reports` (weekly reports made by the Monday
+//! scheduler, by `safegate report weekly` or from this page, with their HTML, JSON and
+//! CSV files, and concern records exported by `safegate alerts export`), and making a
+//! report for a chosen week. Files are served only from the reports directory, by
+//! exact name.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,18 +19,22 @@ use serde::{Deserialize, Serialize};
 use crate::ui::pages::{layout, url_encode};
 use crate::ui::{Session, WebState, refusal};
 
-/// A report's files, by week.
+/// A report's files, by week; or one concern record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReportFiles {
-    /// `2026-W47` (with `-pseudonymised` for that variant).
+    /// `2026-W47` (with `-pseudonymised` for that variant); for a concern record,
+    /// `alert 35, 2026-11-18`.
     pub week: String,
+    /// `weekly` or `concern`.
+    pub kind: &'static str,
     /// File names, the HTML first.
     pub files: Vec<String>,
 }
 
-/// Whether `name` is a plain report file name (no path, nothing hidden).
+/// Whether `name` is a plain report or concern record file name (no path, nothing
+/// hidden).
 fn plain_name(name: &str) -> bool {
-    name.starts_with("safegate-report-")
+    (name.starts_with("safegate-report-") || name.starts_with("safegate-concern-alert-"))
         && name.len() < 200
         && name
             .bytes()
@@ -47,7 +53,22 @@ fn list_reports(dir: &Path) -> Vec<ReportFiles> {
         .collect();
     names.sort();
     let mut reports: Vec<ReportFiles> = Vec::new();
+    let mut concerns: Vec<ReportFiles> = Vec::new();
     for name in names {
+        if let Some(stem) = name.strip_prefix("safegate-concern-alert-") {
+            // `35-2026-11-18.html`.
+            let stem = stem.trim_end_matches(".html");
+            let title = match stem.split_once('-') {
+                Some((id, date)) => format!("alert {id}, {date}"),
+                None => format!("alert {stem}"),
+            };
+            concerns.push(ReportFiles {
+                week: title,
+                kind: "concern",
+                files: vec![name],
+            });
+            continue;
+        }
         let Some(stem) = name.strip_prefix("safegate-report-") else {
             continue;
         };
@@ -69,6 +90,7 @@ fn list_reports(dir: &Path) -> Vec<ReportFiles> {
             Some(report) => report.files.push(name),
             None => reports.push(ReportFiles {
                 week,
+                kind: "weekly",
                 files: vec![name],
             }),
         }
@@ -77,6 +99,9 @@ fn list_reports(dir: &Path) -> Vec<ReportFiles> {
         report.files.sort_by_key(|name| !name.ends_with(".html"));
     }
     reports.sort_by(|a, b| b.week.cmp(&a.week));
+    // Newest export first.
+    concerns.sort_by(|a, b| b.files.cmp(&a.files));
+    reports.extend(concerns);
     reports
 }
 
@@ -120,8 +145,10 @@ pub async fn reports_page(
                 button type="submit" { "Make report" }
             }
             @if reports.is_empty() { p { "No reports yet. The report for each week is made on Monday morning." } }
+            p { "Reports made on Monday mornings, with " code { "safegate report weekly" } " or here, and concern records exported with "
+                code { "safegate alerts export" } ", are all kept on the SafeGate server and listed here." }
             table {
-                @for report in &reports {
+                @for report in reports.iter().filter(|r| r.kind == "weekly") {
                     tr {
                         th { (report.week) }
                         td {
@@ -129,6 +156,18 @@ pub async fn reports_page(
                                 a href=(format!("/reports/file/{file}")) { (file.rsplit('.').next().unwrap_or("").to_uppercase()) ": " (file) }
                                 br;
                             }
+                        }
+                    }
+                }
+            }
+            @let concerns: Vec<&ReportFiles> = reports.iter().filter(|r| r.kind == "concern").collect();
+            @if !concerns.is_empty() {
+                h2 { "Concern records" }
+                table {
+                    @for record in concerns {
+                        tr {
+                            th { (record.week) }
+                            td { @for file in &record.files { a href=(format!("/reports/file/{file}")) { (file) } } }
                         }
                     }
                 }
