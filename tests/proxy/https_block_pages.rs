@@ -117,7 +117,7 @@ async fn blocked_page(client: &reqwest::Client, url: &str, version: reqwest::Ver
     let page = response.text().await.unwrap();
     assert!(page.contains("This page is blocked"), "{page}");
     assert!(page.contains("action=\"/safegate/review\""), "{page}");
-    assert!(page.contains("Request a review"), "{page}");
+    assert!(page.contains("Ask for a review"), "{page}");
     assert!(!page.contains("http://"), "{page}");
     assert!(page.contains("x=1&amp;y=2") || !url.contains('&'), "{page}");
     page
@@ -320,7 +320,7 @@ async fn chromium_trusting_the_school_ca_shows_the_block_page_and_sends_a_review
         let url = setup.url("bet.test", "/casino");
         browser.goto(&url).await;
         let text = browser.wait_for_text("This page is blocked").await;
-        assert!(text.contains("Think this is wrong?"), "{text}");
+        assert!(text.contains("Need this page for school work?"), "{text}");
         assert!(text.contains("gambling"), "{text}");
         browser
             .fill("textarea[name=comment]", "we study probability")

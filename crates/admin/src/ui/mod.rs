@@ -103,6 +103,7 @@ pub const ROUTES: &[RouteInfo] = &[
     route("POST", "/rules/unblock", Need::AnyOf(RULES)),
     route("POST", "/rules/unblock/remove", Need::AnyOf(RULES)),
     route("POST", "/rules/window", Need::AnyOf(RULES)),
+    route("POST", "/rules/block-page", Need::AnyOf(RULES)),
     route("POST", "/api/rules/window", Need::AnyOf(RULES)),
     route("GET", "/api/rules", Need::AnyOf(RULES)),
     route("GET", "/api/rules/check", Need::AnyOf(RULES)),
@@ -282,6 +283,7 @@ pub fn router(state: Arc<WebState>) -> Router {
             .route("/rules/unblock", post(rules::unblock_form))
             .route("/rules/unblock/remove", post(rules::remove_unblock_form))
             .route("/rules/window", post(rules::window_form))
+            .route("/rules/block-page", post(rules::block_page_form))
             .route("/api/rules/window", post(rules::window_api))
             .route("/api/rules", get(rules::rules_api))
             .route("/api/rules/check", get(rules::check_api))

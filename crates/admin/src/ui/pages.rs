@@ -22,14 +22,8 @@ const LOGIN_COOKIE: &str = "safegate_login";
 /// Audit entries shown on one page.
 const AUDIT_PAGE: usize = 200;
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#1b1b1b;background:#f6f7f9}\
-header{background:#1d3557;color:#fff;padding:.6rem 1rem;display:flex;flex-wrap:wrap;gap:1rem;align-items:center}\
-header a{color:#fff}header form{margin-left:auto}main{padding:1rem;max-width:70rem}\
-table{border-collapse:collapse;width:100%;background:#fff}td,th{border:1px solid #ccd;padding:.3rem .5rem;text-align:left;vertical-align:top}\
-pre{white-space:pre-wrap;word-break:break-all;margin:0}.bad{color:#b00020;font-weight:bold}.ok{color:#1b7f3b;font-weight:bold}\
-label{display:block;margin:.5rem 0}input{font-size:1rem;padding:.3rem}button{font-size:1rem;padding:.3rem .8rem}\
-table.audit td:nth-child(5){max-width:22ch;word-break:break-all}table.audit td:nth-child(6){min-width:45ch}\
-@media print{header{display:none}}";
+/// The style sheet every SafeGate page shares (the block page too).
+const STYLE: &str = safegate_proxy::page_style::STYLE;
 
 /// Percent-encodes a value for a query string.
 pub fn url_encode(value: &str) -> String {
