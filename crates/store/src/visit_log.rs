@@ -746,7 +746,8 @@ impl Store {
     /// encoded bytes as they are (as [`Store::write_records`] does; not flushed).
     pub fn write_batch(&self, batch: &RecordBatch) -> Result<(), StoreError> {
         let items: Vec<Stored<'_>> = batch.stored().collect();
-        self.write_stored(&items)
+        self.write_stored(&items)?;
+        self.add_to_totals(batch)
     }
 
     fn write_stored(&self, records: &[Stored<'_>]) -> Result<(), StoreError> {
@@ -947,6 +948,7 @@ impl Store {
         purge_blocks(&self.trees()?.visit_log, &[SEARCHES], cutoff_micros)?;
         purge_named(&self.trees()?.visit_log_users, BY_USER, cutoff_micros)?;
         purge_named(&self.trees()?.visit_log_index, BY_HOST, cutoff_micros)?;
+        self.purge_totals_before(cutoff_micros)?;
         Ok(removed)
     }
 }

@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod activity;
 pub mod alerts;
+pub mod dashboard;
 pub mod limiter;
 pub mod pages;
 pub mod policy_edit;
@@ -138,6 +139,13 @@ pub struct HealthFigures {
     pub queue_depth: u64,
     /// Visit-log records dropped since start (must stay 0).
     pub dropped_records: u64,
+    /// Each list feed and the age in seconds of its oldest installed list (None: not
+    /// installed).
+    #[serde(default)]
+    pub list_ages: Vec<(String, Option<u64>)>,
+    /// Feeds not updated for longer than `lists.stale_after`, in words.
+    #[serde(default)]
+    pub stale_lists: Vec<String>,
 }
 
 /// Where the technicians' figures come from.

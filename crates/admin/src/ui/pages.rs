@@ -342,13 +342,52 @@ pub async fn api_logout(State(state): State<Arc<WebState>>, headers: HeaderMap) 
         .into_response()
 }
 
-/// `GET /`: what this user can do here.
-pub async fn home(Extension(session): Extension<Session>) -> Markup {
+/// `GET /`: the dashboard (what this user may see of it), then what they can do here.
+pub async fn home(
+    State(state): State<Arc<WebState>>,
+    Extension(session): Extension<Session>,
+) -> Markup {
+    let store = state.store.clone();
+    let tz = state.school_zone();
+    let figures = tokio::task::spawn_blocking(move || {
+        crate::ui::dashboard::gather(&store, &tz, jiff::Timestamp::now())
+    })
+    .await;
+    let health = if session.may(Permission::Metrics) {
+        state.health.health()
+    } else {
+        crate::ui::HealthFigures::default()
+    };
+    let dashboard = match figures {
+        Ok(Ok(dashboard)) => Some(dashboard),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "cannot read the dashboard's figures");
+            None
+        }
+        Err(_) => None,
+    };
+    let shows_figures = session.may(Permission::Reports)
+        || session.may(Permission::Rules)
+        || session.may(Permission::Metrics);
+    let cards = match &dashboard {
+        Some(dashboard) if shows_figures => {
+            crate::ui::dashboard::render(dashboard, &health, &session)
+        }
+        Some(_) => html! {},
+        None => html! { p.bad { "The dashboard's figures cannot be read just now." } },
+    };
+    home_page(&session, cards)
+}
+
+/// The home page around the dashboard's `cards`.
+fn home_page(session: &Session, cards: Markup) -> Markup {
     layout(
         "Home",
-        Some(&session),
+        Some(session),
         html! {
             p { "Signed in as " strong { (session.shown_name()) } " (" (session.user) ")." }
+            (cards)
+            h2 { "What you can do here" }
             ul {
                 @if session.may(Permission::Rules) {
                     li { a href="/rules" { "Filtering rules" } ": categories, allow and deny lists, unblocks for a lesson, test a URL." }
