@@ -26,6 +26,7 @@ mod alert_numbers;
 pub mod alerts;
 pub mod audit;
 pub mod password;
+pub mod plain_words;
 pub mod record;
 mod record_batch;
 mod reviews;

@@ -209,6 +209,8 @@ fn with_key(prefix: &[u8], block_key: &[u8]) -> Vec<u8> {
 pub struct Query {
     /// Only this user's records.
     pub user: Option<String>,
+    /// Only records from this client address (a computer).
+    pub client: Option<std::net::IpAddr>,
     /// Only records for this exact host name.
     pub host: Option<String>,
     /// Only records in this category.
@@ -235,6 +237,7 @@ impl Query {
                 .user
                 .as_deref()
                 .is_none_or(|user| record.user.as_deref() == Some(user))
+            && self.client.is_none_or(|client| record.client == client)
             && self.host.as_deref().is_none_or(|host| record.host == host)
             && self
                 .category
