@@ -146,7 +146,7 @@ fn trend_chart(days: &[(Date, HourTotals)]) -> Markup {
         })
         .collect();
     html! {
-        svg width=(width) height=(height + 20) viewBox={"0 0 " (width) " " (height + 20)} role="img" aria-label={"Requests and blocked requests, last 7 days: " (described.join("; "))} {
+        svg width="100%" style="max-width:280px" viewBox={"0 0 " (width) " " (height + 20)} role="img" aria-label={"Requests and blocked requests, last 7 days: " (described.join("; "))} {
             @for (i, (day, totals)) in days.iter().enumerate() {
                 @let x = i as u64 * (bar + 8) + 4;
                 @let total_h = totals.requests * height / most;
