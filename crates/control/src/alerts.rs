@@ -26,8 +26,11 @@ pub enum AlertsRequest {
     },
     /// One alert.
     Show {
-        /// Its id.
+        /// Its id, or its number when `by_number`.
         id: u64,
+        /// `id` is the short number (#35).
+        #[serde(default)]
+        by_number: bool,
         /// JSON output.
         json: bool,
         /// The school's time zone.
@@ -35,8 +38,11 @@ pub enum AlertsRequest {
     },
     /// Acknowledge or close.
     SetStatus {
-        /// Its id.
+        /// Its id, or its number when `by_number`.
         id: u64,
+        /// `id` is the short number (#35).
+        #[serde(default)]
+        by_number: bool,
         /// The new status.
         status: AlertStatus,
         /// Who.
@@ -91,9 +97,11 @@ pub fn execute(store: &Store, request: &AlertsRequest) -> Result<(Vec<u8>, Strin
         }
         AlertsRequest::Show {
             id,
+            by_number,
             json: as_json,
             timezone,
         } => {
+            let id = &resolve(store, *id, *by_number)?;
             let alert = store
                 .alert(*id)?
                 .ok_or_else(|| CommandError::Refused(format!("there is no alert {id}")))?;
@@ -109,12 +117,14 @@ pub fn execute(store: &Store, request: &AlertsRequest) -> Result<(Vec<u8>, Strin
         }
         AlertsRequest::SetStatus {
             id,
+            by_number,
             status,
             by,
             note,
             at_unix_micros,
             timezone,
         } => {
+            let id = &resolve(store, *id, *by_number)?;
             let alert = store
                 .set_alert_status(
                     *id,
@@ -133,6 +143,16 @@ pub fn execute(store: &Store, request: &AlertsRequest) -> Result<(Vec<u8>, Strin
             ))
         }
     }
+}
+
+/// The id of the alert given by its id, or by its short number when `by_number`.
+fn resolve(store: &Store, id: u64, by_number: bool) -> Result<u64, CommandError> {
+    if !by_number {
+        return Ok(id);
+    }
+    store
+        .alert_id_of_number(id)?
+        .ok_or_else(|| CommandError::Refused(format!("there is no alert #{id}")))
 }
 
 /// `value` as pretty JSON and a final newline.

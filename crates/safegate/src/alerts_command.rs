@@ -87,8 +87,9 @@ pub struct AlertsListArgs {
 /// `safegate alerts show`.
 #[derive(Debug, Args)]
 pub struct AlertsShowArgs {
-    /// The alert's id.
-    pub id: u64,
+    /// The alert: its number as the lists show it (`#35`) or its id (`2000035`).
+    #[arg(value_parser = parse_alert)]
+    pub id: (u64, bool),
     /// JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -100,8 +101,9 @@ pub struct AlertsShowArgs {
 /// `safegate alerts ack|close`.
 #[derive(Debug, Args)]
 pub struct AlertsChangeArgs {
-    /// The alert's id.
-    pub id: u64,
+    /// The alert: its number as the lists show it (`#35`) or its id (`2000035`).
+    #[arg(value_parser = parse_alert)]
+    pub id: (u64, bool),
     /// What was done, for the record.
     #[arg(long)]
     pub note: Option<String>,
@@ -158,7 +160,8 @@ pub fn run(action: &AlertsAction) -> Result<()> {
             (
                 config,
                 AlertsRequest::Show {
-                    id: args.id,
+                    id: args.id.0,
+                    by_number: args.id.1,
                     json: args.json,
                     timezone,
                 },
@@ -176,7 +179,8 @@ pub fn run(action: &AlertsAction) -> Result<()> {
             (
                 config,
                 AlertsRequest::SetStatus {
-                    id: args.id,
+                    id: args.id.0,
+                    by_number: args.id.1,
                     status,
                     by,
                     note: args.note.clone(),
@@ -192,6 +196,19 @@ pub fn run(action: &AlertsAction) -> Result<()> {
     access.run(&Request::Alerts(request), &mut out)?;
     out.into_inner()?.flush()?;
     Ok(())
+}
+
+/// An alert as given on the command line: `#35` is the short number people read
+/// (true), `2000035` the id (false).
+fn parse_alert(text: &str) -> Result<(u64, bool), String> {
+    let (digits, by_number) = match text.trim().strip_prefix('#') {
+        Some(number) => (number, true),
+        None => (text.trim(), false),
+    };
+    digits
+        .parse()
+        .map(|value| (value, by_number))
+        .map_err(|_| format!("`{text}` is not an alert: give its number (#35) or its id"))
 }
 
 /// The person running the command: `SUDO_USER`, else `USER`, else `unknown`.

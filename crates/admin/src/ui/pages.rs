@@ -450,7 +450,7 @@ pub async fn health(
             }
             h2 { "Database and visit log" }
             table {
-                tr { th { "Database on disk" } td { (figures.store_bytes / (1024 * 1024)) " MiB" } }
+                tr { th { "Database on disk" } td { (safegate_store::plain_words::size_in_words(figures.store_bytes)) } }
                 tr { th { "Records waiting to be written" } td { (figures.queue_depth) } }
                 tr { th { "Records dropped since start" } td class=(if figures.dropped_records > 0 { "bad" } else { "ok" }) { (figures.dropped_records) } }
             }
