@@ -673,6 +673,32 @@ allow = ["bbc.co.uk", { site = "games.test", windows = [] }]
     }
 
     #[test]
+    fn the_block_page_is_set_at_the_top_and_in_its_own_section() {
+        let page = |message: &str| {
+            Edit::SetBlockPage(BlockPageEdit {
+                school: " Ysgol \"Bryn\" ".into(),
+                message: message.into(),
+                logo: "logo.png".into(),
+                language: "cy".into(),
+            })
+        };
+        let text = edited(page("Ask Mrs Jones.\nThanks")).unwrap();
+        let parsed: DocumentMut = text.parse().unwrap();
+        assert_eq!(parsed["school"].as_str(), Some("Ysgol \"Bryn\""));
+        assert_eq!(parsed["timezone"].as_str(), Some("Europe/London"), "{text}");
+        let section = &parsed["block_page"];
+        assert_eq!(section["message"].as_str(), Some("Ask Mrs Jones.\nThanks"));
+        assert_eq!(section["logo"].as_str(), Some("logo.png"));
+        assert_eq!(section["language"].as_str(), Some("cy"));
+        // A second edit changes the values in place.
+        let mut document: DocumentMut = text.parse().unwrap();
+        apply_edit(&mut document, &page("Again"), &[]).unwrap();
+        let again = document.to_string();
+        assert_eq!(again.matches("[block_page]").count(), 1, "{again}");
+        assert!(again.contains("message = \"Again\""), "{again}");
+    }
+
+    #[test]
     fn blocks_are_added_and_removed_keeping_comments() {
         let text = edited(Edit::SetBlocked {
             scope: Scope::Role("staff".into()),
