@@ -73,6 +73,9 @@ pub struct Options {
     /// (`--ignore-certificate-errors-spki-list`; the school CA's key covers every leaf
     /// SafeGate makes, since it sends the CA certificate in its chain).
     pub trusted_spki: Vec<String>,
+    /// The languages the browser asks for (`Accept-Language`), e.g. `cy`; default
+    /// Chromium's own.
+    pub accept_language: Option<String>,
 }
 
 impl Browser {
@@ -157,10 +160,18 @@ impl Browser {
                 options.trusted_spki.join(",")
             ));
         }
+        let mut chrome = json!({ "binary": "/usr/bin/chromium", "args": args });
+        if let Some(languages) = &options.accept_language {
+            chrome["args"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!(format!("--accept-lang={languages}")));
+            chrome["prefs"] = json!({ "intl.accept_languages": languages });
+        }
         let capabilities = json!({
             "capabilities": { "alwaysMatch": {
                 "browserName": "chrome",
-                "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
+                "goog:chromeOptions": chrome
             }}
         });
         let created = post_json(&http, &format!("{base}/session"), &capabilities).await;
@@ -353,6 +364,57 @@ impl Browser {
             Some(json!({ "script": script, "args": [] })),
         )
         .await
+    }
+
+    /// Presses Tab `times` times and returns, after each, the focused element as
+    /// `tag text` (keyboard use: what a person reaches, in order).
+    pub async fn tab_order(&self, times: usize) -> Vec<String> {
+        self.script("document.activeElement && document.activeElement.blur(); window.focus();")
+            .await;
+        let mut reached = Vec::new();
+        for _ in 0..times {
+            let tab = json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": [
+                { "type": "keyDown", "value": "\u{E004}" }, { "type": "keyUp", "value": "\u{E004}" }
+            ]}]});
+            self.call(reqwest::Method::POST, "/actions", Some(tab))
+                .await;
+            let focused = self
+                .script("const e = document.activeElement; return e.tagName + ' ' + (e.innerText || e.value || '').trim().slice(0, 40);")
+                .await;
+            reached.push(focused.as_str().unwrap_or_default().to_owned());
+        }
+        reached
+    }
+
+    /// Runs axe-core (WCAG 2.0, 2.1 and 2.2 A and AA rules) on the page and returns
+    /// its violations as `rule: help (n elements)`; None when axe-core is not
+    /// installed and not required (`.ci/run` installs it into `target/axe`).
+    pub async fn axe_violations(&self) -> Option<Vec<String>> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/axe/node_modules/axe-core/axe.min.js");
+        let Ok(source) = std::fs::read_to_string(&path) else {
+            assert!(!required(), "axe-core is required: {}", path.display());
+            eprintln!("SKIPPED: axe-core is not installed at {}", path.display());
+            return None;
+        };
+        self.script(&source).await;
+        let run = json!({ "script": "const done = arguments[arguments.length - 1];\
+            axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'] } })\
+              .then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' (' + v.nodes.length + ' elements: ' + v.nodes.map(n => n.target.join(' ')).join(', ') + ')')))\
+              .catch(e => done(['axe failed: ' + e]));", "args": [] });
+        let found = self
+            .call(reqwest::Method::POST, "/execute/async", Some(run))
+            .await;
+        Some(
+            found
+                .as_array()
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
     }
 
     /// Saves a PNG of the window as `target/screenshots/<name>.png`; returns the path.

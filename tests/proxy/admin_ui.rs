@@ -59,6 +59,7 @@ fn seed_users(data_dir: &Path) {
         ),
         ("head", "The Head", Permission::Reports),
         ("tech", "Terry Tech", Permission::Metrics),
+        ("dsl", "Dee Lead", Permission::Reports),
     ] {
         store
             .add_user(&NewUser {
@@ -66,7 +67,13 @@ fn seed_users(data_dir: &Path) {
                 display_name: Some(display.into()),
                 role: "staff".into(),
                 group: None,
-                permissions: [permission].into_iter().collect(),
+                permissions: if name == "dsl" {
+                    [Permission::Reports, Permission::Rules, Permission::Metrics]
+                        .into_iter()
+                        .collect()
+                } else {
+                    [permission].into_iter().collect()
+                },
                 password_hash: cheap_hash(PASSWORD),
             })
             .unwrap();
@@ -166,6 +173,7 @@ async fn admins_use_the_web_interface_in_a_browser() {
         filter_admin_approves_a_review(&scene).await;
         headteacher_acknowledges_an_alert(&scene).await;
         headteacher_makes_the_weekly_report(&scene).await;
+        the_dashboard_shows_the_week_and_leads_to_the_pages_behind(&scene).await;
         technician_sees_health_but_not_rules(&scene).await;
     })
     .await;
@@ -392,6 +400,77 @@ async fn headteacher_makes_the_weekly_report(scene: &Scene<'_>) {
     assert!(report.contains(&week), "{report}");
     browser.screenshot("admin-weekly-report").await;
     browser.goto(&format!("{admin}/")).await;
+    sign_out(browser).await;
+}
+
+/// The safeguarding lead (reports, rules and metrics) sees the dashboard: today's
+/// and this week's requests and blocks with the 7-day chart, gambling among the most
+/// blocked, the open high alert, and health; it passes axe-core. The high alert's
+/// number leads to the alert (#1, kind in words), and the alert to the pupil's
+/// activity around it.
+async fn the_dashboard_shows_the_week_and_leads_to_the_pages_behind(scene: &Scene<'_>) {
+    let Scene { browser, admin, .. } = *scene;
+    sign_in(browser, admin, "dsl").await;
+    let home = browser.wait_for_text("Most blocked this week").await;
+    for expected in [
+        "Requests",
+        "Open alerts",
+        "Review requests waiting",
+        "Service health",
+        "gambling: ",
+    ] {
+        assert!(home.contains(expected), "{expected}: {home}");
+    }
+    let figures = browser
+        .script(
+            "return [document.querySelector('#card-requests ~ p a').innerText, \
+             document.querySelector('#card-blocked ~ p a').innerText, \
+             document.querySelector('a[href=\"/alerts?severity=high\"]').innerText, \
+             document.querySelectorAll('svg rect').length, document.querySelectorAll('script').length]",
+        )
+        .await;
+    let number = |i: usize| {
+        figures[i]
+            .as_str()
+            .unwrap()
+            .replace(',', "")
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(number(0) >= 5, "requests today: {figures}");
+    assert!(number(1) >= 2, "blocked today: {figures}");
+    assert_eq!(
+        number(2),
+        1,
+        "the high alert, acknowledged, is still open: {figures}"
+    );
+    assert_eq!(figures[3], 14, "{figures}");
+    assert_eq!(figures[4], 0, "{figures}");
+    browser.screenshot("admin-dashboard").await;
+    if let Some(violations) = browser.axe_violations().await {
+        assert!(violations.is_empty(), "dashboard: {violations:#?}");
+    }
+    browser.goto(&format!("{admin}/alerts")).await;
+    browser.click("table a[href^='/alerts/']").await;
+    let alert = browser.wait_for_text("Alert #1").await;
+    assert!(
+        alert.contains("Worrying words in a search or address"),
+        "{alert}"
+    );
+    assert!(
+        !alert.contains("safeguarding_phrase"),
+        "folded away: {alert}"
+    );
+    browser.click("a[href^='/activity?']").await;
+    browser
+        .fill("input[name=reason]", "following up alert #1")
+        .await;
+    browser
+        .click("form[action='/activity'] button[type=submit]")
+        .await;
+    let activity = browser.wait_for_text("Searches (").await;
+    assert!(activity.contains("hurt myself"), "{activity}");
+    browser.screenshot("admin-alert-activity-around").await;
     sign_out(browser).await;
 }
 

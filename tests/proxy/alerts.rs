@@ -568,6 +568,22 @@ async fn an_alert_is_acknowledged_with_a_note_then_closed(week: &Week, alice: &A
         shown.contains("acknowledged by dsl: spoke to alice"),
         "{shown}"
     );
+    // People read the short number and the kind in words; a header row names the
+    // columns.
+    let listed = safegate_ok(week, &["alerts", "list"]).await;
+    assert!(
+        listed.starts_with("Alert  Status") && listed.contains("#1 "),
+        "{listed}"
+    );
+    let number = shown
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .unwrap()
+        .to_owned();
+    assert!(number.starts_with('#'), "{shown}");
+    let by_number = safegate_ok(week, &["alerts", "show", &number]).await;
+    assert_eq!(by_number, shown);
     assert!(shown.contains("how to k1ll myself"), "{shown}");
     safegate_ok(week, &["alerts", "close", &id, "--by", "dsl"]).await;
     let open = safegate_ok(week, &["alerts", "list", "--open", "--json"]).await;

@@ -29,7 +29,8 @@ use crate::kit::{bounded, payload, raw};
 /// The names the test origin's certificate covers.
 const ORIGIN_NAMES: &[&str] = &["www.bing.com", "shop.test", "bank.test", "games.test"];
 
-const POLICY: &str = r#"timezone = "Europe/London"
+const POLICY: &str = r#"school = "Ysgol Bryn Test"
+timezone = "Europe/London"
 default_role = "pupil"
 
 [categories.search-engines]

@@ -117,7 +117,7 @@ async fn blocked_page(client: &reqwest::Client, url: &str, version: reqwest::Ver
     let page = response.text().await.unwrap();
     assert!(page.contains("This page is blocked"), "{page}");
     assert!(page.contains("action=\"/safegate/review\""), "{page}");
-    assert!(page.contains("Request a review"), "{page}");
+    assert!(page.contains("Ask for a review"), "{page}");
     assert!(!page.contains("http://"), "{page}");
     assert!(page.contains("x=1&amp;y=2") || !url.contains('&'), "{page}");
     page
@@ -313,6 +313,7 @@ async fn chromium_trusting_the_school_ca_shows_the_block_page_and_sends_a_review
         let options = Options {
             proxy: Some(setup.safegate.proxy),
             trusted_spki: vec![spki_sha256(&setup.school_ca)],
+            accept_language: None,
         };
         let Some(browser) = Browser::start_with(&options).await else {
             return;
@@ -320,8 +321,9 @@ async fn chromium_trusting_the_school_ca_shows_the_block_page_and_sends_a_review
         let url = setup.url("bet.test", "/casino");
         browser.goto(&url).await;
         let text = browser.wait_for_text("This page is blocked").await;
-        assert!(text.contains("Think this is wrong?"), "{text}");
-        assert!(text.contains("gambling"), "{text}");
+        assert!(text.contains("Need this page for school work?"), "{text}");
+        // The category is in the details folded away for staff.
+        assert!(browser.source().await.contains("gambling"), "{text}");
         browser
             .fill("textarea[name=comment]", "we study probability")
             .await;
@@ -345,6 +347,7 @@ async fn chromium_trusting_the_school_ca_shows_the_block_page_and_sends_a_review
         let untrusting = Options {
             proxy: Some(setup.safegate.proxy),
             trusted_spki: Vec::new(),
+            accept_language: None,
         };
         let browser = Browser::start_with(&untrusting).await.unwrap();
         let warning = browser.goto_failing(&url).await;
@@ -380,6 +383,94 @@ fn pem_der(pem: &str) -> Vec<u8> {
 
 /// Base64 SHA-256 of the certificate's SubjectPublicKeyInfo, as Chromium's
 /// `--ignore-certificate-errors-spki-list` takes it.
+/// The school's block page section: a message with markup (shown as text), a logo,
+/// and Welsh as the school's language.
+fn block_page_section(logo: &std::path::Path) -> String {
+    format!(
+        "\n[block_page]\nmessage = \"Ask Mrs Jones in the library <b>before</b> break.\"\nlogo = {:?}\nlanguage = \"cy\"\n",
+        logo.display().to_string()
+    )
+}
+
+/// Opens the blocked page in a Chromium asking for `languages`; checks the child's
+/// text (`heading`, the school's message as text, the way back), that the staff
+/// details are folded away, the keyboard order, and axe-core's WCAG 2.2 AA rules;
+/// saves screenshots named `block-page-NAME`.
+async fn child_sees(setup: &Setup, languages: &str, heading: &str, back: &str, name: &str) {
+    let options = Options {
+        proxy: Some(setup.safegate.proxy),
+        trusted_spki: vec![spki_sha256(&setup.school_ca)],
+        accept_language: Some(languages.to_owned()),
+    };
+    let Some(browser) = Browser::start_with(&options).await else {
+        return;
+    };
+    browser
+        .goto(&setup.url("bet.test", "/casino?q=%3Ci%3Ex%3C/i%3E"))
+        .await;
+    let text = browser.wait_for_text(heading).await;
+    assert!(
+        text.contains("Ask Mrs Jones in the library <b>before</b> break."),
+        "{text}"
+    );
+    assert!(text.contains(back), "{text}");
+    // The rule id and category are folded away for staff.
+    assert!(!text.contains(BLOCKED_RULE), "{text}");
+    assert_eq!(
+        browser
+            .script("return [document.documentElement.lang, document.querySelectorAll('img.logo').length, document.querySelectorAll('script, b, i').length]")
+            .await,
+        serde_json::json!([languages.split([',', '-']).next().unwrap(), 1, 0])
+    );
+    browser.screenshot(&format!("block-page-{name}")).await;
+    let order = browser.tab_order(4).await;
+    assert!(
+        order[0].starts_with("A ") && order[0].contains(back),
+        "{order:?}"
+    );
+    assert!(order[1].starts_with("TEXTAREA"), "{order:?}");
+    assert!(order[2].starts_with("BUTTON"), "{order:?}");
+    assert!(order[3].starts_with("SUMMARY"), "{order:?}");
+    if let Some(violations) = browser.axe_violations().await {
+        assert!(violations.is_empty(), "{name}: {violations:#?}");
+    }
+    browser.click("details summary").await;
+    let unfolded = browser.wait_for_text(BLOCKED_RULE).await;
+    assert!(unfolded.contains("gambling"), "{unfolded}");
+    browser
+        .screenshot(&format!("block-page-{name}-staff-details"))
+        .await;
+}
+
+#[tokio::test]
+async fn children_see_the_block_page_in_english_or_welsh_and_it_passes_axe() {
+    bounded(async {
+        let logo_dir = tempfile::tempdir().unwrap();
+        let logo = logo_dir.path().join("logo.svg");
+        std::fs::write(
+            &logo,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"120\" height=\"60\"><rect width=\"120\" height=\"60\" rx=\"10\" fill=\"#1d3557\"/><text x=\"60\" y=\"38\" fill=\"#fff\" font-size=\"20\" text-anchor=\"middle\">YBT</text></svg>",
+        )
+        .unwrap();
+        let setup = Setup::start_full(&[], &[], &block_page_section(&logo)).await;
+        child_sees(&setup, "en-GB,en", "This page is blocked", "Go back", "en").await;
+        child_sees(&setup, "cy,en;q=0.5", "Mae'r dudalen hon wedi'i rhwystro", "Mynd yn ôl", "cy").await;
+        // A browser asking for neither gets the school's language.
+        let page = setup
+            .school_client(true)
+            .get(setup.url("bet.test", "/"))
+            .header("accept-language", "fr")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("<html lang=\"cy\">"), "{page}");
+    })
+    .await;
+}
+
 fn spki_sha256(pem: &str) -> String {
     let der = pem_der(pem);
     // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version, serial,

@@ -195,6 +195,31 @@ pub struct ServiceHealth {
     pub store: Store,
     /// The visit-log writer's counters, when the visit log is on.
     pub visit_log: Option<Arc<VisitLogStats>>,
+    /// The list feeds' cached figures, when feeds are configured.
+    pub feeds: Option<Arc<dyn crate::metrics::ListFeedSource>>,
+}
+
+/// Each feed (every `failures` label is a configured feed) and the age of its oldest
+/// installed list (`ages` labels are `feed` or `feed/category`).
+fn list_ages(figures: &crate::metrics::ListFeedFigures) -> Vec<(String, Option<u64>)> {
+    figures
+        .failures
+        .iter()
+        .map(|(feed, _)| {
+            let oldest = figures
+                .ages
+                .iter()
+                .filter(|(label, _)| {
+                    label == feed
+                        || label
+                            .strip_prefix(feed.as_str())
+                            .is_some_and(|rest| rest.starts_with('/'))
+                })
+                .map(|(_, age)| *age as u64)
+                .max();
+            (feed.clone(), oldest)
+        })
+        .collect()
 }
 
 impl HealthSource for ServiceHealth {
@@ -203,6 +228,11 @@ impl HealthSource for ServiceHealth {
         let snapshot = self.policy.load();
         let last_error = self.reloads.last_error();
         let visit_log = self.visit_log.as_ref().map(|stats| stats.snapshot());
+        let feeds = self
+            .feeds
+            .as_ref()
+            .map(|feeds| feeds.list_feeds())
+            .unwrap_or_default();
         HealthFigures {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             ready: report.ready,
@@ -237,6 +267,8 @@ impl HealthSource for ServiceHealth {
             store_bytes: self.store.size_on_disk().unwrap_or(0),
             queue_depth: visit_log.map_or(0, |s| s.queue_depth),
             dropped_records: visit_log.map_or(0, |s| s.dropped),
+            list_ages: list_ages(&feeds),
+            stale_lists: feeds.stale,
         }
     }
 }

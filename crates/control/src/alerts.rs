@@ -9,6 +9,7 @@ use safegate_store::{Alert, AlertFilter, AlertStatus, StatusChange, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CommandError;
+use crate::table::{printable, write_table};
 use crate::time_text::{local_text, zone_named};
 
 /// An alerts command, as sent over the control socket.
@@ -26,8 +27,11 @@ pub enum AlertsRequest {
     },
     /// One alert.
     Show {
-        /// Its id.
+        /// Its id, or its number when `by_number`.
         id: u64,
+        /// `id` is the short number (#35).
+        #[serde(default)]
+        by_number: bool,
         /// JSON output.
         json: bool,
         /// The school's time zone.
@@ -35,8 +39,11 @@ pub enum AlertsRequest {
     },
     /// Acknowledge or close.
     SetStatus {
-        /// Its id.
+        /// Its id, or its number when `by_number`.
         id: u64,
+        /// `id` is the short number (#35).
+        #[serde(default)]
+        by_number: bool,
         /// The new status.
         status: AlertStatus,
         /// Who.
@@ -50,8 +57,11 @@ pub enum AlertsRequest {
     },
     /// One alert as a printable concern record (HTML).
     Export {
-        /// Its id.
+        /// Its id, or its number when `by_number`.
         id: u64,
+        /// Whether `id` is the short number (`#35`).
+        #[serde(default)]
+        by_number: bool,
         /// Who exports it, named on the record.
         by: String,
         /// The school's name, if the policy gives one.
@@ -78,8 +88,11 @@ impl AlertsRequest {
             AlertsRequest::SetStatus { id, status, by, .. } => {
                 format!("alerts set {id} status={} by={by:?}", status.as_str())
             }
-            AlertsRequest::Export { id, by, .. } => {
-                format!("alerts export {id} (concern record) by={by:?}")
+            AlertsRequest::Export {
+                id, by_number, by, ..
+            } => {
+                let hash = if *by_number { "#" } else { "" };
+                format!("alerts export {hash}{id} (concern record) by={by:?}")
             }
         }
     }
@@ -99,20 +112,18 @@ pub fn execute(store: &Store, request: &AlertsRequest) -> Result<(Vec<u8>, Strin
                 return Ok((json_lines(&alerts)?, summary));
             }
             let tz = zone_named(timezone);
-            let mut text = String::new();
             if alerts.is_empty() {
-                text.push_str("no alerts\n");
+                return Ok((b"no alerts\n".to_vec(), summary));
             }
-            for alert in &alerts {
-                let _ = writeln!(text, "{}", list_line(alert, &tz));
-            }
-            Ok((text.into_bytes(), summary))
+            Ok((alerts_table(store, &alerts, &tz), summary))
         }
         AlertsRequest::Show {
             id,
+            by_number,
             json: as_json,
             timezone,
         } => {
+            let id = &resolve(store, *id, *by_number)?;
             let alert = store
                 .alert(*id)?
                 .ok_or_else(|| CommandError::Refused(format!("there is no alert {id}")))?;
@@ -120,14 +131,20 @@ pub fn execute(store: &Store, request: &AlertsRequest) -> Result<(Vec<u8>, Strin
             if *as_json {
                 return Ok((json_lines(&alert)?, summary));
             }
-            Ok((details(&alert, &zone_named(timezone)).into_bytes(), summary))
+            let number = store.alert_number(alert.id)?.unwrap_or(alert.id);
+            Ok((
+                details(&alert, number, &zone_named(timezone)).into_bytes(),
+                summary,
+            ))
         }
         AlertsRequest::Export {
             id,
+            by_number,
             by,
             school,
             timezone,
         } => {
+            let id = &resolve(store, *id, *by_number)?;
             let alert = store
                 .alert(*id)?
                 .ok_or_else(|| CommandError::Refused(format!("there is no alert {id}")))?;
@@ -150,12 +167,14 @@ pub fn execute(store: &Store, request: &AlertsRequest) -> Result<(Vec<u8>, Strin
         }
         AlertsRequest::SetStatus {
             id,
+            by_number,
             status,
             by,
             note,
             at_unix_micros,
             timezone,
         } => {
+            let id = &resolve(store, *id, *by_number)?;
             let alert = store
                 .set_alert_status(
                     *id,
@@ -169,11 +188,21 @@ pub fn execute(store: &Store, request: &AlertsRequest) -> Result<(Vec<u8>, Strin
                 .ok_or_else(|| CommandError::Refused(format!("there is no alert {id}")))?;
             let tz = zone_named(timezone);
             Ok((
-                format!("{}\n", list_line(&alert, &tz)).into_bytes(),
+                alerts_table(store, std::slice::from_ref(&alert), &tz),
                 format!("alert {id} {} by {by:?}", status.as_str()),
             ))
         }
     }
+}
+
+/// The id of the alert given by its id, or by its short number when `by_number`.
+fn resolve(store: &Store, id: u64, by_number: bool) -> Result<u64, CommandError> {
+    if !by_number {
+        return Ok(id);
+    }
+    store
+        .alert_id_of_number(id)?
+        .ok_or_else(|| CommandError::Refused(format!("there is no alert #{id}")))
 }
 
 /// `value` as pretty JSON and a final newline.
@@ -183,27 +212,50 @@ fn json_lines<T: Serialize>(value: &T) -> Result<Vec<u8>, CommandError> {
     Ok(bytes)
 }
 
-fn list_line(alert: &Alert, tz: &jiff::tz::TimeZone) -> String {
-    format!(
-        "#{:<6} {:<12} {:<6} {:<24} {:<20} {}  {}  x{}  {}",
-        alert.id,
-        alert.status.as_str(),
-        alert.severity.as_str(),
-        alert.kind.as_str(),
-        alert.who,
-        local_text(alert.first_at_unix_micros, tz),
-        local_text(alert.last_at_unix_micros, tz),
-        alert.occurrences,
-        alert.summary
-    )
+/// Alerts as a table with a header row, for people: the short number (#35), status
+/// and kind in words, school times. `--json` keeps the machine forms.
+fn alerts_table(store: &Store, alerts: &[Alert], tz: &jiff::tz::TimeZone) -> Vec<u8> {
+    let rows: Vec<[String; 9]> = alerts
+        .iter()
+        .map(|alert| {
+            let number = store
+                .alert_number(alert.id)
+                .ok()
+                .flatten()
+                .unwrap_or(alert.id);
+            [
+                format!("#{number}"),
+                alert.status.in_words().to_owned(),
+                alert.severity.as_str().to_owned(),
+                alert.kind.in_words().to_owned(),
+                printable(&alert.who),
+                local_text(alert.first_at_unix_micros, tz),
+                local_text(alert.last_at_unix_micros, tz),
+                alert.occurrences.to_string(),
+                printable(&alert.summary),
+            ]
+        })
+        .collect();
+    let header = [
+        "Alert", "Status", "Severity", "What", "Who", "First", "Latest", "Times", "Summary",
+    ];
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = write_table(&mut out, header, &rows, &[7]);
+    out
 }
 
-fn details(alert: &Alert, tz: &jiff::tz::TimeZone) -> String {
+fn details(alert: &Alert, number: u64, tz: &jiff::tz::TimeZone) -> String {
     let mut text = String::new();
-    let _ = writeln!(text, "Alert #{}", alert.id);
-    let _ = writeln!(text, "  status:      {}", alert.status.as_str());
+    let _ = writeln!(text, "Alert #{number} (id {})", alert.id);
+    let _ = writeln!(text, "  status:      {}", alert.status.in_words());
     let _ = writeln!(text, "  severity:    {}", alert.severity.as_str());
-    let _ = writeln!(text, "  kind:        {}", alert.kind.as_str());
+    let _ = writeln!(
+        text,
+        "  kind:        {} ({})",
+        alert.kind.in_words(),
+        alert.kind.as_str()
+    );
     let _ = writeln!(
         text,
         "  who:         {} (role {}{})",

@@ -121,12 +121,15 @@ fn audit_entry(request: &Request, actor: &str) -> Option<(bool, NewAuditEntry)> 
             },
         )),
         // The account that asked (not the name it gave), as for other views.
-        Request::Alerts(alerts::AlertsRequest::Export { id, .. }) => Some((
+        Request::Alerts(alerts::AlertsRequest::Export { id, by_number, .. }) => Some((
             false,
             entry(
                 AuditAction::HistoryViewed,
-                format!("alert {id}"),
-                format!("concern record of alert {id} exported"),
+                format!("alert {}{id}", if *by_number { "#" } else { "" }),
+                format!(
+                    "concern record of alert {}{id} exported",
+                    if *by_number { "#" } else { "" }
+                ),
                 None,
             ),
         )),

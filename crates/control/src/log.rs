@@ -65,6 +65,7 @@ impl LogQuery {
     pub fn store_query(&self) -> Query {
         Query {
             user: self.user.clone(),
+            client: None,
             host: self.host.clone(),
             category: self.category.clone(),
             blocked_only: self.blocked_only,

@@ -160,6 +160,7 @@ impl Policy {
         Ok(Snapshot {
             index,
             school: draft.school,
+            block_page: draft.block_page,
             tz: draft.tz,
             default_role: draft.default_role,
             categories: draft.categories,
@@ -191,6 +192,7 @@ fn people_of(role: &str) -> &str {
 /// Everything of the snapshot except the index.
 struct Draft {
     school: String,
+    block_page: crate::block_page::BlockPageSettings,
     tz: TimeZone,
     default_role: Role,
     categories: Vec<Category>,
@@ -328,8 +330,18 @@ impl Compiler<'_> {
             &names.windows,
             &mut self.problems,
         );
+        let mut block_problems = Vec::new();
+        let (block_page, logo) =
+            crate::block_page::compile(&file.block_page, &self.base, |key, why| {
+                block_problems.push((key.to_owned(), why));
+            });
+        for (key, why) in block_problems {
+            self.problem(key, why);
+        }
+        stats.files.extend(logo);
         Draft {
             school: self.school_name(&file.school),
+            block_page,
             tz,
             default_role,
             categories,

@@ -14,6 +14,7 @@
 //! ```
 
 mod alerts;
+mod block_page;
 mod compile;
 mod decrypt;
 mod error;
@@ -25,6 +26,7 @@ mod window;
 use safegate_lists as lists;
 
 pub use alerts::{AlertSettings, HeavyUse, PhraseList, Severity, StaffSocial, parse_phrase_file};
+pub use block_page::{BLOCK_PAGE_LANGUAGES, BlockPageSettings, MAX_LOGO_BYTES, MAX_MESSAGE_CHARS};
 pub use compile::Policy;
 pub use decrypt::{DecryptDecision, SniMismatch};
 pub use error::{ListRefusal, PolicyError, Problem};

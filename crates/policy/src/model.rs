@@ -47,6 +47,9 @@ pub(crate) struct PolicyFile {
     /// What the safeguarding alert engine looks for.
     #[serde(default)]
     pub alerts: crate::alerts::AlertsFile,
+    /// What the school puts on the block page.
+    #[serde(default)]
+    pub block_page: crate::block_page::BlockPageFile,
 }
 
 fn default_timezone() -> String {

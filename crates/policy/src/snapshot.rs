@@ -335,6 +335,8 @@ pub struct Snapshot {
     pub(crate) index: Index,
     /// The school's name; empty when the policy gives none.
     pub(crate) school: String,
+    /// The compiled `[block_page]`.
+    pub(crate) block_page: crate::block_page::BlockPageSettings,
     pub(crate) tz: TimeZone,
     pub(crate) default_role: Role,
     pub(crate) categories: Vec<Category>,
@@ -372,6 +374,11 @@ impl Snapshot {
     /// The school's name (the policy's `school`), if it gives one.
     pub fn school_name(&self) -> Option<&str> {
         Some(self.school.as_str()).filter(|name| !name.is_empty())
+    }
+
+    /// What the school puts on the block page (message, logo, default language).
+    pub fn block_page(&self) -> &crate::block_page::BlockPageSettings {
+        &self.block_page
     }
 
     /// The school's time zone.

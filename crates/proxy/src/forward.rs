@@ -114,9 +114,11 @@ pub(crate) async fn forward(
             &decided.decision,
             &target,
             way.answer,
+            request.headers(),
         );
         return pipeline::finish(ledger, page, None);
     }
+    let asked = block_page_headers(request.headers());
     let restrictions = Restrictions::for_identity(&decided.snapshot, &decided.identity);
     let (request, client_upgrade) = match prepare(
         state,
@@ -141,6 +143,7 @@ pub(crate) async fn forward(
         normalised: &normalised,
         target,
         way,
+        asked,
     };
     answer.deliver(state, ledger, response, client_upgrade)
 }
@@ -286,6 +289,20 @@ struct OriginAnswer<'a> {
     normalised: &'a RequestTarget,
     target: String,
     way: Way,
+    /// The request's headers that the block page reads ([`block_page_headers`]).
+    asked: http::HeaderMap,
+}
+
+/// The request headers the block page reads (language, way back), kept for a block
+/// decided on the response (a file rule).
+fn block_page_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut kept = http::HeaderMap::new();
+    for name in [http::header::ACCEPT_LANGUAGE, http::header::REFERER] {
+        if let Some(value) = headers.get(&name) {
+            kept.insert(name, value.clone());
+        }
+    }
+    kept
 }
 
 impl OriginAnswer<'_> {
@@ -335,6 +352,7 @@ impl OriginAnswer<'_> {
                 &decision,
                 &self.target,
                 self.way.answer,
+                &self.asked,
             );
             ledger.blocked_later(&decision);
             return pipeline::finish(ledger, page, None);

@@ -37,6 +37,7 @@ pub mod hop_by_hop;
 pub mod local_pages;
 pub mod metrics;
 pub mod open_files;
+pub mod page_style;
 pub mod review_limit;
 pub mod safesearch;
 pub mod sni;

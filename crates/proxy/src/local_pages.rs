@@ -263,6 +263,9 @@ pub struct Requester {
     pub user: Option<String>,
     /// Browsing role.
     pub role: String,
+    /// The school-wide language of the block page (the policy's
+    /// `block_page.language`), used when the browser asks for none SafeGate has.
+    pub school_language: String,
 }
 
 /// The fields of the block page's review form.
@@ -343,6 +346,13 @@ pub async fn review(
     body_read_timeout: std::time::Duration,
 ) -> Response<ResponseBody> {
     use crate::form_body::{self, FormBodyError};
+    let words = crate::block_page::words::choose(
+        request
+            .headers()
+            .get(http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+        &requester.school_language,
+    );
     let Some(queue) = queue else {
         return error_page::page(
             StatusCode::NOT_FOUND,
@@ -425,13 +435,25 @@ pub async fn review(
             "SafeGate is busy and could not take your request; please try again in a minute.",
         );
     }
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Review requested - SafeGate</title>\
-<style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em}}code{{word-break:break-all}}</style></head>\n\
-<body><h1>Review requested</h1><p>Thank you. The filter admin will look at <code>{}</code>.</p></body></html>\n",
-        html_escape::encode_text(&url)
-    );
-    own_response(html, HTML, "no-store")
+    own_response(review_thanks(words, &url), HTML, "no-store")
+}
+
+/// The page after a review request, in the block page's language and look: what
+/// happens next. No links, so it works over plain HTTP and inside a tunnel alike.
+fn review_thanks(words: &crate::block_page::words::Words, url: &str) -> String {
+    let escape = |text: &str| html_escape::encode_double_quoted_attribute(text).into_owned();
+    format!(
+        "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title} - SafeGate</title><style>{style}</style></head>\n\
+<body><header><strong>SafeGate</strong></header>\n<main class=\"child\"><h1>{title}</h1>\
+<p>{thanks}</p><p><code>{url}</code></p></main></body></html>\n",
+        lang = escape(&words.lang),
+        title = escape(&words.review_thanks_title),
+        style = crate::page_style::STYLE,
+        thanks = escape(&words.review_thanks),
+        url = escape(url),
+    )
 }
 
 const HTML: &str = "text/html; charset=utf-8";

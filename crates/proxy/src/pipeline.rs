@@ -369,6 +369,7 @@ pub(crate) fn block(
     decision: &Decision,
     target: &str,
     answer: BlockAnswer,
+    headers: &http::HeaderMap,
 ) -> Response<ResponseBody> {
     let identity = &decided.identity;
     throttled!(
@@ -398,7 +399,8 @@ pub(crate) fn block(
         Some(&review_action),
         Some(&review_token),
     )
-    .at_school(decided.snapshot.school_name());
+    .at_school(&decided.snapshot)
+    .asked_by(headers);
     if answer == BlockAnswer::Connect {
         block_page::connect_refusal(&info)
     } else {
@@ -419,6 +421,7 @@ pub(crate) async fn answer_review(
         client,
         user: identity.user.clone(),
         role: identity.role.as_str().to_owned(),
+        school_language: state.policy.load().block_page().language.clone(),
     };
     crate::local_pages::review(
         state.reviews.as_ref(),

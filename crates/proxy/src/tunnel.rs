@@ -106,6 +106,7 @@ pub(crate) async fn open(
             &decided.decision,
             &target,
             BlockAnswer::Connect,
+            request.headers(),
         );
         return pipeline::finish(ledger, refusal, None);
     }

@@ -110,7 +110,11 @@ fn summary(page: &mut String, report: &WeeklyReport) {
     figure(page, "low alerts", s.alerts_low);
     figure(page, "circumvention attempts", s.circumvention_attempts);
     figure(page, "background requests", s.background_requests);
-    figure(page, "MB to browsers", s.bytes_down / 1_000_000);
+    let _ = write!(
+        page,
+        "<div class=\"figure\"><b>{}</b>to browsers</div>",
+        esc(&safegate_store::plain_words::size_in_words(s.bytes_down))
+    );
     page.push_str("</div>\n");
     day_chart(page, report);
     severity_chart(page, report);
@@ -411,7 +415,11 @@ fn blocked(page: &mut String, report: &WeeklyReport) {
         page.push_str("<tr>");
         cell(page, &b.who);
         cell(page, &format!("{} {}", b.role, b.group));
-        cell(page, &b.category);
+        // A block by a deny list has no category: its rule, in words.
+        cell(
+            page,
+            &safegate_store::plain_words::rule_in_words(&b.category),
+        );
         number(page, b.attempts);
         cell(page, &b.first_at);
         cell(page, &b.last_at);

@@ -46,8 +46,9 @@ pub enum AlertsAction {
 /// `safegate alerts export`.
 #[derive(Debug, Args)]
 pub struct AlertsExportArgs {
-    /// The alert's id.
-    pub id: u64,
+    /// The alert: its number (`#35`) or its id.
+    #[arg(value_parser = parse_alert)]
+    pub id: (u64, bool),
     /// The file to write (`-`: standard output); default
     /// data_dir/reports/safegate-concern-alert-<id>-<date>.html.
     #[arg(long, value_name = "FILE")]
@@ -116,8 +117,9 @@ pub struct AlertsListArgs {
 /// `safegate alerts show`.
 #[derive(Debug, Args)]
 pub struct AlertsShowArgs {
-    /// The alert's id.
-    pub id: u64,
+    /// The alert: its number as the lists show it (`#35`) or its id (`2000035`).
+    #[arg(value_parser = parse_alert)]
+    pub id: (u64, bool),
     /// JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -129,8 +131,9 @@ pub struct AlertsShowArgs {
 /// `safegate alerts ack|close`.
 #[derive(Debug, Args)]
 pub struct AlertsChangeArgs {
-    /// The alert's id.
-    pub id: u64,
+    /// The alert: its number as the lists show it (`#35`) or its id (`2000035`).
+    #[arg(value_parser = parse_alert)]
+    pub id: (u64, bool),
     /// What was done, for the record.
     #[arg(long)]
     pub note: Option<String>,
@@ -188,7 +191,8 @@ pub fn run(action: &AlertsAction) -> Result<()> {
             (
                 config,
                 AlertsRequest::Show {
-                    id: args.id,
+                    id: args.id.0,
+                    by_number: args.id.1,
                     json: args.json,
                     timezone,
                 },
@@ -206,7 +210,8 @@ pub fn run(action: &AlertsAction) -> Result<()> {
             (
                 config,
                 AlertsRequest::SetStatus {
-                    id: args.id,
+                    id: args.id.0,
+                    by_number: args.id.1,
                     status,
                     by,
                     note: args.note.clone(),
@@ -241,7 +246,8 @@ fn export(args: &AlertsExportArgs) -> Result<()> {
     }
     let (tz, timezone) = policy_timezone(&config.policy.file);
     let request = AlertsRequest::Export {
-        id: args.id,
+        id: args.id.0,
+        by_number: args.id.1,
         by: args.by.clone().unwrap_or_else(login_name),
         school: policy_school(&config.policy.file),
         timezone,
@@ -274,11 +280,16 @@ fn export(args: &AlertsExportArgs) -> Result<()> {
             let dir = config.data_dir.join("reports");
             safegate_report::make_private_dir(&dir, true)?;
             let date = tz.to_datetime(Timestamp::now()).date().to_string();
-            let name = safegate_report::concern::file_name(args.id, &date);
+            let name = safegate_report::concern::file_name(args.id.0, &date);
             safegate_report::write_private(&dir, &name, &page)?
         }
     };
-    println!("concern record of alert {}: {}", args.id, path.display());
+    let shown = if args.id.1 { "#" } else { "" };
+    println!(
+        "concern record of alert {shown}{}: {}",
+        args.id.0,
+        path.display()
+    );
     Ok(())
 }
 
@@ -291,6 +302,19 @@ fn policy_school(policy_file: &Path) -> Option<String> {
         Some(toml::Value::String(name)) if !name.trim().is_empty() => Some(name.trim().to_owned()),
         _ => None,
     }
+}
+
+/// An alert as given on the command line: `#35` is the short number people read
+/// (true), `2000035` the id (false).
+fn parse_alert(text: &str) -> Result<(u64, bool), String> {
+    let (digits, by_number) = match text.trim().strip_prefix('#') {
+        Some(number) => (number, true),
+        None => (text.trim(), false),
+    };
+    digits
+        .parse()
+        .map(|value| (value, by_number))
+        .map_err(|_| format!("`{text}` is not an alert: give its number (#35) or its id"))
 }
 
 /// The person running the command: `SUDO_USER`, else `USER`, else `unknown`.

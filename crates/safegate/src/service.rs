@@ -330,6 +330,7 @@ fn start_tasks(
             reloads: Arc::clone(&reload_counters),
             store: store.clone(),
             visit_log: visit_log.stats,
+            feeds: feeds.clone().map(|f| -> Arc<dyn ListFeedSource> { f }),
         },
         admin_service::policy_access(
             config.policy.file.clone(),

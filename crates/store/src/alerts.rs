@@ -29,8 +29,8 @@ pub use safegate_policy::Severity;
 /// Evidence records kept per alert (the first ones; later occurrences are counted).
 pub const EVIDENCE_KEPT: usize = 50;
 
-const ALERTS: &str = "alerts";
-const ALERTS_OPEN: &str = "alerts_open";
+pub(crate) const ALERTS: &str = "alerts";
+pub(crate) const ALERTS_OPEN: &str = "alerts_open";
 const USAGE: &str = "alert_usage";
 
 /// What raised an alert.
@@ -243,11 +243,11 @@ fn fold_key(kind: AlertKind, who: &str, subject: &str) -> Vec<u8> {
     key
 }
 
-fn decode(bytes: &[u8]) -> Result<Alert, StoreError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Alert, StoreError> {
     Ok(serde_json::from_slice(bytes)?)
 }
 
-fn id_of(bytes: &[u8]) -> Option<u64> {
+pub(crate) fn id_of(bytes: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
 }
 

@@ -10,6 +10,10 @@
 //!   its formats, crash semantics and queries are described in [`visit_log`].
 //! - `alerts`, `alerts_open`, `alert_usage`: safeguarding alerts with their evidence
 //!   and status, the open alerts by fold key, and per-user daily usage; see [`alerts`].
+//! - `alert_numbers`: short per-school alert numbers (#35) and their ids; see
+//!   `alert_numbers.rs`.
+//! - `visit_totals`: requests and blocked requests per hour, for the dashboard; see
+//!   [`visit_totals`].
 //! - `audit`: the hash-chained, append-only audit log; see [`audit`].
 //! - `users`: key = the user name (normalised), value = a version byte and the user;
 //!   names, writes, generations and watching are described in [`users`]. Password
@@ -18,15 +22,18 @@
 //! Writes from the proxy never happen on the request path: the proxy hands records
 //! to a bounded queue (`ReviewQueue`, `VisitLogQueue`) and a writer task applies them.
 
+mod alert_numbers;
 pub mod alerts;
 pub mod audit;
 pub mod password;
+pub mod plain_words;
 pub mod record;
 mod record_batch;
 mod reviews;
 pub mod users;
 pub mod visit_log;
 mod visit_log_writer;
+pub mod visit_totals;
 
 pub use crate::alerts::{
     Alert, AlertFilter, AlertKind, AlertStatus, NewAlert, Raised, Severity, StatusChange,
@@ -50,6 +57,7 @@ pub use crate::visit_log::{Query, write_csv_row, write_records_csv, write_record
 pub use crate::visit_log_writer::{
     VisitLogQueue, VisitLogStats, VisitLogStatsSnapshot, WriteFailure, spawn_visit_log_writer,
 };
+pub use crate::visit_totals::HourTotals;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -209,6 +209,8 @@ fn with_key(prefix: &[u8], block_key: &[u8]) -> Vec<u8> {
 pub struct Query {
     /// Only this user's records.
     pub user: Option<String>,
+    /// Only records from this client address (a computer).
+    pub client: Option<std::net::IpAddr>,
     /// Only records for this exact host name.
     pub host: Option<String>,
     /// Only records in this category.
@@ -235,6 +237,7 @@ impl Query {
                 .user
                 .as_deref()
                 .is_none_or(|user| record.user.as_deref() == Some(user))
+            && self.client.is_none_or(|client| record.client == client)
             && self.host.as_deref().is_none_or(|host| record.host == host)
             && self
                 .category
@@ -746,7 +749,8 @@ impl Store {
     /// encoded bytes as they are (as [`Store::write_records`] does; not flushed).
     pub fn write_batch(&self, batch: &RecordBatch) -> Result<(), StoreError> {
         let items: Vec<Stored<'_>> = batch.stored().collect();
-        self.write_stored(&items)
+        self.write_stored(&items)?;
+        self.add_to_totals(batch)
     }
 
     fn write_stored(&self, records: &[Stored<'_>]) -> Result<(), StoreError> {
@@ -947,6 +951,7 @@ impl Store {
         purge_blocks(&self.trees()?.visit_log, &[SEARCHES], cutoff_micros)?;
         purge_named(&self.trees()?.visit_log_users, BY_USER, cutoff_micros)?;
         purge_named(&self.trees()?.visit_log_index, BY_HOST, cutoff_micros)?;
+        self.purge_totals_before(cutoff_micros)?;
         Ok(removed)
     }
 }

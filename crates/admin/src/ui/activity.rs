@@ -30,6 +30,11 @@ const VISIT_GAP: Duration = Duration::from_secs(5 * 60);
 #[derive(Debug, Default, Deserialize)]
 pub struct ActivityQuery {
     user: Option<String>,
+    /// A computer's address instead of a user name.
+    client: Option<String>,
+    /// Start and end as Unix microseconds instead of days (an alert's links).
+    since_micros: Option<u64>,
+    until_micros: Option<u64>,
     /// First day, `2026-11-16` (school time zone).
     from: Option<String>,
     /// Last day, inclusive.
@@ -69,26 +74,22 @@ fn shown_url(record: &Record) -> String {
     }
 }
 
-/// Reads the activity and records the view; errors are for the person asking.
-async fn gather(
-    state: &WebState,
-    session: &Session,
+/// The period asked for: (start, end) in Unix microseconds, and as shown (from,
+/// until): days in school time (`from`/`until`, the last 7 days by default), or the
+/// exact times of an alert's link (`since_micros`/`until_micros`, at most 2 days).
+fn period(
     query: &ActivityQuery,
-) -> Result<Activity, (StatusCode, String)> {
+    tz: &TimeZone,
+) -> Result<(u64, u64, String, String), (StatusCode, String)> {
     let bad = |message: &str| (StatusCode::BAD_REQUEST, message.to_owned());
-    let user = query
-        .user
-        .as_deref()
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| bad("give a user name"))?;
-    let reason = query
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| bad("say why you are looking at this person's history (it is recorded)"))?;
-    let tz = state.school_zone();
+    if let (Some(since), Some(until)) = (query.since_micros, query.until_micros) {
+        if until <= since || until - since > 2 * 24 * 3600 * 1_000_000 {
+            return Err(bad(
+                "the period must end after it starts and last at most 2 days",
+            ));
+        }
+        return Ok((since, until, local_time(since, tz), local_time(until, tz)));
+    }
     let today = jiff::Timestamp::now().to_zoned_datetime(tz.clone()).date();
     let parse_day = |text: Option<&str>, default: Date| -> Result<Date, (StatusCode, String)> {
         match text.map(str::trim).filter(|t| !t.is_empty()) {
@@ -106,23 +107,62 @@ async fn gather(
     if until < from {
         return Err(bad("the period ends before it starts"));
     }
-    let since = day_start_micros(from, &tz).ok_or_else(|| bad("bad start date"))?;
+    let since = day_start_micros(from, tz).ok_or_else(|| bad("bad start date"))?;
     let end = until
         .tomorrow()
         .ok()
-        .and_then(|day| day_start_micros(day, &tz))
+        .and_then(|day| day_start_micros(day, tz))
         .ok_or_else(|| bad("bad end date"))?;
+    Ok((since, end, from.to_string(), until.to_string()))
+}
+
+/// Reads the activity and records the view; errors are for the person asking.
+async fn gather(
+    state: &WebState,
+    session: &Session,
+    query: &ActivityQuery,
+) -> Result<Activity, (StatusCode, String)> {
+    let bad = |message: &str| (StatusCode::BAD_REQUEST, message.to_owned());
+    let client = query
+        .client
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse::<std::net::IpAddr>()
+                .map_err(|_| bad("a computer is given by its address, like 10.0.3.57"))
+        })
+        .transpose()?;
+    let user = query
+        .user
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty());
+    let subject = match (user, client) {
+        (Some(user), _) => user.to_owned(),
+        (None, Some(client)) => client.to_string(),
+        (None, None) => return Err(bad("give a user name or a computer's address")),
+    };
+    let reason = query
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| bad("say why you are looking at this person's history (it is recorded)"))?;
+    let tz = state.school_zone();
+    let (since, end, from, until) = period(query, &tz)?;
     let audit = NewAuditEntry {
         at_unix_micros: now_micros(),
         actor: session.user.clone(),
         action: AuditAction::HistoryViewed,
-        subject: user.to_owned(),
+        subject: subject.clone(),
         detail: format!("searches, visits and blocks from {from} to {until}"),
         reason: Some(reason.to_owned()),
     };
     let store = state.store.clone();
     let log_query = LogQuery {
-        user: Some(user.to_owned()),
+        user: user.map(str::to_owned),
+        client: if user.is_none() { client } else { None },
         since: Some(since),
         until: Some(end),
         limit: Some(MAX_RECORDS),
@@ -147,7 +187,7 @@ async fn gather(
         )
     })?;
     let mut activity = Activity {
-        user: user.to_owned(),
+        user: subject,
         from: from.to_string(),
         until: until.to_string(),
         records: records.len(),
@@ -193,7 +233,8 @@ pub async fn activity_page(
     Extension(session): Extension<Session>,
     Query(query): Query<ActivityQuery>,
 ) -> Response {
-    let asked = query.user.as_deref().is_some_and(|u| !u.trim().is_empty());
+    let given = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
+    let asked = given(&query.user) || given(&query.client);
     let result = if asked {
         Some(gather(&state, &session, &query).await)
     } else {
@@ -205,7 +246,12 @@ pub async fn activity_page(
         html! {
             p { "Looking at a person's history is recorded in the audit log with your name and reason." }
             form method="get" action="/activity" {
-                label { "User name " input name="user" required value=(query.user.as_deref().unwrap_or("")); }
+                label { "User name " input name="user" value=(query.user.as_deref().unwrap_or("")); }
+                label { "or computer address " input name="client" value=(query.client.as_deref().unwrap_or("")); }
+                @if let (Some(since), Some(until)) = (query.since_micros, query.until_micros) {
+                    input type="hidden" name="since_micros" value=(since);
+                    input type="hidden" name="until_micros" value=(until);
+                }
                 label { "From " input name="from" type="date" value=(query.from.as_deref().unwrap_or("")); }
                 label { "Until " input name="until" type="date" value=(query.until.as_deref().unwrap_or("")); }
                 label { "Why " input name="reason" required size="40" value=(query.reason.as_deref().unwrap_or("")); }
@@ -233,9 +279,9 @@ pub async fn activity_page(
                     }
                     h3 { "Blocked attempts (" (activity.blocked.len()) ")" }
                     table {
-                        tr { th { "When" } th { "Address" } th { "Rule" } }
+                        tr { th { "When" } th { "Address" } th { "Why" } }
                         @for (when, url, rule) in &activity.blocked {
-                            tr { td { (when) } td { (url) } td { code { (rule) } } }
+                            tr { td { (when) } td { (url) } td { (safegate_store::plain_words::rule_in_words(rule)) details { summary { "rule" } code { (rule) } } } }
                         }
                     }
                 },

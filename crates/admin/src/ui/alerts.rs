@@ -78,6 +78,7 @@ pub async fn alerts_page(
         Err(problem) => return refusal(false, StatusCode::BAD_REQUEST, &problem),
     };
     let tz = state.school_zone();
+    let numbers = numbers_of(&state, &alerts).await;
     layout(
         "Safeguarding alerts",
         Some(&session),
@@ -106,13 +107,13 @@ pub async fn alerts_page(
             @else {
                 table {
                     tr { th { "#" } th { "Severity" } th { "Status" } th { "Who" } th { "What" } th { "Latest" } th { "Times" } }
-                    @for alert in &alerts {
+                    @for (alert, number) in alerts.iter().zip(&numbers) {
                         tr {
-                            td { a href=(format!("/alerts/{}", alert.id)) { (alert.id) } }
+                            td { a href=(format!("/alerts/{}", alert.id)) { "#" (number) } }
                             td class=(if alert.severity.as_str() == "high" { "bad" } else { "" }) { (alert.severity.as_str()) }
-                            td { (alert.status.as_str()) }
+                            td { (alert.status.in_words()) }
                             td { (alert.who) " (" (alert.role) ")" }
-                            td { (alert.kind.as_str()) ": " (alert.summary) }
+                            td { (alert.kind.in_words()) ": " (alert.summary) }
                             td { (local_time(alert.last_at_unix_micros, &tz)) }
                             td { (alert.occurrences) }
                         }
@@ -135,6 +136,37 @@ pub async fn alerts_api(
     }
 }
 
+/// The short number (#35) of each alert, in order (its id when it has none).
+async fn numbers_of(state: &WebState, alerts: &[Alert]) -> Vec<u64> {
+    let store = state.store.clone();
+    let ids: Vec<u64> = alerts.iter().map(|alert| alert.id).collect();
+    let fallback = ids.clone();
+    tokio::task::spawn_blocking(move || {
+        ids.iter()
+            .map(|id| store.alert_number(*id).ok().flatten().unwrap_or(*id))
+            .collect()
+    })
+    .await
+    .unwrap_or(fallback)
+}
+
+/// The activity page for the alert's person (or computer, when there is no user
+/// name) from 30 minutes before its first occurrence to 30 minutes after its latest.
+pub fn activity_link(alert: &Alert) -> String {
+    let who = match &alert.user {
+        Some(user) => format!("user={}", url_encode(user)),
+        None => format!("client={}", url_encode(&alert.who)),
+    };
+    format!(
+        "/activity?{who}&since_micros={}&until_micros={}",
+        alert.first_at_unix_micros.saturating_sub(AROUND_MICROS),
+        alert.last_at_unix_micros.saturating_add(AROUND_MICROS)
+    )
+}
+
+/// Half an hour, in microseconds: the activity shown around an alert.
+const AROUND_MICROS: u64 = 30 * 60 * 1_000_000;
+
 async fn one(state: &WebState, id: u64) -> Result<Option<Alert>, String> {
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || store.alert(id))
@@ -156,16 +188,26 @@ pub async fn alert_page(
         Err(problem) => return refusal(false, StatusCode::INTERNAL_SERVER_ERROR, &problem),
     };
     let tz = state.school_zone();
+    let number = numbers_of(&state, std::slice::from_ref(&alert))
+        .await
+        .first()
+        .copied()
+        .unwrap_or(alert.id);
     layout(
-        &format!("Alert {}", alert.id),
+        &format!("Alert #{number}"),
         Some(&session),
         html! {
             p class=(if alert.severity.as_str() == "high" { "bad" } else { "" }) {
-                (alert.severity.as_str()) " · " (alert.kind.as_str()) " · " (alert.status.as_str())
+                (alert.severity.as_str()) " · " (alert.kind.in_words()) " · " (alert.status.in_words())
             }
             p { (alert.summary) }
             p { a href=(format!("/alerts/{}/record", alert.id)) { "Printable concern record" }
                 " for the school's safeguarding system (who, which computer, when, what, evidence, actions and notes)" }
+            p { a href=(activity_link(&alert)) { "What " (alert.who) " did from 30 minutes before to 30 minutes after" } }
+            details {
+                summary { "Details for staff" }
+                p { "Alert id " code { (alert.id) } ", kind " code { (alert.kind.as_str()) } ", status " code { (alert.status.as_str()) } "." }
+            }
             table {
                 tr { th { "Who" } td { (alert.who) " (" (alert.role) @if let Some(group) = &alert.group { ", " (group) } ")" } }
                 tr { th { "About" } td { (alert.subject) } }
@@ -181,7 +223,7 @@ pub async fn alert_page(
                         td { (local_time(record.at_unix_micros, &tz)) }
                         td { (record.host) @if let Some(path) = &record.path { (path) } }
                         td { @if let Some(search) = &record.search { (search.engine) ": " (search.terms) } }
-                        td { (if record.outcome == Outcome::Blocked { "blocked" } else { "allowed" }) " (" code { (record.rule) } ")" }
+                        td { (if record.outcome == Outcome::Blocked { "blocked" } else { "allowed" }) ": " (safegate_store::plain_words::rule_in_words(&record.rule)) }
                     }
                 }
             }

@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod activity;
 pub mod alerts;
 pub mod concern;
+pub mod dashboard;
 pub mod limiter;
 pub mod pages;
 pub mod policy_edit;
@@ -105,6 +106,7 @@ pub const ROUTES: &[RouteInfo] = &[
     route("POST", "/rules/unblock", Need::AnyOf(RULES)),
     route("POST", "/rules/unblock/remove", Need::AnyOf(RULES)),
     route("POST", "/rules/window", Need::AnyOf(RULES)),
+    route("POST", "/rules/block-page", Need::AnyOf(RULES)),
     route("POST", "/api/rules/window", Need::AnyOf(RULES)),
     route("GET", "/api/rules", Need::AnyOf(RULES)),
     route("GET", "/api/rules/check", Need::AnyOf(RULES)),
@@ -139,6 +141,13 @@ pub struct HealthFigures {
     pub queue_depth: u64,
     /// Visit-log records dropped since start (must stay 0).
     pub dropped_records: u64,
+    /// Each list feed and the age in seconds of its oldest installed list (None: not
+    /// installed).
+    #[serde(default)]
+    pub list_ages: Vec<(String, Option<u64>)>,
+    /// Feeds not updated for longer than `lists.stale_after`, in words.
+    #[serde(default)]
+    pub stale_lists: Vec<String>,
 }
 
 /// Where the technicians' figures come from.
@@ -284,6 +293,7 @@ pub fn router(state: Arc<WebState>) -> Router {
             .route("/rules/unblock", post(rules::unblock_form))
             .route("/rules/unblock/remove", post(rules::remove_unblock_form))
             .route("/rules/window", post(rules::window_form))
+            .route("/rules/block-page", post(rules::block_page_form))
             .route("/api/rules/window", post(rules::window_api))
             .route("/api/rules", get(rules::rules_api))
             .route("/api/rules/check", get(rules::check_api))

@@ -22,14 +22,8 @@ const LOGIN_COOKIE: &str = "safegate_login";
 /// Audit entries shown on one page.
 const AUDIT_PAGE: usize = 200;
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#1b1b1b;background:#f6f7f9}\
-header{background:#1d3557;color:#fff;padding:.6rem 1rem;display:flex;flex-wrap:wrap;gap:1rem;align-items:center}\
-header a{color:#fff}header form{margin-left:auto}main{padding:1rem;max-width:70rem}\
-table{border-collapse:collapse;width:100%;background:#fff}td,th{border:1px solid #ccd;padding:.3rem .5rem;text-align:left;vertical-align:top}\
-pre{white-space:pre-wrap;word-break:break-all;margin:0}.bad{color:#b00020;font-weight:bold}.ok{color:#1b7f3b;font-weight:bold}\
-label{display:block;margin:.5rem 0}input{font-size:1rem;padding:.3rem}button{font-size:1rem;padding:.3rem .8rem}\
-table.audit td:nth-child(5){max-width:22ch;word-break:break-all}table.audit td:nth-child(6){min-width:45ch}\
-@media print{header{display:none}}";
+/// The style sheet every SafeGate page shares (the block page too).
+const STYLE: &str = safegate_proxy::page_style::STYLE;
 
 /// Percent-encodes a value for a query string.
 pub fn url_encode(value: &str) -> String {
@@ -348,13 +342,52 @@ pub async fn api_logout(State(state): State<Arc<WebState>>, headers: HeaderMap) 
         .into_response()
 }
 
-/// `GET /`: what this user can do here.
-pub async fn home(Extension(session): Extension<Session>) -> Markup {
+/// `GET /`: the dashboard (what this user may see of it), then what they can do here.
+pub async fn home(
+    State(state): State<Arc<WebState>>,
+    Extension(session): Extension<Session>,
+) -> Markup {
+    let store = state.store.clone();
+    let tz = state.school_zone();
+    let figures = tokio::task::spawn_blocking(move || {
+        crate::ui::dashboard::gather(&store, &tz, jiff::Timestamp::now())
+    })
+    .await;
+    let health = if session.may(Permission::Metrics) {
+        state.health.health()
+    } else {
+        crate::ui::HealthFigures::default()
+    };
+    let dashboard = match figures {
+        Ok(Ok(dashboard)) => Some(dashboard),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "cannot read the dashboard's figures");
+            None
+        }
+        Err(_) => None,
+    };
+    let shows_figures = session.may(Permission::Reports)
+        || session.may(Permission::Rules)
+        || session.may(Permission::Metrics);
+    let cards = match &dashboard {
+        Some(dashboard) if shows_figures => {
+            crate::ui::dashboard::render(dashboard, &health, &session)
+        }
+        Some(_) => html! {},
+        None => html! { p.bad { "The dashboard's figures cannot be read just now." } },
+    };
+    home_page(&session, cards)
+}
+
+/// The home page around the dashboard's `cards`.
+fn home_page(session: &Session, cards: Markup) -> Markup {
     layout(
         "Home",
-        Some(&session),
+        Some(session),
         html! {
             p { "Signed in as " strong { (session.shown_name()) } " (" (session.user) ")." }
+            (cards)
+            h2 { "What you can do here" }
             ul {
                 @if session.may(Permission::Rules) {
                     li { a href="/rules" { "Filtering rules" } ": categories, allow and deny lists, unblocks for a lesson, test a URL." }
@@ -417,7 +450,7 @@ pub async fn health(
             }
             h2 { "Database and visit log" }
             table {
-                tr { th { "Database on disk" } td { (figures.store_bytes / (1024 * 1024)) " MiB" } }
+                tr { th { "Database on disk" } td { (safegate_store::plain_words::size_in_words(figures.store_bytes)) } }
                 tr { th { "Records waiting to be written" } td { (figures.queue_depth) } }
                 tr { th { "Records dropped since start" } td class=(if figures.dropped_records > 0 { "bad" } else { "ok" }) { (figures.dropped_records) } }
             }

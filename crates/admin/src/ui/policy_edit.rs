@@ -148,6 +148,22 @@ pub enum Edit {
     /// Create or change a time window (`[windows.NAME]`); rules name windows, so a
     /// window's times change every rule that uses it.
     SetWindow(WindowEdit),
+    /// Set the school's name and the block page's message, logo and language
+    /// (`school` and `[block_page]`); the compile checks them.
+    SetBlockPage(BlockPageEdit),
+}
+
+/// The school's block page as the rules page edits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockPageEdit {
+    /// The school's name (`school`).
+    pub school: String,
+    /// The school's message (`block_page.message`).
+    pub message: String,
+    /// The logo file, relative to the policy file (`block_page.logo`).
+    pub logo: String,
+    /// The school-wide language (`block_page.language`).
+    pub language: String,
 }
 
 /// A time window as the rules page edits it.
@@ -211,6 +227,21 @@ impl Edit {
                 unblock.until
             ),
             Edit::RemoveUnblock(id) => format!("remove unblock {id}"),
+            Edit::SetBlockPage(page) => format!(
+                "block page: school \"{}\", language {}, {}, {}",
+                page.school,
+                page.language,
+                if page.message.is_empty() {
+                    "no message"
+                } else {
+                    "a message"
+                },
+                if page.logo.is_empty() {
+                    "no logo"
+                } else {
+                    "a logo"
+                }
+            ),
             Edit::SetWindow(window) => format!(
                 "time window {}: {} {}{}",
                 window.name,
@@ -527,6 +558,35 @@ pub fn apply_edit(
             }
         }
         Edit::SetWindow(window) => set_window(document, window)?,
+        Edit::SetBlockPage(page) => set_block_page(document, page)?,
+    }
+    Ok(())
+}
+
+/// Writes `school` and `[block_page]`, keeping the file's comments.
+fn set_block_page(document: &mut DocumentMut, page: &BlockPageEdit) -> Result<(), EditError> {
+    document.insert("school", toml_edit::value(page.school.trim()));
+    let table = document
+        .entry("block_page")
+        .or_insert_with(|| Item::Table(Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| EditError::Toml("`block_page` is not a table".to_owned()))?;
+    for (key, value) in [
+        ("message", page.message.trim()),
+        ("logo", page.logo.trim()),
+        ("language", page.language.trim()),
+    ] {
+        match table.get_mut(key).and_then(Item::as_value_mut) {
+            // Keeps the comment and spacing around the value.
+            Some(existing) => {
+                let decor = existing.decor().clone();
+                *existing = toml_edit::Value::from(value);
+                *existing.decor_mut() = decor;
+            }
+            None => {
+                table.insert(key, toml_edit::value(value));
+            }
+        }
     }
     Ok(())
 }
@@ -610,6 +670,32 @@ allow = ["bbc.co.uk", { site = "games.test", windows = [] }]
         let mut document: DocumentMut = POLICY.parse().unwrap();
         apply_edit(&mut document, &edit, &["illegal".to_owned()])?;
         Ok(document.to_string())
+    }
+
+    #[test]
+    fn the_block_page_is_set_at_the_top_and_in_its_own_section() {
+        let page = |message: &str| {
+            Edit::SetBlockPage(BlockPageEdit {
+                school: " Ysgol \"Bryn\" ".into(),
+                message: message.into(),
+                logo: "logo.png".into(),
+                language: "cy".into(),
+            })
+        };
+        let text = edited(page("Ask Mrs Jones.\nThanks")).unwrap();
+        let parsed: DocumentMut = text.parse().unwrap();
+        assert_eq!(parsed["school"].as_str(), Some("Ysgol \"Bryn\""));
+        assert_eq!(parsed["timezone"].as_str(), Some("Europe/London"), "{text}");
+        let section = &parsed["block_page"];
+        assert_eq!(section["message"].as_str(), Some("Ask Mrs Jones.\nThanks"));
+        assert_eq!(section["logo"].as_str(), Some("logo.png"));
+        assert_eq!(section["language"].as_str(), Some("cy"));
+        // A second edit changes the values in place.
+        let mut document: DocumentMut = text.parse().unwrap();
+        apply_edit(&mut document, &page("Again"), &[]).unwrap();
+        let again = document.to_string();
+        assert_eq!(again.matches("[block_page]").count(), 1, "{again}");
+        assert!(again.contains("message = \"Again\""), "{again}");
     }
 
     #[test]

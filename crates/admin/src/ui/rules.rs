@@ -20,7 +20,9 @@ use tokio::sync::Notify;
 use toml_edit::{DocumentMut, Item, Value};
 
 use crate::ui::pages::{layout, url_encode};
-use crate::ui::policy_edit::{Author, Edit, EditError, NewUnblock, PolicyFile, Scope, WindowEdit};
+use crate::ui::policy_edit::{
+    Author, BlockPageEdit, Edit, EditError, NewUnblock, PolicyFile, Scope, WindowEdit,
+};
 use crate::ui::{Session, WebState, refusal};
 
 /// What the rules pages need from the service.
@@ -188,6 +190,7 @@ pub async fn rules_page(
             (lists_section(&views, &tokens))
             (windows_section(&window_views, &tokens))
             (unblocks_section(&unblock_entries(&document), &tokens))
+            (block_page_section(&document, &tokens))
         },
     )
     .into_response()
@@ -349,6 +352,74 @@ fn windows_section(window_views: &[WindowView], tokens: &FormTokens) -> Markup {
             button type="submit" { "Add" }
         }
     }
+}
+
+/// The school's name and the block page's message, logo and language, editable.
+fn block_page_section(document: &DocumentMut, tokens: &FormTokens) -> Markup {
+    let text = |table: Option<&toml_edit::Item>, key: &str| {
+        table
+            .and_then(|t| t.get(key))
+            .and_then(toml_edit::Item::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let block_page = document.get("block_page");
+    let school = document
+        .get("school")
+        .and_then(toml_edit::Item::as_str)
+        .unwrap_or_default();
+    let language = text(block_page, "language");
+    html! {
+        h2 { "Block page" }
+        p { "What a blocked pupil sees: the school's name, logo and message above a short explanation, a way back and the review form. The browser's language chooses English or Welsh; the school's language is used when it asks for neither." }
+        form method="post" action="/rules/block-page" {
+            (tokens)
+            label { "School name " input name="school" maxlength="100" size="40" value=(school); }
+            label for="block-page-message" { "Message to pupils (plain text, at most 500 characters)" }
+            textarea id="block-page-message" name="message" rows="3" cols="60" maxlength="500" { (text(block_page, "message")) }
+            label { "Logo file (PNG, JPEG, GIF, WebP or SVG, at most 64 KiB, next to the policy file) " input name="logo" size="30" value=(text(block_page, "logo")); }
+            label { "School language "
+                select name="language" {
+                    @for code in safegate_policy::BLOCK_PAGE_LANGUAGES {
+                        @let name = safegate_proxy::block_page::words::of(code).map_or(*code, |w| w.language_name.as_str());
+                        option value=(code) selected[language == *code || (language.is_empty() && *code == "en")] { (name) }
+                    }
+                }
+            }
+            label { "Why (optional) " input name="reason"; }
+            button type="submit" { "Save the block page" }
+        }
+    }
+}
+
+/// The block page form.
+#[derive(Debug, Deserialize)]
+pub struct BlockPageForm {
+    version: String,
+    #[serde(default)]
+    school: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    logo: String,
+    #[serde(default)]
+    language: String,
+    reason: Option<String>,
+}
+
+/// `POST /rules/block-page`.
+pub async fn block_page_form(
+    State(state): State<Arc<WebState>>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<BlockPageForm>,
+) -> Response {
+    let change = Edit::SetBlockPage(BlockPageEdit {
+        school: form.school,
+        message: form.message.replace("\r\n", "\n"),
+        logo: form.logo,
+        language: form.language,
+    });
+    edit(state, &session, form.version, change, form.reason, false).await
 }
 
 /// Every `[[unblocks]]` entry as (key, value) pairs, as written in the file.

@@ -300,7 +300,8 @@ async fn answer(
         Some(&action),
         Some(&token),
     )
-    .at_school(blocked.snapshot.school_name());
+    .at_school(&blocked.snapshot)
+    .asked_by(request.headers());
     pipeline::finish(ledger, block_page::page(&info), None)
 }
 

@@ -1,7 +1,11 @@
 //! The page a person sees when SafeGate blocks a plain-HTTP request or a request inside
-//! a decrypted tunnel: what was blocked, why (category, rule, reason), when and for
-//! whom, and a form to ask for a review. Everything shown came from the request or the
-//! policy and is HTML-escaped. The form posts where the proxy answers it itself
+//! a decrypted tunnel (and, through `tls::block_pages`, a blocked HTTPS connection):
+//! for the child, the school's name, logo and message, a short explanation, a way
+//! back, a form to ask for a review and what happens after; folded away for staff,
+//! what was blocked, why (category, reason, rule), when and for whom. It looks like
+//! the admin pages ([`crate::page_style`]) and speaks English or Welsh ([`words`]:
+//! every string in one file per language). Everything shown came from the request or
+//! the policy and is HTML-escaped. The form posts where the proxy answers it itself
 //! ([`ReviewTarget`]): for plain HTTP the proxy's own address, inside a decrypted
 //! tunnel the blocked page's own HTTPS origin (a secure page posting to `http://` is
 //! mixed content, which browsers warn about or refuse).
@@ -18,12 +22,14 @@ use std::net::SocketAddr;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use jiff::Timestamp;
-use safegate_policy::{Decision, Snapshot};
+use safegate_policy::{BlockPageSettings, Decision, Snapshot};
 
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::error_page::REASON_HEADER;
 use crate::local_pages::REVIEW_PATH;
+
+pub mod words;
 
 /// Header carrying the id of the rule that blocked a request.
 pub const RULE_HEADER: &str = "x-safegate-rule";
@@ -53,6 +59,12 @@ pub struct BlockInfo<'a> {
     pub review_token: Option<&'a str>,
     /// The school's name (the policy's `school`), shown in the title and footer.
     pub school: Option<&'a str>,
+    /// The school's message, logo and language (the policy's `[block_page]`).
+    pub settings: Option<&'a BlockPageSettings>,
+    /// The request's `Accept-Language`, which chooses the language.
+    pub accept_language: Option<&'a str>,
+    /// The request's `Referer`: where "Go back" leads (http and https only).
+    pub referer: Option<&'a str>,
 }
 
 impl<'a> BlockInfo<'a> {
@@ -78,12 +90,40 @@ impl<'a> BlockInfo<'a> {
             review_action,
             review_token,
             school: None,
+            settings: None,
+            accept_language: None,
+            referer: None,
         }
     }
 
-    /// The same, naming the school.
-    pub fn at_school(self, school: Option<&'a str>) -> Self {
-        Self { school, ..self }
+    /// The same, with the school's name, message, logo and language from `snapshot`.
+    pub fn at_school(self, snapshot: &'a Snapshot) -> Self {
+        Self {
+            school: snapshot.school_name(),
+            settings: Some(snapshot.block_page()),
+            ..self
+        }
+    }
+
+    /// The same, in the language and with the way back that the request's headers
+    /// (`Accept-Language`, `Referer`) give.
+    pub fn asked_by(self, headers: &'a http::HeaderMap) -> Self {
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        Self {
+            accept_language: text(http::header::ACCEPT_LANGUAGE),
+            referer: text(http::header::REFERER),
+            ..self
+        }
+    }
+
+    /// The words to show it in.
+    pub fn words(&self) -> &'static words::Words {
+        let school_default = self.settings.map_or("en", |s| s.language.as_str());
+        words::choose(self.accept_language, school_default)
     }
 }
 
@@ -123,8 +163,112 @@ fn escape(text: &str) -> String {
 
 /// The 403 page for a blocked plain-HTTP or decrypted request.
 pub fn page(info: &BlockInfo<'_>) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(page_html(info)));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    decorate(&mut response, info.rule, "text/html; charset=utf-8");
+    response
+}
+
+/// Where "Go back" leads: the page the person came from when the browser said so and
+/// it is an `http(s)` address (anything else, such as `javascript:`, is refused),
+/// else the browser's history.
+fn back_link(referer: Option<&str>) -> String {
+    match referer {
+        Some(url)
+            if (url.starts_with("http://") || url.starts_with("https://"))
+                && !url.chars().any(char::is_whitespace) =>
+        {
+            escape(url)
+        }
+        _ => "javascript:history.back()".to_owned(),
+    }
+}
+
+/// The page's HTML.
+fn page_html(info: &BlockInfo<'_>) -> String {
+    let words = info.words();
+    let school = info.school.unwrap_or_default();
+    let settings = info.settings.cloned().unwrap_or_default();
+    let logo = if settings.logo_data_url.is_empty() {
+        String::new()
+    } else {
+        let alt = if school.is_empty() {
+            words.footer.clone()
+        } else {
+            words::with_school(&words.logo_alt, school)
+        };
+        format!(
+            "<img class=\"logo\" src=\"{}\" alt=\"{}\">",
+            escape(&settings.logo_data_url),
+            escape(&alt)
+        )
+    };
+    let message = if settings.message.is_empty() {
+        String::new()
+    } else {
+        format!("<p class=\"message\">{}</p>\n", escape(&settings.message))
+    };
+    let footer = if school.is_empty() {
+        words.footer.clone()
+    } else {
+        words::with_school(&words.footer_school, school)
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title} - {school_title}</title><style>{style}</style></head>\n\
+<body><header><strong>{school_title}</strong></header>\n\
+<main class=\"child\">{logo}<h1>{title}</h1>\n<p>{intro}</p>\n{message}\
+<p><a href=\"{back}\">{go_back}</a></p>\n<p>{worried}</p>\n{form}{details}</main>\n\
+<footer>{footer} · SafeGate</footer></body></html>\n",
+        lang = escape(&words.lang),
+        title = escape(&words.title),
+        school_title = escape(if school.is_empty() {
+            "SafeGate"
+        } else {
+            school
+        }),
+        style = crate::page_style::STYLE,
+        intro = escape(&words.intro),
+        back = back_link(info.referer),
+        go_back = escape(&words.go_back),
+        worried = escape(&words.worried),
+        form = review_form(info, words),
+        details = staff_details(info, words),
+        footer = escape(&footer),
+    )
+}
+
+/// The review form and what happens after, when the page has a form.
+fn review_form(info: &BlockInfo<'_>, words: &words::Words) -> String {
+    let Some(action) = info.review_action else {
+        return String::new();
+    };
+    format!(
+        "<h2>{heading}</h2>\n<form method=\"post\" action=\"{action}\">\
+<input type=\"hidden\" name=\"url\" value=\"{url}\">\
+<input type=\"hidden\" name=\"rule\" value=\"{rule}\">\
+<input type=\"hidden\" name=\"categories\" value=\"{categories}\">\
+<input type=\"hidden\" name=\"token\" value=\"{token}\">\
+<label for=\"comment\">{label}</label>\
+<textarea id=\"comment\" name=\"comment\" rows=\"3\" maxlength=\"500\"></textarea>\
+<p><button type=\"submit\">{button}</button></p></form>\n<p>{after}</p>\n",
+        heading = escape(&words.review_heading),
+        action = escape(action),
+        url = escape(info.url),
+        rule = escape(info.rule),
+        categories = escape(&info.categories.join(", ")),
+        token = escape(info.review_token.unwrap_or_default()),
+        label = escape(&words.review_label),
+        button = escape(&words.review_button),
+        after = escape(&words.after_review),
+    )
+}
+
+/// The technical details, folded away for staff; the reason is the policy's English.
+fn staff_details(info: &BlockInfo<'_>, words: &words::Words) -> String {
     let categories = if info.categories.is_empty() {
-        "none".to_owned()
+        words.no_category.clone()
     } else {
         info.categories.join(", ")
     };
@@ -133,53 +277,28 @@ pub fn page(info: &BlockInfo<'_>) -> Response<ResponseBody> {
         (None, Some(group)) => format!("{} / {group}", info.role),
         (None, None) => info.role.to_owned(),
     };
-    let form = info.review_action.map_or_else(String::new, |action| {
-        format!(
-            "<h2>Think this is wrong?</h2>\n\
-<form method=\"post\" action=\"{action}\">\
-<input type=\"hidden\" name=\"url\" value=\"{url}\">\
-<input type=\"hidden\" name=\"rule\" value=\"{rule}\">\
-<input type=\"hidden\" name=\"categories\" value=\"{categories}\">\
-<input type=\"hidden\" name=\"token\" value=\"{token}\">\
-<label for=\"comment\">Tell the filter admin why you need this page:</label><br>\
-<textarea id=\"comment\" name=\"comment\" rows=\"3\" cols=\"60\" maxlength=\"500\"></textarea><br>\
-<button type=\"submit\">Request a review</button></form>\n",
-            action = escape(action),
-            url = escape(info.url),
-            rule = escape(info.rule),
-            categories = escape(&categories),
-            token = escape(info.review_token.unwrap_or_default()),
-        )
-    });
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>Blocked - {title}</title>\
-<style>body{{font-family:system-ui,sans-serif;max-width:44em;margin:3em auto;padding:0 1em;color:#222}}\
-code{{word-break:break-all;background:#f3f3f3;padding:.1em .3em}}dt{{font-weight:bold}}</style></head>\n\
-<body><h1>This page is blocked</h1>\n<p>{reason}</p>\n<dl>\
-<dt>Address</dt><dd><code>{url}</code></dd>\
-<dt>Category</dt><dd>{categories}</dd>\
-<dt>Reference for the filter admin</dt><dd><code>{rule}</code></dd>\
-<dt>Time</dt><dd>{at}</dd>\
-<dt>Browsing as</dt><dd>{who}</dd></dl>\n{form}\
-<p><small>{footer}</small></p></body></html>\n",
-        title = escape(info.school.unwrap_or("SafeGate")),
-        footer = escape(&info.school.map_or_else(
-            || "SafeGate, the school's web filter.".to_owned(),
-            |school| format!("SafeGate, {school}'s web filter."),
-        )),
-        reason = escape(info.reason),
+    format!(
+        "<details><summary>{summary}</summary><dl>\
+<dt>{address}</dt><dd><code>{url}</code></dd>\
+<dt>{category}</dt><dd>{categories}</dd>\
+<dt>{reason}</dt><dd lang=\"en\">{why}</dd>\
+<dt>{reference}</dt><dd><code>{rule}</code></dd>\
+<dt>{time}</dt><dd>{at}</dd>\
+<dt>{browsing_as}</dt><dd>{who}</dd></dl></details>\n",
+        summary = escape(&words.staff_details),
+        address = escape(&words.address),
         url = escape(info.url),
+        category = escape(&words.category),
         categories = escape(&categories),
+        reason = escape(&words.reason),
+        why = escape(info.reason),
+        reference = escape(&words.reference),
         rule = escape(info.rule),
+        time = escape(&words.time),
         at = escape(info.at),
+        browsing_as = escape(&words.browsing_as),
         who = escape(&who),
-    );
-    let mut response = Response::new(ResponseBody::full(html));
-    *response.status_mut() = StatusCode::FORBIDDEN;
-    decorate(&mut response, info.rule, "text/html; charset=utf-8");
-    response
+    )
 }
 
 /// The 403 answer to a blocked CONNECT.
@@ -295,6 +414,9 @@ mod tests {
             review_action: Some(&action),
             review_token: Some("token-1"),
             school: Some("St <Mary's>"),
+            settings: None,
+            accept_language: None,
+            referer: Some("javascript:alert(1)"),
         };
         let response = page(&info);
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -309,11 +431,14 @@ mod tests {
             "{html}"
         );
         assert!(
-            html.contains("<title>Blocked - St &lt;Mary's&gt;</title>"),
+            html.contains("<title>This page is blocked - St &lt;Mary's&gt;</title>"),
             "{html}"
         );
+        assert!(html.contains("St &lt;Mary's&gt;'s web filter"), "{html}");
+        // A `javascript:` referer is not a way back.
+        assert!(!html.contains("javascript:alert"), "{html}");
         assert!(
-            html.contains("SafeGate, St &lt;Mary's&gt;'s web filter."),
+            html.contains("<details><summary>Details for staff"),
             "{html}"
         );
     }
@@ -348,6 +473,9 @@ mod tests {
             review_action: Some(&action),
             review_token: Some("token-1"),
             school: None,
+            settings: None,
+            accept_language: Some("cy"),
+            referer: Some("https://search.test/?q=\"><b>"),
         };
         let html = html_of(page(&info)).await;
         // Relative: the browser posts to the blocked page's own https:// origin.
@@ -360,6 +488,12 @@ mod tests {
         );
         assert!(
             html.contains("value=\"https://shop.test/forbidden?q=&quot;&gt;&lt;form"),
+            "{html}"
+        );
+        assert!(html.contains("<html lang=\"cy\">"), "{html}");
+        assert!(html.contains("Mynd yn ôl"), "{html}");
+        assert!(
+            html.contains("href=\"https://search.test/?q=&quot;&gt;&lt;b&gt;\""),
             "{html}"
         );
     }
