@@ -665,6 +665,8 @@ mod tests {
         // A concurrent log-in: its summary names both computers' addresses.
         store
             .raise_alert(safegate_store::NewAlert {
+                computer: None,
+                client: None,
                 kind: AlertKind::ConcurrentLogin,
                 severity: safegate_store::Severity::Medium,
                 who: "ada".into(),
