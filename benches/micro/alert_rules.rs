@@ -45,7 +45,12 @@ fn record(i: u64) -> Record {
     Record {
         at_unix_micros: T0 + i * 10_000,
         user: Some(format!("pupil{user:03}")),
-        role: if user.is_multiple_of(10) { "staff" } else { "pupil" }.into(),
+        role: if user.is_multiple_of(10) {
+            "staff"
+        } else {
+            "pupil"
+        }
+        .into(),
         group: Some(format!("year{}", 1 + user % 6)),
         client: IpAddr::from([10, 1, (user >> 8) as u8, user as u8]),
         identified_by: IdentifiedBy::ProxyAuth,

@@ -31,6 +31,7 @@ mod policy;
 mod portal;
 mod report;
 mod safety;
+mod school_day;
 mod setup;
 mod transparent;
 mod tunnel;

@@ -243,7 +243,14 @@ fn evaluate(
         }
         Input::Login(event) => {
             let account = store.get_user(&event.user).ok().flatten();
-            let evidence = login_evidence(store, &event);
+            let raises = state
+                .evaluator
+                .raises_concurrent_login(policy, &event, account.as_ref());
+            let evidence = if raises {
+                login_evidence(store, &event)
+            } else {
+                Vec::new()
+            };
             alerts.extend(state.evaluator.concurrent_login(
                 policy,
                 &event,

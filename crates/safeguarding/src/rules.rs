@@ -348,6 +348,21 @@ impl Evaluator {
         });
     }
 
+    /// Whether a concurrent log-in raises an alert: the policy asks for them and the
+    /// log-in is not shared (checked before its evidence is read).
+    pub fn raises_concurrent_login(
+        &self,
+        policy: &Snapshot,
+        event: &ConcurrentLogin,
+        account: Option<&safegate_store::User>,
+    ) -> bool {
+        let settings = policy.alerts();
+        let group = account.and_then(|a| a.group.as_deref());
+        settings.concurrent_logins
+            && !account.is_some_and(|a| a.shared)
+            && !self.shared.is_shared(settings, Some(&event.user), group)
+    }
+
     /// The alert for a concurrent log-in, when the policy asks for them and the
     /// log-in is not shared. `account` is the user as stored (role, group, shared);
     /// `evidence` holds both computers' requests around the event.
@@ -358,14 +373,10 @@ impl Evaluator {
         account: Option<&safegate_store::User>,
         evidence: Vec<Record>,
     ) -> Option<NewAlert> {
-        let settings = policy.alerts();
-        let group = account.and_then(|a| a.group.as_deref());
-        if !settings.concurrent_logins
-            || account.is_some_and(|a| a.shared)
-            || self.shared.is_shared(settings, Some(&event.user), group)
-        {
+        if !self.raises_concurrent_login(policy, event, account) {
             return None;
         }
+        let group = account.and_then(|a| a.group.as_deref());
         let role = account.map_or_else(
             || {
                 evidence
