@@ -3,7 +3,8 @@
 //! cover. Matching costs time linear in the text, whatever the number of phrases.
 //!
 //! Context, so that alerts are ones a safeguarding lead can trust:
-//! - **misspellings**: each phrase word of six letters or more also matches with one
+//! - **misspellings** (in typed search terms; addresses match as written): each
+//!   phrase word of six letters or more also matches with one
 //!   letter left out, two neighbours swapped, a letter doubled or one vowel changed
 //!   (`sucide`, `suicdie`, `machette`); exceptions get the same variants, so they stay
 //!   exceptions. Shorter words match only as written, which keeps ordinary words out;
@@ -51,6 +52,10 @@ struct Owner {
 pub struct PhraseMatcher {
     phrases: Option<AhoCorasick>,
     owners: Vec<Owner>,
+    /// The misspelt variants, matched in typed search terms only: they multiply the
+    /// patterns, and a bigger automaton costs every visited address cache misses.
+    variants: Option<AhoCorasick>,
+    variant_owners: Vec<Owner>,
     exceptions: Option<AhoCorasick>,
     /// For each exception pattern: its list index, or `None` for a teaching context.
     exception_owners: Vec<Option<usize>>,
@@ -174,21 +179,28 @@ impl PhraseMatcher {
         let mut owners = Vec::new();
         let mut exception_patterns = Vec::new();
         let mut exception_owners = Vec::new();
+        let mut variant_patterns = Vec::new();
+        let mut variant_owners = Vec::new();
         for (index, list) in lists.iter().enumerate() {
             for phrase in &list.phrases {
-                let intent = first_person(&normalise(phrase));
-                add(
-                    &mut patterns,
-                    &mut owners,
-                    phrase,
-                    misspellings,
-                    |variant| Owner {
-                        list: index,
-                        phrase: phrase.clone(),
-                        first_person: intent,
-                        variant,
-                    },
-                );
+                let folded = normalise(phrase);
+                if folded.trim().is_empty() {
+                    continue;
+                }
+                let owner = |variant| Owner {
+                    list: index,
+                    phrase: phrase.clone(),
+                    first_person: first_person(&folded),
+                    variant,
+                };
+                if misspellings {
+                    for variant in variants(&folded) {
+                        variant_patterns.push(variant);
+                        variant_owners.push(owner(true));
+                    }
+                }
+                patterns.push(folded.clone());
+                owners.push(owner(false));
             }
             for exception in &list.exceptions {
                 add(
@@ -212,31 +224,53 @@ impl PhraseMatcher {
         Self {
             phrases: automaton(&patterns),
             owners,
+            variants: automaton(&variant_patterns),
+            variant_owners,
             exceptions: automaton(&exception_patterns),
             exception_owners,
             lists: lists.to_vec(),
         }
     }
 
-    /// The lists that match `text` (raw: it is normalised here) for a pupil, one hit
-    /// per list, in list order.
+    /// The lists that match `text` (raw: it is normalised here, and treated as typed
+    /// search terms) for a pupil, one hit per list, in list order.
     pub fn find(&self, text: &str) -> Vec<PhraseHit> {
-        self.find_normalised(&normalise(text), "pupil")
+        let folded = normalise(text);
+        self.find_normalised(&folded, Some(&folded), "pupil")
     }
 
-    /// Like [`PhraseMatcher::find`] for text already normalised, for `role`.
-    pub fn find_normalised(&self, folded: &str, role: &str) -> Vec<PhraseHit> {
-        let Some(phrases) = &self.phrases else {
-            return Vec::new();
-        };
+    /// Like [`PhraseMatcher::find`] for text already normalised, for `role`:
+    /// phrases as written in `folded` (terms and address), misspelt variants only in
+    /// `typed` (the search terms, folded on their own).
+    pub fn find_normalised(&self, folded: &str, typed: Option<&str>, role: &str) -> Vec<PhraseHit> {
+        let mut candidates: Vec<(&Owner, &str, usize, usize)> = Vec::new();
         // Nearly every address matches nothing: one pass says so.
-        if !phrases.is_match(folded) {
+        if let Some(phrases) = &self.phrases
+            && phrases.is_match(folded)
+        {
+            for m in phrases.find_overlapping_iter(folded) {
+                let owner = &self.owners[m.pattern().as_usize()];
+                candidates.push((owner, folded, m.start(), m.end()));
+            }
+        }
+        if let (Some(variants), Some(typed)) = (&self.variants, typed)
+            && variants.is_match(typed)
+        {
+            for m in variants.find_overlapping_iter(typed) {
+                let owner = &self.variant_owners[m.pattern().as_usize()];
+                candidates.push((owner, typed, m.start(), m.end()));
+            }
+        }
+        if candidates.is_empty() {
             return Vec::new();
         }
         let mut teaching = false;
-        let exceptions: Vec<(usize, usize, usize)> = match &self.exceptions {
-            Some(automaton) => automaton
-                .find_overlapping_iter(folded)
+        let mut exceptions = |text: &str| -> Vec<(usize, usize, usize)> {
+            let Some(automaton) = &self.exceptions else {
+                return Vec::new();
+            };
+            automaton
+                .find_overlapping_iter(text)
                 .filter_map(|m| match self.exception_owners[m.pattern().as_usize()] {
                     Some(list) => Some((list, m.start(), m.end())),
                     None => {
@@ -244,47 +278,55 @@ impl PhraseMatcher {
                         None
                     }
                 })
-                .collect(),
-            None => Vec::new(),
+                .collect()
         };
-        let mut best: Vec<Option<(&Owner, usize, usize)>> = vec![None; self.lists.len()];
-        for m in phrases.find_overlapping_iter(folded) {
-            let owner = &self.owners[m.pattern().as_usize()];
-            let excused = exceptions.iter().any(|&(list, start, end)| {
-                list == owner.list && start <= m.start() && m.end() <= end
-            });
+        let in_folded = exceptions(folded);
+        let in_typed = typed.map(&mut exceptions).unwrap_or_default();
+        let mut best: Vec<Option<(&Owner, &str, usize, usize)>> = vec![None; self.lists.len()];
+        for (owner, text, start, end) in candidates {
+            let covering = if std::ptr::eq(text, folded) {
+                &in_folded
+            } else {
+                &in_typed
+            };
+            let excused = covering
+                .iter()
+                .any(|&(list, s, e)| list == owner.list && s <= start && end <= e);
             if excused || (teaching && !owner.first_person) {
                 continue;
             }
             let rank = |o: &Owner| (o.first_person, !o.variant);
             let slot = &mut best[owner.list];
-            if slot.is_none_or(|(kept, _, _)| rank(owner) > rank(kept)) {
-                *slot = Some((owner, m.start(), m.end()));
+            if slot.is_none_or(|(kept, _, _, _)| rank(owner) > rank(kept)) {
+                *slot = Some((owner, text, start, end));
             }
         }
         best.into_iter()
             .flatten()
-            .map(|(owner, start, end)| {
-                let list = &self.lists[owner.list];
-                let severity = if owner.first_person {
-                    list.severity
-                } else {
-                    list.role_severity
-                        .get(role)
-                        .copied()
-                        .unwrap_or(list.severity)
-                };
-                PhraseHit {
-                    list: list.name.clone(),
-                    severity,
-                    phrase: owner.phrase.clone(),
-                    first_person: owner.first_person,
-                    misspelt: owner
-                        .variant
-                        .then(|| folded.get(start..end).unwrap_or("").trim().to_owned()),
-                }
-            })
+            .map(|(owner, text, start, end)| self.hit(owner, role, text, start, end))
             .collect()
+    }
+
+    /// The hit for `owner`'s match at `start..end` of `text`.
+    fn hit(&self, owner: &Owner, role: &str, text: &str, start: usize, end: usize) -> PhraseHit {
+        let list = &self.lists[owner.list];
+        let severity = if owner.first_person {
+            list.severity
+        } else {
+            list.role_severity
+                .get(role)
+                .copied()
+                .unwrap_or(list.severity)
+        };
+        PhraseHit {
+            list: list.name.clone(),
+            severity,
+            phrase: owner.phrase.clone(),
+            first_person: owner.first_person,
+            misspelt: owner
+                .variant
+                .then(|| text.get(start..end).unwrap_or("").trim().to_owned()),
+        }
     }
 }
 
@@ -404,15 +446,19 @@ mod tests {
         let folded = normalise("self harm");
         // A topic phrase: the list's severity for pupils, the role's for staff.
         assert_eq!(
-            matcher.find_normalised(&folded, "pupil")[0].severity,
+            matcher.find_normalised(&folded, None, "pupil")[0].severity,
             Severity::High
         );
         assert_eq!(
-            matcher.find_normalised(&folded, "staff")[0].severity,
+            matcher.find_normalised(&folded, None, "staff")[0].severity,
             Severity::Low
         );
         // First person keeps the list's severity for staff too, and wins the list.
-        let hits = matcher.find_normalised(&normalise("self harm, I want to kill myself"), "staff");
+        let hits = matcher.find_normalised(
+            &normalise("self harm, I want to kill myself"),
+            None,
+            "staff",
+        );
         assert_eq!(hits[0].phrase, "kill myself");
         assert!(hits[0].first_person);
         assert_eq!(hits[0].severity, Severity::High);

@@ -251,29 +251,16 @@ impl Evaluator {
         if settings.phrase_lists.is_empty() {
             return;
         }
+        let typed = record.search.map(|search| normalise(search.terms));
+        let mut hits = self.find_in(settings, record, typed.as_deref(), true);
         // A support site's pages never alert by their address; a search typed there
-        // still does.
-        let by_address = !settings.support_site(record.host);
-        if !by_address && record.search.is_none() {
-            return;
+        // still does. Checked only when something matched: nearly nothing does.
+        if !hits.is_empty() && settings.support_site(record.host) {
+            hits = match &typed {
+                Some(_) => self.find_in(settings, record, typed.as_deref(), false),
+                None => Vec::new(),
+            };
         }
-        let terms = record.search.map_or(0, |search| search.terms.len());
-        let mut text =
-            String::with_capacity(terms + record.host.len() + record.path.map_or(0, str::len) + 2);
-        if let Some(search) = &record.search {
-            text.push_str(search.terms);
-            text.push(' ');
-        }
-        if by_address {
-            text.push_str(record.host);
-            if let Some(path) = record.path {
-                text.push(' ');
-                text.push_str(&percent_decode(path));
-            }
-        }
-        let hits = self
-            .matcher(settings)
-            .find_normalised(&normalise(&text), record.role);
         for hit in hits {
             let spelt = hit
                 .misspelt
@@ -298,6 +285,37 @@ impl Evaluator {
                 summary,
             ));
         }
+    }
+
+    /// The phrase hits in the record's search terms and, when `by_address`, its
+    /// host and path; misspellings only in `typed` (the folded search terms).
+    fn find_in(
+        &mut self,
+        settings: &Arc<AlertSettings>,
+        record: &RecordRef<'_>,
+        typed: Option<&str>,
+        by_address: bool,
+    ) -> Vec<crate::PhraseHit> {
+        // The terms are folded once (`typed`), the address on its own: both start
+        // and end with a space, so they join on one.
+        let mut folded = typed.map_or_else(String::new, str::to_owned);
+        if by_address {
+            let mut address =
+                String::with_capacity(record.host.len() + record.path.map_or(0, str::len) + 1);
+            address.push_str(record.host);
+            if let Some(path) = record.path {
+                address.push(' ');
+                address.push_str(&percent_decode(path));
+            }
+            let address = normalise(&address);
+            if folded.is_empty() {
+                folded = address;
+            } else {
+                folded.push_str(address.get(1..).unwrap_or(""));
+            }
+        }
+        self.matcher(settings)
+            .find_normalised(&folded, typed, record.role)
     }
 
     fn blocked_attempt(
