@@ -57,6 +57,9 @@ pub struct PhraseMatcher {
     variants: Option<AhoCorasick>,
     variant_owners: Vec<Owner>,
     exceptions: Option<AhoCorasick>,
+    /// The exceptions' and contexts' misspelt variants (matched in typed terms only).
+    exception_variants: Option<AhoCorasick>,
+    exception_variant_owners: Vec<Option<usize>>,
     /// For each exception pattern: its list index, or `None` for a teaching context.
     exception_owners: Vec<Option<usize>>,
     lists: Vec<PhraseList>,
@@ -144,13 +147,16 @@ fn variants(folded: &str) -> Vec<String> {
     out
 }
 
-/// Adds `text`'s folded pattern (and its variants when asked) with `owner`.
+/// Patterns and, for each, its owner.
+type Patterns<T> = (Vec<String>, Vec<T>);
+
+/// Adds `text`'s folded pattern to `exact` and, when asked, its variants to `misspelt`.
 fn add<T: Clone>(
-    patterns: &mut Vec<String>,
-    owners: &mut Vec<T>,
+    exact: &mut Patterns<T>,
+    misspelt: &mut Patterns<T>,
     text: &str,
     misspellings: bool,
-    owner: impl Fn(bool) -> T,
+    owner: T,
 ) {
     let folded = normalise(text);
     if folded.trim().is_empty() {
@@ -158,12 +164,12 @@ fn add<T: Clone>(
     }
     if misspellings {
         for variant in variants(&folded) {
-            patterns.push(variant);
-            owners.push(owner(true));
+            misspelt.0.push(variant);
+            misspelt.1.push(owner.clone());
         }
     }
-    patterns.push(folded);
-    owners.push(owner(false));
+    exact.0.push(folded);
+    exact.1.push(owner);
 }
 
 impl PhraseMatcher {
@@ -177,8 +183,8 @@ impl PhraseMatcher {
     pub fn with_context(lists: &[PhraseList], contexts: &[String], misspellings: bool) -> Self {
         let mut patterns = Vec::new();
         let mut owners = Vec::new();
-        let mut exception_patterns = Vec::new();
-        let mut exception_owners = Vec::new();
+        let mut exceptions: Patterns<Option<usize>> = (Vec::new(), Vec::new());
+        let mut exception_variants: Patterns<Option<usize>> = (Vec::new(), Vec::new());
         let mut variant_patterns = Vec::new();
         let mut variant_owners = Vec::new();
         for (index, list) in lists.iter().enumerate() {
@@ -204,21 +210,21 @@ impl PhraseMatcher {
             }
             for exception in &list.exceptions {
                 add(
-                    &mut exception_patterns,
-                    &mut exception_owners,
+                    &mut exceptions,
+                    &mut exception_variants,
                     exception,
                     misspellings,
-                    |_| Some(index),
+                    Some(index),
                 );
             }
         }
         for context in contexts {
             add(
-                &mut exception_patterns,
-                &mut exception_owners,
+                &mut exceptions,
+                &mut exception_variants,
                 context,
                 misspellings,
-                |_| None,
+                None,
             );
         }
         Self {
@@ -226,8 +232,10 @@ impl PhraseMatcher {
             owners,
             variants: automaton(&variant_patterns),
             variant_owners,
-            exceptions: automaton(&exception_patterns),
-            exception_owners,
+            exceptions: automaton(&exceptions.0),
+            exception_owners: exceptions.1,
+            exception_variants: automaton(&exception_variants.0),
+            exception_variant_owners: exception_variants.1,
             lists: lists.to_vec(),
         }
     }
@@ -265,30 +273,39 @@ impl PhraseMatcher {
             return Vec::new();
         }
         let mut teaching = false;
-        let mut exceptions = |text: &str| -> Vec<(usize, usize, usize)> {
-            let Some(automaton) = &self.exceptions else {
-                return Vec::new();
+        let mut exceptions =
+            |automaton: &Option<AhoCorasick>, owners: &[Option<usize>], text: &str| {
+                let Some(automaton) = automaton else {
+                    return Vec::new();
+                };
+                automaton
+                    .find_overlapping_iter(text)
+                    .filter_map(|m| match owners[m.pattern().as_usize()] {
+                        Some(list) => Some((list, m.start(), m.end())),
+                        None => {
+                            teaching = true;
+                            None
+                        }
+                    })
+                    .collect::<Vec<(usize, usize, usize)>>()
             };
-            automaton
-                .find_overlapping_iter(text)
-                .filter_map(|m| match self.exception_owners[m.pattern().as_usize()] {
-                    Some(list) => Some((list, m.start(), m.end())),
-                    None => {
-                        teaching = true;
-                        None
-                    }
-                })
-                .collect()
+        let in_folded = exceptions(&self.exceptions, &self.exception_owners, folded);
+        let in_typed = match typed {
+            Some(typed) => {
+                let mut found = exceptions(&self.exceptions, &self.exception_owners, typed);
+                found.extend(exceptions(
+                    &self.exception_variants,
+                    &self.exception_variant_owners,
+                    typed,
+                ));
+                found
+            }
+            None => Vec::new(),
         };
-        let in_folded = exceptions(folded);
-        let in_typed = typed.map(&mut exceptions).unwrap_or_default();
         let mut best: Vec<Option<(&Owner, &str, usize, usize)>> = vec![None; self.lists.len()];
         for (owner, text, start, end) in candidates {
-            let covering = if std::ptr::eq(text, folded) {
-                &in_folded
-            } else {
-                &in_typed
-            };
+            // Variants were found in the typed terms, the rest in the whole text.
+            let covering = if owner.variant { &in_typed } else { &in_folded };
             let excused = covering
                 .iter()
                 .any(|&(list, s, e)| list == owner.list && s <= start && end <= e);
