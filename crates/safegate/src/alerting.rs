@@ -316,8 +316,15 @@ async fn poll_logins(
                 new_address: event.new_address,
                 outcome: format!("{:?}", event.outcome).to_lowercase(),
             };
-            if sender.try_send(login).is_err() {
-                warn!("alert engine behind: a concurrent log-in event was not evaluated");
+            // Waiting here holds up nothing but this poller (the identity layer keeps
+            // its events): a class logging in on forty computers at once must not
+            // overflow the queue and lose a real two-computer log-in.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                sent = sender.send(login) => if sent.is_err() {
+                    warn!("alert engine stopped: a concurrent log-in event was not evaluated");
+                    return;
+                },
             }
         }
         seen_until = latest;
