@@ -315,6 +315,7 @@ pub(crate) fn compile(
     problems: &mut Vec<Problem>,
 ) -> AlertSettings {
     let (teaching_contexts, support_sites) = context_settings(file, base, problems);
+    let phrase_lists = read_phrase_lists(file, base, problems);
     let mut problem = |key: String, message: String| {
         problems.push(Problem {
             key,
@@ -322,41 +323,6 @@ pub(crate) fn compile(
             message,
         });
     };
-    let mut phrase_lists = Vec::new();
-    for (i, list) in file.phrases.iter().enumerate() {
-        if list.list.is_empty() {
-            problem(
-                format!("alerts.phrases[{i}].list"),
-                "must not be empty".into(),
-            );
-        }
-        if phrase_lists
-            .iter()
-            .any(|l: &PhraseList| l.name == list.list)
-        {
-            problem(
-                format!("alerts.phrases[{i}].list"),
-                format!("`{}` is listed twice", list.list),
-            );
-        }
-        let path = base.join(&list.path);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let (phrases, exceptions) = parse_phrase_file(&text);
-                phrase_lists.push(PhraseList {
-                    name: list.list.clone(),
-                    severity: list.severity,
-                    phrases,
-                    exceptions,
-                    role_severity: list.roles.clone(),
-                });
-            }
-            Err(error) => problem(
-                format!("alerts.phrases[{i}].path"),
-                format!("cannot read {}: {error}", path.display()),
-            ),
-        }
-    }
     let mut known_category = |key: String, name: &str| {
         if !categories.contains_key(name) {
             problem(key, format!("`{name}` is not a category in [categories]"));
@@ -459,6 +425,57 @@ pub(crate) fn compile(
         teaching_contexts,
         misspellings: file.misspellings,
     }
+}
+
+/// Reads `[[alerts.phrases]]`'s files, in the order written.
+fn read_phrase_lists(
+    file: &AlertsFile,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) -> Vec<PhraseList> {
+    let mut problem = |key: String, message: String| {
+        problems.push(Problem {
+            key,
+            line: None,
+            message,
+        });
+    };
+    let mut phrase_lists = Vec::new();
+    for (i, list) in file.phrases.iter().enumerate() {
+        if list.list.is_empty() {
+            problem(
+                format!("alerts.phrases[{i}].list"),
+                "must not be empty".into(),
+            );
+        }
+        if phrase_lists
+            .iter()
+            .any(|l: &PhraseList| l.name == list.list)
+        {
+            problem(
+                format!("alerts.phrases[{i}].list"),
+                format!("`{}` is listed twice", list.list),
+            );
+        }
+        let path = base.join(&list.path);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let (phrases, exceptions) = parse_phrase_file(&text);
+                phrase_lists.push(PhraseList {
+                    name: list.list.clone(),
+                    severity: list.severity,
+                    phrases,
+                    exceptions,
+                    role_severity: list.roles.clone(),
+                });
+            }
+            Err(error) => problem(
+                format!("alerts.phrases[{i}].path"),
+                format!("cannot read {}: {error}", path.display()),
+            ),
+        }
+    }
+    phrase_lists
 }
 
 /// Reads the context settings of `[alerts]` (the phrase lists' role severities, the
