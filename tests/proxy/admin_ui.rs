@@ -63,6 +63,7 @@ fn seed_users(data_dir: &Path) {
     ] {
         store
             .add_user(&NewUser {
+                shared: false,
                 name: name.into(),
                 display_name: Some(display.into()),
                 role: "staff".into(),

@@ -43,7 +43,7 @@ const ORIGIN: u16 = 404;
 /// The scripted week runs SafeGate seven times.
 const WEEK_LIMIT: Duration = Duration::from_secs(240);
 
-fn repo_file(path: &str) -> String {
+pub(crate) fn repo_file(path: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(path)
@@ -123,7 +123,7 @@ impl Week {
     }
 
     /// A week with its own policy and users (name, role, group), password "pw".
-    async fn with(policy: &str, users: &[(&str, &str, &str)]) -> Self {
+    pub(crate) async fn with(policy: &str, users: &[(&str, &str, &str)]) -> Self {
         let origin = Origin::start().await;
         let dns = FakeDns::start(&[
             ("www.google.com", Ipv4Addr::LOCALHOST),
@@ -165,7 +165,7 @@ impl Week {
         self.dir.path().join("policy.toml")
     }
 
-    fn url(&self, host: &str, path: &str) -> String {
+    pub(crate) fn url(&self, host: &str, path: &str) -> String {
         format!("http://{host}:{}{path}", self.origin.addr.port())
     }
 
@@ -192,20 +192,26 @@ impl Week {
     }
 
     /// Starts SafeGate with its clock at `at` (UTC, RFC 3339).
-    async fn run_at(&self, at: &str) -> SafeGate {
+    pub(crate) async fn run_at(&self, at: &str) -> SafeGate {
+        self.run_at_with(at, &[]).await
+    }
+
+    /// Like [`Week::run_at`], with more `--set`s.
+    pub(crate) async fn run_at_with(&self, at: &str, extra: &[String]) -> SafeGate {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
         let offset = (unix(at) - now).to_string();
-        let sets = self.sets();
+        let mut sets = self.sets();
+        sets.extend_from_slice(extra);
         let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
         SafeGate::start_with_env(&refs, &[("SAFEGATE_CLOCK_OFFSET_SECS", &offset)]).await
     }
 }
 
 /// A client logged in to the proxy as `user`, from `local` (a loopback address).
-fn client(safegate: &SafeGate, user: &str, local: &str) -> reqwest::Client {
+pub(crate) fn client(safegate: &SafeGate, user: &str, local: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .proxy(
             reqwest::Proxy::all(safegate.proxy_url())
@@ -219,7 +225,7 @@ fn client(safegate: &SafeGate, user: &str, local: &str) -> reqwest::Client {
 }
 
 /// GETs `url`; the status.
-async fn get(client: &reqwest::Client, url: &str) -> u16 {
+pub(crate) async fn get(client: &reqwest::Client, url: &str) -> u16 {
     let response = client.get(url).send().await.unwrap();
     let status = response.status().as_u16();
     let _ = response.bytes().await;
@@ -227,7 +233,7 @@ async fn get(client: &reqwest::Client, url: &str) -> u16 {
 }
 
 /// Stops a run cleanly.
-async fn stop(mut safegate: SafeGate) {
+pub(crate) async fn stop(mut safegate: SafeGate) {
     safegate.terminate();
     assert!(safegate.wait().await.success());
 }

@@ -33,6 +33,7 @@ mod portal;
 mod report;
 mod report_browser;
 mod safety;
+mod school_day;
 mod setup;
 mod transparent;
 mod tunnel;

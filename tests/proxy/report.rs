@@ -124,6 +124,8 @@ async fn seed(data_dir: &Path) {
     store.write_records(&records).unwrap();
     store
         .raise_alert(NewAlert {
+            computer: None,
+            client: None,
             kind: AlertKind::SafeguardingPhrase,
             severity: Severity::High,
             who: "ada".into(),

@@ -70,6 +70,7 @@ async fn seed(data_dir: &Path) -> u64 {
                 group: None,
                 permissions: [permission].into_iter().collect(),
                 password_hash: cheap_hash(PASSWORD),
+                shared: false,
             })
             .unwrap();
     }
@@ -122,6 +123,8 @@ async fn seed(data_dir: &Path) -> u64 {
             summary: "self-harm phrase \"hurt myself\" in a search </td><h1>x".into(),
             at_unix_micros: evidence[0].at_unix_micros,
             evidence,
+            client: Some("10.0.3.57".parse().unwrap()),
+            computer: Some("ICT-PC07".into()),
         })
         .unwrap();
     store.flush().await.unwrap();

@@ -60,6 +60,7 @@ fn cheap_hash(password: &str) -> String {
 fn add_user(store: &Store, name: &str, display: &str, permissions: &[Permission]) {
     store
         .add_user(&NewUser {
+            shared: false,
             name: name.into(),
             display_name: Some(display.into()),
             role: "staff".into(),
@@ -1284,6 +1285,8 @@ block = []
             let raised = admin
                 .store
                 .raise_alert(safegate_store::NewAlert {
+                    computer: None,
+                    client: None,
                     kind: safegate_store::AlertKind::SafeguardingPhrase,
                     severity: safegate_store::Severity::High,
                     who: "pupil7".into(),

@@ -67,6 +67,7 @@ fn users_requests_never_show_hashes_in_logs() {
     let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g";
     let requests = [
         Request::UsersAdd(UsersAdd {
+            shared: false,
             name: "ada".into(),
             display_name: Some("Ada".into()),
             role: "staff".into(),
@@ -81,6 +82,7 @@ fn users_requests_never_show_hashes_in_logs() {
         Request::UsersImport(UsersImport {
             source: "pupils.csv".into(),
             rows: vec![safegate_store::ImportRow {
+                shared: false,
                 line: 2,
                 name: "year6".into(),
                 display_name: None,

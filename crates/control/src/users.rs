@@ -40,6 +40,9 @@ pub struct UsersAdd {
     pub permissions: BTreeSet<Permission>,
     /// The password's Argon2 PHC string.
     pub password_hash: String,
+    /// A shared (year-group) log-in.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl fmt::Debug for UsersAdd {
@@ -100,6 +103,8 @@ pub struct UsersUpdate {
     pub clear_group: bool,
     /// New permission set (replaces the old one; empty removes every permission).
     pub permissions: Option<BTreeSet<Permission>>,
+    /// Mark (true) or unmark a shared log-in.
+    pub shared: Option<bool>,
 }
 
 /// How `safegate users list` writes.
@@ -211,6 +216,7 @@ fn flushed<T>(store: &Store, value: T) -> Result<T, UserError> {
 /// Adds a user.
 pub fn add(store: &Store, command: &UsersAdd) -> Result<Output, UsersFailure> {
     let user = store.add_user(&NewUser {
+        shared: command.shared,
         name: command.name.clone(),
         display_name: command.display_name.clone(),
         role: command.role.clone(),
@@ -256,6 +262,7 @@ pub fn remove(store: &Store, command: &UserName) -> Result<Output, UsersFailure>
 /// Changes a user's details.
 pub fn update(store: &Store, command: &UsersUpdate) -> Result<Output, UsersFailure> {
     let update = UserUpdate {
+        shared: command.shared,
         display_name: if command.clear_display_name {
             Some(None)
         } else {
@@ -321,6 +328,7 @@ struct UserOut<'a> {
     created_unix_micros: u64,
     changed_unix_micros: u64,
     generation: u64,
+    shared: bool,
 }
 
 fn role_and_group(user: &User) -> String {
@@ -440,6 +448,7 @@ fn write_users(
                     created_unix_micros: u.created_unix_micros,
                     changed_unix_micros: u.changed_unix_micros,
                     generation: u.generation,
+                    shared: u.shared,
                 })
                 .collect();
             serde_json::to_writer_pretty(&mut *out, &rows)?;
@@ -461,7 +470,12 @@ fn write_users(
                             .as_deref()
                             .map_or_else(|| "-".to_owned(), printable),
                         u.role.clone(),
-                        u.group.clone().unwrap_or_else(|| "-".to_owned()),
+                        match (&u.group, u.shared) {
+                            (Some(group), true) => format!("{group} (shared)"),
+                            (None, true) => "- (shared)".to_owned(),
+                            (Some(group), false) => group.clone(),
+                            (None, false) => "-".to_owned(),
+                        },
                         permissions_text(&u.permissions),
                         if u.disabled { "disabled" } else { "active" }.to_owned(),
                         local_text(u.changed_unix_micros, &tz),
@@ -492,6 +506,7 @@ mod tests {
 
     fn user(name: &str, disabled: bool) -> User {
         User {
+            shared: false,
             name: name.into(),
             display_name: Some("Ada \x1b Lovelace".into()),
             role: "staff".into(),
@@ -549,6 +564,7 @@ mod tests {
     #[test]
     fn requests_hide_hashes_in_debug_output() {
         let add = UsersAdd {
+            shared: false,
             name: "ada".into(),
             display_name: None,
             role: "staff".into(),

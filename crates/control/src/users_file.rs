@@ -16,6 +16,7 @@
 //! | `permissions`                         | no       | `rules`, `reports`, `metrics`, `users`, separated by `,` `;` or spaces |
 //! | `password`                            | one of the two | the password, at least 8 characters |
 //! | `password hash`                       | one of the two | an Argon2 PHC string made elsewhere |
+//! | `shared`                              | no       | `yes` for a log-in a class shares (a year-group log-in); default `no` |
 //!
 //! Each row gives a password or a password hash (not both). Fields are trimmed of
 //! surrounding spaces, passwords too; blank lines and lines starting with `#` are
@@ -87,10 +88,12 @@ enum Column {
     Permissions,
     Password,
     PasswordHash,
+    Shared,
 }
 
 /// Accepted header names (normalised: lower case, no spaces, `_` or `-`).
-const COLUMN_NAMES: [(&str, Column); 12] = [
+const COLUMN_NAMES: [(&str, Column); 13] = [
+    ("shared", Column::Shared),
     ("user", Column::User),
     ("username", Column::User),
     ("login", Column::User),
@@ -107,7 +110,7 @@ const COLUMN_NAMES: [(&str, Column); 12] = [
 
 /// What the file says the columns are called, for messages.
 pub const COLUMNS_HELP: &str =
-    "user, display name, role, group, permissions, password, password hash";
+    "user, display name, role, group, permissions, password, password hash, shared";
 
 fn column_named(header: &str) -> Option<Column> {
     let key: String = header
@@ -344,6 +347,14 @@ pub fn read(input: impl std::io::Read) -> Result<ReadFile> {
         let permissions_field = field(Column::Permissions);
         let plain = field(Column::Password);
         let hash = field(Column::PasswordHash);
+        let shared = match field(Column::Shared).as_deref().map(yes_no) {
+            None => false,
+            Some(Some(shared)) => shared,
+            Some(None) => {
+                problems.push("shared must be yes or no".to_owned());
+                false
+            }
+        };
         let permissions = match permissions_field.as_deref().map(parse_permissions) {
             None => BTreeSet::new(),
             Some(Ok(permissions)) => permissions,
@@ -376,6 +387,7 @@ pub fn read(input: impl std::io::Read) -> Result<ReadFile> {
                 reason,
             }));
         read.rows.push(ImportRow {
+            shared,
             line,
             name,
             display_name,
@@ -390,6 +402,15 @@ pub fn read(input: impl std::io::Read) -> Result<ReadFile> {
         invalid!("there are no users in it, only the header row");
     }
     Ok(read)
+}
+
+/// `yes`, `no`, `true`, `false`, `y`, `n`, `1`, `0` (any case); `None` otherwise.
+pub fn yes_no(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "yes" | "y" | "true" | "1" => Some(true),
+        "no" | "n" | "false" | "0" | "" => Some(false),
+        _ => None,
+    }
 }
 
 /// Hashes `passwords` (each already checked) on every core, reporting progress on a

@@ -60,6 +60,14 @@ pub(crate) struct AlertsFile {
     pub heavy_use: HeavyUseFile,
     #[serde(default = "yes")]
     pub concurrent_logins: bool,
+    #[serde(default)]
+    pub shared_groups: Vec<String>,
+    #[serde(default)]
+    pub support_sites: Vec<String>,
+    #[serde(default)]
+    pub teaching_contexts: Option<PathBuf>,
+    #[serde(default = "yes")]
+    pub misspellings: bool,
 }
 
 impl Default for AlertsFile {
@@ -71,6 +79,10 @@ impl Default for AlertsFile {
             staff_social: StaffSocialFile::default(),
             heavy_use: HeavyUseFile::default(),
             concurrent_logins: true,
+            shared_groups: Vec::new(),
+            support_sites: Vec::new(),
+            teaching_contexts: None,
+            misspellings: true,
         }
     }
 }
@@ -91,6 +103,9 @@ pub(crate) struct PhraseListFile {
     pub path: PathBuf,
     #[serde(default)]
     pub severity: Severity,
+    /// Severity of topic (not first-person) phrases for these browsing roles.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Severity>,
 }
 
 /// `[alerts.repeated_blocks]`.
@@ -198,6 +213,35 @@ pub struct AlertSettings {
     pub heavy_use: Option<HeavyUse>,
     /// One user on two computers at once raises an alert.
     pub concurrent_logins: bool,
+    /// Groups whose log-ins are shared by a class (year-group log-ins): no
+    /// concurrent-login alerts, and per-person rules count per computer.
+    pub shared_groups: Vec<String>,
+    /// Support and safeguarding sites (host names, subdomains included) whose
+    /// addresses never raise phrase alerts (searches typed there still do).
+    pub support_sites: Vec<String>,
+    /// Teaching-context phrases (lesson plan, KS3, PSHE, set texts, support
+    /// organisations): in the same text, they cancel topic phrases of every list
+    /// (first-person phrases still alert).
+    pub teaching_contexts: Vec<String>,
+    /// Also match common misspellings of phrase words of six letters or more.
+    pub misspellings: bool,
+}
+
+impl AlertSettings {
+    /// Whether `group` is a shared (year-group) log-in's group.
+    pub fn shared_group(&self, group: Option<&str>) -> bool {
+        group.is_some_and(|g| self.shared_groups.iter().any(|s| s == g))
+    }
+
+    /// Whether `host` is one of the support sites or below one.
+    pub fn support_site(&self, host: &str) -> bool {
+        self.support_sites.iter().any(|site| {
+            host == site
+                || host
+                    .strip_suffix(site.as_str())
+                    .is_some_and(|rest| rest.ends_with('.'))
+        })
+    }
 }
 
 impl Default for AlertSettings {
@@ -211,6 +255,10 @@ impl Default for AlertSettings {
             staff_social: None,
             heavy_use: None,
             concurrent_logins: true,
+            shared_groups: Vec::new(),
+            support_sites: Vec::new(),
+            teaching_contexts: Vec::new(),
+            misspellings: true,
         }
     }
 }
@@ -226,6 +274,9 @@ pub struct PhraseList {
     pub phrases: Vec<String>,
     /// Exception phrases (written with a leading `!`).
     pub exceptions: Vec<String>,
+    /// Severity of its topic (not first-person) phrases for some browsing roles
+    /// (`staff = "low"`: staff searching a topic are usually preparing a lesson).
+    pub role_severity: BTreeMap<String, Severity>,
 }
 
 /// `[alerts.staff_social]` compiled.
@@ -263,6 +314,8 @@ pub(crate) fn compile(
     windows: &BTreeMap<String, WindowId>,
     problems: &mut Vec<Problem>,
 ) -> AlertSettings {
+    let (teaching_contexts, support_sites) = context_settings(file, base, problems);
+    let phrase_lists = read_phrase_lists(file, base, problems);
     let mut problem = |key: String, message: String| {
         problems.push(Problem {
             key,
@@ -270,40 +323,6 @@ pub(crate) fn compile(
             message,
         });
     };
-    let mut phrase_lists = Vec::new();
-    for (i, list) in file.phrases.iter().enumerate() {
-        if list.list.is_empty() {
-            problem(
-                format!("alerts.phrases[{i}].list"),
-                "must not be empty".into(),
-            );
-        }
-        if phrase_lists
-            .iter()
-            .any(|l: &PhraseList| l.name == list.list)
-        {
-            problem(
-                format!("alerts.phrases[{i}].list"),
-                format!("`{}` is listed twice", list.list),
-            );
-        }
-        let path = base.join(&list.path);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let (phrases, exceptions) = parse_phrase_file(&text);
-                phrase_lists.push(PhraseList {
-                    name: list.list.clone(),
-                    severity: list.severity,
-                    phrases,
-                    exceptions,
-                });
-            }
-            Err(error) => problem(
-                format!("alerts.phrases[{i}].path"),
-                format!("cannot read {}: {error}", path.display()),
-            ),
-        }
-    }
     let mut known_category = |key: String, name: &str| {
         if !categories.contains_key(name) {
             problem(key, format!("`{name}` is not a category in [categories]"));
@@ -401,7 +420,114 @@ pub(crate) fn compile(
             min_baseline_days: heavy.min_baseline_days,
         }),
         concurrent_logins: file.concurrent_logins,
+        shared_groups: file.shared_groups.clone(),
+        support_sites,
+        teaching_contexts,
+        misspellings: file.misspellings,
     }
+}
+
+/// Reads `[[alerts.phrases]]`'s files, in the order written.
+fn read_phrase_lists(
+    file: &AlertsFile,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) -> Vec<PhraseList> {
+    let mut problem = |key: String, message: String| {
+        problems.push(Problem {
+            key,
+            line: None,
+            message,
+        });
+    };
+    let mut phrase_lists = Vec::new();
+    for (i, list) in file.phrases.iter().enumerate() {
+        if list.list.is_empty() {
+            problem(
+                format!("alerts.phrases[{i}].list"),
+                "must not be empty".into(),
+            );
+        }
+        if phrase_lists
+            .iter()
+            .any(|l: &PhraseList| l.name == list.list)
+        {
+            problem(
+                format!("alerts.phrases[{i}].list"),
+                format!("`{}` is listed twice", list.list),
+            );
+        }
+        let path = base.join(&list.path);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let (phrases, exceptions) = parse_phrase_file(&text);
+                phrase_lists.push(PhraseList {
+                    name: list.list.clone(),
+                    severity: list.severity,
+                    phrases,
+                    exceptions,
+                    role_severity: list.roles.clone(),
+                });
+            }
+            Err(error) => problem(
+                format!("alerts.phrases[{i}].path"),
+                format!("cannot read {}: {error}", path.display()),
+            ),
+        }
+    }
+    phrase_lists
+}
+
+/// Reads the context settings of `[alerts]` (the phrase lists' role severities, the
+/// teaching-context phrases, the support sites); returns (contexts, sites).
+fn context_settings(
+    file: &AlertsFile,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) -> (Vec<String>, Vec<String>) {
+    let mut problem = |key: String, message: String| {
+        problems.push(Problem {
+            key,
+            line: None,
+            message,
+        });
+    };
+    for (i, list) in file.phrases.iter().enumerate() {
+        for role in list.roles.keys() {
+            if role.parse::<crate::Role>().is_err() {
+                problem(
+                    format!("alerts.phrases[{i}].roles.{role}"),
+                    format!("`{role}` is not a role (pupil, staff, filter-admin)"),
+                );
+            }
+        }
+    }
+    let teaching_contexts = match &file.teaching_contexts {
+        Some(path) => match std::fs::read_to_string(base.join(path)) {
+            Ok(text) => parse_phrase_file(&text).0,
+            Err(error) => {
+                problem(
+                    "alerts.teaching_contexts".into(),
+                    format!("cannot read {}: {error}", base.join(path).display()),
+                );
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let mut support_sites = Vec::new();
+    for (i, site) in file.support_sites.iter().enumerate() {
+        let site = site.trim().trim_end_matches('.').to_ascii_lowercase();
+        if site.is_empty() || site.contains(['/', ' ', ':']) {
+            problem(
+                format!("alerts.support_sites[{i}]"),
+                "must be a host name such as childline.org.uk".into(),
+            );
+        } else {
+            support_sites.push(site);
+        }
+    }
+    (teaching_contexts, support_sites)
 }
 
 /// Splits a phrase file into (phrases, exceptions): one per line, `#` comment lines

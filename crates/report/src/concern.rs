@@ -185,16 +185,22 @@ fn facts(page: &mut String, alert: &Alert, tz: &TimeZone) {
         None => format!("{} ({})", alert.who, alert.role),
     };
     row(page, "Who", &who);
+    // The computer the alert was raised for (named from [devices] when known), then
+    // the addresses in its evidence.
+    let raised_on = match (&alert.computer, alert.client) {
+        (Some(name), Some(address)) => Some(format!("{name} ({address})")),
+        (None, Some(address)) => Some(address.to_string()),
+        (Some(name), None) => Some(name.clone()),
+        (None, None) => None,
+    };
     let computers = computers(&alert.evidence);
-    row(
-        page,
-        "Which computer",
-        &if computers.is_empty() {
-            "not recorded".to_owned()
-        } else {
-            computers.join(", ")
-        },
-    );
+    let which = match (raised_on, computers.is_empty()) {
+        (Some(on), true) => on,
+        (Some(on), false) => format!("{on}; in the evidence: {}", computers.join(", ")),
+        (None, false) => computers.join(", "),
+        (None, true) => "not recorded".to_owned(),
+    };
+    row(page, "Which computer", &which);
     let when = if alert.occurrences > 1 {
         format!(
             "{} to {} ({} times)",
@@ -361,6 +367,8 @@ mod tests {
             last_at_unix_micros: at + 29_000_000,
             occurrences: 30,
             evidence,
+            client: Some("10.0.3.57".parse().unwrap()),
+            computer: Some("ICT-<b>PC07".into()),
             status: AlertStatus::Acknowledged,
             history: vec![StatusChange {
                 status: AlertStatus::Acknowledged,
@@ -381,6 +389,10 @@ mod tests {
             },
         );
         assert!(html.contains("10.0.3.57 (30 records)"), "{html}");
+        assert!(
+            html.contains("ICT-&lt;b&gt;PC07 (10.0.3.57); in the evidence"),
+            "{html}"
+        );
         assert!(html.contains("<a href=\"/alerts/35\">Back to the alert</a>"));
         assert!(
             html.contains(

@@ -810,6 +810,8 @@ mod tests {
         // A concurrent log-in: its summary names both computers' addresses.
         store
             .raise_alert(safegate_store::NewAlert {
+                computer: None,
+                client: None,
                 kind: AlertKind::ConcurrentLogin,
                 severity: safegate_store::Severity::Medium,
                 who: "ada".into(),
@@ -939,6 +941,8 @@ mod tests {
                     .unwrap()
                     .as_microsecond() as u64,
                 evidence: Vec::new(),
+                client: None,
+                computer: None,
             })
             .unwrap();
         let week = IsoWeek::parse("2026-W47").unwrap();

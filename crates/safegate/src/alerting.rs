@@ -37,6 +37,9 @@ use crate::settings::Config;
 pub const ENGINE_QUEUE: usize = 4;
 /// How often the identity layer's concurrent log-in events are read.
 const LOGIN_POLL: Duration = Duration::from_millis(500);
+/// How long a concurrent log-in event waits before it is evaluated, so that the
+/// visit log holds the requests that are its evidence (the writer flushes each second).
+const LOGIN_EVIDENCE_DELAY: Duration = Duration::from_secs(2);
 /// The test clock's environment variable.
 pub const CLOCK_OFFSET_VAR: &str = "SAFEGATE_CLOCK_OFFSET_SECS";
 
@@ -84,6 +87,19 @@ pub struct Feeds {
     pub counters: Arc<AlertCounters>,
     /// The visit-log writer's state, watched for failures to tell the technician.
     pub visit_log: Option<Arc<VisitLogStats>>,
+}
+
+/// Computer names for alerts from `[devices]` (none when nothing is configured).
+fn computer_names(config: &Config) -> Option<safegate_safeguarding::NameComputer> {
+    if !config.devices.any() {
+        return None;
+    }
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    let names = Arc::new(safegate_safeguarding::computers::ComputerNames::new(
+        &config.devices,
+        runtime,
+    ));
+    Some(Arc::new(move |address| names.name(address)))
 }
 
 /// The queue the visit-log writer offers its written batches to.
@@ -140,6 +156,7 @@ pub fn start(
         EngineInputs {
             records: batches,
             logins: login_receiver,
+            names: computer_names(config),
         },
         delivery_queue,
         Arc::clone(&stats),
@@ -278,7 +295,15 @@ async fn poll_logins(
         }
         let events = auth.concurrent_login_events();
         let mut latest = seen_until;
-        for event in events.into_iter().filter(|e| e.at > seen_until) {
+        // An event is passed on once the visit log holds both computers' requests
+        // around it (the alert's evidence): after the writer's flush interval.
+        let ripe = SystemTime::now()
+            .checked_sub(LOGIN_EVIDENCE_DELAY)
+            .unwrap_or(UNIX_EPOCH);
+        for event in events
+            .into_iter()
+            .filter(|e| e.at > seen_until && e.at <= ripe)
+        {
             latest = latest.max(event.at);
             let at = event
                 .at
@@ -291,8 +316,15 @@ async fn poll_logins(
                 new_address: event.new_address,
                 outcome: format!("{:?}", event.outcome).to_lowercase(),
             };
-            if sender.try_send(login).is_err() {
-                warn!("alert engine behind: a concurrent log-in event was not evaluated");
+            // Waiting here holds up nothing but this poller (the identity layer keeps
+            // its events): a class logging in on forty computers at once must not
+            // overflow the queue and lose a real two-computer log-in.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                sent = sender.send(login) => if sent.is_err() {
+                    warn!("alert engine stopped: a concurrent log-in event was not evaluated");
+                    return;
+                },
             }
         }
         seen_until = latest;

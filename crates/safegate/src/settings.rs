@@ -84,6 +84,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// The weekly sweep report's schedule and recipients.
     pub report: ReportConfig,
+    /// Computer names for alerts (`[devices]`: a map, a DHCP leases file, reverse DNS).
+    pub devices: safegate_safeguarding::computers::DevicesConfig,
 }
 
 impl Default for Config {
@@ -102,6 +104,7 @@ impl Default for Config {
             log: LogConfig::default(),
             delivery: DeliveryConfig::default(),
             report: ReportConfig::default(),
+            devices: safegate_safeguarding::computers::DevicesConfig::default(),
         }
     }
 }

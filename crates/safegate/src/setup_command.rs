@@ -267,6 +267,7 @@ fn write_policy(path: &Path, answers: &Answers) -> Result<()> {
 fn add_admin(config: &Config, name: &str, password: &str) -> Result<()> {
     let password_hash = password::hash_password(password)?;
     let request = Request::UsersAdd(UsersAdd {
+        shared: false,
         name: name.to_owned(),
         display_name: None,
         role: "filter-admin".to_owned(),

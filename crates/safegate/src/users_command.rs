@@ -120,6 +120,10 @@ pub struct UsersAddArgs {
     /// Group within the role, as named in the policy (e.g. year6).
     #[arg(long)]
     pub group: Option<String>,
+    /// A log-in shared by a class (a year-group log-in): no two-computer alerts, and
+    /// alerts count and name each computer.
+    #[arg(long)]
+    pub shared: bool,
     /// The name people read, e.g. 'Ada Lovelace' or 'Year 6'.
     #[arg(long, value_name = "TEXT")]
     pub display_name: Option<String>,
@@ -186,6 +190,9 @@ pub struct UsersUpdateArgs {
     /// Remove the group.
     #[arg(long)]
     pub no_group: bool,
+    /// Mark the log-in shared by a class (yes) or used by one person (no).
+    #[arg(long, value_name = "yes|no", value_parser = yes_no)]
+    pub shared: Option<bool>,
     /// New display name.
     #[arg(long, value_name = "TEXT", conflicts_with = "no_display_name")]
     pub display_name: Option<String>,
@@ -264,6 +271,7 @@ fn add(args: &UsersAddArgs) -> Result<()> {
         group: args.group.clone(),
         permissions,
         password_hash,
+        shared: args.shared,
     });
     run_printed(open_create_or_connect(&config.data_dir)?, &request)
 }
@@ -336,6 +344,7 @@ fn update(args: &UsersUpdateArgs) -> Result<()> {
         group: args.group.clone(),
         clear_group: args.no_group,
         permissions,
+        shared: args.shared,
     };
     if request.display_name.is_none()
         && !request.clear_display_name
@@ -343,10 +352,11 @@ fn update(args: &UsersUpdateArgs) -> Result<()> {
         && request.group.is_none()
         && !request.clear_group
         && request.permissions.is_none()
+        && request.shared.is_none()
     {
         bail!(
             "nothing to change: give --role, --group, --no-group, --display-name, \
-             --no-display-name, --permissions or --no-permissions"
+             --no-display-name, --permissions, --no-permissions or --shared"
         );
     }
     let config = Config::load(&args.config.config, &args.config.set)?;
@@ -456,4 +466,9 @@ pub(crate) fn prompt_hidden(prompt: &str) -> Result<String> {
     restored.map_err(|e| anyhow!("cannot turn the terminal's echo back on: {e}"))?;
     let line = line.strip_suffix('\n').unwrap_or(&line);
     Ok(line.strip_suffix('\r').unwrap_or(line).to_owned())
+}
+
+/// `yes`/`no` (also `true`/`false`) for `--shared`.
+fn yes_no(text: &str) -> std::result::Result<bool, String> {
+    safegate_control::users_file::yes_no(text).ok_or_else(|| format!("`{text}`: say yes or no"))
 }

@@ -387,7 +387,7 @@ pub struct Delivery {
 
 /// One message for the webhook and the mail recipients.
 enum Outgoing {
-    Alert(Alert),
+    Alert(Box<Alert>),
     Notice(SystemNotice),
 }
 
@@ -439,7 +439,7 @@ pub fn spawn(
             let message = tokio::select! {
                 alert = receiver.recv() => match alert {
                     Some(alert) if alert.severity < channels.config.min_severity => continue,
-                    Some(alert) => Outgoing::Alert(alert),
+                    Some(alert) => Outgoing::Alert(Box::new(alert)),
                     None => break,
                 },
                 notice = notices.recv(), if notices_open => match notice {

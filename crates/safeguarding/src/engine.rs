@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
-use crate::rules::{ConcurrentLogin, Evaluator};
+use crate::rules::{ConcurrentLogin, Evaluator, NameComputer};
 
 /// Counters of the engine, for metrics (relaxed atomics).
 #[derive(Debug, Default)]
@@ -79,6 +79,8 @@ pub struct EngineInputs {
     pub records: mpsc::Receiver<RecordBatch>,
     /// Concurrent log-in events from the identity layer.
     pub logins: mpsc::Receiver<ConcurrentLogin>,
+    /// Names computers in alerts ([`crate::computers::ComputerNames`]), if set up.
+    pub names: Option<NameComputer>,
 }
 
 /// The current policy (the binary reads it from its live handle).
@@ -104,6 +106,9 @@ pub fn spawn_alert_engine(
 /// What one round of work needs on the blocking thread.
 struct State {
     evaluator: Evaluator,
+    /// The users' change count when the shared log-ins were last read.
+    users_seen: Option<u64>,
+    users_watch: Option<safegate_store::UsersWatch>,
     usage: HashMap<String, UserDay>,
     /// Alerts the database could not store (a full disk), stored with the next input,
     /// oldest first; at most [`UNSTORED_KEPT`].
@@ -135,10 +140,25 @@ async fn run(
     stats: Arc<AlertStats>,
     on_raised: Option<RaisedHook>,
 ) {
-    let EngineInputs { records, logins } = inputs;
+    let EngineInputs {
+        records,
+        logins,
+        names,
+    } = inputs;
     let (mut records, mut logins) = (Some(records), Some(logins));
+    let mut evaluator = Evaluator::new();
+    evaluator.names = names;
+    let users_watch = match store.watch_users() {
+        Ok(watch) => Some(watch),
+        Err(err) => {
+            warn!(%err, "cannot follow changes to the users: shared log-ins are read once");
+            None
+        }
+    };
     let mut state = Some(State {
-        evaluator: Evaluator::new(),
+        users_seen: None,
+        users_watch,
+        evaluator,
         usage: HashMap::new(),
         unstored: Vec::new(),
     });
@@ -204,6 +224,7 @@ fn evaluate(
     stats: &AlertStats,
 ) -> Vec<Alert> {
     let mut alerts = Vec::new();
+    refresh_shared(store, state);
     match input {
         Input::Records(batch) => {
             stats.records.fetch_add(batch.len() as u64, Relaxed);
@@ -221,7 +242,21 @@ fn evaluate(
             heavy_use(store, policy, state, &batch, &mut alerts);
         }
         Input::Login(event) => {
-            alerts.extend(state.evaluator.concurrent_login(policy, &event));
+            let account = store.get_user(&event.user).ok().flatten();
+            let raises = state
+                .evaluator
+                .raises_concurrent_login(policy, &event, account.as_ref());
+            let evidence = if raises {
+                login_evidence(store, &event)
+            } else {
+                Vec::new()
+            };
+            alerts.extend(state.evaluator.concurrent_login(
+                policy,
+                &event,
+                account.as_ref(),
+                evidence,
+            ));
         }
     }
     let mut raised = Vec::new();
@@ -259,6 +294,54 @@ fn evaluate(
     }
     raised
 }
+
+/// Reads the shared log-ins again when the users have changed since last time.
+fn refresh_shared(store: &Store, state: &mut State) {
+    let changes = state.users_watch.as_ref().map(|w| w.changes());
+    if state.users_seen.is_some() && state.users_seen == changes {
+        return;
+    }
+    match store.list_users() {
+        Ok(users) => {
+            state.evaluator.shared.users = users
+                .into_iter()
+                .filter(|u| u.shared)
+                .map(|u| u.name)
+                .collect();
+            state.users_seen = changes.or(Some(0));
+        }
+        Err(err) => warn!(%err, "cannot read which log-ins are shared"),
+    }
+}
+
+/// Requests from the two computers of a concurrent log-in, from ten minutes before
+/// the event to a few seconds after: the last [`LOGIN_EVIDENCE`] of each address.
+fn login_evidence(store: &Store, event: &ConcurrentLogin) -> Vec<safegate_store::Record> {
+    let query = safegate_store::Query {
+        user: Some(event.user.clone()),
+        since: Some(event.at_unix_micros.saturating_sub(600_000_000)),
+        until: Some(event.at_unix_micros.saturating_add(10_000_000)),
+        ..safegate_store::Query::default()
+    };
+    let records = match store.query(&query) {
+        Ok(records) => records,
+        Err(err) => {
+            warn!(%err, "cannot read the evidence of a concurrent log-in");
+            return Vec::new();
+        }
+    };
+    let mut evidence = Vec::new();
+    for address in [event.old_address, event.new_address] {
+        let mine: Vec<_> = records.iter().filter(|r| r.client == address).collect();
+        let skip = mine.len().saturating_sub(LOGIN_EVIDENCE);
+        evidence.extend(mine.into_iter().skip(skip).cloned());
+    }
+    evidence.sort_by_key(|r| r.at_unix_micros);
+    evidence
+}
+
+/// Requests of each computer kept as a concurrent log-in's evidence.
+const LOGIN_EVIDENCE: usize = 10;
 
 /// Days since 1970-01-01 of `micros` in the school's time zone.
 pub fn local_day(policy: &Snapshot, micros: u64) -> i32 {
@@ -300,19 +383,24 @@ fn heavy_use(
     let Some(settings) = policy.alerts().heavy_use.clone() else {
         return;
     };
-    let mut days: HashMap<(&str, i32), (u64, u64, &RecordRef<'_>)> = HashMap::new();
+    let alert_settings = Arc::clone(policy.alerts());
+    // Shared log-ins are measured per computer (`year6@10.0.3.57`).
+    let mut days: HashMap<(std::borrow::Cow<'_, str>, i32), (u64, u64, &RecordRef<'_>)> =
+        HashMap::new();
     for record in batch {
-        let Some(user) = record.user else {
+        if record.user.is_none() {
             continue;
-        };
+        }
+        let key = state.evaluator.person_key(&alert_settings, record);
         let entry = days
-            .entry((user, local_day(policy, record.at_unix_micros)))
+            .entry((key, local_day(policy, record.at_unix_micros)))
             .or_insert((0, 0, record));
         entry.0 += 1;
         entry.1 += record.bytes_down;
         entry.2 = record;
     }
     for ((user, day), (requests, bytes, last)) in days {
+        let user: &str = &user;
         let totals = match store.add_usage(user, day, requests, bytes) {
             Ok(totals) => totals,
             Err(err) => {
@@ -360,27 +448,24 @@ fn heavy_use(
             (true, false) => "requests",
             _ => "data",
         };
-        alerts.push(NewAlert {
-            kind: AlertKind::HeavyUse,
-            severity: Severity::Low,
-            who: user.to_owned(),
-            user: Some(user.to_owned()),
-            role: last.role.to_owned(),
-            group: last.group.map(str::to_owned),
-            subject: day_text(day),
-            summary: format!(
-                "{} requests and {} today, against a daily mean of {:.1} requests and {} \
-                 over the previous {} days ({measure} more than {}x the mean)",
-                totals.0,
-                bytes_text(totals.1 as f64),
-                mean_requests,
-                bytes_text(mean_bytes),
-                settings.baseline_days,
-                settings.factor
-            ),
-            at_unix_micros: last.at_unix_micros,
-            evidence: vec![last.to_record()],
-        });
+        let summary = format!(
+            "{} requests and {} today, against a daily mean of {:.1} requests and {} \
+             over the previous {} days ({measure} more than {}x the mean)",
+            totals.0,
+            bytes_text(totals.1 as f64),
+            mean_requests,
+            bytes_text(mean_bytes),
+            settings.baseline_days,
+            settings.factor
+        );
+        alerts.push(state.evaluator.base(
+            &alert_settings,
+            last,
+            AlertKind::HeavyUse,
+            Severity::Low,
+            day_text(day),
+            summary,
+        ));
     }
 }
 
@@ -475,6 +560,8 @@ severity = "high"
         let store = Store::open(dir.path()).unwrap();
         let stats = AlertStats::default();
         let mut state = State {
+            users_watch: None,
+            users_seen: None,
             evaluator: Evaluator::new(),
             usage: HashMap::new(),
             unstored: Vec::new(),
@@ -688,6 +775,8 @@ severity = "high"
         let store = Store::open(dir.path()).unwrap();
         let stats = AlertStats::default();
         let mut state = State {
+            users_watch: None,
+            users_seen: None,
             evaluator: Evaluator::new(),
             usage: HashMap::new(),
             unstored: Vec::new(),

@@ -14,6 +14,7 @@
 //!
 //! Settings come from the policy's `[alerts]` section and follow its reloads.
 
+pub mod computers;
 pub mod delivery;
 pub mod engine;
 pub mod normalise;
@@ -25,4 +26,4 @@ pub use engine::{
     AlertStats, AlertStatsSnapshot, EngineInputs, PolicySource, RaisedHook, spawn_alert_engine,
 };
 pub use phrases::{PhraseHit, PhraseMatcher};
-pub use rules::{ConcurrentLogin, Evaluator};
+pub use rules::{ConcurrentLogin, Evaluator, NameComputer, SharedLogins};

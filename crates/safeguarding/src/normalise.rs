@@ -5,7 +5,8 @@
 //! Steps: percent-decoding (`%20`, and `+` as a space) when asked; Unicode
 //! compatibility decomposition (NFKD: full-width letters, ligatures, superscripts) with
 //! the combining marks dropped (`suïcide` → `suicide`); lower case; the basic leetspeak
-//! digits and symbols (`0 1 3 4 5 7 @ $` → `o i e a s t a s`); every run of anything
+//! digits and symbols (`0 1 3 4 5 7 @ $` → `o i e a s t a s`); the letters NFKD
+//! keeps whole (`ß ł ø đ æ ı` → `ss l o d ae i`); every run of anything
 //! that is not a letter or digit becomes one space. The result starts and ends with a
 //! space, so a phrase written ` kill myself ` matches on word boundaries only.
 
@@ -49,6 +50,22 @@ struct Folded {
 impl Folded {
     /// Adds one decomposed, lower-cased character.
     fn push(&mut self, c: char) {
+        // Letters NFKD keeps whole, folded as people type them without the key.
+        let c = match c {
+            'ß' => {
+                self.push('s');
+                's'
+            }
+            'æ' => {
+                self.push('a');
+                'e'
+            }
+            'ł' => 'l',
+            'ø' => 'o',
+            'đ' => 'd',
+            'ı' => 'i',
+            other => other,
+        };
         let c = match c {
             '0' => 'o',
             '1' => 'i',
@@ -109,6 +126,11 @@ mod tests {
         assert_eq!(normalise("k1ll_mys3lf"), " kill myself ");
         assert_eq!(normalise("$elf-h4rm"), " self harm ");
         assert_eq!(normalise(""), " ");
+        assert_eq!(
+            normalise("Zabić SIĘ, Straße, łódź"),
+            " zabic sie strasse lodz "
+        );
+        assert_eq!(normalise("хочу умереть"), " хочу умереть ");
         assert_eq!(
             normalise("<script>alert(1)</script>"),
             " script alert i script "

@@ -125,6 +125,8 @@ mod tests {
                 summary: "blocked again and again".to_owned(),
                 at_unix_micros: 1,
                 evidence: Vec::new(),
+                client: None,
+                computer: None,
             })
             .unwrap()
             .alert

@@ -20,6 +20,8 @@
 //! `alert_usage` holds each user's requests and bytes per school-local day: the
 //! baseline "unusually heavy use" is measured against.
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{Record, Store, StoreError};
@@ -141,6 +143,10 @@ pub struct NewAlert {
     pub role: String,
     /// The group, when known.
     pub group: Option<String>,
+    /// The computer's address, when the alert is about one computer.
+    pub client: Option<IpAddr>,
+    /// The computer's name, where known (`[devices]`, DHCP leases, reverse DNS).
+    pub computer: Option<String>,
     /// What it is about within its kind: the phrase list, the category, the day.
     pub subject: String,
     /// One line for people.
@@ -168,6 +174,13 @@ pub struct Alert {
     pub role: String,
     /// The group, when known.
     pub group: Option<String>,
+    /// The computer's address, when the alert is about one computer (absent in
+    /// alerts stored before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<IpAddr>,
+    /// The computer's name, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computer: Option<String>,
     /// What it is about within its kind.
     pub subject: String,
     /// One line for people (of the first occurrence).
@@ -300,6 +313,8 @@ impl Store {
             user: new.user,
             role: new.role,
             group: new.group,
+            client: new.client,
+            computer: new.computer,
             subject: new.subject,
             summary: new.summary,
             first_at_unix_micros: new.at_unix_micros,
@@ -437,6 +452,8 @@ mod tests {
 
     fn new_alert(who: &str, subject: &str, at: u64) -> NewAlert {
         NewAlert {
+            computer: None,
+            client: None,
             kind: AlertKind::SafeguardingPhrase,
             severity: Severity::High,
             who: who.into(),

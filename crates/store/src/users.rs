@@ -63,7 +63,10 @@ use crate::password::{self, PasswordError};
 use crate::{Store, StoreError};
 
 /// The encoding version written in front of every stored user.
-pub const USER_FORMAT: u8 = 1;
+pub const USER_FORMAT: u8 = 2;
+
+/// The format before users could be marked shared (read, never written).
+const USER_FORMAT_V1: u8 = 1;
 
 /// Longest user or group name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -170,6 +173,42 @@ pub struct User {
     /// Changes on every change of the user (and never repeats, even across removal and
     /// re-adding): a cache of verified log-ins keyed on it cannot go stale.
     pub generation: u64,
+    /// A log-in shared by several people (a year-group log-in): it is expected on
+    /// many computers at once, and per-person alert rules count per computer.
+    pub shared: bool,
+}
+
+/// [`User`] as [`USER_FORMAT_V1`] stored it (no `shared`).
+#[derive(Deserialize)]
+struct UserV1 {
+    name: String,
+    display_name: Option<String>,
+    role: String,
+    group: Option<String>,
+    permissions: BTreeSet<Permission>,
+    password_hash: String,
+    disabled: bool,
+    created_unix_micros: u64,
+    changed_unix_micros: u64,
+    generation: u64,
+}
+
+impl From<UserV1> for User {
+    fn from(v1: UserV1) -> Self {
+        Self {
+            name: v1.name,
+            display_name: v1.display_name,
+            role: v1.role,
+            group: v1.group,
+            permissions: v1.permissions,
+            password_hash: v1.password_hash,
+            disabled: v1.disabled,
+            created_unix_micros: v1.created_unix_micros,
+            changed_unix_micros: v1.changed_unix_micros,
+            generation: v1.generation,
+            shared: false,
+        }
+    }
 }
 
 impl fmt::Debug for User {
@@ -185,6 +224,7 @@ impl fmt::Debug for User {
             .field("created_unix_micros", &self.created_unix_micros)
             .field("changed_unix_micros", &self.changed_unix_micros)
             .field("generation", &self.generation)
+            .field("shared", &self.shared)
             .finish()
     }
 }
@@ -206,6 +246,9 @@ impl User {
         match bytes.split_first() {
             None => Err("empty value".to_owned()),
             Some((&USER_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+            Some((&USER_FORMAT_V1, rest)) => postcard::from_bytes::<UserV1>(rest)
+                .map(User::from)
+                .map_err(|e| e.to_string()),
             Some((&other, _)) => Err(format!("unknown format version {other}")),
         }
     }
@@ -226,6 +269,8 @@ pub struct NewUser {
     pub permissions: BTreeSet<Permission>,
     /// The password's Argon2 PHC string ([`password::hash_password`]).
     pub password_hash: String,
+    /// A shared (year-group) log-in ([`User::shared`]).
+    pub shared: bool,
 }
 
 impl fmt::Debug for NewUser {
@@ -252,6 +297,8 @@ pub struct UserUpdate {
     pub group: Option<Option<String>>,
     /// New permission set (replaces the old one).
     pub permissions: Option<BTreeSet<Permission>>,
+    /// Mark or unmark a shared log-in.
+    pub shared: Option<bool>,
 }
 
 /// One row of an import: a user to add, with the line it came from. `password_hash`
@@ -272,6 +319,8 @@ pub struct ImportRow {
     pub permissions: BTreeSet<Permission>,
     /// The password's Argon2 PHC string.
     pub password_hash: Option<String>,
+    /// A shared (year-group) log-in.
+    pub shared: bool,
 }
 
 impl fmt::Debug for ImportRow {
@@ -584,6 +633,7 @@ impl Store {
             created_unix_micros: now,
             changed_unix_micros: now,
             generation: self.trees()?.db.generate_id()?,
+            shared: new.shared,
         };
         match self.trees()?.users.compare_and_swap(
             user.name.as_bytes(),
@@ -671,6 +721,9 @@ impl Store {
             }
             if let Some(permissions) = &update.permissions {
                 user.permissions.clone_from(permissions);
+            }
+            if let Some(shared) = update.shared {
+                user.shared = shared;
             }
             Ok(*user != before)
         })?;
@@ -798,6 +851,7 @@ impl Store {
                         created_unix_micros: 0,
                         changed_unix_micros: 0,
                         generation: 0,
+                        shared: row.shared,
                     },
                 ));
             }
@@ -970,6 +1024,7 @@ mod tests {
 
     fn new_user(name: &str, role: &str) -> NewUser {
         NewUser {
+            shared: false,
             name: name.into(),
             display_name: Some("Ada Lovelace".into()),
             role: role.into(),
@@ -981,6 +1036,7 @@ mod tests {
 
     fn row(line: u64, name: &str, role: &str) -> ImportRow {
         ImportRow {
+            shared: false,
             line,
             name: name.into(),
             display_name: None,
@@ -995,6 +1051,46 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         (dir, store)
+    }
+
+    /// A user stored before `shared` existed (format 1) still reads, as not shared.
+    #[test]
+    fn users_stored_in_format_one_still_read() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            name: &'a str,
+            display_name: Option<&'a str>,
+            role: &'a str,
+            group: Option<&'a str>,
+            permissions: BTreeSet<Permission>,
+            password_hash: &'a str,
+            disabled: bool,
+            created_unix_micros: u64,
+            changed_unix_micros: u64,
+            generation: u64,
+        }
+        let old = V1 {
+            name: "year6",
+            display_name: Some("Year 6"),
+            role: "pupil",
+            group: Some("year6"),
+            permissions: BTreeSet::new(),
+            password_hash: "$argon2id$x",
+            disabled: false,
+            created_unix_micros: 1,
+            changed_unix_micros: 2,
+            generation: 3,
+        };
+        let mut bytes = vec![1u8];
+        bytes.extend(postcard::to_allocvec(&old).unwrap());
+        let user = User::decode(&bytes).unwrap();
+        assert_eq!(user.name, "year6");
+        assert_eq!(user.group.as_deref(), Some("year6"));
+        assert_eq!(user.generation, 3);
+        assert!(!user.shared);
+        let mut again = user.clone();
+        again.shared = true;
+        assert_eq!(User::decode(&again.encode()).unwrap(), again);
     }
 
     #[test]
@@ -1133,6 +1229,7 @@ mod tests {
             .update_user(
                 "ada",
                 &UserUpdate {
+                    shared: None,
                     role: Some("filter-admin".into()),
                     group: Some(Some("office".into())),
                     permissions: Some(BTreeSet::from([Permission::Rules])),

@@ -114,6 +114,7 @@ mod tests {
 
     fn user(name: &str, role: &str) -> User {
         User {
+            shared: false,
             name: name.to_owned(),
             display_name: None,
             role: role.to_owned(),
