@@ -25,8 +25,8 @@ pub fn normalise(text: &str) -> String {
     if text.is_ascii() {
         // NFKD leaves ASCII as it is and it has no combining marks: most URLs and
         // searches skip the decomposition and the Unicode tables.
-        for c in text.chars() {
-            folded.push(c.to_ascii_lowercase());
+        for &byte in text.as_bytes() {
+            folded.push_ascii(byte.to_ascii_lowercase());
         }
     } else {
         for c in text.nfkd().filter(|c| !is_combining_mark(*c)) {
@@ -51,21 +51,50 @@ impl Folded {
     /// Adds one decomposed, lower-cased character.
     fn push(&mut self, c: char) {
         // Letters NFKD keeps whole, folded as people type them without the key.
-        let c = match c {
+        match c {
             'ß' => {
-                self.push('s');
-                's'
+                self.push_plain('s');
+                self.push_plain('s');
             }
             'æ' => {
-                self.push('a');
-                'e'
+                self.push_plain('a');
+                self.push_plain('e');
             }
-            'ł' => 'l',
-            'ø' => 'o',
-            'đ' => 'd',
-            'ı' => 'i',
+            'ł' => self.push_plain('l'),
+            'ø' => self.push_plain('o'),
+            'đ' => self.push_plain('d'),
+            'ı' => self.push_plain('i'),
+            other => self.push_plain(other),
+        }
+    }
+
+    /// [`Folded::push_plain`] for one lower-cased ASCII byte, without decoding
+    /// characters: the path of nearly every address and search.
+    #[inline]
+    fn push_ascii(&mut self, byte: u8) {
+        let byte = match byte {
+            b'0' => b'o',
+            b'1' => b'i',
+            b'3' => b'e',
+            b'4' | b'@' => b'a',
+            b'5' | b'$' => b's',
+            b'7' => b't',
             other => other,
         };
+        if byte.is_ascii_alphanumeric() {
+            self.out.push(char::from(byte));
+            self.after_space = false;
+        } else if !self.after_space {
+            self.out.push(' ');
+            self.after_space = true;
+        }
+    }
+
+    /// Adds one lower-cased character that needs no further folding:
+    /// leetspeak digits and symbols become letters, other non-alphanumerics a space.
+    /// Not recursive, so it inlines into the per-character loops.
+    #[inline]
+    fn push_plain(&mut self, c: char) {
         let c = match c {
             '0' => 'o',
             '1' => 'i',
