@@ -4,7 +4,7 @@
 //! on (a log-in verified earlier keeps working meanwhile, others are refused).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use safegate_proxy::auth::Authenticator;
 use safegate_safeguarding::delivery::SystemNotice;
@@ -56,9 +56,7 @@ fn notify(failed: u64, notices: Option<&mpsc::Sender<SystemNotice>>) {
     let notice = SystemNotice {
         kind: "directory_unreachable",
         summary,
-        at_unix_micros: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        at_unix_micros: safegate_control::dispatch::now_micros(),
     };
     if let Some(notices) = notices
         && notices.try_send(notice).is_err()

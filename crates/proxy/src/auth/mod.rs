@@ -496,7 +496,7 @@ impl Authenticator {
         if entry.is_none() && self.directory.is_some() {
             return self.directory_check(peer, key, credentials, now);
         }
-        let reservation = match self.reserve(peer, entry.as_ref(), now) {
+        let reservation = match self.reserve(peer, counted(entry.as_ref()), now) {
             Ok(reservation) => reservation,
             Err(refusal) => {
                 debug!(client = %peer, user = ?credentials.user, ?refusal, "proxy log-in refused: too many failed log-ins");
@@ -533,15 +533,7 @@ impl Authenticator {
         now: Instant,
     ) -> Check {
         let name: Arc<str> = Arc::from(credentials.user.to_ascii_lowercase());
-        let probe = Arc::new(UserEntry {
-            name: Arc::clone(&name),
-            role: safegate_policy::Role::Pupil,
-            group: None,
-            password_hash: Arc::from(""),
-            disabled: false,
-            generation: 0,
-        });
-        match self.reserve(peer, Some(&probe), now) {
+        match self.reserve(peer, Some(&name), now) {
             Ok(reservation) => Check::Verify(Verification {
                 peer,
                 key,
@@ -553,16 +545,14 @@ impl Authenticator {
         }
     }
 
-    /// Reserves a password check from `peer` (as `entry`'s user, when it exists)
+    /// Reserves a password check from `peer` (as `user`, when counted per user)
     /// against the failure limits, or the refusal when a limit is reached (counted).
-    /// Only a user that exists and is enabled is counted per user.
     fn reserve(
         &self,
         peer: IpAddr,
-        entry: Option<&Arc<UserEntry>>,
+        user: Option<&Arc<str>>,
         now: Instant,
     ) -> Result<Reservation, Refusal> {
-        let user = entry.filter(|e| !e.disabled).map(|e| &e.name);
         self.limiter.reserve(peer, user, now).map_err(|locked| {
             bump(&self.counters.rate_limited);
             match locked {
@@ -849,7 +839,7 @@ impl Authenticator {
         let users = self.users.load_full();
         let name = safegate_store::users::normalise_name(user).unwrap_or_else(|_| user.to_owned());
         let entry = users.get(&name).cloned();
-        let reservation = self.reserve(peer, entry.as_ref(), now).map_err(|refusal| {
+        let reservation = self.reserve(peer, counted(entry.as_ref()), now).map_err(|refusal| {
             info!(client = %peer, user = ?name, "portal log-in refused: too many failed log-ins");
             PortalRefusal::Refused(refusal)
         })?;
@@ -961,6 +951,12 @@ pub enum PortalRefusal {
         /// Until that log-in lapses, if nothing more happens there.
         retry_after: Duration,
     },
+}
+
+/// The name a local log-in counts under per user: only a user that exists and is
+/// enabled (a guessed name must not lock anyone).
+fn counted(entry: Option<&Arc<UserEntry>>) -> Option<&Arc<str>> {
+    entry.filter(|e| !e.disabled).map(|e| &e.name)
 }
 
 fn identity_of(entry: &UserEntry, identified_by: IdentifiedBy) -> Identity {
