@@ -297,8 +297,7 @@ fn check_published_hash(
     let list = staging.join("checksums");
     match Source::parse(checksums)? {
         Source::Http(url) => {
-            let no_validators = Validators::default();
-            fetch(&url, &list, 1 << 20, options.timeout, &no_validators)?;
+            crate::import::download(&url, &list, 1 << 20, options.timeout)?;
         }
         Source::File(path) => {
             fs::copy(&path, &list).with_context(|| format!("cannot copy {}", path.display()))?;

@@ -316,7 +316,12 @@ impl Source {
 }
 
 /// Downloads `url` into `path`; returns its size.
-fn download(url: &reqwest::Url, path: &Path, max_bytes: u64, timeout: Duration) -> Result<u64> {
+pub(crate) fn download(
+    url: &reqwest::Url,
+    path: &Path,
+    max_bytes: u64,
+    timeout: Duration,
+) -> Result<u64> {
     match fetch(url, path, max_bytes, timeout, &Validators::default())? {
         Fetched::Body { bytes, .. } => Ok(bytes),
         Fetched::NotModified => refuse!("the server answered 304 Not Modified to a plain GET"),
