@@ -57,6 +57,9 @@ pub enum ReportError {
     /// Reading the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Reading the users (which log-ins are shared) failed.
+    #[error("reading the users: {0}")]
+    Users(#[from] safegate_store::UserError),
     /// The pseudonym key could not be read or created.
     #[error("pseudonym key {path}: {source}")]
     Key {
@@ -220,8 +223,12 @@ pub struct AlertRow {
 pub struct SearchRow {
     /// School time.
     pub at: String,
-    /// Person.
+    /// Person (for a shared log-in, the log-in on one computer).
     pub who: String,
+    /// The computer: `ICT-PC07 (10.0.3.57)` or the address (a pseudonym when
+    /// pseudonymising).
+    #[serde(default)]
+    pub computer: String,
     /// Role.
     pub role: String,
     /// Group.
@@ -307,8 +314,11 @@ pub struct BlockedRow {
 pub struct AttemptRow {
     /// School time.
     pub at: String,
-    /// Person.
+    /// Person (for a shared log-in, the log-in on one computer).
     pub who: String,
+    /// The computer, as in [`SearchRow::computer`].
+    #[serde(default)]
+    pub computer: String,
     /// Role.
     pub role: String,
     /// Host.
@@ -376,8 +386,7 @@ struct Namer<'a> {
 enum Kind {
     Person,
     Group,
-    /// Not used yet: for computer names when records carry them (plans for issue 21).
-    #[allow(dead_code)]
+    /// A computer's name.
     Computer,
 }
 
@@ -409,9 +418,18 @@ impl Namer<'_> {
 
     /// A computer's name (from `[devices]`, DHCP leases or reverse DNS): call this for
     /// every computer name a row shows, as for people.
-    #[allow(dead_code)]
     fn computer(&mut self, computer: &str) -> String {
         self.named(Kind::Computer, computer)
+    }
+
+    /// The record's computer as a row shows it: `ICT-PC07 (10.0.3.57)`, or the
+    /// address; pseudonymised, the name's pseudonym or the address's.
+    fn computer_of(&mut self, record: &Record) -> String {
+        match (&record.computer, self.pseudonymiser.is_some()) {
+            (Some(name), false) => format!("{name} ({})", record.client),
+            (Some(name), true) => self.computer(name),
+            (None, _) => self.addresses(&record.client.to_string()),
+        }
     }
 }
 
@@ -468,7 +486,13 @@ pub fn gather(
 ) -> Result<WeeklyReport, ReportError> {
     let tz = policy.timezone().clone();
     let (since, until) = week.range_micros(&tz);
-    let mut tally = WeekTally::new(policy, week, options.pseudonymiser.as_ref());
+    let shared_users = store
+        .list_users()?
+        .into_iter()
+        .filter(|user| user.shared)
+        .map(|user| user.name)
+        .collect();
+    let mut tally = WeekTally::new(policy, week, options.pseudonymiser.as_ref(), shared_users);
     let query = Query {
         since: Some(since),
         until: Some(until),
@@ -772,6 +796,7 @@ mod tests {
             seen_as: SeenAs::PlainHttp,
             user_agent: None,
             failure: None,
+            computer: None,
         }
     }
 
