@@ -534,6 +534,13 @@ fn each_alert_is_delivered_once_by_webhook_and_mail(week: &Week, alerts: &[Alert
     let mut ids: Vec<u64> = alerts.iter().map(|a| a["id"].as_u64().unwrap()).collect();
     ids.sort_unstable();
     assert_eq!(hook_ids, ids);
+    // Webhooks carry the short number people say (#1 to #7), beside the id.
+    let mut numbers: Vec<u64> = hooked
+        .iter()
+        .map(|h| h["number"].as_u64().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=7).collect::<Vec<u64>>());
     let mails = week.smtp.mails();
     assert_eq!(mails.len(), 7);
     assert!(
@@ -542,9 +549,21 @@ fn each_alert_is_delivered_once_by_webhook_and_mail(week: &Week, alerts: &[Alert
     );
     let alice_mail = mails
         .iter()
-        .find(|m| m.data.contains("safeguarding_phrase (alice)"))
-        .expect("alice's alert mail");
-    assert!(alice_mail.data.contains("HIGH"), "{}", alice_mail.data);
+        .find(|m| m.data.contains("Who:      alice ("))
+        .unwrap_or_else(|| panic!("alice's alert mail: {mails:?}"));
+    assert!(
+        alice_mail.data.contains("HIGH alert #")
+            && alice_mail
+                .data
+                .contains("Kind:     Worrying words in a search or address"),
+        "{}",
+        alice_mail.data
+    );
+    assert!(
+        alice_mail.data.contains("safegate alerts ack|close #"),
+        "{}",
+        alice_mail.data
+    );
     assert!(
         alice_mail.data.contains("2026-11-16 11:00"),
         "{}",
@@ -878,7 +897,8 @@ async fn a_locked_category_attempt_raises_one_high_alert_with_its_record_and_del
         assert_eq!(mails.len(), 1, "{mails:?}");
         assert_eq!(mails[0].to, ["<dsl@school.test>"]);
         assert!(
-            mails[0].data.contains("HIGH") && mails[0].data.contains("locked_category (lucy)"),
+            mails[0].data.contains("HIGH")
+                && mails[0].data.contains("Illegal content attempted (lucy)"),
             "{}",
             mails[0].data
         );
@@ -1039,7 +1059,7 @@ async fn heavy_use_is_measured_against_each_users_own_baseline_across_runs() {
             assert!(
                 mails
                     .iter()
-                    .any(|m| m.data.contains(&format!("heavy_use ({who})"))),
+                    .any(|m| m.data.contains(&format!("Unusually heavy use ({who})"))),
                 "{mails:?}"
             );
         }

@@ -128,7 +128,11 @@ pub fn start(
         Arc::new(move || policy.load_full())
     };
     let tz = policy.load().timezone().clone();
-    let delivery = delivery::spawn(&config.delivery, tz, shutdown.clone())?;
+    let numbers: delivery::AlertNumbers = {
+        let store = store.clone();
+        Arc::new(move |id| store.alert_number(id).ok().flatten())
+    };
+    let delivery = delivery::spawn(&config.delivery, tz, numbers, shutdown.clone())?;
     let (delivery_queue, delivery_task, notices) = match delivery {
         Some(delivery) => {
             info!("alert delivery on (webhook and/or e-mail)");

@@ -387,7 +387,8 @@ pub struct Delivery {
 
 /// One message for the webhook and the mail recipients.
 enum Outgoing {
-    Alert(Box<Alert>),
+    /// An alert and its short number for people (`#35`), when the store gave one.
+    Alert(Box<Alert>, Option<u64>),
     Notice(SystemNotice),
 }
 
@@ -406,6 +407,7 @@ struct Channels {
 pub fn spawn(
     config: &DeliveryConfig,
     tz: TimeZone,
+    numbers: AlertNumbers,
     shutdown: CancellationToken,
 ) -> Result<Option<Delivery>, DeliveryError> {
     let mailer = if config.email_to.is_empty() {
@@ -439,7 +441,10 @@ pub fn spawn(
             let message = tokio::select! {
                 alert = receiver.recv() => match alert {
                     Some(alert) if alert.severity < channels.config.min_severity => continue,
-                    Some(alert) => Outgoing::Alert(Box::new(alert)),
+                    Some(alert) => {
+                        let number = numbers(alert.id);
+                        Outgoing::Alert(Box::new(alert), number)
+                    }
                     None => break,
                 },
                 notice = notices.recv(), if notices_open => match notice {
@@ -462,10 +467,10 @@ pub fn spawn(
 /// Starts the webhook call and the mail for one message, each retried on its own.
 fn deliver(tasks: &tokio_util::task::TaskTracker, channels: &Channels, message: &Outgoing) {
     let (name, body, mail) = match message {
-        Outgoing::Alert(alert) => (
+        Outgoing::Alert(alert, number) => (
             format!("alert {}", alert.id),
-            serde_json::json!({ "source": "safegate", "alert": alert }),
-            alert_mail(alert, &channels.tz),
+            serde_json::json!({ "source": "safegate", "number": number, "alert": alert }),
+            alert_mail(alert, *number, &channels.tz),
         ),
         Outgoing::Notice(notice) => (
             format!("system notice {}", notice.kind),
@@ -528,20 +533,22 @@ fn without_query(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
-/// The subject and text of an alert e-mail.
-pub fn alert_mail(alert: &Alert, tz: &TimeZone) -> (String, String) {
+/// An alert's short number for people (`#35`) from its id, when the store has one.
+pub type AlertNumbers = Arc<dyn Fn(u64) -> Option<u64> + Send + Sync>;
+
+/// The subject and text of an alert e-mail; `number` is its short number (`#35`),
+/// the long id standing in when there is none.
+pub fn alert_mail(alert: &Alert, number: Option<u64>, tz: &TimeZone) -> (String, String) {
+    let number = number.unwrap_or(alert.id);
+    let kind = alert.kind.in_words();
     let subject = format!(
-        "[SafeGate] {} alert #{}: {} ({})",
+        "[SafeGate] {} alert #{number}: {kind} ({})",
         alert.severity.as_str().to_uppercase(),
-        alert.id,
-        alert.kind.as_str(),
         alert.who
     );
     let mut body = format!(
-        "SafeGate raised a {} alert.\n\nAlert:    #{}\nKind:     {}\nWho:      {} (role {}{})\nWhen:     {}\nSummary:  {}\n\nEvidence:\n",
+        "SafeGate raised a {} alert.\n\nAlert:    #{number}\nKind:     {kind}\nWho:      {} (role {}{})\nWhen:     {}\nSummary:  {}\n\nEvidence:\n",
         alert.severity.as_str(),
-        alert.id,
-        alert.kind.as_str(),
         alert.who,
         alert.role,
         alert
@@ -569,8 +576,8 @@ pub fn alert_mail(alert: &Alert, tz: &TimeZone) -> (String, String) {
     if alert.evidence.is_empty() {
         body.push_str("  (no records: see the summary)\n");
     }
-    body.push_str("\nAcknowledge or close it with `safegate alerts ack|close ");
-    body.push_str(&alert.id.to_string());
+    body.push_str("\nAcknowledge or close it with `safegate alerts ack|close #");
+    body.push_str(&number.to_string());
     body.push_str("` or in the admin interface.\n");
     (subject, body)
 }
