@@ -229,27 +229,31 @@ fn alerts(page: &mut String, report: &WeeklyReport) {
         ],
     );
     for alert in &report.alerts {
-        let _ = write!(page, "<tr><td class=\"n\">{}</td>", alert.id);
+        let _ = write!(
+            page,
+            "<tr><td class=\"n\">{}</td>",
+            alert.number.unwrap_or(alert.id)
+        );
         let _ = write!(
             page,
             "<td class=\"{}\">{}</td>",
             esc(&alert.severity),
             esc(&alert.severity)
         );
-        cell(page, &alert.kind);
+        cell(page, &alert.kind_in_words);
         cell(page, &alert.who);
         cell(page, &format!("{} {}", alert.role, alert.group));
         cell(page, &alert.first_at);
         cell(page, &alert.last_at);
         number(page, alert.occurrences);
-        cell(page, &alert.status);
+        cell(page, &alert.status_in_words);
         let _ = write!(page, "<td>{}", esc(&alert.summary));
         if !alert.evidence.is_empty() {
             page.push_str("<ul>");
             for e in &alert.evidence {
                 let _ = write!(
                     page,
-                    "<li>{} {} <span class=\"term\">{}{}</span>{}</li>",
+                    "<li>{} {} <span class=\"term\">{}{}</span>{}{}</li>",
                     esc(&e.at),
                     esc(&e.outcome),
                     esc(&e.host),
@@ -258,6 +262,11 @@ fn alerts(page: &mut String, report: &WeeklyReport) {
                         String::new()
                     } else {
                         format!(" search: <span class=\"term\">{}</span>", esc(&e.search))
+                    },
+                    match (e.computer.is_empty(), e.client.is_empty()) {
+                        (false, _) => format!(" on {} ({})", esc(&e.computer), esc(&e.client)),
+                        (true, false) => format!(" on {}", esc(&e.client)),
+                        (true, true) => String::new(),
                     }
                 );
             }

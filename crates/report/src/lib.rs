@@ -187,6 +187,9 @@ pub struct EvidenceRow {
     pub search: String,
     /// Client address.
     pub client: String,
+    /// The computer's name, when the record carries one (empty when pseudonymising).
+    #[serde(default)]
+    pub computer: String,
 }
 
 /// One alert.
@@ -194,10 +197,19 @@ pub struct EvidenceRow {
 pub struct AlertRow {
     /// Id.
     pub id: u64,
+    /// The short number people say (`#35`), when the store has given one.
+    #[serde(default)]
+    pub number: Option<u64>,
     /// `high`, `medium`, `low`.
     pub severity: String,
     /// Kind.
     pub kind: String,
+    /// The kind in words ("Worrying words in a search or address").
+    #[serde(default)]
+    pub kind_in_words: String,
+    /// The status in words ("being handled").
+    #[serde(default)]
+    pub status_in_words: String,
     /// Person.
     pub who: String,
     /// Role.
@@ -564,7 +576,9 @@ fn alert_rows(
                 safegate_store::Severity::Medium => summary.alerts_medium += 1,
                 safegate_store::Severity::Low => summary.alerts_low += 1,
             }
-            alert_row(&alert, (since, until), tz, namer)
+            let mut row = alert_row(&alert, (since, until), tz, namer);
+            row.number = store.alert_number(alert.id).ok().flatten();
+            row
         })
         .collect();
     let rank = |s: &str| match s {
@@ -608,12 +622,19 @@ fn alert_row(
             } else {
                 r.client.to_string()
             },
+            computer: match (&r.computer, pseudonymised) {
+                (Some(name), false) => name.clone(),
+                _ => String::new(),
+            },
         })
         .collect();
     AlertRow {
         id: alert.id,
+        number: None,
         severity: alert.severity.as_str().to_owned(),
         kind: alert.kind.as_str().to_owned(),
+        kind_in_words: alert.kind.in_words().to_owned(),
+        status_in_words: alert.status.in_words().to_owned(),
         who: namer.name(&alert.who),
         role: alert.role.clone(),
         group: alert
