@@ -44,6 +44,11 @@ impl BufferPool {
     /// A buffer larger than this (after a burst) is freed rather than kept.
     const LARGEST_KEPT: usize = 8 << 20;
 
+    /// Frees every spare buffer (when the writer is idle).
+    pub(crate) fn clear(&self) {
+        *self.lock() = Vec::new();
+    }
+
     /// A spare buffer, or a new empty one.
     pub(crate) fn take(&self) -> Vec<u8> {
         self.lock().pop().unwrap_or_default()

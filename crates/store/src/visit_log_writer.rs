@@ -267,6 +267,10 @@ struct Shard {
     records: usize,
 }
 
+/// How long the writer waits with nothing queued before freeing the buffers that the
+/// busiest flushes grew.
+const IDLE_TRIM_AFTER: Duration = Duration::from_secs(2);
+
 /// What the queue handles and the writer share.
 #[derive(Debug)]
 struct Shared {
@@ -317,6 +321,17 @@ impl Shared {
             self.urgent.notify_one();
         }
         true
+    }
+
+    /// Frees the spare buffers and the empty shards' buffers (called when idle).
+    fn trim_idle(&self) {
+        self.pool.clear();
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            if shard.records == 0 {
+                shard.bytes = Vec::new();
+            }
+        }
     }
 
     /// Takes every shard's records, up to about `limit`, leaving the rest queued.
@@ -535,7 +550,15 @@ async fn run_writer(
         }
         let failing = !retry.batches.is_empty();
         if !closed && !failing && stats.queue_depth.load(Relaxed) == 0 {
-            shared.arrived.notified().await;
+            // Idle: after a quiet spell the buffers sized for the busiest flush go
+            // back to the allocator (resident memory stays flat between bursts).
+            if tokio::time::timeout(IDLE_TRIM_AFTER, shared.arrived.notified())
+                .await
+                .is_err()
+            {
+                shared.trim_idle();
+                shared.arrived.notified().await;
+            }
             continue;
         }
         let wait = if failing {
