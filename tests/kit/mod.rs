@@ -6,6 +6,7 @@
 
 pub mod block_page;
 pub mod browser;
+pub mod clickhouse;
 pub mod dns;
 pub mod files;
 pub mod origin;

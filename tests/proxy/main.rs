@@ -36,6 +36,7 @@ mod safety;
 mod school_day;
 mod setup;
 mod transparent;
+mod trust_export;
 mod tunnel;
 mod upstream_failures;
 mod users_cli;

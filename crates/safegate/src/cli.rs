@@ -124,6 +124,12 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::report_command::ReportAction,
     },
+    /// Export to the trust's ClickHouse ([export.clickhouse]): create its tables.
+    Export {
+        /// init-clickhouse.
+        #[command(subcommand)]
+        action: crate::export_command::ExportAction,
+    },
 }
 
 const USERS_EXAMPLES: &str = "User names are 1-64 letters, digits, '.', '_', '@' or '-', starting \

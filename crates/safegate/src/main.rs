@@ -21,6 +21,7 @@ mod check;
 mod cli;
 mod directory_watch;
 mod doctor;
+mod export_command;
 mod feed_updates;
 mod finding;
 mod lists_command;
@@ -111,6 +112,7 @@ fn main() -> ExitCode {
         Command::Alerts { action } => alerts_command::run(&action),
         Command::Audit { action } => audit_command::run(&action),
         Command::Report { action } => report_command::run(&action),
+        Command::Export { action } => export_command::run(&action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

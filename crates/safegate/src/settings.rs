@@ -86,6 +86,8 @@ pub struct Config {
     pub report: ReportConfig,
     /// Computer names for alerts (`[devices]`: a map, a DHCP leases file, reverse DNS).
     pub devices: safegate_safeguarding::computers::DevicesConfig,
+    /// Shipping visit records and alerts to the trust's ClickHouse (`[export.clickhouse]`).
+    pub export: safegate_export::ExportConfig,
 }
 
 impl Default for Config {
@@ -105,6 +107,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             report: ReportConfig::default(),
             devices: safegate_safeguarding::computers::DevicesConfig::default(),
+            export: safegate_export::ExportConfig::default(),
         }
     }
 }
@@ -241,6 +244,7 @@ impl Config {
         problems.extend(self.auth.validate());
         problems.extend(self.delivery.validate());
         problems.extend(self.report.validate());
+        problems.extend(self.export.validate());
         if self.report.mails_anyone() && self.delivery.smtp.host.is_empty() {
             let key = if self.report.email_to.is_empty() {
                 "report.pseudonymised_email_to"
