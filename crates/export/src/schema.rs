@@ -105,6 +105,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_shows_the_statements_init_clickhouse_runs() {
+        let readme = include_str!("../../../README.md");
+        for statement in create_statements(&ClickHouseConfig::default(), true) {
+            assert!(
+                readme.contains(&format!("{statement};")),
+                "README.md lacks:\n{statement}"
+            );
+        }
+    }
+
+    #[test]
     fn the_ttl_comes_with_19_6_and_only_when_asked() {
         assert!(!supports_ttl("18.16.1"));
         assert!(!supports_ttl("19.5.3.8"));
