@@ -9,6 +9,7 @@ pub mod browser;
 pub mod clickhouse;
 pub mod dns;
 pub mod files;
+pub mod haproxy;
 pub mod origin;
 pub mod process;
 pub mod raw;

@@ -25,6 +25,7 @@ mod list_screening;
 mod lists_import;
 mod local_pages;
 mod log_cli;
+mod nodes;
 mod metrics;
 mod ops;
 mod package;

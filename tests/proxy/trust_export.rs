@@ -20,7 +20,7 @@ const PER_PHASE: usize = 40;
 const SCHOOLS: [&str; 3] = ["urn-100001", "urn-100002", "urn-100003"];
 
 /// `export.clickhouse` for `school`, quick to poll.
-fn export_set(ch: &ClickHouse, school: &str) -> String {
+pub(crate) fn export_set(ch: &ClickHouse, school: &str) -> String {
     format!(
         "export.clickhouse={{ url = {url:?}, database = \"trust\", user = {USER:?}, \
          password = {PASSWORD:?}, school = {school:?}, interval = \"100ms\", timeout = \"5s\", \
@@ -46,7 +46,7 @@ async fn traffic(sg: &SafeGate, origin: &Origin, school: &str, phase: usize) {
 }
 
 /// A metric's value from `/metrics`, 0 when absent.
-async fn metric(sg: &SafeGate, name: &str) -> f64 {
+pub(crate) async fn metric(sg: &SafeGate, name: &str) -> f64 {
     let text = reqwest::get(format!("http://{}/metrics", sg.admin))
         .await
         .unwrap()
@@ -59,7 +59,7 @@ async fn metric(sg: &SafeGate, name: &str) -> f64 {
 }
 
 /// Polls `sql` until it answers `want` (the test's time limit bounds it).
-async fn until_answer(ch: &ClickHouse, sql: &str, want: &str) {
+pub(crate) async fn until_answer(ch: &ClickHouse, sql: &str, want: &str) {
     loop {
         let got = ch.query(sql).await;
         if got.trim() == want {
@@ -67,6 +67,24 @@ async fn until_answer(ch: &ClickHouse, sql: &str, want: &str) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `safegate export init-clickhouse`, as the trust's DBA or a technician runs it;
+/// returns what it printed.
+pub(crate) async fn init_tables(ch: &ClickHouse) -> String {
+    let config = shipped_config().display().to_string();
+    let set = export_set(ch, SCHOOLS[0]);
+    let (status, stdout, stderr) = run_to_end(&[
+        "export",
+        "init-clickhouse",
+        "--config",
+        &config,
+        "--set",
+        &set,
+    ])
+    .await;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    stdout
 }
 
 #[tokio::test]
@@ -77,19 +95,7 @@ async fn three_schools_export_every_record_exactly_once_across_a_clickhouse_outa
     let body = async {
         let mut ch = ClickHouse::start().await;
         let origin = Origin::start().await;
-        // The tables, as the trust's DBA or a school's technician makes them.
-        let config = shipped_config().display().to_string();
-        let set = export_set(&ch, SCHOOLS[0]);
-        let (status, stdout, stderr) = run_to_end(&[
-            "export",
-            "init-clickhouse",
-            "--config",
-            &config,
-            "--set",
-            &set,
-        ])
-        .await;
-        assert!(status.success(), "{stdout}\n{stderr}");
+        let stdout = init_tables(&ch).await;
         assert!(stdout.contains("ClickHouse 18.16"), "{stdout}");
         assert!(stdout.contains("no TTL"), "{stdout}");
         let ddl = ch.query("SHOW CREATE TABLE trust.visits").await;
