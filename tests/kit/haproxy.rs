@@ -77,7 +77,10 @@ impl HaProxy {
             .spawn()
             .unwrap();
         for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return Self {
                     _child: child,
                     port,

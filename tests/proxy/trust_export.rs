@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::kit::clickhouse::{self, ClickHouse, PASSWORD, USER};
 use crate::kit::origin::Origin;
-use crate::kit::process::{SafeGate, run_to_end, shipped_config};
+use crate::kit::process::{SafeGate, loopback_policy, run_to_end, shipped_config};
 
 /// Requests per school in each of the three phases (before, during, after the outage).
 const PER_PHASE: usize = 40;
@@ -159,6 +159,16 @@ async fn three_schools_export_every_record_exactly_once_across_a_clickhouse_outa
             ))
             .await;
         assert_eq!(paths.trim(), format!("/bytes/16?n={}-1-0", SCHOOLS[1]));
+        // Alerts (the repeated gambling attempts) arrive too, each once in its latest
+        // state, even inserted twice.
+        let alerts =
+            "SELECT count() = uniqExact(id), count() > 0 FROM trust.alerts FINAL FORMAT TSV";
+        until_answer(&ch, alerts, "1\t1").await;
+        ch.query("INSERT INTO trust.alerts SELECT * FROM trust.alerts")
+            .await;
+        until_answer(&ch, alerts, "1\t1").await;
+        same_report_from_clickhouse_as_from_the_school(&schools[1], &ch, total).await;
+        dashboard_queries_run(&ch).await;
         for sg in &mut schools {
             sg.terminate();
             assert!(sg.wait().await.success());
@@ -170,4 +180,81 @@ async fn three_schools_export_every_record_exactly_once_across_a_clickhouse_outa
     {
         panic!("the ClickHouse export test did not finish within 240 s");
     }
+}
+
+/// `safegate report weekly` for this week, from `source`, as JSON (the heading's
+/// generated-at time and school left out).
+async fn weekly_json(sg: &SafeGate, ch: &ClickHouse, extra: &[&str]) -> serde_json::Value {
+    let week = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::get("Europe/London").unwrap())
+        .date()
+        .iso_week_date();
+    let week = format!("{:04}-W{:02}", week.year(), week.week());
+    let out = tempfile::tempdir().unwrap();
+    let config = shipped_config().display().to_string();
+    let data = format!("data_dir={:?}", sg.data_dir().display().to_string());
+    let policy = format!("policy.file={:?}", loopback_policy().display().to_string());
+    let export = export_set(ch, SCHOOLS[1]);
+    let out_dir = out.path().display().to_string();
+    let mut args = vec![
+        "report", "weekly", "--week", &week, "--out", &out_dir, "--config", &config, "--set",
+        &data, "--set", &policy, "--set", &export,
+    ];
+    args.extend_from_slice(extra);
+    let (status, stdout, stderr) = run_to_end(&args).await;
+    assert!(status.success(), "{args:?}\n{stdout}\n{stderr}");
+    let json = std::fs::read(out.path().join(format!("safegate-report-{week}.json"))).unwrap();
+    let mut report: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let object = report.as_object_mut().unwrap();
+    object.remove("generated_at");
+    object.remove("school");
+    report
+}
+
+/// The trust's report of one school, from ClickHouse, is the school's own report; the
+/// trust's report counts every school.
+async fn same_report_from_clickhouse_as_from_the_school(
+    sg: &SafeGate,
+    ch: &ClickHouse,
+    per_school: usize,
+) {
+    let own = weekly_json(sg, ch, &[]).await;
+    assert_eq!(own["summary"]["requests"], per_school, "{own:#}");
+    let school = weekly_json(sg, ch, &["--source", "clickhouse", "--school", SCHOOLS[1]]).await;
+    assert_eq!(school, own);
+    let trust = weekly_json(sg, ch, &["--source", "clickhouse", "--trust"]).await;
+    assert_eq!(trust["summary"]["requests"], 3 * per_school);
+}
+
+/// Every query of deploy/grafana/safegate-trust-clickhouse.json runs on this server,
+/// with the Grafana macros expanded as the ClickHouse data source expands them.
+async fn dashboard_queries_run(ch: &ClickHouse) {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/grafana/safegate-trust-clickhouse.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let now = jiff::Timestamp::now().as_second();
+    let schools = SCHOOLS.map(|s| format!("'{s}'")).join(",");
+    let (mut ran, mut answered) = (0, 0);
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let sql = target["rawSql"].as_str().unwrap();
+            assert!(sql.contains(" FINAL "), "{sql}");
+            let sql = sql
+                .replace(
+                    "$__timeFilter(at)",
+                    &format!(
+                        "at >= toDateTime({}) AND at <= toDateTime({now})",
+                        now - 86_400
+                    ),
+                )
+                .replace("${school:singlequote}", &schools)
+                .replace("safegate.", "trust.");
+            let rows = ch.query(&format!("{sql} FORMAT TSV")).await;
+            ran += 1;
+            answered += usize::from(!rows.trim().is_empty());
+        }
+    }
+    // The traffic has no searches: that panel alone is empty.
+    assert_eq!((ran, answered), (6, 5));
 }

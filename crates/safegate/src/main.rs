@@ -34,6 +34,7 @@ mod service_user;
 mod settings;
 mod setup_command;
 mod setup_lists;
+mod trust_report;
 mod unit_check;
 mod users_command;
 
