@@ -10,6 +10,7 @@ mod admin_ui;
 mod alerts;
 mod audit;
 mod auth;
+mod central_policy;
 mod cli;
 mod directory;
 mod disk_full;

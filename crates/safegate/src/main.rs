@@ -17,6 +17,7 @@ mod alerting;
 mod alerts_command;
 mod audit_command;
 mod ca_command;
+mod central_policy;
 mod check;
 mod cli;
 mod directory_watch;
@@ -114,6 +115,7 @@ fn main() -> ExitCode {
         Command::Audit { action } => audit_command::run(&action),
         Command::Report { action } => report_command::run(&action),
         Command::Export { action } => export_command::run(&action),
+        Command::Policy { action } => central_policy::run(&action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

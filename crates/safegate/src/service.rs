@@ -53,6 +53,7 @@ async fn serve(config: Config) -> Result<()> {
     // Watch the signals before announcing readiness, so a signal sent the moment the
     // listeners are logged is handled, not fatal.
     let mut signals = Signals::new()?;
+    let config = crate::central_policy::at_start(config).await;
     let state = open_state(&config)?;
     let bound = bind_listeners(&config, &state).await?;
     let shutdown = CancellationToken::new();
@@ -360,6 +361,12 @@ fn start_tasks(
         ),
         reports_dir,
         password_checks,
+    );
+    crate::central_policy::spawn(
+        config,
+        Arc::clone(&policy),
+        Arc::clone(&reload_now),
+        shutdown.clone(),
     );
     let reloader = safegate_reload::spawn_reloader(
         safegate_reload::Reloading {
