@@ -80,8 +80,15 @@ pub fn run(action: &ReportAction) -> Result<()> {
     let ReportAction::Weekly(args) = action;
     let config = Config::load(&args.config.config, &args.config.set)?;
     if args.source == Source::Clickhouse {
-        let report = crate::trust_report::gather(&config, args)?;
-        return print_and_write(&report, &crate::trust_report::out_dir(&config, args)?);
+        let wanted = crate::trust_report::Wanted {
+            week: args.week.as_deref(),
+            out: args.out.as_deref(),
+            pseudonymise: args.pseudonymise,
+            school: args.school.as_deref(),
+            trust: args.trust,
+        };
+        let report = crate::trust_report::gather(&config, wanted)?;
+        return print_and_write(&report, &crate::trust_report::out_dir(&config, wanted)?);
     }
     anyhow::ensure!(
         args.school.is_none() && !args.trust,

@@ -16,8 +16,22 @@ use safegate_policy::Policy;
 use safegate_report::{GatherOptions, IsoWeek, Pseudonymiser, ReportError, WeeklyReport};
 use safegate_store::Record;
 
-use crate::report_command::ReportWeeklyArgs;
 use crate::settings::Config;
+
+/// What `safegate report weekly --source clickhouse` was asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    /// `--week`.
+    pub week: Option<&'a str>,
+    /// `--out`.
+    pub out: Option<&'a std::path::Path>,
+    /// `--pseudonymise`.
+    pub pseudonymise: bool,
+    /// `--school`.
+    pub school: Option<&'a str>,
+    /// `--trust`.
+    pub trust: bool,
+}
 
 /// `[export.clickhouse]`, which a ClickHouse report needs.
 fn clickhouse(config: &Config) -> Result<&ClickHouseConfig> {
@@ -27,18 +41,18 @@ fn clickhouse(config: &Config) -> Result<&ClickHouseConfig> {
 }
 
 /// The schools the report covers.
-fn scope(config: &ClickHouseConfig, args: &ReportWeeklyArgs) -> Scope {
-    match (&args.school, args.trust) {
+fn scope(config: &ClickHouseConfig, args: Wanted<'_>) -> Scope {
+    match (args.school, args.trust) {
         (_, true) => Scope::Trust,
-        (Some(school), false) => Scope::School(school.clone()),
+        (Some(school), false) => Scope::School(school.to_owned()),
         (None, false) => Scope::School(config.school.clone()),
     }
 }
 
 /// Where the files go: `--out`, else `data_dir/reports/clickhouse-<school|trust>`.
-pub fn out_dir(config: &Config, args: &ReportWeeklyArgs) -> Result<PathBuf> {
-    if let Some(out) = &args.out {
-        return Ok(out.clone());
+pub fn out_dir(config: &Config, args: Wanted<'_>) -> Result<PathBuf> {
+    if let Some(out) = args.out {
+        return Ok(out.to_path_buf());
     }
     let name = match scope(clickhouse(config)?, args) {
         Scope::Trust => "trust".to_owned(),
@@ -61,11 +75,11 @@ pub fn out_dir(config: &Config, args: &ReportWeeklyArgs) -> Result<PathBuf> {
 }
 
 /// Reads the week from ClickHouse and gathers the report.
-pub fn gather(config: &Config, args: &ReportWeeklyArgs) -> Result<WeeklyReport> {
+pub fn gather(config: &Config, args: Wanted<'_>) -> Result<WeeklyReport> {
     let ch = clickhouse(config)?;
     let scope = scope(ch, args);
     let (tz, _) = policy_timezone(&config.policy.file);
-    let week = match &args.week {
+    let week = match args.week {
         Some(text) => IsoWeek::parse(text)?,
         None => IsoWeek::previous(Timestamp::now(), &tz),
     };
