@@ -120,6 +120,7 @@ async fn run(duration: Duration, workers: usize) {
             auth: Arc::default(),
             records: None,
             record_clock: Default::default(),
+            computer_names: None,
             decryption: Some(Arc::clone(&decryption)),
         },
         &[],

@@ -52,6 +52,7 @@ fn record(at: u64, user: &str, host: &str, path: &str) -> Record {
         seen_as: SeenAs::Decrypted,
         user_agent: None,
         failure: None,
+        computer: None,
     }
 }
 
@@ -221,7 +222,7 @@ async fn command_line_writes_into_the_reports_folder(data: &Path, id: u64) {
     let (ok, page, _) = safegate(data, &["alerts", "export", &id.to_string(), "--out", "-"]).await;
     assert!(ok);
     assert!(page.contains(&format!("Safeguarding concern record: alert {id}")));
-    assert!(page.contains("10.0.3.57 (30 records)"), "{page}");
+    assert!(page.contains("10.0.3.57: 30 records"), "{page}");
     let (ok, _, stderr) = safegate(data, &["alerts", "export", "999999"]).await;
     assert!(
         !ok && stderr.contains("there is no alert 999999"),
@@ -279,7 +280,7 @@ async fn the_background_line_and_the_concern_record_in_a_browser() {
         let record = browser.wait_for_text("Safeguarding concern record").await;
         for expected in [
             "year6 (pupil, year6)",
-            "10.0.3.57 (30 records)",
+            "10.0.3.57: 30 records",
             "Worrying words in a search",
             "how to hurt myself <script>alert(1)</script>",
             "</td><h1>x",

@@ -162,6 +162,53 @@ fn devices(all: &[Computer], leases: &std::path::Path) -> Vec<String> {
     ]
 }
 
+/// Visit records carry the computer's name as it was known at the time, and the
+/// weekly report shows a shared log-in per computer (issue 21).
+async fn records_and_report_name_the_computer(day: &Day) {
+    let listed = safegate_ok(&day.week, &["log", "query", "--user", "year3", "--json"]).await;
+    let records: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    assert!(records.len() >= 40, "{} records", records.len());
+    for computer in &day.rooms[0] {
+        let theirs: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|r| r["client"] == computer.address.as_str())
+            .collect();
+        assert!(!theirs.is_empty(), "no records from {}", computer.address);
+        for record in theirs {
+            assert_eq!(
+                record["computer"].as_str(),
+                computer.name.as_deref(),
+                "{record}"
+            );
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().display().to_string();
+    safegate_ok(
+        &day.week,
+        &["report", "weekly", "--week", "2026-W47", "--out", &dir],
+    )
+    .await;
+    let json = std::fs::read_to_string(out.path().join("safegate-report-2026-W47.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let searches = report["searches"].as_array().unwrap();
+    // Room 3's computers searched as year3: one row per computer, named where known.
+    let named = &day.rooms[0][1];
+    let row = searches
+        .iter()
+        .find(|s| s["computer"] == "R3-PC02 (127.0.3.2)")
+        .unwrap_or_else(|| panic!("no search from R3-PC02: {searches:?}"));
+    assert_eq!(row["who"].as_str(), Some(named.who("year3").as_str()));
+    let unnamed = &day.rooms[0][0];
+    assert!(
+        searches
+            .iter()
+            .any(|s| s["who"].as_str() == Some(unnamed.who("year3").as_str())
+                && s["computer"] == "127.0.3.1"),
+        "no search from 127.0.3.1"
+    );
+}
+
 /// One planted event: the alert it must raise.
 #[derive(Debug, Clone)]
 struct Planted {
@@ -426,6 +473,7 @@ async fn a_school_day_catches_every_planted_event_with_few_false_alerts() {
         let alerts: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
         score(&planted, benign, &alerts);
         evidence_is_the_computers_own(&alerts);
+        records_and_report_name_the_computer(&day).await;
     })
     .await
     .expect("the school day took too long");

@@ -105,7 +105,8 @@ async fn three_schools_export_every_record_exactly_once_across_a_clickhouse_outa
         let mut schools = Vec::new();
         for school in SCHOOLS {
             let set = export_set(&ch, school);
-            schools.push(SafeGate::start(&[set.as_str()]).await);
+            let devices = "devices.names={ \"127.0.0.1\" = \"ICT-PC07\" }";
+            schools.push(SafeGate::start(&[set.as_str(), devices]).await);
         }
         for (sg, school) in schools.iter().zip(SCHOOLS) {
             traffic(sg, &origin, school, 1).await;
@@ -151,6 +152,11 @@ async fn three_schools_export_every_record_exactly_once_across_a_clickhouse_outa
             "{raw}"
         );
         until_answer(&ch, per_school, &want.join("\n")).await;
+        // The computer's name travels with each record.
+        let computers = ch
+            .query("SELECT groupUniqArray(computer) FROM trust.visits FINAL FORMAT TSV")
+            .await;
+        assert_eq!(computers.trim(), "['ICT-PC07']");
         let paths = ch
             .query(&format!(
                 "SELECT path FROM trust.visits FINAL WHERE school = '{}' AND host != \

@@ -257,7 +257,10 @@ fn write_records_text(
             [
                 local_text(r.at_unix_micros, &tz),
                 r.user.as_deref().map_or_else(|| "-".to_owned(), printable),
-                r.client.to_string(),
+                match &r.computer {
+                    Some(name) => format!("{} ({})", printable(name), r.client),
+                    None => r.client.to_string(),
+                },
                 decision(r.outcome).to_owned(),
                 printable(&r.rule),
                 printable(&r.method),
@@ -274,7 +277,7 @@ fn write_records_text(
     let header = [
         time_header.as_str(),
         "USER",
-        "CLIENT",
+        "COMPUTER",
         "DECISION",
         "RULE",
         "METHOD",
@@ -441,6 +444,7 @@ pub(crate) mod tests {
             seen_as: SeenAs::PlainHttp,
             user_agent: None,
             failure: None,
+            computer: None,
         }
     }
 
@@ -456,6 +460,7 @@ pub(crate) mod tests {
     fn text_table_is_aligned_in_local_time_and_escapes_control_characters() {
         let mut evil = record(T0, Some("ada"), "www.bbc.co.uk", Outcome::Allowed);
         evil.path = Some("/\x1b[2Jx".into());
+        evil.computer = Some("ICT-PC07\x1b[2J".into());
         let output = Output::Records {
             records: vec![
                 evil,
@@ -468,11 +473,15 @@ pub(crate) mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
         assert!(
-            lines[0].starts_with("TIME (Europe/London)  USER  CLIENT"),
+            lines[0].starts_with("TIME (Europe/London)  USER  COMPUTER"),
             "{text}"
         );
         assert!(
-            lines[1].starts_with("2026-07-01 11:00:00   ada   10.0.0.7"),
+            lines[1].starts_with("2026-07-01 11:00:00   ada   ICT-PC07?[2J (10.0.0.7)"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("2026-07-01 11:00:01   -     10.0.0.7 "),
             "{text}"
         );
         assert!(

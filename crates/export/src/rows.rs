@@ -117,7 +117,7 @@ impl<'a> VisitRow<'a> {
             role: Cow::Borrowed(record.role),
             user_group: text(record.group),
             client: Cow::Owned(record.client.to_string()),
-            computer: None,
+            computer: text(record.computer),
             identified_by: record.identified_by,
             method: Cow::Borrowed(record.method),
             scheme: Cow::Borrowed(record.scheme),
@@ -174,6 +174,7 @@ impl<'a> VisitRow<'a> {
             seen_as: self.seen_as,
             user_agent: owned(&self.user_agent),
             failure: owned(&self.failure),
+            computer: owned(&self.computer),
         }
     }
 }

@@ -117,6 +117,8 @@ pub struct ProxySettings<'a> {
     pub records: Option<visit_record::SharedSink>,
     /// The clock records are stamped with (the system clock in service).
     pub record_clock: RecordClock,
+    /// Names computers on records (`[devices]`); none leaves records unnamed.
+    pub computer_names: Option<visit_record::ComputerNamer>,
     /// HTTPS decryption with the school CA; none tunnels all HTTPS untouched.
     pub decryption: Option<Arc<tls::Decryption>>,
 }
@@ -288,6 +290,7 @@ impl Proxy {
             auth,
             records,
             record_clock,
+            computer_names,
             decryption,
         } = settings;
         raise_open_file_limit(proxy.max_connections);
@@ -338,6 +341,7 @@ impl Proxy {
             auth,
             records,
             record_clock,
+            computer_names,
             cut_off: CancellationToken::new(),
         });
         Ok(Self {

@@ -295,7 +295,7 @@ pub(crate) fn decide(
             user_agent: destination.user_agent,
         };
         PendingRecord::new(
-            facts.record(state.record_clock),
+            facts.record(state.record_clock, state.computer_names.as_ref()),
             Arc::clone(sink),
             ledger.started,
         )

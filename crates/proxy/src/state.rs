@@ -49,6 +49,8 @@ pub(crate) struct ProxyState {
     pub(crate) records: Option<crate::visit_record::SharedSink>,
     /// The clock visit-log records are stamped with.
     pub(crate) record_clock: crate::visit_record::RecordClock,
+    /// Names computers on records (`[devices]`); none leaves records unnamed.
+    pub(crate) computer_names: Option<crate::visit_record::ComputerNamer>,
     /// Cancelled when the shutdown grace has run out: open connections and tunnels
     /// end at once, so their visit-log records still reach the writer.
     pub(crate) cut_off: tokio_util::sync::CancellationToken,

@@ -4,7 +4,7 @@
 //! `RecordSink` complete when the body is finished or dropped, with bytes and duration
 //! filled in. The sink never waits: it is the store's bounded queue.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +27,10 @@ pub trait RecordSink: Send + Sync + 'static {
 
 /// A shared sink.
 pub type SharedSink = Arc<dyn RecordSink>;
+
+/// The computer's name for a client address, if known now. Called on every recorded
+/// request: it must not wait (a look-up in a table kept current elsewhere).
+pub type ComputerNamer = Arc<dyn Fn(IpAddr) -> Option<Arc<str>> + Send + Sync>;
 
 /// The clock records are stamped with: the system clock, shifted by a fixed offset
 /// (zero in service; an end-to-end test replays a school week by shifting it).
@@ -67,8 +71,9 @@ pub(crate) struct RequestFacts<'a> {
 }
 
 impl RequestFacts<'_> {
-    /// The record as far as it is known at decision time, search terms included.
-    pub(crate) fn record(&self, clock: RecordClock) -> Record {
+    /// The record as far as it is known at decision time, search terms and the
+    /// computer's name included.
+    pub(crate) fn record(&self, clock: RecordClock, names: Option<&ComputerNamer>) -> Record {
         let host = self.target.host.as_str();
         Record {
             at_unix_micros: clock.now_micros(),
@@ -101,6 +106,9 @@ impl RequestFacts<'_> {
             seen_as: self.seen_as,
             user_agent: self.user_agent.map(str::to_owned),
             failure: None,
+            computer: names
+                .and_then(|names| names(self.client.ip()))
+                .map(|name| name.to_string()),
         }
     }
 }

@@ -126,6 +126,7 @@ async fn start_with(collected: &Arc<Collected>, origin_port: u16, proxy: ProxyCo
         auth: Arc::default(),
         records: Some(Arc::new(Collector(Arc::clone(collected)))),
         record_clock: Default::default(),
+        computer_names: None,
         decryption: None,
     };
     let bound = Proxy::bind(settings, &[]).await.unwrap();

@@ -86,19 +86,23 @@ pub fn kind_words(kind: AlertKind) -> &'static str {
     }
 }
 
-/// The computers of the evidence, busiest first, as `address (n records)`.
+/// The computers of the evidence, busiest first, as `ICT-PC07 (10.0.3.57): n records`
+/// (the address alone when the record names no computer).
 fn computers(evidence: &[Record]) -> Vec<String> {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for record in evidence {
-        // The client address; a computer name goes here once records carry one.
-        *counts.entry(record.client.to_string()).or_default() += 1;
+        let computer = match &record.computer {
+            Some(name) => format!("{name} ({})", record.client),
+            None => record.client.to_string(),
+        };
+        *counts.entry(computer).or_default() += 1;
     }
     let mut rows: Vec<(String, usize)> = counts.into_iter().collect();
     rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     rows.into_iter()
         .map(|(computer, n)| {
             format!(
-                "{computer} ({n} {})",
+                "{computer}: {n} {}",
                 if n == 1 { "record" } else { "records" }
             )
         })
@@ -344,6 +348,7 @@ mod tests {
             seen_as: SeenAs::Decrypted,
             user_agent: None,
             failure: None,
+            computer: None,
         }
     }
 
@@ -388,7 +393,7 @@ mod tests {
                 back_link: Some("/alerts/35"),
             },
         );
-        assert!(html.contains("10.0.3.57 (30 records)"), "{html}");
+        assert!(html.contains("10.0.3.57: 30 records"), "{html}");
         assert!(
             html.contains("ICT-&lt;b&gt;PC07 (10.0.3.57); in the evidence"),
             "{html}"

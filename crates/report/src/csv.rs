@@ -90,7 +90,7 @@ fn searches(report: &WeeklyReport) -> Table {
     Table {
         name: "searches",
         header: &[
-            "at", "who", "role", "group", "engine", "terms", "flagged", "outcome",
+            "at", "who", "computer", "role", "group", "engine", "terms", "flagged", "outcome",
         ],
         rows: report
             .searches
@@ -99,6 +99,7 @@ fn searches(report: &WeeklyReport) -> Table {
                 vec![
                     s.at.clone(),
                     s.who.clone(),
+                    s.computer.clone(),
                     s.role.clone(),
                     s.group.clone(),
                     s.engine.clone(),
@@ -196,7 +197,9 @@ fn blocked(report: &WeeklyReport) -> Table {
 fn circumvention(report: &WeeklyReport) -> Table {
     Table {
         name: "circumvention",
-        header: &["at", "who", "role", "host", "category", "outcome"],
+        header: &[
+            "at", "who", "computer", "role", "host", "category", "outcome",
+        ],
         rows: report
             .circumvention
             .iter()
@@ -204,6 +207,7 @@ fn circumvention(report: &WeeklyReport) -> Table {
                 vec![
                     c.at.clone(),
                     c.who.clone(),
+                    c.computer.clone(),
                     c.role.clone(),
                     c.host.clone(),
                     c.category.clone(),

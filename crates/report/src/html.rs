@@ -294,6 +294,7 @@ fn searches(page: &mut String, report: &WeeklyReport) {
         &[
             "time",
             "who",
+            "computer",
             "role / group",
             "engine",
             "terms",
@@ -309,6 +310,7 @@ fn searches(page: &mut String, report: &WeeklyReport) {
         });
         cell(page, &s.at);
         cell(page, &s.who);
+        cell(page, &s.computer);
         cell(page, &format!("{} {}", s.role, s.group));
         cell(page, &s.engine);
         let _ = write!(page, "<td class=\"term\">{}</td>", esc(&s.terms));
@@ -436,12 +438,15 @@ fn circumvention(page: &mut String, report: &WeeklyReport) {
     }
     table_head(
         page,
-        &["time", "who", "role", "site", "category", "outcome"],
+        &[
+            "time", "who", "computer", "role", "site", "category", "outcome",
+        ],
     );
     for c in &report.circumvention {
         page.push_str("<tr>");
         cell(page, &c.at);
         cell(page, &c.who);
+        cell(page, &c.computer);
         cell(page, &c.role);
         cell(page, &c.host);
         cell(page, &c.category);

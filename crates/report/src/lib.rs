@@ -29,7 +29,7 @@ pub mod scheduler;
 mod tally;
 pub mod week;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -57,6 +57,9 @@ pub enum ReportError {
     /// Reading the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Reading the users (which log-ins are shared) failed.
+    #[error("reading the users: {0}")]
+    Users(#[from] safegate_store::UserError),
     /// The pseudonym key could not be read or created.
     #[error("pseudonym key {path}: {source}")]
     Key {
@@ -223,8 +226,12 @@ pub struct AlertRow {
 pub struct SearchRow {
     /// School time.
     pub at: String,
-    /// Person.
+    /// Person (for a shared log-in, the log-in on one computer).
     pub who: String,
+    /// The computer: `ICT-PC07 (10.0.3.57)` or the address (a pseudonym when
+    /// pseudonymising).
+    #[serde(default)]
+    pub computer: String,
     /// Role.
     pub role: String,
     /// Group.
@@ -310,8 +317,11 @@ pub struct BlockedRow {
 pub struct AttemptRow {
     /// School time.
     pub at: String,
-    /// Person.
+    /// Person (for a shared log-in, the log-in on one computer).
     pub who: String,
+    /// The computer, as in [`SearchRow::computer`].
+    #[serde(default)]
+    pub computer: String,
     /// Role.
     pub role: String,
     /// Host.
@@ -379,8 +389,7 @@ struct Namer<'a> {
 enum Kind {
     Person,
     Group,
-    /// Not used yet: for computer names when records carry them (plans for issue 21).
-    #[allow(dead_code)]
+    /// A computer's name.
     Computer,
 }
 
@@ -412,9 +421,18 @@ impl Namer<'_> {
 
     /// A computer's name (from `[devices]`, DHCP leases or reverse DNS): call this for
     /// every computer name a row shows, as for people.
-    #[allow(dead_code)]
     fn computer(&mut self, computer: &str) -> String {
         self.named(Kind::Computer, computer)
+    }
+
+    /// The record's computer as a row shows it: `ICT-PC07 (10.0.3.57)`, or the
+    /// address; pseudonymised, the name's pseudonym or the address's.
+    fn computer_of(&mut self, record: &Record) -> String {
+        match (&record.computer, self.pseudonymiser.is_some()) {
+            (Some(name), false) => format!("{name} ({})", record.client),
+            (Some(name), true) => self.computer(name),
+            (None, _) => self.addresses(&record.client.to_string()),
+        }
     }
 }
 
@@ -469,11 +487,18 @@ pub fn gather(
     week: IsoWeek,
     options: &GatherOptions,
 ) -> Result<WeeklyReport, ReportError> {
+    let shared_users = store
+        .list_users()?
+        .into_iter()
+        .filter(|user| user.shared)
+        .map(|user| user.name)
+        .collect();
     gather_from(
         policy,
         timezone_name,
         week,
         options,
+        shared_users,
         |(since, until), add| {
             let query = Query {
                 since: Some(since),
@@ -499,18 +524,20 @@ pub fn gather(
 /// [`gather`] from any source of records and alerts (the school's own store, or the
 /// trust's ClickHouse): `scan` hands every record of the range (Unix microseconds,
 /// `[since, until)`) to its second argument, `alerts` returns the alerts with an
-/// occurrence in it. The same tally, the same report.
+/// occurrence in it; `shared_users` are the log-ins several people share (their rows
+/// are split by computer). The same tally, the same report.
 pub fn gather_from(
     policy: &Snapshot,
     timezone_name: &str,
     week: IsoWeek,
     options: &GatherOptions,
+    shared_users: HashSet<String>,
     scan: impl FnOnce((u64, u64), &mut dyn FnMut(&Record)) -> Result<(), ReportError>,
     alerts: impl FnOnce((u64, u64)) -> Result<Vec<Alert>, ReportError>,
 ) -> Result<WeeklyReport, ReportError> {
     let tz = policy.timezone().clone();
     let (since, until) = week.range_micros(&tz);
-    let mut tally = WeekTally::new(policy, week, options.pseudonymiser.as_ref());
+    let mut tally = WeekTally::new(policy, week, options.pseudonymiser.as_ref(), shared_users);
     scan((since, until), &mut |record| tally.add(record))?;
     let Tallied {
         mut namer,
@@ -807,6 +834,7 @@ mod tests {
             seen_as: SeenAs::PlainHttp,
             user_agent: None,
             failure: None,
+            computer: None,
         }
     }
 

@@ -92,6 +92,8 @@ pub(crate) struct WeekTally<'a> {
     uncategorised: HashMap<String, (u64, HashSet<u32>)>,
     /// The policy's background categories, as recorded on records.
     background_categories: Vec<String>,
+    /// Users marked shared (year-group log-ins); shared groups come from the policy.
+    shared_users: HashSet<String>,
     /// Whether each host seen is background under the policy of now.
     background_hosts: HashMap<String, bool>,
     background: BTreeMap<RoleGroup, BackgroundAcc>,
@@ -110,6 +112,8 @@ struct Seen<'r> {
     blocked: bool,
     /// Browser, system or app background traffic.
     background: bool,
+    /// A shared (year-group) log-in: its rows are per computer.
+    shared: bool,
 }
 
 /// The totals of a week as the report's rows (the alerts come from the store).
@@ -132,6 +136,7 @@ impl<'a> WeekTally<'a> {
         policy: &'a Snapshot,
         week: IsoWeek,
         pseudonymiser: Option<&'a Pseudonymiser>,
+        shared_users: HashSet<String>,
     ) -> Self {
         let tz = policy.timezone().clone();
         let monday = week.monday();
@@ -155,6 +160,7 @@ impl<'a> WeekTally<'a> {
             policy,
             matcher: PhraseMatcher::new(&settings.phrase_lists),
             settings,
+            shared_users,
             tz,
             namer: Namer {
                 pseudonymiser,
@@ -198,6 +204,17 @@ impl<'a> WeekTally<'a> {
         background
     }
 
+    /// The person a row is about: for a shared log-in, the log-in on one computer
+    /// ("year6 on ICT-PC07 (10.0.3.57)"), so the rows group by computer within it.
+    fn person(&mut self, seen: &Seen) -> String {
+        let name = self.namer.name(&seen.who);
+        if seen.shared {
+            format!("{name} on {}", self.namer.computer_of(seen.record))
+        } else {
+            name
+        }
+    }
+
     /// Adds one record of the week to every table.
     pub(crate) fn add(&mut self, record: &Record) {
         let who = who_of(record);
@@ -216,6 +233,10 @@ impl<'a> WeekTally<'a> {
             site: safegate_activity::site_of(&record.host).to_owned(),
             blocked: record.outcome == Outcome::Blocked,
             background,
+            shared: record.user.as_ref().is_some_and(|user| {
+                self.shared_users.contains(user)
+                    || self.settings.shared_group(record.group.as_deref())
+            }),
         };
         self.count(&seen);
         if seen.background {
@@ -305,9 +326,11 @@ impl<'a> WeekTally<'a> {
             .map(|hit| hit.list)
             .collect();
         self.summary.flagged_searches += u64::from(!flagged.is_empty());
+        let (who, computer) = (self.person(seen), self.namer.computer_of(record));
         self.searches.push(SearchRow {
             at: local_text(record.at_unix_micros, &self.tz),
-            who: self.namer.name(&seen.who),
+            who,
+            computer,
             role: record.role.clone(),
             group: seen.group.clone(),
             engine: search.engine.clone(),
@@ -328,9 +351,10 @@ impl<'a> WeekTally<'a> {
             .first()
             .cloned()
             .unwrap_or_else(|| record.rule.clone());
+        let person = self.person(seen);
         let entry = self
             .blocked
-            .entry((self.namer.name(&seen.who), category))
+            .entry((person, category))
             .or_insert_with(|| BlockedAcc {
                 role: record.role.clone(),
                 group: seen.group.clone(),
@@ -360,9 +384,11 @@ impl<'a> WeekTally<'a> {
             return;
         };
         self.summary.circumvention_attempts += 1;
+        let (who, computer) = (self.person(seen), self.namer.computer_of(record));
         self.circumvention.push(AttemptRow {
             at: local_text(record.at_unix_micros, &self.tz),
-            who: self.namer.name(&seen.who),
+            who,
+            computer,
             role: record.role.clone(),
             host: record.host.clone(),
             category,

@@ -1,6 +1,7 @@
 //! `safegate run`: binds the listeners, serves, and shuts down in order on
 //! SIGTERM/SIGINT (stop accepting, drain within the grace period, exit 0).
 
+use safegate_safeguarding::known_computers::KnownComputers;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +56,8 @@ async fn serve(config: Config) -> Result<()> {
     let mut signals = Signals::new()?;
     let config = crate::central_policy::at_start(config).await;
     let state = open_state(&config)?;
-    let bound = bind_listeners(&config, &state).await?;
     let shutdown = CancellationToken::new();
+    let bound = bind_listeners(&config, &state, &shutdown).await?;
     let running = start_tasks(&config, state, bound, &shutdown)?;
     signals.next().await;
     running.readiness.set_serving(false);
@@ -193,8 +194,24 @@ struct Bound {
     feeds: Option<Arc<crate::feed_updates::FeedsHealth>>,
 }
 
+/// Names computers on visit records from `[devices]` (none when nothing is set).
+fn computer_names(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Option<safegate_proxy::visit_record::ComputerNamer> {
+    if !config.devices.any() {
+        return None;
+    }
+    let known = KnownComputers::start(&config.devices, shutdown.child_token());
+    Some(Arc::new(move |address| known.name(address)))
+}
+
 /// Binds the admin listener, then the proxy's (which refuses the admin's address).
-async fn bind_listeners(config: &Config, state: &State) -> Result<Bound> {
+async fn bind_listeners(
+    config: &Config,
+    state: &State,
+    shutdown: &CancellationToken,
+) -> Result<Bound> {
     let reloads: Arc<dyn PolicyReloadSource> = state.reload_counters.clone();
     let metrics = admin_service::service_metrics(
         env!("CARGO_PKG_VERSION"),
@@ -239,6 +256,7 @@ async fn bind_listeners(config: &Config, state: &State) -> Result<Bound> {
             auth: Arc::clone(&state.auth),
             records: state.visit_log.records.clone(),
             record_clock: RecordClock::shifted(state.clock_offset_micros),
+            computer_names: computer_names(config, shutdown),
             decryption: Decryption::from_data_dir(&config.data_dir, &config.upstream.extra_roots)
                 .context("HTTPS decryption (the school CA in data_dir/ca)")?
                 .map(Arc::new),

@@ -134,20 +134,7 @@ impl ComputerNames {
         {
             return name.clone();
         }
-        let answer = runtime.block_on(async {
-            tokio::time::timeout(*deadline, resolver.reverse_lookup(address)).await
-        });
-        let name = match answer {
-            Ok(Ok(lookup)) => lookup
-                .answers()
-                .iter()
-                .find_map(|record| match &record.data {
-                    hickory_resolver::proto::rr::RData::PTR(ptr) => Some(ptr.0.to_utf8()),
-                    _ => None,
-                })
-                .map(|name| short_name(&name)),
-            _ => None,
-        };
+        let name = runtime.block_on(reverse_name(resolver, address, *deadline));
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= DNS_CACHE {
                 cache.clear();
@@ -158,12 +145,32 @@ impl ComputerNames {
     }
 }
 
+/// The PTR name of `address`, waiting at most `deadline`; none on any failure.
+pub(crate) async fn reverse_name(
+    resolver: &TokioResolver,
+    address: IpAddr,
+    deadline: Duration,
+) -> Option<String> {
+    let answer = tokio::time::timeout(deadline, resolver.reverse_lookup(address)).await;
+    match answer {
+        Ok(Ok(lookup)) => lookup
+            .answers()
+            .iter()
+            .find_map(|record| match &record.data {
+                hickory_resolver::proto::rr::RData::PTR(ptr) => Some(ptr.0.to_utf8()),
+                _ => None,
+            })
+            .map(|name| short_name(&name)),
+        _ => None,
+    }
+}
+
 /// `ict-pc07.school.lan.` → `ict-pc07.school.lan`.
 fn short_name(name: &str) -> String {
     name.trim_end_matches('.').to_owned()
 }
 
-fn build_resolver(config: &DevicesConfig) -> Option<TokioResolver> {
+pub(crate) fn build_resolver(config: &DevicesConfig) -> Option<TokioResolver> {
     let mut builder = if config.dns_servers.is_empty() {
         TokioResolver::builder_tokio().ok()?
     } else {

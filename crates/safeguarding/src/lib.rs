@@ -17,6 +17,7 @@
 pub mod computers;
 pub mod delivery;
 pub mod engine;
+pub mod known_computers;
 pub mod normalise;
 pub mod phrases;
 pub mod rules;

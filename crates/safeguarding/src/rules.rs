@@ -140,7 +140,11 @@ impl Evaluator {
         subject: String,
         summary: String,
     ) -> NewAlert {
-        let computer = self.computer_name(record.client);
+        // The name the record was stamped with (as it was then), else a look-up now.
+        let computer = record
+            .computer
+            .map(str::to_owned)
+            .or_else(|| self.computer_name(record.client));
         let who = match record.user {
             Some(user) if self.is_shared(settings, record) => format!(
                 "{user} on {}",

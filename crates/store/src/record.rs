@@ -1,14 +1,17 @@
 //! One visit-log record: everything SafeGate knows about one request, allowed or
 //! blocked, as PRODUCT.md "What is recorded" lists it. Stored with a compact binary
 //! encoding (postcard) behind a leading format version byte, so later versions can add
-//! fields and still read old records.
+//! fields and still read old records: version 2 added the computer's name at the end,
+//! and a version 1 record reads as one without a name.
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 /// The current encoding version written by `Record::encode`.
-pub const RECORD_VERSION: u8 = 1;
+pub const RECORD_VERSION: u8 = 2;
+/// The version before records named the computer (still read).
+pub const RECORD_VERSION_WITHOUT_COMPUTER: u8 = 1;
 
 /// How the person behind a request was identified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +95,10 @@ pub struct Record {
     pub user_agent: Option<String>,
     /// Why the site could not be reached (`dns-failure`, `connect-timeout`, ...).
     pub failure: Option<String>,
+    /// The computer's name when it was known at the time (`[devices]`, DHCP leases or
+    /// reverse DNS): a shared year-group log-in is traced to a computer by it.
+    #[serde(default)]
+    pub computer: Option<String>,
 }
 
 /// Search terms found in a search-engine or video-site URL.
@@ -118,13 +125,10 @@ impl Record {
         }
     }
 
-    /// Reads a stored record, checking its version byte.
+    /// Reads a stored record (this version or the one before), checking its version
+    /// byte.
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::StoreError> {
-        match bytes.split_first() {
-            None => Err(crate::StoreError::UnknownRecordVersion(None)),
-            Some((&RECORD_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
-            Some((&other, _)) => Err(crate::StoreError::UnknownRecordVersion(Some(other))),
-        }
+        RecordRef::decode(bytes).map(|record| record.to_record())
     }
 }
 
@@ -184,6 +188,10 @@ pub struct RecordRef<'a> {
     /// See [`Record::failure`].
     #[serde(borrow)]
     pub failure: Option<&'a str>,
+    /// See [`Record::computer`]. Encoded after the other fields (by hand: a version 1
+    /// record ends before it).
+    #[serde(skip)]
+    pub computer: Option<&'a str>,
 }
 
 /// Lets postcard append to a buffer it does not own, so an error leaves the buffer
@@ -290,16 +298,23 @@ impl Record {
             seen_as: self.seen_as,
             user_agent: self.user_agent.as_deref(),
             failure: self.failure.as_deref(),
+            computer: self.computer.as_deref(),
         }
     }
 }
 
 impl<'a> RecordRef<'a> {
-    /// Reads a stored record in place, checking its version byte.
+    /// Reads a stored record in place (this version or the one before), checking its
+    /// version byte.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, crate::StoreError> {
         match bytes.split_first() {
             None => Err(crate::StoreError::UnknownRecordVersion(None)),
-            Some((&RECORD_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+            Some((&RECORD_VERSION, rest)) => {
+                let (mut record, tail): (Self, _) = postcard::take_from_bytes(rest)?;
+                record.computer = postcard::from_bytes(tail)?;
+                Ok(record)
+            }
+            Some((&RECORD_VERSION_WITHOUT_COMPUTER, rest)) => Ok(postcard::from_bytes(rest)?),
             Some((&other, _)) => Err(crate::StoreError::UnknownRecordVersion(Some(other))),
         }
     }
@@ -342,6 +357,7 @@ impl<'a> RecordRef<'a> {
                 self.seen_as,
                 self.user_agent,
                 self.failure,
+                self.computer,
             ),
             Appending(out),
         )?;
@@ -377,6 +393,7 @@ impl<'a> RecordRef<'a> {
             seen_as: self.seen_as,
             user_agent: owned(self.user_agent),
             failure: owned(self.failure),
+            computer: owned(self.computer),
         }
     }
 }
@@ -415,6 +432,7 @@ pub(crate) mod tests {
             seen_as: SeenAs::PlainHttp,
             user_agent: Some("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Firefox/128.0".into()),
             failure: None,
+            computer: None,
         }
     }
 
@@ -477,12 +495,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn records_name_their_computer_and_version_1_records_still_read() {
+        let mut named = sample(1_700_000_000_000_000, "year6", "www.google.com");
+        named.computer = Some("ICT-PC07".into());
+        let bytes = named.encode();
+        assert_eq!(Record::decode(&bytes).unwrap(), named);
+        assert_eq!(
+            RecordRef::decode(&bytes).unwrap().computer,
+            Some("ICT-PC07")
+        );
+        let mut marked = Vec::new();
+        named.as_ref().encode_marked(&mut marked).unwrap();
+        assert_eq!(marked, bytes);
+
+        // A version 1 record is a version 2 one without the trailing "no name" byte.
+        let unnamed = sample(1_700_000_000_000_000, "year6", "www.google.com");
+        let mut old = unnamed.encode();
+        assert_eq!(old.pop(), Some(0));
+        old[0] = RECORD_VERSION_WITHOUT_COMPUTER;
+        assert_eq!(Record::decode(&old).unwrap(), unnamed);
+        assert_eq!(RecordRef::decode(&old).unwrap().computer, None);
+    }
+
+    #[test]
     fn decode_rejects_unknown_versions_and_garbage() {
         let mut bytes = sample(1, "alice", "a.test").encode();
-        bytes[0] = 2;
+        bytes[0] = 3;
         assert!(matches!(
             Record::decode(&bytes),
-            Err(StoreError::UnknownRecordVersion(Some(2)))
+            Err(StoreError::UnknownRecordVersion(Some(3)))
         ));
         assert!(matches!(
             Record::decode(&[]),

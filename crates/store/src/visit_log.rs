@@ -1033,7 +1033,7 @@ pub fn write_records_json(records: &[Record], out: impl Write) -> Result<(), Sto
 }
 
 /// The CSV header written by [`write_records_csv`].
-pub const CSV_HEADER: [&str; 23] = [
+pub const CSV_HEADER: [&str; 24] = [
     "at_unix_micros",
     "user",
     "role",
@@ -1057,6 +1057,7 @@ pub const CSV_HEADER: [&str; 23] = [
     "seen_as",
     "user_agent",
     "failure",
+    "computer",
 ];
 
 /// Writes records as CSV (RFC 4180): a header row, then one row per record; empty
@@ -1069,7 +1070,7 @@ pub fn write_records_csv(records: &[Record], out: impl Write) -> Result<(), Stor
     write_csv_row(&mut out, CSV_HEADER.iter().copied())?;
     for r in records {
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-        let row: [String; 23] = [
+        let row: [String; 24] = [
             r.at_unix_micros.to_string(),
             opt(&r.user),
             r.role.clone(),
@@ -1099,6 +1100,7 @@ pub fn write_records_csv(records: &[Record], out: impl Write) -> Result<(), Stor
             format!("{:?}", r.seen_as),
             opt(&r.user_agent),
             opt(&r.failure),
+            opt(&r.computer),
         ];
         write_csv_row(&mut out, row.iter().map(String::as_str))?;
     }

@@ -36,6 +36,7 @@ fn record(at: u64, user: Option<&str>, host: &str) -> Record {
         seen_as: SeenAs::PlainHttp,
         user_agent: Some("Firefox".into()),
         failure: None,
+        computer: None,
     }
 }
 
@@ -359,12 +360,12 @@ fn export_json_and_csv() {
     let expected = format!(
         "at_unix_micros,user,role,group,client,identified_by,method,scheme,host,port,path,\
          categories,outcome,rule,status,bytes_up,bytes_down,duration_micros,search_engine,\
-         search_terms,seen_as,user_agent,failure\r\n\
+         search_terms,seen_as,user_agent,failure,computer\r\n\
          {},alice,pupil,year-9,10.1.2.3,ProxyAuth,GET,http,www.google.com,80,\"/search?q=a,b\",\
          search-engines;education,Allowed,default,200,100,2000,5000,google,\
-         \"comma, \"\"quote\"\"\nnewline\",PlainHttp,,\r\n\
+         \"comma, \"\"quote\"\"\nnewline\",PlainHttp,,,\r\n\
          {},alice,pupil,year-9,10.1.2.3,ProxyAuth,GET,http,www.bbc.co.uk,80,/,education,\
-         Allowed,default,200,100,2000,5000,,,PlainHttp,Firefox,\r\n",
+         Allowed,default,200,100,2000,5000,,,PlainHttp,Firefox,,\r\n",
         T0 + 5,
         T0 + 9
     );

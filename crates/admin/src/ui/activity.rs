@@ -52,12 +52,14 @@ pub struct Activity {
     pub from: String,
     /// Last day shown.
     pub until: String,
-    /// Searches: time, engine, terms, host.
-    pub searches: Vec<(String, String, String, String)>,
+    /// Searches: time, engine, terms, host, computer.
+    pub searches: Vec<(String, String, String, String, String)>,
     /// Visits: site, start, minutes, requests, blocked requests.
     pub visits: Vec<(String, String, u64, u64, u64)>,
-    /// Blocked attempts: time, URL or host, rule.
-    pub blocked: Vec<(String, String, String)>,
+    /// Blocked attempts: time, URL or host, rule, computer.
+    pub blocked: Vec<(String, String, String, String)>,
+    /// The computers used, busiest first: computer, first and last request, requests.
+    pub computers: Vec<(String, String, String, u64)>,
     /// Records read.
     pub records: usize,
 }
@@ -65,6 +67,34 @@ pub struct Activity {
 fn day_start_micros(day: Date, tz: &TimeZone) -> Option<u64> {
     let zoned = day.to_zoned_datetime(tz.clone()).ok()?;
     u64::try_from(zoned.timestamp().as_microsecond()).ok()
+}
+
+/// `ICT-PC07 (10.0.3.57)`, or the address alone when the record names no computer.
+fn computer_of(record: &Record) -> String {
+    match &record.computer {
+        Some(name) => format!("{name} ({})", record.client),
+        None => record.client.to_string(),
+    }
+}
+
+/// The computers of `records`, busiest first (see [`Activity::computers`]).
+fn computers_used(records: &[Record], tz: &TimeZone) -> Vec<(String, String, String, u64)> {
+    let mut used: std::collections::HashMap<String, (u64, u64, u64)> =
+        std::collections::HashMap::new();
+    for record in records {
+        let at = record.at_unix_micros;
+        let entry = used.entry(computer_of(record)).or_insert((at, at, 0));
+        entry.0 = entry.0.min(at);
+        entry.1 = entry.1.max(at);
+        entry.2 += 1;
+    }
+    let mut rows: Vec<_> = used.into_iter().collect();
+    rows.sort_by(|a, b| b.1.2.cmp(&a.1.2).then_with(|| a.0.cmp(&b.0)));
+    rows.into_iter()
+        .map(|(computer, (first, last, n))| {
+            (computer, local_time(first, tz), local_time(last, tz), n)
+        })
+        .collect()
 }
 
 fn shown_url(record: &Record) -> String {
@@ -191,6 +221,7 @@ async fn gather(
         from: from.to_string(),
         until: until.to_string(),
         records: records.len(),
+        computers: computers_used(&records, &tz),
         ..Activity::default()
     };
     for record in &records {
@@ -200,6 +231,7 @@ async fn gather(
                 search.engine.clone(),
                 search.terms.clone(),
                 record.host.clone(),
+                computer_of(record),
             ));
         }
         if record.outcome == Outcome::Blocked {
@@ -207,6 +239,7 @@ async fn gather(
                 local_time(record.at_unix_micros, &tz),
                 shown_url(record),
                 record.rule.clone(),
+                computer_of(record),
             ));
         }
     }
@@ -263,11 +296,18 @@ pub async fn activity_page(
                 Some(Ok(activity)) => {
                     h2 { (activity.user) ", " (activity.from) " to " (activity.until) }
                     p { (activity.records) " requests." }
+                    h3 { "Computers used (" (activity.computers.len()) ")" }
+                    table {
+                        tr { th { "Computer" } th { "First request" } th { "Last request" } th { "Requests" } }
+                        @for (computer, first, last, requests) in &activity.computers {
+                            tr { td { (computer) } td { (first) } td { (last) } td { (requests) } }
+                        }
+                    }
                     h3 { "Searches (" (activity.searches.len()) ")" }
                     table {
-                        tr { th { "When" } th { "Where" } th { "Terms" } }
-                        @for (when, engine, terms, host) in &activity.searches {
-                            tr { td { (when) } td { (engine) " (" (host) ")" } td { (terms) } }
+                        tr { th { "When" } th { "Computer" } th { "Where" } th { "Terms" } }
+                        @for (when, engine, terms, host, computer) in &activity.searches {
+                            tr { td { (when) } td { (computer) } td { (engine) " (" (host) ")" } td { (terms) } }
                         }
                     }
                     h3 { "Sites visited (" (activity.visits.len()) " visits)" }
@@ -279,9 +319,9 @@ pub async fn activity_page(
                     }
                     h3 { "Blocked attempts (" (activity.blocked.len()) ")" }
                     table {
-                        tr { th { "When" } th { "Address" } th { "Why" } }
-                        @for (when, url, rule) in &activity.blocked {
-                            tr { td { (when) } td { (url) } td { (safegate_store::plain_words::rule_in_words(rule)) details { summary { "rule" } code { (rule) } } } }
+                        tr { th { "When" } th { "Computer" } th { "Address" } th { "Why" } }
+                        @for (when, url, rule, computer) in &activity.blocked {
+                            tr { td { (when) } td { (computer) } td { (url) } td { (safegate_store::plain_words::rule_in_words(rule)) details { summary { "rule" } code { (rule) } } } }
                         }
                     }
                 },
