@@ -84,7 +84,7 @@ fn value(kind: OutboxKind, bytes: &[u8]) -> Vec<u8> {
 impl Store {
     /// Turns the outbox on: from now on every written visit-log batch and every alert
     /// change is also put in the outbox. Returns this database's node id (made once,
-    /// random, kept in the database). Counts what is already waiting.
+    /// random, kept in the database). Counts what is already waiting (the first time).
     pub fn enable_outbox(&self) -> Result<u64, StoreError> {
         let trees = self.trees()?;
         let meta = trees.db.open_tree(META)?;
@@ -100,9 +100,11 @@ impl Store {
                 node
             }
         };
-        let waiting = trees.db.open_tree(OUTBOX)?.len() as u64;
-        self.shared.outbox_backlog.store(waiting, Relaxed);
-        self.shared.outbox_enabled.store(true, Relaxed);
+        if !self.outbox_enabled() {
+            let waiting = trees.db.open_tree(OUTBOX)?.len() as u64;
+            self.shared.outbox_backlog.store(waiting, Relaxed);
+            self.shared.outbox_enabled.store(true, Relaxed);
+        }
         Ok(node)
     }
 
@@ -111,8 +113,8 @@ impl Store {
         self.shared.outbox_enabled.load(Relaxed)
     }
 
-    /// Entries waiting in the outbox (approximate: counted as they are added and
-    /// removed; exact again whenever the exporter finds the outbox empty).
+    /// Entries waiting in the outbox: counted as they are added and removed (and
+    /// counted afresh when the outbox is turned on and after a retried write).
     pub fn outbox_backlog(&self) -> u64 {
         self.shared.outbox_backlog.load(Relaxed)
     }
@@ -124,19 +126,26 @@ impl Store {
             return Ok(());
         }
         let trees = self.trees()?;
-        let number = match batch.export_number() {
-            Some(number) => number,
-            None => batch.set_export_number(trees.db.generate_id()?),
+        let (number, retry) = match batch.export_number() {
+            Some(number) => (number, true),
+            None => (batch.set_export_number(trees.db.generate_id()?), false),
         };
         let mut writes = sled::Batch::default();
         for (index, stored) in batch.stored().enumerate() {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
             writes.insert(&key(number, index), value(OutboxKind::Visit, stored.bytes));
         }
-        trees.db.open_tree(OUTBOX)?.apply_batch(writes)?;
-        self.shared
-            .outbox_backlog
-            .fetch_add(batch.len() as u64, Relaxed);
+        let tree = trees.db.open_tree(OUTBOX)?;
+        tree.apply_batch(writes)?;
+        if retry {
+            // Some of its keys may be there already: count again (rare, after a
+            // failed write).
+            self.shared.outbox_backlog.store(tree.len() as u64, Relaxed);
+        } else {
+            self.shared
+                .outbox_backlog
+                .fetch_add(batch.len() as u64, Relaxed);
+        }
         Ok(())
     }
 
@@ -161,14 +170,11 @@ impl Store {
         let mut entries = Vec::with_capacity(limit.min(65_536));
         for item in tree.iter().take(limit) {
             let (raw_key, raw) = item?;
-            let Ok(key) = <[u8; 12]>::try_from(raw_key.as_ref()) else {
-                tree.remove(raw_key)?;
-                continue;
-            };
             let kind = raw.first().copied().and_then(OutboxKind::from_byte);
-            let Some(kind) = kind else {
-                tracing::warn!("export outbox: dropping an entry of an unknown kind");
+            let (Ok(key), Some(kind)) = (<[u8; 12]>::try_from(raw_key.as_ref()), kind) else {
+                tracing::warn!("export outbox: dropping an entry this build cannot read");
                 tree.remove(raw_key)?;
+                self.outbox_removed(1);
                 continue;
             };
             let mut batch = [0u8; 8];
@@ -183,9 +189,6 @@ impl Store {
                 bytes: raw.subslice(1, raw.len() - 1),
             });
         }
-        if entries.is_empty() {
-            self.shared.outbox_backlog.store(0, Relaxed);
-        }
         Ok(entries)
     }
 
@@ -196,12 +199,15 @@ impl Store {
             removals.remove(&entry.key);
         }
         self.trees()?.db.open_tree(OUTBOX)?.apply_batch(removals)?;
-        let n = entries.len() as u64;
+        self.outbox_removed(entries.len() as u64);
+        Ok(())
+    }
+
+    fn outbox_removed(&self, n: u64) {
         let _ = self
             .shared
             .outbox_backlog
             .fetch_update(Relaxed, Relaxed, |left| Some(left.saturating_sub(n)));
-        Ok(())
     }
 }
 
