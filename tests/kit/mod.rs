@@ -6,8 +6,10 @@
 
 pub mod block_page;
 pub mod browser;
+pub mod clickhouse;
 pub mod dns;
 pub mod files;
+pub mod haproxy;
 pub mod origin;
 pub mod process;
 pub mod raw;

@@ -29,7 +29,7 @@ pub mod scheduler;
 mod tally;
 pub mod week;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -79,6 +79,9 @@ pub enum ReportError {
     /// The JSON could not be written.
     #[error("cannot encode the report: {0}")]
     Json(#[from] serde_json::Error),
+    /// Another source of records (the trust's ClickHouse) failed.
+    #[error("{0}")]
+    Source(String),
 }
 
 /// How to gather.
@@ -496,24 +499,58 @@ pub fn gather(
     week: IsoWeek,
     options: &GatherOptions,
 ) -> Result<WeeklyReport, ReportError> {
-    let tz = policy.timezone().clone();
-    let (since, until) = week.range_micros(&tz);
     let shared_users = store
         .list_users()?
         .into_iter()
         .filter(|user| user.shared)
         .map(|user| user.name)
         .collect();
+    gather_from(
+        policy,
+        timezone_name,
+        week,
+        options,
+        shared_users,
+        |(since, until), add| {
+            let query = Query {
+                since: Some(since),
+                until: Some(until),
+                ..Query::default()
+            };
+            store.scan(&query, |record| {
+                add(&record);
+                true
+            })?;
+            Ok(())
+        },
+        |(since, until)| {
+            Ok(store.alerts(&AlertFilter {
+                since: Some(since),
+                until: Some(until),
+                ..AlertFilter::default()
+            })?)
+        },
+    )
+}
+
+/// [`gather`] from any source of records and alerts (the school's own store, or the
+/// trust's ClickHouse): `scan` hands every record of the range (Unix microseconds,
+/// `[since, until)`) to its second argument, `alerts` returns the alerts with an
+/// occurrence in it; `shared_users` are the log-ins several people share (their rows
+/// are split by computer). The same tally, the same report.
+pub fn gather_from(
+    policy: &Snapshot,
+    timezone_name: &str,
+    week: IsoWeek,
+    options: &GatherOptions,
+    shared_users: HashSet<String>,
+    scan: impl FnOnce((u64, u64), &mut dyn FnMut(&Record)) -> Result<(), ReportError>,
+    alerts: impl FnOnce((u64, u64)) -> Result<Vec<Alert>, ReportError>,
+) -> Result<WeeklyReport, ReportError> {
+    let tz = policy.timezone().clone();
+    let (since, until) = week.range_micros(&tz);
     let mut tally = WeekTally::new(policy, week, options.pseudonymiser.as_ref(), shared_users);
-    let query = Query {
-        since: Some(since),
-        until: Some(until),
-        ..Query::default()
-    };
-    store.scan(&query, |record| {
-        tally.add(&record);
-        true
-    })?;
+    scan((since, until), &mut |record| tally.add(record))?;
     let Tallied {
         mut namer,
         mut summary,
@@ -525,7 +562,13 @@ pub fn gather(
         staff_core_hours,
         uncategorised,
     } = tally.finish();
-    let alerts = alert_rows(store, (since, until), &tz, &mut namer, &mut summary)?;
+    let alerts = alert_rows(
+        alerts((since, until))?,
+        (since, until),
+        &tz,
+        &mut namer,
+        &mut summary,
+    );
     let generated = if options.generated_at_unix_micros == 0 {
         u64::try_from(Timestamp::now().as_microsecond()).unwrap_or(0)
     } else {
@@ -557,18 +600,13 @@ pub fn gather(
 /// The alerts with an occurrence in `[since, until)`, most severe first, each counted
 /// into `summary` by severity.
 fn alert_rows(
-    store: &Store,
+    alerts: Vec<Alert>,
     (since, until): (u64, u64),
     tz: &TimeZone,
     namer: &mut Namer,
     summary: &mut Summary,
-) -> Result<Vec<AlertRow>, ReportError> {
-    let mut alerts: Vec<AlertRow> = store
-        .alerts(&AlertFilter {
-            since: Some(since),
-            until: Some(until),
-            ..AlertFilter::default()
-        })?
+) -> Vec<AlertRow> {
+    let mut alerts: Vec<AlertRow> = alerts
         .into_iter()
         .map(|alert| {
             match alert.severity {
@@ -591,7 +629,7 @@ fn alert_rows(
             .cmp(&rank(&b.severity))
             .then(a.id.cmp(&b.id))
     });
-    Ok(alerts)
+    alerts
 }
 
 /// One alert as the report shows it: its times clipped to the week, its evidence

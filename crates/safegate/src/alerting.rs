@@ -276,6 +276,60 @@ async fn watch_store(
     }
 }
 
+/// How often the export outbox's backlog is looked at for [`watch_export`].
+const EXPORT_WATCH: Duration = Duration::from_secs(10);
+
+/// Tells the technician when the export outbox holds more than `threshold` entries
+/// (ClickHouse unreachable or too slow), and when it is back under half of that.
+pub(crate) async fn watch_export(
+    stats: Arc<safegate_export::ExportStats>,
+    threshold: u64,
+    notices: Option<mpsc::Sender<SystemNotice>>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(EXPORT_WATCH);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut over = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let backlog = stats.backlog();
+        let notice = if !over && backlog > threshold {
+            over = true;
+            warn!(
+                backlog,
+                threshold, "EXPORT BACKLOG: records wait for the trust's ClickHouse"
+            );
+            (
+                "export_backlog",
+                format!(
+                    "{backlog} visit records and alerts wait to be sent to the trust's ClickHouse (more than {threshold}); they are kept on disk and sent when it takes them"
+                ),
+            )
+        } else if over && backlog <= threshold / 2 {
+            over = false;
+            (
+                "export_backlog_cleared",
+                format!("the export to the trust's ClickHouse has caught up ({backlog} waiting)"),
+            )
+        } else {
+            continue;
+        };
+        let notice = SystemNotice {
+            kind: notice.0,
+            summary: notice.1,
+            at_unix_micros: now_micros(),
+        };
+        if let Some(notices) = &notices
+            && notices.try_send(notice).is_err()
+        {
+            warn!("system notice queue full: a notice was not sent");
+        }
+    }
+}
+
 fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

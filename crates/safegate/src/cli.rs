@@ -124,6 +124,18 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::report_command::ReportAction,
     },
+    /// The trust's central policy: make a signing key, make a signed bundle.
+    Policy {
+        /// keygen, bundle.
+        #[command(subcommand)]
+        action: crate::central_policy::PolicyAction,
+    },
+    /// Export to the trust's ClickHouse ([export.clickhouse]): create its tables.
+    Export {
+        /// init-clickhouse.
+        #[command(subcommand)]
+        action: crate::export_command::ExportAction,
+    },
 }
 
 const USERS_EXAMPLES: &str = "User names are 1-64 letters, digits, '.', '_', '@' or '-', starting \

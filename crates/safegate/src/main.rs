@@ -17,10 +17,12 @@ mod alerting;
 mod alerts_command;
 mod audit_command;
 mod ca_command;
+mod central_policy;
 mod check;
 mod cli;
 mod directory_watch;
 mod doctor;
+mod export_command;
 mod feed_updates;
 mod finding;
 mod lists_command;
@@ -33,6 +35,7 @@ mod service_user;
 mod settings;
 mod setup_command;
 mod setup_lists;
+mod trust_report;
 mod unit_check;
 mod users_command;
 
@@ -111,6 +114,8 @@ fn main() -> ExitCode {
         Command::Alerts { action } => alerts_command::run(&action),
         Command::Audit { action } => audit_command::run(&action),
         Command::Report { action } => report_command::run(&action),
+        Command::Export { action } => export_command::run(&action),
+        Command::Policy { action } => central_policy::run(&action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

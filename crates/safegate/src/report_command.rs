@@ -49,15 +49,51 @@ pub struct ReportWeeklyArgs {
     /// designated safeguarding lead.
     #[arg(long)]
     pub pseudonymise: bool,
+    /// Where the records come from: this school's own visit log (`store`), or the
+    /// trust's ClickHouse ([export.clickhouse]; with --school or --trust). ClickHouse
+    /// reports go into data_dir/reports/clickhouse-<school or trust>/ unless --out.
+    #[arg(long, value_enum, default_value = "store")]
+    pub source: Source,
+    /// With --source clickhouse: the school (its id in the trust's tables); default:
+    /// this school's export.clickhouse.school.
+    #[arg(long, value_name = "ID", conflicts_with = "trust")]
+    pub school: Option<String>,
+    /// With --source clickhouse: every school of the trust together.
+    #[arg(long)]
+    pub trust: bool,
     /// Where the configuration comes from.
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+/// Where a report's records come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// This school's own visit log.
+    Store,
+    /// The trust's ClickHouse.
+    Clickhouse,
 }
 
 /// Runs one `safegate report` command.
 pub fn run(action: &ReportAction) -> Result<()> {
     let ReportAction::Weekly(args) = action;
     let config = Config::load(&args.config.config, &args.config.set)?;
+    if args.source == Source::Clickhouse {
+        let wanted = crate::trust_report::Wanted {
+            week: args.week.as_deref(),
+            out: args.out.as_deref(),
+            pseudonymise: args.pseudonymise,
+            school: args.school.as_deref(),
+            trust: args.trust,
+        };
+        let report = crate::trust_report::gather(&config, wanted)?;
+        return print_and_write(&report, &crate::trust_report::out_dir(&config, wanted)?);
+    }
+    anyhow::ensure!(
+        args.school.is_none() && !args.trust,
+        "--school and --trust go with --source clickhouse"
+    );
     if args.out.is_none()
         && let Some(rerun) = crate::service_user::rerun_if_root(
             &args.config.config,
@@ -93,7 +129,12 @@ pub fn run(action: &ReportAction) -> Result<()> {
             reports
         }
     };
-    let files = safegate_report::write_files(&report, &out)?;
+    print_and_write(&report, &out)
+}
+
+/// Writes the report's files into `out` and says what it holds.
+fn print_and_write(report: &WeeklyReport, out: &Path) -> Result<()> {
+    let files = safegate_report::write_files(report, out)?;
     println!(
         "weekly report {} ({} to {}): {} requests ({} background), {} searches ({} flagged), {} alerts",
         report.week,

@@ -54,6 +54,7 @@ async fn serve(config: Config) -> Result<()> {
     // Watch the signals before announcing readiness, so a signal sent the moment the
     // listeners are logged is handled, not fatal.
     let mut signals = Signals::new()?;
+    let config = crate::central_policy::at_start(config).await;
     let state = open_state(&config)?;
     let shutdown = CancellationToken::new();
     let bound = bind_listeners(&config, &state, &shutdown).await?;
@@ -88,6 +89,8 @@ struct State {
     alert_batches: mpsc::Receiver<RecordBatch>,
     visit_log: VisitLog,
     reload_counters: Arc<ReloadCounters>,
+    /// The export outbox's counters, when `[export.clickhouse]` is set.
+    export: Option<Arc<safegate_export::ExportStats>>,
 }
 
 /// The visit log's side of the proxy, when `store.visit_log` is on.
@@ -121,6 +124,16 @@ fn open_state(config: &Config) -> Result<State> {
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
     safegate_reload::audit_policy_file(&store, &config.policy.file);
     safegate_reload::audit_list_files(&store, &policy.load().stats().files);
+    // The outbox is on before the first record is written, so none is missed.
+    let export = match &config.export.clickhouse {
+        Some(_) => {
+            store
+                .enable_outbox()
+                .context("the export outbox (data_dir/db)")?;
+            Some(Arc::new(safegate_export::ExportStats::new(store.clone())))
+        }
+        None => None,
+    };
     let users_watch = store_users::start(&store, &auth)?;
     let (reviews, review_writer) = spawn_review_writer(store.clone(), REVIEW_QUEUE_DEPTH);
     let clock_offset_micros = crate::alerting::clock_offset_micros();
@@ -138,6 +151,7 @@ fn open_state(config: &Config) -> Result<State> {
         alert_batches: alert_batches_rx,
         visit_log,
         reload_counters: Arc::new(ReloadCounters::default()),
+        export,
     })
 }
 
@@ -207,6 +221,13 @@ async fn bind_listeners(
     )?;
     let feeds = crate::feed_updates::FeedsHealth::new(&config.lists, &config.policy.file);
     let feed_source = feeds.clone().map(|f| -> Arc<dyn ListFeedSource> { f });
+    if let Some(stats) = &state.export {
+        let collector =
+            safegate_export::ExportCollector::new(Arc::clone(stats)).context("export metrics")?;
+        metrics
+            .register(Box::new(collector))
+            .context("export metrics")?;
+    }
     if let Some(source) = &feed_source {
         let collector = ListFeedCollector::new(Arc::clone(source)).context("list feed metrics")?;
         metrics
@@ -291,6 +312,7 @@ fn start_tasks(
         alert_batches,
         visit_log,
         reload_counters,
+        export,
     } = state;
     // The proxy holds its own handles on the queues; the writers end when it lets go.
     drop((reviews, visit_log.records));
@@ -358,6 +380,12 @@ fn start_tasks(
         reports_dir,
         password_checks,
     );
+    crate::central_policy::spawn(
+        config,
+        Arc::clone(&policy),
+        Arc::clone(&reload_now),
+        shutdown.clone(),
+    );
     let reloader = safegate_reload::spawn_reloader(
         safegate_reload::Reloading {
             file: config.policy.file.clone(),
@@ -377,6 +405,16 @@ fn start_tasks(
             alerting.notices.clone(),
             shutdown.clone(),
         );
+    }
+    if let (Some(stats), Some(clickhouse)) = (export, &config.export.clickhouse) {
+        safegate_export::spawn(&store, clickhouse, Arc::clone(&stats), shutdown.clone())
+            .context("export.clickhouse")?;
+        tokio::spawn(crate::alerting::watch_export(
+            stats,
+            clickhouse.backlog_alert,
+            alerting.notices.clone(),
+            shutdown.clone(),
+        ));
     }
     let control_task = start_control(config, &store, shutdown);
     let retention_task = (config.store.retention_days > 0)

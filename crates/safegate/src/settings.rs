@@ -86,6 +86,8 @@ pub struct Config {
     pub report: ReportConfig,
     /// Computer names for alerts (`[devices]`: a map, a DHCP leases file, reverse DNS).
     pub devices: safegate_safeguarding::computers::DevicesConfig,
+    /// Shipping visit records and alerts to the trust's ClickHouse (`[export.clickhouse]`).
+    pub export: safegate_export::ExportConfig,
 }
 
 impl Default for Config {
@@ -105,6 +107,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             report: ReportConfig::default(),
             devices: safegate_safeguarding::computers::DevicesConfig::default(),
+            export: safegate_export::ExportConfig::default(),
         }
     }
 }
@@ -120,6 +123,10 @@ pub struct PolicyConfig {
     /// The former address bindings, now `[[auth.bindings]]`: only read to say so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_roles: Option<toml::Value>,
+    /// The trust's signed policy bundle (`[policy.central]`); while none is installed,
+    /// `file` is the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub central: Option<safegate_central::CentralConfig>,
 }
 
 impl Default for PolicyConfig {
@@ -128,6 +135,7 @@ impl Default for PolicyConfig {
             file: PathBuf::from("policy.toml"),
             watch: true,
             client_roles: None,
+            central: None,
         }
     }
 }
@@ -205,6 +213,15 @@ impl Config {
                 *into = base.join(&*into);
             }
         }
+        if let Some(local) = config
+            .policy
+            .central
+            .as_mut()
+            .and_then(|c| c.local.as_mut())
+            && local.is_relative()
+        {
+            *local = base.join(&*local);
+        }
         let problems = config.validate();
         if !problems.is_empty() {
             let mut message = format!("{file}: invalid configuration");
@@ -241,6 +258,10 @@ impl Config {
         problems.extend(self.auth.validate());
         problems.extend(self.delivery.validate());
         problems.extend(self.report.validate());
+        problems.extend(self.export.validate());
+        if let Some(central) = &self.policy.central {
+            problems.extend(central.validate());
+        }
         if self.report.mails_anyone() && self.delivery.smtp.host.is_empty() {
             let key = if self.report.email_to.is_empty() {
                 "report.pseudonymised_email_to"

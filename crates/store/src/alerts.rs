@@ -296,8 +296,10 @@ impl Store {
                 serde_json::to_vec(&alert).ok()
             })?;
             if folded && let Some(bytes) = updated {
+                let alert = decode(&bytes)?;
+                self.alert_to_outbox(&alert);
                 return Ok(Raised {
-                    alert: decode(&bytes)?,
+                    alert,
                     folded: true,
                 });
             }
@@ -326,6 +328,7 @@ impl Store {
         };
         alerts.insert(id.to_be_bytes(), serde_json::to_vec(&alert)?)?;
         open.insert(key, &id.to_be_bytes())?;
+        self.alert_to_outbox(&alert);
         Ok(Raised {
             alert,
             folded: false,
@@ -380,7 +383,18 @@ impl Store {
             // Only if it still points at this alert.
             let _ = open.compare_and_swap(key, Some(&id.to_be_bytes()[..]), None::<&[u8]>)?;
         }
+        self.alert_to_outbox(&alert);
         Ok(Some(alert))
+    }
+
+    /// Puts the alert as it stands in the export outbox, when that is on; a failure is
+    /// logged (the alert itself is stored).
+    fn alert_to_outbox(&self, alert: &Alert) {
+        if self.outbox_enabled()
+            && let Err(error) = self.outbox_add_alert(alert)
+        {
+            tracing::warn!(%error, id = alert.id, "alert stored, but not put in the export outbox");
+        }
     }
 
     /// Adds one user's requests and bytes to a day's usage (`day`: days since

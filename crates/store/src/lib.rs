@@ -14,6 +14,8 @@
 //!   `alert_numbers.rs`.
 //! - `visit_totals`: requests and blocked requests per hour, for the dashboard; see
 //!   [`visit_totals`].
+//! - `export_outbox`, `export_meta`: visit records and alerts waiting to be shipped to
+//!   the trust's ClickHouse, and this database's node id; see [`export_outbox`].
 //! - `audit`: the hash-chained, append-only audit log; see [`audit`].
 //! - `users`: key = the user name (normalised), value = a version byte and the user;
 //!   names, writes, generations and watching are described in [`users`]. Password
@@ -25,6 +27,7 @@
 mod alert_numbers;
 pub mod alerts;
 pub mod audit;
+pub mod export_outbox;
 pub mod password;
 pub mod plain_words;
 pub mod record;
@@ -41,6 +44,7 @@ pub use crate::alerts::{
 pub use crate::audit::{
     AuditAction, AuditEntry, AuditHash, AuditVerification, NewAuditEntry, NotedHead, audit_hash_hex,
 };
+pub use crate::export_outbox::{OutboxEntry, OutboxKind};
 pub use crate::record::{
     Categories, IdentifiedBy, Outcome, RECORD_VERSION, RECORD_VERSION_WITHOUT_COMPUTER, Record,
     RecordRef, SearchTerms, SearchTermsRef, SeenAs,
@@ -164,6 +168,10 @@ struct Shared {
     trees: ArcSwapOption<Trees>,
     /// How many times the database was reopened (watchers subscribe again).
     reopened: AtomicU64,
+    /// The export outbox is on ([`Store::enable_outbox`]).
+    outbox_enabled: std::sync::atomic::AtomicBool,
+    /// Entries waiting in the export outbox.
+    outbox_backlog: AtomicU64,
 }
 
 /// The sled database and its trees, as opened once.
@@ -199,6 +207,8 @@ impl Store {
                 cache_bytes,
                 trees: ArcSwapOption::from_pointee(trees),
                 reopened: AtomicU64::new(0),
+                outbox_enabled: std::sync::atomic::AtomicBool::new(false),
+                outbox_backlog: AtomicU64::new(0),
             }),
         })
     }

@@ -20,6 +20,9 @@ pub struct RecordBatch {
     entries: Vec<Entry>,
     /// Where the buffers go when the batch is dropped.
     pool: Option<Arc<BufferPool>>,
+    /// The export outbox's number for this batch, drawn on its first write (see
+    /// [`crate::export_outbox`]).
+    export_number: std::sync::OnceLock<u64>,
 }
 
 impl Drop for RecordBatch {
@@ -119,6 +122,7 @@ impl RecordBatch {
             buffers,
             entries,
             pool: None,
+            export_number: std::sync::OnceLock::new(),
         }
     }
 
@@ -135,6 +139,17 @@ impl RecordBatch {
             push_frame(&mut framed, &record.as_ref());
         }
         RecordBatch::from_frames(vec![framed])
+    }
+
+    /// The export outbox's number for this batch, once drawn.
+    pub(crate) fn export_number(&self) -> Option<u64> {
+        self.export_number.get().copied()
+    }
+
+    /// Keeps `number` as the batch's outbox number (unless one is kept already) and
+    /// returns the one kept.
+    pub(crate) fn set_export_number(&self, number: u64) -> u64 {
+        *self.export_number.get_or_init(|| number)
     }
 
     /// Number of records.

@@ -753,6 +753,11 @@ impl Store {
     /// miss it (logged).
     pub fn write_batch(&self, batch: &RecordBatch) -> Result<(), StoreError> {
         let items: Vec<Stored<'_>> = batch.stored().collect();
+        // The outbox first: its keys are the batch's own, so a retry after the visit
+        // log's write failed puts nothing in it twice.
+        if self.outbox_enabled() {
+            self.outbox_add_batch(batch)?;
+        }
         self.write_stored(&items)?;
         if let Err(error) = self.add_to_totals(batch) {
             tracing::warn!(%error, records = items.len(), "visit records stored, but the dashboard's hourly totals could not be updated: they leave this batch out");

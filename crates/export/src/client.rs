@@ -1,0 +1,137 @@
+//! A ClickHouse client over its HTTP interface: a query is POSTed as the body (or in
+//! the `query` parameter, with rows as the body for an insert); a status other than
+//! 200 carries ClickHouse's error text, which is passed on. reqwest (hyper underneath)
+//! brings TLS with rustls, a client certificate and an extra CA.
+
+use std::time::Duration;
+
+use crate::ExportError;
+use crate::config::ClickHouseConfig;
+
+/// One ClickHouse server, as configured; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ClickHouse {
+    http: reqwest::Client,
+    url: String,
+    user: String,
+    password: Option<String>,
+}
+
+/// Reads a file named in the configuration.
+fn read(path: &std::path::Path, key: &str) -> Result<Vec<u8>, ExportError> {
+    std::fs::read(path).map_err(|source| ExportError::File {
+        key: key.to_owned(),
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+impl ClickHouse {
+    /// A client for `config` (reads the password file, the client certificate and the
+    /// CA file now).
+    pub fn new(config: &ClickHouseConfig) -> Result<Self, ExportError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(10).min(config.timeout))
+            .pool_idle_timeout(Duration::from_secs(2))
+            .no_proxy()
+            .use_rustls_tls();
+        if let (Some(cert), Some(key)) = (&config.client_cert, &config.client_key) {
+            let mut pem = read(cert, "export.clickhouse.client_cert")?;
+            pem.push(b'\n');
+            pem.extend(read(key, "export.clickhouse.client_key")?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(ExportError::Tls)?;
+            builder = builder.identity(identity);
+        }
+        if let Some(ca) = &config.ca_file {
+            let pem = read(ca, "export.clickhouse.ca_file")?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(ExportError::Tls)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let password = match (&config.password, &config.password_file) {
+            (Some(password), _) => Some(password.clone()),
+            (None, Some(file)) => {
+                let text = read(file, "export.clickhouse.password_file")?;
+                let text = String::from_utf8_lossy(&text);
+                Some(text.lines().next().unwrap_or_default().to_owned())
+            }
+            (None, None) => None,
+        };
+        Ok(Self {
+            http: builder.build().map_err(ExportError::Tls)?,
+            url: config.url.trim_end_matches('/').to_owned(),
+            user: config.user.clone(),
+            password,
+        })
+    }
+
+    /// Runs `sql` and returns what ClickHouse answered (for `SELECT`, the rows in the
+    /// query's `FORMAT`).
+    pub async fn query(&self, sql: &str) -> Result<String, ExportError> {
+        let request = self
+            .http
+            .post(format!("{}/", self.url))
+            .body(sql.to_owned());
+        self.send(request).await
+    }
+
+    /// Runs a `SELECT` whose rows are JSON: 64-bit numbers come as numbers, not text.
+    pub async fn select(&self, sql: &str) -> Result<String, ExportError> {
+        let request = self
+            .http
+            .post(format!("{}/", self.url))
+            .query(&[("output_format_json_quote_64bit_integers", "0")])
+            .body(sql.to_owned());
+        self.send(request).await
+    }
+
+    /// Inserts `rows` (JSONEachRow, one object a line) into `table`.
+    pub async fn insert(&self, table: &str, rows: Vec<u8>) -> Result<(), ExportError> {
+        let query = format!("INSERT INTO {table} FORMAT JSONEachRow");
+        let request = self
+            .http
+            .post(format!("{}/", self.url))
+            .query(&[("query", query.as_str())])
+            .body(rows);
+        self.send(request).await.map(drop)
+    }
+
+    /// The server's version, as `SELECT version()` says it (`18.16.1`).
+    pub async fn version(&self) -> Result<String, ExportError> {
+        Ok(self.query("SELECT version()").await?.trim().to_owned())
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<String, ExportError> {
+        let request = request.basic_auth(&self.user, self.password.as_deref());
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ExportError::Unreachable(error_chain(&e)))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| ExportError::Unreachable(error_chain(&e)))?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(ExportError::Refused {
+                status: status.as_u16(),
+                message: text.trim().chars().take(500).collect(),
+            })
+        }
+    }
+}
+
+/// An error and its causes on one line (reqwest's own text says little).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,246 @@
+//! The export outbox: visit records and alerts waiting to be shipped to the trust's
+//! ClickHouse (`[export.clickhouse]`), kept in sled so a restart, a crash or a
+//! ClickHouse outage loses nothing. It is off until [`Store::enable_outbox`].
+//!
+//! # Layout
+//!
+//! | tree             | key                                        | value                    |
+//! |------------------|--------------------------------------------|--------------------------|
+//! | `export_outbox`  | batch number (u64 BE), index (u32 BE)      | kind byte, then the item |
+//! | `export_meta`    | `node`                                     | this database's node id (u64 BE, random) |
+//!
+//! A visit record's item is its stored encoding ([`crate::Record::encode`]); an
+//! alert's is its JSON ([`crate::Alert`]). The batch number is drawn once per
+//! [`RecordBatch`] from sled's id generator and kept with the batch, so the visit-log
+//! writer retrying a batch writes the same keys again (no duplicate entries), and the
+//! exporter sends each entry under the id `<node>-<batch>-<index>`, the same on every
+//! retry: the ClickHouse table deduplicates on it (at-least-once delivery, counted
+//! once). The outbox is bounded by the disk only; its length is kept in a counter
+//! ([`Store::outbox_backlog`]) for the backlog metric.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::{Alert, RecordBatch, Store, StoreError};
+
+/// Name of the outbox tree.
+pub(crate) const OUTBOX: &str = "export_outbox";
+const META: &str = "export_meta";
+
+/// What an outbox entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxKind {
+    /// A visit record, in its stored encoding.
+    Visit,
+    /// An alert (new, folded or with a changed status), as JSON.
+    Alert,
+}
+
+impl OutboxKind {
+    fn byte(self) -> u8 {
+        match self {
+            OutboxKind::Visit => 1,
+            OutboxKind::Alert => 2,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(OutboxKind::Visit),
+            2 => Some(OutboxKind::Alert),
+            _ => None,
+        }
+    }
+}
+
+/// One entry taken from the outbox (it stays there until [`Store::outbox_remove`]).
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    /// Its key in the outbox.
+    pub key: [u8; 12],
+    /// The batch number (first part of the key).
+    pub batch: u64,
+    /// The index within the batch.
+    pub index: u32,
+    /// What it holds.
+    pub kind: OutboxKind,
+    /// The item: a record's encoding or an alert's JSON.
+    pub bytes: sled::IVec,
+}
+
+fn key(batch: u64, index: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&batch.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn value(kind: OutboxKind, bytes: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(bytes.len() + 1);
+    value.push(kind.byte());
+    value.extend_from_slice(bytes);
+    value
+}
+
+impl Store {
+    /// Turns the outbox on: from now on every written visit-log batch and every alert
+    /// change is also put in the outbox. Returns this database's node id (made once,
+    /// random, kept in the database). Counts what is already waiting (the first time).
+    pub fn enable_outbox(&self) -> Result<u64, StoreError> {
+        let trees = self.trees()?;
+        let meta = trees.db.open_tree(META)?;
+        let node = match meta.get("node")?.as_deref().and_then(crate::alerts::id_of) {
+            Some(node) => node,
+            None => {
+                let mut bytes = [0u8; 8];
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+                // Never 0, so an id always shows the node.
+                let node = u64::from_be_bytes(bytes).max(1);
+                meta.insert("node", &node.to_be_bytes())?;
+                node
+            }
+        };
+        if !self.outbox_enabled() {
+            let waiting = trees.db.open_tree(OUTBOX)?.len() as u64;
+            self.shared.outbox_backlog.store(waiting, Relaxed);
+            self.shared.outbox_enabled.store(true, Relaxed);
+        }
+        Ok(node)
+    }
+
+    /// Whether the outbox is on.
+    pub fn outbox_enabled(&self) -> bool {
+        self.shared.outbox_enabled.load(Relaxed)
+    }
+
+    /// Entries waiting in the outbox: counted as they are added and removed (and
+    /// counted afresh when the outbox is turned on and after a retried write).
+    pub fn outbox_backlog(&self) -> u64 {
+        self.shared.outbox_backlog.load(Relaxed)
+    }
+
+    /// Puts a written batch's records in the outbox, under the batch's number (drawn
+    /// on its first write and kept, so a retried batch lands on the same keys).
+    pub(crate) fn outbox_add_batch(&self, batch: &RecordBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let trees = self.trees()?;
+        let (number, retry) = match batch.export_number() {
+            Some(number) => (number, true),
+            None => (batch.set_export_number(trees.db.generate_id()?), false),
+        };
+        let mut writes = sled::Batch::default();
+        for (index, stored) in batch.stored().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            writes.insert(&key(number, index), value(OutboxKind::Visit, stored.bytes));
+        }
+        let tree = trees.db.open_tree(OUTBOX)?;
+        tree.apply_batch(writes)?;
+        if retry {
+            // Some of its keys may be there already: count again (rare, after a
+            // failed write).
+            self.shared.outbox_backlog.store(tree.len() as u64, Relaxed);
+        } else {
+            self.shared
+                .outbox_backlog
+                .fetch_add(batch.len() as u64, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Puts an alert as it stands now in the outbox (a later change is sent again and
+    /// replaces it in ClickHouse: the newer entry has the higher batch number).
+    pub(crate) fn outbox_add_alert(&self, alert: &Alert) -> Result<(), StoreError> {
+        let trees = self.trees()?;
+        let number = trees.db.generate_id()?;
+        let json = serde_json::to_vec(alert)?;
+        trees
+            .db
+            .open_tree(OUTBOX)?
+            .insert(key(number, 0), value(OutboxKind::Alert, &json))?;
+        self.shared.outbox_backlog.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Up to `limit` entries, oldest first, left in the outbox. An entry of a kind
+    /// this build does not know is removed and logged.
+    pub fn outbox_peek(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let tree = self.trees()?.db.open_tree(OUTBOX)?;
+        let mut entries = Vec::with_capacity(limit.min(65_536));
+        for item in tree.iter().take(limit) {
+            let (raw_key, raw) = item?;
+            let kind = raw.first().copied().and_then(OutboxKind::from_byte);
+            let (Ok(key), Some(kind)) = (<[u8; 12]>::try_from(raw_key.as_ref()), kind) else {
+                tracing::warn!("export outbox: dropping an entry this build cannot read");
+                tree.remove(raw_key)?;
+                self.outbox_removed(1);
+                continue;
+            };
+            let mut batch = [0u8; 8];
+            batch.copy_from_slice(&key[..8]);
+            let mut index = [0u8; 4];
+            index.copy_from_slice(&key[8..]);
+            entries.push(OutboxEntry {
+                key,
+                batch: u64::from_be_bytes(batch),
+                index: u32::from_be_bytes(index),
+                kind,
+                bytes: raw.subslice(1, raw.len() - 1),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Removes sent entries from the outbox.
+    pub fn outbox_remove(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        let mut removals = sled::Batch::default();
+        for entry in entries {
+            removals.remove(&entry.key);
+        }
+        self.trees()?.db.open_tree(OUTBOX)?.apply_batch(removals)?;
+        self.outbox_removed(entries.len() as u64);
+        Ok(())
+    }
+
+    fn outbox_removed(&self, n: u64) {
+        let _ = self
+            .shared
+            .outbox_backlog
+            .fetch_update(Relaxed, Relaxed, |left| Some(left.saturating_sub(n)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_retried_batch_lands_on_the_same_keys_and_removal_empties_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let records: Vec<_> = (0..3)
+            .map(|i| crate::record::tests::sample(10 + i, "al", "a.example"))
+            .collect();
+        let batch = RecordBatch::from_records(&records);
+        // Off: nothing is kept.
+        store.write_batch(&batch).unwrap();
+        assert!(store.outbox_peek(10).unwrap().is_empty());
+        let node = store.enable_outbox().unwrap();
+        assert_eq!(store.enable_outbox().unwrap(), node, "the node id is kept");
+        store.write_batch(&batch).unwrap();
+        store.write_batch(&batch).unwrap();
+        let entries = store.outbox_peek(10).unwrap();
+        assert_eq!(entries.len(), 3, "the retry wrote the same keys");
+        assert!(entries.iter().all(|e| e.kind == OutboxKind::Visit));
+        let first = crate::Record::decode(&entries[0].bytes).unwrap();
+        assert_eq!(first, records[0]);
+        store.outbox_remove(&entries[..2]).unwrap();
+        assert_eq!(store.outbox_peek(10).unwrap().len(), 1);
+        store.outbox_remove(&entries[2..]).unwrap();
+        assert!(store.outbox_peek(10).unwrap().is_empty());
+        assert_eq!(store.outbox_backlog(), 0);
+    }
+}
