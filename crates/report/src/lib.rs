@@ -531,6 +531,13 @@ pub fn gather(
             })?)
         },
     )
+    .map(|mut report| {
+        // The school's own short numbers (a trust's report keeps the ids).
+        for row in &mut report.alerts {
+            row.number = store.alert_number(row.id).ok().flatten();
+        }
+        report
+    })
 }
 
 /// [`gather`] from any source of records and alerts (the school's own store, or the
@@ -614,9 +621,7 @@ fn alert_rows(
                 safegate_store::Severity::Medium => summary.alerts_medium += 1,
                 safegate_store::Severity::Low => summary.alerts_low += 1,
             }
-            let mut row = alert_row(&alert, (since, until), tz, namer);
-            row.number = store.alert_number(alert.id).ok().flatten();
-            row
+            alert_row(&alert, (since, until), tz, namer)
         })
         .collect();
     let rank = |s: &str| match s {
