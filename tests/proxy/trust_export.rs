@@ -214,6 +214,13 @@ async fn weekly_json(sg: &SafeGate, ch: &ClickHouse, extra: &[&str]) -> serde_js
     let object = report.as_object_mut().unwrap();
     object.remove("generated_at");
     object.remove("school");
+    // Short alert numbers are the school's own (its store gives them); a report from
+    // ClickHouse keeps the ids alone.
+    if let Some(alerts) = report["alerts"].as_array_mut() {
+        for alert in alerts {
+            alert.as_object_mut().unwrap().remove("number");
+        }
+    }
     report
 }
 
