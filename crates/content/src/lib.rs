@@ -11,6 +11,7 @@
 //! Pure: no I/O but reading list files, no async, nothing of the proxy. The proxy
 //! feeds it the bytes it passes on and decides on the [`Finding`].
 
+mod banned_search;
 pub mod fold;
 mod html_text;
 mod phrase_set;
@@ -19,6 +20,7 @@ pub mod weighted_list;
 
 use std::path::PathBuf;
 
+pub use banned_search::BannedSearches;
 pub use html_text::Markup;
 pub use phrase_set::{CategoryId, PhraseSet};
 pub use scan::{Coding, Finding, Scan, ScanLimits, Stopped, content_type};

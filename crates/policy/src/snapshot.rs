@@ -353,6 +353,8 @@ pub struct Snapshot {
     pub(crate) decrypt: DecryptRules,
     /// The compiled `[alerts]` section (see `alerts.rs`).
     pub(crate) alerts: Arc<AlertSettings>,
+    /// The compiled `[content]` section (see `content.rs`).
+    pub(crate) content: crate::content::ContentRules,
     pub(crate) stats: LoadStats,
 }
 
@@ -517,6 +519,42 @@ impl Snapshot {
             Some(decision) => Some(decision),
             None => Some(self.decision(Verdict::Block, &matches, &rule.rule, what)),
         }
+    }
+
+    /// Content analysis for a response the request `decision` let through: the
+    /// settings to scan it with, or `None` when this person's pages are not scanned
+    /// (no limit for the role, no lists, an exempt site, an allow-list or unblock).
+    pub fn content_check(
+        &self,
+        subject: &Subject<'_>,
+        target: &RequestTarget,
+        decision: &Decision,
+    ) -> Option<crate::content::ContentCheck> {
+        let set = self.content.set.as_ref()?;
+        let role = self.content.role(subject.role);
+        let limit = role.limit?;
+        if decision.rule.starts_with("allow:") || decision.rule.starts_with("unblock:") {
+            return None;
+        }
+        if let Some(exempt) = role.exempt
+            && self.index.matches(target).contains(exempt)
+        {
+            return None;
+        }
+        Some(crate::content::ContentCheck {
+            set: Arc::clone(set),
+            limit,
+            categories: role.categories.clone(),
+            max_hold: self.content.max_hold,
+            limits: self.content.limits,
+            role: subject.role,
+        })
+    }
+
+    /// A search whose terms contain a banned phrase for this person: the phrase and
+    /// the blocking decision (rule `banned-search:ROLE`).
+    pub fn banned_search(&self, subject: &Subject<'_>, terms: &str) -> Option<(String, Decision)> {
+        self.content.banned_search(subject.role, terms)
     }
 
     /// Steps 1 to 4; `None` when none of them decides. `ip_host`: the host is an IP
