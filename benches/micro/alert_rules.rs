@@ -88,6 +88,7 @@ fn record(i: u64) -> Record {
         seen_as: SeenAs::Decrypted,
         user_agent: None,
         failure: None,
+        content: None,
     }
 }
 

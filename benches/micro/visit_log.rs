@@ -82,6 +82,7 @@ fn record(i: u64, spacing: u64) -> Record {
                 .into(),
         ),
         failure: None,
+        content: None,
     }
 }
 

@@ -102,6 +102,7 @@ fn record(i: u64, at: u64) -> Record {
                 .into(),
         ),
         failure: None,
+        content: None,
     }
 }
 

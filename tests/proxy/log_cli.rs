@@ -60,6 +60,7 @@ fn record(at: u64, user: &str, host: &str, outcome: Outcome) -> Record {
         seen_as: SeenAs::PlainHttp,
         user_agent: None,
         failure: None,
+        content: None,
     }
 }
 

@@ -60,6 +60,7 @@ fn record(at: &str, user: &str, host: &str, path: &str, outcome: Outcome) -> Rec
         seen_as: SeenAs::PlainHttp,
         user_agent: None,
         failure: None,
+        content: None,
     }
 }
 

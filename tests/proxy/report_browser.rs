@@ -52,6 +52,7 @@ fn record(at: u64, user: &str, host: &str, path: &str) -> Record {
         seen_as: SeenAs::Decrypted,
         user_agent: None,
         failure: None,
+        content: None,
     }
 }
 

@@ -38,6 +38,7 @@ fn rec(at: u64, user: Option<&str>, host: &str) -> Record {
         seen_as: SeenAs::PlainHttp,
         user_agent: None,
         failure: None,
+        content: None,
     }
 }
 

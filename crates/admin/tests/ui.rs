@@ -1184,6 +1184,7 @@ block = []
             seen_as: safegate_store::SeenAs::PlainHttp,
             user_agent: None,
             failure: None,
+            content: None,
         }
     }
 

@@ -441,6 +441,7 @@ pub(crate) mod tests {
             seen_as: SeenAs::PlainHttp,
             user_agent: None,
             failure: None,
+            content: None,
         }
     }
 

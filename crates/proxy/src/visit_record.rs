@@ -101,6 +101,7 @@ impl RequestFacts<'_> {
             seen_as: self.seen_as,
             user_agent: self.user_agent.map(str::to_owned),
             failure: None,
+            content: None,
         }
     }
 }

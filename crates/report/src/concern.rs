@@ -344,6 +344,7 @@ mod tests {
             seen_as: SeenAs::Decrypted,
             user_agent: None,
             failure: None,
+            content: None,
         }
     }
 

@@ -772,6 +772,7 @@ mod tests {
             seen_as: SeenAs::PlainHttp,
             user_agent: None,
             failure: None,
+            content: None,
         }
     }
 

@@ -546,6 +546,7 @@ severity = "high"
             seen_as: SeenAs::PlainHttp,
             user_agent: None,
             failure: None,
+            content: None,
         }
     }
 

@@ -42,8 +42,8 @@ pub use crate::audit::{
     AuditAction, AuditEntry, AuditHash, AuditVerification, NewAuditEntry, NotedHead, audit_hash_hex,
 };
 pub use crate::record::{
-    Categories, IdentifiedBy, Outcome, RECORD_VERSION, Record, RecordRef, SearchTerms,
-    SearchTermsRef, SeenAs,
+    Categories, ContentScore, IdentifiedBy, Outcome, RECORD_VERSION, Record, RecordRef,
+    SearchTerms, SearchTermsRef, SeenAs,
 };
 pub use crate::record_batch::RecordBatch;
 pub use crate::reviews::{

@@ -36,6 +36,7 @@ fn record(at: u64, user: Option<&str>, host: &str) -> Record {
         seen_as: SeenAs::PlainHttp,
         user_agent: Some("Firefox".into()),
         failure: None,
+        content: None,
     }
 }
 
