@@ -551,6 +551,12 @@ impl Snapshot {
         })
     }
 
+    /// Whether banned searches are blocked for `role` (checked before the search terms
+    /// are read from the address).
+    pub fn banned_searches_apply(&self, role: Role) -> bool {
+        self.content.banned.is_some() && self.content.role(role).banned_searches
+    }
+
     /// A search whose terms contain a banned phrase for this person: the phrase and
     /// the blocking decision (rule `banned-search:ROLE`).
     pub fn banned_search(&self, subject: &Subject<'_>, terms: &str) -> Option<(String, Decision)> {

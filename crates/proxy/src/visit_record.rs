@@ -193,6 +193,13 @@ impl PendingRecord {
         }
     }
 
+    /// What content analysis found on the page.
+    pub(crate) fn content(&mut self, score: safegate_store::ContentScore) {
+        if let Some(record) = &mut self.record {
+            record.content = Some(score);
+        }
+    }
+
     /// Drops the record without submitting it (a decrypted tunnel's CONNECT, whose
     /// requests inside are recorded instead).
     pub(crate) fn discard(mut self) {

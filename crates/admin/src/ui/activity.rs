@@ -58,6 +58,10 @@ pub struct Activity {
     pub visits: Vec<(String, String, u64, u64, u64)>,
     /// Blocked attempts: time, URL or host, rule.
     pub blocked: Vec<(String, String, String)>,
+    /// Pages scored by their words (content analysis): time, URL, blocked or not,
+    /// score with categories and the five highest-weight phrases. Staff only: pupils
+    /// never see the phrases.
+    pub content: Vec<(String, String, bool, String)>,
     /// Records read.
     pub records: usize,
 }
@@ -202,6 +206,14 @@ async fn gather(
                 record.host.clone(),
             ));
         }
+        if let Some(content) = &record.content {
+            activity.content.push((
+                local_time(record.at_unix_micros, &tz),
+                shown_url(record),
+                record.outcome == Outcome::Blocked,
+                content.summary(),
+            ));
+        }
         if record.outcome == Outcome::Blocked {
             activity.blocked.push((
                 local_time(record.at_unix_micros, &tz),
@@ -282,6 +294,15 @@ pub async fn activity_page(
                         tr { th { "When" } th { "Address" } th { "Why" } }
                         @for (when, url, rule) in &activity.blocked {
                             tr { td { (when) } td { (url) } td { (safegate_store::plain_words::rule_in_words(rule)) details { summary { "rule" } code { (rule) } } } }
+                        }
+                    }
+                    @if !activity.content.is_empty() {
+                        h3 { "Pages scored by their words (" (activity.content.len()) ")" }
+                        table {
+                            tr { th { "When" } th { "Address" } th { "Blocked" } th { "Score, categories and phrases found" } }
+                            @for (when, url, blocked, summary) in &activity.content {
+                                tr { td { (when) } td { (url) } td { @if *blocked { "yes" } @else { "no (shown)" } } td { (summary) } }
+                            }
                         }
                     }
                 },
