@@ -9,6 +9,7 @@ pub mod browser;
 pub mod dns;
 pub mod files;
 pub mod origin;
+pub mod pages;
 pub mod process;
 pub mod raw;
 pub mod receivers;

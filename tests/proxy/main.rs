@@ -11,6 +11,7 @@ mod alerts;
 mod audit;
 mod auth;
 mod cli;
+mod content;
 mod directory;
 mod disk_full;
 mod forward;

@@ -24,6 +24,10 @@ use safegate_content::{Coding, Finding, Scan};
 use safegate_policy::ContentCheck;
 use safegate_store::ContentScore;
 
+/// How long a page is held at most while it arrives: a slow or streaming page (a
+/// long poll, a live feed) is released after this and scanned as it streams on.
+pub(crate) const HOLD_WAIT: Duration = Duration::from_secs(3);
+
 /// A response chosen for scanning, with its scan started.
 pub(crate) struct Scanning {
     check: ContentCheck,

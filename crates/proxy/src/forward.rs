@@ -392,7 +392,8 @@ impl OriginAnswer<'_> {
     ) -> Response<ResponseBody> {
         let role = scanning.check().role;
         let (mut parts, body) = response.into_parts();
-        match scanning.hold(body, state.response_timeout).await {
+        let wait = state.response_timeout.min(content_gate::HOLD_WAIT);
+        match scanning.hold(body, wait).await {
             Held::Over { finding, decision } => {
                 // Dropping the origin's body closes that connection; nothing was sent.
                 ledger.content_found(content_gate::Scanning::score(&finding, false));
