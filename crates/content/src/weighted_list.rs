@@ -80,8 +80,21 @@ pub struct WeightedEntry {
 /// `#listcategory:` line take `category`.
 pub fn read_list(path: &Path, category: &str) -> Result<Vec<WeightedEntry>, ContentError> {
     let mut entries = Vec::new();
-    read_into(path, category, 0, &mut entries)?;
+    read_into(path, category, 0, &mut entries, None)?;
     Ok(entries)
+}
+
+/// As [`read_list`], but a line that is not in the format is skipped and reported
+/// instead of failing the whole list (for importing lists written elsewhere, which
+/// often have a few broken lines). Unreadable files and include loops still fail.
+pub fn read_list_skipping(
+    path: &Path,
+    category: &str,
+) -> Result<(Vec<WeightedEntry>, Vec<ContentError>), ContentError> {
+    let mut entries = Vec::new();
+    let mut skipped = Vec::new();
+    read_into(path, category, 0, &mut entries, Some(&mut skipped))?;
+    Ok((entries, skipped))
 }
 
 fn read_into(
@@ -89,6 +102,7 @@ fn read_into(
     category: &str,
     depth: usize,
     entries: &mut Vec<WeightedEntry>,
+    mut skipped: Option<&mut Vec<ContentError>>,
 ) -> Result<(), ContentError> {
     if depth > MAX_INCLUDE_DEPTH {
         return Err(ContentError::IncludeDepth(path.to_path_buf()));
@@ -111,7 +125,7 @@ fn read_into(
     };
     let mut category = category.to_owned();
     for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
+        let line = line.trim().trim_start_matches('\u{feff}');
         if let Some(name) = list_category(line) {
             category = name;
             continue;
@@ -121,15 +135,29 @@ fn read_into(
         }
         if let Some(include) = include_target(line) {
             let target = resolve(path, include);
-            read_into(&target, &category, depth + 1, entries)?;
+            read_into(
+                &target,
+                &category,
+                depth + 1,
+                entries,
+                skipped.as_deref_mut(),
+            )?;
             continue;
         }
-        let entry = parse_line(line, &category).map_err(|why| ContentError::Line {
-            path: path.to_path_buf(),
-            line: number + 1,
-            why,
-        })?;
-        entries.extend(entry);
+        match parse_line(line, &category) {
+            Ok(entry) => entries.extend(entry),
+            Err(why) => {
+                let error = ContentError::Line {
+                    path: path.to_path_buf(),
+                    line: number + 1,
+                    why,
+                };
+                match skipped.as_deref_mut() {
+                    Some(skipped) => skipped.push(error),
+                    None => return Err(error),
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -139,7 +167,7 @@ pub fn parse_text(text: &str, category: &str) -> Result<Vec<WeightedEntry>, Cont
     let mut entries = Vec::new();
     let mut category = category.to_owned();
     for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
+        let line = line.trim().trim_start_matches('\u{feff}');
         if let Some(name) = list_category(line) {
             category = name;
         } else if !line.is_empty() && !line.starts_with('#') && include_target(line).is_none() {
@@ -161,8 +189,11 @@ fn list_category(line: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_lowercase().replace(' ', "-"))
 }
 
+/// `.Include<path>`, with an optional comment after it (`.Include<...> #BETA#`).
 fn include_target(line: &str) -> Option<&str> {
-    line.strip_prefix(".Include<")?.strip_suffix('>')
+    let (target, rest) = line.strip_prefix(".Include<")?.split_once('>')?;
+    let rest = rest.trim();
+    (rest.is_empty() || rest.starts_with('#')).then_some(target)
 }
 
 fn resolve(from: &Path, include: &str) -> PathBuf {
@@ -189,6 +220,10 @@ fn parse_line(line: &str, category: &str) -> Result<Option<WeightedEntry>, Strin
         groups.push(&open[..close]);
         rest = open[close + 1..].trim_start();
         rest = rest.strip_prefix(',').map_or(rest, str::trim_start);
+        if rest.starts_with('#') {
+            // A comment after the entry (`<oplysning><-15> #educating information`).
+            break;
+        }
     }
     let Some((weight, phrases)) = groups.split_last() else {
         return Err("no phrase".to_owned());
@@ -236,6 +271,8 @@ mod tests {
         assert_eq!(entries[1].parts[0].pattern(), "bete6s");
         assert_eq!(entries[2].parts.len(), 2);
         assert_eq!(entries[3].weight, -60);
+        let commented = parse_text("\u{feff}<undervisning><-35> #education\n", "x").unwrap();
+        assert_eq!(commented[0].weight, -35);
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod finding;
 mod lists_command;
 mod log_command;
 mod logging;
+mod phrase_import;
 mod policy_write;
 mod report_command;
 mod service;
@@ -36,6 +37,7 @@ mod setup_lists;
 mod unit_check;
 mod users_command;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -99,6 +101,14 @@ fn main() -> ExitCode {
                 ImportFormat::Ut1 => import_ut1(&args.options())
                     .map(|summary| print!("{summary}"))
                     .map_err(Into::into),
+                ImportFormat::E2guardianPhrases => {
+                    let into = args
+                        .into
+                        .clone()
+                        .unwrap_or_else(|| phrase_import::DEFAULT_INTO.into());
+                    phrase_import::import(Path::new(&args.from), &into, &args.categories)
+                        .map(|summary| print!("{summary}"))
+                }
             },
             ListsAction::Update(args) => lists_command::update(&args),
             ListsAction::Rollback(args) => lists_command::rollback(&args),
