@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 mod cli;
 mod content;
+mod content_differential;
 mod directory;
 mod disk_full;
 mod forward;

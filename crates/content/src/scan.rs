@@ -247,6 +247,8 @@ pub struct Finding {
 /// The decoded side: charset, text, folding and matching.
 struct TextStage {
     set: Option<Arc<PhraseSet>>,
+    /// Folded text waiting for the automaton (at most a few times [`TEXT_SLICE`]).
+    folded: Vec<u8>,
     charset: Charset,
     html: HtmlText,
     folder: Folder,
@@ -281,6 +283,7 @@ impl TextStage {
         let mut stage = Self {
             matcher: Matcher::new(&set),
             set: Some(set),
+            folded: Vec::with_capacity(TEXT_SLICE + 64),
             charset,
             html: HtmlText::new(markup),
             folder: Folder::new(),
@@ -296,6 +299,7 @@ impl TextStage {
     fn stopped(why: Stopped) -> Self {
         Self {
             set: None,
+            folded: Vec::new(),
             charset: Charset::Utf8,
             html: HtmlText::new(Markup::Plain),
             folder: Folder::new(),
@@ -314,7 +318,7 @@ impl TextStage {
 
     fn emit_space(&mut self) {
         if let Some(set) = &self.set {
-            self.matcher.step(set, b' ');
+            self.matcher.run(set, b" ");
         }
     }
 
@@ -334,13 +338,12 @@ impl TextStage {
                 _ => {}
             }
         }
-        let Some(set) = self.set.clone() else { return };
-        let mut pipe = Pipe {
-            folder: &mut self.folder,
-            matcher: &mut self.matcher,
-            set: &set,
+        let Some(set) = self.set.as_deref() else {
+            return;
         };
-        pipe.brk();
+        self.folder.space(&mut |b| self.folded.push(b));
+        self.matcher.run(set, &self.folded);
+        self.folded.clear();
     }
 
     /// Decoded bytes in: charset decoding, then text.
@@ -393,17 +396,20 @@ impl TextStage {
         }
     }
 
-    /// UTF-8 text in: markup, folding, matching.
+    /// UTF-8 text in: markup and folding into the buffer, then matching.
     fn text(&mut self, text: &[u8]) {
         let Some(set) = self.set.as_deref() else {
             return;
         };
-        let mut pipe = Pipe {
-            folder: &mut self.folder,
-            matcher: &mut self.matcher,
-            set,
-        };
-        self.html.feed(text, &mut pipe);
+        for slice in text.chunks(TEXT_SLICE) {
+            let mut sink = FoldSink {
+                folder: &mut self.folder,
+                out: &mut self.folded,
+            };
+            self.html.feed(slice, &mut sink);
+            self.matcher.run(set, &self.folded);
+            self.folded.clear();
+        }
     }
 }
 
@@ -430,30 +436,33 @@ impl Write for TextStage {
     }
 }
 
-/// Text to folded bytes to automaton steps.
-struct Pipe<'a> {
+/// Text to folded bytes in a buffer, which the automaton then runs over in one tight
+/// loop (the state stays in a register; see [`Matcher::run`]).
+struct FoldSink<'a> {
     folder: &'a mut Folder,
-    matcher: &'a mut Matcher,
-    set: &'a PhraseSet,
+    out: &'a mut Vec<u8>,
 }
 
-impl TextSink for Pipe<'_> {
+impl TextSink for FoldSink<'_> {
     #[inline(always)]
     fn ascii(&mut self, byte: u8) {
-        let (matcher, set) = (&mut *self.matcher, self.set);
-        self.folder.ascii(byte, &mut |b| matcher.step(set, b));
+        let out = &mut *self.out;
+        self.folder.ascii(byte, &mut |b| out.push(b));
     }
 
     fn ch(&mut self, c: char) {
-        let (matcher, set) = (&mut *self.matcher, self.set);
-        self.folder.char(c, &mut |b| matcher.step(set, b));
+        let out = &mut *self.out;
+        self.folder.char(c, &mut |b| out.push(b));
     }
 
     fn brk(&mut self) {
-        let (matcher, set) = (&mut *self.matcher, self.set);
-        self.folder.space(&mut |b| matcher.step(set, b));
+        let out = &mut *self.out;
+        self.folder.space(&mut |b| out.push(b));
     }
 }
+
+/// Text is folded and matched this many bytes at a time, which bounds the buffer.
+const TEXT_SLICE: usize = 8 * 1024;
 
 /// The automaton's state and what it found.
 #[derive(Default)]
@@ -477,14 +486,17 @@ impl Matcher {
         }
     }
 
-    #[inline(always)]
-    fn step(&mut self, set: &PhraseSet, byte: u8) {
-        let Some(sid) = self.state else { return };
-        let next = set.dfa.next_state(Anchored::No, sid, byte);
-        self.state = Some(next);
-        if set.dfa.is_special(next) && set.dfa.is_match(next) {
-            self.matched(set, next);
+    /// Steps the automaton over folded bytes.
+    fn run(&mut self, set: &PhraseSet, folded: &[u8]) {
+        let Some(mut sid) = self.state else { return };
+        let dfa = &set.dfa;
+        for &byte in folded {
+            sid = dfa.next_state(Anchored::No, sid, byte);
+            if dfa.is_special(sid) && dfa.is_match(sid) {
+                self.matched(set, sid);
+            }
         }
+        self.state = Some(sid);
     }
 
     #[cold]
