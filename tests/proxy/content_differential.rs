@@ -362,7 +362,8 @@ async fn e2guardian_ready(port: u16, dir: &Path) -> reqwest::Client {
     {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "e2guardian did not start"
+            "e2guardian did not start: {}",
+            std::fs::read_to_string(dir.join("out.log")).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -182,7 +182,7 @@ impl Policy {
 
 /// The people of a role in plain words, for the reasons people read ("blocked for
 /// pupils").
-pub(crate) fn people_of(role: &str) -> &str {
+fn people_of(role: &str) -> &str {
     match role {
         "pupil" => "pupils",
         "filter-admin" => "filter admins",

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use safegate_content::{BannedSearches, CategoryId, Finding, PhraseSet, ScanLimits};
 use serde::Deserialize;
 
-use crate::snapshot::{Decision, Role, Verdict};
+/// The roles, in the snapshot's role order (`Role::ALL`): this module names them
+/// itself so that it depends on nothing else of the crate (the snapshot makes the
+/// decisions from what it finds).
+const ROLES: [&str; 3] = ["pupil", "staff", "filter-admin"];
 
 /// The default `max_hold`: how much of a page is held back while it is scanned.
 pub const DEFAULT_MAX_HOLD: u64 = 256 * 1024;
@@ -146,7 +149,7 @@ pub struct ContentCheck {
     /// Bounds on the scan.
     pub limits: ScanLimits,
     /// The role, for the rule id and the reason.
-    pub role: Role,
+    pub role: crate::Role,
 }
 
 impl ContentCheck {
@@ -161,50 +164,21 @@ impl ContentCheck {
     pub fn over(&self, finding: &Finding) -> bool {
         finding.score > self.limit
     }
-
-    /// The blocking decision for a finding over the limit: category "... by content",
-    /// rule `content:ROLE`, and the score in the reason (never the phrases).
-    pub fn decision(&self, finding: &Finding) -> Decision {
-        let top = finding
-            .categories
-            .first()
-            .map_or("content", |(name, _)| name.as_str());
-        Decision {
-            verdict: Verdict::Block,
-            categories: vec![format!("{top} by content")],
-            rule: format!("content:{}", self.role.as_str()),
-            reason: format!(
-                "the words on the page scored {} for {top}, over the limit of {} for {}",
-                finding.score,
-                self.limit,
-                crate::compile::people_of(self.role.as_str())
-            ),
-        }
-    }
 }
 
 impl ContentRules {
-    /// The settings for a role.
-    pub(crate) fn role(&self, role: Role) -> &RoleContent {
-        &self.roles[role as usize]
+    /// The settings for the role at `role_index` (`Role::ALL` order).
+    pub(crate) fn role(&self, role_index: usize) -> &RoleContent {
+        &self.roles[role_index.min(self.roles.len() - 1)]
     }
 
-    /// The banned phrase in `terms` for `role`, if banned searches apply to it.
-    pub(crate) fn banned_search(&self, role: Role, terms: &str) -> Option<(String, Decision)> {
-        if !self.role(role).banned_searches {
+    /// The banned phrase in `terms` for the role at `role_index`, if banned searches
+    /// apply to it.
+    pub(crate) fn banned_phrase(&self, role_index: usize, terms: &str) -> Option<&str> {
+        if !self.role(role_index).banned_searches {
             return None;
         }
-        let phrase = self.banned.as_ref()?.find(terms)?.to_owned();
-        let decision = Decision {
-            verdict: Verdict::Block,
-            categories: vec!["banned search".to_owned()],
-            rule: format!("banned-search:{}", role.as_str()),
-            reason: format!(
-                "searches for \"{phrase}\" are blocked for {}",
-                crate::compile::people_of(role.as_str())
-            ),
-        };
-        Some((phrase, decision))
+        self.banned.as_ref()?.find(terms)
     }
 }
 
@@ -264,16 +238,19 @@ pub(crate) fn compile(
     }
     for (name, role_file) in &file.roles {
         let key = format!("content.roles.{name}");
-        match name.parse::<Role>() {
-            Ok(role) => {
+        match ROLES.iter().position(|role| role == name) {
+            Some(role) => {
                 let compiled = role_content(&rules, role_file, &key, problem, exempt_list);
-                rules.roles[role as usize] = compiled;
+                rules.roles[role] = compiled;
             }
-            Err(error) => problem(key, error.to_string()),
+            None => problem(
+                key,
+                format!("unknown role `{name}`; roles are pupil, staff, filter-admin"),
+            ),
         }
     }
     if !file.roles.contains_key("pupil") {
-        rules.roles[Role::Pupil as usize] = RoleContent {
+        rules.roles[0] = RoleContent {
             limit: Some(DEFAULT_PUPIL_LIMIT),
             banned_searches: rules.banned.is_some(),
             ..RoleContent::default()

@@ -531,7 +531,7 @@ impl Snapshot {
         decision: &Decision,
     ) -> Option<crate::content::ContentCheck> {
         let set = self.content.set.as_ref()?;
-        let role = self.content.role(subject.role);
+        let role = self.content.role(subject.role.index());
         let limit = role.limit?;
         if decision.rule.starts_with("allow:") || decision.rule.starts_with("unblock:") {
             return None;
@@ -554,13 +554,24 @@ impl Snapshot {
     /// Whether banned searches are blocked for `role` (checked before the search terms
     /// are read from the address).
     pub fn banned_searches_apply(&self, role: Role) -> bool {
-        self.content.banned.is_some() && self.content.role(role).banned_searches
+        self.content.banned.is_some() && self.content.role(role.index()).banned_searches
     }
 
     /// A search whose terms contain a banned phrase for this person: the phrase and
     /// the blocking decision (rule `banned-search:ROLE`).
     pub fn banned_search(&self, subject: &Subject<'_>, terms: &str) -> Option<(String, Decision)> {
-        self.content.banned_search(subject.role, terms)
+        let role = subject.role;
+        let phrase = self.content.banned_phrase(role.index(), terms)?.to_owned();
+        let decision = Decision {
+            verdict: Verdict::Block,
+            categories: vec!["banned search".to_owned()],
+            rule: format!("banned-search:{}", role.as_str()),
+            reason: format!(
+                "searches for \"{phrase}\" are blocked for {}",
+                role_people(role)
+            ),
+        };
+        Some((phrase, decision))
     }
 
     /// Steps 1 to 4; `None` when none of them decides. `ip_host`: the host is an IP
@@ -827,5 +838,36 @@ impl Snapshot {
             rule: rule.to_string(),
             reason,
         }
+    }
+}
+
+impl crate::content::ContentCheck {
+    /// The blocking decision for a finding over the limit: category "... by content",
+    /// rule `content:ROLE`, and the score in the reason (never the phrases).
+    pub fn decision(&self, finding: &safegate_content::Finding) -> Decision {
+        let top = finding
+            .categories
+            .first()
+            .map_or("content", |(name, _)| name.as_str());
+        Decision {
+            verdict: Verdict::Block,
+            categories: vec![format!("{top} by content")],
+            rule: format!("content:{}", self.role.as_str()),
+            reason: format!(
+                "the words on the page scored {} for {top}, over the limit of {} for {}",
+                finding.score,
+                self.limit,
+                role_people(self.role)
+            ),
+        }
+    }
+}
+
+/// The people of a role in plain words ("pupils").
+fn role_people(role: Role) -> &'static str {
+    match role {
+        Role::Pupil => "pupils",
+        Role::Staff => "staff",
+        Role::FilterAdmin => "filter admins",
     }
 }
