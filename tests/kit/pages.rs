@@ -54,6 +54,15 @@ impl Drop for PageOrigin {
 
 impl PageOrigin {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// The same origin behind TLS (`ca`'s leaf certificate).
+    pub async fn start_tls(ca: &super::origin::TestCa) -> Self {
+        Self::start_with(Some(ca.acceptor())).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let pages: Arc<Mutex<HashMap<String, Page>>> = Arc::default();
@@ -64,15 +73,28 @@ impl PageOrigin {
                     return;
                 };
                 let pages = Arc::clone(&served);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service =
                         service_fn(move |request: http::Request<hyper::body::Incoming>| {
                             let page = pages.lock().unwrap().get(request.uri().path()).cloned();
                             async move { Ok::<_, Infallible>(respond(page)) }
                         });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });

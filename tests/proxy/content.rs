@@ -226,3 +226,85 @@ fn check_records_and_alerts(data_dir: &std::path::Path) {
         "{summaries:#?}"
     );
 }
+
+/// Inside a decrypted tunnel: the same scan, the same block page, over HTTPS.
+#[tokio::test]
+async fn pages_inside_decrypted_tunnels_are_scanned_too() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let data = format!(
+            "data_dir={:?}",
+            dir.path().join("data").display().to_string()
+        );
+        let config = crate::kit::process::shipped_config().display().to_string();
+        let (status, out, err) = crate::kit::process::run_to_end(&[
+            "ca",
+            "init",
+            "--name",
+            "Test School",
+            "--config",
+            &config,
+            "--set",
+            &data,
+        ])
+        .await;
+        assert!(status.success(), "{out}{err}");
+        let (status, school_ca, err) =
+            crate::kit::process::run_to_end(&["ca", "export", "--config", &config, "--set", &data])
+                .await;
+        assert!(status.success(), "{err}");
+        let origin_ca = crate::kit::origin::TestCa::for_names(&["news.test"]);
+        let origin = PageOrigin::start_tls(&origin_ca).await;
+        origin.add("/explicit", Page::html(EXPLICIT));
+        origin.add(
+            "/lesson",
+            Page::html("<p>Sports day and homework club.</p>"),
+        );
+        let roots = dir.path().join("origin-ca.pem");
+        std::fs::write(&roots, &origin_ca.ca_pem).unwrap();
+        let shipped = std::fs::read_to_string(crate::kit::process::loopback_policy()).unwrap();
+        let policy = dir.path().join("policy.toml");
+        let decrypting = shipped.replacen(
+            "[decrypt]\ncategories = [\"search-engines\", \"video\"]\nsites = []",
+            "[decrypt]\ncategories = [\"search-engines\", \"video\"]\nsites = [\"news.test\"]",
+            1,
+        );
+        assert_ne!(decrypting, shipped, "the shipped [decrypt] section moved");
+        std::fs::write(&policy, decrypting).unwrap();
+        let dns = FakeDns::start(&[("news.test", Ipv4Addr::LOCALHOST)]).await;
+        let sets = [
+            data,
+            format!("policy.file={:?}", policy.display().to_string()),
+            format!("upstream.dns.servers=[\"{}\"]", dns.addr),
+            "upstream.dns.ip_strategy=\"ipv4_only\"".to_owned(),
+            format!("upstream.extra_roots=[{:?}]", roots.display().to_string()),
+            format!("proxy.connect_ports=[{}]", origin.addr.port()),
+        ];
+        let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let safegate = SafeGate::start(&refs).await;
+        let root = reqwest::Certificate::from_pem(school_ca.as_bytes()).unwrap();
+        let client = safegate
+            .client_builder()
+            .add_root_certificate(root)
+            .build()
+            .unwrap();
+        let url = |path: &str| format!("https://news.test:{}{path}", origin.addr.port());
+        let blocked = client.get(url("/explicit")).send().await.unwrap();
+        assert_eq!(blocked.status(), 403);
+        assert_eq!(blocked.headers()["x-safegate-rule"], "content:pupil");
+        assert!(
+            blocked
+                .text()
+                .await
+                .unwrap()
+                .contains("pornography by content")
+        );
+        let lesson = client.get(url("/lesson")).send().await.unwrap();
+        assert_eq!(lesson.status(), 200);
+        assert_eq!(
+            lesson.text().await.unwrap(),
+            "<p>Sports day and homework club.</p>"
+        );
+    })
+    .await;
+}
