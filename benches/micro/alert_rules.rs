@@ -89,6 +89,7 @@ fn record(i: u64) -> Record {
         user_agent: None,
         failure: None,
         computer: None,
+        content: None,
     }
 }
 

@@ -83,6 +83,7 @@ fn record(i: u64, spacing: u64) -> Record {
         ),
         failure: None,
         computer: None,
+        content: None,
     }
 }
 

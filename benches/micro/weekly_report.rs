@@ -103,6 +103,7 @@ fn record(i: u64, at: u64) -> Record {
         ),
         failure: None,
         computer: None,
+        content: None,
     }
 }
 

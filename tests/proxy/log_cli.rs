@@ -61,6 +61,7 @@ fn record(at: u64, user: &str, host: &str, outcome: Outcome) -> Record {
         user_agent: None,
         failure: None,
         computer: None,
+        content: None,
     }
 }
 

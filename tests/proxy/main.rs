@@ -12,6 +12,8 @@ mod audit;
 mod auth;
 mod central_policy;
 mod cli;
+mod content;
+mod content_differential;
 mod directory;
 mod disk_full;
 mod forward;

@@ -61,6 +61,7 @@ fn record(at: &str, user: &str, host: &str, path: &str, outcome: Outcome) -> Rec
         user_agent: None,
         failure: None,
         computer: None,
+        content: None,
     }
 }
 

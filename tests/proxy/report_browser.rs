@@ -53,6 +53,7 @@ fn record(at: u64, user: &str, host: &str, path: &str) -> Record {
         user_agent: None,
         failure: None,
         computer: None,
+        content: None,
     }
 }
 

@@ -36,7 +36,12 @@ impl Install {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        for folder in ["config", "blocklists", "blocklists/phrases"] {
+        for folder in [
+            "config",
+            "blocklists",
+            "blocklists/phrases",
+            "blocklists/content",
+        ] {
             std::fs::create_dir_all(dir.path().join(folder)).unwrap();
             for entry in std::fs::read_dir(repo.join(folder)).unwrap() {
                 let path = entry.unwrap().path();

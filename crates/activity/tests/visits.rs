@@ -39,6 +39,7 @@ fn rec(at: u64, user: Option<&str>, host: &str) -> Record {
         user_agent: None,
         failure: None,
         computer: None,
+        content: None,
     }
 }
 

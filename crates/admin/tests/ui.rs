@@ -1185,6 +1185,7 @@ block = []
             user_agent: None,
             failure: None,
             computer: None,
+            content: None,
         }
     }
 

@@ -445,6 +445,7 @@ pub(crate) mod tests {
             user_agent: None,
             failure: None,
             computer: None,
+            content: None,
         }
     }
 

@@ -175,6 +175,7 @@ impl<'a> VisitRow<'a> {
             user_agent: owned(&self.user_agent),
             failure: owned(&self.failure),
             computer: owned(&self.computer),
+            content: None,
         }
     }
 }

@@ -174,6 +174,7 @@ impl Policy {
             unblocks: draft.unblocks,
             decrypt: draft.decrypt,
             alerts: std::sync::Arc::new(draft.alerts),
+            content: draft.content,
             stats,
         })
     }
@@ -205,6 +206,7 @@ struct Draft {
     unblocks: Vec<Unblock>,
     decrypt: DecryptRules,
     alerts: crate::alerts::AlertSettings,
+    content: crate::content::ContentRules,
     stats: LoadStats,
 }
 
@@ -339,6 +341,7 @@ impl Compiler<'_> {
             self.problem(key, why);
         }
         stats.files.extend(logo);
+        let content = self.content(&file.content, &mut stats);
         Draft {
             school: self.school_name(&file.school),
             block_page,
@@ -354,8 +357,30 @@ impl Compiler<'_> {
             unblocks,
             decrypt,
             alerts,
+            content,
             stats,
         }
+    }
+
+    /// `[content]`: the phrase lists read and compiled, exempt sites in the index.
+    fn content(
+        &mut self,
+        file: &crate::content::ContentFile,
+        stats: &mut LoadStats,
+    ) -> crate::content::ContentRules {
+        let mut problems = Vec::new();
+        let base = self.base.clone();
+        let (rules, files) = crate::content::compile(
+            file,
+            &base,
+            &mut |key, why| problems.push((key, why)),
+            &mut |key, sites| self.allow_list(key, sites),
+        );
+        for (key, why) in problems {
+            self.problem(key, why);
+        }
+        stats.files.extend(files);
+        rules
     }
 
     fn calendar(&mut self, file: &PolicyFile) -> Calendar {

@@ -16,6 +16,7 @@
 mod alerts;
 mod block_page;
 mod compile;
+mod content;
 mod decrypt;
 mod error;
 mod file_rule;
@@ -28,6 +29,7 @@ use safegate_lists as lists;
 pub use alerts::{AlertSettings, HeavyUse, PhraseList, Severity, StaffSocial, parse_phrase_file};
 pub use block_page::{BLOCK_PAGE_LANGUAGES, BlockPageSettings, MAX_LOGO_BYTES, MAX_MESSAGE_CHARS};
 pub use compile::Policy;
+pub use content::{ContentCheck, ContentRules, DEFAULT_MAX_HOLD, DEFAULT_PUPIL_LIMIT};
 pub use decrypt::{DecryptDecision, SniMismatch};
 pub use error::{ListRefusal, PolicyError, Problem};
 pub use lists::{ListChecks, Refusal};

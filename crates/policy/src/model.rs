@@ -50,6 +50,9 @@ pub(crate) struct PolicyFile {
     /// What the school puts on the block page.
     #[serde(default)]
     pub block_page: crate::block_page::BlockPageFile,
+    /// Content analysis: weighted phrase lists and banned searches.
+    #[serde(default)]
+    pub content: crate::content::ContentFile,
 }
 
 fn default_timezone() -> String {

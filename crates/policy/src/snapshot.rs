@@ -353,6 +353,8 @@ pub struct Snapshot {
     pub(crate) decrypt: DecryptRules,
     /// The compiled `[alerts]` section (see `alerts.rs`).
     pub(crate) alerts: Arc<AlertSettings>,
+    /// The compiled `[content]` section (see `content.rs`).
+    pub(crate) content: crate::content::ContentRules,
     pub(crate) stats: LoadStats,
 }
 
@@ -517,6 +519,59 @@ impl Snapshot {
             Some(decision) => Some(decision),
             None => Some(self.decision(Verdict::Block, &matches, &rule.rule, what)),
         }
+    }
+
+    /// Content analysis for a response the request `decision` let through: the
+    /// settings to scan it with, or `None` when this person's pages are not scanned
+    /// (no limit for the role, no lists, an exempt site, an allow-list or unblock).
+    pub fn content_check(
+        &self,
+        subject: &Subject<'_>,
+        target: &RequestTarget,
+        decision: &Decision,
+    ) -> Option<crate::content::ContentCheck> {
+        let set = self.content.set.as_ref()?;
+        let role = self.content.role(subject.role.index());
+        let limit = role.limit?;
+        if decision.rule.starts_with("allow:") || decision.rule.starts_with("unblock:") {
+            return None;
+        }
+        if let Some(exempt) = role.exempt
+            && self.index.matches(target).contains(exempt)
+        {
+            return None;
+        }
+        Some(crate::content::ContentCheck {
+            set: Arc::clone(set),
+            limit,
+            categories: role.categories.clone(),
+            max_hold: self.content.max_hold,
+            limits: self.content.limits,
+            role: subject.role,
+        })
+    }
+
+    /// Whether banned searches are blocked for `role` (checked before the search terms
+    /// are read from the address).
+    pub fn banned_searches_apply(&self, role: Role) -> bool {
+        self.content.banned.is_some() && self.content.role(role.index()).banned_searches
+    }
+
+    /// A search whose terms contain a banned phrase for this person: the phrase and
+    /// the blocking decision (rule `banned-search:ROLE`).
+    pub fn banned_search(&self, subject: &Subject<'_>, terms: &str) -> Option<(String, Decision)> {
+        let role = subject.role;
+        let phrase = self.content.banned_phrase(role.index(), terms)?.to_owned();
+        let decision = Decision {
+            verdict: Verdict::Block,
+            categories: vec!["banned search".to_owned()],
+            rule: format!("banned-search:{}", role.as_str()),
+            reason: format!(
+                "searches for \"{phrase}\" are blocked for {}",
+                role_people(role)
+            ),
+        };
+        Some((phrase, decision))
     }
 
     /// Steps 1 to 4; `None` when none of them decides. `ip_host`: the host is an IP
@@ -783,5 +838,36 @@ impl Snapshot {
             rule: rule.to_string(),
             reason,
         }
+    }
+}
+
+impl crate::content::ContentCheck {
+    /// The blocking decision for a finding over the limit: category "... by content",
+    /// rule `content:ROLE`, and the score in the reason (never the phrases).
+    pub fn decision(&self, finding: &safegate_content::Finding) -> Decision {
+        let top = finding
+            .categories
+            .first()
+            .map_or("content", |(name, _)| name.as_str());
+        Decision {
+            verdict: Verdict::Block,
+            categories: vec![format!("{top} by content")],
+            rule: format!("content:{}", self.role.as_str()),
+            reason: format!(
+                "the words on the page scored {} for {top}, over the limit of {} for {}",
+                finding.score,
+                self.limit,
+                role_people(self.role)
+            ),
+        }
+    }
+}
+
+/// The people of a role in plain words ("pupils").
+fn role_people(role: Role) -> &'static str {
+    match role {
+        Role::Pupil => "pupils",
+        Role::Staff => "staff",
+        Role::FilterAdmin => "filter admins",
     }
 }

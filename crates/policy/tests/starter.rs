@@ -27,10 +27,9 @@ fn shipped_policy(ut1: Option<&Path>) -> (tempfile::TempDir, Snapshot) {
         }
     };
     copy_txt(&repo.join("blocklists"), &dir.path().join("blocklists"));
-    copy_txt(
-        &repo.join("blocklists/phrases"),
-        &dir.path().join("blocklists/phrases"),
-    );
+    for folder in ["blocklists/phrases", "blocklists/content"] {
+        copy_txt(&repo.join(folder), &dir.path().join(folder));
+    }
     if let Some(ut1) = ut1 {
         std::os::unix::fs::symlink(ut1, dir.path().join("blocklists/ut1")).unwrap();
     }
@@ -309,4 +308,74 @@ fn shipped_background_list_names_service_hosts_only() {
     ] {
         assert!(!s.is_background_host(host), "{host}");
     }
+}
+
+/// Scans `page` (HTML, gzip when `gzip`) with the check for `subject` on `url`.
+fn content_score(
+    s: &Snapshot,
+    subject: &Subject<'_>,
+    url: &str,
+    page: &str,
+) -> Option<(i64, bool)> {
+    let target = RequestTarget::parse_url(url).unwrap();
+    let decision = s.decide(subject, &target, lesson_time());
+    let check = s.content_check(subject, &target, &decision)?;
+    let mut scan = safegate_content::Scan::new(
+        std::sync::Arc::clone(&check.set),
+        safegate_content::Coding::Identity,
+        safegate_content::Markup::Html,
+        None,
+        check.limits,
+    );
+    scan.feed(page.as_bytes());
+    scan.finish();
+    let finding = scan.finding(|c| check.counts(c));
+    Some((finding.score, check.over(&finding)))
+}
+
+#[test]
+fn starter_content_lists_block_explicit_pages_not_lessons() {
+    let (_dir, s) = shipped_policy(None);
+    let explicit = "<html><title>Free porn videos</title><p>Hot MILF porn tube, live sex cams, nude girls. XXX.</p></html>";
+    let (score, over) = content_score(&s, &PUPIL, "http://unknown.example/", explicit).unwrap();
+    assert!(over, "score {score}");
+    let casino = "<h1>Online casino</h1><p>Claim your casino bonus: 50 free spins, no deposit bonus! Roulette, blackjack, slots.</p>";
+    assert!(
+        content_score(&s, &PUPIL, "http://new-casino.example/", casino)
+            .unwrap()
+            .1
+    );
+    let lesson = "<h1>Relationships and sex education</h1><p>Puberty, consent and sexual health: a PSHE lesson plan for Year 6. The reproductive system.</p>";
+    let (score, over) = content_score(&s, &PUPIL, "http://school.example/", lesson).unwrap();
+    assert!(!over && score < 0, "score {score}");
+    let help = "<p>If you feel suicidal or want to die, you are not alone: call Samaritans or Childline. Suicide prevention and mental health support.</p>";
+    assert!(
+        !content_score(&s, &PUPIL, "http://help.example/", help)
+            .unwrap()
+            .1
+    );
+    // Staff pages are not scanned by default; exempt and allow-listed sites never.
+    let staff = Subject {
+        role: Role::Staff,
+        group: None,
+        user: None,
+    };
+    assert!(content_score(&s, &staff, "http://unknown.example/", explicit).is_none());
+    assert!(content_score(&s, &PUPIL, "http://www.bbc.co.uk/news", explicit).is_none());
+    assert!(content_score(&s, &PUPIL, "http://ttrockstars.com/", explicit).is_none());
+}
+
+#[test]
+fn banned_searches_block_for_pupils_only() {
+    let (_dir, s) = shipped_policy(None);
+    let (phrase, decision) = s.banned_search(&PUPIL, "FREE p0rn   videos").unwrap();
+    assert_eq!(phrase, "free porn");
+    assert_eq!(decision.rule, "banned-search:pupil");
+    assert!(s.banned_search(&PUPIL, "porn law essay").is_none());
+    let staff = Subject {
+        role: Role::Staff,
+        group: None,
+        user: None,
+    };
+    assert!(s.banned_search(&staff, "free porn").is_none());
 }

@@ -6,18 +6,29 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::client_io::InFlight;
+use crate::content_gate::ScannedBody;
 use crate::visit_record::PendingRecord;
+
+/// Where a response body's bytes come from.
+enum Inner {
+    /// The origin's body, streamed through.
+    Streamed(Incoming),
+    /// A page SafeGate generated.
+    Full(Full<Bytes>),
+    /// The origin's body under content analysis ([`crate::content_gate`]).
+    Scanned(Box<ScannedBody>),
+}
 
 /// A response body towards the client.
 pub struct ResponseBody {
-    inner: Either<Incoming, Full<Bytes>>,
+    inner: Inner,
     _in_flight: Option<InFlight>,
     record: Option<PendingRecord>,
 }
@@ -65,7 +76,7 @@ impl ResponseBody {
     /// The origin's body, streamed through.
     pub fn streamed(body: Incoming) -> Self {
         Self {
-            inner: Either::Left(body),
+            inner: Inner::Streamed(body),
             _in_flight: None,
             record: None,
         }
@@ -74,7 +85,16 @@ impl ResponseBody {
     /// A body SafeGate generated.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Self {
-            inner: Either::Right(Full::new(bytes.into())),
+            inner: Inner::Full(Full::new(bytes.into())),
+            _in_flight: None,
+            record: None,
+        }
+    }
+
+    /// The origin's body under content analysis.
+    pub(crate) fn scanned(body: Box<ScannedBody>) -> Self {
+        Self {
+            inner: Inner::Scanned(body),
             _in_flight: None,
             record: None,
         }
@@ -107,10 +127,19 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
-            Either::Left(incoming) => Pin::new(incoming).poll_frame(cx),
-            Either::Right(full) => Pin::new(full)
+            Inner::Streamed(incoming) => Pin::new(incoming).poll_frame(cx),
+            Inner::Full(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
+            Inner::Scanned(scanned) => {
+                let polled = Pin::new(&mut **scanned).poll_frame(cx);
+                if let (Poll::Ready(None), Some(record)) = (&polled, &mut this.record)
+                    && let Some(score) = scanned.final_score()
+                {
+                    record.content(score);
+                }
+                polled
+            }
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(record)) = (&polled, &mut this.record)
             && let Some(data) = frame.data_ref()
@@ -121,10 +150,19 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Streamed(body) => body.is_end_stream(),
+            Inner::Full(body) => body.is_end_stream(),
+            // The scan's end is seen by polling to the end, never skipped.
+            Inner::Scanned(_) => false,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Streamed(body) => body.size_hint(),
+            Inner::Full(body) => body.size_hint(),
+            Inner::Scanned(body) => body.size_hint(),
+        }
     }
 }

@@ -20,6 +20,7 @@ use safegate_store::SeenAs;
 use tracing::{debug, warn};
 
 use crate::body::{ResponseBody, UpstreamBody};
+use crate::content_gate::{self, Held};
 use crate::error::UpstreamError;
 use crate::error_page;
 use crate::hop_by_hop::{append_via, strip_hop_by_hop, wants_upgrade};
@@ -119,6 +120,7 @@ pub(crate) async fn forward(
         return pipeline::finish(ledger, page, None);
     }
     let asked = block_page_headers(request.headers());
+    let method = request.method().clone();
     let restrictions = Restrictions::for_identity(&decided.snapshot, &decided.identity);
     let (request, client_upgrade) = match prepare(
         state,
@@ -144,8 +146,11 @@ pub(crate) async fn forward(
         target,
         way,
         asked,
+        method,
     };
-    answer.deliver(state, ledger, response, client_upgrade)
+    answer
+        .deliver(state, ledger, response, client_upgrade)
+        .await
 }
 
 /// The request's authority and its normalised target; or the page refusing it (`400`
@@ -291,6 +296,8 @@ struct OriginAnswer<'a> {
     way: Way,
     /// The request's headers that the block page reads ([`block_page_headers`]).
     asked: http::HeaderMap,
+    /// The request's method (a `HEAD` response has no body to scan).
+    method: http::Method,
 }
 
 /// The request headers the block page reads (language, way back), kept for a block
@@ -306,8 +313,9 @@ fn block_page_headers(headers: &http::HeaderMap) -> http::HeaderMap {
 }
 
 impl OriginAnswer<'_> {
-    /// Relays an upgrade, or checks the file rules and streams the response back.
-    fn deliver(
+    /// Relays an upgrade, or checks the file rules and the content and streams the
+    /// response back.
+    async fn deliver(
         self,
         state: &Arc<ProxyState>,
         mut ledger: Ledger<'_>,
@@ -354,13 +362,60 @@ impl OriginAnswer<'_> {
                 self.way.answer,
                 &self.asked,
             );
-            ledger.blocked_later(&decision);
+            ledger.blocked_later(self.decided.identity.subject().role, &decision);
             return pipeline::finish(ledger, page, None);
+        }
+        let check = self.decided.snapshot.content_check(
+            &self.decided.identity.subject(),
+            self.normalised,
+            &self.decided.decision,
+        );
+        if let Some(scanning) = content_gate::start(check, &self.method, &response) {
+            return self
+                .deliver_scanned(state, ledger, response, scanning)
+                .await;
         }
         let headers = response.headers_mut();
         strip_hop_by_hop(headers, false);
         append_via(headers, &state.via);
         pipeline::finish(ledger, response.map(ResponseBody::streamed), None)
+    }
+
+    /// Holds and scans a page ([`content_gate`]): the block page when it is over the
+    /// limit before anything was sent, else the page streamed on under the scan.
+    async fn deliver_scanned(
+        self,
+        state: &Arc<ProxyState>,
+        mut ledger: Ledger<'_>,
+        response: Response<Incoming>,
+        scanning: content_gate::Scanning,
+    ) -> Response<ResponseBody> {
+        let role = scanning.check().role;
+        let (mut parts, body) = response.into_parts();
+        let wait = state.response_timeout.min(content_gate::HOLD_WAIT);
+        match scanning.hold(body, wait).await {
+            Held::Over { finding, decision } => {
+                // Dropping the origin's body closes that connection; nothing was sent.
+                ledger.content_found(content_gate::Scanning::score(&finding, false));
+                let page = pipeline::block(
+                    state,
+                    self.client,
+                    self.decided,
+                    &decision,
+                    &self.target,
+                    self.way.answer,
+                    &self.asked,
+                );
+                ledger.blocked_later(role, &decision);
+                pipeline::finish(ledger, page, None)
+            }
+            Held::Release(body) => {
+                strip_hop_by_hop(&mut parts.headers, false);
+                append_via(&mut parts.headers, &state.via);
+                let response = Response::from_parts(parts, ResponseBody::scanned(body));
+                pipeline::finish(ledger, response, None)
+            }
+        }
     }
 
     /// The file rules' decision on the response, when it blocks.

@@ -47,6 +47,7 @@ pub mod visit_record;
 
 mod body;
 mod client_io;
+mod content_gate;
 mod event_log;
 mod form_body;
 mod forward;

@@ -117,8 +117,12 @@ fn decision_index(verdict: usize, role: usize, slot: usize) -> usize {
 }
 
 /// The category a decision is counted under: the one that decided it (a locked or
-/// blocked category), else the site's first category, else none.
+/// blocked category; `content` for a page blocked by its words), else the site's
+/// first category, else none.
 fn counted_category(decision: &Decision) -> Option<&str> {
+    if decision.rule.starts_with("content:") {
+        return Some("content");
+    }
     if let Some(category) = decision.rule.strip_prefix("locked:") {
         return Some(category);
     }

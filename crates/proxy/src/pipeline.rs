@@ -225,11 +225,22 @@ impl<'s> Ledger<'s> {
         record
     }
 
-    /// A later decision blocked the request (a file rule on the response).
-    pub(crate) fn blocked_later(&mut self, decision: &Decision) {
+    /// A later decision blocked the request (a file rule or the content on the
+    /// response): the record and the decision counter say so.
+    pub(crate) fn blocked_later(&mut self, role: safegate_policy::Role, decision: &Decision) {
         self.verdict = "blocked";
+        if let Some((slot, _)) = &mut self.decision {
+            *slot = self.stats.decision_slot(role, decision);
+        }
         if let Some(record) = &mut self.record {
             record.block(decision);
+        }
+    }
+
+    /// What content analysis found on the response, for the visit record.
+    pub(crate) fn content_found(&mut self, score: Option<safegate_store::ContentScore>) {
+        if let (Some(record), Some(score)) = (&mut self.record, score) {
+            record.content(score);
         }
     }
 }
@@ -308,8 +319,9 @@ pub(crate) fn decide(
     }
 }
 
-/// The proxy's one call of `Snapshot::decide`: the decision, where it is counted and
-/// how long it took.
+/// The proxy's one call of `Snapshot::decide`, and of its banned searches (a search
+/// whose terms hold a banned phrase is blocked as the request's decision): the
+/// decision, where it is counted and how long it took.
 fn decide_timed(
     state: &ProxyState,
     snapshot: &Snapshot,
@@ -318,7 +330,16 @@ fn decide_timed(
     now: Timestamp,
 ) -> (Decision, (DecisionSlot, Duration)) {
     let started = Instant::now();
-    let decision = snapshot.decide(&identity.subject(), target, now);
+    let subject = identity.subject();
+    let mut decision = snapshot.decide(&subject, target, now);
+    if !decision.is_blocked()
+        && snapshot.banned_searches_apply(identity.role)
+        && let Some(path) = target.path.as_deref()
+        && let Some(search) = safegate_activity::extract(target.host.as_str(), path)
+        && let Some((_, banned)) = snapshot.banned_search(&subject, &search.terms)
+    {
+        decision = banned;
+    }
     let took = started.elapsed();
     let slot = state.stats.decision_slot(identity.role, &decision);
     (decision, (slot, took))

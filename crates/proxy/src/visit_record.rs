@@ -109,6 +109,7 @@ impl RequestFacts<'_> {
             computer: names
                 .and_then(|names| names(self.client.ip()))
                 .map(|name| name.to_string()),
+            content: None,
         }
     }
 }
@@ -197,6 +198,13 @@ impl PendingRecord {
             record.outcome = Outcome::Blocked;
             record.rule.clone_from(&decision.rule);
             record.categories.clone_from(&decision.categories);
+        }
+    }
+
+    /// What content analysis found on the page.
+    pub(crate) fn content(&mut self, score: safegate_store::ContentScore) {
+        if let Some(record) = &mut self.record {
+            record.content = Some(score);
         }
     }
 

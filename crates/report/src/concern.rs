@@ -349,6 +349,7 @@ mod tests {
             user_agent: None,
             failure: None,
             computer: None,
+            content: None,
         }
     }
 

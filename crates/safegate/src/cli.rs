@@ -156,7 +156,7 @@ pub enum ListsAction {
     /// Download (or read) a UT1 blacklists tar.gz and install its categories in a
     /// lists folder, replacing the previous lists only when the new ones are complete.
     #[command(
-        after_help = "Examples:\n  safegate lists import --format ut1 --from https://dsi.ut-capitole.fr/blacklists/download/blacklists.tar.gz\n  safegate lists import --from ./blacklists.tar.gz --into /var/lib/safegate/lists/ut1 --categories adult,gambling,vpn"
+        after_help = "Examples:\n  safegate lists import --format ut1 --from https://dsi.ut-capitole.fr/blacklists/download/blacklists.tar.gz\n  safegate lists import --from ./blacklists.tar.gz --into /var/lib/safegate/lists/ut1 --categories adult,gambling,vpn\n  safegate lists import --format e2guardian-phrases --from /etc/e2guardian/lists/weightedphraselist --into blocklists/content/imported"
     )]
     Import(ImportArgs),
     /// Fetch the feeds of `[[lists.feeds]]` that changed (conditional GET), verify
@@ -188,6 +188,10 @@ pub enum ConfigAction {
 pub enum ImportFormat {
     /// UT1 blacklists: a tar.gz of `blacklists/<category>/{domains,urls,expressions,usage}`.
     Ut1,
+    /// An e2guardian weighted phrase list file (`<phrase><weight>`, `<a>,<b><weight>`,
+    /// `.Include<...>`): one list per category is written into `--into` (default
+    /// blocklists/content/imported) for the policy's `[content] lists`.
+    E2guardianPhrases,
 }
 
 /// `safegate lists import`: where the lists come from and where they go.
@@ -204,8 +208,9 @@ pub struct ImportArgs {
     /// as a whole, and only once the new lists are complete. Relative paths are
     /// relative to the current directory; reference the same folder from the policy
     /// file with format "ut1".
-    #[arg(long, value_name = "DIR", default_value = "blocklists/ut1")]
-    pub into: PathBuf,
+    /// (Default blocklists/ut1; for e2guardian-phrases blocklists/content/imported.)
+    #[arg(long, value_name = "DIR")]
+    pub into: Option<PathBuf>,
     /// Keep only these categories (comma-separated, e.g. adult,gambling,vpn); an alias
     /// such as porn also keeps the category it points to. Default: all.
     #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
@@ -223,7 +228,10 @@ impl ImportArgs {
     pub fn options(&self) -> ImportOptions {
         ImportOptions {
             from: self.from.clone(),
-            into: self.into.clone(),
+            into: self
+                .into
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("blocklists/ut1")),
             categories: self.categories.clone(),
             max_mib: self.max_mib,
             timeout: self.timeout,

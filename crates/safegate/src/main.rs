@@ -28,6 +28,7 @@ mod finding;
 mod lists_command;
 mod log_command;
 mod logging;
+mod phrase_import;
 mod policy_write;
 mod report_command;
 mod service;
@@ -39,6 +40,7 @@ mod trust_report;
 mod unit_check;
 mod users_command;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -102,6 +104,14 @@ fn main() -> ExitCode {
                 ImportFormat::Ut1 => import_ut1(&args.options())
                     .map(|summary| print!("{summary}"))
                     .map_err(Into::into),
+                ImportFormat::E2guardianPhrases => {
+                    let into = args
+                        .into
+                        .clone()
+                        .unwrap_or_else(|| phrase_import::DEFAULT_INTO.into());
+                    phrase_import::import(Path::new(&args.from), &into, &args.categories)
+                        .map(|summary| print!("{summary}"))
+                }
             },
             ListsAction::Update(args) => lists_command::update(&args),
             ListsAction::Rollback(args) => lists_command::rollback(&args),

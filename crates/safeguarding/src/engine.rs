@@ -547,6 +547,7 @@ severity = "high"
             user_agent: None,
             failure: None,
             computer: None,
+            content: None,
         }
     }
 

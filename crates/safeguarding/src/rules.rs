@@ -193,7 +193,10 @@ impl Evaluator {
     /// Applies every rule to `record`, appending the alerts it raises to `out`.
     pub fn evaluate(&mut self, policy: &Snapshot, record: &RecordRef<'_>, out: &mut Vec<NewAlert>) {
         let settings = Arc::clone(policy.alerts());
+        let before = out.len();
         self.phrases(&settings, record, out);
+        let phrase_alerts = out.len() > before;
+        self.content(&settings, record, phrase_alerts, out);
         let in_any = |names: &[String]| {
             record
                 .categories
@@ -243,6 +246,49 @@ impl Evaluator {
         }
         if record.outcome == Outcome::Blocked {
             self.blocked_attempt(&settings, record, out);
+        }
+    }
+
+    /// Content analysis: a page that crossed its limit after it had started
+    /// streaming (recorded, not blocked), and a banned search (blocked) that raised
+    /// no phrase alert of its own.
+    fn content(
+        &self,
+        settings: &AlertSettings,
+        record: &RecordRef<'_>,
+        phrase_alerts: bool,
+        out: &mut Vec<NewAlert>,
+    ) {
+        if let Some(content) = record.content.as_ref().filter(|c| c.late) {
+            let category = content
+                .categories
+                .first()
+                .map_or_else(|| "content".to_owned(), |(name, _)| name.clone());
+            out.push(self.base(
+                settings,
+                record,
+                AlertKind::SafeguardingPhrase,
+                Severity::Medium,
+                category.clone(),
+                format!(
+                    "a page on {} went over the {category} content limit after it was shown: {}",
+                    record.host,
+                    content.summary()
+                ),
+            ));
+        }
+        if !phrase_alerts
+            && record.rule.starts_with("banned-search:")
+            && let Some(search) = record.search
+        {
+            out.push(self.base(
+                settings,
+                record,
+                AlertKind::SafeguardingPhrase,
+                Severity::Medium,
+                "banned search".to_owned(),
+                format!("banned search blocked: {}", search.terms),
+            ));
         }
     }
 

@@ -46,8 +46,8 @@ pub use crate::audit::{
 };
 pub use crate::export_outbox::{OutboxEntry, OutboxKind};
 pub use crate::record::{
-    Categories, IdentifiedBy, Outcome, RECORD_VERSION, RECORD_VERSION_WITHOUT_COMPUTER, Record,
-    RecordRef, SearchTerms, SearchTermsRef, SeenAs,
+    Categories, ContentScore, IdentifiedBy, Outcome, RECORD_VERSION,
+    RECORD_VERSION_WITHOUT_COMPUTER, Record, RecordRef, SearchTerms, SearchTermsRef, SeenAs,
 };
 pub use crate::record_batch::RecordBatch;
 pub use crate::reviews::{

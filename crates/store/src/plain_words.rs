@@ -64,6 +64,11 @@ pub fn rule_in_words(rule: &str) -> String {
             )
         }
         ["file", role, rule] => format!("blocked for {}: {rule} files", people(role)),
+        ["content", role] => format!(
+            "blocked for {}: the words on the page scored over the limit",
+            people(role)
+        ),
+        ["banned-search", role] => format!("blocked for {}: a banned search", people(role)),
         _ => rule.to_owned(),
     }
 }

@@ -99,6 +99,69 @@ pub struct Record {
     /// reverse DNS): a shared year-group log-in is traced to a computer by it.
     #[serde(default)]
     pub computer: Option<String>,
+    /// What content analysis found on the page, when it scored (see [`ContentScore`]).
+    /// Stored after the postcard fields, so records written before it read as `None`.
+    #[serde(skip)]
+    pub content: Option<ContentScore>,
+}
+
+/// What content analysis found on a page: its score, the categories it scored for
+/// and the five highest-weight phrases. Staff see it in the activity view; pupils
+/// never do (the block page shows the score only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentScore {
+    /// The page's score (counted categories only).
+    pub score: i64,
+    /// Categories with their scores, highest first.
+    pub categories: Vec<(String, i64)>,
+    /// The five highest-weight phrases found, highest first.
+    pub phrases: Vec<(String, i32)>,
+    /// Crossed the limit after the page had started streaming to the browser
+    /// (recorded and alerted, not blocked).
+    pub late: bool,
+}
+
+impl ContentScore {
+    /// One line for lists and alerts: `gambling 150 (< online casino > 60, ...)`.
+    pub fn summary(&self) -> String {
+        let categories: Vec<String> = self
+            .categories
+            .iter()
+            .map(|(name, score)| format!("{name} {score}"))
+            .collect();
+        let phrases: Vec<String> = self
+            .phrases
+            .iter()
+            .map(|(phrase, weight)| format!("{phrase} {weight}"))
+            .collect();
+        format!(
+            "score {} ({}){}: {}",
+            self.score,
+            categories.join(", "),
+            if self.late { ", after streaming" } else { "" },
+            phrases.join(", ")
+        )
+    }
+}
+
+/// Appends the content trailer (nothing when there is none).
+fn encode_content(
+    content: Option<&ContentScore>,
+    out: &mut Vec<u8>,
+) -> Result<(), postcard::Error> {
+    if let Some(content) = content {
+        postcard::to_extend(content, Appending(out))?;
+    }
+    Ok(())
+}
+
+/// Reads the content trailer after the postcard fields (none in older records).
+fn decode_content(rest: &[u8]) -> Result<Option<ContentScore>, postcard::Error> {
+    if rest.is_empty() {
+        Ok(None)
+    } else {
+        postcard::from_bytes(rest).map(Some)
+    }
 }
 
 /// Search terms found in a search-engine or video-site URL.
@@ -120,7 +183,12 @@ impl Record {
         // with a known length; postcard reports errors only for sequences of unknown
         // length and full fixed buffers.
         match postcard::to_extend(self, out) {
-            Ok(out) => out,
+            Ok(mut out) => {
+                if encode_content(self.content.as_ref(), &mut out).is_err() {
+                    return vec![RECORD_VERSION];
+                }
+                out
+            }
             Err(_) => vec![RECORD_VERSION],
         }
     }
@@ -192,6 +260,9 @@ pub struct RecordRef<'a> {
     /// record ends before it).
     #[serde(skip)]
     pub computer: Option<&'a str>,
+    /// See [`Record::content`] (owned: it is rare and small).
+    #[serde(skip)]
+    pub content: Option<ContentScore>,
 }
 
 /// Lets postcard append to a buffer it does not own, so an error leaves the buffer
@@ -299,6 +370,7 @@ impl Record {
             user_agent: self.user_agent.as_deref(),
             failure: self.failure.as_deref(),
             computer: self.computer.as_deref(),
+            content: self.content.clone(),
         }
     }
 }
@@ -311,10 +383,16 @@ impl<'a> RecordRef<'a> {
             None => Err(crate::StoreError::UnknownRecordVersion(None)),
             Some((&RECORD_VERSION, rest)) => {
                 let (mut record, tail): (Self, _) = postcard::take_from_bytes(rest)?;
-                record.computer = postcard::from_bytes(tail)?;
+                let (computer, tail) = postcard::take_from_bytes(tail)?;
+                record.computer = computer;
+                record.content = decode_content(tail)?;
                 Ok(record)
             }
-            Some((&RECORD_VERSION_WITHOUT_COMPUTER, rest)) => Ok(postcard::from_bytes(rest)?),
+            Some((&RECORD_VERSION_WITHOUT_COMPUTER, rest)) => {
+                let (mut record, tail): (Self, _) = postcard::take_from_bytes(rest)?;
+                record.content = decode_content(tail)?;
+                Ok(record)
+            }
             Some((&other, _)) => Err(crate::StoreError::UnknownRecordVersion(Some(other))),
         }
     }
@@ -361,6 +439,7 @@ impl<'a> RecordRef<'a> {
             ),
             Appending(out),
         )?;
+        encode_content(self.content.as_ref(), out)?;
         Ok(Marks { user, host })
     }
 
@@ -394,6 +473,7 @@ impl<'a> RecordRef<'a> {
             user_agent: owned(self.user_agent),
             failure: owned(self.failure),
             computer: owned(self.computer),
+            content: self.content.clone(),
         }
     }
 }
@@ -433,6 +513,7 @@ pub(crate) mod tests {
             user_agent: Some("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Firefox/128.0".into()),
             failure: None,
             computer: None,
+            content: None,
         }
     }
 
@@ -454,6 +535,29 @@ pub(crate) mod tests {
         bare.outcome = Outcome::Failed;
         bare.client = "2001:db8::1".parse().unwrap();
         assert_eq!(Record::decode(&bare.encode()).unwrap(), bare);
+    }
+
+    #[test]
+    fn content_scores_trail_the_fields_and_older_records_have_none() {
+        let plain = sample(1_700_000_000_000_000, "alice", "casino.example");
+        let older = plain.encode();
+        let mut scored = plain.clone();
+        scored.content = Some(ContentScore {
+            score: 150,
+            categories: vec![("gambling".into(), 150)],
+            phrases: vec![("< online casino >".into(), 60)],
+            late: true,
+        });
+        let bytes = scored.encode();
+        assert!(bytes.starts_with(&older));
+        assert_eq!(Record::decode(&bytes).unwrap(), scored);
+        assert_eq!(Record::decode(&older).unwrap().content, None);
+        let view = RecordRef::decode(&bytes).unwrap();
+        assert_eq!(view.content, scored.content);
+        let mut marked = Vec::new();
+        scored.as_ref().encode_marked(&mut marked).unwrap();
+        assert_eq!(marked, bytes);
+        assert!(scored.content.unwrap().summary().contains("gambling 150"));
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn record(at: u64, user: Option<&str>, host: &str) -> Record {
         user_agent: Some("Firefox".into()),
         failure: None,
         computer: None,
+        content: None,
     }
 }
 

@@ -69,6 +69,7 @@ fn record(i: u64, spacing: u64) -> Record {
         ),
         failure: None,
         computer: None,
+        content: None,
     }
 }
 

@@ -60,6 +60,10 @@ pub struct Activity {
     pub blocked: Vec<(String, String, String, String)>,
     /// The computers used, busiest first: computer, first and last request, requests.
     pub computers: Vec<(String, String, String, u64)>,
+    /// Pages scored by their words (content analysis): time, URL, blocked or not,
+    /// score with categories and the five highest-weight phrases. Staff only: pupils
+    /// never see the phrases.
+    pub content: Vec<(String, String, bool, String)>,
     /// Records read.
     pub records: usize,
 }
@@ -234,6 +238,14 @@ async fn gather(
                 computer_of(record),
             ));
         }
+        if let Some(content) = &record.content {
+            activity.content.push((
+                local_time(record.at_unix_micros, &tz),
+                shown_url(record),
+                record.outcome == Outcome::Blocked,
+                content.summary(),
+            ));
+        }
         if record.outcome == Outcome::Blocked {
             activity.blocked.push((
                 local_time(record.at_unix_micros, &tz),
@@ -322,6 +334,15 @@ pub async fn activity_page(
                         tr { th { "When" } th { "Computer" } th { "Address" } th { "Why" } }
                         @for (when, url, rule, computer) in &activity.blocked {
                             tr { td { (when) } td { (computer) } td { (url) } td { (safegate_store::plain_words::rule_in_words(rule)) details { summary { "rule" } code { (rule) } } } }
+                        }
+                    }
+                    @if !activity.content.is_empty() {
+                        h3 { "Pages scored by their words (" (activity.content.len()) ")" }
+                        table {
+                            tr { th { "When" } th { "Address" } th { "Blocked" } th { "Score, categories and phrases found" } }
+                            @for (when, url, blocked, summary) in &activity.content {
+                                tr { td { (when) } td { (url) } td { @if *blocked { "yes" } @else { "no (shown)" } } td { (summary) } }
+                            }
                         }
                     }
                 },
