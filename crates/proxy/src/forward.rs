@@ -3,8 +3,8 @@
 //! decrypted tunnel, already rewritten to `https://host/path`. It is decided through
 //! the [`pipeline`](crate::pipeline); an allowed request is sent on with hop-by-hop
 //! headers (`Proxy-Authorization` among them) stripped, `Via` added and SafeSearch
-//! enforced; the origin's response is checked against the file rules and streamed
-//! back, or, after `101 Switching Protocols`, the upgraded connection is relayed.
+//! enforced; the origin's response is checked against the file rules, scanned for
+//! weighted phrases when it is a page ([`content_gate`]) and streamed back, or, after `101 Switching Protocols`, the upgraded connection is relayed.
 //! Every exit goes through `pipeline::finish`.
 
 use std::sync::Arc;

@@ -18,7 +18,8 @@
 //! inside a decrypted tunnel) → the same `pipeline` steps for every way in: identify
 //! the client with `auth` (credentials, portal log-in, address binding or default
 //! role), decide, answer (the `block_page`, a forward through `upstream`: DNS,
-//! `destination_guard`, connect; a tunnel or upgrade through `relay`; an
+//! `destination_guard`, connect, the response's file rules and, for pages,
+//! `content_gate`'s phrase scan; a tunnel or upgrade through `relay`; an
 //! `error_page`), finish (count and complete the visit record once). Nothing on that
 //! path touches the disk or a global lock apart from hyper-util's connection pool.
 //!
