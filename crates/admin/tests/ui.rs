@@ -895,17 +895,43 @@ block = []
             csrf,
         } = *session;
         let admin = &world.admin;
-        // The same change through the form: a redirect back saying it was saved.
+        // The same change through the form: it widens access for every member of
+        // staff, so the page first asks to confirm, in words.
         let version = saved["version"].as_str().unwrap().to_owned();
+        let fields = [
+            ("csrf", csrf),
+            ("version", version.as_str()),
+            ("scope", "staff"),
+            ("category", "gambling"),
+            ("blocked", "false"),
+        ];
+        let asked = client
+            .post(admin.url("/rules/block"))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(asked.status(), StatusCode::OK);
+        let asked = asked.text().await.unwrap();
+        assert!(
+            asked.contains(
+                "allows every site in gambling for all 4 staff until someone blocks it again"
+            ),
+            "{asked}"
+        );
+        assert!(
+            world
+                .text()
+                .contains("[roles.staff]\nblock = [\"gambling\"]"),
+            "{}",
+            world.text()
+        );
+        // Confirmed: a redirect back saying it was saved.
+        let mut confirmed = fields.to_vec();
+        confirmed.push(("confirmed", "yes"));
         let response = client
             .post(admin.url("/rules/block"))
-            .form(&[
-                ("csrf", csrf),
-                ("version", version.as_str()),
-                ("scope", "staff"),
-                ("category", "gambling"),
-                ("blocked", "false"),
-            ])
+            .form(&confirmed)
             .send()
             .await
             .unwrap();
@@ -1028,7 +1054,7 @@ block = []
             let version = saved["version"].as_str().unwrap().to_owned();
             for (name, times, terms_only, expected) in [
                 ("lunch", "12:00-13:00, 12:30-14:00", false, "overlaps"),
-                ("lunch", "25:00-26:00", false, "windows.lunch.times[0]"),
+                ("lunch", "25:00-26:00", false, "`25:00` is not a time"),
                 ("lunch", "12:00-13:00", true, "needs term dates"),
                 ("bad name!", "12:00-13:00", false, "letters, digits"),
             ] {

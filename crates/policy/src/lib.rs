@@ -19,6 +19,7 @@ mod compile;
 mod decrypt;
 mod error;
 mod file_rule;
+mod groups;
 mod model;
 mod snapshot;
 mod window;
@@ -30,6 +31,7 @@ pub use block_page::{BLOCK_PAGE_LANGUAGES, BlockPageSettings, MAX_LOGO_BYTES, MA
 pub use compile::Policy;
 pub use decrypt::{DecryptDecision, SniMismatch};
 pub use error::{ListRefusal, PolicyError, Problem};
+pub use groups::{GroupInfo, Teaching, parse_range};
 pub use lists::{ListChecks, Refusal};
 
 /// The live policy, swapped atomically on reload: a request takes one snapshot at its

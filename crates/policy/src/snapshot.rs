@@ -205,6 +205,9 @@ pub struct CategoryStats {
     pub name: String,
     /// Locked (illegal content) category.
     pub locked: bool,
+    /// A site group (`[site_groups.NAME]`): steers decryption or reports, never
+    /// blocked.
+    pub site_group: bool,
     /// Domain entries (files and inline).
     pub domains: usize,
     /// URL (host/path) entries.
@@ -333,6 +336,10 @@ impl Unblock {
 /// on reload.
 pub struct Snapshot {
     pub(crate) index: Index,
+    /// Groups of people, in name order.
+    pub(crate) groups: Vec<crate::groups::GroupInfo>,
+    /// How long teachers' changes may last.
+    pub(crate) teaching: crate::groups::Teaching,
     /// The school's name; empty when the policy gives none.
     pub(crate) school: String,
     /// The compiled `[block_page]`.
@@ -366,6 +373,31 @@ impl fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
+    /// The groups of people (`[groups]` and the groups under roles), in name order.
+    pub fn groups(&self) -> &[crate::groups::GroupInfo] {
+        &self.groups
+    }
+
+    /// The group called `name`.
+    pub fn group(&self, name: &str) -> Option<&crate::groups::GroupInfo> {
+        self.groups.iter().find(|group| group.name == name)
+    }
+
+    /// The group whose address ranges hold `address` (the first in name order).
+    pub fn group_for_address(
+        &self,
+        address: std::net::IpAddr,
+    ) -> Option<&crate::groups::GroupInfo> {
+        self.groups
+            .iter()
+            .find(|group| group.addresses.iter().any(|net| net.contains(&address)))
+    }
+
+    /// How long teachers' changes may last.
+    pub fn teaching(&self) -> crate::groups::Teaching {
+        self.teaching
+    }
+
     /// The role for clients that are not identified yet.
     pub fn default_role(&self) -> Role {
         self.default_role

@@ -13,8 +13,11 @@
 pub mod accounts;
 pub mod activity;
 pub mod alerts;
+pub mod choices;
 pub mod concern;
+pub mod confirm;
 pub mod dashboard;
+pub mod groups;
 pub mod limiter;
 pub mod pages;
 pub mod policy_edit;
@@ -22,6 +25,7 @@ pub mod reports;
 pub mod reviews;
 pub mod rules;
 pub mod session;
+pub mod site_words;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,6 +116,9 @@ pub const ROUTES: &[RouteInfo] = &[
     route("GET", "/api/rules/check", Need::AnyOf(RULES)),
     route("POST", "/api/rules/block", Need::AnyOf(RULES)),
     route("POST", "/api/rules/unblock", Need::AnyOf(RULES)),
+    route("GET", "/rules/groups", Need::AnyOf(RULES)),
+    route("POST", "/rules/groups", Need::AnyOf(RULES)),
+    route("POST", "/rules/groups/remove", Need::AnyOf(RULES)),
     route("GET", "/rules/reviews", Need::AnyOf(RULES)),
     route("POST", "/rules/reviews/decide", Need::AnyOf(RULES)),
     route("GET", "/api/rules/reviews", Need::AnyOf(RULES)),
@@ -299,6 +306,11 @@ pub fn router(state: Arc<WebState>) -> Router {
             .route("/api/rules/check", get(rules::check_api))
             .route("/api/rules/block", post(rules::block_api))
             .route("/api/rules/unblock", post(rules::unblock_api))
+            .route(
+                "/rules/groups",
+                get(groups::groups_page).post(groups::group_form),
+            )
+            .route("/rules/groups/remove", post(groups::remove_group_form))
             .route("/rules/reviews", get(reviews::reviews_page))
             .route("/rules/reviews/decide", post(reviews::decide_form))
             .route("/api/rules/reviews", get(reviews::reviews_api))
@@ -472,6 +484,9 @@ async fn guard(
             Err(response) => return response,
         }
     };
+    if session.may(Permission::Rules) && request.method() == Method::GET && !api {
+        reviews::recount(&state.store).await;
+    }
     let mut request = request;
     request.extensions_mut().insert(session);
     next.run(request).await

@@ -48,7 +48,11 @@ pub(crate) fn layout(title: &str, session: Option<&Session>, body: Markup) -> Ma
                         a href="/" { "Home" }
                         @if session.may(Permission::Rules) {
                             a href="/rules" { "Rules" }
-                            a href="/rules/reviews" { "Review requests" }
+                            @let waiting = crate::ui::reviews::waiting();
+                            a href="/rules/reviews" {
+                                "Review requests"
+                                @if waiting > 0 { " (" (waiting) " waiting)" }
+                            }
                         }
                         @if session.may(Permission::Reports) {
                             a href="/alerts" { "Alerts" }
