@@ -425,4 +425,34 @@ async fn a_review_is_approved_for_the_askers_group_for_today(scene: &Scene<'_>) 
     let ben = client_as(safegate, "ben", PASSWORD);
     wait_for_status(&ben, &chat, 200).await;
     assert_eq!(cal.get(&chat).send().await.unwrap().status().as_u16(), 403);
+
+    // Cal asks too: his block page says it is waiting, then, once declined, why.
+    ask_for_review(safegate, &cal, &chat, &chat).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = cal.get(&chat).send().await.unwrap().text().await.unwrap();
+        if page.contains("An adult at school has not looked yet") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not waiting: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.goto(&format!("{admin}/rules/reviews")).await;
+    let decline = "form[action='/rules/reviews/decide']:has(input[value=reject])";
+    browser
+        .fill(
+            &format!("{decline} input[name=reason]"),
+            "Not needed for the blog",
+        )
+        .await;
+    browser.click(&format!("{decline} button")).await;
+    browser.wait_for_text("Declined the request").await;
+    let page = cal.get(&chat).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("it stays blocked. They said: <q lang=\"en\">Not needed for the blog</q>"),
+        "{page}"
+    );
 }
