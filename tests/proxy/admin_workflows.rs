@@ -456,3 +456,156 @@ async fn a_review_is_approved_for_the_askers_group_for_today(scene: &Scene<'_>) 
         "{page}"
     );
 }
+
+/// HMAC-SHA1 TOTP code (RFC 6238, 6 digits) of `secret` at time step `step`.
+fn totp(secret: &[u8], step: u64) -> String {
+    use sha1::{Digest, Sha1};
+    let mut block = [0u8; 64];
+    block[..secret.len()].copy_from_slice(secret);
+    let mut inner = Sha1::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(step.to_be_bytes());
+    let inner = inner.finalize();
+    let mut outer = Sha1::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner);
+    let hash = outer.finalize();
+    let offset = usize::from(hash[19] & 0x0f);
+    let binary = (u32::from(hash[offset]) & 0x7f) << 24
+        | u32::from(hash[offset + 1]) << 16
+        | u32::from(hash[offset + 2]) << 8
+        | u32::from(hash[offset + 3]);
+    format!("{:06}", binary % 1_000_000)
+}
+
+fn base32_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut buffer, mut bits, mut out) = (0u32, 0u32, Vec::new());
+    for c in text.chars().filter(|c| !c.is_whitespace()) {
+        buffer = (buffer << 5) | ALPHABET.find(c).unwrap() as u32;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn step_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 30
+}
+
+/// With `admin.require_2fa`, a filter admin must enrol first (a QR code drawn by
+/// SafeGate, a code computed here), gets recovery codes, and from then on signs in
+/// with password and code; a wrong code is refused, a recovery code works once.
+#[tokio::test]
+async fn admins_enrol_in_two_factor_sign_in_and_use_it() {
+    bounded(async {
+        let Some(browser) = Browser::start().await else {
+            return;
+        };
+        let policy_dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("illegal.txt", "illegal.test\n"),
+            ("gambling.txt", "bet.test\n"),
+            ("social.txt", "chat.test\n"),
+            ("policy.toml", POLICY),
+        ] {
+            std::fs::write(policy_dir.path().join(name), text).unwrap();
+        }
+        let data_dir = tempfile::tempdir().unwrap();
+        seed_users(data_dir.path());
+        let sets = [
+            format!(
+                "policy.file={:?}",
+                policy_dir.path().join("policy.toml").display().to_string()
+            ),
+            format!("data_dir={:?}", data_dir.path().display().to_string()),
+            "admin.require_2fa=true".to_owned(),
+        ];
+        let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let safegate = SafeGate::start(&refs).await;
+        let admin = format!("http://{}", safegate.admin);
+
+        // The password alone leads to enrolment, and nothing else opens.
+        sign_in(&browser, &admin, "fiona").await;
+        browser
+            .wait_for_text("Your account needs two-factor sign-in before you can use the admin pages")
+            .await;
+        browser.goto_failing(&format!("{admin}/rules")).await;
+        browser.wait_for_text("scan this code").await;
+        assert_eq!(
+            browser.script("return document.querySelectorAll('figure svg rect, figure svg path').length > 0").await,
+            true,
+            "the QR code is drawn"
+        );
+        browser.screenshot("admin-two-factor-enrol").await;
+        let secret_text = browser
+            .script("return document.getElementById('totp-secret').textContent")
+            .await;
+        let secret = base32_decode(secret_text.as_str().unwrap());
+        assert_eq!(secret.len(), 20);
+        browser.fill("form[action='/account/two-factor/enrol'] input[name=code]", "12345").await;
+        browser.click("form[action='/account/two-factor/enrol'] button").await;
+        browser.wait_for_text("That code is not right").await;
+        browser
+            .fill("form[action='/account/two-factor/enrol'] input[name=code]", &totp(&secret, step_now()))
+            .await;
+        browser.click("form[action='/account/two-factor/enrol'] button").await;
+        browser.wait_for_text("Two-factor sign-in is on.").await;
+        let recovery = browser
+            .script("return [...document.querySelectorAll('#recovery-codes code')].map(c => c.textContent)")
+            .await;
+        let recovery: Vec<String> = recovery
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(recovery.len(), 10);
+        browser.screenshot("admin-two-factor-recovery-codes").await;
+        browser.goto(&format!("{admin}/rules")).await;
+        browser.wait_for_text("Filtering rules").await;
+        browser.click("header form[action='/logout'] button[type=submit]").await;
+        browser.wait_for_text("User name").await;
+
+        // Password, then a wrong code, then the right one (a later step: the
+        // enrolment's step is used).
+        browser.goto(&format!("{admin}/login")).await;
+        browser.fill("input[name=user]", "fiona").await;
+        browser.fill("input[name=password]", PASSWORD).await;
+        browser.click("form[action='/login'] button[type=submit]").await;
+        browser.wait_for_text("Type the 6-digit code").await;
+        browser.fill("input[name=code]", "000000").await;
+        browser.click("form[action='/login/code'] button").await;
+        browser.wait_for_text("That code is not right").await;
+        browser.screenshot("admin-two-factor-wrong-code").await;
+        browser.fill("input[name=code]", &totp(&secret, step_now() + 1)).await;
+        browser.click("form[action='/login/code'] button").await;
+        browser.wait_for_text("Sign out").await;
+        browser.click("header form[action='/logout'] button[type=submit]").await;
+        browser.wait_for_text("User name").await;
+
+        // A recovery code works once.
+        for (attempt, expected) in [(0, "Sign out"), (1, "That code is not right")] {
+            browser.goto(&format!("{admin}/login")).await;
+            browser.fill("input[name=user]", "fiona").await;
+            browser.fill("input[name=password]", PASSWORD).await;
+            browser.click("form[action='/login'] button[type=submit]").await;
+            browser.wait_for_text("Type the 6-digit code").await;
+            browser.fill("input[name=code]", &recovery[0]).await;
+            browser.click("form[action='/login/code'] button").await;
+            browser.wait_for_text(expected).await;
+            if attempt == 0 {
+                browser.click("header form[action='/logout'] button[type=submit]").await;
+                browser.wait_for_text("User name").await;
+            }
+        }
+    })
+    .await;
+}

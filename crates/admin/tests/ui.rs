@@ -105,6 +105,7 @@ async fn start_full(
             sessions: limits,
             secure_cookies: false,
             body_read_timeout: Duration::from_secs(1),
+            require_2fa: false,
         },
         Arc::new(FixedHealth),
         policy,

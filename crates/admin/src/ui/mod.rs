@@ -26,6 +26,7 @@ pub mod reviews;
 pub mod rules;
 pub mod session;
 pub mod site_words;
+pub mod two_factor;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +84,10 @@ const fn route(method: &'static str, path: &'static str, need: Need) -> RouteInf
 pub const ROUTES: &[RouteInfo] = &[
     route("GET", "/login", Need::Public),
     route("POST", "/login", Need::Public),
+    route("POST", "/login/code", Need::Public),
+    route("GET", "/account/two-factor", Need::SignedIn),
+    route("POST", "/account/two-factor/enrol", Need::SignedIn),
+    route("POST", "/account/two-factor/off", Need::SignedIn),
     route("GET", "/", Need::SignedIn),
     route("POST", "/logout", Need::SignedIn),
     route("GET", "/api/session", Need::SignedIn),
@@ -173,6 +178,9 @@ pub struct WebSettings {
     /// Time the sign-in form's body has to arrive (`admin.body_read_timeout`); a
     /// client that announces a body and never sends it gets a 408.
     pub body_read_timeout: Duration,
+    /// `admin.require_2fa`: accounts with `rules` or `users` must use two-factor
+    /// sign-in.
+    pub require_2fa: bool,
 }
 
 impl Default for WebSettings {
@@ -184,6 +192,7 @@ impl Default for WebSettings {
             },
             secure_cookies: false,
             body_read_timeout: Duration::from_secs(30),
+            require_2fa: false,
         }
     }
 }
@@ -193,6 +202,8 @@ pub struct WebState {
     pub(crate) store: Store,
     pub(crate) sessions: Sessions,
     pub(crate) limiter: limiter::SignInLimiter,
+    /// Sign-ins whose password was right, waiting for their two-factor code.
+    pub(crate) pending_sign_ins: two_factor::PendingSignIns,
     /// The process's one bound on password checks (shared with the proxy).
     pub(crate) password_checks: Arc<safegate_store::password::CheckPool>,
     pub(crate) settings: WebSettings,
@@ -219,6 +230,7 @@ impl WebState {
             store,
             sessions: Sessions::new(settings.sessions),
             limiter: limiter::SignInLimiter::default(),
+            pending_sign_ins: two_factor::PendingSignIns::default(),
             password_checks,
             settings,
             health,
@@ -263,6 +275,7 @@ pub fn router(state: Arc<WebState>) -> Router {
     };
     let public = Router::new()
         .route("/login", get(pages::login_page).post(pages::login))
+        .route("/login/code", post(two_factor::login_code))
         .route_layer(middleware::from_fn_with_state(
             state.settings.body_read_timeout,
             body_in_time,
@@ -273,7 +286,10 @@ pub fn router(state: Arc<WebState>) -> Router {
             .route("/", get(pages::home))
             .route("/logout", post(pages::logout))
             .route("/api/session", get(pages::api_session))
-            .route("/api/logout", post(pages::api_logout)),
+            .route("/api/logout", post(pages::api_logout))
+            .route("/account/two-factor", get(two_factor::two_factor_page))
+            .route("/account/two-factor/enrol", post(two_factor::enrol))
+            .route("/account/two-factor/off", post(two_factor::turn_off)),
     );
     let metrics = guarded(
         Need::AnyOf(METRICS),
@@ -463,6 +479,22 @@ async fn guard(
             StatusCode::UNAUTHORIZED,
             "your account changed: sign in again",
         );
+    }
+    let path = request.uri().path();
+    if session.must_enrol
+        && !matches!(
+            path,
+            "/account/two-factor" | "/account/two-factor/enrol" | "/logout" | "/api/logout"
+        )
+    {
+        if api {
+            return refusal(
+                true,
+                StatusCode::FORBIDDEN,
+                "set up two-factor sign-in first (/account/two-factor)",
+            );
+        }
+        return Redirect::to("/account/two-factor").into_response();
     }
     let allowed = match need {
         Need::Public | Need::SignedIn => true,

@@ -64,6 +64,7 @@ pub(crate) fn layout(title: &str, session: Option<&Session>, body: Markup) -> Ma
                         @if session.may(Permission::Rules) || session.may(Permission::Reports) {
                             a href="/audit" { "Audit log" }
                         }
+                        a href="/account/two-factor" { "Two-factor sign-in" }
                         form method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(session.csrf);
                             span { (session.shown_name()) " " }
@@ -291,6 +292,39 @@ pub async fn login(
         );
     };
     reservation.succeeded();
+    let two_factor = crate::ui::two_factor::record_of(&state, &user.name).await;
+    if two_factor.as_ref().is_some_and(|record| record.enabled) {
+        // The password was right: now the code.
+        let Some(token) = state.pending_sign_ins.start(&user.name, &next) else {
+            return refusal(
+                false,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no randomness available",
+            );
+        };
+        let mut response = crate::ui::two_factor::code_form(None).into_response();
+        let headers = response.headers_mut();
+        headers.append(
+            header::SET_COOKIE,
+            state.cookie(crate::ui::two_factor::CODE_COOKIE, &token),
+        );
+        headers.append(header::SET_COOKIE, state.cookie(LOGIN_COOKIE, ""));
+        return response;
+    }
+    let must_enrol =
+        state.settings.require_2fa && crate::ui::two_factor::required_for(&user.permissions);
+    tracing::info!(user = %user.name, %address, "admin password accepted");
+    start_session(&state, &user, &next, must_enrol)
+}
+
+/// Starts a session for `user` (whose password, and code when they have two-factor
+/// sign-in, were right) and sends them on to `next` (or to enrolment first).
+pub(crate) fn start_session(
+    state: &WebState,
+    user: &safegate_store::users::User,
+    next: &str,
+    must_enrol: bool,
+) -> Response {
     let Some(csrf) = random_token() else {
         return refusal(
             false,
@@ -304,6 +338,7 @@ pub async fn login(
         permissions: user.permissions.clone(),
         csrf,
         generation: user.generation,
+        must_enrol,
     };
     let Some(id) = state.sessions.start(session) else {
         return refusal(
@@ -312,8 +347,13 @@ pub async fn login(
             "no randomness available",
         );
     };
-    tracing::info!(user = %user.name, %address, "admin signed in");
-    let mut response = Redirect::to(&next).into_response();
+    tracing::info!(user = %user.name, "admin signed in");
+    let target = if must_enrol {
+        "/account/two-factor"
+    } else {
+        next
+    };
+    let mut response = Redirect::to(target).into_response();
     let headers = response.headers_mut();
     headers.append(header::SET_COOKIE, state.cookie(SESSION_COOKIE, &id));
     headers.append(header::SET_COOKIE, state.cookie(LOGIN_COOKIE, ""));
