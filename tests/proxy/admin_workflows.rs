@@ -58,8 +58,9 @@ never_categories = ["health"]
 
 fn seed_users(data_dir: &Path) {
     let store = Store::open(data_dir).unwrap();
-    let people: [(&str, &str, Option<&str>, &[Permission]); 4] = [
+    let people: [(&str, &str, Option<&str>, &[Permission]); 5] = [
         ("fiona", "staff", None, &[Permission::Rules]),
+        ("uma", "staff", None, &[Permission::Users]),
         ("ava", "pupil", Some("year6"), &[]),
         ("ben", "pupil", Some("year6"), &[]),
         ("cal", "pupil", None, &[]),
@@ -161,8 +162,107 @@ async fn filter_admin_manages_groups_confirms_wide_changes_and_approves_reviews(
         a_bad_site_is_refused_in_words_and_the_typing_kept(&scene).await;
         site_groups_are_not_offered_and_wide_changes_are_confirmed(&scene).await;
         a_review_is_approved_for_the_askers_group_for_today(&scene).await;
+        browser
+            .click("header form[action='/logout'] button[type=submit]")
+            .await;
+        browser.wait_for_text("User name").await;
+        sign_in(&browser, &admin, "uma").await;
+        accounts_are_managed_and_imported_with_a_preview(&scene).await;
     })
     .await;
+}
+
+/// The users admin searches, adds an account in a group, disables it and resets its
+/// password; an import with a group the policy does not define is previewed row by
+/// row and imports nothing; a good one is previewed, then imported; the audit log
+/// has every change.
+async fn accounts_are_managed_and_imported_with_a_preview(scene: &Scene<'_>) {
+    let Scene { browser, admin, .. } = *scene;
+    browser.goto(&format!("{admin}/users?q=year6")).await;
+    let found = browser.text().await;
+    assert!(found.contains("2 of 5 accounts"), "{found}");
+    assert!(
+        found.contains("ava") && found.contains("ben") && !found.contains("cal"),
+        "{found}"
+    );
+
+    let add = "form[action='/users/add']";
+    browser
+        .fill(&format!("{add} input[name=name]"), "dan")
+        .await;
+    browser
+        .fill(&format!("{add} input[name=display_name]"), "Dan <b>D</b>")
+        .await;
+    browser
+        .choose(&format!("{add} select[name=role]"), "pupil")
+        .await;
+    browser
+        .choose(&format!("{add} select[name=group]"), "year6")
+        .await;
+    browser
+        .fill(
+            &format!("{add} input[name=password]"),
+            "a long pupil password",
+        )
+        .await;
+    browser.click(&format!("{add} button[type=submit]")).await;
+    browser.wait_for_text("Added dan").await;
+
+    browser.goto(&format!("{admin}/users/dan")).await;
+    assert_eq!(browser.value("select[name=group]").await, "year6");
+    browser
+        .click("form[action='/users/dan/disable'] button")
+        .await;
+    browser.wait_for_text("dan is disabled").await;
+    browser
+        .fill(
+            "form[action='/users/dan/password'] input[name=password]",
+            "another long password",
+        )
+        .await;
+    browser
+        .click("form[action='/users/dan/password'] button")
+        .await;
+    browser
+        .wait_for_text("The password of dan was changed")
+        .await;
+
+    // An import with an unknown group: every row shown, nothing imported.
+    browser.goto(&format!("{admin}/users")).await;
+    let bad = "user,display name,role,group,password\neve,Eve,pupil,year6,a long pupil password\nfin,Fin,pupil,year9,a long pupil password\n";
+    browser
+        .fill("form[action='/users/import'] textarea", bad)
+        .await;
+    browser.click("form[action='/users/import'] button").await;
+    let preview = browser.wait_for_text("1 of 2 rows have a problem").await;
+    assert!(
+        preview.contains("the policy defines no group `year9`"),
+        "{preview}"
+    );
+    assert!(preview.contains("ready"), "{preview}");
+    browser
+        .screenshot("admin-users-import-preview-refused")
+        .await;
+    assert_eq!(
+        browser
+            .script("return document.querySelectorAll(\"input[name=apply]\").length")
+            .await,
+        0
+    );
+
+    browser.goto(&format!("{admin}/users")).await;
+    let good = bad.replace("year9", "year6");
+    browser
+        .fill("form[action='/users/import'] textarea", &good)
+        .await;
+    browser.click("form[action='/users/import'] button").await;
+    browser.wait_for_text("All 2 rows can be imported").await;
+    browser.screenshot("admin-users-import-preview").await;
+    browser.click("form[action='/users/import'] button").await;
+    browser.wait_for_text("Imported 2 accounts").await;
+    browser.goto(&format!("{admin}/users?q=year6")).await;
+    assert!(browser.text().await.contains("5 of 8 accounts"));
+    browser.screenshot("admin-users").await;
 }
 
 /// The groups page lists year6; a new group with a bad address range is refused in

@@ -27,6 +27,7 @@ pub mod rules;
 pub mod session;
 pub mod site_words;
 pub mod two_factor;
+pub mod users;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,6 +96,13 @@ pub const ROUTES: &[RouteInfo] = &[
     route("GET", "/health", Need::AnyOf(METRICS)),
     route("GET", "/api/health", Need::AnyOf(METRICS)),
     route("GET", "/accounts", Need::AnyOf(USERS)),
+    route("GET", "/users", Need::AnyOf(USERS)),
+    route("POST", "/users/add", Need::AnyOf(USERS)),
+    route("POST", "/users/import", Need::AnyOf(USERS)),
+    route("GET", "/users/{name}", Need::AnyOf(USERS)),
+    route("POST", "/users/{name}/update", Need::AnyOf(USERS)),
+    route("POST", "/users/{name}/disable", Need::AnyOf(USERS)),
+    route("POST", "/users/{name}/password", Need::AnyOf(USERS)),
     route("GET", "/audit", Need::AnyOf(RULES_OR_REPORTS)),
     route("GET", "/api/audit", Need::AnyOf(RULES_OR_REPORTS)),
     route("GET", "/alerts", Need::AnyOf(REPORTS)),
@@ -299,7 +307,15 @@ pub fn router(state: Arc<WebState>) -> Router {
     );
     let accounts = guarded(
         Need::AnyOf(USERS),
-        Router::new().route("/accounts", get(accounts::accounts_page)),
+        Router::new()
+            .route("/accounts", get(accounts::accounts_page))
+            .route("/users", get(users::users_page))
+            .route("/users/add", post(users::add_user))
+            .route("/users/import", post(users::import_users))
+            .route("/users/{name}", get(users::user_page))
+            .route("/users/{name}/update", post(users::update_user))
+            .route("/users/{name}/disable", post(users::disable_user))
+            .route("/users/{name}/password", post(users::reset_password)),
     );
     let audit = guarded(
         Need::AnyOf(RULES_OR_REPORTS),
