@@ -42,6 +42,7 @@ sites = ["childline.test"]
 [groups.year6]
 role = "pupil"
 description = "Year 6"
+teachers = ["tom"]
 
 [roles.pupil]
 block = ["gambling", "social"]
@@ -58,8 +59,9 @@ never_categories = ["health"]
 
 fn seed_users(data_dir: &Path) {
     let store = Store::open(data_dir).unwrap();
-    let people: [(&str, &str, Option<&str>, &[Permission]); 5] = [
+    let people: [(&str, &str, Option<&str>, &[Permission]); 6] = [
         ("fiona", "staff", None, &[Permission::Rules]),
+        ("tom", "staff", None, &[Permission::Teach]),
         ("uma", "staff", None, &[Permission::Users]),
         ("ava", "pupil", Some("year6"), &[]),
         ("ben", "pupil", Some("year6"), &[]),
@@ -168,6 +170,7 @@ async fn filter_admin_manages_groups_confirms_wide_changes_and_approves_reviews(
         browser.wait_for_text("User name").await;
         sign_in(&browser, &admin, "uma").await;
         accounts_are_managed_and_imported_with_a_preview(&scene).await;
+        a_teacher_unblocks_for_a_lesson_and_sets_focus(&scene).await;
     })
     .await;
 }
@@ -180,7 +183,7 @@ async fn accounts_are_managed_and_imported_with_a_preview(scene: &Scene<'_>) {
     let Scene { browser, admin, .. } = *scene;
     browser.goto(&format!("{admin}/users?q=year6")).await;
     let found = browser.text().await;
-    assert!(found.contains("2 of 5 accounts"), "{found}");
+    assert!(found.contains("2 of 6 accounts"), "{found}");
     assert!(
         found.contains("ava") && found.contains("ben") && !found.contains("cal"),
         "{found}"
@@ -261,7 +264,7 @@ async fn accounts_are_managed_and_imported_with_a_preview(scene: &Scene<'_>) {
     browser.click("form[action='/users/import'] button").await;
     browser.wait_for_text("Imported 2 accounts").await;
     browser.goto(&format!("{admin}/users?q=year6")).await;
-    assert!(browser.text().await.contains("5 of 8 accounts"));
+    assert!(browser.text().await.contains("5 of 9 accounts"));
     browser.screenshot("admin-users").await;
 }
 
@@ -708,4 +711,102 @@ async fn admins_enrol_in_two_factor_sign_in_and_use_it() {
         }
     })
     .await;
+}
+
+async fn sign_out(browser: &Browser) {
+    browser
+        .click("header form[action='/logout'] button[type=submit]")
+        .await;
+    browser.wait_for_text("User name").await;
+}
+
+/// Tom teaches year6: he unblocks gambling for them for a lesson (Ava gets bet.test,
+/// Cal does not), then keeps them on chat.test alone (bet.test is blocked again, with
+/// the reason); the filter admin sees both on the rules page; Tom ends the focus
+/// early and bet.test opens again.
+async fn a_teacher_unblocks_for_a_lesson_and_sets_focus(scene: &Scene<'_>) {
+    let Scene {
+        browser,
+        safegate,
+        admin,
+        port,
+    } = *scene;
+    let bet = format!("http://bet.test:{port}/bytes/4");
+    let chat = format!("http://chat.test:{port}/bytes/2");
+    let ava = client_as(safegate, "ava", PASSWORD);
+    let cal = client_as(safegate, "cal", PASSWORD);
+    sign_out(browser).await;
+    sign_in(browser, admin, "tom").await;
+    browser.goto(&format!("{admin}/teach")).await;
+    let unblock = "form[action='/teach/unblock']";
+    browser
+        .choose(&format!("{unblock} select[name=group]"), "year6")
+        .await;
+    browser
+        .choose(&format!("{unblock} select[name=category]"), "gambling")
+        .await;
+    assert_eq!(
+        browser
+            .value(&format!("{unblock} input[name=minutes]"))
+            .await,
+        "60"
+    );
+    browser
+        .fill(
+            &format!("{unblock} input[name=reason]"),
+            "probability lesson",
+        )
+        .await;
+    browser.click(&format!("{unblock} button")).await;
+    browser
+        .wait_for_text("Done: unblock gambling for pupil/year6")
+        .await;
+    wait_for_status(&ava, &bet, 200).await;
+    assert_eq!(cal.get(&bet).send().await.unwrap().status().as_u16(), 403);
+
+    let focus = "form[action='/teach/focus']";
+    browser
+        .fill(&format!("{focus} textarea"), "chat.test")
+        .await;
+    browser
+        .fill(&format!("{focus} input[name=minutes]"), "20")
+        .await;
+    browser
+        .fill(&format!("{focus} input[name=reason]"), "class blog")
+        .await;
+    browser.click(&format!("{focus} button")).await;
+    browser
+        .wait_for_text("Done: focus pupil/year6 on chat.test")
+        .await;
+    wait_for_status(&ava, &bet, 403).await;
+    let page = ava.get(&bet).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("only the lesson&#x27;s sites are open until")
+            || page.contains("only the lesson's sites are open until"),
+        "{page}"
+    );
+    assert_eq!(ava.get(&chat).send().await.unwrap().status().as_u16(), 200);
+    browser.screenshot("teacher-focus").await;
+
+    // The filter admin sees both, with who and why.
+    sign_out(browser).await;
+    sign_in(browser, admin, "fiona").await;
+    browser.goto(&format!("{admin}/rules")).await;
+    let rules = browser.text().await;
+    assert!(rules.contains("granted_by: tom"), "{rules}");
+    assert!(rules.contains("reason: class blog"), "{rules}");
+    assert!(rules.contains("category: gambling"), "{rules}");
+    sign_out(browser).await;
+
+    // Tom ends the focus early.
+    sign_in(browser, admin, "tom").await;
+    browser.goto(&format!("{admin}/teach")).await;
+    browser
+        .click("li:has(form[action='/teach/end']):last-child form button")
+        .await;
+    browser.wait_for_text("Ended.").await;
+    let left = browser.text().await;
+    assert!(left.contains("gambling unblocked for year6"), "{left}");
+    assert!(!left.contains("focus on chat.test"), "{left}");
+    wait_for_status(&ava, &bet, 200).await;
 }

@@ -978,6 +978,20 @@ impl Compiler<'_> {
                 );
             }
             let target = match (&u.site, &u.category) {
+                (None, None) if !u.focus.is_empty() => {
+                    let list = self.new_list(None);
+                    for (j, site) in u.focus.iter().enumerate() {
+                        self.add_site(list, &format!("{key}.focus[{j}]"), site);
+                    }
+                    Some(UnblockTarget::Focus(list))
+                }
+                _ if !u.focus.is_empty() => {
+                    self.problem(
+                        key.clone(),
+                        "a focus names its sites in `focus` only, without `site` or `category`",
+                    );
+                    None
+                }
                 (Some(site), None) => {
                     let list = self.new_list(None);
                     self.add_site(list, &format!("{key}.site"), site);

@@ -285,6 +285,9 @@ pub(crate) struct UnblockFile {
     pub site: Option<String>,
     #[serde(default)]
     pub category: Option<String>,
+    /// Focus: the only sites open to those it is for while it lasts.
+    #[serde(default)]
+    pub focus: Vec<String>,
     #[serde(default)]
     pub role: Option<String>,
     #[serde(default)]

@@ -289,6 +289,8 @@ pub(crate) struct RoleRules {
 pub(crate) enum UnblockTarget {
     Site(ListId),
     Category(u16),
+    /// Focus: only the sites of this list are open (locked categories stay blocked).
+    Focus(ListId),
 }
 
 /// A temporary unblock.
@@ -551,6 +553,46 @@ impl Snapshot {
         }
     }
 
+    /// A focus in force for `subject` (a teacher keeping a class on a few sites):
+    /// a site off its list is blocked, one on it allowed (unless it is in a locked
+    /// category: `None`, and step 1 blocks it). `None` without a focus.
+    fn focus(
+        &self,
+        subject: &Subject<'_>,
+        matches: &ListMatches,
+        now: Timestamp,
+    ) -> Option<Decision> {
+        let (focus, list) = self.unblocks.iter().find_map(|u| match u.target {
+            UnblockTarget::Focus(list) if u.applies(subject, now) => Some((u, list)),
+            _ => None,
+        })?;
+        if !matches.contains(list) {
+            let why = match &focus.reason {
+                Some(reason) => format!(
+                    "only the lesson's sites are open until {} ({reason})",
+                    focus.until_text
+                ),
+                None => format!(
+                    "only the lesson's sites are open until {}",
+                    focus.until_text
+                ),
+            };
+            return Some(self.decision(Verdict::Block, matches, &focus.rule, why));
+        }
+        let locked = self
+            .locked
+            .iter()
+            .any(|&c| matches.contains(self.categories[usize::from(c)].list));
+        (!locked).then(|| {
+            self.decision(
+                Verdict::Allow,
+                matches,
+                &focus.rule,
+                format!("one of the lesson's sites until {}", focus.until_text),
+            )
+        })
+    }
+
     /// Steps 1 to 4; `None` when none of them decides. `ip_host`: the host is an IP
     /// address.
     fn decide_lists(
@@ -562,6 +604,9 @@ impl Snapshot {
         now: Timestamp,
         clock: &mut LocalNow<'_>,
     ) -> Option<Decision> {
+        if let Some(decision) = self.focus(subject, matches, now) {
+            return Some(decision);
+        }
         if matches.is_empty() {
             return self.ip_host_block(scope, matches, ip_host);
         }

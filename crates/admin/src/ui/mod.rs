@@ -26,6 +26,7 @@ pub mod reviews;
 pub mod rules;
 pub mod session;
 pub mod site_words;
+pub mod teach;
 pub mod two_factor;
 pub mod users;
 
@@ -75,6 +76,7 @@ const RULES: &[Permission] = &[Permission::Rules];
 const REPORTS: &[Permission] = &[Permission::Reports];
 const METRICS: &[Permission] = &[Permission::Metrics];
 const USERS: &[Permission] = &[Permission::Users];
+const TEACH: &[Permission] = &[Permission::Teach];
 const RULES_OR_REPORTS: &[Permission] = &[Permission::Rules, Permission::Reports];
 
 const fn route(method: &'static str, path: &'static str, need: Need) -> RouteInfo {
@@ -129,6 +131,10 @@ pub const ROUTES: &[RouteInfo] = &[
     route("GET", "/api/rules/check", Need::AnyOf(RULES)),
     route("POST", "/api/rules/block", Need::AnyOf(RULES)),
     route("POST", "/api/rules/unblock", Need::AnyOf(RULES)),
+    route("GET", "/teach", Need::AnyOf(TEACH)),
+    route("POST", "/teach/unblock", Need::AnyOf(TEACH)),
+    route("POST", "/teach/focus", Need::AnyOf(TEACH)),
+    route("POST", "/teach/end", Need::AnyOf(TEACH)),
     route("GET", "/rules/groups", Need::AnyOf(RULES)),
     route("POST", "/rules/groups", Need::AnyOf(RULES)),
     route("POST", "/rules/groups/remove", Need::AnyOf(RULES)),
@@ -348,6 +354,14 @@ pub fn router(state: Arc<WebState>) -> Router {
             .route("/api/rules/reviews", get(reviews::reviews_api))
             .route("/api/rules/reviews/decide", post(reviews::decide_api)),
     );
+    let teach = guarded(
+        Need::AnyOf(TEACH),
+        Router::new()
+            .route("/teach", get(teach::teach_page))
+            .route("/teach/unblock", post(teach::teach_unblock))
+            .route("/teach/focus", post(teach::teach_focus))
+            .route("/teach/end", post(teach::teach_end)),
+    );
     let reports = guarded(
         Need::AnyOf(REPORTS),
         Router::new()
@@ -371,6 +385,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .merge(audit)
         .merge(accounts)
         .merge(rules)
+        .merge(teach)
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }

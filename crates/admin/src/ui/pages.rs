@@ -59,6 +59,7 @@ pub(crate) fn layout(title: &str, session: Option<&Session>, body: Markup) -> Ma
                             a href="/reports" { "Reports" }
                             a href="/activity" { "Activity" }
                         }
+                        @if session.may(Permission::Teach) { a href="/teach" { "Teaching" } }
                         @if session.may(Permission::Metrics) { a href="/health" { "Health" } }
                         @if session.may(Permission::Users) { a href="/users" { "Users" } a href="/accounts" { "Accounts" } }
                         @if session.may(Permission::Rules) || session.may(Permission::Reports) {

@@ -96,6 +96,8 @@ pub struct NewUnblock {
     pub site: Option<String>,
     /// A category.
     pub category: Option<String>,
+    /// Focus: the only sites open while it lasts (no `site` or `category` then).
+    pub focus: Vec<String>,
     /// Who it applies to: a role or a role's group.
     pub scope: Scope,
     /// One person only (with the role of `scope`), when given.
@@ -237,6 +239,13 @@ impl Edit {
                 "add {entry} to the {} list of {}",
                 if *deny { "deny" } else { "allow" },
                 scope.text()
+            ),
+            Edit::AddUnblock(unblock) if !unblock.focus.is_empty() => format!(
+                "focus {} on {} from {} until {}",
+                unblock.scope.text(),
+                unblock.focus.join(", "),
+                unblock.from,
+                unblock.until
             ),
             Edit::AddUnblock(unblock) => format!(
                 "unblock {} for {} from {} until {}",
@@ -595,6 +604,10 @@ pub fn apply_edit(
             if let Some(category) = &unblock.category {
                 table.insert("category", toml_edit::value(category.as_str()));
             }
+            if !unblock.focus.is_empty() {
+                let sites: Array = unblock.focus.iter().map(String::as_str).collect();
+                table.insert("focus", toml_edit::value(sites));
+            }
             table.insert("role", toml_edit::value(role));
             if let Some(group) = group {
                 table.insert("group", toml_edit::value(group));
@@ -921,6 +934,7 @@ allow = ["bbc.co.uk", { site = "games.test", windows = [] }]
         let unblock = NewUnblock {
             site: Some("pinterest.com".into()),
             category: None,
+            focus: Vec::new(),
             scope: Scope::Group("pupil".into(), "year9".into()),
             user: None,
             from: "2026-11-24 10:00".into(),

@@ -380,6 +380,7 @@ fn approval(
             change: Edit::AddUnblock(NewUnblock {
                 site: Some(entry.clone()),
                 category: None,
+                focus: Vec::new(),
                 scope,
                 user,
                 from,

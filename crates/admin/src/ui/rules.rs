@@ -1050,6 +1050,7 @@ fn unblock_of(
         NewUnblock {
             site,
             category,
+            focus: Vec::new(),
             scope,
             user: None,
             from: now.strftime("%Y-%m-%d %H:%M").to_string(),
