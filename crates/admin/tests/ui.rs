@@ -1001,6 +1001,27 @@ block = []
             let (_, rules) = json(client.get(admin.url("/api/rules")).send().await.unwrap()).await;
             let version = rules["version"].as_str().unwrap().to_owned();
 
+            // A time that is not one: refused in words, the typing kept, nothing changed.
+            let before = world.text();
+            let refused = client
+                .post(admin.url("/rules/window"))
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("version", version.as_str()),
+                    ("name", "core-hours"),
+                    ("days", "mon-fri"),
+                    ("times", "08:30-12:00, 25:00-26:00"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+            let page = refused.text().await.unwrap();
+            assert!(page.contains("`25:00` is not a time"), "{page}");
+            assert!(page.contains("value=\"08:30-12:00, 25:00-26:00\""), "{page}");
+            assert!(!page.contains("windows.core-hours.times"), "{page}");
+            assert_eq!(world.text(), before);
+
             // Core hours end earlier on the form: the table changes, the rest stays.
             let response = client
                 .post(admin.url("/rules/window"))

@@ -220,7 +220,7 @@ pub(crate) fn render_rules(
             (categories_section(&views, &categories, &windows, &tokens))
             (site_groups_section(&document))
             (lists_section(&views, &tokens, retry))
-            (windows_section(&window_views, &tokens))
+            (windows_section(&window_views, &tokens, retry))
             (unblocks_section(&unblock_entries(&document), &tokens, &choices, retry))
             (block_page_section(&document, &tokens))
         },
@@ -393,19 +393,30 @@ fn scope_title(scope: &Scope) -> String {
 }
 
 /// The time windows, each editable, and a form for a new one.
-fn windows_section(window_views: &[WindowView], tokens: &FormTokens) -> Markup {
+fn windows_section(
+    window_views: &[WindowView],
+    tokens: &FormTokens,
+    retry: Option<&Retry>,
+) -> Markup {
+    let typed = |form: &str, field: &str, written: String| {
+        Retry::value(retry, form, field).map_or(written, str::to_owned)
+    };
     html! {
         h2 { "Time windows" }
         p { "Rules blocked \"in\" a window apply only then. Days: " code { "mon-fri" } ", " code { "sat" } " (none: every day); times: " code { "08:30-15:30" } " (none: all day), school time; separate several with commas." }
         table {
             tr { th { "Window" } th { "Description" } th { "Days" } th { "Times" } th { "Term days only" } th { "" } }
             @for window in window_views {
+                @let form_name = format!("window:{}", window.name);
                 tr {
                     form method="post" action="/rules/window" {
                         td { (window.name) (tokens) input type="hidden" name="name" value=(window.name); }
-                        td { input name="description" value=(window.description) aria-label="description"; }
-                        td { input name="days" size="12" value=(window.days.join(", ")) aria-label="days"; }
-                        td { input name="times" size="24" value=(window.times.join(", ")) aria-label="times"; }
+                        td { input name="description" value=(typed(&form_name, "description", window.description.clone())) aria-label="description"; }
+                        td { input name="days" size="12" value=(typed(&form_name, "days", window.days.join(", "))) aria-label="days"; }
+                        td {
+                            input name="times" size="24" value=(typed(&form_name, "times", window.times.join(", "))) aria-label="times";
+                            (Retry::problem_at(retry, &form_name, ""))
+                        }
                         td { input type="checkbox" name="terms_only" value="true" checked[window.terms_only] aria-label="term days only"; }
                         td { input name="reason" placeholder="why (optional)" aria-label="why"; button type="submit" { "Save" } }
                     }
@@ -415,11 +426,13 @@ fn windows_section(window_views: &[WindowView], tokens: &FormTokens) -> Markup {
         h3 { "New time window" }
         form method="post" action="/rules/window" {
             (tokens)
-            label { "Name " input name="name" required pattern="[A-Za-z0-9_-]{1,40}"; }
-            label { "Description " input name="description"; }
-            label { "Days " input name="days" placeholder="mon-fri"; }
-            label { "Times " input name="times" placeholder="12:00-13:00"; }
+            input type="hidden" name="new" value="yes";
+            label { "Name " input name="name" required pattern="[A-Za-z0-9_-]{1,40}" value=(typed("window:new", "name", String::new())); }
+            label { "Description " input name="description" value=(typed("window:new", "description", String::new())); }
+            label { "Days " input name="days" placeholder="mon-fri" value=(typed("window:new", "days", String::new())); }
+            label { "Times " input name="times" placeholder="12:00-13:00" value=(typed("window:new", "times", String::new())); }
             label { "Term days only " input type="checkbox" name="terms_only" value="true"; }
+            (Retry::problem_at(retry, "window:new", ""))
             input name="reason" placeholder="why (optional)";
             button type="submit" { "Add" }
         }
@@ -611,6 +624,9 @@ pub struct WindowForm {
     #[serde(default)]
     terms_only: Option<String>,
     reason: Option<String>,
+    /// `yes` from the new-window form.
+    #[serde(default)]
+    new: Option<String>,
 }
 
 impl WindowForm {
@@ -641,8 +657,20 @@ pub async fn window_form(
     Extension(session): Extension<Session>,
     Form(form): Form<WindowForm>,
 ) -> Response {
-    let (version, change, reason) = form.edit();
-    edit(state, &session, version, change, reason, false).await
+    let form_name = if form.new.as_deref() == Some("yes") {
+        "window:new".to_owned()
+    } else {
+        format!("window:{}", form.name)
+    };
+    let fields = [
+        ("name", form.name.clone()),
+        ("description", form.description.clone()),
+        ("days", form.days.clone()),
+        ("times", form.times.clone()),
+    ];
+    let retry = Retry::new(&form_name, &fields, "", String::new());
+    let parts = form.edit();
+    edit_or_retry(state, &session, parts, false, Some(retry)).await
 }
 
 /// `POST /api/rules/window` (JSON, the same fields as the form).
