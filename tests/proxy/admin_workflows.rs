@@ -506,6 +506,16 @@ async fn a_review_is_approved_for_the_askers_group_for_today(scene: &Scene<'_>) 
     browser
         .wait_for_text("a rule for one page of chat.test cannot apply over HTTPS while SafeGate does not decrypt chat.test")
         .await;
+    assert_eq!(
+        browser
+            .value(
+                "section:has(input[name=decrypt]) form:has(input[value=approve]) input[name=entry]"
+            )
+            .await,
+        "chat.test/class-blog",
+        "the refused approval keeps what was typed"
+    );
+    browser.screenshot("admin-review-https-path-refused").await;
 
     // The plain request: the defaults are her group, for today.
     let plain = "section:not(:has(input[name=decrypt])) form[action='/rules/reviews/decide']:has(input[value=approve])";

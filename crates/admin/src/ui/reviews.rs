@@ -70,6 +70,12 @@ pub struct ReviewsQuery {
     done: Option<String>,
     error: Option<String>,
     all: Option<bool>,
+    /// A refused approval's request, and what was typed in its form.
+    key: Option<String>,
+    entry: Option<String>,
+    who: Option<String>,
+    duration: Option<String>,
+    reason: Option<String>,
 }
 
 /// When a request was made, in school time.
@@ -109,7 +115,7 @@ pub async fn reviews_page(
         Some(&session),
         html! {
             @if let Some(done) = &query.done { p.ok { (done) } }
-            @if let Some(error) = &query.error { p.bad role="alert" { (error) } }
+            @if let Some(error) = query.error.as_ref().filter(|_| query.key.is_none()) { p.bad role="alert" { (error) } }
             p {
                 @if show_all { a href="/rules/reviews" { "Show waiting requests only" } }
                 @else { a href="/rules/reviews?all=true" { "Show decided requests too" } }
@@ -132,7 +138,7 @@ pub async fn reviews_page(
                             @if let Some(allowed) = &decision.allowed { " (allowed " (allowed) ")" }
                             @if !decision.reason.is_empty() { ": " (decision.reason) }
                         },
-                        None => (decide_forms(entry, group.as_deref(), snapshot.as_deref(), &session.csrf, &version)),
+                        None => (decide_forms(entry, group.as_deref(), snapshot.as_deref(), (&session.csrf, &version), Some(&query).filter(|q| q.key.as_deref() == Some(entry.key.as_str())))),
                     }
                 }
             }
@@ -146,26 +152,37 @@ fn decide_forms(
     entry: &ReviewEntry,
     group: Option<&str>,
     snapshot: Option<&Snapshot>,
-    csrf: &str,
-    version: &str,
+    (csrf, version): (&str, &str),
+    typed: Option<&ReviewsQuery>,
 ) -> Markup {
     let request = &entry.request;
     let host = site_of(&request.url);
+    let entry_value = typed
+        .and_then(|t| t.entry.clone())
+        .unwrap_or_else(|| host.clone());
+    let duration = typed.and_then(|t| t.duration.as_deref()).unwrap_or("today");
     let lesson = snapshot.map_or(60, |s| s.teaching().lesson_minutes);
-    let default_who = match (group, &request.user) {
-        (Some(_), _) => "group",
-        (None, Some(_)) => "user",
-        (None, None) => "role",
+    let typed_who = typed
+        .and_then(|t| t.who.as_deref())
+        .filter(|w| !w.is_empty());
+    let default_who = match (typed_who, group, &request.user) {
+        (Some(who), _, _) => who,
+        (None, Some(_), _) => "group",
+        (None, None, Some(_)) => "user",
+        (None, None, None) => "role",
     };
     let https = request.url.starts_with("https://");
     let decrypted = snapshot.map(|s| decrypt_answer(s, &host));
     html! {
+        @if let Some(error) = typed.and_then(|t| t.error.as_deref()) {
+            p.bad role="alert" { "Not approved: " (error) }
+        }
         form method="post" action="/rules/reviews/decide" {
             input type="hidden" name="csrf" value=(csrf);
             input type="hidden" name="version" value=(version);
             input type="hidden" name="key" value=(entry.key);
             input type="hidden" name="decision" value="approve";
-            label { "Allow " input name="entry" value=(host) size="40"; }
+            label { "Allow " input name="entry" value=(entry_value) size="40"; }
             label { "for "
                 select name="who" {
                     @if let Some(user) = &request.user { option value="user" selected[default_who == "user"] { "only " (user) } }
@@ -175,10 +192,10 @@ fn decide_forms(
             }
             label { "how long "
                 select name="duration" {
-                    option value="lesson" { "this lesson (" (lesson) " minutes)" }
-                    option value="today" selected { "today" }
-                    option value="week" { "this week" }
-                    option value="permanent" { "until removed" }
+                    option value="lesson" selected[duration == "lesson"] { "this lesson (" (lesson) " minutes)" }
+                    option value="today" selected[duration == "today"] { "today" }
+                    option value="week" selected[duration == "week"] { "this week" }
+                    option value="permanent" selected[duration == "permanent"] { "until removed" }
                 }
             }
             @if https {
@@ -189,7 +206,7 @@ fn decide_forms(
                     None => {},
                 }
             }
-            label { "Note " input name="reason" placeholder="optional"; }
+            label { "Note " input name="reason" placeholder="optional" value=(typed.and_then(|t| t.reason.as_deref()).unwrap_or("")); }
             button type="submit" { "Approve" }
         }
         form method="post" action="/rules/reviews/decide" {
@@ -570,13 +587,30 @@ pub async fn decide_form(
     Extension(session): Extension<Session>,
     Form(form): Form<DecideForm>,
 ) -> Response {
+    // A refused approval comes back with what was typed in its form.
+    let typed = if form.decision == "approve" {
+        [
+            ("key", form.key.clone()),
+            ("entry", form.entry.clone().unwrap_or_default()),
+            ("who", form.who.clone().unwrap_or_default()),
+            ("duration", form.duration.clone().unwrap_or_default()),
+            ("reason", form.reason.clone().unwrap_or_default()),
+        ]
+        .iter()
+        .map(|(k, v)| format!("&{k}={}", url_encode(v)))
+        .collect::<String>()
+    } else {
+        String::new()
+    };
     match decide(&state, &session, form).await {
         Outcome::Done(message) => {
             Redirect::to(&format!("/rules/reviews?done={}", url_encode(&message))).into_response()
         }
-        Outcome::Failed(_, message) => {
-            Redirect::to(&format!("/rules/reviews?error={}", url_encode(&message))).into_response()
-        }
+        Outcome::Failed(_, message) => Redirect::to(&format!(
+            "/rules/reviews?error={}{typed}",
+            url_encode(&message)
+        ))
+        .into_response(),
         Outcome::Confirm(page) => page,
     }
 }

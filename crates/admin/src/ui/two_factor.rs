@@ -216,6 +216,23 @@ pub(crate) async fn record_of(state: &WebState, user: &str) -> Option<TwoFactor>
         .flatten()
 }
 
+/// Records turning two-factor sign-in on or off in the audit log.
+async fn audit(state: &WebState, user: &str, detail: &str) {
+    let store = state.store.clone();
+    let entry = safegate_store::NewAuditEntry {
+        at_unix_micros: crate::ui::rules::now_micros(),
+        actor: user.to_owned(),
+        action: safegate_store::AuditAction::UserChange,
+        subject: user.to_owned(),
+        detail: detail.to_owned(),
+        reason: None,
+    };
+    let recorded = tokio::task::spawn_blocking(move || store.append_audit(entry)).await;
+    if !matches!(recorded, Ok(Ok(_))) {
+        tracing::error!(%user, "the audit log could not record a two-factor change");
+    }
+}
+
 async fn save(state: &WebState, user: &str, record: Option<TwoFactor>) -> bool {
     let store = state.store.clone();
     let user = user.to_owned();
@@ -451,6 +468,7 @@ pub async fn enrol(
         state.sessions.enrolled(id);
     }
     tracing::info!(user = %session.user, "two-factor sign-in turned on");
+    audit(&state, &session.user, "two-factor sign-in turned on").await;
     layout(
         "Two-factor sign-in is on",
         Some(&session),
@@ -510,6 +528,7 @@ pub async fn turn_off(
         );
     }
     tracing::info!(user = %session.user, "two-factor sign-in turned off");
+    audit(&state, &session.user, "two-factor sign-in turned off").await;
     Redirect::to("/account/two-factor").into_response()
 }
 
