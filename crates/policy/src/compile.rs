@@ -193,8 +193,8 @@ fn people_of(role: &str) -> &str {
 
 /// Everything of the snapshot except the index.
 struct Draft {
-    groups: Vec<crate::groups::GroupInfo>,
-    teaching: crate::groups::Teaching,
+    groups: Vec<crate::snapshot::GroupInfo>,
+    teaching: crate::snapshot::Teaching,
     school: String,
     block_page: crate::block_page::BlockPageSettings,
     tz: TimeZone,
@@ -963,7 +963,7 @@ impl Compiler<'_> {
         &mut self,
         unblocks: &[UnblockFile],
         names: &Names,
-        groups: &[crate::groups::GroupInfo],
+        groups: &[crate::snapshot::GroupInfo],
         tz: &TimeZone,
     ) -> Vec<Unblock> {
         let mut out = Vec::new();
@@ -1200,7 +1200,7 @@ fn local_text(ts: Timestamp, tz: &TimeZone) -> String {
     tz.to_datetime(ts).strftime("%Y-%m-%d %H:%M").to_string()
 }
 
-pub(crate) fn is_name(name: &str) -> bool {
+fn is_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::snapshot::Role;
+use crate::snapshot::{GroupInfo, Role, Teaching};
 
 /// `[groups.NAME]` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -56,30 +56,6 @@ impl Default for TeachingFile {
     }
 }
 
-/// A group of the compiled policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupInfo {
-    /// Its name (`year6`).
-    pub name: String,
-    /// The role its members browse as.
-    pub role: Role,
-    /// What it is, for people; empty when not given.
-    pub description: String,
-    /// Address ranges of its computers.
-    pub addresses: Vec<IpNet>,
-    /// Staff accounts that teach it.
-    pub teachers: Vec<String>,
-}
-
-/// Lesson lengths for teachers, compiled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Teaching {
-    /// Default length of a teacher's change, minutes.
-    pub lesson_minutes: u32,
-    /// Longest length, minutes.
-    pub max_minutes: u32,
-}
-
 /// Reads an address range (`10.0.6.0/24`) or a single address (`10.0.6.7`).
 pub fn parse_range(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
@@ -101,7 +77,11 @@ pub(crate) fn compile(
     let mut out: BTreeMap<String, GroupInfo> = BTreeMap::new();
     for (name, group) in defined {
         let key = format!("groups.{name}");
-        if !super::compile::is_name(name) {
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
             problem(key.clone(), "names use letters, digits, `-` and `_`".into());
         }
         if name.parse::<Role>().is_ok() {

@@ -31,8 +31,9 @@ pub use block_page::{BLOCK_PAGE_LANGUAGES, BlockPageSettings, MAX_LOGO_BYTES, MA
 pub use compile::Policy;
 pub use decrypt::{DecryptDecision, SniMismatch};
 pub use error::{ListRefusal, PolicyError, Problem};
-pub use groups::{GroupInfo, Teaching, parse_range};
+pub use groups::parse_range;
 pub use lists::{ListChecks, Refusal};
+pub use snapshot::{GroupInfo, Teaching};
 
 /// The live policy, swapped atomically on reload: a request takes one snapshot at its
 /// start and keeps using it, so a reload never disturbs a request in flight and never

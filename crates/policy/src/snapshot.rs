@@ -334,14 +334,38 @@ impl Unblock {
     }
 }
 
+/// A group of the compiled policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// Its name (`year6`).
+    pub name: String,
+    /// The role its members browse as.
+    pub role: Role,
+    /// What it is, for people; empty when not given.
+    pub description: String,
+    /// Address ranges of its computers.
+    pub addresses: Vec<ipnet::IpNet>,
+    /// Staff accounts that teach it.
+    pub teachers: Vec<String>,
+}
+
+/// Lesson lengths for teachers, compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Teaching {
+    /// Default length of a teacher's change, minutes.
+    pub lesson_minutes: u32,
+    /// Longest length, minutes.
+    pub max_minutes: u32,
+}
+
 /// An immutable, compiled policy. Cheap to share behind an `Arc`; swap a new one in
 /// on reload.
 pub struct Snapshot {
     pub(crate) index: Index,
     /// Groups of people, in name order.
-    pub(crate) groups: Vec<crate::groups::GroupInfo>,
+    pub(crate) groups: Vec<GroupInfo>,
     /// How long teachers' changes may last.
-    pub(crate) teaching: crate::groups::Teaching,
+    pub(crate) teaching: Teaching,
     /// The school's name; empty when the policy gives none.
     pub(crate) school: String,
     /// The compiled `[block_page]`.
@@ -376,27 +400,24 @@ impl fmt::Debug for Snapshot {
 
 impl Snapshot {
     /// The groups of people (`[groups]` and the groups under roles), in name order.
-    pub fn groups(&self) -> &[crate::groups::GroupInfo] {
+    pub fn groups(&self) -> &[GroupInfo] {
         &self.groups
     }
 
     /// The group called `name`.
-    pub fn group(&self, name: &str) -> Option<&crate::groups::GroupInfo> {
+    pub fn group(&self, name: &str) -> Option<&GroupInfo> {
         self.groups.iter().find(|group| group.name == name)
     }
 
     /// The group whose address ranges hold `address` (the first in name order).
-    pub fn group_for_address(
-        &self,
-        address: std::net::IpAddr,
-    ) -> Option<&crate::groups::GroupInfo> {
+    pub fn group_for_address(&self, address: std::net::IpAddr) -> Option<&GroupInfo> {
         self.groups
             .iter()
             .find(|group| group.addresses.iter().any(|net| net.contains(&address)))
     }
 
     /// How long teachers' changes may last.
-    pub fn teaching(&self) -> crate::groups::Teaching {
+    pub fn teaching(&self) -> Teaching {
         self.teaching
     }
 

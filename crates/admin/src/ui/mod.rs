@@ -19,6 +19,7 @@ pub mod confirm;
 pub mod dashboard;
 pub mod groups;
 pub mod limiter;
+pub mod page_frame;
 pub mod pages;
 pub mod policy_edit;
 pub mod reports;
@@ -143,6 +144,19 @@ pub const ROUTES: &[RouteInfo] = &[
     route("GET", "/api/rules/reviews", Need::AnyOf(RULES)),
     route("POST", "/api/rules/reviews/decide", Need::AnyOf(RULES)),
 ];
+
+/// Review requests waiting for a decision, as last counted (the menu shows it).
+static WAITING_REVIEWS: AtomicU64 = AtomicU64::new(0);
+
+/// The number of waiting review requests the menu shows.
+pub fn waiting_reviews() -> u64 {
+    WAITING_REVIEWS.load(Ordering::Relaxed)
+}
+
+/// Sets the number of waiting review requests (counted by the reviews module).
+pub(crate) fn set_waiting_reviews(count: u64) {
+    WAITING_REVIEWS.store(count, Ordering::Relaxed);
+}
 
 /// What the technicians' page shows, provided by the service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -566,61 +566,7 @@ pub fn apply_edit(
                 list.fmt();
             }
         }
-        Edit::AddUnblock(unblock) => {
-            let (role, group) = match &unblock.scope {
-                Scope::Role(role) => (role.clone(), None),
-                Scope::Group(role, group) => (role.clone(), Some(group.clone())),
-                Scope::Global => {
-                    return Err(EditError::Refused(
-                        "an unblock is for a role or a group".to_owned(),
-                    ));
-                }
-            };
-            if let Some(category) = &unblock.category
-                && locked.iter().any(|name| name == category)
-            {
-                return Err(EditError::Refused(format!(
-                    "{category} is a locked category and cannot be unblocked"
-                )));
-            }
-            let unblocks = document
-                .entry("unblocks")
-                .or_insert_with(|| Item::ArrayOfTables(ArrayOfTables::new()))
-                .as_array_of_tables_mut()
-                .ok_or_else(|| EditError::Toml("`unblocks` is not [[unblocks]]".to_owned()))?;
-            let taken: Vec<String> = unblocks
-                .iter()
-                .filter_map(|t| t.get("id").and_then(Item::as_str).map(str::to_owned))
-                .collect();
-            let id = (1..)
-                .map(|n| format!("admin-{n}"))
-                .find(|id| !taken.contains(id))
-                .unwrap_or_default();
-            let mut table = Table::new();
-            table.insert("id", toml_edit::value(id));
-            if let Some(site) = &unblock.site {
-                table.insert("site", toml_edit::value(site.as_str()));
-            }
-            if let Some(category) = &unblock.category {
-                table.insert("category", toml_edit::value(category.as_str()));
-            }
-            if !unblock.focus.is_empty() {
-                let sites: Array = unblock.focus.iter().map(String::as_str).collect();
-                table.insert("focus", toml_edit::value(sites));
-            }
-            table.insert("role", toml_edit::value(role));
-            if let Some(group) = group {
-                table.insert("group", toml_edit::value(group));
-            }
-            if let Some(user) = &unblock.user {
-                table.insert("user", toml_edit::value(user.as_str()));
-            }
-            table.insert("from", toml_edit::value(unblock.from.as_str()));
-            table.insert("until", toml_edit::value(unblock.until.as_str()));
-            table.insert("reason", toml_edit::value(unblock.reason.as_str()));
-            table.insert("granted_by", toml_edit::value(unblock.granted_by.as_str()));
-            unblocks.push(table);
-        }
+        Edit::AddUnblock(unblock) => add_unblock(document, unblock, locked)?,
         Edit::RemoveUnblock(id) => {
             let unblocks = document
                 .get_mut("unblocks")
@@ -660,6 +606,68 @@ pub fn apply_edit(
         }
         Edit::SetBlockPage(page) => set_block_page(document, page)?,
     }
+    Ok(())
+}
+
+/// Adds a temporary unblock (a site, a category or a focus) with a fresh id.
+fn add_unblock(
+    document: &mut DocumentMut,
+    unblock: &NewUnblock,
+    locked: &[String],
+) -> Result<(), EditError> {
+    let (role, group) = match &unblock.scope {
+        Scope::Role(role) => (role.clone(), None),
+        Scope::Group(role, group) => (role.clone(), Some(group.clone())),
+        Scope::Global => {
+            return Err(EditError::Refused(
+                "an unblock is for a role or a group".to_owned(),
+            ));
+        }
+    };
+    if let Some(category) = &unblock.category
+        && locked.iter().any(|name| name == category)
+    {
+        return Err(EditError::Refused(format!(
+            "{category} is a locked category and cannot be unblocked"
+        )));
+    }
+    let unblocks = document
+        .entry("unblocks")
+        .or_insert_with(|| Item::ArrayOfTables(ArrayOfTables::new()))
+        .as_array_of_tables_mut()
+        .ok_or_else(|| EditError::Toml("`unblocks` is not [[unblocks]]".to_owned()))?;
+    let taken: Vec<String> = unblocks
+        .iter()
+        .filter_map(|t| t.get("id").and_then(Item::as_str).map(str::to_owned))
+        .collect();
+    let id = (1..)
+        .map(|n| format!("admin-{n}"))
+        .find(|id| !taken.contains(id))
+        .unwrap_or_default();
+    let mut table = Table::new();
+    table.insert("id", toml_edit::value(id));
+    if let Some(site) = &unblock.site {
+        table.insert("site", toml_edit::value(site.as_str()));
+    }
+    if let Some(category) = &unblock.category {
+        table.insert("category", toml_edit::value(category.as_str()));
+    }
+    if !unblock.focus.is_empty() {
+        let sites: Array = unblock.focus.iter().map(String::as_str).collect();
+        table.insert("focus", toml_edit::value(sites));
+    }
+    table.insert("role", toml_edit::value(role));
+    if let Some(group) = group {
+        table.insert("group", toml_edit::value(group));
+    }
+    if let Some(user) = &unblock.user {
+        table.insert("user", toml_edit::value(user.as_str()));
+    }
+    table.insert("from", toml_edit::value(unblock.from.as_str()));
+    table.insert("until", toml_edit::value(unblock.until.as_str()));
+    table.insert("reason", toml_edit::value(unblock.reason.as_str()));
+    table.insert("granted_by", toml_edit::value(unblock.granted_by.as_str()));
+    unblocks.push(table);
     Ok(())
 }
 

@@ -9,7 +9,6 @@
 //! sees on the block page. The queue shows when each request was made.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::extract::{Extension, Form, Query, State};
@@ -30,21 +29,13 @@ use crate::ui::{Session, WebState, confirm, refusal, site_words};
 /// Requests shown on one page.
 const PAGE: usize = 200;
 
-/// Requests waiting for a decision, as last counted (shown in the menu).
-static WAITING: AtomicU64 = AtomicU64::new(0);
-
-/// The number of waiting requests the menu shows.
-pub fn waiting() -> u64 {
-    WAITING.load(Ordering::Relaxed)
-}
-
 /// Counts the waiting requests again (at most [`PAGE`]) for the menu.
 pub(crate) async fn recount(store: &Store) {
     let store = store.clone();
     if let Ok(Ok(entries)) =
         tokio::task::spawn_blocking(move || store.reviews_with_decisions(PAGE, true)).await
     {
-        WAITING.store(entries.len() as u64, Ordering::Relaxed);
+        crate::ui::set_waiting_reviews(entries.len() as u64);
     }
 }
 

@@ -16,6 +16,9 @@ use subtle::ConstantTimeEq;
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "safegate_session";
 
+/// The pre-session cookie whose value the sign-in form must repeat (login CSRF).
+pub const LOGIN_COOKIE: &str = "safegate_login";
+
 /// Most sessions kept at once; the oldest idle one is ended to make room.
 const MAX_SESSIONS: usize = 10_000;
 

@@ -25,8 +25,8 @@ use sha1::Digest as _;
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
-use crate::ui::pages::layout;
-use crate::ui::session::{SESSION_COOKIE, random_token};
+use crate::ui::page_frame::layout;
+use crate::ui::session::{LOGIN_COOKIE, SESSION_COOKIE, random_token};
 use crate::ui::{Session, WebState, cookie_value, refusal};
 
 /// The cookie naming a sign-in that waits for its code.
@@ -220,7 +220,9 @@ pub(crate) async fn record_of(state: &WebState, user: &str) -> Option<TwoFactor>
 async fn audit(state: &WebState, user: &str, detail: &str) {
     let store = state.store.clone();
     let entry = safegate_store::NewAuditEntry {
-        at_unix_micros: crate::ui::rules::now_micros(),
+        at_unix_micros: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         actor: user.to_owned(),
         action: safegate_store::AuditAction::UserChange,
         subject: user.to_owned(),
@@ -314,10 +316,53 @@ pub async fn login_code(
     let Some(account) = state.store.get_user(&user).ok().flatten() else {
         return Redirect::to("/login").into_response();
     };
-    let mut response = crate::ui::pages::start_session(&state, &account, &next, false);
+    let mut response = start_session(&state, &account, &next, false);
     response
         .headers_mut()
         .append(header::SET_COOKIE, state.cookie(CODE_COOKIE, ""));
+    response
+}
+
+/// Starts a session for `user` (whose password, and code when they have two-factor
+/// sign-in, were right) and sends them on to `next` (or to enrolment first).
+pub(crate) fn start_session(
+    state: &WebState,
+    user: &safegate_store::users::User,
+    next: &str,
+    must_enrol: bool,
+) -> Response {
+    let Some(csrf) = random_token() else {
+        return refusal(
+            false,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no randomness available",
+        );
+    };
+    let session = Session {
+        user: user.name.clone(),
+        display_name: user.display_name.clone(),
+        permissions: user.permissions.clone(),
+        csrf,
+        generation: user.generation,
+        must_enrol,
+    };
+    let Some(id) = state.sessions.start(session) else {
+        return refusal(
+            false,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no randomness available",
+        );
+    };
+    tracing::info!(user = %user.name, "admin signed in");
+    let target = if must_enrol {
+        "/account/two-factor"
+    } else {
+        next
+    };
+    let mut response = Redirect::to(target).into_response();
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, state.cookie(SESSION_COOKIE, &id));
+    headers.append(header::SET_COOKIE, state.cookie(LOGIN_COOKIE, ""));
     response
 }
 
