@@ -295,6 +295,30 @@ impl Browser {
         .await;
     }
 
+    /// Chooses the option `value` of the drop-down `css`, as a person picking it.
+    pub async fn choose(&self, css: &str, value: &str) {
+        let script = format!(
+            "const s = document.querySelector({}); if (!s) return null; s.value = {}; s.dispatchEvent(new Event('change')); return s.value;",
+            json!(css),
+            json!(value)
+        );
+        let chosen = self.script(&script).await;
+        assert_eq!(chosen, json!(value), "no option {value} in {css}");
+    }
+
+    /// The value of the form field `css` as it is now.
+    pub async fn value(&self, css: &str) -> String {
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.value : null;",
+            json!(css)
+        );
+        self.script(&script)
+            .await
+            .as_str()
+            .unwrap_or_else(|| panic!("no field {css}"))
+            .to_owned()
+    }
+
     /// Clicks the element `css` (a submit button loads the next page).
     pub async fn click(&self, css: &str) {
         let id = self.element(css).await;

@@ -227,7 +227,7 @@ async fn filter_admin_blocks_and_unblocks(scene: &Scene<'_>) {
         )
         .await;
     browser
-        .fill("form[action='/rules/unblock'] input[name=scope]", "pupil")
+        .choose("form[action='/rules/unblock'] select[name=scope]", "pupil")
         .await;
     browser
         .fill(
@@ -238,6 +238,11 @@ async fn filter_admin_blocks_and_unblocks(scene: &Scene<'_>) {
     browser
         .click("form[action='/rules/unblock'] button[type=submit]")
         .await;
+    // Every pupil: the effect is confirmed first, in words.
+    browser
+        .wait_for_text("This change allows chat.test for all 0 pupils for 30 minutes")
+        .await;
+    browser.click("form#confirm button[type=submit]").await;
     browser.wait_for_text("Saved: unblock chat.test").await;
     wait_for_status(safegate, &chat, 200).await;
 }
@@ -311,9 +316,15 @@ async fn filter_admin_approves_a_review(scene: &Scene<'_>) {
             .await,
         0
     );
+    // The computer was not signed in: the choice is the role, for today, which is
+    // confirmed first.
     browser
         .click("form[action='/rules/reviews/decide']:has(input[value=approve]) button")
         .await;
+    browser
+        .wait_for_text("This change allows bet.test for all 0 pupils until")
+        .await;
+    browser.click("form#confirm button[type=submit]").await;
     browser.wait_for_text("Approved the request").await;
     browser.screenshot("admin-review-approved").await;
     wait_for_status(safegate, &poker, 200).await;

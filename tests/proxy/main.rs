@@ -7,6 +7,7 @@
 mod kit;
 
 mod admin_ui;
+mod admin_workflows;
 mod alerts;
 mod audit;
 mod auth;

@@ -96,7 +96,8 @@ fn user<'a>(users: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value
 const BAD_CSV: &str = "User,Display Name,Role,Group,Password\n\
                        year3,Year 3,pupil,year3,daffodil-2026\n\
                        mr.jones,Mr Jones,teacher,,correct horse battery\n\
-                       year4,Year 4,pupil,year4,primrose-2026\n";
+                       year4,Year 4,pupil,year4,primrose-2026\n\
+                       year9,Year 9,pupil,year9,bluebell-2026\n";
 
 const GOOD_CSV: &str = "User,Display Name,Role,Group,Password\n\
                         year3,Year 3,pupil,year3,daffodil-2026\n\
@@ -179,6 +180,24 @@ async fn users_are_added_and_bad_additions_refused(data: &Path) {
         "sunflower-2026\n",
     )
     .await;
+    let unknown = users_fails(
+        data,
+        &[
+            "add",
+            "year9",
+            "--role",
+            "pupil",
+            "--group",
+            "year9",
+            "--password-stdin",
+        ],
+        "sunflower-2026\n",
+    )
+    .await;
+    assert!(
+        unknown.contains("group `year9` is not defined in the policy (groups: reception, year1"),
+        "{unknown}"
+    );
     let again = users_fails(
         data,
         &["add", "ADA.LOVELACE", "--role", "staff", "--password-stdin"],
@@ -272,11 +291,15 @@ async fn an_import_with_a_bad_row_imports_nothing_and_a_good_one_everything(data
     let csv_arg = csv.display().to_string();
     let report = users_fails(data, &["import", &csv_arg], "").await;
     assert!(
-        report.contains("users.csv: 1 bad row(s); nothing was imported"),
+        report.contains("users.csv: 2 bad row(s); nothing was imported"),
         "{report}"
     );
     assert!(
         report.contains("line 3 (mr.jones): invalid role \"teacher\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("line 5 (year9): group `year9` is not defined in the policy"),
         "{report}"
     );
     assert!(

@@ -72,6 +72,10 @@ pub struct AdminConfig {
     /// Time the sign-in form's body has to arrive once its headers have (408 after).
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: std::time::Duration,
+    /// Accounts with the `rules` or `users` permission must sign in with a code from
+    /// an authenticator app (TOTP) as well as their password; until they have set it
+    /// up, the admin pages show them only how to.
+    pub require_2fa: bool,
 }
 
 impl Default for AdminConfig {
@@ -89,6 +93,7 @@ impl Default for AdminConfig {
             secure_cookies: false,
             allowed_hosts: Vec::new(),
             body_read_timeout: std::time::Duration::from_secs(30),
+            require_2fa: false,
         }
     }
 }

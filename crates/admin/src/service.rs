@@ -307,6 +307,7 @@ pub fn web_state(
             },
             secure_cookies: admin.secure_cookies,
             body_read_timeout: admin.body_read_timeout,
+            require_2fa: admin.require_2fa,
         },
         Arc::new(health),
         Some(policy),

@@ -105,6 +105,7 @@ async fn start_full(
             sessions: limits,
             secure_cookies: false,
             body_read_timeout: Duration::from_secs(1),
+            require_2fa: false,
         },
         Arc::new(FixedHealth),
         policy,
@@ -895,17 +896,43 @@ block = []
             csrf,
         } = *session;
         let admin = &world.admin;
-        // The same change through the form: a redirect back saying it was saved.
+        // The same change through the form: it widens access for every member of
+        // staff, so the page first asks to confirm, in words.
         let version = saved["version"].as_str().unwrap().to_owned();
+        let fields = [
+            ("csrf", csrf),
+            ("version", version.as_str()),
+            ("scope", "staff"),
+            ("category", "gambling"),
+            ("blocked", "false"),
+        ];
+        let asked = client
+            .post(admin.url("/rules/block"))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(asked.status(), StatusCode::OK);
+        let asked = asked.text().await.unwrap();
+        assert!(
+            asked.contains(
+                "allows every site in gambling for all 4 staff until someone blocks it again"
+            ),
+            "{asked}"
+        );
+        assert!(
+            world
+                .text()
+                .contains("[roles.staff]\nblock = [\"gambling\"]"),
+            "{}",
+            world.text()
+        );
+        // Confirmed: a redirect back saying it was saved.
+        let mut confirmed = fields.to_vec();
+        confirmed.push(("confirmed", "yes"));
         let response = client
             .post(admin.url("/rules/block"))
-            .form(&[
-                ("csrf", csrf),
-                ("version", version.as_str()),
-                ("scope", "staff"),
-                ("category", "gambling"),
-                ("blocked", "false"),
-            ])
+            .form(&confirmed)
             .send()
             .await
             .unwrap();
@@ -974,6 +1001,27 @@ block = []
             let (_, rules) = json(client.get(admin.url("/api/rules")).send().await.unwrap()).await;
             let version = rules["version"].as_str().unwrap().to_owned();
 
+            // A time that is not one: refused in words, the typing kept, nothing changed.
+            let before = world.text();
+            let refused = client
+                .post(admin.url("/rules/window"))
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("version", version.as_str()),
+                    ("name", "core-hours"),
+                    ("days", "mon-fri"),
+                    ("times", "08:30-12:00, 25:00-26:00"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+            let page = refused.text().await.unwrap();
+            assert!(page.contains("`25:00` is not a time"), "{page}");
+            assert!(page.contains("value=\"08:30-12:00, 25:00-26:00\""), "{page}");
+            assert!(!page.contains("windows.core-hours.times"), "{page}");
+            assert_eq!(world.text(), before);
+
             // Core hours end earlier on the form: the table changes, the rest stays.
             let response = client
                 .post(admin.url("/rules/window"))
@@ -1028,7 +1076,7 @@ block = []
             let version = saved["version"].as_str().unwrap().to_owned();
             for (name, times, terms_only, expected) in [
                 ("lunch", "12:00-13:00, 12:30-14:00", false, "overlaps"),
-                ("lunch", "25:00-26:00", false, "windows.lunch.times[0]"),
+                ("lunch", "25:00-26:00", false, "`25:00` is not a time"),
                 ("lunch", "12:00-13:00", true, "needs term dates"),
                 ("bad name!", "12:00-13:00", false, "letters, digits"),
             ] {

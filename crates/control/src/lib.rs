@@ -57,6 +57,7 @@ pub mod dispatch;
 pub mod error;
 pub mod export;
 pub mod log;
+pub mod policy_groups;
 pub mod protocol;
 pub mod report;
 pub mod retention;

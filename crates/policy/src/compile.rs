@@ -159,6 +159,8 @@ impl Policy {
         stats.compile_time = started.elapsed();
         Ok(Snapshot {
             index,
+            groups: draft.groups,
+            teaching: draft.teaching,
             school: draft.school,
             block_page: draft.block_page,
             tz: draft.tz,
@@ -192,6 +194,8 @@ fn people_of(role: &str) -> &str {
 
 /// Everything of the snapshot except the index.
 struct Draft {
+    groups: Vec<crate::snapshot::GroupInfo>,
+    teaching: crate::snapshot::Teaching,
     school: String,
     block_page: crate::block_page::BlockPageSettings,
     tz: TimeZone,
@@ -230,6 +234,8 @@ struct Compiler<'p> {
 /// Names resolved so far, for checking references.
 struct Names {
     categories: BTreeMap<String, (u16, bool)>,
+    /// Site groups (in `categories` too): never blocked or unblocked.
+    site_groups: BTreeSet<String>,
     windows: BTreeMap<String, WindowId>,
 }
 
@@ -296,11 +302,46 @@ impl Compiler<'_> {
         let calendar = self.calendar(file);
         let (windows, window_ids) = self.windows(&file.windows, &calendar);
         let mut stats = LoadStats::default();
-        let (categories, category_ids) = self.categories(&file.categories, &mut stats);
+        let mut all_categories: BTreeMap<String, &CategoryFile> = BTreeMap::new();
+        for (name, category) in &file.categories {
+            all_categories.insert(name.clone(), category);
+        }
+        for (name, site_group) in &file.site_groups {
+            if all_categories.insert(name.clone(), site_group).is_some() {
+                self.problem(
+                    format!("site_groups.{name}"),
+                    format!("`{name}` is also a category; a name is one or the other"),
+                );
+            }
+            if site_group.locked {
+                self.problem(
+                    format!("site_groups.{name}.locked"),
+                    "a site group blocks nothing, so it cannot be locked",
+                );
+            }
+        }
+        let site_groups: BTreeSet<String> = file.site_groups.keys().cloned().collect();
+        let (categories, category_ids) = self.categories(&all_categories, &site_groups, &mut stats);
         let names = Names {
             categories: category_ids,
+            site_groups,
             windows: window_ids,
         };
+        let under_roles: Vec<(String, String)> = file
+            .roles
+            .iter()
+            .flat_map(|(role, rf)| rf.groups.keys().map(|g| (role.clone(), g.clone())))
+            .collect();
+        let mut group_problems = Vec::new();
+        let groups = crate::groups::compile(&file.groups, &under_roles, &mut |key, why| {
+            group_problems.push((key, why));
+        });
+        let teaching = crate::groups::teaching(&file.teaching, &mut |key, why| {
+            group_problems.push((key, why));
+        });
+        for (key, why) in group_problems {
+            self.problem(key, why);
+        }
         let locked = categories
             .iter()
             .enumerate()
@@ -317,7 +358,7 @@ impl Compiler<'_> {
             "everyone",
         );
         let roles = self.roles(file, &names);
-        let unblocks = self.unblocks(&file.unblocks, &names, file, &tz);
+        let unblocks = self.unblocks(&file.unblocks, &names, &groups, &tz);
         let decrypt = self.decrypt(&file.decrypt, &names);
         stats.files.extend(
             file.alerts
@@ -343,6 +384,8 @@ impl Compiler<'_> {
         stats.files.extend(logo);
         let content = self.content(&file.content, &mut stats);
         Draft {
+            groups,
+            teaching,
             school: self.school_name(&file.school),
             block_page,
             tz,
@@ -475,13 +518,19 @@ impl Compiler<'_> {
 
     fn categories(
         &mut self,
-        categories: &BTreeMap<String, CategoryFile>,
+        categories: &BTreeMap<String, &CategoryFile>,
+        site_groups: &BTreeSet<String>,
         stats: &mut LoadStats,
     ) -> (Vec<Category>, BTreeMap<String, (u16, bool)>) {
         let mut out = Vec::new();
         let mut ids = BTreeMap::new();
         for (name, category) in categories {
-            let key = format!("categories.{name}");
+            let site_group = site_groups.contains(name);
+            let key = if site_group {
+                format!("site_groups.{name}")
+            } else {
+                format!("categories.{name}")
+            };
             if !is_name(name) {
                 self.problem(key.clone(), "names use letters, digits, `-` and `_`");
             }
@@ -490,6 +539,7 @@ impl Compiler<'_> {
             let mut counts = CategoryStats {
                 name: name.clone(),
                 locked: category.locked,
+                site_group,
                 ..CategoryStats::default()
             };
             for (i, src) in category.sources.iter().enumerate() {
@@ -697,6 +747,16 @@ impl Compiler<'_> {
         for (i, entry) in entries.iter().enumerate() {
             let ekey = format!("{key}[{i}]");
             let windows = self.window_refs(&ekey, &entry.windows, names);
+            if names.site_groups.contains(&entry.name) {
+                self.problem(
+                    ekey,
+                    format!(
+                        "`{}` is a site group (it steers decryption or reports), not a category: it cannot be blocked",
+                        entry.name
+                    ),
+                );
+                continue;
+            }
             match names.categories.get(&entry.name) {
                 Some(&(category, _)) => out.push(BlockRule {
                     category,
@@ -928,7 +988,7 @@ impl Compiler<'_> {
         &mut self,
         unblocks: &[UnblockFile],
         names: &Names,
-        file: &PolicyFile,
+        groups: &[crate::snapshot::GroupInfo],
         tz: &TimeZone,
     ) -> Vec<Unblock> {
         let mut out = Vec::new();
@@ -943,10 +1003,31 @@ impl Compiler<'_> {
                 );
             }
             let target = match (&u.site, &u.category) {
+                (None, None) if !u.focus.is_empty() => {
+                    let list = self.new_list(None);
+                    for (j, site) in u.focus.iter().enumerate() {
+                        self.add_site(list, &format!("{key}.focus[{j}]"), site);
+                    }
+                    Some(UnblockTarget::Focus(list))
+                }
+                _ if !u.focus.is_empty() => {
+                    self.problem(
+                        key.clone(),
+                        "a focus names its sites in `focus` only, without `site` or `category`",
+                    );
+                    None
+                }
                 (Some(site), None) => {
                     let list = self.new_list(None);
                     self.add_site(list, &format!("{key}.site"), site);
                     Some(UnblockTarget::Site(list))
+                }
+                (None, Some(c)) if names.site_groups.contains(c) => {
+                    self.problem(
+                        format!("{key}.category"),
+                        format!("`{c}` is a site group: it blocks nothing, so there is nothing to unblock"),
+                    );
+                    None
                 }
                 (None, Some(c)) => match names.categories.get(c) {
                     None => {
@@ -978,11 +1059,10 @@ impl Compiler<'_> {
                 }
             });
             if let Some(g) = &u.group {
-                let owner = file
-                    .roles
+                let owner = groups
                     .iter()
-                    .find(|(_, rf)| rf.groups.contains_key(g))
-                    .map(|(r, _)| r.as_str());
+                    .find(|group| &group.name == g)
+                    .map(|group| group.role.as_str());
                 match owner {
                     None => self.problem(format!("{key}.group"), format!("unknown group `{g}`")),
                     Some(owner) if u.role.as_deref().is_some_and(|r| r != owner) => self.problem(

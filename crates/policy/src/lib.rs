@@ -20,6 +20,7 @@ mod content;
 mod decrypt;
 mod error;
 mod file_rule;
+mod groups;
 mod model;
 mod snapshot;
 mod window;
@@ -32,7 +33,9 @@ pub use compile::Policy;
 pub use content::{ContentCheck, ContentRules, DEFAULT_MAX_HOLD, DEFAULT_PUPIL_LIMIT};
 pub use decrypt::{DecryptDecision, SniMismatch};
 pub use error::{ListRefusal, PolicyError, Problem};
+pub use groups::parse_range;
 pub use lists::{ListChecks, Refusal};
+pub use snapshot::{GroupInfo, Teaching};
 
 /// The live policy, swapped atomically on reload: a request takes one snapshot at its
 /// start and keeps using it, so a reload never disturbs a request in flight and never

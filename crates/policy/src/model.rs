@@ -29,6 +29,15 @@ pub(crate) struct PolicyFile {
     /// Named categories.
     #[serde(default)]
     pub categories: BTreeMap<String, CategoryFile>,
+    /// Site groups: lists that steer decryption or exist for reports; never blocked.
+    #[serde(default)]
+    pub site_groups: BTreeMap<String, CategoryFile>,
+    /// Groups of people (year groups, classes).
+    #[serde(default)]
+    pub groups: BTreeMap<String, crate::groups::GroupDefFile>,
+    /// How long teachers' changes may last.
+    #[serde(default)]
+    pub teaching: crate::groups::TeachingFile,
     /// Named time windows.
     #[serde(default)]
     pub windows: BTreeMap<String, WindowFile>,
@@ -279,6 +288,9 @@ pub(crate) struct UnblockFile {
     pub site: Option<String>,
     #[serde(default)]
     pub category: Option<String>,
+    /// Focus: the only sites open to those it is for while it lasts.
+    #[serde(default)]
+    pub focus: Vec<String>,
     #[serde(default)]
     pub role: Option<String>,
     #[serde(default)]

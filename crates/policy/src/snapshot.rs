@@ -205,6 +205,9 @@ pub struct CategoryStats {
     pub name: String,
     /// Locked (illegal content) category.
     pub locked: bool,
+    /// A site group (`[site_groups.NAME]`): steers decryption or reports, never
+    /// blocked.
+    pub site_group: bool,
     /// Domain entries (files and inline).
     pub domains: usize,
     /// URL (host/path) entries.
@@ -286,6 +289,8 @@ pub(crate) struct RoleRules {
 pub(crate) enum UnblockTarget {
     Site(ListId),
     Category(u16),
+    /// Focus: only the sites of this list are open (locked categories stay blocked).
+    Focus(ListId),
 }
 
 /// A temporary unblock.
@@ -329,10 +334,38 @@ impl Unblock {
     }
 }
 
+/// A group of the compiled policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// Its name (`year6`).
+    pub name: String,
+    /// The role its members browse as.
+    pub role: Role,
+    /// What it is, for people; empty when not given.
+    pub description: String,
+    /// Address ranges of its computers.
+    pub addresses: Vec<ipnet::IpNet>,
+    /// Staff accounts that teach it.
+    pub teachers: Vec<String>,
+}
+
+/// Lesson lengths for teachers, compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Teaching {
+    /// Default length of a teacher's change, minutes.
+    pub lesson_minutes: u32,
+    /// Longest length, minutes.
+    pub max_minutes: u32,
+}
+
 /// An immutable, compiled policy. Cheap to share behind an `Arc`; swap a new one in
 /// on reload.
 pub struct Snapshot {
     pub(crate) index: Index,
+    /// Groups of people, in name order.
+    pub(crate) groups: Vec<GroupInfo>,
+    /// How long teachers' changes may last.
+    pub(crate) teaching: Teaching,
     /// The school's name; empty when the policy gives none.
     pub(crate) school: String,
     /// The compiled `[block_page]`.
@@ -368,6 +401,28 @@ impl fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
+    /// The groups of people (`[groups]` and the groups under roles), in name order.
+    pub fn groups(&self) -> &[GroupInfo] {
+        &self.groups
+    }
+
+    /// The group called `name`.
+    pub fn group(&self, name: &str) -> Option<&GroupInfo> {
+        self.groups.iter().find(|group| group.name == name)
+    }
+
+    /// The group whose address ranges hold `address` (the first in name order).
+    pub fn group_for_address(&self, address: std::net::IpAddr) -> Option<&GroupInfo> {
+        self.groups
+            .iter()
+            .find(|group| group.addresses.iter().any(|net| net.contains(&address)))
+    }
+
+    /// How long teachers' changes may last.
+    pub fn teaching(&self) -> Teaching {
+        self.teaching
+    }
+
     /// The role for clients that are not identified yet.
     pub fn default_role(&self) -> Role {
         self.default_role
@@ -574,6 +629,46 @@ impl Snapshot {
         Some((phrase, decision))
     }
 
+    /// A focus in force for `subject` (a teacher keeping a class on a few sites):
+    /// a site off its list is blocked, one on it allowed (unless it is in a locked
+    /// category: `None`, and step 1 blocks it). `None` without a focus.
+    fn focus(
+        &self,
+        subject: &Subject<'_>,
+        matches: &ListMatches,
+        now: Timestamp,
+    ) -> Option<Decision> {
+        let (focus, list) = self.unblocks.iter().find_map(|u| match u.target {
+            UnblockTarget::Focus(list) if u.applies(subject, now) => Some((u, list)),
+            _ => None,
+        })?;
+        if !matches.contains(list) {
+            let why = match &focus.reason {
+                Some(reason) => format!(
+                    "only the lesson's sites are open until {} ({reason})",
+                    focus.until_text
+                ),
+                None => format!(
+                    "only the lesson's sites are open until {}",
+                    focus.until_text
+                ),
+            };
+            return Some(self.decision(Verdict::Block, matches, &focus.rule, why));
+        }
+        let locked = self
+            .locked
+            .iter()
+            .any(|&c| matches.contains(self.categories[usize::from(c)].list));
+        (!locked).then(|| {
+            self.decision(
+                Verdict::Allow,
+                matches,
+                &focus.rule,
+                format!("one of the lesson's sites until {}", focus.until_text),
+            )
+        })
+    }
+
     /// Steps 1 to 4; `None` when none of them decides. `ip_host`: the host is an IP
     /// address.
     fn decide_lists(
@@ -585,6 +680,9 @@ impl Snapshot {
         now: Timestamp,
         clock: &mut LocalNow<'_>,
     ) -> Option<Decision> {
+        if let Some(decision) = self.focus(subject, matches, now) {
+            return Some(decision);
+        }
         if matches.is_empty() {
             return self.ip_host_block(scope, matches, ip_host);
         }

@@ -338,3 +338,66 @@ fn a_locked_category_cannot_be_background_traffic() {
     let err = Policy::load(&path).unwrap_err().to_string();
     assert!(err.contains("categories.quiet.background"), "{err}");
 }
+
+#[test]
+fn groups_and_site_groups_are_checked_in_words() {
+    let base = r#"[roles.pupil]
+block = ["games"]
+[roles.staff]
+[roles.filter-admin]
+[categories.games]
+sites = ["games.test"]
+[site_groups.health]
+sites = ["nhs.test"]
+[groups.year6]
+role = "pupil"
+description = "Year 6"
+addresses = ["10.0.6.0/24"]
+teachers = ["mr.jones"]
+[teaching]
+lesson_minutes = 50
+max_minutes = 90
+"#;
+    let (_dir, path) = write(base);
+    let snapshot = Policy::load(&path).unwrap();
+    let year6 = snapshot.group("year6").unwrap();
+    assert_eq!(year6.role.as_str(), "pupil");
+    assert_eq!(year6.description, "Year 6");
+    assert_eq!(year6.teachers, ["mr.jones"]);
+    assert_eq!(
+        snapshot
+            .group_for_address("10.0.6.42".parse().unwrap())
+            .map(|g| g.name.as_str()),
+        Some("year6")
+    );
+    assert!(
+        snapshot
+            .group_for_address("10.0.7.1".parse().unwrap())
+            .is_none()
+    );
+    assert_eq!(snapshot.teaching().lesson_minutes, 50);
+    let health = snapshot
+        .stats()
+        .categories
+        .iter()
+        .find(|c| c.name == "health")
+        .unwrap();
+    assert!(health.site_group);
+
+    // A site group cannot be blocked or unblocked; a bad range and an unknown role
+    // are named.
+    let broken = base.replace("block = [\"games\"]", "block = [\"games\", \"health\"]")
+        + "[groups.year5]\nrole = \"teacher\"\n[groups.year4]\nrole = \"pupil\"\naddresses = [\"10.0.6\"]\n\
+           [[unblocks]]\ncategory = \"health\"\nrole = \"pupil\"\nuntil = \"2026-01-01 10:00\"\n";
+    let (_dir, path) = write(&broken);
+    let err = Policy::load(&path).unwrap_err();
+    let text = err.to_string();
+    for expected in [
+        "roles.pupil.block[1]: `health` is a site group",
+        "groups.year5.role: unknown role `teacher`",
+        "groups.year4.addresses[0]: `10.0.6` is not an address",
+        "unblocks[0].category: `health` is a site group",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+}

@@ -72,7 +72,7 @@ pub(crate) async fn identify(
         // With the portal on for explicit clients, a page request without
         // credentials goes to the login page rather than the browser's prompt.
         Err(Refusal::Missing) if page_request && state.auth.portal_redirects(false) => {
-            Identity::unidentified(&snapshot)
+            Identity::unidentified(&snapshot, client.peer.ip())
         }
         Err(refusal) => return Err(refusal.response(target)),
     };
@@ -87,7 +87,7 @@ pub(crate) fn identify_by_address(state: &ProxyState, peer: IpAddr) -> Identifie
         .auth
         .portal_session(peer)
         .or_else(|| state.auth.bound(peer))
-        .unwrap_or_else(|| Identity::unidentified(&snapshot));
+        .unwrap_or_else(|| Identity::unidentified(&snapshot, peer));
     Identified { snapshot, identity }
 }
 
@@ -108,7 +108,7 @@ async fn authenticate(
         Check::Anonymous => match auth.portal_session(peer).or_else(|| auth.bound(peer)) {
             Some(identity) => Ok(identity),
             None if auth.required() => Err(auth.challenge()),
-            None => Ok(Identity::unidentified(snapshot)),
+            None => Ok(Identity::unidentified(snapshot, peer)),
         },
     }
 }
@@ -421,12 +421,32 @@ pub(crate) fn block(
         Some(&review_token),
     )
     .at_school(&decided.snapshot)
-    .asked_by(headers);
+    .asked_by(headers)
+    .with_review(review_outcome(state, identity, client.peer.ip(), target));
     if answer == BlockAnswer::Connect {
         block_page::connect_refusal(&info)
     } else {
         block_page::page(&info)
     }
+}
+
+/// What became of this person's review request for `target`, for the block page (a
+/// few reads of the database, on block pages only).
+fn review_outcome(
+    state: &ProxyState,
+    identity: &Identity,
+    peer: IpAddr,
+    target: &str,
+) -> Option<block_page::ReviewOutcome> {
+    let decision = state
+        .reviews
+        .as_ref()?
+        .outcome(identity.user.as_deref(), peer, target)?;
+    Some(match decision {
+        None => block_page::ReviewOutcome::Waiting,
+        Some(decision) if decision.approved => block_page::ReviewOutcome::Approved,
+        Some(decision) => block_page::ReviewOutcome::Declined(decision.reason),
+    })
 }
 
 /// The block page's review form posted by `client`, identified as `identity`: stored

@@ -272,7 +272,14 @@ fn add_admin(config: &Config, name: &str, password: &str) -> Result<()> {
         display_name: None,
         role: "filter-admin".to_owned(),
         group: None,
-        permissions: Permission::ALL.into_iter().collect(),
+        permissions: [
+            Permission::Rules,
+            Permission::Reports,
+            Permission::Metrics,
+            Permission::Users,
+        ]
+        .into_iter()
+        .collect(),
         password_hash,
     });
     let mut said = Vec::new();

@@ -14,7 +14,9 @@ use safegate_store::password;
 use safegate_store::users::{
     check_display_name, check_group, check_role, normalise_name, parse_permissions,
 };
+use safegate_store::{BadRow, ImportRow};
 
+use safegate_control::policy_groups::{group_problem, policy_groups};
 use safegate_control::time_text::policy_timezone;
 use safegate_control::users::{
     ListFormat, UserName, UsersAdd, UsersImport, UsersList, UsersPasswd, UsersUpdate,
@@ -260,6 +262,9 @@ fn add(args: &UsersAddArgs) -> Result<()> {
     }
     let permissions = parse_permissions(args.permissions.as_deref().unwrap_or(""))?;
     let config = Config::load(&args.config.config, &args.config.set)?;
+    if let Some(group) = args.group.as_deref().filter(|g| !g.is_empty()) {
+        check_policy_group(&config, group, Some(&args.role))?;
+    }
     // The database is reached after the password is read: a connection to the
     // service must not sit idle while someone types.
     let password = read_password(&args.password, &name)?;
@@ -360,10 +365,38 @@ fn update(args: &UsersUpdateArgs) -> Result<()> {
         );
     }
     let config = Config::load(&args.config.config, &args.config.set)?;
+    if let Some(group) = request.group.as_deref().filter(|g| !g.is_empty()) {
+        check_policy_group(&config, group, request.role.as_deref())?;
+    }
     run_printed(
         open_store_or_connect(&config.data_dir)?,
         &Request::UsersUpdate(request),
     )
+}
+
+/// Refuses a group the policy does not define (or that belongs to another role).
+fn check_policy_group(config: &Config, group: &str, role: Option<&str>) -> Result<()> {
+    let groups = policy_groups(&config.policy.file).map_err(|e| anyhow!(e))?;
+    match group_problem(&groups, group, role) {
+        Some(problem) => bail!("{problem}"),
+        None => Ok(()),
+    }
+}
+
+/// Rows of an import whose group the policy does not define, as bad rows.
+fn rows_with_unknown_groups(config: &Config, rows: &[ImportRow]) -> Result<Vec<BadRow>> {
+    let groups = policy_groups(&config.policy.file).map_err(|e| anyhow!(e))?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let group = row.group.as_deref().filter(|g| !g.is_empty())?;
+            group_problem(&groups, group, Some(&row.role)).map(|reason| BadRow {
+                line: row.line,
+                user: row.name.clone(),
+                reason,
+            })
+        })
+        .collect())
 }
 
 fn import(args: &UsersImportArgs) -> Result<()> {
@@ -372,7 +405,10 @@ fn import(args: &UsersImportArgs) -> Result<()> {
         || args.file.display().to_string(),
         |name| name.to_string_lossy().into_owned(),
     );
-    let read = users_file::read_file(&args.file)?;
+    let mut read = users_file::read_file(&args.file)?;
+    read.bad_rows
+        .extend(rows_with_unknown_groups(&config, &read.rows)?);
+    read.bad_rows.sort_by_key(|row| row.line);
     let mut access = open_create_or_connect(&config.data_dir)?;
     // First every check, the database's too, with nothing hashed: a file with mistakes
     // costs no hashing time and changes nothing.

@@ -33,6 +33,7 @@ pub mod plain_words;
 pub mod record;
 mod record_batch;
 mod reviews;
+pub mod two_factor;
 pub mod users;
 pub mod visit_log;
 mod visit_log_writer;
@@ -53,6 +54,7 @@ pub use crate::record_batch::RecordBatch;
 pub use crate::reviews::{
     ReviewDecision, ReviewEntry, ReviewQueue, ReviewRequest, spawn_review_writer,
 };
+pub use crate::two_factor::TwoFactor;
 pub use crate::users::{
     BadRow, ImportErrors, ImportReport, ImportRow, NewUser, Permission, User, UserError,
     UserUpdate, UsersWatch,

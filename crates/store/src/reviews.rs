@@ -174,15 +174,68 @@ pub struct ReviewEntry {
 }
 
 /// The sending side of the review queue, given to the proxy. Never blocks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReviewQueue {
     sender: mpsc::Sender<ReviewRequest>,
+    store: Store,
 }
+
+impl std::fmt::Debug for ReviewQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReviewQueue").finish_non_exhaustive()
+    }
+}
+
+/// Requests looked at when finding the outcome of someone's request.
+const OUTCOME_SCAN: usize = 1000;
 
 impl ReviewQueue {
     /// Queues a request; false when the queue is full or the writer has stopped.
     pub fn submit(&self, review: ReviewRequest) -> bool {
         self.sender.try_send(review).is_ok()
+    }
+
+    /// The newest request for `url` by `user` (or, for a computer nobody signed in
+    /// on, by `client`) among the last [`OUTCOME_SCAN`], and its decision when made:
+    /// what the block page tells the person who asked. `None`: no such request, or
+    /// the database cannot be read.
+    pub fn outcome(
+        &self,
+        user: Option<&str>,
+        client: IpAddr,
+        url: &str,
+    ) -> Option<Option<ReviewDecision>> {
+        self.store.review_outcome(user, client, url).ok().flatten()
+    }
+}
+
+impl Store {
+    /// See [`ReviewQueue::outcome`].
+    pub fn review_outcome(
+        &self,
+        user: Option<&str>,
+        client: IpAddr,
+        url: &str,
+    ) -> Result<Option<Option<ReviewDecision>>, StoreError> {
+        let trees = self.trees()?;
+        for entry in trees.reviews.iter().rev().take(OUTCOME_SCAN) {
+            let (key, value) = entry?;
+            let Ok(request) = serde_json::from_slice::<ReviewRequest>(&value) else {
+                continue;
+            };
+            let same_person = match user {
+                Some(user) => request.user.as_deref() == Some(user),
+                None => request.user.is_none() && request.client == client,
+            };
+            if same_person && request.url == url {
+                let decision = match trees.db.open_tree(DECISIONS_TREE)?.get(&key)? {
+                    Some(bytes) => Some(serde_json::from_slice(&bytes)?),
+                    None => None,
+                };
+                return Ok(Some(decision));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -193,6 +246,7 @@ pub fn spawn_review_writer(
     capacity: usize,
 ) -> (ReviewQueue, tokio::task::JoinHandle<()>) {
     let (sender, mut receiver) = mpsc::channel::<ReviewRequest>(capacity.max(1));
+    let queue_store = store.clone();
     let task = tokio::spawn(async move {
         while let Some(review) = receiver.recv().await {
             let writing = store.clone();
@@ -208,7 +262,13 @@ pub fn spawn_review_writer(
             }
         }
     });
-    (ReviewQueue { sender }, task)
+    (
+        ReviewQueue {
+            sender,
+            store: queue_store,
+        },
+        task,
+    )
 }
 
 #[cfg(test)]

@@ -90,24 +90,29 @@ pub enum Permission {
     /// Manage SafeGate's accounts (the first admin, made by `safegate setup`); the
     /// web interface lists the accounts to those who have it.
     Users,
+    /// Teach: for the groups the policy assigns to this account, unblock a site or
+    /// category, or keep the group on a few sites (focus), for up to a lesson.
+    Teach,
 }
 
 impl Permission {
     /// Every permission, in order.
-    pub const ALL: [Permission; 4] = [
+    pub const ALL: [Permission; 5] = [
         Permission::Rules,
         Permission::Reports,
         Permission::Metrics,
         Permission::Users,
+        Permission::Teach,
     ];
 
-    /// Its name: `rules`, `reports`, `metrics` or `users`.
+    /// Its name: `rules`, `reports`, `metrics`, `users` or `teach`.
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::Rules => "rules",
             Permission::Reports => "reports",
             Permission::Metrics => "metrics",
             Permission::Users => "users",
+            Permission::Teach => "teach",
         }
     }
 }

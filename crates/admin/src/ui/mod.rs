@@ -13,15 +13,23 @@
 pub mod accounts;
 pub mod activity;
 pub mod alerts;
+pub mod choices;
 pub mod concern;
+pub mod confirm;
 pub mod dashboard;
+pub mod groups;
 pub mod limiter;
+pub mod page_frame;
 pub mod pages;
 pub mod policy_edit;
 pub mod reports;
 pub mod reviews;
 pub mod rules;
 pub mod session;
+pub mod site_words;
+pub mod teach;
+pub mod two_factor;
+pub mod users;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +77,7 @@ const RULES: &[Permission] = &[Permission::Rules];
 const REPORTS: &[Permission] = &[Permission::Reports];
 const METRICS: &[Permission] = &[Permission::Metrics];
 const USERS: &[Permission] = &[Permission::Users];
+const TEACH: &[Permission] = &[Permission::Teach];
 const RULES_OR_REPORTS: &[Permission] = &[Permission::Rules, Permission::Reports];
 
 const fn route(method: &'static str, path: &'static str, need: Need) -> RouteInfo {
@@ -79,6 +88,10 @@ const fn route(method: &'static str, path: &'static str, need: Need) -> RouteInf
 pub const ROUTES: &[RouteInfo] = &[
     route("GET", "/login", Need::Public),
     route("POST", "/login", Need::Public),
+    route("POST", "/login/code", Need::Public),
+    route("GET", "/account/two-factor", Need::SignedIn),
+    route("POST", "/account/two-factor/enrol", Need::SignedIn),
+    route("POST", "/account/two-factor/off", Need::SignedIn),
     route("GET", "/", Need::SignedIn),
     route("POST", "/logout", Need::SignedIn),
     route("GET", "/api/session", Need::SignedIn),
@@ -86,6 +99,13 @@ pub const ROUTES: &[RouteInfo] = &[
     route("GET", "/health", Need::AnyOf(METRICS)),
     route("GET", "/api/health", Need::AnyOf(METRICS)),
     route("GET", "/accounts", Need::AnyOf(USERS)),
+    route("GET", "/users", Need::AnyOf(USERS)),
+    route("POST", "/users/add", Need::AnyOf(USERS)),
+    route("POST", "/users/import", Need::AnyOf(USERS)),
+    route("GET", "/users/{name}", Need::AnyOf(USERS)),
+    route("POST", "/users/{name}/update", Need::AnyOf(USERS)),
+    route("POST", "/users/{name}/disable", Need::AnyOf(USERS)),
+    route("POST", "/users/{name}/password", Need::AnyOf(USERS)),
     route("GET", "/audit", Need::AnyOf(RULES_OR_REPORTS)),
     route("GET", "/api/audit", Need::AnyOf(RULES_OR_REPORTS)),
     route("GET", "/alerts", Need::AnyOf(REPORTS)),
@@ -112,11 +132,31 @@ pub const ROUTES: &[RouteInfo] = &[
     route("GET", "/api/rules/check", Need::AnyOf(RULES)),
     route("POST", "/api/rules/block", Need::AnyOf(RULES)),
     route("POST", "/api/rules/unblock", Need::AnyOf(RULES)),
+    route("GET", "/teach", Need::AnyOf(TEACH)),
+    route("POST", "/teach/unblock", Need::AnyOf(TEACH)),
+    route("POST", "/teach/focus", Need::AnyOf(TEACH)),
+    route("POST", "/teach/end", Need::AnyOf(TEACH)),
+    route("GET", "/rules/groups", Need::AnyOf(RULES)),
+    route("POST", "/rules/groups", Need::AnyOf(RULES)),
+    route("POST", "/rules/groups/remove", Need::AnyOf(RULES)),
     route("GET", "/rules/reviews", Need::AnyOf(RULES)),
     route("POST", "/rules/reviews/decide", Need::AnyOf(RULES)),
     route("GET", "/api/rules/reviews", Need::AnyOf(RULES)),
     route("POST", "/api/rules/reviews/decide", Need::AnyOf(RULES)),
 ];
+
+/// Review requests waiting for a decision, as last counted (the menu shows it).
+static WAITING_REVIEWS: AtomicU64 = AtomicU64::new(0);
+
+/// The number of waiting review requests the menu shows.
+pub fn waiting_reviews() -> u64 {
+    WAITING_REVIEWS.load(Ordering::Relaxed)
+}
+
+/// Sets the number of waiting review requests (counted by the reviews module).
+pub(crate) fn set_waiting_reviews(count: u64) {
+    WAITING_REVIEWS.store(count, Ordering::Relaxed);
+}
 
 /// What the technicians' page shows, provided by the service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -166,6 +206,9 @@ pub struct WebSettings {
     /// Time the sign-in form's body has to arrive (`admin.body_read_timeout`); a
     /// client that announces a body and never sends it gets a 408.
     pub body_read_timeout: Duration,
+    /// `admin.require_2fa`: accounts with `rules` or `users` must use two-factor
+    /// sign-in.
+    pub require_2fa: bool,
 }
 
 impl Default for WebSettings {
@@ -177,6 +220,7 @@ impl Default for WebSettings {
             },
             secure_cookies: false,
             body_read_timeout: Duration::from_secs(30),
+            require_2fa: false,
         }
     }
 }
@@ -186,6 +230,8 @@ pub struct WebState {
     pub(crate) store: Store,
     pub(crate) sessions: Sessions,
     pub(crate) limiter: limiter::SignInLimiter,
+    /// Sign-ins whose password was right, waiting for their two-factor code.
+    pub(crate) pending_sign_ins: two_factor::PendingSignIns,
     /// The process's one bound on password checks (shared with the proxy).
     pub(crate) password_checks: Arc<safegate_store::password::CheckPool>,
     pub(crate) settings: WebSettings,
@@ -212,6 +258,7 @@ impl WebState {
             store,
             sessions: Sessions::new(settings.sessions),
             limiter: limiter::SignInLimiter::default(),
+            pending_sign_ins: two_factor::PendingSignIns::default(),
             password_checks,
             settings,
             health,
@@ -256,6 +303,7 @@ pub fn router(state: Arc<WebState>) -> Router {
     };
     let public = Router::new()
         .route("/login", get(pages::login_page).post(pages::login))
+        .route("/login/code", post(two_factor::login_code))
         .route_layer(middleware::from_fn_with_state(
             state.settings.body_read_timeout,
             body_in_time,
@@ -266,7 +314,10 @@ pub fn router(state: Arc<WebState>) -> Router {
             .route("/", get(pages::home))
             .route("/logout", post(pages::logout))
             .route("/api/session", get(pages::api_session))
-            .route("/api/logout", post(pages::api_logout)),
+            .route("/api/logout", post(pages::api_logout))
+            .route("/account/two-factor", get(two_factor::two_factor_page))
+            .route("/account/two-factor/enrol", post(two_factor::enrol))
+            .route("/account/two-factor/off", post(two_factor::turn_off)),
     );
     let metrics = guarded(
         Need::AnyOf(METRICS),
@@ -276,7 +327,15 @@ pub fn router(state: Arc<WebState>) -> Router {
     );
     let accounts = guarded(
         Need::AnyOf(USERS),
-        Router::new().route("/accounts", get(accounts::accounts_page)),
+        Router::new()
+            .route("/accounts", get(accounts::accounts_page))
+            .route("/users", get(users::users_page))
+            .route("/users/add", post(users::add_user))
+            .route("/users/import", post(users::import_users))
+            .route("/users/{name}", get(users::user_page))
+            .route("/users/{name}/update", post(users::update_user))
+            .route("/users/{name}/disable", post(users::disable_user))
+            .route("/users/{name}/password", post(users::reset_password)),
     );
     let audit = guarded(
         Need::AnyOf(RULES_OR_REPORTS),
@@ -299,10 +358,23 @@ pub fn router(state: Arc<WebState>) -> Router {
             .route("/api/rules/check", get(rules::check_api))
             .route("/api/rules/block", post(rules::block_api))
             .route("/api/rules/unblock", post(rules::unblock_api))
+            .route(
+                "/rules/groups",
+                get(groups::groups_page).post(groups::group_form),
+            )
+            .route("/rules/groups/remove", post(groups::remove_group_form))
             .route("/rules/reviews", get(reviews::reviews_page))
             .route("/rules/reviews/decide", post(reviews::decide_form))
             .route("/api/rules/reviews", get(reviews::reviews_api))
             .route("/api/rules/reviews/decide", post(reviews::decide_api)),
+    );
+    let teach = guarded(
+        Need::AnyOf(TEACH),
+        Router::new()
+            .route("/teach", get(teach::teach_page))
+            .route("/teach/unblock", post(teach::teach_unblock))
+            .route("/teach/focus", post(teach::teach_focus))
+            .route("/teach/end", post(teach::teach_end)),
     );
     let reports = guarded(
         Need::AnyOf(REPORTS),
@@ -327,6 +399,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .merge(audit)
         .merge(accounts)
         .merge(rules)
+        .merge(teach)
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }
@@ -452,6 +525,22 @@ async fn guard(
             "your account changed: sign in again",
         );
     }
+    let path = request.uri().path();
+    if session.must_enrol
+        && !matches!(
+            path,
+            "/account/two-factor" | "/account/two-factor/enrol" | "/logout" | "/api/logout"
+        )
+    {
+        if api {
+            return refusal(
+                true,
+                StatusCode::FORBIDDEN,
+                "set up two-factor sign-in first (/account/two-factor)",
+            );
+        }
+        return Redirect::to("/account/two-factor").into_response();
+    }
     let allowed = match need {
         Need::Public | Need::SignedIn => true,
         Need::AnyOf(permissions) => permissions.iter().any(|p| session.may(*p)),
@@ -472,6 +561,9 @@ async fn guard(
             Err(response) => return response,
         }
     };
+    if session.may(Permission::Rules) && request.method() == Method::GET && !api {
+        reviews::recount(&state.store).await;
+    }
     let mut request = request;
     request.extensions_mut().insert(session);
     next.run(request).await

@@ -9,81 +9,16 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Extension, Form, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{Markup, html};
 use safegate_store::{AuditVerification, Permission, password};
 use serde::Deserialize;
 
-use crate::ui::session::{self, SESSION_COOKIE, Session, random_token};
+pub use crate::ui::page_frame::{layout, message_page, url_encode};
+use crate::ui::session::{self, LOGIN_COOKIE, SESSION_COOKIE, Session, random_token};
 use crate::ui::{WebState, cookie_value, refusal};
-
-/// The pre-session cookie whose value the sign-in form must repeat (login CSRF).
-const LOGIN_COOKIE: &str = "safegate_login";
 
 /// Audit entries shown on one page.
 const AUDIT_PAGE: usize = 200;
-
-/// The style sheet every SafeGate page shares (the block page too).
-const STYLE: &str = safegate_proxy::page_style::STYLE;
-
-/// Percent-encodes a value for a query string.
-pub fn url_encode(value: &str) -> String {
-    form_urlencoded::byte_serialize(value.as_bytes()).collect()
-}
-
-/// A page with the common layout; `session` adds the navigation and sign-out.
-pub(crate) fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · SafeGate" }
-                style { (PreEscaped(STYLE)) }
-            }
-            body {
-                header {
-                    strong { "SafeGate" }
-                    @if let Some(session) = session {
-                        a href="/" { "Home" }
-                        @if session.may(Permission::Rules) {
-                            a href="/rules" { "Rules" }
-                            a href="/rules/reviews" { "Review requests" }
-                        }
-                        @if session.may(Permission::Reports) {
-                            a href="/alerts" { "Alerts" }
-                            a href="/reports" { "Reports" }
-                            a href="/activity" { "Activity" }
-                        }
-                        @if session.may(Permission::Metrics) { a href="/health" { "Health" } }
-                        @if session.may(Permission::Users) { a href="/accounts" { "Accounts" } }
-                        @if session.may(Permission::Rules) || session.may(Permission::Reports) {
-                            a href="/audit" { "Audit log" }
-                        }
-                        form method="post" action="/logout" {
-                            input type="hidden" name="csrf" value=(session.csrf);
-                            span { (session.shown_name()) " " }
-                            button type="submit" { "Sign out" }
-                        }
-                    }
-                }
-                main {
-                    h1 { (title) }
-                    (body)
-                }
-            }
-        }
-    }
-}
-
-/// A page with one message (errors, refusals).
-pub fn message_page(status: StatusCode, message: &str) -> Markup {
-    layout(
-        status.canonical_reason().unwrap_or("SafeGate"),
-        None,
-        html! { p { (message) } p { a href="/" { "Home" } } },
-    )
-}
 
 /// Where to go after signing in: a local path only (no open redirect). Browsers drop
 /// tabs and line breaks from a `Location` and read `\` as `/`, so a path with any
@@ -287,33 +222,29 @@ pub async fn login(
         );
     };
     reservation.succeeded();
-    let Some(csrf) = random_token() else {
-        return refusal(
-            false,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no randomness available",
+    let two_factor = crate::ui::two_factor::record_of(&state, &user.name).await;
+    if two_factor.as_ref().is_some_and(|record| record.enabled) {
+        // The password was right: now the code.
+        let Some(token) = state.pending_sign_ins.start(&user.name, &next) else {
+            return refusal(
+                false,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no randomness available",
+            );
+        };
+        let mut response = crate::ui::two_factor::code_form(None).into_response();
+        let headers = response.headers_mut();
+        headers.append(
+            header::SET_COOKIE,
+            state.cookie(crate::ui::two_factor::CODE_COOKIE, &token),
         );
-    };
-    let session = Session {
-        user: user.name.clone(),
-        display_name: user.display_name.clone(),
-        permissions: user.permissions.clone(),
-        csrf,
-        generation: user.generation,
-    };
-    let Some(id) = state.sessions.start(session) else {
-        return refusal(
-            false,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no randomness available",
-        );
-    };
-    tracing::info!(user = %user.name, %address, "admin signed in");
-    let mut response = Redirect::to(&next).into_response();
-    let headers = response.headers_mut();
-    headers.append(header::SET_COOKIE, state.cookie(SESSION_COOKIE, &id));
-    headers.append(header::SET_COOKIE, state.cookie(LOGIN_COOKIE, ""));
-    response
+        headers.append(header::SET_COOKIE, state.cookie(LOGIN_COOKIE, ""));
+        return response;
+    }
+    let must_enrol =
+        state.settings.require_2fa && crate::ui::two_factor::required_for(&user.permissions);
+    tracing::info!(user = %user.name, %address, "admin password accepted");
+    crate::ui::two_factor::start_session(&state, &user, &next, must_enrol)
 }
 
 fn end_session(state: &WebState, headers: &HeaderMap) {

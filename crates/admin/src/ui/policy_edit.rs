@@ -96,8 +96,12 @@ pub struct NewUnblock {
     pub site: Option<String>,
     /// A category.
     pub category: Option<String>,
+    /// Focus: the only sites open while it lasts (no `site` or `category` then).
+    pub focus: Vec<String>,
     /// Who it applies to: a role or a role's group.
     pub scope: Scope,
+    /// One person only (with the role of `scope`), when given.
+    pub user: Option<String>,
     /// Start, school time (`2026-11-24 10:00`).
     pub from: String,
     /// End, school time.
@@ -151,6 +155,27 @@ pub enum Edit {
     /// Set the school's name and the block page's message, logo and language
     /// (`school` and `[block_page]`); the compile checks them.
     SetBlockPage(BlockPageEdit),
+    /// Create or change a group of people (`[groups.NAME]`).
+    SetGroup(GroupEdit),
+    /// Remove a group (`[groups.NAME]`; its rules under the role stay until removed).
+    RemoveGroup(String),
+    /// Decrypt one more host (`[decrypt] sites`), so that rules for its pages apply.
+    AddDecryptSite(String),
+}
+
+/// A group as the groups page edits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEdit {
+    /// The group's name (`year6`).
+    pub name: String,
+    /// The role its members browse as.
+    pub role: String,
+    /// What it is, for people.
+    pub description: String,
+    /// Address ranges of its computers.
+    pub addresses: Vec<String>,
+    /// Staff accounts that teach it.
+    pub teachers: Vec<String>,
 }
 
 /// The school's block page as the rules page edits it.
@@ -215,6 +240,13 @@ impl Edit {
                 if *deny { "deny" } else { "allow" },
                 scope.text()
             ),
+            Edit::AddUnblock(unblock) if !unblock.focus.is_empty() => format!(
+                "focus {} on {} from {} until {}",
+                unblock.scope.text(),
+                unblock.focus.join(", "),
+                unblock.from,
+                unblock.until
+            ),
             Edit::AddUnblock(unblock) => format!(
                 "unblock {} for {} from {} until {}",
                 unblock
@@ -222,11 +254,14 @@ impl Edit {
                     .as_deref()
                     .or(unblock.category.as_deref())
                     .unwrap_or("?"),
-                unblock.scope.text(),
+                unblock.user.clone().unwrap_or_else(|| unblock.scope.text()),
                 unblock.from,
                 unblock.until
             ),
             Edit::RemoveUnblock(id) => format!("remove unblock {id}"),
+            Edit::SetGroup(group) => format!("group {} ({})", group.name, group.role),
+            Edit::RemoveGroup(name) => format!("remove group {name}"),
+            Edit::AddDecryptSite(host) => format!("decrypt {host}"),
             Edit::SetBlockPage(page) => format!(
                 "block page: school \"{}\", language {}, {}, {}",
                 page.school,
@@ -338,11 +373,7 @@ impl PolicyFile {
         std::fs::write(&temp, &new_text)?;
         let cleanup = TempFile(&temp);
         if let Err(err) = Policy::load(&temp) {
-            let message = err.to_string().replace(
-                &temp.display().to_string(),
-                &self.path.display().to_string(),
-            );
-            return Err(EditError::Invalid(message));
+            return Err(EditError::Invalid(in_words(&err, &temp, &self.path)));
         }
         // Another edit may have landed while this one compiled.
         if self.read()?.1 != version {
@@ -367,6 +398,22 @@ impl PolicyFile {
             version: version_of(&new_text),
             audit_sequence: entry.map_or(0, |entry| entry.sequence),
         })
+    }
+}
+
+/// Why an edited policy would not load, in the words of its problems (no file names,
+/// keys or line numbers: the person made the change on a page, not in the file).
+fn in_words(err: &safegate_policy::PolicyError, temp: &Path, path: &Path) -> String {
+    match err {
+        safegate_policy::PolicyError::Invalid { problems, .. } => {
+            let mut words: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+            words.dedup();
+            words.join("; ")
+        }
+        safegate_policy::PolicyError::Schema { message, .. } => message.clone(),
+        other => other
+            .to_string()
+            .replace(&temp.display().to_string(), &path.display().to_string()),
     }
 }
 
@@ -398,16 +445,37 @@ fn scope_table<'a>(
             .and_then(|roles| roles.get_mut(role))
             .and_then(Item::as_table_mut)
             .ok_or_else(|| missing(format!("role {role}"))),
-        Scope::Group(role, group) => document
-            .get_mut("roles")
-            .and_then(Item::as_table_mut)
-            .and_then(|roles| roles.get_mut(role))
-            .and_then(Item::as_table_mut)
-            .and_then(|role| role.get_mut("groups"))
-            .and_then(Item::as_table_mut)
-            .and_then(|groups| groups.get_mut(group))
-            .and_then(Item::as_table_mut)
-            .ok_or_else(|| missing(format!("group {group} of role {role}"))),
+        Scope::Group(role, group) => {
+            // A group defined in [groups] gets its rules table on its first rule.
+            let defined = document
+                .get("groups")
+                .and_then(|groups| groups.get(group))
+                .and_then(|g| g.get("role"))
+                .and_then(Item::as_str)
+                == Some(role.as_str());
+            let role_table = document
+                .get_mut("roles")
+                .and_then(Item::as_table_mut)
+                .and_then(|roles| roles.get_mut(role))
+                .and_then(Item::as_table_mut)
+                .ok_or_else(|| missing(format!("role {role}")))?;
+            if defined && !role_table.contains_key("groups") {
+                let mut groups = Table::new();
+                groups.set_implicit(true);
+                role_table.insert("groups", Item::Table(groups));
+            }
+            let groups = role_table
+                .get_mut("groups")
+                .and_then(Item::as_table_mut)
+                .ok_or_else(|| missing(format!("group {group} of role {role}")))?;
+            if defined && !groups.contains_key(group) {
+                groups.insert(group, Item::Table(Table::new()));
+            }
+            groups
+                .get_mut(group)
+                .and_then(Item::as_table_mut)
+                .ok_or_else(|| missing(format!("group {group} of role {role}")))
+        }
     }
 }
 
@@ -498,54 +566,7 @@ pub fn apply_edit(
                 list.fmt();
             }
         }
-        Edit::AddUnblock(unblock) => {
-            let (role, group) = match &unblock.scope {
-                Scope::Role(role) => (role.clone(), None),
-                Scope::Group(role, group) => (role.clone(), Some(group.clone())),
-                Scope::Global => {
-                    return Err(EditError::Refused(
-                        "an unblock is for a role or a group".to_owned(),
-                    ));
-                }
-            };
-            if let Some(category) = &unblock.category
-                && locked.iter().any(|name| name == category)
-            {
-                return Err(EditError::Refused(format!(
-                    "{category} is a locked category and cannot be unblocked"
-                )));
-            }
-            let unblocks = document
-                .entry("unblocks")
-                .or_insert_with(|| Item::ArrayOfTables(ArrayOfTables::new()))
-                .as_array_of_tables_mut()
-                .ok_or_else(|| EditError::Toml("`unblocks` is not [[unblocks]]".to_owned()))?;
-            let taken: Vec<String> = unblocks
-                .iter()
-                .filter_map(|t| t.get("id").and_then(Item::as_str).map(str::to_owned))
-                .collect();
-            let id = (1..)
-                .map(|n| format!("admin-{n}"))
-                .find(|id| !taken.contains(id))
-                .unwrap_or_default();
-            let mut table = Table::new();
-            table.insert("id", toml_edit::value(id));
-            if let Some(site) = &unblock.site {
-                table.insert("site", toml_edit::value(site.as_str()));
-            }
-            if let Some(category) = &unblock.category {
-                table.insert("category", toml_edit::value(category.as_str()));
-            }
-            table.insert("role", toml_edit::value(role));
-            if let Some(group) = group {
-                table.insert("group", toml_edit::value(group));
-            }
-            table.insert("from", toml_edit::value(unblock.from.as_str()));
-            table.insert("until", toml_edit::value(unblock.until.as_str()));
-            table.insert("reason", toml_edit::value(unblock.reason.as_str()));
-            table.insert("granted_by", toml_edit::value(unblock.granted_by.as_str()));
-            unblocks.push(table);
-        }
+        Edit::AddUnblock(unblock) => add_unblock(document, unblock, locked)?,
         Edit::RemoveUnblock(id) => {
             let unblocks = document
                 .get_mut("unblocks")
@@ -558,8 +579,95 @@ pub fn apply_edit(
             }
         }
         Edit::SetWindow(window) => set_window(document, window)?,
+        Edit::SetGroup(group) => set_group(document, group)?,
+        Edit::AddDecryptSite(host) => {
+            let decrypt = document
+                .entry("decrypt")
+                .or_insert_with(|| Item::Table(Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| EditError::Toml("`decrypt` is not a table".to_owned()))?;
+            let sites = array_entry(decrypt, "sites")?;
+            if !sites
+                .iter()
+                .any(|value| value.as_str() == Some(host.as_str()))
+            {
+                sites.push(host.as_str());
+                sites.fmt();
+            }
+        }
+        Edit::RemoveGroup(name) => {
+            let removed = document
+                .get_mut("groups")
+                .and_then(Item::as_table_mut)
+                .and_then(|groups| groups.remove(name));
+            if removed.is_none() {
+                return Err(EditError::Refused(format!("there is no group {name}")));
+            }
+        }
         Edit::SetBlockPage(page) => set_block_page(document, page)?,
     }
+    Ok(())
+}
+
+/// Adds a temporary unblock (a site, a category or a focus) with a fresh id.
+fn add_unblock(
+    document: &mut DocumentMut,
+    unblock: &NewUnblock,
+    locked: &[String],
+) -> Result<(), EditError> {
+    let (role, group) = match &unblock.scope {
+        Scope::Role(role) => (role.clone(), None),
+        Scope::Group(role, group) => (role.clone(), Some(group.clone())),
+        Scope::Global => {
+            return Err(EditError::Refused(
+                "an unblock is for a role or a group".to_owned(),
+            ));
+        }
+    };
+    if let Some(category) = &unblock.category
+        && locked.iter().any(|name| name == category)
+    {
+        return Err(EditError::Refused(format!(
+            "{category} is a locked category and cannot be unblocked"
+        )));
+    }
+    let unblocks = document
+        .entry("unblocks")
+        .or_insert_with(|| Item::ArrayOfTables(ArrayOfTables::new()))
+        .as_array_of_tables_mut()
+        .ok_or_else(|| EditError::Toml("`unblocks` is not [[unblocks]]".to_owned()))?;
+    let taken: Vec<String> = unblocks
+        .iter()
+        .filter_map(|t| t.get("id").and_then(Item::as_str).map(str::to_owned))
+        .collect();
+    let id = (1..)
+        .map(|n| format!("admin-{n}"))
+        .find(|id| !taken.contains(id))
+        .unwrap_or_default();
+    let mut table = Table::new();
+    table.insert("id", toml_edit::value(id));
+    if let Some(site) = &unblock.site {
+        table.insert("site", toml_edit::value(site.as_str()));
+    }
+    if let Some(category) = &unblock.category {
+        table.insert("category", toml_edit::value(category.as_str()));
+    }
+    if !unblock.focus.is_empty() {
+        let sites: Array = unblock.focus.iter().map(String::as_str).collect();
+        table.insert("focus", toml_edit::value(sites));
+    }
+    table.insert("role", toml_edit::value(role));
+    if let Some(group) = group {
+        table.insert("group", toml_edit::value(group));
+    }
+    if let Some(user) = &unblock.user {
+        table.insert("user", toml_edit::value(user.as_str()));
+    }
+    table.insert("from", toml_edit::value(unblock.from.as_str()));
+    table.insert("until", toml_edit::value(unblock.until.as_str()));
+    table.insert("reason", toml_edit::value(unblock.reason.as_str()));
+    table.insert("granted_by", toml_edit::value(unblock.granted_by.as_str()));
+    unblocks.push(table);
     Ok(())
 }
 
@@ -586,6 +694,58 @@ fn set_block_page(document: &mut DocumentMut, page: &BlockPageEdit) -> Result<()
             None => {
                 table.insert(key, toml_edit::value(value));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `[groups.NAME]`, keeping the file's comments.
+fn set_group(document: &mut DocumentMut, group: &GroupEdit) -> Result<(), EditError> {
+    let name = group.name.trim();
+    let name_ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(EditError::Refused(format!(
+            "`{name}` cannot be a group's name: use letters, digits, `-` and `_` (at most 40)"
+        )));
+    }
+    let groups = document
+        .entry("groups")
+        .or_insert_with(|| {
+            let mut table = Table::new();
+            table.set_implicit(true);
+            Item::Table(table)
+        })
+        .as_table_mut()
+        .ok_or_else(|| EditError::Toml("`groups` is not a table".to_owned()))?;
+    let table = groups
+        .entry(name)
+        .or_insert_with(|| Item::Table(Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| EditError::Toml(format!("`groups.{name}` is not a table")))?;
+    table.insert("role", toml_edit::value(group.role.trim()));
+    let description = group.description.trim();
+    if description.is_empty() {
+        table.remove("description");
+    } else {
+        table.insert("description", toml_edit::value(description));
+    }
+    for (key, values) in [
+        ("addresses", &group.addresses),
+        ("teachers", &group.teachers),
+    ] {
+        let values: Array = values
+            .iter()
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if values.is_empty() {
+            table.remove(key);
+        } else {
+            table.insert(key, toml_edit::value(values));
         }
     }
     Ok(())
@@ -782,7 +942,9 @@ allow = ["bbc.co.uk", { site = "games.test", windows = [] }]
         let unblock = NewUnblock {
             site: Some("pinterest.com".into()),
             category: None,
+            focus: Vec::new(),
             scope: Scope::Group("pupil".into(), "year9".into()),
+            user: None,
             from: "2026-11-24 10:00".into(),
             until: "2026-11-24 10:30".into(),
             reason: "art lesson".into(),

@@ -19,11 +19,13 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use toml_edit::{DocumentMut, Item, Value};
 
+use crate::ui::choices::{Choices, Retry, role_options};
 use crate::ui::pages::{layout, url_encode};
 use crate::ui::policy_edit::{
     Author, BlockPageEdit, Edit, EditError, NewUnblock, PolicyFile, Scope, WindowEdit,
 };
 use crate::ui::{Session, WebState, refusal};
+use crate::ui::{confirm, site_words};
 
 /// What the rules pages need from the service.
 pub struct PolicyAccess {
@@ -131,6 +133,18 @@ fn scopes(document: &DocumentMut, categories: &[(String, bool)]) -> Vec<ScopeVie
             }
         }
     }
+    // Groups defined in [groups] without rules of their own yet: empty lists.
+    if let Some(groups) = document.get("groups").and_then(Item::as_table) {
+        for (group, item) in groups.iter() {
+            let Some(role) = item.get("role").and_then(Item::as_str) else {
+                continue;
+            };
+            let scope = Scope::Group(role.to_owned(), group.to_owned());
+            if !views.iter().any(|view| view.scope == scope) {
+                views.push(scope_view(scope, None, categories));
+            }
+        }
+    }
     views
 }
 
@@ -152,6 +166,17 @@ pub async fn rules_page(
     Extension(session): Extension<Session>,
     Query(query): Query<RulesQuery>,
 ) -> Response {
+    render_rules(&state, &session, &query, None)
+}
+
+/// The rules page; with `retry`, a refused form shown again as it was typed, with
+/// what is wrong beside the field (status 422).
+pub(crate) fn render_rules(
+    state: &WebState,
+    session: &Session,
+    query: &RulesQuery,
+    retry: Option<&Retry>,
+) -> Response {
     let Some(policy) = state.policy.as_ref() else {
         return no_policy(false);
     };
@@ -160,10 +185,12 @@ pub async fn rules_page(
         Err(problem) => return refusal(false, StatusCode::INTERNAL_SERVER_ERROR, &problem),
     };
     let snapshot = policy.live.load_full();
+    let choices = Choices::of(&snapshot);
     let categories: Vec<(String, bool)> = snapshot
         .stats()
         .categories
         .iter()
+        .filter(|c| !c.site_group)
         .map(|c| (c.name.clone(), c.locked))
         .collect();
     let views = scopes(&document, &categories);
@@ -181,19 +208,50 @@ pub async fn rules_page(
         csrf: &session.csrf,
         version: &version,
     };
-    layout(
+    let page = layout(
         "Filtering rules",
-        Some(&session),
+        Some(session),
         html! {
-            (test_section(&query, tested.as_ref()))
+            @if let Some(retry) = retry {
+                p.bad role="alert" { "Not saved: " (retry.problem) ". What you typed is still in the form below." }
+            }
+            (test_section(query, tested.as_ref(), &choices))
+            p { a href="/rules/groups" { "Groups of people" } " · " a href="/rules/reviews" { "Review requests" } }
             (categories_section(&views, &categories, &windows, &tokens))
-            (lists_section(&views, &tokens))
-            (windows_section(&window_views, &tokens))
-            (unblocks_section(&unblock_entries(&document), &tokens))
+            (site_groups_section(&document))
+            (lists_section(&views, &tokens, retry))
+            (windows_section(&window_views, &tokens, retry))
+            (unblocks_section(&unblock_entries(&document), &tokens, &choices, retry))
             (block_page_section(&document, &tokens))
         },
-    )
-    .into_response()
+    );
+    let status = if retry.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    (status, page).into_response()
+}
+
+/// The site groups: lists that steer decryption or exist for reports, shown for
+/// reading; nothing here can block them.
+fn site_groups_section(document: &DocumentMut) -> Markup {
+    let Some(groups) = document.get("site_groups").and_then(Item::as_table) else {
+        return html! {};
+    };
+    html! {
+        h2 { "Site groups" }
+        p { "Lists that decide which sites are decrypted, or that the reports use. They never block anything and cannot be blocked; to block sites, use a category or a deny list." }
+        table {
+            tr { th { "Site group" } th { "What it is for" } }
+            @for (name, item) in groups.iter() {
+                tr {
+                    td { (name) }
+                    td { (item.as_table().and_then(|t| t.get("description")).and_then(Item::as_str).unwrap_or("")) }
+                }
+            }
+        }
+    }
 }
 
 /// The policy file, parsed, and its version; what went wrong when it cannot be read.
@@ -222,21 +280,21 @@ impl maud::Render for FormTokens<'_> {
 }
 
 /// The outcome of the last change, and "Test a URL" with its answer.
-fn test_section(query: &RulesQuery, tested: Option<&Tested>) -> Markup {
+fn test_section(query: &RulesQuery, tested: Option<&Tested>, choices: &Choices) -> Markup {
     html! {
         @if let Some(done) = &query.done { p.ok { "Saved: " (done) ". The policy reloads in a moment." } }
         @if let Some(error) = &query.error { p.bad { (error) } }
         h2 { "Test a URL" }
         form method="get" action="/rules" {
             label { "Address " input name="url" size="50" value=(query.url.as_deref().unwrap_or("")); }
-            label { "Role " input name="role" value=(query.role.as_deref().unwrap_or("pupil")); }
-            label { "Group (optional) " input name="group" value=(query.group.as_deref().unwrap_or("")); }
+            label { "Role " select name="role" { (role_options(query.role.as_deref().unwrap_or("pupil"))) } }
+            label { "Group " select name="group" { (choices.group_options(query.group.as_deref().unwrap_or(""), "no group")) } }
             button type="submit" { "Test" }
         }
         @if let Some(result) = tested {
             @match result {
-                Ok((blocked, rule, reason, cats)) => p class=(if *blocked { "bad" } else { "ok" }) {
-                    (if *blocked { "BLOCKED" } else { "ALLOWED" }) " by " code { (rule) } ": " (reason)
+                Ok((blocked, _rule, reason, cats)) => p class=(if *blocked { "bad" } else { "ok" }) {
+                    (if *blocked { "Blocked: " } else { "Allowed: " }) (reason)
                     @if !cats.is_empty() { " (categories: " (cats.join(", ")) ")" }
                 },
                 Err(problem) => p.bad { (problem) },
@@ -296,23 +354,28 @@ fn categories_section(
     }
 }
 
-/// Every scope's allow and deny list as one text box each.
-fn lists_section(views: &[ScopeView], tokens: &FormTokens) -> Markup {
+/// Every scope's allow and deny list as one text box each; a refused list keeps
+/// what was typed, with what is wrong beside it.
+fn lists_section(views: &[ScopeView], tokens: &FormTokens, retry: Option<&Retry>) -> Markup {
     html! {
         h2 { "Allow and deny lists" }
-        p { "One site or address per line. Entries with time windows are kept as they are (edit them in the file)." }
+        p { "One site or address per line, such as " code { "example.com" } " or " code { "example.com/page" } ". Entries with time windows are kept as they are (edit them in the file)." }
         @for view in views {
             @for (deny, entries) in [(false, &view.allow), (true, &view.deny)] {
+                @let kind = if deny { "deny" } else { "allow" };
+                @let form_name = format!("list:{}:{kind}", view.scope.text());
+                @let written = entries.iter().filter(|e| !e.starts_with('{')).cloned().collect::<Vec<_>>().join("\n");
                 form method="post" action="/rules/list" {
                     (tokens)
                     input type="hidden" name="scope" value=(view.scope.text());
-                    input type="hidden" name="kind" value=(if deny { "deny" } else { "allow" });
+                    input type="hidden" name="kind" value=(kind);
                     label {
-                        (view.scope.text()) " " (if deny { "deny" } else { "allow" }) " list"
+                        (scope_title(&view.scope)) " " (kind) " list"
                         br;
-                        textarea name="entries" rows="4" cols="60" { (entries.iter().filter(|e| !e.starts_with('{')).cloned().collect::<Vec<_>>().join("\n")) }
+                        textarea name="entries" rows="4" cols="60" { (Retry::value(retry, &form_name, "entries").map_or(written, str::to_owned)) }
                     }
-                    input name="reason" placeholder="why (optional)";
+                    (Retry::problem_at(retry, &form_name, "entries"))
+                    input name="reason" placeholder="why (optional)" value=(Retry::value(retry, &form_name, "reason").unwrap_or(""));
                     button type="submit" { "Save" }
                 }
             }
@@ -320,20 +383,40 @@ fn lists_section(views: &[ScopeView], tokens: &FormTokens) -> Markup {
     }
 }
 
+/// A scope as a heading: "Everyone", "pupil", "pupil, group year6".
+fn scope_title(scope: &Scope) -> String {
+    match scope {
+        Scope::Global => "Everyone:".to_owned(),
+        Scope::Role(role) => format!("All {}:", crate::ui::choices::people(role)),
+        Scope::Group(_, group) => format!("Group {group}:"),
+    }
+}
+
 /// The time windows, each editable, and a form for a new one.
-fn windows_section(window_views: &[WindowView], tokens: &FormTokens) -> Markup {
+fn windows_section(
+    window_views: &[WindowView],
+    tokens: &FormTokens,
+    retry: Option<&Retry>,
+) -> Markup {
+    let typed = |form: &str, field: &str, written: String| {
+        Retry::value(retry, form, field).map_or(written, str::to_owned)
+    };
     html! {
         h2 { "Time windows" }
         p { "Rules blocked \"in\" a window apply only then. Days: " code { "mon-fri" } ", " code { "sat" } " (none: every day); times: " code { "08:30-15:30" } " (none: all day), school time; separate several with commas." }
         table {
             tr { th { "Window" } th { "Description" } th { "Days" } th { "Times" } th { "Term days only" } th { "" } }
             @for window in window_views {
+                @let form_name = format!("window:{}", window.name);
                 tr {
                     form method="post" action="/rules/window" {
                         td { (window.name) (tokens) input type="hidden" name="name" value=(window.name); }
-                        td { input name="description" value=(window.description) aria-label="description"; }
-                        td { input name="days" size="12" value=(window.days.join(", ")) aria-label="days"; }
-                        td { input name="times" size="24" value=(window.times.join(", ")) aria-label="times"; }
+                        td { input name="description" value=(typed(&form_name, "description", window.description.clone())) aria-label="description"; }
+                        td { input name="days" size="12" value=(typed(&form_name, "days", window.days.join(", "))) aria-label="days"; }
+                        td {
+                            input name="times" size="24" value=(typed(&form_name, "times", window.times.join(", "))) aria-label="times";
+                            (Retry::problem_at(retry, &form_name, ""))
+                        }
                         td { input type="checkbox" name="terms_only" value="true" checked[window.terms_only] aria-label="term days only"; }
                         td { input name="reason" placeholder="why (optional)" aria-label="why"; button type="submit" { "Save" } }
                     }
@@ -343,11 +426,13 @@ fn windows_section(window_views: &[WindowView], tokens: &FormTokens) -> Markup {
         h3 { "New time window" }
         form method="post" action="/rules/window" {
             (tokens)
-            label { "Name " input name="name" required pattern="[A-Za-z0-9_-]{1,40}"; }
-            label { "Description " input name="description"; }
-            label { "Days " input name="days" placeholder="mon-fri"; }
-            label { "Times " input name="times" placeholder="12:00-13:00"; }
+            input type="hidden" name="new" value="yes";
+            label { "Name " input name="name" required pattern="[A-Za-z0-9_-]{1,40}" value=(typed("window:new", "name", String::new())); }
+            label { "Description " input name="description" value=(typed("window:new", "description", String::new())); }
+            label { "Days " input name="days" placeholder="mon-fri" value=(typed("window:new", "days", String::new())); }
+            label { "Times " input name="times" placeholder="12:00-13:00" value=(typed("window:new", "times", String::new())); }
             label { "Term days only " input type="checkbox" name="terms_only" value="true"; }
+            (Retry::problem_at(retry, "window:new", ""))
             input name="reason" placeholder="why (optional)";
             button type="submit" { "Add" }
         }
@@ -446,16 +531,24 @@ fn unblock_entries(document: &DocumentMut) -> Vec<Vec<(String, String)>> {
         .unwrap_or_default()
 }
 
-/// The temporary unblocks, each with a remove form, and a form for a new one.
-fn unblocks_section(unblocks: &[Vec<(String, String)>], tokens: &FormTokens) -> Markup {
+/// The temporary unblocks, each with a remove form, and a form for a new one (who
+/// and which category chosen from drop-downs).
+fn unblocks_section(
+    unblocks: &[Vec<(String, String)>],
+    tokens: &FormTokens,
+    choices: &Choices,
+    retry: Option<&Retry>,
+) -> Markup {
+    let typed = |field: &str| Retry::value(retry, "unblock", field).unwrap_or("");
     html! {
         h2 { "Temporary unblocks" }
+        p { "Teachers' unblocks and focus sessions are listed here too; remove one to end it early." }
         table {
             tr { th { "Unblock" } th { "" } }
             @for unblock in unblocks {
                 @let id = unblock.iter().find(|(k, _)| k == "id").map(|(_, v)| v.clone()).unwrap_or_default();
                 tr {
-                    td { @for (key, value) in unblock { (key) ": " (value) br; } }
+                    td { @for (key, value) in unblock.iter().filter(|(k, _)| k != "id") { (key) ": " (value) br; } }
                     td {
                         form method="post" action="/rules/unblock/remove" {
                             (tokens)
@@ -469,11 +562,13 @@ fn unblocks_section(unblocks: &[Vec<(String, String)>], tokens: &FormTokens) -> 
         h3 { "Unblock for a lesson" }
         form method="post" action="/rules/unblock" {
             (tokens)
-            label { "Site (or leave empty and give a category) " input name="site"; }
-            label { "Category " input name="category"; }
-            label { "For (role, or role/group such as pupil/year9) " input name="scope" required; }
-            label { "Minutes " input name="minutes" type="number" min="1" max="1440" value="30"; }
-            label { "Why " input name="reason" required; }
+            label { "Site " input name="site" value=(typed("site")) placeholder="example.com"; }
+            (Retry::problem_at(retry, "unblock", "site"))
+            label { "or category " select name="category" { (choices.category_options(typed("category"), Some("(a site, not a category)"))) } }
+            label { "For " select name="scope" { (choices.scope_options(if typed("scope").is_empty() { "pupil" } else { typed("scope") })) } }
+            label { "Minutes " input name="minutes" type="number" min="1" max="1440" value=(if typed("minutes").is_empty() { "30" } else { typed("minutes") }); }
+            label { "Why " input name="reason" required value=(typed("reason")); }
+            (Retry::problem_at(retry, "unblock", ""))
             button type="submit" { "Unblock" }
         }
     }
@@ -529,6 +624,9 @@ pub struct WindowForm {
     #[serde(default)]
     terms_only: Option<String>,
     reason: Option<String>,
+    /// `yes` from the new-window form.
+    #[serde(default)]
+    new: Option<String>,
 }
 
 impl WindowForm {
@@ -559,8 +657,20 @@ pub async fn window_form(
     Extension(session): Extension<Session>,
     Form(form): Form<WindowForm>,
 ) -> Response {
-    let (version, change, reason) = form.edit();
-    edit(state, &session, version, change, reason, false).await
+    let form_name = if form.new.as_deref() == Some("yes") {
+        "window:new".to_owned()
+    } else {
+        format!("window:{}", form.name)
+    };
+    let fields = [
+        ("name", form.name.clone()),
+        ("description", form.description.clone()),
+        ("days", form.days.clone()),
+        ("times", form.times.clone()),
+    ];
+    let retry = Retry::new(&form_name, &fields, "", String::new());
+    let parts = form.edit();
+    edit_or_retry(state, &session, parts, false, Some(retry)).await
 }
 
 /// `POST /api/rules/window` (JSON, the same fields as the form).
@@ -646,7 +756,7 @@ pub(crate) fn edit_status(err: &EditError) -> StatusCode {
 }
 
 /// Makes one edit and answers with a redirect saying how it went (or JSON for the
-/// API).
+/// API). A refused page form with `retry` is shown again as typed, with the reason.
 async fn edit(
     state: Arc<WebState>,
     session: &Session,
@@ -654,6 +764,17 @@ async fn edit(
     edit: Edit,
     reason: Option<String>,
     api: bool,
+) -> Response {
+    edit_or_retry(state, session, (version, edit, reason), api, None).await
+}
+
+/// [`edit`], showing a refused page form again from `retry`.
+async fn edit_or_retry(
+    state: Arc<WebState>,
+    session: &Session,
+    (version, edit, reason): (String, Edit, Option<String>),
+    api: bool,
+    retry: Option<Retry>,
 ) -> Response {
     let summary = edit.summary();
     match (
@@ -670,9 +791,14 @@ async fn edit(
             Redirect::to(&format!("/rules?done={}", url_encode(&summary))).into_response()
         }
         (Err(err), true) => refusal(true, edit_status(&err), &err.to_string()),
-        (Err(err), false) => {
-            Redirect::to(&format!("/rules?error={}", url_encode(&err.to_string()))).into_response()
-        }
+        (Err(err), false) => match retry {
+            Some(mut retry) if !matches!(err, EditError::Stale) => {
+                retry.problem = err.to_string();
+                render_rules(&state, session, &RulesQuery::default(), Some(&retry))
+            }
+            _ => Redirect::to(&format!("/rules?error={}", url_encode(&err.to_string())))
+                .into_response(),
+        },
     }
 }
 
@@ -686,6 +812,32 @@ fn bad_request(api: bool, message: &str) -> Response {
     refusal(api, StatusCode::BAD_REQUEST, message)
 }
 
+/// Every account, for counting who a change reaches (empty when unreadable).
+pub(crate) async fn all_users(state: &WebState) -> Vec<safegate_store::User> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.list_users())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
+/// The confirmation page for `change` when it is wide and not yet confirmed.
+pub(crate) async fn needs_confirmation(
+    state: &WebState,
+    session: &Session,
+    change: &Edit,
+    (action, duration, fields): (&str, &str, &[(&str, String)]),
+    confirmed: bool,
+) -> Option<Response> {
+    if confirmed {
+        return None;
+    }
+    let users = all_users(state).await;
+    let effect = confirm::effect(change, &users, duration)?;
+    Some(confirm::page(session, action, "/rules", &effect, fields).into_response())
+}
+
 /// The block form.
 #[derive(Debug, Deserialize)]
 pub struct BlockForm {
@@ -696,6 +848,8 @@ pub struct BlockForm {
     /// A time window to block in; empty or absent for always.
     window: Option<String>,
     reason: Option<String>,
+    /// `yes` once the person confirmed a wide change.
+    confirmed: Option<String>,
 }
 
 async fn set_blocked(
@@ -705,19 +859,35 @@ async fn set_blocked(
     api: bool,
 ) -> Response {
     let Some(scope) = Scope::parse(&form.scope) else {
-        return bad_request(api, "unknown role or group");
+        return bad_request(api, "choose a role or a group from the list");
     };
     let change = Edit::SetBlocked {
         scope,
-        category: form.category,
+        category: form.category.clone(),
         blocked: form.blocked,
         windows: form
             .window
+            .clone()
             .map(|w| w.trim().to_owned())
             .filter(|w| !w.is_empty())
             .into_iter()
             .collect(),
     };
+    if !api {
+        let fields = [
+            ("version", form.version.clone()),
+            ("scope", form.scope.clone()),
+            ("category", form.category.clone()),
+            ("blocked", form.blocked.to_string()),
+            ("window", form.window.clone().unwrap_or_default()),
+            ("reason", form.reason.clone().unwrap_or_default()),
+        ];
+        let confirmed = confirm::is_confirmed(form.confirmed.as_deref());
+        let step = ("/rules/block", "", &fields[..]);
+        if let Some(page) = needs_confirmation(&state, &session, &change, step, confirmed).await {
+            return page;
+        }
+    }
     edit(state, &session, form.version, change, form.reason, api).await
 }
 
@@ -747,29 +917,77 @@ pub struct ListForm {
     kind: String,
     entries: String,
     reason: Option<String>,
+    /// `yes` once the person confirmed a wide change.
+    confirmed: Option<String>,
 }
 
-/// `POST /rules/list`.
+/// `POST /rules/list`: every line is checked first; a refused list is shown again
+/// as typed, with the line and what is wrong with it.
 pub async fn list_form(
     State(state): State<Arc<WebState>>,
     Extension(session): Extension<Session>,
     Form(form): Form<ListForm>,
 ) -> Response {
     let Some(scope) = Scope::parse(&form.scope) else {
-        return bad_request(false, "unknown role or group");
+        return bad_request(false, "choose a role or a group from the list");
     };
     let deny = match form.kind.as_str() {
         "allow" => false,
         "deny" => true,
         _ => return bad_request(false, "a list is allow or deny"),
     };
-    let entries = form.entries.lines().map(str::to_owned).collect();
+    let fields = [
+        ("version", form.version.clone()),
+        ("scope", form.scope.clone()),
+        ("kind", form.kind.clone()),
+        ("entries", form.entries.clone()),
+        ("reason", form.reason.clone().unwrap_or_default()),
+    ];
+    let form_name = format!("list:{}:{}", scope.text(), form.kind);
+    let entries = match site_words::check_lines(&form.entries) {
+        Ok(entries) => entries,
+        Err(problem) => {
+            let retry = Retry::new(&form_name, &fields, "entries", problem);
+            return render_rules(&state, &session, &RulesQuery::default(), Some(&retry));
+        }
+    };
+    let before = current_list(&state, &scope, deny);
+    let added: Vec<String> = entries
+        .iter()
+        .filter(|e| !before.contains(e))
+        .cloned()
+        .collect();
+    let widening = Edit::SetList {
+        scope: scope.clone(),
+        deny,
+        entries: added,
+    };
+    let confirmed = confirm::is_confirmed(form.confirmed.as_deref());
+    let step = ("/rules/list", "until removed", &fields[..]);
+    if let Some(page) = needs_confirmation(&state, &session, &widening, step, confirmed).await {
+        return page;
+    }
     let change = Edit::SetList {
         scope,
         deny,
         entries,
     };
-    edit(state, &session, form.version, change, form.reason, false).await
+    let retry = Retry::new(&form_name, &fields, "entries", String::new());
+    let parts = (form.version, change, form.reason);
+    edit_or_retry(state, &session, parts, false, Some(retry)).await
+}
+
+/// The plain entries of a scope's list as the file has them now.
+fn current_list(state: &WebState, scope: &Scope, deny: bool) -> Vec<String> {
+    let Some(Ok((document, _))) = state.policy.as_ref().map(|p| read_document(&p.file)) else {
+        return Vec::new();
+    };
+    let categories = Vec::new();
+    scopes(&document, &categories)
+        .into_iter()
+        .find(|view| &view.scope == scope)
+        .map(|view| if deny { view.deny } else { view.allow })
+        .unwrap_or_default()
 }
 
 /// The unblock form.
@@ -779,8 +997,97 @@ pub struct UnblockForm {
     site: Option<String>,
     category: Option<String>,
     scope: String,
-    minutes: u32,
+    /// Minutes, as typed (a form) or as a number (JSON).
+    #[serde(deserialize_with = "number_or_text")]
+    minutes: String,
     reason: String,
+    /// `yes` once the person confirmed a wide change.
+    #[serde(default)]
+    confirmed: Option<String>,
+}
+
+/// A number or its text, as text (forms send text, JSON numbers).
+fn number_or_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(u64),
+        Text(String),
+    }
+    Ok(match Either::deserialize(deserializer)? {
+        Either::Number(n) => n.to_string(),
+        Either::Text(text) => text,
+    })
+}
+
+impl UnblockForm {
+    fn fields(&self) -> [(&'static str, String); 6] {
+        [
+            ("version", self.version.clone()),
+            ("site", self.site.clone().unwrap_or_default()),
+            ("category", self.category.clone().unwrap_or_default()),
+            ("scope", self.scope.clone()),
+            ("minutes", self.minutes.clone()),
+            ("reason", self.reason.clone()),
+        ]
+    }
+}
+
+/// The unblock an unblock form asks for, or the field at fault and why.
+fn unblock_of(
+    form: &UnblockForm,
+    session: &Session,
+    tz: jiff::tz::TimeZone,
+) -> Result<(NewUnblock, u32), (&'static str, String)> {
+    let scope = Scope::parse(&form.scope)
+        .filter(|s| *s != Scope::Global)
+        .ok_or(("scope", "choose who it is for from the list".to_owned()))?;
+    let site = match form
+        .site
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(site) => Some(site_words::check_site(site).map_err(|why| ("site", why))?),
+        None => None,
+    };
+    let category = form
+        .category
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    if site.is_some() == category.is_some() {
+        return Err((
+            "site",
+            "give a site or choose a category (one of them)".to_owned(),
+        ));
+    }
+    let minutes = form
+        .minutes
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|m| (1..=1440).contains(m))
+        .ok_or(("minutes", "an unblock lasts 1 to 1440 minutes".to_owned()))?;
+    let now = Timestamp::now().to_zoned_datetime(tz);
+    let until = now
+        .checked_add(jiff::SignedDuration::from_mins(i64::from(minutes)))
+        .map_err(|_| ("minutes", "that is too long".to_owned()))?;
+    Ok((
+        NewUnblock {
+            site,
+            category,
+            focus: Vec::new(),
+            scope,
+            user: None,
+            from: now.strftime("%Y-%m-%d %H:%M").to_string(),
+            until: until.strftime("%Y-%m-%d %H:%M").to_string(),
+            reason: form.reason.clone(),
+            granted_by: session.user.clone(),
+        },
+        minutes,
+    ))
 }
 
 async fn add_unblock(
@@ -789,50 +1096,31 @@ async fn add_unblock(
     form: UnblockForm,
     api: bool,
 ) -> Response {
-    let Some(scope) = Scope::parse(&form.scope) else {
-        return bad_request(api, "unknown role or group");
-    };
-    let site = form
-        .site
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().to_owned());
-    let category = form
-        .category
-        .filter(|c| !c.trim().is_empty())
-        .map(|c| c.trim().to_owned());
-    if site.is_some() == category.is_some() {
-        return bad_request(api, "give either a site or a category");
-    }
-    if !(1..=1440).contains(&form.minutes) {
-        return bad_request(api, "an unblock lasts 1 to 1440 minutes");
-    }
     let Some(policy) = state.policy.as_ref() else {
         return bad_request(api, "the policy cannot be edited here");
     };
     let tz = policy.live.load().timezone().clone();
-    let now = Timestamp::now().to_zoned_datetime(tz);
-    let until = match now.checked_add(jiff::SignedDuration::from_mins(i64::from(form.minutes))) {
-        Ok(until) => until,
-        Err(_) => return bad_request(api, "bad duration"),
+    let fields = form.fields();
+    let (unblock, minutes) = match unblock_of(&form, &session, tz) {
+        Ok(made) => made,
+        Err((_, problem)) if api => return bad_request(true, &problem),
+        Err((field, problem)) => {
+            let retry = Retry::new("unblock", &fields, field, problem);
+            return render_rules(&state, &session, &RulesQuery::default(), Some(&retry));
+        }
     };
-    let change = Edit::AddUnblock(NewUnblock {
-        site,
-        category,
-        scope,
-        from: now.strftime("%Y-%m-%d %H:%M").to_string(),
-        until: until.strftime("%Y-%m-%d %H:%M").to_string(),
-        reason: form.reason.clone(),
-        granted_by: session.user.clone(),
-    });
-    edit(
-        state,
-        &session,
-        form.version,
-        change,
-        Some(form.reason),
-        api,
-    )
-    .await
+    let change = Edit::AddUnblock(unblock);
+    if !api {
+        let duration = format!("for {minutes} minutes");
+        let confirmed = confirm::is_confirmed(form.confirmed.as_deref());
+        let step = ("/rules/unblock", duration.as_str(), &fields[..]);
+        if let Some(page) = needs_confirmation(&state, &session, &change, step, confirmed).await {
+            return page;
+        }
+    }
+    let retry = Retry::new("unblock", &fields, "", String::new());
+    let parts = (form.version, change, Some(form.reason));
+    edit_or_retry(state, &session, parts, api, Some(retry)).await
 }
 
 /// `POST /rules/unblock`.

@@ -16,6 +16,9 @@ use subtle::ConstantTimeEq;
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "safegate_session";
 
+/// The pre-session cookie whose value the sign-in form must repeat (login CSRF).
+pub const LOGIN_COOKIE: &str = "safegate_login";
+
 /// Most sessions kept at once; the oldest idle one is ended to make room.
 const MAX_SESSIONS: usize = 10_000;
 
@@ -44,6 +47,8 @@ pub struct Session {
     pub csrf: String,
     /// The user's generation when they signed in.
     pub generation: u64,
+    /// Two-factor sign-in is required and not set up yet: only enrolment is open.
+    pub must_enrol: bool,
 }
 
 impl Session {
@@ -133,6 +138,13 @@ impl Sessions {
         Some(entry.session.clone())
     }
 
+    /// Marks the session's account as enrolled in two-factor sign-in.
+    pub fn enrolled(&self, id: &str) {
+        if let Some(entry) = self.entries().get_mut(id) {
+            entry.session.must_enrol = false;
+        }
+    }
+
     /// Ends one session (sign-out, or the account changed).
     pub fn end(&self, id: &str) {
         self.entries().remove(id);
@@ -167,6 +179,7 @@ mod tests {
             permissions: BTreeSet::from([Permission::Reports]),
             csrf: random_token().unwrap(),
             generation: 1,
+            must_enrol: false,
         }
     }
 

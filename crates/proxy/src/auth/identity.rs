@@ -27,13 +27,22 @@ impl Identity {
         }
     }
 
-    /// A client nobody identified: the policy's default role.
-    pub fn unidentified(snapshot: &Snapshot) -> Self {
-        Self {
-            role: snapshot.default_role(),
-            group: None,
-            user: None,
-            identified_by: IdentifiedBy::Default,
+    /// A client nobody identified: the group whose address ranges (`[groups.NAME]
+    /// addresses`) hold `peer`, with its role; otherwise the policy's default role.
+    pub fn unidentified(snapshot: &Snapshot, peer: std::net::IpAddr) -> Self {
+        match snapshot.group_for_address(peer) {
+            Some(group) => Self {
+                role: group.role,
+                group: Some(group.name.clone()),
+                user: None,
+                identified_by: IdentifiedBy::Address,
+            },
+            None => Self {
+                role: snapshot.default_role(),
+                group: None,
+                user: None,
+                identified_by: IdentifiedBy::Default,
+            },
         }
     }
 }

@@ -65,6 +65,20 @@ pub struct BlockInfo<'a> {
     pub accept_language: Option<&'a str>,
     /// The request's `Referer`: where "Go back" leads (http and https only).
     pub referer: Option<&'a str>,
+    /// What became of this person's review request for this address, if they made
+    /// one.
+    pub review_outcome: Option<ReviewOutcome>,
+}
+
+/// What became of a review request, as the person who asked sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewOutcome {
+    /// Nobody has decided yet.
+    Waiting,
+    /// Declined, with the admin's reason.
+    Declined(String),
+    /// Approved.
+    Approved,
 }
 
 impl<'a> BlockInfo<'a> {
@@ -93,6 +107,15 @@ impl<'a> BlockInfo<'a> {
             settings: None,
             accept_language: None,
             referer: None,
+            review_outcome: None,
+        }
+    }
+
+    /// The same, telling the person what became of their review request.
+    pub fn with_review(self, review_outcome: Option<ReviewOutcome>) -> Self {
+        Self {
+            review_outcome,
+            ..self
         }
     }
 
@@ -244,8 +267,24 @@ fn review_form(info: &BlockInfo<'_>, words: &words::Words) -> String {
     let Some(action) = info.review_action else {
         return String::new();
     };
+    let outcome = match &info.review_outcome {
+        None => String::new(),
+        Some(ReviewOutcome::Waiting) => format!(
+            "<p class=\"message\" role=\"status\">{}</p>\n",
+            escape(&words.review_waiting)
+        ),
+        Some(ReviewOutcome::Approved) => format!(
+            "<p class=\"message\" role=\"status\">{}</p>\n",
+            escape(&words.review_approved)
+        ),
+        Some(ReviewOutcome::Declined(reason)) => format!(
+            "<p class=\"message\" role=\"status\">{} <q lang=\"en\">{}</q></p>\n",
+            escape(&words.review_declined),
+            escape(reason)
+        ),
+    };
     format!(
-        "<h2>{heading}</h2>\n<form method=\"post\" action=\"{action}\">\
+        "{outcome}<h2>{heading}</h2>\n<form method=\"post\" action=\"{action}\">\
 <input type=\"hidden\" name=\"url\" value=\"{url}\">\
 <input type=\"hidden\" name=\"rule\" value=\"{rule}\">\
 <input type=\"hidden\" name=\"categories\" value=\"{categories}\">\
@@ -417,6 +456,7 @@ mod tests {
             settings: None,
             accept_language: None,
             referer: Some("javascript:alert(1)"),
+            review_outcome: Some(ReviewOutcome::Declined("<script>no</script>".to_owned())),
         };
         let response = page(&info);
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -476,6 +516,7 @@ mod tests {
             settings: None,
             accept_language: Some("cy"),
             referer: Some("https://search.test/?q=\"><b>"),
+            review_outcome: None,
         };
         let html = html_of(page(&info)).await;
         // Relative: the browser posts to the blocked page's own https:// origin.

@@ -65,6 +65,12 @@ pub struct Words {
     pub review_thanks_title: String,
     /// The page after a review request.
     pub review_thanks: String,
+    /// On the block page: this person's review request is waiting.
+    pub review_waiting: String,
+    /// On the block page: their request was declined (the reason follows).
+    pub review_declined: String,
+    /// On the block page: their request was approved.
+    pub review_approved: String,
 }
 
 /// Every language that parsed, in [`FILES`] order (a file that does not parse is a
