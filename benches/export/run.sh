@@ -13,7 +13,8 @@
 #
 # Needs clickhouse-server (Debian: 18.16.1), nginx-light and wrk; builds the release
 # binary. Only 127.0.0.1 is used. Settings: FILL_SECONDS (20), DURATION (10),
-# REPEAT (3), BATCH (20000, export.clickhouse.batch_records), BASE_PORT (19000).
+# REPEAT (3), BATCH (20000, export.clickhouse.batch_records), BASE_PORT (19000),
+# NO_BUILD=1 (use target/release/safegate as it is).
 set -euo pipefail
 
 FILL_SECONDS=${FILL_SECONDS:-20}
@@ -36,7 +37,7 @@ die() { log "error: $*"; exit 1; }
 for tool in wrk nginx clickhouse-server curl; do
     command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || die "$tool not installed"
 done
-(cd "$ROOT" && cargo build --release -p safegate --bin safegate >&2)
+[[ -n ${NO_BUILD:-} ]] || (cd "$ROOT" && cargo build --release -p safegate --bin safegate >&2)
 
 WORK=$(mktemp -d)
 declare -A PID=()
