@@ -124,6 +124,8 @@ async fn three_schools_export_every_record_exactly_once_across_a_clickhouse_outa
             }
             assert!(metric(sg, "safegate_export_failures_total").await >= 1.0);
         }
+        // Past export.clickhouse.backlog_alert (10): the technician is told.
+        schools[0].wait_for_log("EXPORT BACKLOG").await;
         ch.start_again().await;
         for (sg, school) in schools.iter().zip(SCHOOLS) {
             traffic(sg, &origin, school, 3).await;

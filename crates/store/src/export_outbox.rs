@@ -9,8 +9,11 @@
 //! | `export_outbox`  | batch number (u64 BE), index (u32 BE)      | kind byte, then the item |
 //! | `export_meta`    | `node`                                     | this database's node id (u64 BE, random) |
 //!
-//! A visit record's item is its stored encoding ([`crate::Record::encode`]); an
-//! alert's is its JSON ([`crate::Alert`]). The batch number is drawn once per
+//! A visit record's item is its stored encoding ([`crate::Record::encode`]). An alert
+//! has one entry of its own, keyed `0xFF`, its id (u64 BE), three zero bytes, whose
+//! value is a version (u64 BE from the id generator) that every change replaces; the
+//! exporter sends the alert as it stands then, and removes the entry only if no change
+//! replaced it meanwhile. The batch number is drawn once per
 //! [`RecordBatch`] from sled's id generator and kept with the batch, so the visit-log
 //! writer retrying a batch writes the same keys again (no duplicate entries), and the
 //! exporter sends each entry under the id `<node>-<batch>-<index>`, the same on every
@@ -65,6 +68,19 @@ pub struct OutboxEntry {
     pub kind: OutboxKind,
     /// The item: a record's encoding or an alert's JSON.
     pub bytes: sled::IVec,
+    /// An alert's marker as read (removed only if no change has replaced it since).
+    stamp: Option<sled::IVec>,
+}
+
+/// First byte of an alert's key: after every visit batch number (drawn from sled's
+/// id generator, far below), so one key per alert.
+const ALERT_KEY: u8 = 0xFF;
+
+fn alert_key(id: u64) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[0] = ALERT_KEY;
+    key[1..9].copy_from_slice(&id.to_be_bytes());
+    key
 }
 
 fn key(batch: u64, index: u32) -> [u8; 12] {
@@ -149,17 +165,20 @@ impl Store {
         Ok(())
     }
 
-    /// Puts an alert as it stands now in the outbox (a later change is sent again and
-    /// replaces it in ClickHouse: the newer entry has the higher batch number).
+    /// Marks an alert as changed: one small entry per alert (its id in the key, a
+    /// version from sled's id generator in the value), replaced by every later change,
+    /// so an alert folded a thousand times waits once; the exporter reads the alert as
+    /// it stands when it sends it, and ClickHouse keeps the highest version.
     pub(crate) fn outbox_add_alert(&self, alert: &Alert) -> Result<(), StoreError> {
         let trees = self.trees()?;
-        let number = trees.db.generate_id()?;
-        let json = serde_json::to_vec(alert)?;
-        trees
-            .db
-            .open_tree(OUTBOX)?
-            .insert(key(number, 0), value(OutboxKind::Alert, &json))?;
-        self.shared.outbox_backlog.fetch_add(1, Relaxed);
+        let version = trees.db.generate_id()?;
+        let previous = trees.db.open_tree(OUTBOX)?.insert(
+            alert_key(alert.id),
+            value(OutboxKind::Alert, &version.to_be_bytes()),
+        )?;
+        if previous.is_none() {
+            self.shared.outbox_backlog.fetch_add(1, Relaxed);
+        }
         Ok(())
     }
 
@@ -177,6 +196,16 @@ impl Store {
                 self.outbox_removed(1);
                 continue;
             };
+            if kind == OutboxKind::Alert {
+                match self.alert_entry(key, raw)? {
+                    Some(entry) => entries.push(entry),
+                    None => {
+                        tree.remove(raw_key)?;
+                        self.outbox_removed(1);
+                    }
+                }
+                continue;
+            }
             let mut batch = [0u8; 8];
             batch.copy_from_slice(&key[..8]);
             let mut index = [0u8; 4];
@@ -187,19 +216,56 @@ impl Store {
                 index: u32::from_be_bytes(index),
                 kind,
                 bytes: raw.subslice(1, raw.len() - 1),
+                stamp: None,
             });
         }
         Ok(entries)
     }
 
+    /// An alert's entry with the alert as it stands now (its version as the batch);
+    /// `None` when the marker is damaged or the alert is gone (purged).
+    fn alert_entry(
+        &self,
+        key: [u8; 12],
+        raw: sled::IVec,
+    ) -> Result<Option<OutboxEntry>, StoreError> {
+        let (Some(id), Some(version)) = (
+            key.get(1..9).and_then(crate::alerts::id_of),
+            raw.get(1..9).and_then(crate::alerts::id_of),
+        ) else {
+            return Ok(None);
+        };
+        let alerts = self.trees()?.db.open_tree(crate::alerts::ALERTS)?;
+        Ok(alerts.get(id.to_be_bytes())?.map(|json| OutboxEntry {
+            key,
+            batch: version,
+            index: 0,
+            kind: OutboxKind::Alert,
+            bytes: json,
+            stamp: Some(raw),
+        }))
+    }
+
     /// Removes sent entries from the outbox.
+    /// An alert changed since it was read stays (its newer state is sent next).
     pub fn outbox_remove(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        let tree = self.trees()?.db.open_tree(OUTBOX)?;
         let mut removals = sled::Batch::default();
+        let mut removed = 0;
         for entry in entries {
-            removals.remove(&entry.key);
+            match &entry.stamp {
+                None => {
+                    removals.remove(&entry.key);
+                    removed += 1;
+                }
+                Some(stamp) => {
+                    let swapped = tree.compare_and_swap(entry.key, Some(stamp), None::<&[u8]>)?;
+                    removed += u64::from(swapped.is_ok());
+                }
+            }
         }
-        self.trees()?.db.open_tree(OUTBOX)?.apply_batch(removals)?;
-        self.outbox_removed(entries.len() as u64);
+        tree.apply_batch(removals)?;
+        self.outbox_removed(removed);
         Ok(())
     }
 
@@ -240,6 +306,43 @@ mod tests {
         store.outbox_remove(&entries[..2]).unwrap();
         assert_eq!(store.outbox_peek(10).unwrap().len(), 1);
         store.outbox_remove(&entries[2..]).unwrap();
+        assert!(store.outbox_peek(10).unwrap().is_empty());
+        assert_eq!(store.outbox_backlog(), 0);
+    }
+
+    #[test]
+    fn an_alert_waits_once_however_often_it_changes_and_a_change_after_reading_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.enable_outbox().unwrap();
+        let new = |at| crate::NewAlert {
+            kind: crate::AlertKind::RepeatedBlocks,
+            severity: crate::Severity::Medium,
+            who: "al".into(),
+            user: Some("al".into()),
+            role: "pupil".into(),
+            group: None,
+            client: None,
+            computer: None,
+            subject: "gambling".into(),
+            summary: "al tried gambling sites".into(),
+            at_unix_micros: at,
+            evidence: Vec::new(),
+        };
+        for at in 1..=5 {
+            store.raise_alert(new(at)).unwrap();
+        }
+        let entries = store.outbox_peek(10).unwrap();
+        assert_eq!((entries.len(), store.outbox_backlog()), (1, 1));
+        let alert: Alert = serde_json::from_slice(&entries[0].bytes).unwrap();
+        assert_eq!(alert.occurrences, 5, "sent as it stands");
+        // Folded again after it was read: removing what was sent keeps the change.
+        store.raise_alert(new(6)).unwrap();
+        store.outbox_remove(&entries).unwrap();
+        let again = store.outbox_peek(10).unwrap();
+        assert_eq!(again.len(), 1);
+        assert!(again[0].batch > entries[0].batch, "a higher version");
+        store.outbox_remove(&again).unwrap();
         assert!(store.outbox_peek(10).unwrap().is_empty());
         assert_eq!(store.outbox_backlog(), 0);
     }
