@@ -305,7 +305,7 @@ async fn block_through_rules_page(admin: SocketAddr, user: &str, site: &str) {
     assert_eq!(rules.status(), 200);
     let page = rules.text().await.unwrap();
     assert!(
-        page.contains("pupil deny list"),
+        page.contains("All pupils: deny list"),
         "no pupil deny list on the rules page"
     );
     let saved = client
