@@ -257,10 +257,7 @@ fn write_records_text(
             [
                 local_text(r.at_unix_micros, &tz),
                 r.user.as_deref().map_or_else(|| "-".to_owned(), printable),
-                match &r.computer {
-                    Some(name) => format!("{} ({})", printable(name), r.client),
-                    None => r.client.to_string(),
-                },
+                printable(&r.computer_text()),
                 decision(r.outcome).to_owned(),
                 printable(&r.rule),
                 printable(&r.method),

@@ -91,11 +91,7 @@ pub fn kind_words(kind: AlertKind) -> &'static str {
 fn computers(evidence: &[Record]) -> Vec<String> {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for record in evidence {
-        let computer = match &record.computer {
-            Some(name) => format!("{name} ({})", record.client),
-            None => record.client.to_string(),
-        };
-        *counts.entry(computer).or_default() += 1;
+        *counts.entry(record.computer_text()).or_default() += 1;
     }
     let mut rows: Vec<(String, usize)> = counts.into_iter().collect();
     rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

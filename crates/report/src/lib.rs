@@ -441,7 +441,7 @@ impl Namer<'_> {
     /// address; pseudonymised, the name's pseudonym or the address's.
     fn computer_of(&mut self, record: &Record) -> String {
         match (&record.computer, self.pseudonymiser.is_some()) {
-            (Some(name), false) => format!("{name} ({})", record.client),
+            (Some(_), false) => record.computer_text(),
             (Some(name), true) => self.computer(name),
             (None, _) => self.addresses(&record.client.to_string()),
         }

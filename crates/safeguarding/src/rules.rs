@@ -33,13 +33,7 @@ pub fn who(record: &RecordRef<'_>) -> String {
         .map_or_else(|| record.client.to_string(), str::to_owned)
 }
 
-/// A computer for people: `ICT-PC07 (10.0.3.57)`, or the address alone.
-pub fn computer_text(client: IpAddr, name: Option<&str>) -> String {
-    match name {
-        Some(name) => format!("{name} ({client})"),
-        None => client.to_string(),
-    }
-}
+pub use safegate_store::computer_text;
 
 /// Which log-ins are shared: the policy's shared groups and the users marked shared
 /// (kept up to date by the engine from the store).

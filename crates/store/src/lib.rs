@@ -49,6 +49,7 @@ pub use crate::export_outbox::{OutboxEntry, OutboxKind};
 pub use crate::record::{
     Categories, ContentScore, IdentifiedBy, Outcome, RECORD_VERSION,
     RECORD_VERSION_WITHOUT_COMPUTER, Record, RecordRef, SearchTerms, SearchTermsRef, SeenAs,
+    computer_text,
 };
 pub use crate::record_batch::RecordBatch;
 pub use crate::reviews::{

@@ -164,6 +164,14 @@ fn decode_content(rest: &[u8]) -> Result<Option<ContentScore>, postcard::Error> 
     }
 }
 
+/// A computer for people: `ICT-PC07 (10.0.3.57)`, or the address alone.
+pub fn computer_text(client: IpAddr, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("{name} ({client})"),
+        None => client.to_string(),
+    }
+}
+
 /// Search terms found in a search-engine or video-site URL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SearchTerms {
@@ -191,6 +199,11 @@ impl Record {
             }
             Err(_) => vec![RECORD_VERSION],
         }
+    }
+
+    /// The record's computer for people ([`computer_text`]).
+    pub fn computer_text(&self) -> String {
+        computer_text(self.client, self.computer.as_deref())
     }
 
     /// Reads a stored record (this version or the one before), checking its version

@@ -73,21 +73,13 @@ fn day_start_micros(day: Date, tz: &TimeZone) -> Option<u64> {
     u64::try_from(zoned.timestamp().as_microsecond()).ok()
 }
 
-/// `ICT-PC07 (10.0.3.57)`, or the address alone when the record names no computer.
-fn computer_of(record: &Record) -> String {
-    match &record.computer {
-        Some(name) => format!("{name} ({})", record.client),
-        None => record.client.to_string(),
-    }
-}
-
 /// The computers of `records`, busiest first (see [`Activity::computers`]).
 fn computers_used(records: &[Record], tz: &TimeZone) -> Vec<(String, String, String, u64)> {
     let mut used: std::collections::HashMap<String, (u64, u64, u64)> =
         std::collections::HashMap::new();
     for record in records {
         let at = record.at_unix_micros;
-        let entry = used.entry(computer_of(record)).or_insert((at, at, 0));
+        let entry = used.entry(record.computer_text()).or_insert((at, at, 0));
         entry.0 = entry.0.min(at);
         entry.1 = entry.1.max(at);
         entry.2 += 1;
@@ -235,7 +227,7 @@ async fn gather(
                 search.engine.clone(),
                 search.terms.clone(),
                 record.host.clone(),
-                computer_of(record),
+                record.computer_text(),
             ));
         }
         if let Some(content) = &record.content {
@@ -251,7 +243,7 @@ async fn gather(
                 local_time(record.at_unix_micros, &tz),
                 shown_url(record),
                 record.rule.clone(),
-                computer_of(record),
+                record.computer_text(),
             ));
         }
     }
