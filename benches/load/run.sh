@@ -75,8 +75,22 @@ declare -A PEER_LABEL=(
     [e2guardian]=e2guardian
 )
 
+# The shipped policy as the harness runs it: the same rules and lists, except that
+# pupils may reach sites by IP address (the origin is 127.0.0.1, which the shipped
+# block_ip_hosts would block), with the list paths made absolute for the copy.
+shipped_policy() {
+    local policy=$WORK/policy-shipped.toml
+    if [[ ! -f $policy ]]; then
+        sed -e 's/^block_ip_hosts = true$/block_ip_hosts = false/' \
+            -e "s|\"\\.\\./blocklists/|\"$ROOT/blocklists/|g" \
+            "$ROOT/config/policy.toml" >"$policy"
+        grep -q '^block_ip_hosts = true$' "$policy" && die "block_ip_hosts still on in $policy"
+    fi
+    echo "$policy"
+}
+
 start_safegate() {
-    start_safegate_variant safegate "$ROOT/config/policy.toml"
+    start_safegate_variant safegate "$(shipped_policy)"
 }
 
 start_safegate-nolists() {
@@ -112,7 +126,7 @@ start_safegate-alllists() {
 
 # The visit log off (it is on in the shipped configuration): what logging costs.
 start_safegate-nolog() {
-    start_safegate_variant safegate-nolog "$ROOT/config/policy.toml" --set store.visit_log=false
+    start_safegate_variant safegate-nolog "$(shipped_policy)" --set store.visit_log=false
 }
 
 # Another build of SafeGate (SAFEGATE_BASELINE=/path/to/safegate, such as the previous
@@ -121,7 +135,7 @@ start_safegate-nolog() {
 start_safegate-baseline() {
     [[ -x ${SAFEGATE_BASELINE:-} ]] ||
         die "safegate-baseline needs SAFEGATE_BASELINE=/path/to/another/safegate binary"
-    SAFEGATE_BIN=$SAFEGATE_BASELINE start_safegate_variant safegate-baseline "$ROOT/config/policy.toml"
+    SAFEGATE_BIN=$SAFEGATE_BASELINE start_safegate_variant safegate-baseline "$(shipped_policy)"
 }
 
 # Log-ins required (auth.required=true), and every request (wrk's, and the CONNECTs of
@@ -139,7 +153,7 @@ start_safegate-auth() {
         return 1
     fi
     PEER_HEADER[safegate-auth]="Proxy-Authorization: Basic $(printf 'bench:%s' "$password" | base64 -w0)"
-    start_safegate_variant safegate-auth "$ROOT/config/policy.toml" --set auth.required=true
+    start_safegate_variant safegate-auth "$(shipped_policy)" --set auth.required=true
 }
 
 # start_safegate_variant NAME POLICY_FILE [EXTRA ARGS...]
@@ -409,12 +423,15 @@ wait_port() {
 }
 
 # Resident set of a process and its children, in KiB.
+# Resident memory of a process and its children in KiB: VmRSS, or another field of
+# /proc/PID/status given as $2 (RssAnon: the process's own memory, without the pages
+# of its program file, which are shared with the page cache).
 rss_kib() {
-    local pid=$1 total=0 child kib
-    kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    local pid=$1 field=${2:-VmRSS} total=0 child kib
+    kib=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
     total=$((total + ${kib:-0}))
     for child in $(pgrep -P "$pid" 2>/dev/null); do
-        total=$((total + $(rss_kib "$child")))
+        total=$((total + $(rss_kib "$child" "$field")))
     done
     echo "$total"
 }
@@ -556,8 +573,11 @@ for p in "${PEERS[@]}"; do
     fi
 done
 sleep 2
-declare -A RSS_IDLE=() RSS_AFTER=()
-for p in "${ACTIVE[@]}"; do RSS_IDLE[$p]=$(rss_kib "${PID[$p]}"); done
+declare -A RSS_IDLE=() RSS_AFTER=() ANON_IDLE=() ANON_AFTER=()
+for p in "${ACTIVE[@]}"; do
+    RSS_IDLE[$p]=$(rss_kib "${PID[$p]}")
+    ANON_IDLE[$p]=$(rss_kib "${PID[$p]}" RssAnon)
+done
 
 COLUMNS_=(direct "${ACTIVE[@]}")
 declare -A RESULT=() RUNS=()
@@ -597,7 +617,10 @@ for s in "${SCENARIOS[@]}"; do
     done
 done
 sleep 3
-for p in "${ACTIVE[@]}"; do RSS_AFTER[$p]=$(rss_kib "${PID[$p]}"); done
+for p in "${ACTIVE[@]}"; do
+    RSS_AFTER[$p]=$(rss_kib "${PID[$p]}")
+    ANON_AFTER[$p]=$(rss_kib "${PID[$p]}" RssAnon)
+done
 
 # ---------------------------------------------------------------------------------
 # Report
@@ -702,10 +725,14 @@ print_cpu_rows() {
     echo
     echo "Resident memory (VmRSS, process and children):"
     for p in "${ACTIVE[@]}"; do
-        printf '  %-12s idle after start-up: %6.1f MiB   idle after the load: %6.1f MiB\n' \
+        printf '  %-12s idle after start-up: %6.1f MiB   idle after the load: %6.1f MiB   (anonymous: %5.1f / %5.1f MiB)\n' \
             "$p" "$(awk -v k="${RSS_IDLE[$p]}" 'BEGIN{print k/1024}')" \
-            "$(awk -v k="${RSS_AFTER[$p]}" 'BEGIN{print k/1024}')"
+            "$(awk -v k="${RSS_AFTER[$p]}" 'BEGIN{print k/1024}')" \
+            "$(awk -v k="${ANON_IDLE[$p]}" 'BEGIN{print k/1024}')" \
+            "$(awk -v k="${ANON_AFTER[$p]}" 'BEGIN{print k/1024}')"
     done
+    echo "  (anonymous: the process's own memory; the rest of VmRSS is its program's code and"
+    echo "   data pages, shared with the page cache)"
     echo "  (target: safegate < 30 MiB at idle)"
     echo "wrk counts every connection a proxy closes after a response as a socket (read)" \
         "error: a peer without client keep-alive shows about one per request."

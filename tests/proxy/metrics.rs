@@ -1,5 +1,6 @@
 //! `/metrics` on the admin listener: the visit-log writer's counters follow the
-//! requests made through the proxy, policy reloads are counted, the build is named.
+//! requests made through the proxy, policy reloads are counted, the build is named, and
+//! the process's memory is there.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -176,6 +177,27 @@ async fn visit_log_off_exports_zeros() {
         assert_eq!(
             value(&samples, "safegate_visit_log_queue_depth", &text),
             0.0
+        );
+    })
+    .await;
+}
+
+/// The process's and the allocator's memory are exported, so a technician can watch
+/// SafeGate's memory stay flat over weeks.
+#[tokio::test]
+async fn memory_and_process_metrics_are_exported() {
+    bounded(async {
+        let safegate = SafeGate::start(&[]).await;
+        let (text, samples) = scrape(&safegate).await;
+        let resident = value(&samples, "process_resident_memory_bytes", &text);
+        assert!(resident > 1_000_000.0, "resident {resident}");
+        assert!(value(&samples, "process_open_fds", &text) > 0.0);
+        let allocated = value(&samples, "safegate_memory_bytes{kind=\"allocated\"}", &text);
+        let jemalloc_resident = value(&samples, "safegate_memory_bytes{kind=\"resident\"}", &text);
+        assert!(allocated > 0.0, "allocated {allocated}");
+        assert!(
+            allocated <= jemalloc_resident && jemalloc_resident <= resident,
+            "allocated {allocated} <= allocator resident {jemalloc_resident} <= process resident {resident}"
         );
     })
     .await;

@@ -186,7 +186,9 @@ fn parse_domain_or_ipv4(host: &str) -> Result<String, NormaliseError> {
         return Err(NormaliseError::EmptyLabel(host.to_string()));
     }
     let last = name.rsplit('.').next().unwrap_or("");
-    if ends_in_number(last) {
+    // A dotted-decimal address as std reads it (four numbers 0-255, no leading zeros)
+    // is already in canonical form: no second parse and no formatting.
+    if ends_in_number(last) && name.parse::<std::net::Ipv4Addr>().is_err() {
         let addr =
             parse_whatwg_ipv4(&name).ok_or_else(|| NormaliseError::Ipv4(host.to_string()))?;
         name = addr.to_string();

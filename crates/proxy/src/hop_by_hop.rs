@@ -38,22 +38,27 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Removes every hop-by-hop header. With `keep_upgrade`, the `Upgrade` header stays
 /// and `Connection: upgrade` is set again so the next hop sees the upgrade request.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass over the names present (a handful) instead of a hashed removal of
+    // every fixed name: most messages carry only `Connection`, if any.
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            FIXED_HOP_BY_HOP.contains(name) || (!keep_upgrade && *name == header::UPGRADE)
+        })
+        .cloned()
+        .collect();
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+        doomed.extend(
+            connection_tokens(headers)
+                .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+                .filter(|name| !(keep_upgrade && name == header::UPGRADE)),
+        );
     }
-    for name in &FIXED_HOP_BY_HOP {
+    for name in doomed {
         headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 

@@ -22,16 +22,27 @@ pub(crate) fn strip_userinfo(uri: &mut http::Uri) {
 
 /// `uri` as text without its `user:password@` part, for logs and pages.
 pub(crate) fn target_without_userinfo(uri: &http::Uri) -> String {
-    let text = uri.to_string();
-    match uri.authority().map(http::uri::Authority::as_str) {
-        Some(authority) if authority.contains('@') => {
-            let without = authority
+    // Built from the parts as `Uri`'s Display writes them, without the formatter.
+    let authority = uri
+        .authority()
+        .map(http::uri::Authority::as_str)
+        .map(|authority| {
+            authority
                 .rsplit_once('@')
-                .map_or(authority, |(_, host)| host);
-            text.replacen(authority, without, 1)
-        }
-        _ => text,
+                .map_or(authority, |(_, host)| host)
+        });
+    let mut text = String::with_capacity(uri.path().len() + 64);
+    if let Some(scheme) = uri.scheme_str() {
+        text.push_str(scheme);
+        text.push_str("://");
     }
+    text.push_str(authority.unwrap_or(""));
+    text.push_str(uri.path());
+    if let Some(query) = uri.query() {
+        text.push('?');
+        text.push_str(query);
+    }
+    text
 }
 
 #[cfg(test)]
@@ -54,5 +65,21 @@ mod tests {
             .unwrap_or_else(|_| unreachable!());
         strip_userinfo(&mut uri);
         assert_eq!(uri.to_string(), "http://example.org/x?y");
+    }
+
+    #[test]
+    fn targets_without_userinfo_read_as_the_uri_writes_itself() {
+        for text in [
+            "http://example.org",
+            "http://example.org/",
+            "https://x.test:8443/a/b?c=d&e",
+            "http://example.org/?",
+            "/just/a/path?q=1",
+            "example.org:443",
+            "*",
+        ] {
+            let uri: http::Uri = text.parse().unwrap_or_else(|_| unreachable!());
+            assert_eq!(target_without_userinfo(&uri), uri.to_string(), "{text}");
+        }
     }
 }

@@ -28,6 +28,7 @@ mod finding;
 mod lists_command;
 mod log_command;
 mod logging;
+mod memory_metrics;
 mod phrase_import;
 mod policy_write;
 mod report_command;

@@ -221,6 +221,15 @@ async fn bind_listeners(
     )?;
     let feeds = crate::feed_updates::FeedsHealth::new(&config.lists, &config.policy.file);
     let feed_source = feeds.clone().map(|f| -> Arc<dyn ListFeedSource> { f });
+    let memory = crate::memory_metrics::MemoryCollector::new().context("memory metrics")?;
+    metrics
+        .register(Box::new(memory))
+        .context("memory metrics")?;
+    metrics
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .context("process metrics")?;
     if let Some(stats) = &state.export {
         let collector =
             safegate_export::ExportCollector::new(Arc::clone(stats)).context("export metrics")?;
