@@ -99,12 +99,13 @@
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::io::Write;
 use std::ops::Range;
 
 use tracing::error;
 
+use crate::postings::{Kind, Placed};
 use crate::record_batch::{RecordBatch, Stored};
 use crate::{Record, Store, StoreError, record::Outcome};
 
@@ -158,14 +159,10 @@ pub const PURGE_CHUNK: usize = 1024;
 
 /// Key prefix of the blocks of every record.
 const RECORDS: u8 = b'R';
-/// Key prefix of the per-user index entries.
-const BY_USER: u8 = b'U';
 /// Key prefix of the blocked copies.
 const BLOCKED: u8 = b'B';
 /// Key prefix of the search-terms copies.
 const SEARCHES: u8 = b'S';
-/// Key prefix of the per-host references.
-const BY_HOST: u8 = b'H';
 
 /// Sequence numbers: one id from sled per batch, shifted, plus a block counter.
 const SEQ_SHIFT: u32 = 24;
@@ -179,7 +176,7 @@ pub fn time_key(at_unix_micros: u64, seq: u64) -> [u8; TIME_KEY_LEN] {
     key
 }
 
-fn key_time(key: &[u8]) -> u64 {
+pub(crate) fn key_time(key: &[u8]) -> u64 {
     key.get(..8)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map_or(0, u64::from_be_bytes)
@@ -417,6 +414,55 @@ fn build_blocks<'i>(
     Ok(())
 }
 
+/// Calls `each` with the place, user and host of every record of the `R` blocks keyed
+/// from `from` to before `until` (Unix microseconds), in key order, until it returns
+/// false. Undecodable blocks and records are logged and skipped.
+pub(crate) fn for_each_placed(
+    records: &sled::Tree,
+    from: u64,
+    until: u64,
+    mut each: impl FnMut(&Placed<'_>) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let low = with_key(&[RECORDS], &time_key(from, 0));
+    let high = with_key(&[RECORDS], &time_key(until, 0));
+    let mut unpacker = Unpacker::default();
+    for entry in records.range(low..high) {
+        let (key, value) = entry?;
+        let Some(block) = key
+            .get(1..)
+            .and_then(|k| <[u8; TIME_KEY_LEN]>::try_from(k).ok())
+        else {
+            continue;
+        };
+        let body = match unpacker.items(&value) {
+            Ok(body) if body.fixed.is_none() => body,
+            Ok(_) => continue,
+            Err(err) => {
+                error!(%err, "not indexing an undecodable visit-log block");
+                continue;
+            }
+        };
+        for (position, item) in body.items().enumerate() {
+            let Ok(item) = item else {
+                break;
+            };
+            let Ok(record) = crate::RecordRef::decode(item) else {
+                continue;
+            };
+            let placed = Placed {
+                block,
+                position: u16::try_from(position).unwrap_or(u16::MAX),
+                user: record.user,
+                host: record.host,
+            };
+            if !each(&placed)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The latest record time of a stored block (0 when unreadable).
 fn block_max(value: &[u8]) -> u64 {
     value
@@ -435,7 +481,7 @@ fn block_count(value: &[u8]) -> usize {
 
 /// Reads stored blocks of any format, keeping one zstd context for a whole scan.
 #[derive(Default)]
-struct Unpacker {
+pub(crate) struct Unpacker {
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
 }
 
@@ -683,52 +729,31 @@ impl<F: FnMut(Record) -> bool> TimeOrderedMerge<'_, F> {
         }
     }
 
-    /// Offers the records a block of references points at, reading each `R` block
-    /// once for consecutive references into it.
-    fn offer_references(
+    /// Offers the records at `places` (block key, position; sorted), reading each `R`
+    /// block once and in key order, so records are released in time order; false when
+    /// the scan should stop.
+    fn offer_places(
         &mut self,
         records: &sled::Tree,
-        value: &[u8],
-        unpacker: &mut Unpacker,
-        resolved: &mut Option<Resolved>,
-    ) -> Result<(), StoreError> {
-        let body = match unpacker.items(value) {
-            // Host references written before REFERENCE_FORMAT are plain blocks.
-            Ok(BlockBody { bytes, fixed: None }) if value.first() == Some(&PLAIN_BLOCK_FORMAT) => {
-                BlockBody { bytes, fixed: None }
-            }
-            Ok(body) if body.fixed.is_some() => body,
-            Ok(_) => {
-                error!("skipping a visit-log block of records where references were expected");
-                return Ok(());
-            }
-            Err(err) => {
-                error!(%err, "skipping an undecodable visit-log block of references");
-                return Ok(());
-            }
-        };
-        for reference in body.items() {
-            let reference = match reference {
-                Ok(reference) => reference,
-                Err(err) => {
-                    error!(%err, "skipping the rest of a damaged visit-log block of references");
-                    break;
+        places: &[([u8; TIME_KEY_LEN], u16)],
+    ) -> Result<bool, StoreError> {
+        let mut unpacker = Unpacker::default();
+        let mut resolved: Option<Resolved> = None;
+        for (block, position) in places {
+            if resolved.as_ref().is_none_or(|r| r.key != *block) {
+                if !self.advance_to(key_time(block)) {
+                    return Ok(false);
                 }
-            };
-            let Some((record_key, position)) = reference.split_first_chunk::<TIME_KEY_LEN>() else {
-                continue;
-            };
-            let position = position
-                .first_chunk::<2>()
-                .map_or(usize::MAX, |p| u16::from_le_bytes(*p) as usize);
-            if resolved.as_ref().is_none_or(|r| r.key != *record_key) {
-                *resolved = Some(Resolved::read(records, record_key, unpacker)?);
+                resolved = Some(Resolved::read(records, block, &mut unpacker)?);
             }
-            if let Some(encoded) = resolved.as_ref().and_then(|r| r.item(position)) {
+            if let Some(encoded) = resolved
+                .as_ref()
+                .and_then(|r| r.item(usize::from(*position)))
+            {
                 self.offer(encoded);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn finish(mut self) -> usize {
@@ -776,55 +801,18 @@ impl Store {
         let mut seq = Sequencer::new(&trees.db)?;
         let mut packer = Packer::new()?;
         let mut data = sled::Batch::default();
-        let mut users = sled::Batch::default();
-        let mut index = sled::Batch::default();
 
-        type References = Vec<(usize, [u8; REFERENCE_LEN])>;
-        let mut user_refs: HashMap<&str, References> = HashMap::new();
-        let mut host_refs: HashMap<&str, References> = HashMap::new();
+        let mut placed: Vec<(usize, [u8; TIME_KEY_LEN], u16)> = Vec::with_capacity(records.len());
         build_blocks(
             by_time.iter().map(|&i| item(i)),
             PLAIN_BLOCK_FORMAT,
             &mut seq,
-            |key, position, i| {
-                let mut reference = [0u8; REFERENCE_LEN];
-                reference[..TIME_KEY_LEN].copy_from_slice(key);
-                reference[TIME_KEY_LEN..].copy_from_slice(&position.to_le_bytes());
-                if let Some(user) = records[i].user {
-                    user_refs.entry(user).or_default().push((i, reference));
-                }
-                host_refs
-                    .entry(records[i].host)
-                    .or_default()
-                    .push((i, reference));
-            },
+            |key, position, i| placed.push((i, *key, position)),
             |key, bytes| {
                 data.insert(with_key(&[RECORDS], key), packer.pack(bytes)?);
                 Ok(())
             },
         )?;
-        for (kind, named, batch) in [
-            (BY_USER, &mut user_refs, &mut users),
-            (BY_HOST, &mut host_refs, &mut index),
-        ] {
-            for (name, refs) in named.iter_mut() {
-                // Already in time order (blocks are cut from the batch in time order);
-                // sorting keeps that true whatever the cutting does.
-                refs.sort_by_key(|(i, _)| records[*i].at);
-                let prefix = part(kind, Some(name));
-                build_blocks(
-                    refs.iter()
-                        .map(|(i, reference)| (*i, records[*i].at, &reference[..])),
-                    REFERENCE_FORMAT,
-                    &mut seq,
-                    |_, _, _| {},
-                    |key, bytes| {
-                        batch.insert(with_key(&prefix, key), bytes);
-                        Ok(())
-                    },
-                )?;
-            }
-        }
         for (kind, copy) in [
             (
                 BLOCKED,
@@ -846,8 +834,17 @@ impl Store {
                 },
             )?;
         }
-        trees.visit_log_index.apply_batch(index)?;
-        trees.visit_log_users.apply_batch(users)?;
+        // The index first: a crash between the two leaves places of missing blocks
+        // (skipped), never blocks the index does not know.
+        trees.postings.add(
+            &trees.db,
+            placed.iter().map(|&(i, block, position)| Placed {
+                block,
+                position,
+                user: records[i].user,
+                host: records[i].host,
+            }),
+        )?;
         trees.visit_log.apply_batch(data)?;
         Ok(())
     }
@@ -900,40 +897,36 @@ impl Store {
             limit,
             emit,
         };
-        let (tree, prefix) = match (&query.user, &query.host) {
-            (Some(user), _) => (&self.trees()?.visit_log_users, part(BY_USER, Some(user))),
-            (None, Some(host)) => (&self.trees()?.visit_log_index, part(BY_HOST, Some(host))),
-            (None, None) if query.blocked_only => (&self.trees()?.visit_log, part(BLOCKED, None)),
-            (None, None) if query.search_terms_only => {
-                (&self.trees()?.visit_log, part(SEARCHES, None))
+        let trees = self.trees()?;
+        let named = match (&query.user, &query.host) {
+            (Some(user), _) => Some((Kind::User, user)),
+            (None, Some(host)) => Some((Kind::Host, host)),
+            (None, None) => None,
+        };
+        if let Some((kind, name)) = named {
+            let since = query.since.unwrap_or(0).saturating_sub(BLOCK_SPAN_MICROS);
+            let until = query.until.unwrap_or(u64::MAX);
+            let places = trees.postings.places(kind, name, since, until)?;
+            if !merge.offer_places(&trees.visit_log, &places)? {
+                return Ok(merge.emitted);
             }
-            (None, None) => (&self.trees()?.visit_log, part(RECORDS, None)),
+            return Ok(merge.finish());
+        }
+        let prefix = if query.blocked_only {
+            part(BLOCKED, None)
+        } else if query.search_terms_only {
+            part(SEARCHES, None)
+        } else {
+            part(RECORDS, None)
         };
         let (low, high) = query.key_range(&prefix);
         let mut unpacker = Unpacker::default();
-        let mut resolved: Option<Resolved> = None;
-        for entry in tree.range(low..high) {
+        for entry in trees.visit_log.range(low..high) {
             let (key, value) = entry?;
             if !merge.advance_to(key_time(&key[prefix.len()..])) {
                 return Ok(merge.emitted);
             }
-            // `U` holds references, or (written before REFERENCE_FORMAT) copies of
-            // the user's `R` blocks; `H` holds references only.
-            let references = match (&query.user, &query.host) {
-                (Some(_), _) => value.first() == Some(&REFERENCE_FORMAT),
-                (None, Some(_)) => true,
-                (None, None) => false,
-            };
-            if references {
-                merge.offer_references(
-                    &self.trees()?.visit_log,
-                    &value,
-                    &mut unpacker,
-                    &mut resolved,
-                )?;
-            } else {
-                merge.offer_block(&value, &mut unpacker);
-            }
+            merge.offer_block(&value, &mut unpacker);
         }
         Ok(merge.finish())
     }
@@ -961,8 +954,9 @@ impl Store {
         let removed = purge_blocks(&self.trees()?.visit_log, &[RECORDS], cutoff_micros)?;
         purge_blocks(&self.trees()?.visit_log, &[BLOCKED], cutoff_micros)?;
         purge_blocks(&self.trees()?.visit_log, &[SEARCHES], cutoff_micros)?;
-        purge_named(&self.trees()?.visit_log_users, BY_USER, cutoff_micros)?;
-        purge_named(&self.trees()?.visit_log_index, BY_HOST, cutoff_micros)?;
+        self.trees()?
+            .postings
+            .purge_before(cutoff_micros, BLOCK_SPAN_MICROS)?;
         self.purge_totals_before(cutoff_micros)?;
         Ok(removed)
     }
@@ -1000,27 +994,6 @@ fn purge_blocks(tree: &sled::Tree, prefix: &[u8], cutoff: u64) -> Result<usize, 
             _ => return Ok(removed),
         }
     }
-}
-
-/// Purges the `kind name 0x00 block key` entries: for each distinct name, its old
-/// blocks.
-fn purge_named(tree: &sled::Tree, kind: u8, cutoff: u64) -> Result<usize, StoreError> {
-    let mut removed = 0;
-    let mut from = vec![kind];
-    let end = [kind + 1];
-    while let Some(entry) = tree.range(from.as_slice()..end.as_slice()).next() {
-        let (key, _) = entry?;
-        let Some(prefix_len) = key.len().checked_sub(TIME_KEY_LEN).filter(|&n| n > 1) else {
-            // Not one of ours: leave it and move on.
-            from = key.to_vec();
-            from.push(0);
-            continue;
-        };
-        let prefix = &key[..prefix_len];
-        removed += purge_blocks(tree, prefix, cutoff)?;
-        from = with_key(prefix, &[0xff; TIME_KEY_LEN + 1]);
-    }
-    Ok(removed)
 }
 
 /// Writes records as one JSON array (pretty-printed, one object per record).
