@@ -996,17 +996,63 @@ fn purge_blocks(tree: &sled::Tree, prefix: &[u8], cutoff: u64) -> Result<usize, 
     }
 }
 
-/// Writes records as one JSON array (pretty-printed, one object per record).
+/// A record as exported: its fields, then what content analysis found on the page
+/// (`content_score`: null, `content_categories`: empty, when it did not score).
+#[derive(serde::Serialize)]
+struct Exported<'a> {
+    #[serde(flatten)]
+    record: &'a Record,
+    content_score: Option<i64>,
+    content_categories: Vec<ExportedCategory<'a>>,
+}
+
+/// One category content analysis scored a page for.
+#[derive(serde::Serialize)]
+struct ExportedCategory<'a> {
+    name: &'a str,
+    score: i64,
+}
+
+/// Writes records as one JSON array (pretty-printed, one object per record, with
+/// `content_score` and `content_categories`).
 pub fn write_records_json(records: &[Record], out: impl Write) -> Result<(), StoreError> {
     let mut out = std::io::BufWriter::new(out);
-    serde_json::to_writer_pretty(&mut out, records)?;
+    let exported: Vec<Exported<'_>> = records
+        .iter()
+        .map(|record| Exported {
+            record,
+            content_score: record.content.as_ref().map(|c| c.score),
+            content_categories: record
+                .content
+                .iter()
+                .flat_map(|c| &c.categories)
+                .map(|(name, score)| ExportedCategory {
+                    name,
+                    score: *score,
+                })
+                .collect(),
+        })
+        .collect();
+    serde_json::to_writer_pretty(&mut out, &exported)?;
     out.write_all(b"\n")?;
     out.flush()?;
     Ok(())
 }
 
+/// A record's content categories for CSV: `gambling 150;violence 40` (empty when
+/// content analysis did not score the page).
+fn content_categories_text(record: &Record) -> String {
+    record
+        .content
+        .iter()
+        .flat_map(|c| &c.categories)
+        .map(|(name, score)| format!("{name} {score}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 /// The CSV header written by [`write_records_csv`].
-pub const CSV_HEADER: [&str; 24] = [
+pub const CSV_HEADER: [&str; 26] = [
     "at_unix_micros",
     "user",
     "role",
@@ -1031,6 +1077,8 @@ pub const CSV_HEADER: [&str; 24] = [
     "user_agent",
     "failure",
     "computer",
+    "content_score",
+    "content_categories",
 ];
 
 /// Writes records as CSV (RFC 4180): a header row, then one row per record; empty
@@ -1043,7 +1091,7 @@ pub fn write_records_csv(records: &[Record], out: impl Write) -> Result<(), Stor
     write_csv_row(&mut out, CSV_HEADER.iter().copied())?;
     for r in records {
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-        let row: [String; 24] = [
+        let row: [String; 26] = [
             r.at_unix_micros.to_string(),
             opt(&r.user),
             r.role.clone(),
@@ -1074,6 +1122,11 @@ pub fn write_records_csv(records: &[Record], out: impl Write) -> Result<(), Stor
             opt(&r.user_agent),
             opt(&r.failure),
             opt(&r.computer),
+            r.content
+                .as_ref()
+                .map(|c| c.score.to_string())
+                .unwrap_or_default(),
+            content_categories_text(r),
         ];
         write_csv_row(&mut out, row.iter().map(String::as_str))?;
     }

@@ -342,7 +342,13 @@ fn export_json_and_csv() {
     tricky.categories = vec!["search-engines".into(), "education".into()];
     tricky.path = Some("/search?q=a,b".into());
     tricky.user_agent = None;
-    let plain = record(T0 + 9, Some("alice"), "www.bbc.co.uk");
+    let mut plain = record(T0 + 9, Some("alice"), "www.bbc.co.uk");
+    plain.content = Some(safegate_store::ContentScore {
+        score: 150,
+        categories: vec![("gambling".into(), 120), ("violence".into(), 30)],
+        phrases: vec![("online casino".into(), 60)],
+        late: false,
+    });
     store
         .write_records(&[
             tricky.clone(),
@@ -357,10 +363,25 @@ fn export_json_and_csv() {
     let mut json = Vec::new();
     write_records_json(&exported, &mut json).unwrap();
     let parsed: Vec<Record> = serde_json::from_slice(&json).unwrap();
-    assert_eq!(parsed, exported);
+    let without_content: Vec<Record> = exported
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.content = None;
+            r
+        })
+        .collect();
+    assert_eq!(parsed, without_content);
     let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(value[0]["search"]["terms"], "comma, \"quote\"\nnewline");
     assert_eq!(value[0]["outcome"], "Allowed");
+    assert_eq!(value[0]["content_score"], serde_json::Value::Null);
+    assert_eq!(value[0]["content_categories"], serde_json::json!([]));
+    assert_eq!(value[1]["content_score"], 150);
+    assert_eq!(
+        value[1]["content_categories"],
+        serde_json::json!([{"name": "gambling", "score": 120}, {"name": "violence", "score": 30}])
+    );
 
     let mut csv = Vec::new();
     write_records_csv(&exported, &mut csv).unwrap();
@@ -368,12 +389,12 @@ fn export_json_and_csv() {
     let expected = format!(
         "at_unix_micros,user,role,group,client,identified_by,method,scheme,host,port,path,\
          categories,outcome,rule,status,bytes_up,bytes_down,duration_micros,search_engine,\
-         search_terms,seen_as,user_agent,failure,computer\r\n\
+         search_terms,seen_as,user_agent,failure,computer,content_score,content_categories\r\n\
          {},alice,pupil,year-9,10.1.2.3,ProxyAuth,GET,http,www.google.com,80,\"/search?q=a,b\",\
          search-engines;education,Allowed,default,200,100,2000,5000,google,\
-         \"comma, \"\"quote\"\"\nnewline\",PlainHttp,,,\r\n\
+         \"comma, \"\"quote\"\"\nnewline\",PlainHttp,,,,,\r\n\
          {},alice,pupil,year-9,10.1.2.3,ProxyAuth,GET,http,www.bbc.co.uk,80,/,education,\
-         Allowed,default,200,100,2000,5000,,,PlainHttp,Firefox,,\r\n",
+         Allowed,default,200,100,2000,5000,,,PlainHttp,Firefox,,,150,gambling 120;violence 30\r\n",
         T0 + 5,
         T0 + 9
     );
