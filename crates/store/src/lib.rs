@@ -5,8 +5,8 @@
 //! - `review_requests`: key = request time in Unix nanoseconds (u64 BE) followed by
 //!   a sequence number (u64 BE) from sled's id generator; value = JSON `ReviewRequest`.
 //! - `review_decisions`: the same key; value = JSON `ReviewDecision`.
-//! - `visit_log`, `visit_log_users`, `visit_log_index`: the visit log, records in
-//!   time-keyed compressed blocks, references to them by user and by host; the layout,
+//! - `visit_log`, `visit_log_postings`: the visit log, records in time-keyed
+//!   compressed blocks, and hourly posting lists by user and by host; the layout,
 //!   its formats, crash semantics and queries are described in [`visit_log`].
 //! - `alerts`, `alerts_open`, `alert_usage`: safeguarding alerts with their evidence
 //!   and status, the open alerts by fold key, and per-user daily usage; see [`alerts`].

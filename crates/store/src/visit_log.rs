@@ -20,73 +20,65 @@
 //! |--------|------------------------|---------------------------------------------------|-------------|
 //! | 1      | [`PLAIN_BLOCK_FORMAT`] | per item its length (u32 LE) and bytes            | before format 2: every block (`R`, `B`, `S`, the `U` copies, `H`); now only a record block that compression would not make smaller |
 //! | 2      | [`BLOCK_FORMAT`]       | the length of the format-1 item section (u32 LE), then that section compressed as one zstd frame (level 1, no checksum, no content size) | `R`, `B`, `S` |
-//! | 3      | [`REFERENCE_FORMAT`]   | references of [`REFERENCE_LEN`] (18) bytes, no lengths: an `R` block key and the position of the record in that block (u16 LE) | `U`, `H` |
+//! | 3      | [`REFERENCE_FORMAT`]   | references of [`REFERENCE_LEN`] (18) bytes, no lengths: an `R` block key and the position of the record in that block (u16 LE) | `U`, `H` of the reference layout, before the hourly postings (only read while migrating) |
 //!
 //! A block whose format is unknown, whose item section is truncated, or whose
 //! compressed frame does not decompress to exactly the declared length (at most 16
 //! MiB) is an error ([`StoreError::UnknownBlockFormat`], [`StoreError::DamagedBlock`]);
 //! queries log it and skip that block.
 //!
-//! Three sled trees, each key starting with a one-byte prefix:
+//! Two sled trees:
 //!
-//! | tree              | prefix | key after the prefix         | value                                   |
-//! |-------------------|--------|------------------------------|-----------------------------------------|
-//! | `visit_log`       | `R`    | block key                    | block of records (`Record::encode`) of every user, in time order (format 2; format 1 blocks of earlier versions hold one user's records, or all without a user name) |
-//! | `visit_log`       | `B`    | block key                    | block of the blocked records (a copy, format 2) |
-//! | `visit_log`       | `S`    | block key                    | block of the records with search terms (a copy, format 2) |
-//! | `visit_log_users` | `U`    | user name, `0x00`, block key | block of references to that user's records (format 3); earlier versions: a copy of the `R` block with the same block key (format 1) |
-//! | `visit_log_index` | `H`    | host name, `0x00`, block key | block of references to that host's records (format 3; format 1 with a length before each reference in earlier versions) |
+//! | tree                 | key                        | value                                   |
+//! |----------------------|----------------------------|-----------------------------------------|
+//! | `visit_log`          | `R`, block key             | block of records (`Record::encode`) of every user, in time order (format 2; format 1 blocks of earlier versions hold one user's records, or all without a user name) |
+//! | `visit_log`          | `B`, block key             | block of the blocked records (a copy, format 2) |
+//! | `visit_log`          | `S`, block key             | block of the records with search terms (a copy, format 2) |
+//! | `visit_log_postings` | see [`crate::postings`]    | per closed hour, the `R` block keys of the hour and per user and per host the places (block, position) of their records |
 //!
 //! The writer hands over large batches (all records of one flush interval, up to its
 //! batch limit); a batch is cut into `R` blocks in time order, whoever made the
 //! records, so a block holds everything of up to a minute of traffic and compresses
 //! well (user agents, hosts, roles and categories repeat from record to record: about
-//! 40 bytes a record instead of 225 in blocks of 50). One user per block, as format 1
-//! had it, gives blocks of a single record whenever a batch holds at most one record
-//! of each user (a second of a school's traffic among hundreds of users), and zstd
-//! cannot shrink a single record at all. A record is stored once; a named user's
-//! records and a host's records are found through their references: one user's week
-//! is one contiguous range scan of that user's `U` blocks and one `R` block read (and
-//! decompressed) per run of references into the same block. sled keeps values inside
-//! its tree nodes and pays per key, so the big values of `visit_log` are only ever
-//! appended near the newest keys, the indexes that are inserted all over their trees
-//! carry small values, and a batch costs about one key per block plus one per user and
-//! one per host. On disk sled takes several hundred bytes for each small key inserted
-//! all over a tree, so those two reference keys, not the records, are most of a
-//! record's size (`benches/README.md` has the figures). `B` and `S` copies make
-//! "blocked in a range" and "search terms in a range" read only those records.
+//! 40 bytes a record instead of 225 in blocks of 50). A record is stored once. sled
+//! pays per key, and several hundred bytes on disk for each small key inserted all
+//! over a tree against about 90 for one appended after the newest, so every key is
+//! appended in time order: a batch costs one key per block, and the index a few keys
+//! per closed hour ([`crate::postings`]; before, it was a user and a host
+//! reference key per block, most of a record's size on disk, `benches/README.md` has
+//! the figures). One user's week reads the user's posting key of each hour and only
+//! the `R` blocks holding the user's records (each read and decompressed once). `B`
+//! and `S` copies make "blocked in a range" and "search terms in a range" read only
+//! those records (about 11 bytes a record, counted in `benches/README.md`).
 //!
 //! Because blocks overlap in time (blocks of different batches; a long download is
 //! recorded when it ends), a scan reads blocks in key order and releases a record only
 //! when the next block's key is beyond it, so records always come back oldest first; a
-//! scan for `[since, until)` starts one block span before `since` (reference blocks
-//! span at most [`BLOCK_SPAN_MICROS`] too, and are keyed by their earliest record).
-//! Every query re-checks every condition against the decoded record: keys only narrow
-//! the scan and are never trusted for correctness (a user name containing `0x00`
-//! cannot confuse it).
+//! scan for `[since, until)` starts one block span before `since`. Every query
+//! re-checks every condition against the decoded record: keys and postings only
+//! narrow the scan and are never trusted for correctness.
 //!
 //! # Writing and crash semantics
 //!
-//! [`Store::write_batch`] writes one batch as one atomic sled `Batch` per tree: the
-//! host references, then the user references, then `visit_log` (the `R` blocks and
-//! the `B` and `S` copies). Nothing is durable until the next flush (the writer task
-//! flushes after each batch), and sled recovers to a prefix of the operations it had
-//! accepted, so after `kill -9` or a power cut:
+//! [`Store::write_batch`] hands the places of the batch's records to the index, which
+//! writes (one atomic batch in `visit_log_postings`) the sets of the hours it closes
+//! and of records more than an hour late, then writes the `R` blocks and the `B` and
+//! `S` copies as one atomic sled `Batch` in `visit_log`. Nothing is durable until the
+//! next flush (the writer task flushes after each batch), and sled recovers to a
+//! prefix of the operations it had accepted, so after `kill -9` or a power cut:
 //!
-//! - every batch whose flush completed is there, whole;
+//! - every batch whose flush completed is there, whole, and found by every query: the
+//!   open hours' postings, kept in memory, are rebuilt from the `R` blocks when the
+//!   database is opened;
 //! - the records of the batch being written or flushed, plus those still queued, are
 //!   lost: at most one flush interval's worth (the end-to-end kill -9 test finds
 //!   exactly the records the writer had reported flushed);
-//! - of that last batch, host and user references may have survived without its
-//!   `visit_log` blocks: user and host queries skip a reference whose block is
-//!   missing, so every query shows the same records (those of the surviving `R`
-//!   blocks). [`Store::purge_before`] removes such references by their time like any
-//!   other. A block that survived in `visit_log` always has its copies and references.
-//!   (A `U` copy of format 1 that outlived its block in a crash before the upgrade is
-//!   still shown to its user's queries, as before.)
+//! - postings may name a block a crash took: it is skipped, so every query shows the
+//!   same records (those of the surviving `R` blocks).
 //!
 //! Nothing is ever partially written inside a tree's batch: a block is whole or
-//! absent.
+//! absent. A database of the reference layout is migrated when it is opened
+//! (`crate::migrate`, resumable after a crash, losing no record).
 //!
 //! # Retention
 //!
@@ -94,8 +86,9 @@
 //! chunk one short batch, so the writer task and queries interleave with it and the
 //! proxy keeps serving. A block is removed when its latest record is older than the
 //! cutoff; a block that straddles the cutoff stays until the next purge (records at
-//! most one block span, a minute, past the limit). Users and hosts are purged with one
-//! seek per distinct name, so a purge interrupted by a crash is completed by the next.
+//! most one block span, a minute, past the limit). The index's keys of hours whose
+//! blocks are all gone are removed the same way, so a purge interrupted by a crash is
+//! completed by the next.
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
@@ -644,8 +637,9 @@ impl Resolved {
     }
 }
 
-/// A record in the reorder buffer (ordered by the heap key only).
-struct Pending(Record);
+/// A record in the reorder buffer (ordered by the heap key only); boxed, so the
+/// heap moves a pointer, not the record, as it reorders.
+struct Pending(Box<Record>);
 
 impl PartialEq for Pending {
     fn eq(&self, _: &Self) -> bool {
@@ -687,6 +681,7 @@ impl<F: FnMut(Record) -> bool> TimeOrderedMerge<'_, F> {
             let Some(Reverse((_, _, Pending(record)))) = self.pending.pop() else {
                 break;
             };
+            let record = *record;
             self.emitted += 1;
             if !(self.emit)(record) || self.emitted >= self.limit {
                 return false;
@@ -702,7 +697,7 @@ impl<F: FnMut(Record) -> bool> TimeOrderedMerge<'_, F> {
                 self.pending.push(Reverse((
                     record.at_unix_micros,
                     self.arrivals,
-                    Pending(record),
+                    Pending(Box::new(record)),
                 )));
             }
             Ok(_) => {}
