@@ -222,7 +222,11 @@ fn encode_entries(entries: &[Entry<'_>]) -> Result<Vec<u8>, StoreError> {
 
 /// The places of `name` in a posting value (empty when absent); an error when the
 /// value is damaged.
-fn decode_places(value: &[u8], name: &str) -> Result<Vec<(u16, u16)>, StoreError> {
+fn decode_places(
+    value: &[u8],
+    name: &str,
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+) -> Result<Vec<(u16, u16)>, StoreError> {
     let Some((&POSTINGS_FORMAT, rest)) = value.split_first() else {
         return Err(StoreError::UnknownBlockFormat(value.first().copied()));
     };
@@ -233,7 +237,9 @@ fn decode_places(value: &[u8], name: &str) -> Result<Vec<(u16, u16)>, StoreError
     if len > MAX_POSTINGS {
         return Err(StoreError::DamagedBlock);
     }
-    let plain = zstd::bulk::decompress(frame, len).map_err(|_| StoreError::DamagedBlock)?;
+    let plain = decompressor
+        .decompress(frame, len)
+        .map_err(|_| StoreError::DamagedBlock)?;
     let mut rest = plain.as_slice();
     while !rest.is_empty() {
         let (name_len, tail) = rest
@@ -413,6 +419,7 @@ impl Postings {
         let end = posting_key(kind, until, 0, 0);
         let mut period = period_of(since);
         let mut table: Option<([u8; 17], sled::IVec)> = None;
+        let mut decompressor = zstd::bulk::Decompressor::new().map_err(StoreError::Compression)?;
         while period < until {
             let low = posting_key(kind, period, bucket, 0);
             let high = posting_key(kind, period, bucket, u64::MAX);
@@ -422,7 +429,7 @@ impl Postings {
                     .get(10..18)
                     .and_then(|b| <[u8; 8]>::try_from(b).ok())
                     .map_or(0, u64::from_be_bytes);
-                let places = match decode_places(&value, name) {
+                let places = match decode_places(&value, name, &mut decompressor) {
                     Ok(places) => places,
                     Err(err) => {
                         tracing::error!(%err, "skipping a damaged visit-log posting key");
@@ -567,15 +574,16 @@ mod tests {
     fn entries_round_trip_and_damage_is_an_error() {
         let places = [(1u16, 2u16), (3, 4)];
         let value = encode_entries(&[("alice", &places[..]), ("bob", &[(7, 8)])]).unwrap();
-        assert_eq!(decode_places(&value, "alice").unwrap(), places);
-        assert_eq!(decode_places(&value, "bob").unwrap(), [(7, 8)]);
-        assert!(decode_places(&value, "carol").unwrap().is_empty());
+        let mut d = zstd::bulk::Decompressor::new().unwrap();
+        assert_eq!(decode_places(&value, "alice", &mut d).unwrap(), places);
+        assert_eq!(decode_places(&value, "bob", &mut d).unwrap(), [(7, 8)]);
+        assert!(decode_places(&value, "carol", &mut d).unwrap().is_empty());
         for len in 0..value.len() {
-            let _ = decode_places(&value[..len], "bob");
+            let _ = decode_places(&value[..len], "bob", &mut d);
         }
         let mut huge = value.clone();
         huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode_places(&huge, "bob").is_err());
+        assert!(decode_places(&huge, "bob", &mut d).is_err());
     }
 
     #[test]

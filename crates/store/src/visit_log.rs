@@ -353,12 +353,9 @@ struct Sequencer<'a> {
 }
 
 impl<'a> Sequencer<'a> {
-    fn new(db: &'a sled::Db) -> Result<Self, StoreError> {
-        Ok(Self {
-            db,
-            base: db.generate_id()? << SEQ_SHIFT,
-            next: 0,
-        })
+    /// Numbers from `base` on (an id from sled shifted by [`SEQ_SHIFT`]).
+    fn from(db: &'a sled::Db, base: u64) -> Self {
+        Self { db, base, next: 0 }
     }
 
     fn next(&mut self) -> Result<u64, StoreError> {
@@ -840,14 +837,18 @@ impl Store {
         if self.outbox_enabled() {
             self.outbox_add_batch(batch)?;
         }
-        self.write_stored(&items)?;
+        let trees = self.trees()?;
+        let base = batch.block_sequence(|| Ok(trees.db.generate_id()? << SEQ_SHIFT))?;
+        self.write_stored(&items, base)?;
         if let Err(error) = self.add_to_totals(batch) {
             tracing::warn!(%error, records = items.len(), "visit records stored, but the dashboard's hourly totals could not be updated: they leave this batch out");
         }
         Ok(())
     }
 
-    fn write_stored(&self, records: &[Stored<'_>]) -> Result<(), StoreError> {
+    /// Writes the records with block sequence numbers from `base` on (the same on a
+    /// retry of the same batch: the same keys, so nothing is stored twice).
+    fn write_stored(&self, records: &[Stored<'_>], base: u64) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -855,7 +856,7 @@ impl Store {
         let mut by_time: Vec<usize> = (0..records.len()).collect();
         by_time.sort_by_key(|&i| records[i].at);
         let trees = self.trees()?;
-        let mut seq = Sequencer::new(&trees.db)?;
+        let mut seq = Sequencer::from(&trees.db, base);
         let mut packer = Packer::new()?;
         let mut data = sled::Batch::default();
 

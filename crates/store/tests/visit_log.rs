@@ -847,3 +847,23 @@ fn closed_hours_and_late_records_are_found_before_and_after_reopening() {
     all.extend(more);
     check(&store, &all);
 }
+
+/// A batch written again (the writer's retry after a flush that failed although the
+/// write had reached the disk) is stored once: the same block keys are written.
+#[test]
+fn a_batch_written_twice_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let all = fixture();
+    let batch = safegate_store::RecordBatch::from_records(&all);
+    store.write_batch(&batch).unwrap();
+    store.write_batch(&batch).unwrap();
+    assert_eq!(store.record_count(), all.len());
+    for query in all_queries(T0 + 3 * HOUR, T0 + 8 * HOUR) {
+        assert_eq!(
+            times(&store.query(&query).unwrap()),
+            expected(&all, &query),
+            "{query:?}"
+        );
+    }
+}
