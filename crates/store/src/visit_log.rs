@@ -473,70 +473,9 @@ fn block_count(value: &[u8]) -> usize {
 #[derive(Default)]
 pub(crate) struct Unpacker {
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
-    /// For decompressing only the start of a block ([`Unpacker::first_items`]).
-    stream: Option<zstd::zstd_safe::DCtx<'static>>,
 }
 
-/// Bytes decompressed at a time by [`Unpacker::first_items`].
-const STREAM_CHUNK: usize = 2048;
-
 impl Unpacker {
-    /// The item section of a stored block of records as far as its first `needed`
-    /// items: a compressed block is decompressed only that far (a user's query wants
-    /// one or two records of most blocks it reads). Never a partial item.
-    fn first_items<'v>(
-        &mut self,
-        value: &'v [u8],
-        needed: usize,
-    ) -> Result<BlockBody<'v>, StoreError> {
-        use zstd::zstd_safe::{DCtx, InBuffer, OutBuffer, ResetDirective};
-        if value.first() != Some(&BLOCK_FORMAT) {
-            return self.items(value);
-        }
-        let (len, frame) = value
-            .get(BLOCK_HEADER_LEN..)
-            .and_then(|body| body.split_first_chunk::<4>())
-            .ok_or(StoreError::DamagedBlock)?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if len > MAX_PACKED_ITEMS {
-            return Err(StoreError::DamagedBlock);
-        }
-        let damaged = |_| StoreError::DamagedBlock;
-        let dctx = self.stream.get_or_insert_with(DCtx::create);
-        dctx.reset(ResetDirective::SessionOnly).map_err(damaged)?;
-        let mut input = InBuffer::around(frame);
-        let mut out = Vec::with_capacity(len.min(64 * 1024));
-        let mut chunk = [0u8; STREAM_CHUNK];
-        let (mut whole, mut found) = (0, 0);
-        while found < needed && out.len() < len {
-            let mut output = OutBuffer::around(&mut chunk[..]);
-            dctx.decompress_stream(&mut output, &mut input)
-                .map_err(damaged)?;
-            let produced = output.pos();
-            if produced == 0 {
-                return Err(StoreError::DamagedBlock);
-            }
-            out.extend_from_slice(&chunk[..produced]);
-            while let Some(item_len) = out
-                .get(whole..whole + 4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(|b| u32::from_le_bytes(b) as usize)
-                .filter(|&item_len| whole + 4 + item_len <= out.len())
-            {
-                whole += 4 + item_len;
-                found += 1;
-            }
-        }
-        if out.len() > len {
-            return Err(StoreError::DamagedBlock);
-        }
-        out.truncate(whole);
-        Ok(BlockBody {
-            bytes: Cow::Owned(out),
-            fixed: None,
-        })
-    }
-
     /// The item section of a stored block: borrowed, or decompressed.
     fn items<'v>(&mut self, value: &'v [u8]) -> Result<BlockBody<'v>, StoreError> {
         let Some(&format) = value.first() else {
@@ -649,11 +588,12 @@ struct Resolved {
 }
 
 impl Resolved {
-    /// Reads block `key` as far as its first `needed` records.
+    /// Reads block `key`, decompressed whole: zstd decodes up to 128 KiB at once, so
+    /// stopping at the last record wanted saves nothing on blocks this size (a
+    /// streaming version made a user's week several times slower in the benchmark).
     fn read(
         tree: &sled::Tree,
         key: &[u8; TIME_KEY_LEN],
-        needed: usize,
         unpacker: &mut Unpacker,
     ) -> Result<Self, StoreError> {
         let mut resolved = Self {
@@ -664,7 +604,7 @@ impl Resolved {
         let Some(value) = tree.get(with_key(&[RECORDS], key))? else {
             return Ok(resolved);
         };
-        let body = match unpacker.first_items(&value, needed) {
+        let body = match unpacker.items(&value) {
             Ok(body) if body.fixed.is_none() => body,
             Ok(_) => {
                 error!("skipping references to a visit-log block of references");
@@ -796,11 +736,7 @@ impl<F: FnMut(Record) -> bool> TimeOrderedMerge<'_, F> {
             if !self.advance_to(key_time(block)) {
                 return Ok(false);
             }
-            // Sorted: the last place is the furthest into the block.
-            let needed = group
-                .last()
-                .map_or(0, |(_, position)| usize::from(*position) + 1);
-            let resolved = Resolved::read(records, block, needed, &mut unpacker)?;
+            let resolved = Resolved::read(records, block, &mut unpacker)?;
             for (_, position) in group {
                 if let Some(encoded) = resolved.item(usize::from(*position)) {
                     self.offer(encoded);
@@ -1280,37 +1216,6 @@ mod block_tests {
         let records = decoded(&mut unpacker, &packed).unwrap();
         assert_eq!(records, decoded(&mut unpacker, &plain).unwrap());
         assert_eq!(records.len(), 20);
-    }
-
-    #[test]
-    fn the_start_of_a_packed_block_is_decompressed_as_far_as_needed() {
-        let plain = plain_block(200);
-        let packed = Packer::new().unwrap().pack(plain.clone()).unwrap();
-        let mut unpacker = Unpacker::default();
-        let all = decoded(&mut unpacker, &packed).unwrap();
-        for needed in [1, 2, 57, 199, 200, 500] {
-            let body = unpacker.first_items(&packed, needed).unwrap();
-            let first: Vec<Record> = body
-                .items()
-                .map(|item| Record::decode(item.unwrap()).unwrap())
-                .collect();
-            assert!(first.len() >= needed.min(200), "{needed}: {}", first.len());
-            assert_eq!(first[..], all[..first.len()]);
-        }
-        assert!(unpacker.first_items(&packed, 1).unwrap().bytes.len() < 8 * 1024);
-        // Damage: an error or fewer items, never a panic or a partial item.
-        for at in PACKED_HEADER_LEN..packed.len() {
-            let mut damaged = packed.clone();
-            damaged[at] ^= 0x5a;
-            if let Ok(body) = unpacker.first_items(&damaged, 150) {
-                assert!(body.items().all(|item| item.is_ok()));
-            }
-        }
-        for len in 0..packed.len() {
-            let _ = unpacker.first_items(&packed[..len], 150);
-        }
-        // A plain block is read whole.
-        assert_eq!(decoded(&mut unpacker, &plain).unwrap(), all);
     }
 
     #[test]
