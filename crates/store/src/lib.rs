@@ -368,9 +368,15 @@ impl Trees {
             migrate::CHUNK_RECORDS,
             max_chunks,
         )?;
+        let postings = postings::Postings::open(postings_tree)?;
+        // The open hours' postings were only in memory: rebuilt from their blocks.
+        visit_log::for_each_placed(&visit_log, postings.closed_before(), u64::MAX, |placed| {
+            postings.add_open(placed);
+            Ok(true)
+        })?;
         Ok(Self {
             reviews,
-            postings: postings::Postings::open(postings_tree, &visit_log)?,
+            postings,
             visit_log,
             users: db.open_tree("users")?,
             db,

@@ -34,7 +34,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::StoreError;
-use crate::visit_log::{TIME_KEY_LEN, key_time};
+
+/// Length of an `R` block key (see the visit_log module): its earliest record time
+/// (u64 BE) and a sequence number.
+const TIME_KEY_LEN: usize = 16;
+
+/// Keys removed per batch when purging.
+const PURGE_CHUNK: usize = 1024;
+
+/// The time of a block key.
+fn key_time(key: &[u8]) -> u64 {
+    key.get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
 
 /// Length of one indexing period: an hour.
 pub const PERIOD_MICROS: u64 = 3_600_000_000;
@@ -296,27 +309,31 @@ pub(crate) struct Postings {
 }
 
 impl Postings {
-    /// The index in `tree`, with the open periods rebuilt from the `R` blocks of
-    /// `records` keyed at or after the written watermark.
-    pub(crate) fn open(tree: sled::Tree, records: &sled::Tree) -> Result<Self, StoreError> {
+    /// The index in `tree`; the open periods are then rebuilt ([`Postings::add_open`])
+    /// from the `R` blocks keyed at or after [`Postings::closed_before`].
+    pub(crate) fn open(tree: sled::Tree) -> Result<Self, StoreError> {
         let closed_before = read_u64(&tree, WATERMARK)?.unwrap_or(0);
-        let postings = Self {
+        Ok(Self {
             tree,
             open: Mutex::new(OpenPostings {
                 closed_before,
                 periods: BTreeMap::new(),
             }),
-        };
-        let mut open = lock(&postings.open);
-        crate::visit_log::for_each_placed(records, closed_before, u64::MAX, |placed| {
-            open.periods
-                .entry(period_of(key_time(&placed.block)))
-                .or_default()
-                .add(placed);
-            Ok(true)
-        })?;
-        drop(open);
-        Ok(postings)
+        })
+    }
+
+    /// Periods before this time are closed: their postings are written.
+    pub(crate) fn closed_before(&self) -> u64 {
+        lock(&self.open).closed_before
+    }
+
+    /// Adds a place to its open period (rebuilding them on opening).
+    pub(crate) fn add_open(&self, placed: &Placed<'_>) {
+        lock(&self.open)
+            .periods
+            .entry(period_of(key_time(&placed.block)))
+            .or_default()
+            .add(placed);
     }
 
     /// Adds the places of a write's records, closing the periods a period past their
@@ -511,7 +528,7 @@ impl Postings {
                 for entry in self
                     .tree
                     .range(low.as_slice()..high.as_slice())
-                    .take(crate::visit_log::PURGE_CHUNK)
+                    .take(PURGE_CHUNK)
                 {
                     let (key, _) = entry?;
                     batch.remove(key.clone());
@@ -520,7 +537,7 @@ impl Postings {
                 }
                 self.tree.apply_batch(batch)?;
                 match last {
-                    Some(key) if keys == crate::visit_log::PURGE_CHUNK => {
+                    Some(key) if keys == PURGE_CHUNK => {
                         low = key.to_vec();
                         low.push(0);
                     }

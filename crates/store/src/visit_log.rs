@@ -78,7 +78,7 @@
 //!
 //! Nothing is ever partially written inside a tree's batch: a block is whole or
 //! absent. A database of the reference layout is migrated when it is opened
-//! (`crate::migrate`, resumable after a crash, losing no record).
+//! (the `migrate` module: resumable after a crash, losing no record).
 //!
 //! # Retention
 //!
