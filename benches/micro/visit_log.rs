@@ -207,10 +207,25 @@ fn build(dir: &Path, n: u64, days: u64) {
     }
     store.db_flush_blocking();
     println!(
-        "built {n} records over {days} days in {:.1} s ({:.0} records/s, one thread, direct)",
+        "built {n} records over {days} days in {:.1} s ({:.0} records/s, one thread, direct); \
+         peak RSS so far {} MB",
         started.elapsed().as_secs_f64(),
-        n as f64 / started.elapsed().as_secs_f64()
+        n as f64 / started.elapsed().as_secs_f64(),
+        peak_rss_kb() / 1024
     );
+}
+
+/// Peak resident memory of this process, kB (`VmHWM`).
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 trait FlushBlocking {

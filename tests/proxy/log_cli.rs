@@ -437,6 +437,56 @@ async fn purge_and_query_refuse_clearly() {
     .await;
 }
 
+/// What content analysis found on a page is in the JSON and CSV answers
+/// (`content_score`, `content_categories`; empty for a page it did not score), and
+/// `log migrate` on an up-to-date database says so and changes nothing.
+#[tokio::test]
+async fn content_scores_are_exported_and_migrate_reports_an_up_to_date_log() {
+    bounded(async {
+        let data_dir = tempfile::tempdir().unwrap();
+        let data = data_dir.path();
+        let now = now_micros();
+        let mut scored = record(now - 2_000_000, "ada", "casino.example", Outcome::Blocked);
+        scored.content = Some(safegate_store::ContentScore {
+            score: 160,
+            categories: vec![("gambling".into(), 130), ("weapons".into(), 30)],
+            phrases: vec![("online casino".into(), 60)],
+            late: false,
+        });
+        seed(
+            data,
+            &[
+                scored,
+                record(now - 1_000_000, "ada", "a.example", Outcome::Allowed),
+            ],
+        )
+        .await;
+        let json = log_json(data, &["query", "--user", "ada", "--json"]).await;
+        assert_eq!(json.len(), 2);
+        assert_eq!(json[0]["content_score"], 160);
+        assert_eq!(
+            json[0]["content_categories"],
+            serde_json::json!([{"name": "gambling", "score": 130}, {"name": "weapons", "score": 30}])
+        );
+        assert_eq!(json[1]["content_score"], serde_json::Value::Null);
+        assert_eq!(json[1]["content_categories"], serde_json::json!([]));
+        let csv = log_ok(data, &["query", "--user", "ada", "--csv"]).await;
+        // CR is shown as text on a terminal (TerminalSafe).
+        let lines: Vec<&str> = csv.lines().map(|l| l.trim_end_matches("\\x0d")).collect();
+        assert!(
+            lines[0].ends_with(",computer,content_score,content_categories"),
+            "{csv}"
+        );
+        assert!(lines[1].ends_with(",160,gambling 130;weapons 30"), "{csv}");
+        assert!(lines[2].ends_with(",,"), "{csv}");
+
+        let migrated = log_ok(data, &["migrate"]).await;
+        assert_eq!(migrated, "the visit log is up to date: 2 record(s)\n");
+        assert_eq!(log_json(data, &["query", "--json"]).await.len(), 2);
+    })
+    .await;
+}
+
 /// A process of another user reaching the socket (here: made world-writable on
 /// purpose) is refused by the peer check, and the service logs it. Needs root (to run
 /// the client as `nobody`) and perl; skipped otherwise.

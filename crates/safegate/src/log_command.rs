@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use jiff::Timestamp;
 use safegate_activity::DEFAULT_IDLE_GAP;
@@ -38,6 +38,10 @@ pub enum LogAction {
     /// safegate-export-<user>-<date>.json and .csv, readable by you alone.
     #[command(after_help = LOG_EXPORT_EXAMPLES)]
     Export(LogExportArgs),
+    /// Bring the visit log's index up to date with this version now. SafeGate does
+    /// it by itself when it starts (the first start after an upgrade takes longer on
+    /// a large log); run this with SafeGate stopped to do it beforehand.
+    Migrate(LogMigrateArgs),
 }
 
 const LOG_QUERY_EXAMPLES: &str =
@@ -139,12 +143,21 @@ pub struct LogExportArgs {
     pub config: ConfigArgs,
 }
 
+/// `safegate log migrate ...`
+#[derive(Debug, Args)]
+pub struct LogMigrateArgs {
+    /// Where the configuration (and through it data_dir) comes from.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
 /// Runs one `safegate log` command.
 pub fn run(action: &LogAction) -> Result<()> {
     let result = match action {
         LogAction::Query(args) => query(args),
         LogAction::Purge(args) => purge(args),
         LogAction::Export(args) => export(args),
+        LogAction::Migrate(args) => migrate(args),
     };
     match result {
         // `safegate log query | head`: the reader has had enough; not an error.
@@ -246,6 +259,35 @@ fn purge(args: &LogPurgeArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     Ok(access.run(&request, &mut out)?)
+}
+
+/// Opens the database, which migrates the visit log's index if it is of an earlier
+/// version, and says how many records it holds.
+fn migrate(args: &LogMigrateArgs) -> Result<()> {
+    let config = Config::load(&args.config.config, &args.config.set)?;
+    if !config.data_dir.join("db").exists() {
+        bail!(
+            "no database in {}: nothing to migrate",
+            config.data_dir.display()
+        );
+    }
+    match safegate_store::Store::open(&config.data_dir) {
+        Ok(store) => {
+            store
+                .flush_blocking()
+                .context("writing the migrated index to disk")?;
+            println!(
+                "the visit log is up to date: {} record(s)",
+                store.record_count()
+            );
+            Ok(())
+        }
+        Err(safegate_store::StoreError::Locked { .. }) => {
+            println!("SafeGate is running: it brought the visit log up to date when it started");
+            Ok(())
+        }
+        Err(error) => Err(error).context("opening the database"),
+    }
 }
 
 fn export(args: &LogExportArgs) -> Result<()> {

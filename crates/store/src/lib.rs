@@ -5,8 +5,8 @@
 //! - `review_requests`: key = request time in Unix nanoseconds (u64 BE) followed by
 //!   a sequence number (u64 BE) from sled's id generator; value = JSON `ReviewRequest`.
 //! - `review_decisions`: the same key; value = JSON `ReviewDecision`.
-//! - `visit_log`, `visit_log_users`, `visit_log_index`: the visit log, records in
-//!   time-keyed compressed blocks, references to them by user and by host; the layout,
+//! - `visit_log`, `visit_log_postings`: the visit log, records in time-keyed
+//!   compressed blocks, and hourly posting lists by user and by host; the layout,
 //!   its formats, crash semantics and queries are described in [`visit_log`].
 //! - `alerts`, `alerts_open`, `alert_usage`: safeguarding alerts with their evidence
 //!   and status, the open alerts by fold key, and per-user daily usage; see [`alerts`].
@@ -28,8 +28,10 @@ mod alert_numbers;
 pub mod alerts;
 pub mod audit;
 pub mod export_outbox;
+mod migrate;
 pub mod password;
 pub mod plain_words;
+mod postings;
 pub mod record;
 mod record_batch;
 mod reviews;
@@ -182,8 +184,8 @@ pub(crate) struct Trees {
     pub(crate) db: sled::Db,
     pub(crate) reviews: sled::Tree,
     pub(crate) visit_log: sled::Tree,
-    pub(crate) visit_log_users: sled::Tree,
-    pub(crate) visit_log_index: sled::Tree,
+    /// The visit log's index by user and host, with its open periods.
+    pub(crate) postings: postings::Postings,
     pub(crate) users: sled::Tree,
 }
 
@@ -203,7 +205,7 @@ impl Store {
     pub fn open_with_cache(data_dir: &Path, cache_mib: u64) -> Result<Self, StoreError> {
         let path = data_dir.join("db");
         let cache_bytes = cache_mib.saturating_mul(1024 * 1024);
-        let trees = Trees::open(&path, cache_bytes)?;
+        let trees = Trees::open(&path, cache_bytes, None)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 path,
@@ -224,6 +226,19 @@ impl Store {
     /// How many times the database has been reopened.
     pub fn reopened(&self) -> u64 {
         self.shared.reopened.load(Ordering::Relaxed)
+    }
+
+    /// Opens the database in `data_dir/db` and stops its index migration after
+    /// `chunks` chunks of hours, as a crash would (tests of the migration).
+    #[doc(hidden)]
+    pub fn open_interrupting_migration(data_dir: &Path, chunks: usize) -> Result<(), StoreError> {
+        let path = data_dir.join("db");
+        let db = sled::Config::new().path(&path).open()?;
+        let visit_log = db.open_tree("visit_log")?;
+        let postings = db.open_tree("visit_log_postings")?;
+        migrate::migrate(&db, &visit_log, &postings, 1, Some(chunks))?;
+        db.flush()?;
+        Ok(())
     }
 
     /// A handle that does not keep the database open.
@@ -261,7 +276,7 @@ impl Store {
             }
         }
         let reopened = loop {
-            match Trees::open(&self.shared.path, self.shared.cache_bytes) {
+            match Trees::open(&self.shared.path, self.shared.cache_bytes, None) {
                 Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -312,7 +327,10 @@ impl WeakStore {
 }
 
 impl Trees {
-    fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+    /// Opens the database, migrating the visit log's index if it is of the earlier
+    /// format (at most `max_chunks` chunks of it, for tests), and rebuilds the open
+    /// periods of the index.
+    fn open(path: &Path, cache_bytes: u64, max_chunks: Option<usize>) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
@@ -341,11 +359,25 @@ impl Trees {
                 db.drop_tree(old)?;
             }
         }
+        let visit_log = db.open_tree("visit_log")?;
+        let postings_tree = db.open_tree("visit_log_postings")?;
+        migrate::migrate(
+            &db,
+            &visit_log,
+            &postings_tree,
+            migrate::CHUNK_RECORDS,
+            max_chunks,
+        )?;
+        let postings = postings::Postings::open(postings_tree)?;
+        // The open hours' postings were only in memory: rebuilt from their blocks.
+        visit_log::for_each_placed(&visit_log, postings.closed_before(), u64::MAX, |placed| {
+            postings.add_open(placed);
+            Ok(true)
+        })?;
         Ok(Self {
             reviews,
-            visit_log: db.open_tree("visit_log")?,
-            visit_log_users: db.open_tree("visit_log_users")?,
-            visit_log_index: db.open_tree("visit_log_index")?,
+            postings,
+            visit_log,
             users: db.open_tree("users")?,
             db,
         })

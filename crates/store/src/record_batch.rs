@@ -23,6 +23,10 @@ pub struct RecordBatch {
     /// The export outbox's number for this batch, drawn on its first write (see
     /// [`crate::export_outbox`]).
     export_number: std::sync::OnceLock<u64>,
+    /// The sequence number of the batch's first visit-log block, drawn on its first
+    /// write: a retry writes the same keys again, so a write that reached the disk
+    /// although its flush failed is not stored twice.
+    block_sequence: std::sync::OnceLock<u64>,
 }
 
 impl Drop for RecordBatch {
@@ -123,6 +127,7 @@ impl RecordBatch {
             entries,
             pool: None,
             export_number: std::sync::OnceLock::new(),
+            block_sequence: std::sync::OnceLock::new(),
         }
     }
 
@@ -150,6 +155,19 @@ impl RecordBatch {
     /// returns the one kept.
     pub(crate) fn set_export_number(&self, number: u64) -> u64 {
         *self.export_number.get_or_init(|| number)
+    }
+
+    /// The sequence number of the batch's first block: the one drawn by `draw` on
+    /// the first write, the same on every retry.
+    pub(crate) fn block_sequence(
+        &self,
+        draw: impl FnOnce() -> Result<u64, crate::StoreError>,
+    ) -> Result<u64, crate::StoreError> {
+        if let Some(&drawn) = self.block_sequence.get() {
+            return Ok(drawn);
+        }
+        let drawn = draw()?;
+        Ok(*self.block_sequence.get_or_init(|| drawn))
     }
 
     /// Number of records.

@@ -20,73 +20,65 @@
 //! |--------|------------------------|---------------------------------------------------|-------------|
 //! | 1      | [`PLAIN_BLOCK_FORMAT`] | per item its length (u32 LE) and bytes            | before format 2: every block (`R`, `B`, `S`, the `U` copies, `H`); now only a record block that compression would not make smaller |
 //! | 2      | [`BLOCK_FORMAT`]       | the length of the format-1 item section (u32 LE), then that section compressed as one zstd frame (level 1, no checksum, no content size) | `R`, `B`, `S` |
-//! | 3      | [`REFERENCE_FORMAT`]   | references of [`REFERENCE_LEN`] (18) bytes, no lengths: an `R` block key and the position of the record in that block (u16 LE) | `U`, `H` |
+//! | 3      | [`REFERENCE_FORMAT`]   | references of [`REFERENCE_LEN`] (18) bytes, no lengths: an `R` block key and the position of the record in that block (u16 LE) | `U`, `H` of the reference layout, before the hourly postings (only read while migrating) |
 //!
 //! A block whose format is unknown, whose item section is truncated, or whose
 //! compressed frame does not decompress to exactly the declared length (at most 16
 //! MiB) is an error ([`StoreError::UnknownBlockFormat`], [`StoreError::DamagedBlock`]);
 //! queries log it and skip that block.
 //!
-//! Three sled trees, each key starting with a one-byte prefix:
+//! Two sled trees:
 //!
-//! | tree              | prefix | key after the prefix         | value                                   |
-//! |-------------------|--------|------------------------------|-----------------------------------------|
-//! | `visit_log`       | `R`    | block key                    | block of records (`Record::encode`) of every user, in time order (format 2; format 1 blocks of earlier versions hold one user's records, or all without a user name) |
-//! | `visit_log`       | `B`    | block key                    | block of the blocked records (a copy, format 2) |
-//! | `visit_log`       | `S`    | block key                    | block of the records with search terms (a copy, format 2) |
-//! | `visit_log_users` | `U`    | user name, `0x00`, block key | block of references to that user's records (format 3); earlier versions: a copy of the `R` block with the same block key (format 1) |
-//! | `visit_log_index` | `H`    | host name, `0x00`, block key | block of references to that host's records (format 3; format 1 with a length before each reference in earlier versions) |
+//! | tree                 | key                        | value                                   |
+//! |----------------------|----------------------------|-----------------------------------------|
+//! | `visit_log`          | `R`, block key             | block of records (`Record::encode`) of every user, in time order (format 2; format 1 blocks of earlier versions hold one user's records, or all without a user name) |
+//! | `visit_log`          | `B`, block key             | block of the blocked records (a copy, format 2) |
+//! | `visit_log`          | `S`, block key             | block of the records with search terms (a copy, format 2) |
+//! | `visit_log_postings` | see [`crate::postings`]    | per closed hour, the `R` block keys of the hour and per user and per host the places (block, position) of their records |
 //!
 //! The writer hands over large batches (all records of one flush interval, up to its
 //! batch limit); a batch is cut into `R` blocks in time order, whoever made the
 //! records, so a block holds everything of up to a minute of traffic and compresses
 //! well (user agents, hosts, roles and categories repeat from record to record: about
-//! 40 bytes a record instead of 225 in blocks of 50). One user per block, as format 1
-//! had it, gives blocks of a single record whenever a batch holds at most one record
-//! of each user (a second of a school's traffic among hundreds of users), and zstd
-//! cannot shrink a single record at all. A record is stored once; a named user's
-//! records and a host's records are found through their references: one user's week
-//! is one contiguous range scan of that user's `U` blocks and one `R` block read (and
-//! decompressed) per run of references into the same block. sled keeps values inside
-//! its tree nodes and pays per key, so the big values of `visit_log` are only ever
-//! appended near the newest keys, the indexes that are inserted all over their trees
-//! carry small values, and a batch costs about one key per block plus one per user and
-//! one per host. On disk sled takes several hundred bytes for each small key inserted
-//! all over a tree, so those two reference keys, not the records, are most of a
-//! record's size (`benches/README.md` has the figures). `B` and `S` copies make
-//! "blocked in a range" and "search terms in a range" read only those records.
+//! 40 bytes a record instead of 225 in blocks of 50). A record is stored once. sled
+//! pays per key, and several hundred bytes on disk for each small key inserted all
+//! over a tree against about 90 for one appended after the newest, so every key is
+//! appended in time order: a batch costs one key per block, and the index a few keys
+//! per closed hour ([`crate::postings`]; before, it was a user and a host
+//! reference key per block, most of a record's size on disk, `benches/README.md` has
+//! the figures). One user's week reads the user's posting key of each hour and only
+//! the `R` blocks holding the user's records (each read and decompressed once). `B`
+//! and `S` copies make "blocked in a range" and "search terms in a range" read only
+//! those records (about 11 bytes a record, counted in `benches/README.md`).
 //!
 //! Because blocks overlap in time (blocks of different batches; a long download is
 //! recorded when it ends), a scan reads blocks in key order and releases a record only
 //! when the next block's key is beyond it, so records always come back oldest first; a
-//! scan for `[since, until)` starts one block span before `since` (reference blocks
-//! span at most [`BLOCK_SPAN_MICROS`] too, and are keyed by their earliest record).
-//! Every query re-checks every condition against the decoded record: keys only narrow
-//! the scan and are never trusted for correctness (a user name containing `0x00`
-//! cannot confuse it).
+//! scan for `[since, until)` starts one block span before `since`. Every query
+//! re-checks every condition against the decoded record: keys and postings only
+//! narrow the scan and are never trusted for correctness.
 //!
 //! # Writing and crash semantics
 //!
-//! [`Store::write_batch`] writes one batch as one atomic sled `Batch` per tree: the
-//! host references, then the user references, then `visit_log` (the `R` blocks and
-//! the `B` and `S` copies). Nothing is durable until the next flush (the writer task
-//! flushes after each batch), and sled recovers to a prefix of the operations it had
-//! accepted, so after `kill -9` or a power cut:
+//! [`Store::write_batch`] hands the places of the batch's records to the index, which
+//! writes (one atomic batch in `visit_log_postings`) the sets of the hours it closes
+//! and of records more than an hour late, then writes the `R` blocks and the `B` and
+//! `S` copies as one atomic sled `Batch` in `visit_log`. Nothing is durable until the
+//! next flush (the writer task flushes after each batch), and sled recovers to a
+//! prefix of the operations it had accepted, so after `kill -9` or a power cut:
 //!
-//! - every batch whose flush completed is there, whole;
+//! - every batch whose flush completed is there, whole, and found by every query: the
+//!   open hours' postings, kept in memory, are rebuilt from the `R` blocks when the
+//!   database is opened;
 //! - the records of the batch being written or flushed, plus those still queued, are
 //!   lost: at most one flush interval's worth (the end-to-end kill -9 test finds
 //!   exactly the records the writer had reported flushed);
-//! - of that last batch, host and user references may have survived without its
-//!   `visit_log` blocks: user and host queries skip a reference whose block is
-//!   missing, so every query shows the same records (those of the surviving `R`
-//!   blocks). [`Store::purge_before`] removes such references by their time like any
-//!   other. A block that survived in `visit_log` always has its copies and references.
-//!   (A `U` copy of format 1 that outlived its block in a crash before the upgrade is
-//!   still shown to its user's queries, as before.)
+//! - postings may name a block a crash took: it is skipped, so every query shows the
+//!   same records (those of the surviving `R` blocks).
 //!
 //! Nothing is ever partially written inside a tree's batch: a block is whole or
-//! absent.
+//! absent. A database of the reference layout is migrated when it is opened
+//! (the `migrate` module: resumable after a crash, losing no record).
 //!
 //! # Retention
 //!
@@ -94,17 +86,19 @@
 //! chunk one short batch, so the writer task and queries interleave with it and the
 //! proxy keeps serving. A block is removed when its latest record is older than the
 //! cutoff; a block that straddles the cutoff stays until the next purge (records at
-//! most one block span, a minute, past the limit). Users and hosts are purged with one
-//! seek per distinct name, so a purge interrupted by a crash is completed by the next.
+//! most one block span, a minute, past the limit). The index's keys of hours whose
+//! blocks are all gone are removed the same way, so a purge interrupted by a crash is
+//! completed by the next.
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::io::Write;
 use std::ops::Range;
 
 use tracing::error;
 
+use crate::postings::{Kind, Placed};
 use crate::record_batch::{RecordBatch, Stored};
 use crate::{Record, Store, StoreError, record::Outcome};
 
@@ -158,14 +152,10 @@ pub const PURGE_CHUNK: usize = 1024;
 
 /// Key prefix of the blocks of every record.
 const RECORDS: u8 = b'R';
-/// Key prefix of the per-user index entries.
-const BY_USER: u8 = b'U';
 /// Key prefix of the blocked copies.
 const BLOCKED: u8 = b'B';
 /// Key prefix of the search-terms copies.
 const SEARCHES: u8 = b'S';
-/// Key prefix of the per-host references.
-const BY_HOST: u8 = b'H';
 
 /// Sequence numbers: one id from sled per batch, shifted, plus a block counter.
 const SEQ_SHIFT: u32 = 24;
@@ -179,7 +169,7 @@ pub fn time_key(at_unix_micros: u64, seq: u64) -> [u8; TIME_KEY_LEN] {
     key
 }
 
-fn key_time(key: &[u8]) -> u64 {
+pub(crate) fn key_time(key: &[u8]) -> u64 {
     key.get(..8)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map_or(0, u64::from_be_bytes)
@@ -363,12 +353,9 @@ struct Sequencer<'a> {
 }
 
 impl<'a> Sequencer<'a> {
-    fn new(db: &'a sled::Db) -> Result<Self, StoreError> {
-        Ok(Self {
-            db,
-            base: db.generate_id()? << SEQ_SHIFT,
-            next: 0,
-        })
+    /// Numbers from `base` on (an id from sled shifted by [`SEQ_SHIFT`]).
+    fn from(db: &'a sled::Db, base: u64) -> Self {
+        Self { db, base, next: 0 }
     }
 
     fn next(&mut self) -> Result<u64, StoreError> {
@@ -417,6 +404,55 @@ fn build_blocks<'i>(
     Ok(())
 }
 
+/// Calls `each` with the place, user and host of every record of the `R` blocks keyed
+/// from `from` to before `until` (Unix microseconds), in key order, until it returns
+/// false. Undecodable blocks and records are logged and skipped.
+pub(crate) fn for_each_placed(
+    records: &sled::Tree,
+    from: u64,
+    until: u64,
+    mut each: impl FnMut(&Placed<'_>) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let low = with_key(&[RECORDS], &time_key(from, 0));
+    let high = with_key(&[RECORDS], &time_key(until, 0));
+    let mut unpacker = Unpacker::default();
+    for entry in records.range(low..high) {
+        let (key, value) = entry?;
+        let Some(block) = key
+            .get(1..)
+            .and_then(|k| <[u8; TIME_KEY_LEN]>::try_from(k).ok())
+        else {
+            continue;
+        };
+        let body = match unpacker.items(&value) {
+            Ok(body) if body.fixed.is_none() => body,
+            Ok(_) => continue,
+            Err(err) => {
+                error!(%err, "not indexing an undecodable visit-log block");
+                continue;
+            }
+        };
+        for (position, item) in body.items().enumerate() {
+            let Ok(item) = item else {
+                break;
+            };
+            let Ok(record) = crate::RecordRef::decode(item) else {
+                continue;
+            };
+            let placed = Placed {
+                block,
+                position: u16::try_from(position).unwrap_or(u16::MAX),
+                user: record.user,
+                host: record.host,
+            };
+            if !each(&placed)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The latest record time of a stored block (0 when unreadable).
 fn block_max(value: &[u8]) -> u64 {
     value
@@ -435,7 +471,7 @@ fn block_count(value: &[u8]) -> usize {
 
 /// Reads stored blocks of any format, keeping one zstd context for a whole scan.
 #[derive(Default)]
-struct Unpacker {
+pub(crate) struct Unpacker {
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
 }
 
@@ -546,20 +582,21 @@ impl Iterator for ItemRanges<'_> {
 /// The `R` block that references point into, read once for consecutive references
 /// to it.
 struct Resolved {
-    key: [u8; TIME_KEY_LEN],
     bytes: Vec<u8>,
     /// Where each item is in `bytes`; empty when the block is missing or damaged.
     items: Vec<Range<usize>>,
 }
 
 impl Resolved {
+    /// Reads block `key`, decompressed whole: zstd decodes up to 128 KiB at once, so
+    /// stopping at the last record wanted saves nothing on blocks this size (a
+    /// streaming version made a user's week several times slower in the benchmark).
     fn read(
         tree: &sled::Tree,
         key: &[u8; TIME_KEY_LEN],
         unpacker: &mut Unpacker,
     ) -> Result<Self, StoreError> {
         let mut resolved = Self {
-            key: *key,
             bytes: Vec::new(),
             items: Vec::new(),
         };
@@ -598,8 +635,9 @@ impl Resolved {
     }
 }
 
-/// A record in the reorder buffer (ordered by the heap key only).
-struct Pending(Record);
+/// A record in the reorder buffer (ordered by the heap key only); boxed, so the
+/// heap moves a pointer, not the record, as it reorders.
+struct Pending(Box<Record>);
 
 impl PartialEq for Pending {
     fn eq(&self, _: &Self) -> bool {
@@ -641,6 +679,7 @@ impl<F: FnMut(Record) -> bool> TimeOrderedMerge<'_, F> {
             let Some(Reverse((_, _, Pending(record)))) = self.pending.pop() else {
                 break;
             };
+            let record = *record;
             self.emitted += 1;
             if !(self.emit)(record) || self.emitted >= self.limit {
                 return false;
@@ -656,7 +695,7 @@ impl<F: FnMut(Record) -> bool> TimeOrderedMerge<'_, F> {
                 self.pending.push(Reverse((
                     record.at_unix_micros,
                     self.arrivals,
-                    Pending(record),
+                    Pending(Box::new(record)),
                 )));
             }
             Ok(_) => {}
@@ -683,52 +722,28 @@ impl<F: FnMut(Record) -> bool> TimeOrderedMerge<'_, F> {
         }
     }
 
-    /// Offers the records a block of references points at, reading each `R` block
-    /// once for consecutive references into it.
-    fn offer_references(
+    /// Offers the records at `places` (block key, position; sorted), reading each `R`
+    /// block once and in key order, so records are released in time order; false when
+    /// the scan should stop.
+    fn offer_places(
         &mut self,
         records: &sled::Tree,
-        value: &[u8],
-        unpacker: &mut Unpacker,
-        resolved: &mut Option<Resolved>,
-    ) -> Result<(), StoreError> {
-        let body = match unpacker.items(value) {
-            // Host references written before REFERENCE_FORMAT are plain blocks.
-            Ok(BlockBody { bytes, fixed: None }) if value.first() == Some(&PLAIN_BLOCK_FORMAT) => {
-                BlockBody { bytes, fixed: None }
+        places: &[([u8; TIME_KEY_LEN], u16)],
+    ) -> Result<bool, StoreError> {
+        let mut unpacker = Unpacker::default();
+        for group in places.chunk_by(|a, b| a.0 == b.0) {
+            let block = &group[0].0;
+            if !self.advance_to(key_time(block)) {
+                return Ok(false);
             }
-            Ok(body) if body.fixed.is_some() => body,
-            Ok(_) => {
-                error!("skipping a visit-log block of records where references were expected");
-                return Ok(());
-            }
-            Err(err) => {
-                error!(%err, "skipping an undecodable visit-log block of references");
-                return Ok(());
-            }
-        };
-        for reference in body.items() {
-            let reference = match reference {
-                Ok(reference) => reference,
-                Err(err) => {
-                    error!(%err, "skipping the rest of a damaged visit-log block of references");
-                    break;
+            let resolved = Resolved::read(records, block, &mut unpacker)?;
+            for (_, position) in group {
+                if let Some(encoded) = resolved.item(usize::from(*position)) {
+                    self.offer(encoded);
                 }
-            };
-            let Some((record_key, position)) = reference.split_first_chunk::<TIME_KEY_LEN>() else {
-                continue;
-            };
-            let position = position
-                .first_chunk::<2>()
-                .map_or(usize::MAX, |p| u16::from_le_bytes(*p) as usize);
-            if resolved.as_ref().is_none_or(|r| r.key != *record_key) {
-                *resolved = Some(Resolved::read(records, record_key, unpacker)?);
-            }
-            if let Some(encoded) = resolved.as_ref().and_then(|r| r.item(position)) {
-                self.offer(encoded);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn finish(mut self) -> usize {
@@ -758,14 +773,18 @@ impl Store {
         if self.outbox_enabled() {
             self.outbox_add_batch(batch)?;
         }
-        self.write_stored(&items)?;
+        let trees = self.trees()?;
+        let base = batch.block_sequence(|| Ok(trees.db.generate_id()? << SEQ_SHIFT))?;
+        self.write_stored(&items, base)?;
         if let Err(error) = self.add_to_totals(batch) {
             tracing::warn!(%error, records = items.len(), "visit records stored, but the dashboard's hourly totals could not be updated: they leave this batch out");
         }
         Ok(())
     }
 
-    fn write_stored(&self, records: &[Stored<'_>]) -> Result<(), StoreError> {
+    /// Writes the records with block sequence numbers from `base` on (the same on a
+    /// retry of the same batch: the same keys, so nothing is stored twice).
+    fn write_stored(&self, records: &[Stored<'_>], base: u64) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -773,58 +792,21 @@ impl Store {
         let mut by_time: Vec<usize> = (0..records.len()).collect();
         by_time.sort_by_key(|&i| records[i].at);
         let trees = self.trees()?;
-        let mut seq = Sequencer::new(&trees.db)?;
+        let mut seq = Sequencer::from(&trees.db, base);
         let mut packer = Packer::new()?;
         let mut data = sled::Batch::default();
-        let mut users = sled::Batch::default();
-        let mut index = sled::Batch::default();
 
-        type References = Vec<(usize, [u8; REFERENCE_LEN])>;
-        let mut user_refs: HashMap<&str, References> = HashMap::new();
-        let mut host_refs: HashMap<&str, References> = HashMap::new();
+        let mut placed: Vec<(usize, [u8; TIME_KEY_LEN], u16)> = Vec::with_capacity(records.len());
         build_blocks(
             by_time.iter().map(|&i| item(i)),
             PLAIN_BLOCK_FORMAT,
             &mut seq,
-            |key, position, i| {
-                let mut reference = [0u8; REFERENCE_LEN];
-                reference[..TIME_KEY_LEN].copy_from_slice(key);
-                reference[TIME_KEY_LEN..].copy_from_slice(&position.to_le_bytes());
-                if let Some(user) = records[i].user {
-                    user_refs.entry(user).or_default().push((i, reference));
-                }
-                host_refs
-                    .entry(records[i].host)
-                    .or_default()
-                    .push((i, reference));
-            },
+            |key, position, i| placed.push((i, *key, position)),
             |key, bytes| {
                 data.insert(with_key(&[RECORDS], key), packer.pack(bytes)?);
                 Ok(())
             },
         )?;
-        for (kind, named, batch) in [
-            (BY_USER, &mut user_refs, &mut users),
-            (BY_HOST, &mut host_refs, &mut index),
-        ] {
-            for (name, refs) in named.iter_mut() {
-                // Already in time order (blocks are cut from the batch in time order);
-                // sorting keeps that true whatever the cutting does.
-                refs.sort_by_key(|(i, _)| records[*i].at);
-                let prefix = part(kind, Some(name));
-                build_blocks(
-                    refs.iter()
-                        .map(|(i, reference)| (*i, records[*i].at, &reference[..])),
-                    REFERENCE_FORMAT,
-                    &mut seq,
-                    |_, _, _| {},
-                    |key, bytes| {
-                        batch.insert(with_key(&prefix, key), bytes);
-                        Ok(())
-                    },
-                )?;
-            }
-        }
         for (kind, copy) in [
             (
                 BLOCKED,
@@ -846,8 +828,17 @@ impl Store {
                 },
             )?;
         }
-        trees.visit_log_index.apply_batch(index)?;
-        trees.visit_log_users.apply_batch(users)?;
+        // The index first: a crash between the two leaves places of missing blocks
+        // (skipped), never blocks the index does not know.
+        trees.postings.add(
+            &trees.db,
+            placed.iter().map(|&(i, block, position)| Placed {
+                block,
+                position,
+                user: records[i].user,
+                host: records[i].host,
+            }),
+        )?;
         trees.visit_log.apply_batch(data)?;
         Ok(())
     }
@@ -900,40 +891,36 @@ impl Store {
             limit,
             emit,
         };
-        let (tree, prefix) = match (&query.user, &query.host) {
-            (Some(user), _) => (&self.trees()?.visit_log_users, part(BY_USER, Some(user))),
-            (None, Some(host)) => (&self.trees()?.visit_log_index, part(BY_HOST, Some(host))),
-            (None, None) if query.blocked_only => (&self.trees()?.visit_log, part(BLOCKED, None)),
-            (None, None) if query.search_terms_only => {
-                (&self.trees()?.visit_log, part(SEARCHES, None))
+        let trees = self.trees()?;
+        let named = match (&query.user, &query.host) {
+            (Some(user), _) => Some((Kind::User, user)),
+            (None, Some(host)) => Some((Kind::Host, host)),
+            (None, None) => None,
+        };
+        if let Some((kind, name)) = named {
+            let since = query.since.unwrap_or(0).saturating_sub(BLOCK_SPAN_MICROS);
+            let until = query.until.unwrap_or(u64::MAX);
+            let places = trees.postings.places(kind, name, since, until)?;
+            if !merge.offer_places(&trees.visit_log, &places)? {
+                return Ok(merge.emitted);
             }
-            (None, None) => (&self.trees()?.visit_log, part(RECORDS, None)),
+            return Ok(merge.finish());
+        }
+        let prefix = if query.blocked_only {
+            part(BLOCKED, None)
+        } else if query.search_terms_only {
+            part(SEARCHES, None)
+        } else {
+            part(RECORDS, None)
         };
         let (low, high) = query.key_range(&prefix);
         let mut unpacker = Unpacker::default();
-        let mut resolved: Option<Resolved> = None;
-        for entry in tree.range(low..high) {
+        for entry in trees.visit_log.range(low..high) {
             let (key, value) = entry?;
             if !merge.advance_to(key_time(&key[prefix.len()..])) {
                 return Ok(merge.emitted);
             }
-            // `U` holds references, or (written before REFERENCE_FORMAT) copies of
-            // the user's `R` blocks; `H` holds references only.
-            let references = match (&query.user, &query.host) {
-                (Some(_), _) => value.first() == Some(&REFERENCE_FORMAT),
-                (None, Some(_)) => true,
-                (None, None) => false,
-            };
-            if references {
-                merge.offer_references(
-                    &self.trees()?.visit_log,
-                    &value,
-                    &mut unpacker,
-                    &mut resolved,
-                )?;
-            } else {
-                merge.offer_block(&value, &mut unpacker);
-            }
+            merge.offer_block(&value, &mut unpacker);
         }
         Ok(merge.finish())
     }
@@ -961,8 +948,9 @@ impl Store {
         let removed = purge_blocks(&self.trees()?.visit_log, &[RECORDS], cutoff_micros)?;
         purge_blocks(&self.trees()?.visit_log, &[BLOCKED], cutoff_micros)?;
         purge_blocks(&self.trees()?.visit_log, &[SEARCHES], cutoff_micros)?;
-        purge_named(&self.trees()?.visit_log_users, BY_USER, cutoff_micros)?;
-        purge_named(&self.trees()?.visit_log_index, BY_HOST, cutoff_micros)?;
+        self.trees()?
+            .postings
+            .purge_before(cutoff_micros, BLOCK_SPAN_MICROS)?;
         self.purge_totals_before(cutoff_micros)?;
         Ok(removed)
     }
@@ -1002,38 +990,63 @@ fn purge_blocks(tree: &sled::Tree, prefix: &[u8], cutoff: u64) -> Result<usize, 
     }
 }
 
-/// Purges the `kind name 0x00 block key` entries: for each distinct name, its old
-/// blocks.
-fn purge_named(tree: &sled::Tree, kind: u8, cutoff: u64) -> Result<usize, StoreError> {
-    let mut removed = 0;
-    let mut from = vec![kind];
-    let end = [kind + 1];
-    while let Some(entry) = tree.range(from.as_slice()..end.as_slice()).next() {
-        let (key, _) = entry?;
-        let Some(prefix_len) = key.len().checked_sub(TIME_KEY_LEN).filter(|&n| n > 1) else {
-            // Not one of ours: leave it and move on.
-            from = key.to_vec();
-            from.push(0);
-            continue;
-        };
-        let prefix = &key[..prefix_len];
-        removed += purge_blocks(tree, prefix, cutoff)?;
-        from = with_key(prefix, &[0xff; TIME_KEY_LEN + 1]);
-    }
-    Ok(removed)
+/// A record as exported: its fields, then what content analysis found on the page
+/// (`content_score`: null, `content_categories`: empty, when it did not score).
+#[derive(serde::Serialize)]
+struct Exported<'a> {
+    #[serde(flatten)]
+    record: &'a Record,
+    content_score: Option<i64>,
+    content_categories: Vec<ExportedCategory<'a>>,
 }
 
-/// Writes records as one JSON array (pretty-printed, one object per record).
+/// One category content analysis scored a page for.
+#[derive(serde::Serialize)]
+struct ExportedCategory<'a> {
+    name: &'a str,
+    score: i64,
+}
+
+/// Writes records as one JSON array (pretty-printed, one object per record, with
+/// `content_score` and `content_categories`).
 pub fn write_records_json(records: &[Record], out: impl Write) -> Result<(), StoreError> {
     let mut out = std::io::BufWriter::new(out);
-    serde_json::to_writer_pretty(&mut out, records)?;
+    let exported: Vec<Exported<'_>> = records
+        .iter()
+        .map(|record| Exported {
+            record,
+            content_score: record.content.as_ref().map(|c| c.score),
+            content_categories: record
+                .content
+                .iter()
+                .flat_map(|c| &c.categories)
+                .map(|(name, score)| ExportedCategory {
+                    name,
+                    score: *score,
+                })
+                .collect(),
+        })
+        .collect();
+    serde_json::to_writer_pretty(&mut out, &exported)?;
     out.write_all(b"\n")?;
     out.flush()?;
     Ok(())
 }
 
+/// A record's content categories for CSV: `gambling 150;violence 40` (empty when
+/// content analysis did not score the page).
+fn content_categories_text(record: &Record) -> String {
+    record
+        .content
+        .iter()
+        .flat_map(|c| &c.categories)
+        .map(|(name, score)| format!("{name} {score}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 /// The CSV header written by [`write_records_csv`].
-pub const CSV_HEADER: [&str; 24] = [
+pub const CSV_HEADER: [&str; 26] = [
     "at_unix_micros",
     "user",
     "role",
@@ -1058,6 +1071,8 @@ pub const CSV_HEADER: [&str; 24] = [
     "user_agent",
     "failure",
     "computer",
+    "content_score",
+    "content_categories",
 ];
 
 /// Writes records as CSV (RFC 4180): a header row, then one row per record; empty
@@ -1070,7 +1085,7 @@ pub fn write_records_csv(records: &[Record], out: impl Write) -> Result<(), Stor
     write_csv_row(&mut out, CSV_HEADER.iter().copied())?;
     for r in records {
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-        let row: [String; 24] = [
+        let row: [String; 26] = [
             r.at_unix_micros.to_string(),
             opt(&r.user),
             r.role.clone(),
@@ -1101,6 +1116,11 @@ pub fn write_records_csv(records: &[Record], out: impl Write) -> Result<(), Stor
             opt(&r.user_agent),
             opt(&r.failure),
             opt(&r.computer),
+            r.content
+                .as_ref()
+                .map(|c| c.score.to_string())
+                .unwrap_or_default(),
+            content_categories_text(r),
         ];
         write_csv_row(&mut out, row.iter().map(String::as_str))?;
     }

@@ -120,7 +120,7 @@ fn bytes_per_record() {
     let disk = disk_bytes(&dir.path().join("db"));
     let db = sled::open(dir.path().join("db")).unwrap();
     let mut parts: BTreeMap<(String, u8), (u64, u64, u64)> = BTreeMap::new();
-    for tree in ["visit_log", "visit_log_users", "visit_log_index"] {
+    for tree in ["visit_log", "visit_log_postings"] {
         for entry in db.open_tree(tree).unwrap().iter() {
             let (key, value) = entry.unwrap();
             let part = parts.entry((tree.to_owned(), key[0])).or_default();
