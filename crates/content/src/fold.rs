@@ -48,6 +48,16 @@ const ASCII_OUT: [u8; 256] = {
     table
 };
 
+/// Two spaces in a row in mapped text: where [`Folder::ascii_run`] squeezes.
+static DOUBLE_SPACE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"  "));
+
+/// The number of spaces `bytes` starts with.
+#[inline]
+fn leading_spaces(bytes: &[u8]) -> usize {
+    bytes.iter().take_while(|&&b| b == b' ').count()
+}
+
 /// The folding state between characters: whether the last byte out was a space.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Folder {
@@ -74,24 +84,35 @@ impl Folder {
     }
 
     /// Folds a run of ASCII bytes onto `out`, as [`Folder::ascii`] on each would, in
-    /// a loop without branches on the text: every byte writes its folded form or a
-    /// space, and the write position moves on unless it is a second space in a row.
+    /// two passes that do not branch on every byte: each byte mapped to its folded
+    /// form or a space by table, then the runs of spaces (found with `memmem`, one
+    /// every sentence or so) squeezed to one.
     #[inline]
     pub(crate) fn ascii_run(&mut self, run: &[u8], out: &mut Vec<u8>) {
         let start = out.len();
-        out.resize(start + run.len(), 0);
-        let buf = &mut out[start..];
-        let mut after_space = self.after_space;
-        let mut n = 0;
-        for (&byte, slot) in run.iter().zip(0..buf.len()) {
-            let folded = ASCII_OUT[usize::from(byte)];
-            let space = folded == b' ';
-            buf[n.min(slot)] = folded;
-            n += usize::from(!(space && after_space));
-            after_space = space;
+        out.extend(run.iter().map(|&byte| ASCII_OUT[usize::from(byte)]));
+        let end = out.len();
+        let mut read = start;
+        if self.after_space {
+            read += leading_spaces(&out[start..]);
         }
-        self.after_space = after_space;
-        out.truncate(start + n);
+        let mut write = start;
+        while read < end {
+            let keep = match DOUBLE_SPACE.find(&out[read..end]) {
+                // Keep up to and with the first space of the pair.
+                Some(at) => read + at + 1,
+                None => end,
+            };
+            if write != read {
+                out.copy_within(read..keep, write);
+            }
+            write += keep - read;
+            read = keep + leading_spaces(&out[keep..end]);
+        }
+        if write > start {
+            self.after_space = out[write - 1] == b' ';
+        }
+        out.truncate(write);
     }
 
     /// A word break (a tag, an unknown entity).
