@@ -140,6 +140,11 @@ impl PhraseSet {
         self.entries.is_empty()
     }
 
+    /// Heap bytes of the automaton (its transition table, for the most part).
+    pub fn automaton_bytes(&self) -> usize {
+        self.dfa.memory_usage()
+    }
+
     /// Distinct patterns in the automaton.
     pub fn patterns(&self) -> usize {
         self.uses.len()

@@ -472,7 +472,7 @@ impl TextSink for FoldSink<'_> {
 const TEXT_SLICE: usize = 8 * 1024;
 
 /// Interleaved walks of the automaton over one buffer of folded text.
-const LANES: usize = 8;
+const LANES: usize = 4;
 
 /// The automaton's state and what it found.
 struct Matcher {
