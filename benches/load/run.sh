@@ -34,7 +34,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LOADGEN=$ROOT/target/release/safegate-loadgen
 SAFEGATE=$ROOT/target/release/safegate
 
-ORIGIN_PORT=$BASE_PORT            # nginx: /1k and /1m
+ORIGIN_PORT=$BASE_PORT            # nginx: /1k, /1m, /100k.html, /over-limit.html
 TUNNEL_PORT=$((BASE_PORT + 1))    # safegate-loadgen serve: CONNECT target
 ORIGIN=127.0.0.1:$ORIGIN_PORT
 TUNNEL_ORIGIN=127.0.0.1:$TUNNEL_PORT
@@ -226,19 +226,33 @@ EOF
 
 start_e2guardian() {
     # e2guardian 5.3 goes direct when proxyip is unset, so it runs standalone with
-    # Debian's stock filter group (phrase filtering of text/*, default lists), plus:
-    # loopback listener, no access log, foreground.
+    # Debian's stock filter group (phrase filtering of text/*, stock site lists), but
+    # scoring pages as SafeGate's shipped policy does: SafeGate's four starter
+    # weighted lists as its only weighted phrases, no banned or exception phrases,
+    # naughtynesslimit 100 (the pupils' limit). Plus: loopback listeners (its
+    # transparent HTTPS port too), no access log, foreground.
     local dir=$WORK/e2guardian port=${PEER_PORT[e2guardian]}
     mkdir -p "$dir" && cp -r /etc/e2guardian/. "$dir/" && chmod -R a+rwX "$dir"
-    local key
-    for key in filterip filterports pidfilename loglocation nodaemon nologger loglevel \
-        filecachedir; do
+    local key list
+    for key in filterip filterports transparenthttpsport pidfilename loglocation nodaemon \
+        nologger loglevel filecachedir; do
         sed -i -E "/^\s*$key\s*=/d" "$dir/e2guardian.conf"
     done
-    sed -i "s|/etc/e2guardian/|$dir/|g" "$dir/e2guardian.conf"
+    sed -i "s|/etc/e2guardian/|$dir/|g" "$dir/e2guardian.conf" "$dir/e2guardianf1.conf"
+    : >"$dir/empty"
+    for list in pornography gambling self-harm extremism; do
+        cp "$ROOT/blocklists/content/$list.txt" "$dir/starter-$list.txt"
+        printf '.Include<%s/starter-%s.txt>\n' "$dir" "$list"
+    done >"$dir/weighted"
+    chmod a+r "$dir"/starter-*.txt "$dir/weighted" "$dir/empty"
+    sed -i -E -e "s#^\s*bannedphraselist\s*=.*#bannedphraselist = '$dir/empty'#" \
+        -e "s#^\s*exceptionphraselist\s*=.*#exceptionphraselist = '$dir/empty'#" \
+        -e "s#^\s*weightedphraselist\s*=.*#weightedphraselist = '$dir/weighted'#" \
+        -e "s#^\s*naughtynesslimit\s*=.*#naughtynesslimit = 100#" "$dir/e2guardianf1.conf"
     cat >>"$dir/e2guardian.conf" <<EOF
 filterip = 127.0.0.1
 filterports = $port
+transparenthttpsport = $((port + 1))
 pidfilename = '$dir/e2guardian.pid'
 loglocation = '$dir/access.log'
 filecachedir = '$dir'
@@ -259,12 +273,13 @@ EOF
 # its start function; runners send $EXTRA_HEADER, which holds that peer's header (or
 # nothing) while its column runs.
 
-ALL_SCENARIOS=(get1k_c1 get1k_c16 get1k_c128 get1m_c4 connect_bulk connect_new)
+ALL_SCENARIOS=(get1k_c1 get1k_c16 get1k_c128 get1m_c4 get100k_html_c16 connect_bulk connect_new)
 declare -A SCENARIO_TITLE=(
     [get1k_c1]="GET 1 KiB keep-alive, 1 conn"
     [get1k_c16]="GET 1 KiB keep-alive, 16 conns"
     [get1k_c128]="GET 1 KiB keep-alive, 128 conns"
     [get1m_c4]="GET 1 MiB, 4 conns"
+    [get100k_html_c16]="GET 100 KiB HTML, scanned, 16 conns"
     [connect_bulk]="CONNECT bulk download, 4 tunnels"
     [connect_new]="CONNECT new tunnels, 16 workers"
 )
@@ -273,6 +288,7 @@ declare -A SCENARIO_RUN=(
     [get1k_c16]="run_wrk /1k 16"
     [get1k_c128]="run_wrk /1k 128"
     [get1m_c4]="run_wrk /1m 4"
+    [get100k_html_c16]="run_wrk /100k.html 16"
     [connect_bulk]="run_bulk 4"
     [connect_new]="run_tunnels 16"
 )
@@ -376,6 +392,7 @@ run_tunnels() {
 
 declare -A PID=()
 declare -A PEER_HEADER=()
+declare -A SCAN_NOTE=()
 track() { PID[$1]=$2; }
 
 cleanup() {
@@ -459,6 +476,17 @@ smoke_test() {
         log "$name: GET through it answered '$code'; leaving it out"
         return 1
     fi
+    # Content scanning: the 100 KiB page passes whole, the page over the limit does
+    # not (a note, not a failure: the other rows still hold).
+    local page over
+    page=$(curl -s --max-time 5 --noproxy '' "${extra[@]}" -x "http://127.0.0.1:$port" \
+        "http://$ORIGIN/100k.html" | cmp -s - "$WORK/nginx/www/100k.html" && echo same || echo differs)
+    over=$(curl -s --max-time 5 --noproxy '' "${extra[@]}" -x "http://127.0.0.1:$port" \
+        "http://$ORIGIN/over-limit.html" | grep -c 'live sex cams' || true)
+    if [[ $page != same || $over != 0 ]]; then
+        SCAN_NOTE[$name]="scan check: 100 KiB page $page, over-limit page $([[ $over == 0 ]] && echo blocked || echo passed)"
+        log "$name: ${SCAN_NOTE[$name]}"
+    fi
     extra=()
     [[ -n ${PEER_HEADER[$name]:-} ]] && extra=(--proxy-header "${PEER_HEADER[$name]}")
     if ! "$LOADGEN" tunnels --target "$TUNNEL_ORIGIN" --proxy "127.0.0.1:$port" "${extra[@]}" \
@@ -489,10 +517,55 @@ install_packages() {
         --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# A 100 KiB school-news page (text/html): head with a style and a script, articles of
+# ordinary school words with links, entities and inline tags; no weighted phrase of
+# the starter lists on it, so every proxy scans it whole and passes it. The same bytes
+# on every run (awk's srand with a fixed seed).
+write_html_page() {
+    awk 'BEGIN {
+        srand(22)
+        n = split("school pupils parents teachers class year term week homework " \
+            "library reading writing maths science history geography music art " \
+            "sports day trip museum garden lunch assembly choir football netball " \
+            "swimming uniform council fair books club visit project lesson spelling " \
+            "fractions poems painting planting harvest concert holiday report " \
+            "friday monday morning afternoon please bring water coat hat names " \
+            "welcome news notice office community charity raised thank everyone", w, " ")
+        printf "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        printf "<title>School news</title><style>body{font-family:sans-serif} "
+        printf ".nav a{color:#036}</style><script>window.dataLayer=window.dataLayer||[];"
+        printf "function gtag(){dataLayer.push(arguments)}</script></head><body>"
+        printf "<nav class=\"nav\"><a href=\"/\">Home</a> <a href=\"/news\">News</a></nav><main>\n"
+        size = 400
+        for (i = 0; size < 102400 - 200; i++) {
+            line = "<article class=\"post\"><h2>"
+            for (k = 0; k < 6; k++) line = line w[int(rand() * n) + 1] " "
+            line = line "</h2><p>"
+            for (k = 0; k < 90; k++) {
+                line = line w[int(rand() * n) + 1]
+                if (k % 17 == 9) line = line " &amp; "
+                else if (k % 17 == 16) line = line ". "
+                else if (k % 23 == 5) line = line " <a href=\"/page?id=" i "\">more</a> "
+                else if (k % 29 == 7) line = line " <b>" w[int(rand() * n) + 1] "</b> "
+                else line = line " "
+            }
+            line = line "</p></article>"
+            print line
+            size += length(line) + 1
+        }
+        print "</main><footer>School office</footer></body></html>"
+    }'
+}
+
 start_origin() {
     mkdir -p "$WORK/nginx/www" "$WORK/nginx/tmp"
     head -c 1024 /dev/zero | tr '\0' 'a' >"$WORK/nginx/www/1k"
     head -c 1048576 /dev/zero | tr '\0' 'b' >"$WORK/nginx/www/1m"
+    write_html_page >"$WORK/nginx/www/100k.html"
+    # The check that a proxy scans: a short page well over the limit of 100.
+    printf '<html><body><p>%s</p></body></html>\n' \
+        "Free porn videos, porn tube, hot milf and live sex cams. Online casino, casino bonus." \
+        >"$WORK/nginx/www/over-limit.html"
     cat >"$WORK/nginx/nginx.conf" <<EOF
 daemon off;
 worker_processes $NGINX_WORKERS;
@@ -501,6 +574,7 @@ error_log $WORK/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
+    types { text/html html; }
     default_type application/octet-stream;
     sendfile on;
     tcp_nopush on;
@@ -528,7 +602,7 @@ EOF
     track loadgen-origin $!
     wait_port loadgen-origin "$TUNNEL_PORT" || die "safegate-loadgen serve did not start"
 
-    for path in /1k /1m; do
+    for path in /1k /1m /100k.html; do
         cat >"$WORK/wrk-absolute${path//\//-}.lua" <<EOF
 -- Absolute-form request line, as browsers send to an explicit proxy.
 wrk.path = "http://$ORIGIN$path"
@@ -718,6 +792,10 @@ print_cpu_rows() {
                 -v s="$scenario" 'BEGIN { if (b > 0) printf "%s: safegate / sg-baseline = %.1f%%\n", s, 100 * a / b }'
         fi
     done
+    if [[ -n ${RESULT[get100k_html_c16,safegate]:-} && -n ${RESULT[get100k_html_c16,e2guardian]:-} ]]; then
+        awk -v a="$(get get100k_html_c16 safegate primary)" -v b="$(get get100k_html_c16 e2guardian primary)" \
+            'BEGIN { if (b > 0) printf "GET 100 KiB HTML, scanned, 16 conns: safegate / e2guardian = %.1fx (target >= 10x)\n", a / b }'
+    fi
     if [[ -n ${RESULT[connect_bulk,safegate]:-} ]]; then
         awk -v a="$(get connect_bulk safegate primary)" -v d="$(get connect_bulk direct primary)" \
             'BEGIN { if (d > 0) printf "CONNECT bulk: safegate / direct = %.0f%% (target >= 80%%)\n", 100 * a / d }'
@@ -745,5 +823,8 @@ print_cpu_rows() {
     done
     for p in "${PEERS[@]}"; do
         [[ " ${ACTIVE[*]} " == *" $p "* ]] || echo "note: $p could not run (see log above)"
+        if [[ -n ${SCAN_NOTE[$p]:-} ]]; then echo "note: $p: ${SCAN_NOTE[$p]}"; fi
     done
+    echo "Scanning: the 100 KiB page passed whole and the over-limit page was blocked by" \
+        "every proxy without a scan-check note (squid and tinyproxy do not scan)."
 }

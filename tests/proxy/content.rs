@@ -173,6 +173,80 @@ async fn pages_are_blocked_by_their_words_and_passed_on_unchanged_otherwise() {
     .await;
 }
 
+/// `[content.groups.year6]` with a stricter limit (20) and one exempt site, the test's
+/// computer (127.0.0.1) counted as Year 6: a page under the pupils' limit of 100 but
+/// over 20 is blocked, an explicit page on the exempt site is not scanned, and the
+/// explicit page elsewhere is still blocked (the group's limit, not the role's).
+#[tokio::test]
+async fn a_group_content_setting_wins_over_the_role() {
+    bounded(async {
+        let origin = PageOrigin::start().await;
+        origin.add("/explicit", Page::html(EXPLICIT));
+        origin.add(
+            "/film",
+            Page::html("<p>The casino scene in the film was filmed in Monaco.</p>"),
+        );
+        let policy_text = std::fs::read_to_string(crate::kit::process::loopback_policy())
+            .unwrap()
+            .replace(
+                "[groups.year6]\n",
+                "[groups.year6]\naddresses = [\"127.0.0.1/32\"]\n",
+            );
+        let policy_text = format!(
+            "{policy_text}\n[content.groups.year6]\nlimit = 20\nexempt = [\"exempt.test\"]\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, policy_text).unwrap();
+        let dns = FakeDns::start(&[
+            ("site.test", Ipv4Addr::LOCALHOST),
+            ("exempt.test", Ipv4Addr::LOCALHOST),
+        ])
+        .await;
+        let sets = [
+            format!("policy.file={:?}", policy.display().to_string()),
+            format!("upstream.dns.servers=[\"{}\"]", dns.addr),
+            "upstream.dns.ip_strategy=\"ipv4_only\"".to_owned(),
+        ];
+        let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let safegate = SafeGate::start(&refs).await;
+        let client = safegate.client();
+        let port = origin.addr.port();
+        for (host, path, blocked) in [
+            ("site.test", "/film", true),
+            ("site.test", "/explicit", true),
+            ("exempt.test", "/explicit", false),
+        ] {
+            let response = client
+                .get(format!("http://{host}:{port}{path}"))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let rule = response
+                .headers()
+                .get("x-safegate-rule")
+                .map(|v| v.to_str().unwrap().to_owned());
+            if blocked {
+                assert_eq!(
+                    (status, rule.as_deref()),
+                    (403, Some("content:pupil")),
+                    "{host}{path}"
+                );
+            } else {
+                assert_eq!(status, 200, "{host}{path}");
+                assert_eq!(
+                    response.bytes().await.unwrap(),
+                    EXPLICIT.as_bytes(),
+                    "{host}{path}"
+                );
+            }
+        }
+        safegate.terminate();
+    })
+    .await;
+}
+
 /// Waits until the alert engine has logged its work (bounded by the test limit).
 async fn wait_for_alerts(safegate: &mut SafeGate) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -24,6 +24,9 @@ pub(crate) struct Entry {
     pub(crate) category: CategoryId,
     /// Number of distinct patterns that must all be seen.
     pub(crate) parts: u16,
+    /// For a combination (`parts` > 1): its counter's index, below
+    /// [`PhraseSet::combinations`].
+    pub(crate) combination: u32,
 }
 
 /// What a pattern (a distinct folded phrase) completes when first seen.
@@ -39,6 +42,10 @@ pub struct PhraseSet {
     pub(crate) start: aho_corasick::automaton::StateID,
     pub(crate) uses: Vec<PatternUse>,
     pub(crate) entries: Vec<Entry>,
+    /// The longest pattern in bytes: how far back a match can start.
+    pub(crate) max_pattern_len: usize,
+    /// Number of combinations (entries of several parts).
+    pub(crate) combinations: usize,
     categories: Vec<String>,
 }
 
@@ -51,6 +58,7 @@ impl PhraseSet {
             std::collections::HashMap::new();
         let mut uses: Vec<PatternUse> = Vec::new();
         let mut compiled = Vec::with_capacity(entries.len());
+        let mut combinations = 0u32;
         for entry in entries {
             let category = match categories.iter().position(|c| *c == entry.category) {
                 Some(i) => i,
@@ -77,11 +85,16 @@ impl PhraseSet {
                     uses[id as usize].entries.push(index);
                 }
             }
+            let combination = combinations;
+            if distinct.len() > 1 {
+                combinations += 1;
+            }
             compiled.push(Entry {
                 text: written(&entry.parts),
                 weight: entry.weight,
                 category,
                 parts: u16::try_from(distinct.len()).unwrap_or(u16::MAX),
+                combination,
             });
         }
         let dfa = DFA::builder()
@@ -96,6 +109,8 @@ impl PhraseSet {
         Ok(PhraseSet {
             dfa,
             start,
+            max_pattern_len: patterns.iter().map(String::len).max().unwrap_or(0),
+            combinations: combinations as usize,
             uses,
             entries: compiled,
             categories,
@@ -123,6 +138,11 @@ impl PhraseSet {
     /// Whether the set has no phrase at all.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Heap bytes of the automaton (its transition table, for the most part).
+    pub fn automaton_bytes(&self) -> usize {
+        self.dfa.memory_usage()
     }
 
     /// Distinct patterns in the automaton.

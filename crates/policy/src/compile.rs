@@ -382,7 +382,8 @@ impl Compiler<'_> {
             self.problem(key, why);
         }
         stats.files.extend(logo);
-        let content = self.content(&file.content, &mut stats);
+        let group_names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        let content = self.content(&file.content, &group_names, &mut stats);
         Draft {
             groups,
             teaching,
@@ -409,6 +410,7 @@ impl Compiler<'_> {
     fn content(
         &mut self,
         file: &crate::content::ContentFile,
+        groups: &[&str],
         stats: &mut LoadStats,
     ) -> crate::content::ContentRules {
         let mut problems = Vec::new();
@@ -416,6 +418,7 @@ impl Compiler<'_> {
         let (rules, files) = crate::content::compile(
             file,
             &base,
+            groups,
             &mut |key, why| problems.push((key, why)),
             &mut |key, sites| self.allow_list(key, sites),
         );

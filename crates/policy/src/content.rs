@@ -5,7 +5,10 @@
 //! Per role (`[content.roles.ROLE]`): the limit above which a page is blocked
 //! (pupils 100 unless set; staff and filter admins are not scanned unless set), the
 //! categories that count (default all), sites never scanned, and whether banned
-//! searches apply. Pages of allow-listed sites and active unblocks are never scanned.
+//! searches apply. Per group (`[content.groups.NAME]`): a limit, categories or
+//! exempt sites that replace the role's for the group's members (the group wins;
+//! what it does not set comes from the role). Pages of allow-listed sites and active
+//! unblocks are never scanned.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,6 +88,24 @@ pub(crate) struct ContentFile {
     /// Per-role settings.
     #[serde(default)]
     pub roles: BTreeMap<String, ContentRoleFile>,
+    /// Per-group settings, which win over the group's role.
+    #[serde(default)]
+    pub groups: BTreeMap<String, ContentGroupFile>,
+}
+
+/// `[content.groups.NAME]`: each setting given replaces the role's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ContentGroupFile {
+    /// Pages scoring above this are blocked.
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// The categories that count; empty: the role's.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// Sites whose pages are never scanned; empty: the role's.
+    #[serde(default)]
+    pub exempt: Vec<String>,
 }
 
 /// One `[[content.lists]]` entry.
@@ -133,6 +154,16 @@ pub struct ContentRules {
     pub(crate) max_hold: u64,
     pub(crate) limits: ScanLimits,
     pub(crate) roles: [RoleContent; 3],
+    /// `[content.groups]` by group name: `None` fields come from the role.
+    pub(crate) groups: BTreeMap<String, GroupContent>,
+}
+
+/// One group's compiled settings; each one set replaces the role's.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GroupContent {
+    pub limit: Option<i64>,
+    pub categories: Option<Arc<[CategoryId]>>,
+    pub exempt: Option<crate::lists::index::ListId>,
 }
 
 /// What the proxy needs to scan one response for one person.
@@ -172,6 +203,21 @@ impl ContentRules {
         &self.roles[role_index.min(self.roles.len() - 1)]
     }
 
+    /// The settings for a member of `group` (already checked to be of the role), or
+    /// for the role alone: the group's where it sets them, else the role's.
+    pub(crate) fn settings(&self, role_index: usize, group: Option<&str>) -> RoleContent {
+        let role = self.role(role_index);
+        let Some(group) = group.and_then(|name| self.groups.get(name)) else {
+            return role.clone();
+        };
+        RoleContent {
+            limit: group.limit.or(role.limit),
+            categories: group.categories.clone().or_else(|| role.categories.clone()),
+            exempt: group.exempt.or(role.exempt),
+            banned_searches: role.banned_searches,
+        }
+    }
+
     /// The banned phrase in `terms` for the role at `role_index`, if banned searches
     /// apply to it.
     pub(crate) fn banned_phrase(&self, role_index: usize, terms: &str) -> Option<&str> {
@@ -182,11 +228,13 @@ impl ContentRules {
     }
 }
 
-/// Reads and compiles `[content]` (paths relative to `base`); problems go to
-/// `problem` with their key. Returns the rules and the files read.
+/// Reads and compiles `[content]` (paths relative to `base`; `groups`: the policy's
+/// group names); problems go to `problem` with their key. Returns the rules and the
+/// files read.
 pub(crate) fn compile(
     file: &ContentFile,
     base: &Path,
+    groups: &[&str],
     problem: &mut impl FnMut(String, String),
     exempt_list: &mut impl FnMut(&str, &[String]) -> Option<crate::lists::index::ListId>,
 ) -> (ContentRules, Vec<PathBuf>) {
@@ -249,6 +297,30 @@ pub(crate) fn compile(
             ),
         }
     }
+    for (name, group_file) in &file.groups {
+        let key = format!("content.groups.{name}");
+        if !groups.contains(&name.as_str()) {
+            problem(
+                key,
+                format!("unknown group `{name}`: groups are declared in [groups] or under a role"),
+            );
+            continue;
+        }
+        let categories = counted_categories(&rules, &group_file.categories, &key, problem);
+        let exempt = if group_file.exempt.is_empty() {
+            None
+        } else {
+            exempt_list(&format!("{key}.exempt"), &group_file.exempt)
+        };
+        rules.groups.insert(
+            name.clone(),
+            GroupContent {
+                limit: group_file.limit,
+                categories,
+                exempt,
+            },
+        );
+    }
     if !file.roles.contains_key("pupil") {
         rules.roles[0] = RoleContent {
             limit: Some(DEFAULT_PUPIL_LIMIT),
@@ -266,8 +338,23 @@ fn role_content(
     problem: &mut impl FnMut(String, String),
     exempt_list: &mut impl FnMut(&str, &[String]) -> Option<crate::lists::index::ListId>,
 ) -> RoleContent {
+    RoleContent {
+        limit: file.limit,
+        categories: counted_categories(rules, &file.categories, key, problem),
+        exempt: exempt_list(&format!("{key}.exempt"), &file.exempt),
+        banned_searches: file.banned_searches.unwrap_or(rules.banned.is_some()),
+    }
+}
+
+/// The ids of the categories named under `key`; `None` when none is named.
+fn counted_categories(
+    rules: &ContentRules,
+    names: &[String],
+    key: &str,
+    problem: &mut impl FnMut(String, String),
+) -> Option<Arc<[CategoryId]>> {
     let mut categories = Vec::new();
-    for (i, name) in file.categories.iter().enumerate() {
+    for (i, name) in names.iter().enumerate() {
         match rules.set.as_ref().and_then(|set| set.category(name)) {
             Some(id) => categories.push(id),
             None => problem(
@@ -276,12 +363,7 @@ fn role_content(
             ),
         }
     }
-    RoleContent {
-        limit: file.limit,
-        categories: (!categories.is_empty()).then(|| Arc::from(categories)),
-        exempt: exempt_list(&format!("{key}.exempt"), &file.exempt),
-        banned_searches: file.banned_searches.unwrap_or(rules.banned.is_some()),
-    }
+    (!categories.is_empty()).then(|| Arc::from(categories))
 }
 
 #[cfg(test)]

@@ -586,7 +586,11 @@ impl Snapshot {
         decision: &Decision,
     ) -> Option<crate::content::ContentCheck> {
         let set = self.content.set.as_ref()?;
-        let role = self.content.role(subject.role.index());
+        // A group counts only for members of its role (as for every other rule).
+        let group = subject
+            .group
+            .filter(|name| self.group(name).is_some_and(|g| g.role == subject.role));
+        let role = self.content.settings(subject.role.index(), group);
         let limit = role.limit?;
         if decision.rule.starts_with("allow:") || decision.rule.starts_with("unblock:") {
             return None;
