@@ -31,9 +31,10 @@ pub mod teach;
 pub mod two_factor;
 pub mod users;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
@@ -42,11 +43,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use safegate_proxy::auth::Directory;
 use safegate_store::{Permission, Store};
 use serde::Serialize;
 
 use crate::ui::session::random_token;
-pub use crate::ui::session::{Session, SessionLimits, Sessions};
+pub use crate::ui::session::{Session, SessionLimits, Sessions, SignInSource};
 
 /// Largest form or JSON body accepted (a policy edit fits many times over).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -241,6 +243,9 @@ pub struct WebState {
     /// A hash of a random password, checked when the user does not exist so that the
     /// answer takes as long as for a real account.
     pub(crate) dummy_hash: String,
+    /// The school's directory (`[auth.ldap]`), the proxy's client, for sign-ins of
+    /// people who are not SafeGate users.
+    pub(crate) directory: OnceLock<Arc<Directory>>,
 }
 
 impl WebState {
@@ -267,7 +272,14 @@ impl WebState {
             dummy_hash: random_token()
                 .and_then(|secret| safegate_store::password::hash_password(&secret).ok())
                 .unwrap_or_default(),
+            directory: OnceLock::new(),
         })
+    }
+
+    /// Lets people in the school's directory sign in with the permissions of their
+    /// first mapped group (`[[auth.ldap.groups]] permissions`). Set once, at start.
+    pub fn use_directory(&self, directory: Arc<Directory>) {
+        let _ = self.directory.set(directory);
     }
 
     /// The school's time zone (the live policy's), UTC without a policy.
@@ -517,7 +529,14 @@ async fn guard(
     };
     // The account as it is now: disabled, removed or changed accounts are signed out.
     let current = state.store.get_user(&session.user).ok().flatten();
-    if !current.is_some_and(|user| !user.disabled && user.generation == session.generation) {
+    let still = match session.source {
+        session::SignInSource::Local => {
+            current.is_some_and(|user| !user.disabled && user.generation == session.generation)
+        }
+        // Checked elsewhere at sign-in: only a disabled SafeGate user of that name ends it.
+        _ => !current.is_some_and(|user| user.disabled),
+    };
+    if !still {
         state.sessions.end(id);
         return refusal(
             api,
