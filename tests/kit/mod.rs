@@ -10,6 +10,7 @@ pub mod clickhouse;
 pub mod dns;
 pub mod files;
 pub mod haproxy;
+pub mod kdc;
 pub mod origin;
 pub mod pages;
 pub mod process;

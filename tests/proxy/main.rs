@@ -22,6 +22,7 @@ mod hostile;
 mod https;
 mod https_block_pages;
 mod ip_hosts;
+mod kerberos;
 mod lifecycle;
 mod limits;
 mod list_feeds;
