@@ -345,3 +345,30 @@ async fn directory_people_sign_in_to_admin_and_are_synced_then_disabled() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_running_service_syncs_the_directory_on_its_schedule() {
+    if !slapd_available() {
+        return;
+    }
+    bounded(async {
+        let slapd = Slapd::start().await;
+        let world = World::new().await;
+        let ldap = ldap_with_permissions(&slapd).replacen(
+            "timeout = \"3s\"",
+            "timeout = \"3s\", sync_interval = \"5m\"",
+            1,
+        );
+        let safegate = world.safegate(&[&ldap]).await;
+        // The first sync runs at start; later ones every sync_interval.
+        let users = crate::ops::poll("the scheduled sync at start", || async {
+            let users = listed(&world).await;
+            (users.len() == 3).then_some(users)
+        })
+        .await;
+        assert_eq!(users["alice"]["group"], "year6");
+        assert_eq!(users["olly"]["display_name"], "Olly Other");
+        crate::auth::stop(safegate).await;
+    })
+    .await;
+}
