@@ -32,6 +32,7 @@ mod local_pages;
 mod log_cli;
 mod metrics;
 mod nodes;
+mod oidc_sign_in;
 mod ops;
 mod package;
 mod policy;

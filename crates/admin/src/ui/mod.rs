@@ -19,6 +19,7 @@ pub mod confirm;
 pub mod dashboard;
 pub mod groups;
 pub mod limiter;
+pub mod oidc;
 pub mod page_frame;
 pub mod pages;
 pub mod policy_edit;
@@ -91,6 +92,8 @@ pub const ROUTES: &[RouteInfo] = &[
     route("GET", "/login", Need::Public),
     route("POST", "/login", Need::Public),
     route("POST", "/login/code", Need::Public),
+    route("GET", "/login/oidc", Need::Public),
+    route("GET", "/login/oidc/callback", Need::Public),
     route("GET", "/account/two-factor", Need::SignedIn),
     route("POST", "/account/two-factor/enrol", Need::SignedIn),
     route("POST", "/account/two-factor/off", Need::SignedIn),
@@ -246,6 +249,8 @@ pub struct WebState {
     /// The school's directory (`[auth.ldap]`), the proxy's client, for sign-ins of
     /// people who are not SafeGate users.
     pub(crate) directory: OnceLock<Arc<Directory>>,
+    /// The school's OpenID Connect provider (`[admin.oidc]`).
+    pub(crate) oidc: OnceLock<Arc<oidc::Oidc>>,
 }
 
 impl WebState {
@@ -273,7 +278,24 @@ impl WebState {
                 .and_then(|secret| safegate_store::password::hash_password(&secret).ok())
                 .unwrap_or_default(),
             directory: OnceLock::new(),
+            oidc: OnceLock::new(),
         })
+    }
+
+    /// Offers sign-in with the school's OpenID Connect provider. Set once, at start.
+    pub fn use_oidc(&self, oidc: oidc::Oidc) {
+        let _ = self.oidc.set(Arc::new(oidc));
+    }
+
+    /// A `Set-Cookie` like [`WebState::cookie`] but `SameSite=Lax`, for the one
+    /// cookie that must come back with the sign-in provider's redirect.
+    pub(crate) fn lax_cookie(&self, name: &str, value: &str) -> HeaderValue {
+        let strict = self.cookie(name, value);
+        let text = strict
+            .to_str()
+            .unwrap_or_default()
+            .replace("SameSite=Strict", "SameSite=Lax");
+        HeaderValue::from_str(&text).unwrap_or(strict)
     }
 
     /// Lets people in the school's directory sign in with the permissions of their
@@ -316,6 +338,8 @@ pub fn router(state: Arc<WebState>) -> Router {
     let public = Router::new()
         .route("/login", get(pages::login_page).post(pages::login))
         .route("/login/code", post(two_factor::login_code))
+        .route("/login/oidc", get(oidc::begin))
+        .route("/login/oidc/callback", get(oidc::callback))
         .route_layer(middleware::from_fn_with_state(
             state.settings.body_read_timeout,
             body_in_time,

@@ -57,7 +57,7 @@ const FIRST_ADMIN_COMMAND: &str = "sudo safegate setup --config /etc/safegate/sa
 const FIRST_ADMIN_ALONE: &str = "Or that account alone: sudo -u safegate safegate users add NAME --role filter-admin --permissions 'rules,reports,metrics,users'";
 
 fn login_form(token: &str, next: &str, user: &str, problem: Option<&str>) -> Markup {
-    login_form_with(token, next, user, problem, false)
+    login_form_with(token, next, user, problem, false, None)
 }
 
 /// The sign-in form; `first_run` adds how the first admin account is made.
@@ -67,6 +67,7 @@ fn login_form_with(
     user: &str,
     problem: Option<&str>,
     first_run: bool,
+    oidc_button: Option<&str>,
 ) -> Markup {
     layout(
         "Sign in",
@@ -84,6 +85,9 @@ fn login_form_with(
                 label { "User name " input name="user" autocomplete="username" required value=(user); }
                 label { "Password " input name="password" type="password" autocomplete="current-password" required; }
                 button type="submit" { "Sign in" }
+            }
+            @if let Some(button) = oidc_button {
+                p { a href="/login/oidc" { (button) } }
             }
         },
     )
@@ -125,7 +129,14 @@ pub async fn login_page(
     .unwrap_or(false);
     (
         [(header::SET_COOKIE, state.cookie(LOGIN_COOKIE, &token))],
-        login_form_with(&token, next, "", None, first_run),
+        login_form_with(
+            &token,
+            next,
+            "",
+            None,
+            first_run,
+            state.oidc.get().map(|o| o.button()),
+        ),
     )
         .into_response()
 }
