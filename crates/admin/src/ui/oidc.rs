@@ -50,8 +50,12 @@ pub struct OidcConfig {
     pub issuer: String,
     /// The client (application) id registered with the provider.
     pub client_id: String,
-    /// The client secret, or ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The client secret (shown as `<redacted>` by `safegate config show`), or ...
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redacted"
+    )]
     pub client_secret: Option<String>,
     /// ... a file holding it (first line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,6 +88,14 @@ pub struct OidcRule {
     pub value: String,
     /// What it gives: `rules`, `reports`, `metrics`, `users`, `teach`.
     pub permissions: Vec<String>,
+}
+
+/// `<redacted>` in place of a secret.
+fn redacted<S: serde::Serializer>(
+    secret: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    crate::access::serialize_redacted(secret.as_deref().unwrap_or_default(), serializer)
 }
 
 fn default_scopes() -> Vec<String> {
