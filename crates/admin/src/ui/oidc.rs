@@ -463,10 +463,20 @@ pub async fn callback(
             "The sign-in was not accepted, or your account may not use the admin pages. Ask the school's IT support.",
         )
     };
-    let (Some(oidc), None, Some(code), Some(sent)) =
-        (state.oidc.get(), &query.error, &query.code, &query.state)
-    else {
-        return refused(query.error.as_deref().unwrap_or("no code or state"));
+    let Some(oidc) = state.oidc.get() else {
+        return refusal(
+            false,
+            StatusCode::NOT_FOUND,
+            "sign-in with the school account is not set up",
+        );
+    };
+    let (None, Some(code), Some(sent)) = (&query.error, &query.code, &query.state) else {
+        tracing::warn!(error = ?query.error, "OpenID Connect sign-in came back without a code");
+        return refusal(
+            false,
+            StatusCode::BAD_REQUEST,
+            "The sign-in was cancelled or did not finish. Go back to the sign-in page and try again.",
+        );
     };
     let cookie = cookie_value(&headers, STATE_COOKIE).unwrap_or_default();
     if cookie.is_empty() || !crate::ui::session::same_secret(cookie, sent) {
