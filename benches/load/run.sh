@@ -51,13 +51,15 @@ ALL_PEERS=(safegate squid tinyproxy e2guardian)
 # Extra SafeGate variants, run only when named in PEERS: the same binary with no list
 # at all, and with every UT1 category and Sinfonietta hosts file in ../shared blocked
 # for the default role (about 640k entries), to show what the lists cost per request;
-# without the visit log; and with log-ins required (every request authenticated).
+# without the visit log; with log-ins required (every request authenticated); and the
+# same with a directory person (an LDAP user of a slapd the harness starts).
 declare -A PEER_PORT=(
     [safegate]=$((BASE_PORT + 10))
     [safegate-nolists]=$((BASE_PORT + 12))
     [safegate-alllists]=$((BASE_PORT + 14))
     [safegate-nolog]=$((BASE_PORT + 16))
     [safegate-auth]=$((BASE_PORT + 18))
+    [safegate-ldap]=$((BASE_PORT + 22))
     [safegate-baseline]=$((BASE_PORT + 26))
     [squid]=$((BASE_PORT + 20))
     [tinyproxy]=$((BASE_PORT + 30))
@@ -69,6 +71,7 @@ declare -A PEER_LABEL=(
     [safegate-alllists]=sg-alllists
     [safegate-nolog]=sg-nolog
     [safegate-auth]=sg-auth
+    [safegate-ldap]=sg-ldap
     [safegate-baseline]=sg-baseline
     [squid]=squid
     [tinyproxy]=tinyproxy
@@ -154,6 +157,53 @@ start_safegate-auth() {
     fi
     PEER_HEADER[safegate-auth]="Proxy-Authorization: Basic $(printf 'bench:%s' "$password" | base64 -w0)"
     start_safegate_variant safegate-auth "$(shipped_policy)" --set auth.required=true
+}
+
+# As safegate-auth, but the person is not a SafeGate user: `bench` is in a slapd the
+# harness starts (ldaps on loopback with a CA made here, port BASE_PORT+24), a pupil by
+# their directory group. The first request binds to the directory; every later one is
+# a credential-cache hit, which should cost what a local user's does.
+start_safegate-ldap() {
+    local dir=$WORK/safegate-ldap port=$((BASE_PORT + 24)) password
+    password=bench-$RANDOM$RANDOM$RANDOM
+    mkdir -p "$dir/db"
+    [[ -x /usr/sbin/slapd ]] || { log "safegate-ldap: slapd is not installed"; return 1; }
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench CA" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$dir/server.key" \
+        -out "$dir/server.csr" >/dev/null 2>&1
+    printf 'subjectAltName=IP:127.0.0.1\n' >"$dir/san.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 2 -extfile "$dir/san.ext" -out "$dir/server.pem" >/dev/null 2>&1
+    printf '%s\n' 'include /etc/ldap/schema/core.schema' \
+        'include /etc/ldap/schema/cosine.schema' \
+        'include /etc/ldap/schema/inetorgperson.schema' \
+        "pidfile $dir/slapd.pid" 'modulepath /usr/lib/ldap' 'moduleload back_mdb' \
+        "TLSCertificateFile $dir/server.pem" "TLSCertificateKeyFile $dir/server.key" \
+        'database mdb' 'maxsize 10485760' 'suffix "dc=bench,dc=test"' \
+        'rootdn "cn=admin,dc=bench,dc=test"' 'rootpw bench-admin' "directory $dir/db" \
+        'access to attrs=userPassword by self read by anonymous auth by * none' \
+        'access to * by * read' >"$dir/slapd.conf"
+    printf '%s\n' 'dn: dc=bench,dc=test' 'objectClass: dcObject' 'objectClass: organization' \
+        'o: Bench' 'dc: bench' '' 'dn: uid=bench,dc=bench,dc=test' \
+        'objectClass: inetOrgPerson' 'uid: bench' 'cn: Bench Person' 'sn: Person' \
+        "userPassword: $password" '' 'dn: cn=pupils,dc=bench,dc=test' \
+        'objectClass: groupOfNames' 'cn: pupils' 'member: uid=bench,dc=bench,dc=test' \
+        >"$dir/fixture.ldif"
+    /usr/sbin/slapadd -f "$dir/slapd.conf" -l "$dir/fixture.ldif" >"$dir/slapadd.log" 2>&1 ||
+        { log "safegate-ldap: slapadd failed: $(tail -n 1 "$dir/slapadd.log")"; return 1; }
+    /usr/sbin/slapd -f "$dir/slapd.conf" -h "ldaps://127.0.0.1:$port/" -d 0 >"$dir/slapd.log" 2>&1 &
+    track slapd $!
+    local i
+    for ((i = 0; i < 100; i++)); do port_open "$port" && break; sleep 0.1; done
+    PEER_HEADER[safegate-ldap]="Proxy-Authorization: Basic $(printf 'bench:%s' "$password" | base64 -w0)"
+    local ldap="{ servers = [\"ldaps://127.0.0.1:$port\"], ca_file = \"$dir/ca.pem\","
+    ldap+=" bind_dn = \"cn=admin,dc=bench,dc=test\", bind_password = \"bench-admin\","
+    ldap+=" base_dn = \"dc=bench,dc=test\","
+    ldap+=" group_filter = \"(&(objectClass=groupOfNames)(member={dn}))\","
+    ldap+=" groups = [{ dn = \"cn=pupils,dc=bench,dc=test\", role = \"pupil\" }] }"
+    start_safegate_variant safegate-ldap "$ROOT/config/policy.toml" --set auth.required=true \
+        --set "auth.ldap=$ldap"
 }
 
 # start_safegate_variant NAME POLICY_FILE [EXTRA ARGS...]
@@ -785,6 +835,10 @@ print_cpu_rows() {
     if [[ -n ${RESULT[get1k_c16,safegate]:-} && -n ${RESULT[get1k_c16,safegate-auth]:-} ]]; then
         awk -v a="$(get get1k_c16 safegate-auth primary)" -v b="$(get get1k_c16 safegate primary)" \
             'BEGIN { if (b > 0) printf "GET 1 KiB, 16 conns: sg-auth / safegate = %.1f%% (target >= 95%%)\n", 100 * a / b }'
+    fi
+    if [[ -n ${RESULT[get1k_c16,safegate-auth]:-} && -n ${RESULT[get1k_c16,safegate-ldap]:-} ]]; then
+        awk -v a="$(get get1k_c16 safegate-ldap primary)" -v b="$(get get1k_c16 safegate-auth primary)" \
+            'BEGIN { if (b > 0) printf "GET 1 KiB, 16 conns: sg-ldap / sg-auth = %.1f%% (directory person vs local user; target >= 95%%)\n", 100 * a / b }'
     fi
     for scenario in get1k_c16 connect_new; do
         if [[ -n ${RESULT[$scenario,safegate]:-} && -n ${RESULT[$scenario,safegate-baseline]:-} ]]; then

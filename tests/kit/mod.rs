@@ -10,6 +10,8 @@ pub mod clickhouse;
 pub mod dns;
 pub mod files;
 pub mod haproxy;
+pub mod kdc;
+pub mod oidc;
 pub mod origin;
 pub mod pages;
 pub mod process;

@@ -148,6 +148,23 @@ impl Slapd {
         format!("ldaps://127.0.0.1:{}", self.port)
     }
 
+    /// Removes the entry `dn` (as the directory's administrator, with `ldapdelete`
+    /// from Debian's ldap-utils, over ldaps with the test CA).
+    pub async fn delete(&self, dn: &str) {
+        let out = Command::new("ldapdelete")
+            .env("LDAPTLS_CACERT", &self.ca_file)
+            .args(["-x", "-H", &self.url(), "-D", &format!("cn=admin,{BASE}")])
+            .args(["-w", "admin-secret", dn])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ldapdelete {dn}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Stops the server (its port then refuses connections).
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

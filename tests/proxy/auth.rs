@@ -91,6 +91,11 @@ impl World {
     }
 
     pub(crate) async fn safegate(&self, more: &[&str]) -> SafeGate {
+        self.safegate_with_env(more, &[]).await
+    }
+
+    /// [`World::safegate`] with extra environment variables for the process.
+    pub(crate) async fn safegate_with_env(&self, more: &[&str], env: &[(&str, &str)]) -> SafeGate {
         let mut sets = vec![
             format!(
                 "policy.file={:?}",
@@ -103,7 +108,7 @@ impl World {
         ];
         sets.extend(more.iter().map(|s| (*s).to_owned()));
         let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
-        SafeGate::start(&refs).await
+        SafeGate::start_with_env(&refs, env).await
     }
 
     pub(crate) fn url(&self, host: &str, path: &str) -> String {

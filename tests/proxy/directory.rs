@@ -178,3 +178,197 @@ async fn directory_settings_are_checked_with_clear_errors() {
     })
     .await;
 }
+
+/// `auth.ldap` for the sync and admin test: Staff may see reports, Year6 are pupils,
+/// anyone else a pupil without a group.
+fn ldap_with_permissions(slapd: &Slapd) -> String {
+    format!(
+        "auth.ldap={{ servers = [{url:?}], ca_file = {ca:?}, bind_dn = {BIND_DN:?}, \
+         bind_password = {BIND_PASSWORD:?}, base_dn = {BASE:?}, timeout = \"3s\", \
+         user_filter = \"(&(objectClass=inetOrgPerson)(uid={{user}})(!(description=disabled)))\", \
+         group_filter = \"(&(objectClass=groupOfNames)(member={{dn}}))\", \
+         unmatched_role = \"pupil\", \
+         groups = [{{ dn = \"cn=Staff,ou=Groups,{BASE}\", role = \"staff\", permissions = [\"reports\"] }}, \
+                   {{ dn = \"cn=Year6,ou=Groups,{BASE}\", role = \"pupil\", group = \"year6\" }}] }}",
+        url = slapd.url(),
+        ca = slapd.ca_file.display().to_string(),
+    )
+}
+
+/// Signs in to the admin interface with a plain HTTP client: the answer's status and
+/// the cookies to send next.
+async fn admin_sign_in(
+    safegate: &crate::kit::process::SafeGate,
+    user: &str,
+    password: &str,
+) -> (u16, Vec<String>) {
+    let http = admin_http();
+    let base = format!("http://{}", safegate.admin);
+    let form = http.get(format!("{base}/login")).send().await.unwrap();
+    let mut cookies = cookies_of(&form);
+    let page = form.text().await.unwrap();
+    let marker = "name=\"login_token\" value=\"";
+    let start = page.find(marker).expect("a login_token field") + marker.len();
+    let token = page[start..].split('"').next().unwrap().to_owned();
+    let answer = http
+        .post(format!("{base}/login"))
+        .header("cookie", cookies.join("; "))
+        .form(&[
+            ("user", user),
+            ("password", password),
+            ("login_token", &token),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    cookies.extend(cookies_of(&answer));
+    (answer.status().as_u16(), cookies)
+}
+
+/// `GET path` on the admin listener with `cookies`: status and body.
+async fn admin_get(
+    safegate: &crate::kit::process::SafeGate,
+    path: &str,
+    cookies: &[String],
+) -> (u16, String) {
+    let answer = admin_http()
+        .get(format!("http://{}{path}", safegate.admin))
+        .header("cookie", cookies.join("; "))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.text().await.unwrap())
+}
+
+fn admin_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn cookies_of(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+        .filter(|c| !c.ends_with('='))
+        .collect()
+}
+
+/// The users as `safegate users list --json` shows them, by name.
+async fn listed(world: &World) -> std::collections::HashMap<String, serde_json::Value> {
+    let out = world.users(&["list", "--json"], "").await;
+    let users: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    users
+        .into_iter()
+        .map(|u| (u["name"].as_str().unwrap().to_owned(), u))
+        .collect()
+}
+
+#[tokio::test]
+async fn directory_people_sign_in_to_admin_and_are_synced_then_disabled() {
+    if !slapd_available() {
+        return;
+    }
+    bounded(async {
+        let slapd = Slapd::start().await;
+        let world = World::new().await;
+        world
+            .seed_users(&[("olly", "staff", None, "local-olly")])
+            .await;
+        let ldap = ldap_with_permissions(&slapd);
+
+        // The first sync (SafeGate not running: the command holds the database):
+        // alice and tom are added with their names and groups; olly is SafeGate's own
+        // user and left alone; dora is filtered out as disabled in the directory.
+        let out = world.users(&["sync", "--set", &ldap], "").await;
+        assert!(out.contains("2 added"), "{out}");
+        assert!(out.contains("left alone") && out.contains("olly"), "{out}");
+        let users = listed(&world).await;
+        assert_eq!(users["alice"]["display_name"], "Alice Pupil");
+        assert_eq!(users["alice"]["group"], "year6");
+        assert_eq!(users["tom"]["role"], "staff");
+        assert_eq!(users["olly"]["role"], "staff");
+        assert!(!users.contains_key("dora"), "{users:?}");
+
+        let safegate = world
+            .safegate(&[
+                "auth.required=true",
+                "auth.credential_cache_ttl=\"1s\"",
+                &ldap,
+            ])
+            .await;
+        // Tom's Staff group gives the reports permission: he signs in with his
+        // directory password and sees his name; a wrong password and Alice (a
+        // pupil, no permission) are refused.
+        let (status, tom) = admin_sign_in(&safegate, "Tom", "tom-pw").await;
+        assert_eq!(status, 303);
+        let (status, home) = admin_get(&safegate, "/", &tom).await;
+        assert_eq!(status, 200, "{home}");
+        assert!(home.contains("Tom Teacher"), "{home}");
+        assert!(home.contains("href=\"/reports\""), "{home}");
+        assert_eq!(admin_get(&safegate, "/rules", &tom).await.0, 403);
+        assert_eq!(admin_sign_in(&safegate, "tom", "wrong").await.0, 401);
+        assert_eq!(admin_sign_in(&safegate, "alice", "alice-pw").await.0, 401);
+
+        // Imported people still log in to the proxy with their directory password.
+        let school = world.url("school.test", "/headers");
+        let alice = client_as(&safegate, "alice", "alice-pw");
+        assert_eq!(get(&alice, &school).await.0, 200);
+
+        // Alice and Tom leave the school: the next sync (through the running
+        // service) disables them, keeps their records, ends Tom's admin session and
+        // refuses Alice's proxy log-in.
+        slapd.delete(&format!("uid=alice,ou=People,{BASE}")).await;
+        slapd.delete(&format!("uid=tom,ou=People,{BASE}")).await;
+        slapd.delete(&format!("uid=dora,ou=People,{BASE}")).await;
+        // Olly is still listed (a directory that lists nobody disables nobody).
+        let out = world.users(&["sync", "--set", &ldap], "").await;
+        assert!(out.contains("2 disabled"), "{out}");
+        let users = listed(&world).await;
+        assert_eq!(users["alice"]["disabled"], true);
+        assert_eq!(users["tom"]["disabled"], true);
+        assert_eq!(users["olly"]["disabled"], false);
+        assert_eq!(admin_get(&safegate, "/", &tom).await.0, 401);
+        crate::ops::poll("alice refused after the sync", || async {
+            (get(&alice, &school).await.0 == 407).then_some(())
+        })
+        .await;
+        let records = records_after_stop(safegate, &world.data_dir()).await;
+        assert!(records.iter().any(|r| r.user.as_deref() == Some("alice")));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_running_service_syncs_the_directory_on_its_schedule() {
+    if !slapd_available() {
+        return;
+    }
+    bounded(async {
+        let slapd = Slapd::start().await;
+        let world = World::new().await;
+        let ldap = ldap_with_permissions(&slapd).replacen(
+            "timeout = \"3s\"",
+            "timeout = \"3s\", sync_interval = \"5m\"",
+            1,
+        );
+        let safegate = world.safegate(&[&ldap]).await;
+        // The first sync runs at start; later ones every sync_interval.
+        let users = crate::ops::poll("the scheduled sync at start", || async {
+            let users = listed(&world).await;
+            (users.len() == 3).then_some(users)
+        })
+        .await;
+        assert_eq!(users["alice"]["group"], "year6");
+        assert_eq!(users["olly"]["display_name"], "Olly Other");
+        crate::auth::stop(safegate).await;
+    })
+    .await;
+}

@@ -76,6 +76,9 @@ pub struct AdminConfig {
     /// an authenticator app (TOTP) as well as their password; until they have set it
     /// up, the admin pages show them only how to.
     pub require_2fa: bool,
+    /// Sign-in with the school's OpenID Connect provider ([`ui::oidc`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<ui::oidc::OidcConfig>,
 }
 
 impl Default for AdminConfig {
@@ -94,6 +97,7 @@ impl Default for AdminConfig {
             allowed_hosts: Vec::new(),
             body_read_timeout: std::time::Duration::from_secs(30),
             require_2fa: false,
+            oidc: None,
         }
     }
 }
@@ -135,6 +139,9 @@ impl AdminConfig {
                 "admin.body_read_timeout",
                 "must be longer than 0s",
             ));
+        }
+        if let Some(oidc) = &self.oidc {
+            problems.extend(oidc.validate());
         }
         if self.session_idle.is_zero() || self.session_max.is_zero() {
             problems.push(ConfigProblem::new(

@@ -298,7 +298,7 @@ pub fn web_state(
     reports_dir: PathBuf,
     password_checks: Arc<CheckPool>,
 ) -> Arc<WebState> {
-    WebState::new(
+    let web = WebState::new(
         store,
         WebSettings {
             sessions: SessionLimits {
@@ -313,5 +313,12 @@ pub fn web_state(
         Some(policy),
         Some(reports_dir),
         password_checks,
-    )
+    );
+    if let Some(config) = &admin.oidc {
+        match crate::ui::oidc::Oidc::new(config) {
+            Ok(oidc) => web.use_oidc(oidc),
+            Err(error) => tracing::error!(%error, "sign-in with the school account is off"),
+        }
+    }
+    web
 }

@@ -31,6 +31,7 @@ pub fn prepare(store: &Store, request: &Request) -> Result<Output, CommandError>
         Request::UsersRemove(user) => users(users::remove(store, user)),
         Request::UsersUpdate(update) => users(users::update(store, update)),
         Request::UsersImport(import) => users(users::import(store, import)),
+        Request::UsersSync(sync) => users(crate::users_sync::sync(store, sync)),
         Request::Alerts(alerts) => {
             let (bytes, summary) = alerts::execute(store, alerts)?;
             Ok(Output::Bytes(bytes, summary))

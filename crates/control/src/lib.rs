@@ -67,6 +67,7 @@ pub mod terminal;
 pub mod time_text;
 pub mod users;
 pub mod users_file;
+pub mod users_sync;
 
 pub use crate::client::{Access, open_create_or_connect, open_store_or_connect};
 pub use crate::dispatch::{account_name, execute, prepare, prepare_audited};

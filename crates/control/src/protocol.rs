@@ -53,6 +53,8 @@ pub enum Request {
     UsersUpdate(UsersUpdate),
     /// `safegate users import` (and its check before hashing).
     UsersImport(UsersImport),
+    /// `safegate users sync` (the people the directory lists).
+    UsersSync(crate::users_sync::UsersSync),
     /// `safegate alerts list|show|ack|close`.
     Alerts(crate::alerts::AlertsRequest),
     /// `safegate report weekly`: the week's figures, gathered by the service.
@@ -118,6 +120,7 @@ impl Request {
                 }
                 text
             }
+            Request::UsersSync(sync) => format!("users sync people={}", sync.people.len()),
             Request::Alerts(alerts) => alerts.describe(),
             Request::ReportWeek(report) => report.describe(),
             Request::Audit(audit) => audit.describe(),

@@ -187,6 +187,8 @@ pub enum Output {
         /// Users added.
         added: usize,
     },
+    /// A directory sync was applied.
+    Synced(crate::users_sync::SyncReport),
 }
 
 /// Why a users command failed.
@@ -376,6 +378,10 @@ impl Output {
                 format!("{source}: {rows} row(s) checked, nothing changed")
             }
             Output::Imported { source, added } => format!("{source}: {added} user(s) imported"),
+            Output::Synced(report) => format!(
+                "directory sync: {} added, {} updated, {} enabled, {} disabled",
+                report.added, report.updated, report.enabled, report.disabled
+            ),
         }
     }
 
@@ -421,6 +427,7 @@ impl Output {
             Output::Imported { source, added } => {
                 writeln!(out, "imported {added} user(s) from {source}")
             }
+            Output::Synced(report) => report.write_to(out),
         }
     }
 }

@@ -74,7 +74,7 @@ pub(crate) async fn identify(
         Err(Refusal::Missing) if page_request && state.auth.portal_redirects(false) => {
             Identity::unidentified(&snapshot, client.peer.ip())
         }
-        Err(refusal) => return Err(refusal.response(target)),
+        Err(refusal) => return Err(state.auth.refusal_response(&refusal, target)),
     };
     Ok(Identified { snapshot, identity })
 }

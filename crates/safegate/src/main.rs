@@ -20,11 +20,13 @@ mod ca_command;
 mod central_policy;
 mod check;
 mod cli;
+mod directory_sync;
 mod directory_watch;
 mod doctor;
 mod export_command;
 mod feed_updates;
 mod finding;
+mod kerberos_keytab;
 mod lists_command;
 mod log_command;
 mod logging;
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
             };
         }
         Command::Run(args) => Config::load(&args.config, &args.set).and_then(|config| {
+            kerberos_keytab::ensure(&config)?;
             logging::init(&config.log)?;
             return_freed_memory_when_idle();
             service::run(config)

@@ -355,6 +355,7 @@ fn start_tasks(
             shutdown.clone(),
         );
     }
+    let directory = auth.directory().cloned();
     let users_follower =
         store_users::spawn_follower(store.clone(), users_watch, auth, shutdown.clone());
     let reload_now = Arc::new(tokio::sync::Notify::new());
@@ -389,6 +390,10 @@ fn start_tasks(
         reports_dir,
         password_checks,
     );
+    if let Some(directory) = directory {
+        web.use_directory(Arc::clone(&directory));
+        crate::directory_sync::spawn_schedule(config, directory, store.clone(), shutdown.clone());
+    }
     crate::central_policy::spawn(
         config,
         Arc::clone(&policy),

@@ -63,6 +63,22 @@ pub enum UsersAction {
     /// already are reported as bad rows (an import never changes a user).
     #[command(after_help = USERS_IMPORT_HELP)]
     Import(UsersImportArgs),
+    /// Import the people of the school's directory ([auth.ldap]): new people are
+    /// added (their log-ins are checked by the directory), names, roles and groups are
+    /// brought up to date, and people no longer in the directory are disabled, not
+    /// removed (their records stay). SafeGate's own users are left alone.
+    #[command(
+        after_help = "Example:\n  safegate users sync\n\nSet auth.ldap.sync_interval (e.g. \"1h\") to sync on a schedule."
+    )]
+    Sync(UsersSyncArgs),
+}
+
+/// `safegate users sync`
+#[derive(Debug, Args)]
+pub struct UsersSyncArgs {
+    /// Where the configuration (its [auth.ldap] and data_dir) comes from.
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 const USERS_ADD_EXAMPLES: &str = "Examples:
@@ -238,7 +254,26 @@ pub fn run(action: &UsersAction) -> Result<()> {
         UsersAction::Remove(args) => by_name(args, Request::UsersRemove),
         UsersAction::Update(args) => update(args),
         UsersAction::Import(args) => import(args),
+        UsersAction::Sync(args) => sync(args),
     }
+}
+
+/// Reads the directory here, then applies the sync where the database is.
+fn sync(args: &UsersSyncArgs) -> Result<()> {
+    let config = Config::load(&args.config.config, &args.config.set)?;
+    let Some(ldap) = &config.auth.ldap else {
+        bail!("there is no [auth.ldap] section in the configuration: nothing to sync from");
+    };
+    let directory = safegate_proxy::auth::Directory::new(ldap).context("auth.ldap")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the directory client")?;
+    let request = runtime.block_on(crate::directory_sync::read_directory(&directory))?;
+    run_printed(
+        open_create_or_connect(&config.data_dir)?,
+        &Request::UsersSync(request),
+    )
 }
 
 /// Runs `request` and prints its output.

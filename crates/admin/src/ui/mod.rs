@@ -19,6 +19,7 @@ pub mod confirm;
 pub mod dashboard;
 pub mod groups;
 pub mod limiter;
+pub mod oidc;
 pub mod page_frame;
 pub mod pages;
 pub mod policy_edit;
@@ -31,9 +32,10 @@ pub mod teach;
 pub mod two_factor;
 pub mod users;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
@@ -42,11 +44,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use safegate_proxy::auth::Directory;
 use safegate_store::{Permission, Store};
 use serde::Serialize;
 
 use crate::ui::session::random_token;
-pub use crate::ui::session::{Session, SessionLimits, Sessions};
+pub use crate::ui::session::{Session, SessionLimits, Sessions, SignInSource};
 
 /// Largest form or JSON body accepted (a policy edit fits many times over).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -89,6 +92,8 @@ pub const ROUTES: &[RouteInfo] = &[
     route("GET", "/login", Need::Public),
     route("POST", "/login", Need::Public),
     route("POST", "/login/code", Need::Public),
+    route("GET", "/login/oidc", Need::Public),
+    route("GET", "/login/oidc/callback", Need::Public),
     route("GET", "/account/two-factor", Need::SignedIn),
     route("POST", "/account/two-factor/enrol", Need::SignedIn),
     route("POST", "/account/two-factor/off", Need::SignedIn),
@@ -241,6 +246,11 @@ pub struct WebState {
     /// A hash of a random password, checked when the user does not exist so that the
     /// answer takes as long as for a real account.
     pub(crate) dummy_hash: String,
+    /// The school's directory (`[auth.ldap]`), the proxy's client, for sign-ins of
+    /// people who are not SafeGate users.
+    pub(crate) directory: OnceLock<Arc<Directory>>,
+    /// The school's OpenID Connect provider (`[admin.oidc]`).
+    pub(crate) oidc: OnceLock<Arc<oidc::Oidc>>,
 }
 
 impl WebState {
@@ -267,7 +277,31 @@ impl WebState {
             dummy_hash: random_token()
                 .and_then(|secret| safegate_store::password::hash_password(&secret).ok())
                 .unwrap_or_default(),
+            directory: OnceLock::new(),
+            oidc: OnceLock::new(),
         })
+    }
+
+    /// Offers sign-in with the school's OpenID Connect provider. Set once, at start.
+    pub fn use_oidc(&self, oidc: oidc::Oidc) {
+        let _ = self.oidc.set(Arc::new(oidc));
+    }
+
+    /// A `Set-Cookie` like [`WebState::cookie`] but `SameSite=Lax`, for the one
+    /// cookie that must come back with the sign-in provider's redirect.
+    pub(crate) fn lax_cookie(&self, name: &str, value: &str) -> HeaderValue {
+        let strict = self.cookie(name, value);
+        let text = strict
+            .to_str()
+            .unwrap_or_default()
+            .replace("SameSite=Strict", "SameSite=Lax");
+        HeaderValue::from_str(&text).unwrap_or(strict)
+    }
+
+    /// Lets people in the school's directory sign in with the permissions of their
+    /// first mapped group (`[[auth.ldap.groups]] permissions`). Set once, at start.
+    pub fn use_directory(&self, directory: Arc<Directory>) {
+        let _ = self.directory.set(directory);
     }
 
     /// The school's time zone (the live policy's), UTC without a policy.
@@ -304,6 +338,8 @@ pub fn router(state: Arc<WebState>) -> Router {
     let public = Router::new()
         .route("/login", get(pages::login_page).post(pages::login))
         .route("/login/code", post(two_factor::login_code))
+        .route("/login/oidc", get(oidc::begin))
+        .route("/login/oidc/callback", get(oidc::callback))
         .route_layer(middleware::from_fn_with_state(
             state.settings.body_read_timeout,
             body_in_time,
@@ -517,7 +553,14 @@ async fn guard(
     };
     // The account as it is now: disabled, removed or changed accounts are signed out.
     let current = state.store.get_user(&session.user).ok().flatten();
-    if !current.is_some_and(|user| !user.disabled && user.generation == session.generation) {
+    let still = match session.source {
+        session::SignInSource::Local => {
+            current.is_some_and(|user| !user.disabled && user.generation == session.generation)
+        }
+        // Checked elsewhere at sign-in: only a disabled SafeGate user of that name ends it.
+        _ => !current.is_some_and(|user| user.disabled),
+    };
+    if !still {
         state.sessions.end(id);
         return refusal(
             api,

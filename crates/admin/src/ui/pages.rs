@@ -10,11 +10,12 @@ use axum::extract::{ConnectInfo, Extension, Form, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
+use safegate_proxy::auth::{DIRECTORY_PASSWORD_MARK, Directory};
 use safegate_store::{AuditVerification, Permission, password};
 use serde::Deserialize;
 
 pub use crate::ui::page_frame::{layout, message_page, url_encode};
-use crate::ui::session::{self, LOGIN_COOKIE, SESSION_COOKIE, Session, random_token};
+use crate::ui::session::{self, LOGIN_COOKIE, SESSION_COOKIE, Session, SignInSource, random_token};
 use crate::ui::{WebState, cookie_value, refusal};
 
 /// Audit entries shown on one page.
@@ -56,7 +57,7 @@ const FIRST_ADMIN_COMMAND: &str = "sudo safegate setup --config /etc/safegate/sa
 const FIRST_ADMIN_ALONE: &str = "Or that account alone: sudo -u safegate safegate users add NAME --role filter-admin --permissions 'rules,reports,metrics,users'";
 
 fn login_form(token: &str, next: &str, user: &str, problem: Option<&str>) -> Markup {
-    login_form_with(token, next, user, problem, false)
+    login_form_with(token, next, user, problem, false, None)
 }
 
 /// The sign-in form; `first_run` adds how the first admin account is made.
@@ -66,6 +67,7 @@ fn login_form_with(
     user: &str,
     problem: Option<&str>,
     first_run: bool,
+    oidc_button: Option<&str>,
 ) -> Markup {
     layout(
         "Sign in",
@@ -83,6 +85,9 @@ fn login_form_with(
                 label { "User name " input name="user" autocomplete="username" required value=(user); }
                 label { "Password " input name="password" type="password" autocomplete="current-password" required; }
                 button type="submit" { "Sign in" }
+            }
+            @if let Some(button) = oidc_button {
+                p { a href="/login/oidc" { (button) } }
             }
         },
     )
@@ -124,7 +129,14 @@ pub async fn login_page(
     .unwrap_or(false);
     (
         [(header::SET_COOKIE, state.cookie(LOGIN_COOKIE, &token))],
-        login_form_with(&token, next, "", None, first_run),
+        login_form_with(
+            &token,
+            next,
+            "",
+            None,
+            first_run,
+            state.oidc.get().map(|o| o.button()),
+        ),
     )
         .into_response()
 }
@@ -139,24 +151,66 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
+/// Who a right password belongs to.
+enum Checked {
+    /// A SafeGate user.
+    Local(safegate_store::users::User),
+    /// A person in the school's directory, with their mapped permissions.
+    Directory(Session),
+}
+
 /// The user `name` when `password` is theirs and they may use the admin pages;
 /// checked with Argon2id through the process's one [`password::CheckPool`], with the
-/// same work whether or not the account exists, so timing does not tell.
+/// same work whether or not the account exists, so timing does not tell. People who
+/// are not SafeGate users (or were imported by `users sync`) are checked by the
+/// directory, when `[auth.ldap]` is set.
 async fn check_password(
     state: &WebState,
     name: &str,
     password: String,
-) -> Result<Option<safegate_store::users::User>, password::Busy> {
-    match state.store.get_user(name).ok().flatten() {
+) -> Result<Option<Checked>, password::Busy> {
+    let user = state.store.get_user(name).ok().flatten();
+    let in_directory = user
+        .as_ref()
+        .is_none_or(|u| !u.disabled && u.password_hash == DIRECTORY_PASSWORD_MARK);
+    if let (true, Some(directory)) = (in_directory, state.directory.get()) {
+        return Ok(directory_sign_in(directory, name, &password).await);
+    }
+    match user {
         Some(user) if !user.disabled && !user.permissions.is_empty() => {
             let hash = user.password_hash.clone();
             let right = state.password_checks.verify(hash, password).await?;
-            Ok(right.then_some(user))
+            Ok(right.then_some(Checked::Local(user)))
         }
         _ => {
             let dummy = state.dummy_hash.clone();
             state.password_checks.verify(dummy, password).await?;
             Ok(None)
+        }
+    }
+}
+
+/// A directory person's session when `password` is theirs and their first mapped
+/// group gives admin permissions.
+async fn directory_sign_in(directory: &Directory, name: &str, password: &str) -> Option<Checked> {
+    let name = safegate_store::users::normalise_name(name).ok()?;
+    match directory.authenticate(&name, password).await {
+        Ok(user) if !user.permissions.is_empty() => Some(Checked::Directory(Session {
+            user: name,
+            display_name: user.display_name,
+            permissions: user.permissions,
+            csrf: random_token()?,
+            generation: 0,
+            must_enrol: false,
+            source: SignInSource::Directory,
+        })),
+        Ok(_) => {
+            tracing::info!(user = %name, "admin sign-in refused: the directory groups give no admin permission");
+            None
+        }
+        Err(error) => {
+            tracing::info!(user = %name, %error, "admin sign-in refused by the directory");
+            None
         }
     }
 }
@@ -213,7 +267,16 @@ pub async fn login(
         );
         return retry_after(response, 1);
     };
-    let Some(user) = checked else {
+    let user = match checked {
+        Some(Checked::Local(user)) => Some(user),
+        Some(Checked::Directory(session)) => {
+            reservation.succeeded();
+            tracing::info!(user = %session.user, %address, "admin sign-in accepted by the directory");
+            return crate::ui::two_factor::start_checked_session(&state, session, &next);
+        }
+        None => None,
+    };
+    let Some(user) = user else {
         reservation.failed();
         tracing::warn!(user = %form.user, %address, "admin sign-in failed");
         return again(

@@ -49,6 +49,21 @@ pub struct Session {
     pub generation: u64,
     /// Two-factor sign-in is required and not set up yet: only enrolment is open.
     pub must_enrol: bool,
+    /// Who checked the sign-in.
+    pub source: SignInSource,
+}
+
+/// Who checked a sign-in: SafeGate's own users, or the school's directory or
+/// identity provider (then `generation` is 0 and the session ends when SafeGate holds
+/// a disabled user of that name, e.g. one `users sync` found gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInSource {
+    /// A SafeGate user's password (and code).
+    Local,
+    /// The school's LDAP directory or Active Directory (`[auth.ldap]`).
+    Directory,
+    /// An OpenID Connect provider (`[admin.oidc]`).
+    OpenId,
 }
 
 impl Session {
@@ -180,6 +195,7 @@ mod tests {
             csrf: random_token().unwrap(),
             generation: 1,
             must_enrol: false,
+            source: SignInSource::Local,
         }
     }
 

@@ -322,9 +322,8 @@ pub async fn login_code(
         .append(header::SET_COOKIE, state.cookie(CODE_COOKIE, ""));
     response
 }
-
-/// Starts a session for `user` (whose password, and code when they have two-factor
-/// sign-in, were right) and sends them on to `next` (or to enrolment first).
+/// Starts a session for `user` and sends the browser on (to enrolment when
+/// `must_enrol`).
 pub(crate) fn start_session(
     state: &WebState,
     user: &safegate_store::users::User,
@@ -345,7 +344,19 @@ pub(crate) fn start_session(
         csrf,
         generation: user.generation,
         must_enrol,
+        source: crate::ui::session::SignInSource::Local,
     };
+    let target = if must_enrol {
+        "/account/two-factor"
+    } else {
+        next
+    };
+    start_checked_session(state, session, target)
+}
+
+/// Starts `session` (its sign-in checked) and sends the browser to `target`.
+pub(crate) fn start_checked_session(state: &WebState, session: Session, target: &str) -> Response {
+    let name = session.user.clone();
     let Some(id) = state.sessions.start(session) else {
         return refusal(
             false,
@@ -353,12 +364,7 @@ pub(crate) fn start_session(
             "no randomness available",
         );
     };
-    tracing::info!(user = %user.name, "admin signed in");
-    let target = if must_enrol {
-        "/account/two-factor"
-    } else {
-        next
-    };
+    tracing::info!(user = %name, "admin signed in");
     let mut response = Redirect::to(target).into_response();
     let headers = response.headers_mut();
     headers.append(header::SET_COOKIE, state.cookie(SESSION_COOKIE, &id));

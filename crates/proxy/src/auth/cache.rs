@@ -84,6 +84,11 @@ impl CredentialCache {
         }
     }
 
+    /// How long a verified log-in is trusted.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// The key of a `Basic` token.
     pub(crate) fn key(&self, token: &[u8]) -> u64 {
         self.keys.hash_one(token)

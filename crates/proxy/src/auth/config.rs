@@ -8,6 +8,7 @@ use safegate_policy::Role;
 use serde::{Deserialize, Serialize};
 
 use super::directory::LdapConfig;
+use super::kerberos::KerberosConfig;
 use crate::config::ConfigProblem;
 
 /// `[auth]`.
@@ -46,6 +47,10 @@ pub struct AuthConfig {
     /// Directory ([`super::directory`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ldap: Option<LdapConfig>,
+    /// Kerberos single sign-on (`Negotiate`) for the explicit proxy
+    /// ([`super::kerberos`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kerberos: Option<KerberosConfig>,
 }
 
 /// `auth.portal`: which unidentified clients are sent to the login page.
@@ -89,6 +94,7 @@ impl Default for AuthConfig {
             portal_idle_timeout: Duration::from_secs(30 * 60),
             concurrent_logins: ConcurrentLogins::default(),
             ldap: None,
+            kerberos: None,
         }
     }
 }
@@ -172,6 +178,9 @@ impl AuthConfig {
         }
         if let Some(ldap) = &self.ldap {
             problems.extend(ldap.validate());
+        }
+        if let Some(kerberos) = &self.kerberos {
+            problems.extend(kerberos.validate());
         }
         problems
     }

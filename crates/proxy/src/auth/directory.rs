@@ -15,7 +15,7 @@
 //! `cache_ttl` with the same credentials keeps working; past it `unreachable_role`
 //! applies (or the log-in is refused).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,9 +25,14 @@ use std::time::{Duration, Instant};
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
 use rustls::pki_types::pem::PemObject;
 use safegate_policy::Role;
+use safegate_store::Permission;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
+
+mod people;
+
+pub use self::people::DirectoryPerson;
 
 use super::table::UserEntry;
 use crate::config::ConfigProblem;
@@ -97,7 +102,18 @@ pub struct LdapConfig {
     /// Directory groups to role and group; the first group the person is in wins.
     #[serde(default)]
     pub groups: Vec<GroupMapping>,
+    /// How often the running service imports the directory's people into SafeGate's
+    /// users (as `safegate users sync` does); unset: only by that command.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sync_interval: Option<Duration>,
 }
+
+/// Shortest `sync_interval`: each sync reads the whole directory.
+pub const MIN_SYNC_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// One `[[auth.ldap.groups]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +126,10 @@ pub struct GroupMapping {
     /// SafeGate group within the role, e.g. `year6`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Admin permissions for the admin web interface (`rules`, `reports`, `metrics`,
+    /// `users`, `teach`); none: the person may not sign in there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<String>,
 }
 
 fn default_user_filter() -> String {
@@ -174,6 +194,24 @@ impl LdapConfig {
         if self.timeout.is_zero() {
             problem("timeout", "must be longer than 0 (e.g. \"5s\")".into());
         }
+        if self.sync_interval.is_some_and(|i| i < MIN_SYNC_INTERVAL) {
+            problem(
+                "sync_interval",
+                "must be at least 5 minutes (each sync reads the whole directory)".into(),
+            );
+        }
+        for (i, mapping) in self.groups.iter().enumerate() {
+            for permission in &mapping.permissions {
+                if permission.parse::<Permission>().is_err() {
+                    problem(
+                        &format!("groups[{i}].permissions"),
+                        format!(
+                            "{permission:?} is not a permission: use rules, reports, metrics, users or teach"
+                        ),
+                    );
+                }
+            }
+        }
         let roles = self
             .groups
             .iter()
@@ -225,6 +263,24 @@ pub struct DirectoryUser {
     pub role: Role,
     /// Group from that mapping.
     pub group: Option<String>,
+    /// Admin permissions from that mapping (none with `unmatched_role`).
+    pub permissions: BTreeSet<Permission>,
+    /// `displayName`, else `cn`, when the directory has one.
+    pub display_name: Option<String>,
+}
+
+/// The password hash SafeGate stores for people imported by `safegate users sync`:
+/// a well-formed Argon2 string that no password matches, so without `[auth.ldap]`
+/// nobody can log in as them; with it, their log-ins are checked by the directory.
+pub const DIRECTORY_PASSWORD_MARK: &str = "$argon2id$v=19$m=19456,t=2,p=1$ZGlyZWN0b3J5LXBlcnNvbg$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// One `[[auth.ldap.groups]]`, parsed: a normalised DN and what it gives.
+#[derive(Debug, Clone)]
+struct Mapping {
+    dn: String,
+    role: Role,
+    group: Option<String>,
+    permissions: BTreeSet<Permission>,
 }
 
 /// The directory client and the people it remembers. See the module documentation.
@@ -232,7 +288,7 @@ pub struct Directory {
     config: LdapConfig,
     bind_password: String,
     tls: Arc<rustls::ClientConfig>,
-    mappings: Vec<(String, Role, Option<String>)>,
+    mappings: Vec<Mapping>,
     unmatched_role: Option<Role>,
     unreachable_role: Option<Role>,
     slots: Semaphore,
@@ -311,7 +367,18 @@ impl Directory {
             mappings: config
                 .groups
                 .iter()
-                .filter_map(|g| Some((normalise_dn(&g.dn), g.role.parse().ok()?, g.group.clone())))
+                .filter_map(|g| {
+                    Some(Mapping {
+                        dn: normalise_dn(&g.dn),
+                        role: g.role.parse().ok()?,
+                        group: g.group.clone(),
+                        permissions: g
+                            .permissions
+                            .iter()
+                            .filter_map(|p| p.parse().ok())
+                            .collect(),
+                    })
+                })
                 .collect(),
             unmatched_role: role(&config.unmatched_role),
             unreachable_role: role(&config.unreachable_role),
@@ -352,7 +419,7 @@ impl Directory {
                     last = format!("{server}: {why}");
                 }
                 Err(Step::Refused(error)) => return Err(error),
-                Ok(groups) => return self.map_groups(&groups),
+                Ok(found) => return self.map_groups(&found.groups, found.display_name),
             }
         }
         Err(DirectoryError::Unreachable(last))
@@ -412,28 +479,31 @@ impl Directory {
     }
 
     /// The first mapping among `groups` (normalised DNs), or `unmatched_role`.
-    fn map_groups(&self, groups: &[String]) -> Result<DirectoryUser, DirectoryError> {
-        let found = self
-            .mappings
-            .iter()
-            .find(|(dn, _, _)| groups.iter().any(|g| g == dn));
+    fn map_groups(
+        &self,
+        groups: &[String],
+        display_name: Option<String>,
+    ) -> Result<DirectoryUser, DirectoryError> {
+        let found = self.mappings.iter().find(|m| groups.contains(&m.dn));
         match (found, self.unmatched_role) {
-            (Some((_, role, group)), _) => Ok(DirectoryUser {
-                role: *role,
-                group: group.clone(),
+            (Some(mapping), _) => Ok(DirectoryUser {
+                role: mapping.role,
+                group: mapping.group.clone(),
+                permissions: mapping.permissions.clone(),
+                display_name,
             }),
-            (None, Some(role)) => Ok(DirectoryUser { role, group: None }),
+            (None, Some(role)) => Ok(DirectoryUser {
+                role,
+                group: None,
+                permissions: BTreeSet::new(),
+                display_name,
+            }),
             (None, None) => Err(DirectoryError::Unmatched),
         }
     }
 
-    /// One server: the person's groups (normalised DNs), or why not.
-    async fn check_on(
-        &self,
-        server: &str,
-        name: &str,
-        password: &str,
-    ) -> Result<Vec<String>, Step> {
+    /// One server: the person's groups and name, or why not.
+    async fn check_on(&self, server: &str, name: &str, password: &str) -> Result<Found, Step> {
         let timeout = self.config.timeout;
         let (mut ldap, driver) = self.connect(server).await?;
         let result = self.check_with(&mut ldap, name, password, timeout).await;
@@ -448,14 +518,9 @@ impl Directory {
         name: &str,
         password: &str,
         timeout: Duration,
-    ) -> Result<Vec<String>, Step> {
+    ) -> Result<Found, Step> {
         let down = |e: ldap3::LdapError| Step::Down(e.to_string());
-        ldap.with_timeout(timeout)
-            .simple_bind(&self.config.bind_dn, &self.bind_password)
-            .await
-            .map_err(down)?
-            .success()
-            .map_err(|e| Step::Down(format!("the search account was refused: {e}")))?;
+        self.bind_search_account(ldap).await?;
         let filter = self
             .config
             .user_filter
@@ -466,7 +531,7 @@ impl Directory {
                 &self.config.base_dn,
                 Scope::Subtree,
                 &filter,
-                vec!["memberOf"],
+                PERSON_ATTRIBUTES.to_vec(),
             )
             .await
             .map_err(down)?
@@ -491,19 +556,42 @@ impl Directory {
             INVALID_CREDENTIALS => return Err(Step::Refused(DirectoryError::WrongPassword)),
             _ => return Err(Step::Down(format!("bind as {}: {bound}", person.dn))),
         }
+        if self.config.group_filter.is_some() {
+            // Back to the search account: the person may not read group entries.
+            self.bind_search_account(ldap).await?;
+        }
+        let groups = self.groups_of(ldap, &person).await?;
+        Ok(Found {
+            groups,
+            display_name: display_name(&person),
+        })
+    }
+
+    /// Binds `ldap` as the search account.
+    async fn bind_search_account(&self, ldap: &mut ldap3::Ldap) -> Result<(), Step> {
+        ldap.with_timeout(self.config.timeout)
+            .simple_bind(&self.config.bind_dn, &self.bind_password)
+            .await
+            .map_err(|e| Step::Down(e.to_string()))?
+            .success()
+            .map_err(|e| Step::Down(format!("the search account was refused: {e}")))?;
+        Ok(())
+    }
+
+    /// The person's groups (normalised DNs): `memberOf`, or a search with
+    /// `group_filter` (bound as the search account).
+    async fn groups_of(
+        &self,
+        ldap: &mut ldap3::Ldap,
+        person: &SearchEntry,
+    ) -> Result<Vec<String>, Step> {
+        let down = |e: ldap3::LdapError| Step::Down(e.to_string());
         let groups = match &self.config.group_filter {
             None => person.attrs.get("memberOf").cloned().unwrap_or_default(),
             Some(group_filter) => {
-                // Back to the search account: the person may not read group entries.
-                ldap.with_timeout(timeout)
-                    .simple_bind(&self.config.bind_dn, &self.bind_password)
-                    .await
-                    .map_err(down)?
-                    .success()
-                    .map_err(down)?;
                 let filter = group_filter.replace("{dn}", &ldap_escape(person.dn.as_str()));
                 let (found, _) = ldap
-                    .with_timeout(timeout)
+                    .with_timeout(self.config.timeout)
                     .search(&self.config.base_dn, Scope::Subtree, &filter, vec!["1.1"])
                     .await
                     .map_err(down)?
@@ -566,6 +654,19 @@ impl Directory {
             .map(|r| Arc::clone(&r.entry))
     }
 
+    /// The entry for `name` if it was checked within `age` (Kerberos log-ins: the
+    /// ticket proves who, the directory was asked for the groups that recently).
+    pub fn checked_within(&self, name: &str, age: Duration) -> Option<Arc<UserEntry>> {
+        let remembered = self
+            .shard(name)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        remembered
+            .get(name)
+            .filter(|r| r.verified.elapsed() <= age)
+            .map(|r| Arc::clone(&r.entry))
+    }
+
     /// The entry for `name` verified with `credential` within `cache_ttl`: used when
     /// no server answers.
     pub fn recall(&self, name: &str, credential: u64) -> Option<Arc<UserEntry>> {
@@ -595,6 +696,26 @@ impl Directory {
         let index = self.shard_keys.hash_one(name) as usize % SHARDS;
         &self.remembered[index]
     }
+}
+
+/// Attributes read from a person's entry.
+const PERSON_ATTRIBUTES: [&str; 5] = ["memberOf", "displayName", "cn", "uid", "sAMAccountName"];
+
+/// What a check found about a person.
+struct Found {
+    /// Their groups, normalised DNs.
+    groups: Vec<String>,
+    /// `displayName`, else `cn`.
+    display_name: Option<String>,
+}
+
+/// `displayName`, else `cn`, of a person's entry.
+fn display_name(person: &SearchEntry) -> Option<String> {
+    ["displayName", "cn"]
+        .iter()
+        .find_map(|a| person.attrs.get(*a)?.first().cloned())
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
 }
 
 /// How one server's check ended short of the groups.

@@ -38,6 +38,8 @@ mod cache;
 mod config;
 pub mod directory;
 mod identity;
+pub mod kerberos;
+mod negotiate;
 pub mod portal;
 mod rate_limit;
 pub mod store_users;
@@ -58,8 +60,12 @@ use tracing::{debug, info, warn};
 
 pub use self::basic::Malformed;
 pub use self::config::{AuthConfig, Binding, BindingConfig, ConcurrentLogins, Grant, PortalMode};
-pub use self::directory::{Directory, DirectoryError, GroupMapping, LdapConfig};
+pub use self::directory::{
+    DIRECTORY_PASSWORD_MARK, Directory, DirectoryError, DirectoryPerson, DirectoryUser,
+    GroupMapping, LdapConfig,
+};
 pub use self::identity::Identity;
+pub use self::kerberos::{Kerberos, KerberosConfig, KerberosError};
 pub use self::portal::{ConcurrentLoginEvent, ConcurrentOutcome, LoginSource, TokenPurpose};
 pub use self::table::{UserEntry, UserTable};
 
@@ -269,6 +275,8 @@ enum Target {
     Local(Arc<UserEntry>),
     /// A person in the directory (`[auth.ldap]`), by the name given.
     Directory(Arc<str>),
+    /// A Kerberos ticket (`Negotiate`), decoded.
+    Kerberos(Vec<u8>),
 }
 
 impl Target {
@@ -276,6 +284,7 @@ impl Target {
         match self {
             Target::Local(entry) => &entry.name,
             Target::Directory(name) => name,
+            Target::Kerberos(_) => "(Kerberos ticket)",
         }
     }
 }
@@ -308,6 +317,7 @@ pub struct Authenticator {
     events: EventLog,
     seen: SeenAt,
     directory: Option<Arc<Directory>>,
+    kerberos: Option<Arc<Kerberos>>,
 }
 
 impl Default for Authenticator {
@@ -337,8 +347,15 @@ impl Authenticator {
             .map(Directory::new)
             .transpose()
             .map_err(|e| vec![ConfigProblem::new("auth.ldap", e.to_string())])?;
+        let kerberos = config
+            .kerberos
+            .as_ref()
+            .map(Kerberos::new)
+            .transpose()
+            .map_err(|e| vec![ConfigProblem::new("auth.kerberos", e.to_string())])?;
         let mut authenticator = Self::build(config, bindings, checks);
         authenticator.directory = directory.map(Arc::new);
+        authenticator.kerberos = kerberos.map(Arc::new);
         Ok(authenticator)
     }
 
@@ -363,6 +380,7 @@ impl Authenticator {
             events: EventLog::default(),
             seen: SeenAt::new(config.credential_cache_ttl),
             directory: None,
+            kerberos: None,
         }
     }
 
@@ -454,6 +472,12 @@ impl Authenticator {
         }
     }
 
+    /// The directory client (`[auth.ldap]`), shared with the admin sign-in and
+    /// `users sync`.
+    pub fn directory(&self) -> Option<&Arc<Directory>> {
+        self.directory.as_ref()
+    }
+
     /// Counts and returns the refusal for a client that must log in and did not try.
     pub fn challenge(&self) -> Refusal {
         bump(&self.counters.challenged);
@@ -468,6 +492,9 @@ impl Authenticator {
             return Check::Anonymous;
         };
         let now = Instant::now();
+        if let Some(token) = negotiate::token(value) {
+            return self.negotiate_check(peer, token, now);
+        }
         let token = match basic::token(value) {
             Ok(token) => token,
             Err(why) => return self.malformed(peer, why, now),
@@ -475,9 +502,13 @@ impl Authenticator {
         let key = self.cache.key(token);
         let users = self.users.load();
         let hit = self.cache.lookup(key, now, |name, generation| {
-            let local = users
-                .get(name)
-                .filter(|entry| entry.generation == generation && !entry.disabled)
+            let local = users.get(name);
+            // A disabled user (also one `users sync` found gone) is refused at once.
+            if local.is_some_and(|entry| entry.disabled) {
+                return None;
+            }
+            let local = local
+                .filter(|entry| entry.generation == generation)
                 .map(Arc::clone);
             local.or_else(|| self.directory.as_ref()?.known(name, generation))
         });
@@ -493,7 +524,11 @@ impl Authenticator {
         };
         let entry = users.get(&credentials.user).cloned();
         drop(users);
-        if entry.is_none() && self.directory.is_some() {
+        // People imported by `users sync` are checked by the directory too.
+        let in_directory = entry
+            .as_ref()
+            .is_none_or(|e| !e.disabled && &*e.password_hash == directory::DIRECTORY_PASSWORD_MARK);
+        if in_directory && self.directory.is_some() {
             return self.directory_check(peer, key, credentials, now);
         }
         let reservation = match self.reserve(peer, counted(entry.as_ref()), now) {
@@ -589,6 +624,7 @@ impl Authenticator {
                     .verify_in_directory(peer, key, &name, &password, reservation)
                     .await;
             }
+            Target::Kerberos(token) => return self.verify_ticket(peer, token, reservation).await,
         };
         let verified = self.argon2(peer, &entry, password).await?;
         let now = Instant::now();
