@@ -185,9 +185,24 @@ impl Store {
     /// Up to `limit` entries, oldest first, left in the outbox. An entry of a kind
     /// this build does not know is removed and logged.
     pub fn outbox_peek(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.outbox_peek_after(None, limit)
+    }
+
+    /// Like [`Store::outbox_peek`], from the first entry after `after` (the last key
+    /// of a run being sent), so the exporter can read the next run meanwhile.
+    pub fn outbox_peek_after(
+        &self,
+        after: Option<&[u8; 12]>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        use std::ops::Bound;
         let tree = self.trees()?.db.open_tree(OUTBOX)?;
         let mut entries = Vec::with_capacity(limit.min(65_536));
-        for item in tree.iter().take(limit) {
+        let items = match after {
+            Some(after) => tree.range::<&[u8], _>((Bound::Excluded(&after[..]), Bound::Unbounded)),
+            None => tree.iter(),
+        };
+        for item in items.take(limit) {
             let (raw_key, raw) = item?;
             let kind = raw.first().copied().and_then(OutboxKind::from_byte);
             let (Ok(key), Some(kind)) = (<[u8; 12]>::try_from(raw_key.as_ref()), kind) else {
@@ -303,6 +318,9 @@ mod tests {
         assert!(entries.iter().all(|e| e.kind == OutboxKind::Visit));
         let first = crate::Record::decode(&entries[0].bytes).unwrap();
         assert_eq!(first, records[0]);
+        let after = store.outbox_peek_after(Some(&entries[0].key), 10).unwrap();
+        assert_eq!(after.len(), 2, "from the entry after the key given");
+        assert_eq!(after[0].key, entries[1].key);
         store.outbox_remove(&entries[..2]).unwrap();
         assert_eq!(store.outbox_peek(10).unwrap().len(), 1);
         store.outbox_remove(&entries[2..]).unwrap();
