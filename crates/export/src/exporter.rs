@@ -174,7 +174,8 @@ async fn run(exporter: Exporter, shutdown: CancellationToken) {
                     info!("ClickHouse takes the export again");
                     logged = None;
                 }
-                Duration::ZERO
+                // ship_once has sent until a run was short: caught up.
+                exporter.config.interval
             }
             Err(error) => {
                 exporter.stats.failures.fetch_add(1, Relaxed);
@@ -233,7 +234,8 @@ impl Exporter {
         })
     }
 
-    /// Sends the outbox until it is empty; how many entries went (0: it was empty).
+    /// Sends the outbox until a run is shorter than `batch_records` (caught up); how
+    /// many entries went (0: it was empty).
     /// Three steps overlap: the next run is read and encoded, and the last one
     /// removed, while the current one is inserted (the drain is CPU-bound, shared
     /// with ClickHouse). A failed insert keeps its run and everything after it.
@@ -242,7 +244,11 @@ impl Exporter {
         let mut removal: Option<JoinHandle<Result<(), ExportError>>> = None;
         let mut sent = 0;
         while !current.entries.is_empty() {
-            let next = self.prepare(current.last_key());
+            // A full run means more wait: read the next meanwhile. A short one means
+            // the outbox has caught up: stop after it and let records gather for
+            // `interval` (many tiny inserts cost the proxy and ClickHouse more).
+            let full = current.entries.len() >= self.config.batch_records;
+            let next = full.then(|| self.prepare(current.last_key()));
             let inserted = self.insert(&mut current.bodies).await;
             if let Some(previous) = removal.take() {
                 joined(previous).await?;
@@ -255,7 +261,10 @@ impl Exporter {
             removal = Some(tokio::task::spawn_blocking(move || {
                 Ok(store.outbox_remove(&entries)?)
             }));
-            current = joined(next).await?;
+            match next {
+                Some(next) => current = joined(next).await?,
+                None => break,
+            }
         }
         if let Some(previous) = removal {
             joined(previous).await?;
