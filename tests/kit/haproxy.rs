@@ -1,8 +1,11 @@
 //! HAProxy (Debian's `haproxy`) on 127.0.0.1 in front of several SafeGate nodes, for
 //! the several-nodes test: TCP mode (a forward proxy's traffic, CONNECT included, goes
 //! through untouched), round robin, each node checked on its admin `/readyz` every
-//! 200 ms, a connection refused by a dead node retried on another. Started in the
-//! foreground, killed when dropped. The same configuration is in deploy/haproxy.cfg.
+//! 200 ms, a connection refused by a dead node retried on another, each connection
+//! to a node led by a PROXY protocol v2 header naming the client (`send-proxy-v2`;
+//! the nodes need `proxy.proxy_protocol_from`). Started in the foreground, killed
+//! when dropped. The configuration is deploy/haproxy.cfg's, with the test's
+//! addresses.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,13 +49,7 @@ impl HaProxy {
         let servers: String = nodes
             .iter()
             .enumerate()
-            .map(|(i, (proxy, admin))| {
-                format!(
-                    "    server node{} {proxy} check port {} inter 200ms fall 1 rise 1\n",
-                    i + 1,
-                    admin.port()
-                )
-            })
+            .map(|(i, (proxy, admin))| server_line(i + 1, *proxy, admin.port()))
             .collect();
         let config = dir.path().join("haproxy.cfg");
         std::fs::write(&config, config_text(port, &servers)).unwrap();
@@ -98,12 +95,32 @@ impl HaProxy {
     }
 }
 
-/// deploy/haproxy.cfg with the test's port and servers.
-fn config_text(port: u16, servers: &str) -> String {
-    let shipped = std::fs::read_to_string(
+fn shipped() -> String {
+    std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/haproxy.cfg"),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The shipped first `server` line (its options: send-proxy-v2, the check) for node
+/// `n` at `proxy`, checked on `admin_port`.
+fn server_line(n: usize, proxy: SocketAddr, admin_port: u16) -> String {
+    let shipped = shipped();
+    let line = shipped
+        .lines()
+        .find(|line| line.trim_start().starts_with("server node1 "))
+        .unwrap();
+    format!(
+        "{}\n",
+        line.replace("node1", &format!("node{n}"))
+            .replace("10.0.0.11:3128", &proxy.to_string())
+            .replace("port 9128", &format!("port {admin_port}"))
+    )
+}
+
+/// deploy/haproxy.cfg with the test's port and servers.
+fn config_text(port: u16, servers: &str) -> String {
+    let shipped = shipped();
     let head = shipped
         .split("    server ")
         .next()

@@ -43,6 +43,7 @@ mod safety;
 mod school_day;
 mod setup;
 mod transparent;
+mod trust_content;
 mod trust_export;
 mod tunnel;
 mod upstream_failures;

@@ -88,11 +88,30 @@ impl ClickHouse {
 
     /// Inserts `rows` (JSONEachRow, one object a line) into `table`.
     pub async fn insert(&self, table: &str, rows: Vec<u8>) -> Result<(), ExportError> {
-        let query = format!("INSERT INTO {table} FORMAT JSONEachRow");
+        self.insert_as(&format!("INSERT INTO {table} FORMAT JSONEachRow"), rows)
+            .await
+    }
+
+    /// Inserts `rows` (RowBinary, the values of `columns` in that order) into `table`.
+    pub async fn insert_binary(
+        &self,
+        table: &str,
+        columns: &str,
+        rows: Vec<u8>,
+    ) -> Result<(), ExportError> {
+        self.insert_as(
+            &format!("INSERT INTO {table} ({columns}) FORMAT RowBinary"),
+            rows,
+        )
+        .await
+    }
+
+    /// Runs the insert statement `query` with `rows` as its data.
+    async fn insert_as(&self, query: &str, rows: Vec<u8>) -> Result<(), ExportError> {
         let request = self
             .http
             .post(format!("{}/", self.url))
-            .query(&[("query", query.as_str())])
+            .query(&[("query", query)])
             .body(rows);
         self.send(request).await.map(drop)
     }

@@ -1,7 +1,8 @@
 //! The exporter: one task that ships the outbox to ClickHouse, oldest first. It takes
 //! up to `batch_records` entries (left in the outbox), inserts them (visits and alerts,
-//! one insert each), and removes them only once ClickHouse has said 200 to both; on a
-//! failure it keeps them and tries again with back-off (100 ms doubling to 10 s). A
+//! one insert each), and removes them only once ClickHouse has said 200 to both (the
+//! next run is read and encoded while one is inserted, and removed while the next
+//! is); on a failure it keeps them and tries again with back-off (100 ms doubling to 10 s). A
 //! crash between the insert and the removal sends the entries again under the same
 //! ids: at-least-once delivery, counted once by the tables' deduplication. The proxy
 //! never waits on it: records reach the outbox through the visit-log writer.
@@ -173,7 +174,8 @@ async fn run(exporter: Exporter, shutdown: CancellationToken) {
                     info!("ClickHouse takes the export again");
                     logged = None;
                 }
-                Duration::ZERO
+                // ship_once has sent until a run was short: caught up.
+                exporter.config.interval
             }
             Err(error) => {
                 exporter.stats.failures.fetch_add(1, Relaxed);
@@ -200,27 +202,91 @@ async fn run(exporter: Exporter, shutdown: CancellationToken) {
     }
 }
 
+/// One run of outbox entries read and encoded, ready to insert.
+struct Prepared {
+    entries: Vec<safegate_store::OutboxEntry>,
+    bodies: rows::Bodies,
+}
+
+impl Prepared {
+    /// The last entry's key: the next run starts after it.
+    fn last_key(&self) -> Option<[u8; 12]> {
+        self.entries.last().map(|entry| entry.key)
+    }
+}
+
+/// Waits for a blocking task of the exporter.
+async fn joined<T>(task: JoinHandle<Result<T, ExportError>>) -> Result<T, ExportError> {
+    task.await.map_err(|e| ExportError::Task(e.to_string()))?
+}
+
 impl Exporter {
-    /// Sends one run of the outbox; how many entries went (0: the outbox was empty).
-    async fn ship_once(&self) -> Result<usize, ExportError> {
-        let reading = self.store.clone();
+    /// Reads and encodes (on a blocking thread) up to `batch_records` entries after
+    /// `after`.
+    fn prepare(&self, after: Option<[u8; 12]>) -> JoinHandle<Result<Prepared, ExportError>> {
+        let store = self.store.clone();
         let limit = self.config.batch_records;
-        let entries = tokio::task::spawn_blocking(move || reading.outbox_peek(limit))
-            .await
-            .map_err(|e| ExportError::Task(e.to_string()))??;
-        if entries.is_empty() {
-            return Ok(0);
+        let (node, school) = (self.node, self.config.school.clone());
+        tokio::task::spawn_blocking(move || {
+            let entries = store.outbox_peek_after(after.as_ref(), limit)?;
+            let bodies = rows::encode(node, &school, &entries)?;
+            Ok(Prepared { entries, bodies })
+        })
+    }
+
+    /// Sends the outbox until a run is shorter than `batch_records` (caught up); how
+    /// many entries went (0: it was empty).
+    /// Three steps overlap: the next run is read and encoded, and the last one
+    /// removed, while the current one is inserted (the drain is CPU-bound, shared
+    /// with ClickHouse). A failed insert keeps its run and everything after it.
+    async fn ship_once(&self) -> Result<usize, ExportError> {
+        let mut current = joined(self.prepare(None)).await?;
+        let mut removal: Option<JoinHandle<Result<(), ExportError>>> = None;
+        let mut sent = 0;
+        while !current.entries.is_empty() {
+            // A full run means more wait: read the next meanwhile. A short one means
+            // the outbox has caught up: stop after it and let records gather for
+            // `interval` (many tiny inserts cost the proxy and ClickHouse more).
+            let full = current.entries.len() >= self.config.batch_records;
+            let next = full.then(|| self.prepare(current.last_key()));
+            let inserted = self.insert(&mut current.bodies).await;
+            if let Some(previous) = removal.take() {
+                joined(previous).await?;
+            }
+            inserted?;
+            self.count(&current.bodies);
+            sent += current.entries.len();
+            let store = self.store.clone();
+            let entries = std::mem::take(&mut current.entries);
+            removal = Some(tokio::task::spawn_blocking(move || {
+                Ok(store.outbox_remove(&entries)?)
+            }));
+            match next {
+                Some(next) => current = joined(next).await?,
+                None => break,
+            }
         }
-        let bodies = rows::encode(self.node, &self.config.school, &entries)?;
+        if let Some(previous) = removal {
+            joined(previous).await?;
+        }
+        Ok(sent)
+    }
+
+    /// Inserts one run's visits and alerts (the bodies are handed over).
+    async fn insert(&self, bodies: &mut rows::Bodies) -> Result<(), ExportError> {
         if bodies.visit_rows > 0 {
+            let visits = std::mem::take(&mut bodies.visits);
             self.client
-                .insert(&self.config.visits(), bodies.visits)
+                .insert_binary(
+                    &self.config.visits(),
+                    crate::row_binary::VISIT_INSERT_COLUMNS,
+                    visits,
+                )
                 .await?;
         }
         if bodies.alert_rows > 0 {
-            self.client
-                .insert(&self.config.alerts(), bodies.alerts)
-                .await?;
+            let alerts = std::mem::take(&mut bodies.alerts);
+            self.client.insert(&self.config.alerts(), alerts).await?;
         }
         if bodies.unreadable > 0 {
             warn!(
@@ -228,11 +294,11 @@ impl Exporter {
                 "export outbox: entries that cannot be read were dropped"
             );
         }
-        let removing = self.store.clone();
-        let n = entries.len();
-        tokio::task::spawn_blocking(move || removing.outbox_remove(&entries))
-            .await
-            .map_err(|e| ExportError::Task(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Counts what ClickHouse accepted.
+    fn count(&self, bodies: &rows::Bodies) {
         let stats = &self.stats;
         stats
             .visits_sent
@@ -244,6 +310,5 @@ impl Exporter {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         stats.last_sent_unix.store(now, Relaxed);
-        Ok(n)
     }
 }

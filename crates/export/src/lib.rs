@@ -1,7 +1,8 @@
 //! Export to a trust's ClickHouse (issue 25): every visit record and alert a school's
 //! SafeGate stores also goes into a durable outbox in its sled database
 //! ([`safegate_store::export_outbox`]); the [`exporter`] ships the outbox to ClickHouse
-//! over its HTTP interface ([`client`]) as JSONEachRow ([`rows`]), into the tables of
+//! over its HTTP interface ([`client`]) as RowBinary (visits, [`row_binary`]) and
+//! JSONEachRow (alerts, [`rows`]), into the tables of
 //! [`schema`] (`safegate export init-clickhouse` creates them). Delivery is
 //! at-least-once with stable row ids; the tables deduplicate on them, and every query
 //! here reads them with `FINAL`, so a retried insert is never counted twice. The
@@ -11,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod exporter;
 pub mod reading;
+pub mod row_binary;
 pub mod rows;
 pub mod schema;
 
@@ -67,14 +69,21 @@ pub struct Initialised {
     pub statements: Vec<String>,
 }
 
-/// Creates the database and tables (if missing), with a TTL when the server has them.
+/// Creates the database and tables (if missing), with a TTL when the server has them,
+/// and adds the columns newer than the tables.
 pub async fn init_clickhouse(config: &ClickHouseConfig) -> Result<Initialised, ExportError> {
     let client = ClickHouse::new(config)?;
     let version = client.version().await?;
     let ttl = schema::supports_ttl(&version) && config.retention_days > 0;
-    let statements = schema::create_statements(config, ttl);
+    let mut statements = schema::create_statements(config, ttl);
     for statement in &statements {
         client.query(statement).await?;
+    }
+    let present = client.query(&schema::visit_columns_query(config)).await?;
+    let present: Vec<&str> = present.lines().map(str::trim).collect();
+    for statement in schema::upgrade_statements(config, &present) {
+        client.query(&statement).await?;
+        statements.push(statement);
     }
     Ok(Initialised {
         version,

@@ -1,14 +1,16 @@
-//! Outbox entries as ClickHouse rows (JSONEachRow: one JSON object a line, keys = the
-//! columns of [`crate::schema`]), and rows read back as SafeGate's own records and
+//! Outbox entries as ClickHouse rows (visits in RowBinary, [`crate::row_binary`];
+//! alerts in JSONEachRow: one JSON object a line, keys = the columns of
+//! [`crate::schema`]), and rows read back as SafeGate's own records and
 //! alerts (for the trust's weekly report). A row's `id` is
 //! `<node>-<batch>-<index>` (hex node, see [`safegate_store::export_outbox`]): the same
 //! on every retry, unique across schools and nodes.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use safegate_store::{
-    Alert, AlertKind, AlertStatus, IdentifiedBy, OutboxEntry, OutboxKind, Outcome, Record,
-    RecordRef, SearchTerms, SeenAs, Severity,
+    Alert, AlertKind, AlertStatus, ContentScore, IdentifiedBy, OutboxEntry, OutboxKind, Outcome,
+    Record, RecordRef, SearchTerms, SeenAs, Severity,
 };
 use serde::{Deserialize, Serialize};
 
@@ -88,13 +90,26 @@ pub struct VisitRow<'a> {
     /// See [`Record::failure`].
     #[serde(borrow)]
     pub failure: Option<Cow<'a, str>>,
+    /// The page's content score, when content analysis scored it ([`content_score`]).
+    #[serde(default)]
+    pub content_score: Option<u32>,
+    /// The categories the page scored for, highest first (their own scores stay in
+    /// the school's visit log).
+    #[serde(default)]
+    pub content_categories: Vec<String>,
+}
+
+/// A content score as the table's `UInt32` (a negative score, from negative weights,
+/// is 0).
+pub fn content_score(score: i64) -> u32 {
+    u32::try_from(score.max(0)).unwrap_or(u32::MAX)
 }
 
 /// The columns of [`VisitRow`] that reading selects (all but `at`).
 pub const VISIT_READ_COLUMNS: &str = "id, school, at_micros, user, role, user_group, client, \
     computer, identified_by, method, scheme, host, port, path, categories, outcome, rule, \
     status, bytes_up, bytes_down, duration_micros, search_engine, search_terms, seen_as, \
-    user_agent, failure";
+    user_agent, failure, content_score, content_categories";
 
 /// The row id of an outbox entry.
 pub fn row_id(node: u64, entry: &OutboxEntry) -> String {
@@ -136,6 +151,10 @@ impl<'a> VisitRow<'a> {
             seen_as: record.seen_as,
             user_agent: text(record.user_agent),
             failure: text(record.failure),
+            content_score: record.content.as_ref().map(|c| content_score(c.score)),
+            content_categories: record.content.as_ref().map_or_else(Vec::new, |c| {
+                c.categories.iter().map(|(name, _)| name.clone()).collect()
+            }),
         }
     }
 
@@ -175,7 +194,16 @@ impl<'a> VisitRow<'a> {
             user_agent: owned(&self.user_agent),
             failure: owned(&self.failure),
             computer: owned(&self.computer),
-            content: None,
+            content: self.content_score.map(|score| ContentScore {
+                score: i64::from(score),
+                categories: self
+                    .content_categories
+                    .iter()
+                    .map(|name| (name.clone(), 0))
+                    .collect(),
+                phrases: Vec::new(),
+                late: false,
+            }),
         }
     }
 }
@@ -289,7 +317,7 @@ impl AlertRow {
 /// The insert bodies for a run of outbox entries: visits, alerts, and how many of each.
 #[derive(Debug, Default)]
 pub struct Bodies {
-    /// JSONEachRow for the visits table.
+    /// RowBinary for the visits table ([`crate::row_binary`]).
     pub visits: Vec<u8>,
     /// JSONEachRow for the alerts table.
     pub alerts: Vec<u8>,
@@ -304,9 +332,10 @@ pub struct Bodies {
 /// Encodes `entries` as rows of `school`, node `node`.
 pub fn encode(node: u64, school: &str, entries: &[OutboxEntry]) -> Result<Bodies, ExportError> {
     let mut bodies = Bodies {
-        visits: Vec::with_capacity(entries.len() * 400),
+        visits: Vec::with_capacity(entries.len() * 300),
         ..Bodies::default()
     };
+    let mut id = String::with_capacity(48);
     for entry in entries {
         match entry.kind {
             OutboxKind::Visit => {
@@ -314,9 +343,10 @@ pub fn encode(node: u64, school: &str, entries: &[OutboxEntry]) -> Result<Bodies
                     bodies.unreadable += 1;
                     continue;
                 };
-                let row = VisitRow::from_record(row_id(node, entry), school, &record);
-                serde_json::to_writer(&mut bodies.visits, &row)?;
-                bodies.visits.push(b'\n');
+                id.clear();
+                // Writing to a String cannot fail.
+                let _ = write!(id, "{node:016x}-{:x}-{:x}", entry.batch, entry.index);
+                crate::row_binary::write_visit(&mut bodies.visits, &id, school, &record);
                 bodies.visit_rows += 1;
             }
             OutboxKind::Alert => {

@@ -74,7 +74,36 @@ pub const VISIT_COLUMNS: &str = "    id String,
     search_terms Nullable(String),
     seen_as String,
     user_agent Nullable(String),
-    failure Nullable(String)";
+    failure Nullable(String),
+    content_score Nullable(UInt32),
+    content_categories Array(String)";
+
+/// Visit columns added after the first release: `init-clickhouse` adds those a table
+/// made before lacks (rows already there read as NULL and an empty list). ClickHouse
+/// 18.16 has no `ADD COLUMN IF NOT EXISTS`, so it asks `system.columns` first.
+pub const ADDED_VISIT_COLUMNS: [(&str, &str); 2] = [
+    ("content_score", "Nullable(UInt32)"),
+    ("content_categories", "Array(String)"),
+];
+
+/// The statements that add the columns of [`ADDED_VISIT_COLUMNS`] not in `present`
+/// (the visit table's column names).
+pub fn upgrade_statements(config: &ClickHouseConfig, present: &[&str]) -> Vec<String> {
+    ADDED_VISIT_COLUMNS
+        .iter()
+        .filter(|(name, _)| !present.contains(name))
+        .map(|(name, kind)| format!("ALTER TABLE {} ADD COLUMN {name} {kind}", config.visits()))
+        .collect()
+}
+
+/// The query listing the visit table's column names (TSV, one a line).
+pub fn visit_columns_query(config: &ClickHouseConfig) -> String {
+    format!(
+        "SELECT name FROM system.columns WHERE database = {} AND table = {} FORMAT TSV",
+        crate::reading::quote(&config.database),
+        crate::reading::quote(&config.table)
+    )
+}
 
 /// The alert table's columns; `version` orders the states of one alert (the latest
 /// wins), `evidence` is the records as JSON.
@@ -107,7 +136,10 @@ mod tests {
     #[test]
     fn the_readme_shows_the_statements_init_clickhouse_runs() {
         let readme = include_str!("../../../README.md");
-        for statement in create_statements(&ClickHouseConfig::default(), true) {
+        let config = ClickHouseConfig::default();
+        let mut statements = create_statements(&config, true);
+        statements.extend(upgrade_statements(&config, &[]));
+        for statement in statements {
             assert!(
                 readme.contains(&format!("{statement};")),
                 "README.md lacks:\n{statement}"

@@ -55,6 +55,10 @@ pub struct ProxyConfig {
     /// Review requests one client address may make in an hour (default 20, 1 to
     /// 100000); more get a 429.
     pub reviews_per_address_per_hour: u32,
+    /// Load balancers (HAProxy with `send-proxy-v2`) whose connections start with a
+    /// PROXY protocol header naming the real client; a connection from one of them
+    /// without that header is refused. Empty: no header is read from anyone.
+    pub proxy_protocol_from: Vec<IpNet>,
 }
 
 impl Default for ProxyConfig {
@@ -75,6 +79,7 @@ impl Default for ProxyConfig {
             shutdown_grace: Duration::from_secs(15),
             reviews_per_token_per_hour: 5,
             reviews_per_address_per_hour: 20,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }

@@ -41,8 +41,19 @@ pub(crate) static BAD_REQUESTS: EventLog =
 pub(crate) static REFUSED_UNRECORDED: EventLog =
     EventLog::new("requests refused while the visit log cannot be written", 10);
 
+/// Connections from a `proxy.proxy_protocol_from` peer without a valid PROXY header.
+pub(crate) static MISSING_PROXY_HEADERS: EventLog = EventLog::new(
+    "connections from proxy.proxy_protocol_from without a valid PROXY header",
+    10,
+);
+
 /// Every kind, for the once-a-minute summary.
-const ALL: [&EventLog; 3] = [&BLOCKED, &BAD_REQUESTS, &REFUSED_UNRECORDED];
+const ALL: [&EventLog; 4] = [
+    &BLOCKED,
+    &BAD_REQUESTS,
+    &REFUSED_UNRECORDED,
+    &MISSING_PROXY_HEADERS,
+];
 
 impl EventLog {
     pub(crate) const fn new(what: &'static str, detailed_per_minute: u64) -> Self {

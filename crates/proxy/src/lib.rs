@@ -12,7 +12,8 @@
 //! when the school CA is set up, decrypted (`tls`) so that the whole policy applies to
 //! the full address.
 //!
-//! One request flows: `listener` (accept, limits, timeouts) → a way in (`service` for
+//! One request flows: `listener` (accept, the load balancer's `proxy_header` when
+//! `proxy.proxy_protocol_from` lists the peer, limits, timeouts) → a way in (`service` for
 //! explicit clients: SafeGate's own pages, `portal_pages`, CONNECT through `tunnel`,
 //! other requests through `forward`; `transparent`; `tls::intercept` for requests
 //! inside a decrypted tunnel) → the same `pipeline` steps for every way in: identify
@@ -58,6 +59,7 @@ mod listener;
 mod original_dst;
 mod pipeline;
 mod portal_pages;
+mod proxy_header;
 mod relay;
 mod service;
 mod slots;
@@ -345,6 +347,7 @@ impl Proxy {
             record_clock,
             computer_names,
             cut_off: CancellationToken::new(),
+            proxy_protocol_from: proxy.proxy_protocol_from.clone(),
         });
         Ok(Self {
             listener: bound.explicit,

@@ -6,11 +6,13 @@
 //! accepted connection runs hyper's HTTP/1.1 server in its own task, watched by a
 //! timer that follows the connection's `Phase`: a slow request head is answered 408,
 //! an idle keep-alive connection is closed, a busy one is left alone. On shutdown the
-//! driver asks hyper to finish the request in flight and close. Transparent HTTP
+//! driver asks hyper to finish the request in flight and close. A connection from a
+//! load balancer in `proxy.proxy_protocol_from` is first read for its PROXY header
+//! (`proxy_header`) and from then on is the client the header names, limits included. Transparent HTTP
 //! connections are driven the same way; transparent TLS connections go to
 //! `transparent::serve_tls`.
 
-use crate::event_log::{BAD_REQUESTS, throttled};
+use crate::event_log::{BAD_REQUESTS, MISSING_PROXY_HEADERS, throttled};
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
@@ -30,6 +32,7 @@ use tracing::{debug, info, warn};
 use crate::client_io::{Activity, ClientIo, Phase};
 use crate::intake::{ClientContext, Intake, ListenerKind};
 use crate::original_dst::canonical;
+use crate::proxy_header;
 use crate::service;
 use crate::slots::{Limits, Refused, Slot};
 use crate::state::ProxyState;
@@ -47,8 +50,7 @@ pub(crate) async fn accept_loop(
     shutdown: CancellationToken,
     kind: ListenerKind,
 ) {
-    let last_busy_warning = AtomicU64::new(u64::MAX);
-    let last_client_warning = AtomicU64::new(u64::MAX);
+    let warnings = Arc::new(LimitWarnings::default());
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -64,6 +66,88 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
+        let accepted = Accepted {
+            state: Arc::clone(&state),
+            limits: Arc::clone(&limits),
+            warnings: Arc::clone(&warnings),
+            shutdown: shutdown.clone(),
+            kind,
+        };
+        let from_balancer = state
+            .proxy_protocol_from
+            .iter()
+            .any(|network| network.contains(&peer.ip()));
+        if from_balancer {
+            // The header is read in the connection's own task: a slow balancer
+            // connection never holds up the accept loop.
+            state.tasks.spawn(accepted.behind_balancer(stream, peer));
+        } else {
+            accepted.admit(stream, peer);
+        }
+    }
+}
+
+/// When each connection-limit warning was last logged (seconds since start), so the
+/// service log gets at most one of each a second.
+struct LimitWarnings {
+    busy: AtomicU64,
+    client: AtomicU64,
+}
+
+impl Default for LimitWarnings {
+    fn default() -> Self {
+        Self {
+            busy: AtomicU64::new(u64::MAX),
+            client: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+/// What an accepted connection needs to be admitted and served.
+struct Accepted {
+    state: Arc<ProxyState>,
+    limits: Arc<Limits>,
+    warnings: Arc<LimitWarnings>,
+    shutdown: CancellationToken,
+    kind: ListenerKind,
+}
+
+impl Accepted {
+    /// Reads the load balancer's PROXY header (within `proxy.header_read_timeout`),
+    /// then admits the connection as the client it names; without a valid header the
+    /// connection is closed and logged (a few lines a minute).
+    async fn behind_balancer(self, mut stream: TcpStream, balancer: SocketAddr) {
+        let read = tokio::time::timeout(
+            self.state.header_read_timeout,
+            proxy_header::read(&mut stream),
+        );
+        let outcome = tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            outcome = read => outcome,
+        };
+        match outcome {
+            Ok(Ok(client)) => {
+                let client = client.map_or(balancer, canonical);
+                self.admit(stream, client);
+            }
+            Ok(Err(error)) => refuse_headerless(balancer, &error.to_string()),
+            Err(_) => refuse_headerless(
+                balancer,
+                "no PROXY protocol header within proxy.header_read_timeout",
+            ),
+        }
+    }
+
+    /// Takes a place for `peer` under the connection limits and serves the
+    /// connection, or answers 503 (logged at most once a second per limit).
+    fn admit(self, stream: TcpStream, peer: SocketAddr) {
+        let Self {
+            state,
+            limits,
+            warnings,
+            shutdown,
+            kind,
+        } = self;
         match limits.admit(peer.ip()) {
             Ok(slot) => {
                 let state_for_task = Arc::clone(&state);
@@ -73,24 +157,24 @@ pub(crate) async fn accept_loop(
                         stream,
                         peer,
                         slot,
-                        shutdown.clone(),
+                        shutdown,
                     ));
-                    continue;
+                } else {
+                    state.tasks.spawn(serve_client(
+                        state_for_task,
+                        stream,
+                        peer,
+                        slot,
+                        shutdown,
+                        kind,
+                    ));
                 }
-                state.tasks.spawn(serve_client(
-                    state_for_task,
-                    stream,
-                    peer,
-                    slot,
-                    shutdown.clone(),
-                    kind,
-                ));
             }
             Err(refused) => {
                 let now = state.started.elapsed().as_secs();
                 let last = match refused {
-                    Refused::Global => &last_busy_warning,
-                    Refused::PerClient => &last_client_warning,
+                    Refused::Global => &warnings.busy,
+                    Refused::PerClient => &warnings.client,
                 };
                 if last.swap(now, Ordering::Relaxed) != now {
                     match refused {
@@ -107,6 +191,16 @@ pub(crate) async fn accept_loop(
                 }
             }
         }
+    }
+}
+
+/// Logs a listed balancer's connection that came without a valid PROXY header (it
+/// is closed by the caller dropping it): a warning, the first few a minute.
+fn refuse_headerless(balancer: SocketAddr, why: &str) {
+    if MISSING_PROXY_HEADERS.admit() {
+        warn!(peer = %balancer, reason = why, "connection from a proxy.proxy_protocol_from address closed: it must start with a PROXY protocol header (HAProxy: send-proxy-v2)");
+    } else {
+        debug!(peer = %balancer, reason = why, "connection without a PROXY protocol header closed");
     }
 }
 

@@ -54,6 +54,8 @@ pub(crate) struct ProxyState {
     /// Cancelled when the shutdown grace has run out: open connections and tunnels
     /// end at once, so their visit-log records still reach the writer.
     pub(crate) cut_off: tokio_util::sync::CancellationToken,
+    /// `proxy.proxy_protocol_from`: peers whose connections start with a PROXY header.
+    pub(crate) proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
 impl ProxyState {

@@ -41,7 +41,15 @@ pub fn run(action: &ExportAction) -> Result<()> {
         .clickhouse
         .ok_or_else(|| anyhow!("no [export.clickhouse] section in the configuration"))?;
     if args.print {
-        for statement in safegate_export::schema::create_statements(&clickhouse, true) {
+        let schema = || {
+            let mut all = safegate_export::schema::create_statements(&clickhouse, true);
+            all.extend(safegate_export::schema::upgrade_statements(
+                &clickhouse,
+                &[],
+            ));
+            all
+        };
+        for statement in schema() {
             println!("{statement};\n");
         }
         return Ok(());

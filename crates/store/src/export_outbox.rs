@@ -6,16 +6,20 @@
 //!
 //! | tree             | key                                        | value                    |
 //! |------------------|--------------------------------------------|--------------------------|
-//! | `export_outbox`  | batch number (u64 BE), index (u32 BE)      | kind byte, then the item |
+//! | `export_outbox`  | batch number (u64 BE), record count (u32 BE) | kind byte 3, then each record: length (u32 LE), encoding |
 //! | `export_meta`    | `node`                                     | this database's node id (u64 BE, random) |
 //!
-//! A visit record's item is its stored encoding ([`crate::Record::encode`]). An alert
+//! A writer batch is one entry: its records' stored encodings
+//! ([`crate::Record::encode`]), one sled key per batch rather than per record (the
+//! writer's hot path and the exporter's reads and removals touch one key), split into
+//! one [`OutboxEntry`] per record when read; entries of an earlier layout (key: batch
+//! number and index, value: kind byte 1 and one record) are still read. An alert
 //! has one entry of its own, keyed `0xFF`, its id (u64 BE), three zero bytes, whose
 //! value is a version (u64 BE from the id generator) that every change replaces; the
 //! exporter sends the alert as it stands then, and removes the entry only if no change
 //! replaced it meanwhile. The batch number is drawn once per
 //! [`RecordBatch`] from sled's id generator and kept with the batch, so the visit-log
-//! writer retrying a batch writes the same keys again (no duplicate entries), and the
+//! writer retrying a batch writes the same key again (no duplicate entries), and the
 //! exporter sends each entry under the id `<node>-<batch>-<index>`, the same on every
 //! retry: the ClickHouse table deduplicates on it (at-least-once delivery, counted
 //! once). The outbox is bounded by the disk only; its length is kept in a counter
@@ -37,6 +41,10 @@ pub enum OutboxKind {
     /// An alert (new, folded or with a changed status), as JSON.
     Alert,
 }
+
+/// Value kind byte of a writer batch's entry: every record of the batch, each a
+/// length (u32 LE) and its encoding. Its key's last four bytes hold the record count.
+const VISIT_BATCH: u8 = 3;
 
 impl OutboxKind {
     fn byte(self) -> u8 {
@@ -70,6 +78,8 @@ pub struct OutboxEntry {
     pub bytes: sled::IVec,
     /// An alert's marker as read (removed only if no change has replaced it since).
     stamp: Option<sled::IVec>,
+    /// One record of a writer batch's entry (removing it removes the whole batch).
+    in_batch: bool,
 }
 
 /// First byte of an alert's key: after every visit batch number (drawn from sled's
@@ -88,6 +98,62 @@ fn key(batch: u64, index: u32) -> [u8; 12] {
     key[..8].copy_from_slice(&batch.to_be_bytes());
     key[8..].copy_from_slice(&index.to_be_bytes());
     key
+}
+
+/// The record count a writer batch's key holds.
+fn batch_count(key: &[u8; 12]) -> u32 {
+    u32::from_be_bytes([key[8], key[9], key[10], key[11]])
+}
+
+/// Appends the records of a writer batch's entry (`raw`, kind byte first) as entries
+/// sharing its key; false when the entry is damaged (then nothing is appended).
+fn split_batch(key: [u8; 12], raw: &sled::IVec, entries: &mut Vec<OutboxEntry>) -> bool {
+    let mut batch = [0u8; 8];
+    batch.copy_from_slice(&key[..8]);
+    let batch = u64::from_be_bytes(batch);
+    let start = entries.len();
+    let mut at = 1;
+    let mut index = 0u32;
+    while at < raw.len() {
+        let Some(len) = raw.get(at..at + 4) else {
+            entries.truncate(start);
+            return false;
+        };
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if raw.len() < at + 4 + len {
+            entries.truncate(start);
+            return false;
+        }
+        entries.push(OutboxEntry {
+            key,
+            batch,
+            index,
+            kind: OutboxKind::Visit,
+            bytes: raw.subslice(at + 4, len),
+            stamp: None,
+            in_batch: true,
+        });
+        at += 4 + len;
+        index += 1;
+    }
+    if index != batch_count(&key) {
+        entries.truncate(start);
+        return false;
+    }
+    true
+}
+
+/// Records and alerts waiting in `tree` (a writer batch counts its records).
+fn count_waiting(tree: &sled::Tree) -> Result<u64, StoreError> {
+    let mut waiting = 0;
+    for item in tree.iter() {
+        let (raw_key, raw) = item?;
+        waiting += match (raw.first(), <[u8; 12]>::try_from(raw_key.as_ref())) {
+            (Some(&VISIT_BATCH), Ok(key)) => u64::from(batch_count(&key)),
+            _ => 1,
+        };
+    }
+    Ok(waiting)
 }
 
 fn value(kind: OutboxKind, bytes: &[u8]) -> Vec<u8> {
@@ -117,7 +183,7 @@ impl Store {
             }
         };
         if !self.outbox_enabled() {
-            let waiting = trees.db.open_tree(OUTBOX)?.len() as u64;
+            let waiting = count_waiting(&trees.db.open_tree(OUTBOX)?)?;
             self.shared.outbox_backlog.store(waiting, Relaxed);
             self.shared.outbox_enabled.store(true, Relaxed);
         }
@@ -142,25 +208,26 @@ impl Store {
             return Ok(());
         }
         let trees = self.trees()?;
-        let (number, retry) = match batch.export_number() {
-            Some(number) => (number, true),
-            None => (batch.set_export_number(trees.db.generate_id()?), false),
+        let number = match batch.export_number() {
+            Some(number) => number,
+            None => batch.set_export_number(trees.db.generate_id()?),
         };
-        let mut writes = sled::Batch::default();
-        for (index, stored) in batch.stored().enumerate() {
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
-            writes.insert(&key(number, index), value(OutboxKind::Visit, stored.bytes));
+        let count = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+        let size = batch.stored().map(|s| 4 + s.bytes.len()).sum::<usize>();
+        let mut item = Vec::with_capacity(1 + size);
+        item.push(VISIT_BATCH);
+        for stored in batch.stored() {
+            let len = u32::try_from(stored.bytes.len()).unwrap_or(u32::MAX);
+            item.extend_from_slice(&len.to_le_bytes());
+            item.extend_from_slice(stored.bytes);
         }
         let tree = trees.db.open_tree(OUTBOX)?;
-        tree.apply_batch(writes)?;
-        if retry {
-            // Some of its keys may be there already: count again (rare, after a
-            // failed write).
-            self.shared.outbox_backlog.store(tree.len() as u64, Relaxed);
-        } else {
+        let previous = tree.insert(key(number, count), item)?;
+        // A retried batch lands on its own key again: counted once.
+        if previous.is_none() {
             self.shared
                 .outbox_backlog
-                .fetch_add(batch.len() as u64, Relaxed);
+                .fetch_add(u64::from(count), Relaxed);
         }
         Ok(())
     }
@@ -185,10 +252,38 @@ impl Store {
     /// Up to `limit` entries, oldest first, left in the outbox. An entry of a kind
     /// this build does not know is removed and logged.
     pub fn outbox_peek(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.outbox_peek_after(None, limit)
+    }
+
+    /// Like [`Store::outbox_peek`], from the first entry after `after` (the last key
+    /// of a run being sent), so the exporter can read the next run meanwhile.
+    pub fn outbox_peek_after(
+        &self,
+        after: Option<&[u8; 12]>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        use std::ops::Bound;
         let tree = self.trees()?.db.open_tree(OUTBOX)?;
         let mut entries = Vec::with_capacity(limit.min(65_536));
-        for item in tree.iter().take(limit) {
+        let items = match after {
+            Some(after) => tree.range::<&[u8], _>((Bound::Excluded(&after[..]), Bound::Unbounded)),
+            None => tree.iter(),
+        };
+        for item in items {
+            if entries.len() >= limit {
+                break;
+            }
             let (raw_key, raw) = item?;
+            if raw.first() == Some(&VISIT_BATCH)
+                && let Ok(key) = <[u8; 12]>::try_from(raw_key.as_ref())
+            {
+                if !split_batch(key, &raw, &mut entries) {
+                    tracing::warn!("export outbox: a damaged batch entry was dropped");
+                    tree.remove(raw_key)?;
+                    self.outbox_removed(u64::from(batch_count(&key)));
+                }
+                continue;
+            }
             let kind = raw.first().copied().and_then(OutboxKind::from_byte);
             let (Ok(key), Some(kind)) = (<[u8; 12]>::try_from(raw_key.as_ref()), kind) else {
                 tracing::warn!("export outbox: dropping an entry this build cannot read");
@@ -217,6 +312,7 @@ impl Store {
                 kind,
                 bytes: raw.subslice(1, raw.len() - 1),
                 stamp: None,
+                in_batch: false,
             });
         }
         Ok(entries)
@@ -243,6 +339,7 @@ impl Store {
             kind: OutboxKind::Alert,
             bytes: json,
             stamp: Some(raw),
+            in_batch: false,
         }))
     }
 
@@ -252,8 +349,18 @@ impl Store {
         let tree = self.trees()?.db.open_tree(OUTBOX)?;
         let mut removals = sled::Batch::default();
         let mut removed = 0;
+        let mut last_batch_key = None;
         for entry in entries {
             match &entry.stamp {
+                None if entry.in_batch => {
+                    // The records of one writer batch share its key: removed once,
+                    // counted by the key's record count.
+                    if last_batch_key != Some(entry.key) {
+                        removals.remove(&entry.key);
+                        removed += u64::from(batch_count(&entry.key));
+                        last_batch_key = Some(entry.key);
+                    }
+                }
                 None => {
                     removals.remove(&entry.key);
                     removed += 1;
@@ -303,9 +410,29 @@ mod tests {
         assert!(entries.iter().all(|e| e.kind == OutboxKind::Visit));
         let first = crate::Record::decode(&entries[0].bytes).unwrap();
         assert_eq!(first, records[0]);
-        store.outbox_remove(&entries[..2]).unwrap();
+        assert_eq!(store.outbox_backlog(), 3);
+        assert!(
+            entries.iter().all(|e| e.key == entries[0].key),
+            "one key for the writer's batch"
+        );
+        assert_eq!(
+            entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        // A second batch, read after the first one's key.
+        let second = RecordBatch::from_records(&records[..1]);
+        store.write_batch(&second).unwrap();
+        let after = store.outbox_peek_after(Some(&entries[0].key), 10).unwrap();
+        assert_eq!(after.len(), 1, "from the entry after the key given");
+        assert!(after[0].batch > entries[0].batch);
+        // The batch goes whole, even when one of its records is named.
+        store.outbox_remove(&entries[..1]).unwrap();
         assert_eq!(store.outbox_peek(10).unwrap().len(), 1);
-        store.outbox_remove(&entries[2..]).unwrap();
+        assert_eq!(store.outbox_backlog(), 1);
+        // Counted afresh from the tree (as at start) the same.
+        let tree = store.trees().unwrap().db.open_tree(OUTBOX).unwrap();
+        assert_eq!(count_waiting(&tree).unwrap(), 1);
+        store.outbox_remove(&after).unwrap();
         assert!(store.outbox_peek(10).unwrap().is_empty());
         assert_eq!(store.outbox_backlog(), 0);
     }
