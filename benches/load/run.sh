@@ -202,7 +202,7 @@ start_safegate-ldap() {
     ldap+=" base_dn = \"dc=bench,dc=test\","
     ldap+=" group_filter = \"(&(objectClass=groupOfNames)(member={dn}))\","
     ldap+=" groups = [{ dn = \"cn=pupils,dc=bench,dc=test\", role = \"pupil\" }] }"
-    start_safegate_variant safegate-ldap "$ROOT/config/policy.toml" --set auth.required=true \
+    start_safegate_variant safegate-ldap "$(shipped_policy)" --set auth.required=true \
         --set "auth.ldap=$ldap"
 }
 
@@ -680,7 +680,10 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
 fi
 [[ -x $SAFEGATE && -x $LOADGEN ]] || die "missing $SAFEGATE or $LOADGEN"
 
-WORK=$(mktemp -d /tmp/safegate-load.XXXXXX)
+# All in lower case: e2guardian lower-cases the paths in its phrase lists' .Include<>
+# lines, so a mixed-case temp dir name would hide its lists from it.
+WORK=/tmp/safegate-load.$$.$(date +%s%N)
+mkdir -m 700 "$WORK"
 chmod 755 "$WORK"   # nginx workers and dropped-privilege proxies read from here
 trap cleanup EXIT
 trap 'exit 130' INT TERM
