@@ -763,11 +763,12 @@ fn both_variants_are_kept_and_the_key_is_private(data: &Path, who: &str) {
     let reports = data.join("reports");
     let named_html =
         std::fs::read_to_string(reports.join("safegate-report-2026-W47.html")).unwrap();
-    assert!(named_html.contains("ada"));
+    // "ada" as a word of its own: a pseudonym's hex digits may contain the letters.
+    assert!(mentions(&named_html, "ada"));
     let pseudonymised_html =
         std::fs::read_to_string(reports.join("safegate-report-2026-W47-pseudonymised.html"))
             .unwrap();
-    assert!(!pseudonymised_html.contains("ada") && pseudonymised_html.contains(who));
+    assert!(!mentions(&pseudonymised_html, "ada") && pseudonymised_html.contains(who));
     assert_eq!(
         std::fs::metadata(data.join("report-pseudonym.key"))
             .unwrap()
