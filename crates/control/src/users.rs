@@ -188,7 +188,7 @@ pub enum Output {
         added: usize,
     },
     /// A directory sync was applied.
-    Synced(crate::users_sync::SyncReport),
+    Synced(SyncReport),
 }
 
 /// Why a users command failed.
@@ -503,6 +503,45 @@ fn write_users(
             let disabled = users.iter().filter(|u| u.disabled).count();
             writeln!(out, "{} user(s), {disabled} disabled", users.len())
         }
+    }
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// People added.
+    pub added: usize,
+    /// People whose name, role or group changed.
+    pub updated: usize,
+    /// People disabled before and listed again.
+    pub enabled: usize,
+    /// People no longer listed, now disabled.
+    pub disabled: usize,
+    /// Names that are SafeGate's own users, left alone.
+    pub kept_local: Vec<String>,
+    /// People that could not be imported, and why.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl SyncReport {
+    /// The report in a few lines.
+    pub fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "directory sync: {} added, {} updated, {} enabled again, {} disabled (no longer in the directory)",
+            self.added, self.updated, self.enabled, self.disabled
+        )?;
+        if !self.kept_local.is_empty() {
+            writeln!(
+                out,
+                "left alone (SafeGate's own users of the same name): {}",
+                self.kept_local.join(", ")
+            )?;
+        }
+        for (name, why) in &self.skipped {
+            writeln!(out, "not imported: {name}: {why}")?;
+        }
+        Ok(())
     }
 }
 

@@ -10,11 +10,11 @@
 //! a wrong filter than a school with no people.
 
 use std::collections::HashSet;
-use std::io::Write;
 
 use safegate_store::{NewUser, Store, User, UserError, UserUpdate};
 use serde::{Deserialize, Serialize};
 
+pub use crate::users::SyncReport;
 use crate::users::{Output, UsersFailure};
 
 /// One person as the directory lists them, mapped to SafeGate's terms.
@@ -40,45 +40,6 @@ pub struct UsersSync {
     pub people: Vec<SyncedPerson>,
     /// The password hash of users imported from the directory.
     pub password_mark: String,
-}
-
-/// What a sync did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncReport {
-    /// People added.
-    pub added: usize,
-    /// People whose name, role or group changed.
-    pub updated: usize,
-    /// People disabled before and listed again.
-    pub enabled: usize,
-    /// People no longer listed, now disabled.
-    pub disabled: usize,
-    /// Names that are SafeGate's own users, left alone.
-    pub kept_local: Vec<String>,
-    /// People that could not be imported, and why.
-    pub skipped: Vec<(String, String)>,
-}
-
-impl SyncReport {
-    /// The report in a few lines.
-    pub fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        writeln!(
-            out,
-            "directory sync: {} added, {} updated, {} enabled again, {} disabled (no longer in the directory)",
-            self.added, self.updated, self.enabled, self.disabled
-        )?;
-        if !self.kept_local.is_empty() {
-            writeln!(
-                out,
-                "left alone (SafeGate's own users of the same name): {}",
-                self.kept_local.join(", ")
-            )?;
-        }
-        for (name, why) in &self.skipped {
-            writeln!(out, "not imported: {name}: {why}")?;
-        }
-        Ok(())
-    }
 }
 
 /// Applies a sync (see the module documentation) and flushes.

@@ -52,7 +52,7 @@ pub fn write_visit(out: &mut Vec<u8>, id: &str, school: &str, record: &RecordRef
     match &record.content {
         Some(content) => {
             out.push(0);
-            out.extend_from_slice(&crate::rows::content_score(content.score).to_le_bytes());
+            out.extend_from_slice(&content_score(content.score).to_le_bytes());
             leb128(out, content.categories.len() as u64);
             for (name, _) in &content.categories {
                 string(out, name);
@@ -126,6 +126,12 @@ fn seen_as(value: SeenAs) -> &'static str {
         SeenAs::ConnectHost => "ConnectHost",
         SeenAs::Decrypted => "Decrypted",
     }
+}
+
+/// A content score as the table's `UInt32` (a negative score, from negative weights,
+/// is 0).
+pub fn content_score(score: i64) -> u32 {
+    u32::try_from(score.max(0)).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

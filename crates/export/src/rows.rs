@@ -15,6 +15,7 @@ use safegate_store::{
 use serde::{Deserialize, Serialize};
 
 use crate::ExportError;
+use crate::row_binary::content_score;
 
 /// One visit record as a row of the visits table.
 #[derive(Debug, Serialize, Deserialize)]
@@ -97,12 +98,6 @@ pub struct VisitRow<'a> {
     /// the school's visit log).
     #[serde(default)]
     pub content_categories: Vec<String>,
-}
-
-/// A content score as the table's `UInt32` (a negative score, from negative weights,
-/// is 0).
-pub fn content_score(score: i64) -> u32 {
-    u32::try_from(score.max(0)).unwrap_or(u32::MAX)
 }
 
 /// The columns of [`VisitRow`] that reading selects (all but `at`).

@@ -412,24 +412,14 @@ fn start_tasks(
         Arc::clone(&reload_now),
         shutdown.clone(),
     )?;
-    if let Some(feeds) = feeds {
-        crate::feed_updates::spawn(
-            feeds,
-            Arc::clone(&reload_now),
-            alerting.notices.clone(),
-            shutdown.clone(),
-        );
-    }
-    if let (Some(stats), Some(clickhouse)) = (export, &config.export.clickhouse) {
-        safegate_export::spawn(&store, clickhouse, Arc::clone(&stats), shutdown.clone())
-            .context("export.clickhouse")?;
-        tokio::spawn(crate::alerting::watch_export(
-            stats,
-            clickhouse.backlog_alert,
-            alerting.notices.clone(),
-            shutdown.clone(),
-        ));
-    }
+    spawn_feeds_and_export(
+        config,
+        (feeds, export),
+        &store,
+        &reload_now,
+        &alerting,
+        shutdown,
+    )?;
     let control_task = start_control(config, &store, shutdown);
     let retention_task = (config.store.retention_days > 0)
         .then(|| retention::spawn(store.clone(), config.store.retention_days, shutdown.clone()));
@@ -451,6 +441,40 @@ fn start_tasks(
         visit_log_writer: visit_log.writer,
         alerting,
     })
+}
+
+/// The list feeds' updater and the trust's ClickHouse export with its backlog watch,
+/// when configured.
+fn spawn_feeds_and_export(
+    config: &Config,
+    (feeds, export): (
+        Option<Arc<crate::feed_updates::FeedsHealth>>,
+        Option<Arc<safegate_export::ExportStats>>,
+    ),
+    store: &Store,
+    reload_now: &Arc<tokio::sync::Notify>,
+    alerting: &crate::alerting::Alerting,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    if let Some(feeds) = feeds {
+        crate::feed_updates::spawn(
+            feeds,
+            Arc::clone(reload_now),
+            alerting.notices.clone(),
+            shutdown.clone(),
+        );
+    }
+    if let (Some(stats), Some(clickhouse)) = (export, &config.export.clickhouse) {
+        safegate_export::spawn(store, clickhouse, Arc::clone(&stats), shutdown.clone())
+            .context("export.clickhouse")?;
+        tokio::spawn(crate::alerting::watch_export(
+            stats,
+            clickhouse.backlog_alert,
+            alerting.notices.clone(),
+            shutdown.clone(),
+        ));
+    }
+    Ok(())
 }
 
 /// The control socket comes after the listeners bound, so a start-up that fails
