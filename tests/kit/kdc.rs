@@ -87,13 +87,23 @@ impl Kdc {
     /// `kinit NAME` with the password from a file (on standard input): the credential
     /// cache's name (`FILE:...`) for `KRB5CCNAME`.
     pub async fn kinit(&self, name: &str, password: &str) -> String {
+        self.kinit_with(name, password, &[]).await
+    }
+
+    /// `kinit` with extra arguments (`-l 3s`: a ticket that soon expires), into a
+    /// credential cache of its own.
+    pub async fn kinit_with(&self, name: &str, password: &str, extra: &[&str]) -> String {
         let password_file = self.dir.path().join(format!("{name}.password"));
         std::fs::write(&password_file, format!("{password}\n")).unwrap();
         let cache = format!(
             "FILE:{}",
-            self.dir.path().join(format!("{name}.cc")).display()
+            self.dir
+                .path()
+                .join(format!("{name}{}.cc", extra.join("").replace(' ', "")))
+                .display()
         );
         let out = Command::new("/usr/bin/kinit")
+            .args(extra)
             .arg(name)
             .envs(self.env())
             .env("KRB5CCNAME", &cache)
@@ -149,6 +159,7 @@ fn write_config(dir: &Path, port: u16) {
     let krb5 = format!(
         "[libdefaults]
  default_realm = {REALM}
+ clockskew = 1
  dns_lookup_kdc = false
  dns_lookup_realm = false
  rdns = false

@@ -4,7 +4,7 @@
 //! password, a disabled person and a person in no mapped group are refused, a local
 //! SafeGate user still logs in; with the directory stopped, a log-in verified before
 //! keeps working, one never verified is told the directory cannot be reached, and the
-//! technician gets a system notice.
+//! technician gets a system notice; an admin sign-in accepted before still works.
 //!
 //! Needs Debian's `slapd` (`apt-get install slapd`); skipped without it unless
 //! `SAFEGATE_REQUIRE_OPS_TOOLS` is set (by `.ci/run`), where that fails the test.
@@ -36,7 +36,7 @@ fn ldap_set(slapd: &Slapd) -> String {
          user_filter = \"(&(objectClass=inetOrgPerson)(uid={{user}})(!(description=disabled)))\", \
          group_filter = \"(&(objectClass=groupOfNames)(member={{dn}}))\", \
          groups = [{{ dn = \"cn=Year6,ou=Groups,{BASE}\", role = \"pupil\", group = \"year6\" }}, \
-                   {{ dn = \"CN=Staff, OU=Groups,{BASE}\", role = \"staff\" }}] }}",
+                   {{ dn = \"CN=Staff, OU=Groups,{BASE}\", role = \"staff\", permissions = [\"reports\"] }}] }}",
         url = slapd.url(),
         ca = slapd.ca_file.display().to_string(),
     )
@@ -87,6 +87,9 @@ async fn directory_people_log_in_with_their_groups_and_survive_an_outage() {
         assert_eq!(status, 403, "{body}");
         let tom = client_as(&safegate, "Tom", "tom-pw");
         assert_eq!(get(&tom, &bet).await.0, 200);
+        // Tom's Staff group lets him sign in to the admin pages (remembered for an
+        // outage below).
+        assert_eq!(admin_sign_in(&safegate, "tom", "tom-pw").await.0, 303);
         // A local user is checked locally as before.
         assert_eq!(
             get(&client_as(&safegate, "local.admin", "local-pw"), &bet)
@@ -140,6 +143,17 @@ async fn directory_people_log_in_with_their_groups_and_survive_an_outage() {
         .await;
         let summary = told[0]["system"]["summary"].as_str().unwrap_or_default();
         assert!(summary.contains("cannot be reached"), "{summary}");
+        // Tom can still sign in to the admin pages with the password accepted before
+        // (auth.ldap.cache_ttl); a wrong one and a person never signed in cannot.
+        let before = metric(&safegate, unreachable).await;
+        let (status, tom_session) = admin_sign_in(&safegate, "Tom", "tom-pw").await;
+        assert_eq!(status, 303);
+        let (status, home) = admin_get(&safegate, "/", &tom_session).await;
+        assert_eq!(status, 200, "{home}");
+        assert!(home.contains("Tom Teacher"), "{home}");
+        assert_eq!(admin_sign_in(&safegate, "tom", "wrong").await.0, 401);
+        assert_eq!(admin_sign_in(&safegate, "alice", "alice-pw").await.0, 401);
+        assert!(metric(&safegate, unreachable).await >= before + 3.0);
 
         let records = records_after_stop(safegate, &world.data_dir()).await;
         let by = |user: &str| records.iter().find(|r| r.user.as_deref() == Some(user));

@@ -4,11 +4,14 @@
 //! their SafeGate role and group (a pupil is blocked from gambling), and the visit log
 //! names them; a person who is not a SafeGate user gets the role of their directory
 //! group (a real slapd); a principal SafeGate does not know and a bad token get `407`, not `500`.
+//! A ticket holds for its connection (later requests on it need none), not for a
+//! new one; a replayed ticket and an expired one are refused.
 //!
 //! Needs Debian's `krb5-kdc`, `krb5-admin-server` (kadmin.local) and `krb5-user`
 //! (kinit); skipped without them unless `SAFEGATE_REQUIRE_OPS_TOOLS` is set (by
 //! `.ci/run`), where that fails the test.
 
+use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::auth::{World, records_after_stop};
@@ -72,6 +75,67 @@ fn last_status(out: &str) -> &str {
         .unwrap_or_default()
 }
 
+/// A Negotiate token for the proxy's service from the credential cache `cache`, never
+/// sent to SafeGate: curl is pointed at a stand-in proxy on loopback that asks for
+/// Negotiate and keeps the token of curl's answer.
+async fn fresh_token(kdc: &Kdc, cache: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stand_in = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        loop {
+            let head = crate::kit::raw::read_head(&mut stream).await;
+            let token = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                let value = value.trim();
+                (name.eq_ignore_ascii_case("proxy-authorization"))
+                    .then(|| value.strip_prefix("Negotiate "))?
+                    .map(str::to_owned)
+            });
+            let answer: &[u8] = match token {
+                Some(_) => b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                None => b"HTTP/1.1 407 Proxy Authentication Required\r\nproxy-authenticate: Negotiate\r\ncontent-length: 0\r\n\r\n",
+            };
+            stream.write_all(answer).await.unwrap();
+            if let Some(token) = token {
+                return token;
+            }
+        }
+    });
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "--noproxy",
+            "",
+            "--proxy-negotiate",
+            "-U",
+            ":",
+        ])
+        .args([
+            "-x",
+            &format!("http://localhost:{port}"),
+            "http://school.test/",
+        ])
+        .envs(kdc.env())
+        .env("KRB5CCNAME", cache)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    stand_in.await.unwrap()
+}
+
+/// Sends `GET url` on `connection` with the `extra` header lines; the status.
+async fn ask(connection: &mut tokio::net::TcpStream, url: &str, extra: &str) -> u16 {
+    let host = url.split('/').nth(2).unwrap();
+    let request = format!("GET {url} HTTP/1.1\r\nhost: {host}\r\n{extra}\r\n");
+    connection.write_all(request.as_bytes()).await.unwrap();
+    let (head, _) = crate::kit::raw::read_response(connection).await;
+    crate::kit::raw::status_of(&head)
+}
+
 #[tokio::test]
 async fn kerberos_tickets_get_through_the_proxy_as_their_person() {
     if !kdc_available() {
@@ -123,6 +187,30 @@ async fn kerberos_tickets_get_through_the_proxy_as_their_person() {
         assert!(last_status(&out).contains(" 200"), "{out}");
         let out = curl(&safegate, &kdc, &bet, Some(&alice), None).await;
         assert!(last_status(&out).contains(" 403"), "{out}");
+
+        // Negotiate is connection-based: on the connection a ticket came on, later
+        // requests without credentials are Alice's (her gambling block applies); a
+        // new connection without one is asked again, and the same ticket replayed
+        // is refused.
+        let token = fresh_token(&kdc, &alice).await;
+        let mut connection = crate::kit::raw::connect(safegate.proxy).await;
+        let with_ticket = format!("Proxy-Authorization: Negotiate {token}\r\n");
+        assert_eq!(ask(&mut connection, &school, &with_ticket).await, 200);
+        assert_eq!(ask(&mut connection, &bet, "").await, 403);
+        assert_eq!(ask(&mut connection, &school, "").await, 200);
+        let mut other = crate::kit::raw::connect(safegate.proxy).await;
+        assert_eq!(ask(&mut other, &school, "").await, 407);
+        let mut replay = crate::kit::raw::connect(safegate.proxy).await;
+        assert_eq!(ask(&mut replay, &school, &with_ticket).await, 407);
+
+        // A ticket that has expired (its token taken while it was valid, never shown
+        // to SafeGate) is refused. The test realm allows 1 s of clock skew.
+        let brief = kdc.kinit_with("alice", "alice-pw", &["-l", "2s"]).await;
+        let token = fresh_token(&kdc, &brief).await;
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        let mut late = crate::kit::raw::connect(safegate.proxy).await;
+        let expired = format!("Proxy-Authorization: Negotiate {token}\r\n");
+        assert_eq!(ask(&mut late, &school, &expired).await, 407);
 
         // Tom's ticket: staff, from his directory group (gambling allowed).
         let tom = kdc.kinit("tom", "tom-pw").await;

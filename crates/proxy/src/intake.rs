@@ -64,4 +64,7 @@ pub(crate) struct ClientContext {
     /// The connection's place under the connection limits; a tunnel or upgrade that
     /// outlives the connection keeps a clone, so it stays counted while open.
     pub(crate) slot: Arc<crate::slots::Slot>,
+    /// The person a Kerberos ticket proved on this connection (Negotiate is
+    /// connection-based).
+    pub(crate) log_in: crate::auth::ConnectionLogIn,
 }

@@ -230,6 +230,7 @@ async fn serve_client(
         activity: Arc::clone(&activity),
         intake,
         slot: Arc::new(slot),
+        log_in: crate::auth::ConnectionLogIn::default(),
     });
     let service_state = Arc::clone(&state);
     let service = service_fn(move |request| {

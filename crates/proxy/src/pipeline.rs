@@ -67,7 +67,7 @@ pub(crate) async fn identify(
         return Ok(identify_by_address(state, client.peer.ip()));
     }
     let snapshot = state.policy.load_full();
-    let identity = match authenticate(state, client.peer.ip(), headers, &snapshot).await {
+    let identity = match authenticate(state, client, headers, &snapshot).await {
         Ok(identity) => identity,
         // With the portal on for explicit clients, a page request without
         // credentials goes to the login page rather than the browser's prompt.
@@ -91,21 +91,27 @@ pub(crate) fn identify_by_address(state: &ProxyState, peer: IpAddr) -> Identifie
     Identified { snapshot, identity }
 }
 
-/// An explicit-proxy client: credentials first, then its portal log-in, then its
-/// binding, then (unless `auth.required`) the default role.
+/// An explicit-proxy client: credentials first (or a Kerberos log-in earlier on the
+/// connection), then its portal log-in, then its binding, then (unless
+/// `auth.required`) the default role.
 async fn authenticate(
     state: &ProxyState,
-    peer: IpAddr,
+    client: &ClientContext,
     headers: &HeaderMap,
     snapshot: &Snapshot,
 ) -> Result<Identity, Refusal> {
     let auth = &state.auth;
+    let peer = client.peer.ip();
     match auth.check(peer, headers.get(PROXY_AUTHORIZATION)) {
         Check::Known(identity) => Ok(identity),
         Check::Refused(refusal) => Err(refusal),
         // Boxed: the rare slow path does not grow every request's future.
-        Check::Verify(verification) => Box::pin(auth.verify(verification)).await,
-        Check::Anonymous => match auth.portal_session(peer).or_else(|| auth.bound(peer)) {
+        Check::Verify(verification) => Box::pin(auth.verify(verification, &client.log_in)).await,
+        Check::Anonymous => match auth
+            .connection_identity(&client.log_in, peer)
+            .or_else(|| auth.portal_session(peer))
+            .or_else(|| auth.bound(peer))
+        {
             Some(identity) => Ok(identity),
             None if auth.required() => Err(auth.challenge()),
             None => Ok(Identity::unidentified(snapshot, peer)),

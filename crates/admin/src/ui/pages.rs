@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, Extension, Form, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
-use safegate_proxy::auth::{DIRECTORY_PASSWORD_MARK, Directory};
+use safegate_proxy::auth::{AdminCheck, DIRECTORY_PASSWORD_MARK, Directory};
 use safegate_store::{AuditVerification, Permission, password};
 use serde::Deserialize;
 
@@ -191,28 +191,34 @@ async fn check_password(
 }
 
 /// A directory person's session when `password` is theirs and their first mapped
-/// group gives admin permissions.
+/// group gives admin permissions; while no directory server answers, a sign-in with
+/// the same password accepted within `auth.ldap.cache_ttl` still opens one.
 async fn directory_sign_in(directory: &Directory, name: &str, password: &str) -> Option<Checked> {
     let name = safegate_store::users::normalise_name(name).ok()?;
-    match directory.authenticate(&name, password).await {
-        Ok(user) if !user.permissions.is_empty() => Some(Checked::Directory(Session {
-            user: name,
-            display_name: user.display_name,
-            permissions: user.permissions,
-            csrf: random_token()?,
-            generation: 0,
-            must_enrol: false,
-            source: SignInSource::Directory,
-        })),
-        Ok(_) => {
-            tracing::info!(user = %name, "admin sign-in refused: the directory groups give no admin permission");
-            None
+    let user = match directory.authenticate_admin(&name, password).await {
+        Ok(AdminCheck::Remembered(user)) => {
+            tracing::warn!(user = %name, "admin sign-in accepted from memory: the directory cannot be reached");
+            user
         }
+        Ok(checked) => checked.user(),
         Err(error) => {
             tracing::info!(user = %name, %error, "admin sign-in refused by the directory");
-            None
+            return None;
         }
+    };
+    if user.permissions.is_empty() {
+        tracing::info!(user = %name, "admin sign-in refused: the directory groups give no admin permission");
+        return None;
     }
+    Some(Checked::Directory(Session {
+        user: name,
+        display_name: user.display_name,
+        permissions: user.permissions,
+        csrf: random_token()?,
+        generation: 0,
+        must_enrol: false,
+        source: SignInSource::Directory,
+    }))
 }
 
 /// `POST /login`: checks the login token, reserves a place within the rate limits

@@ -13,13 +13,14 @@
 //! directory sees one bind per person per `auth.credential_cache_ttl`. People checked
 //! are also remembered here (bounded): when no server answers, a log-in verified within
 //! `cache_ttl` with the same credentials keeps working; past it `unreachable_role`
-//! applies (or the log-in is refused).
+//! applies (or the log-in is refused). Admin sign-ins are remembered the same way
+//! ([`Directory::authenticate_admin`]), past `cache_ttl` refused.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
@@ -30,8 +31,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
+mod admin_sign_in;
 mod people;
 
+pub use self::admin_sign_in::AdminCheck;
 pub use self::people::DirectoryPerson;
 
 use super::table::UserEntry;
@@ -296,6 +299,12 @@ pub struct Directory {
     remembered: Box<[RwLock<RememberedShard>]>,
     shard_keys: RandomState,
     generation: AtomicU64,
+    /// Admin sign-ins accepted, by lower-case name (see [`admin_sign_in`]).
+    admin_remembered: Mutex<HashMap<Arc<str>, admin_sign_in::RememberedSignIn>>,
+    /// The key of the admin sign-ins' credential hashes.
+    admin_keys: RandomState,
+    /// Admin sign-ins that found no server answering.
+    unreachable_sign_ins: AtomicU64,
 }
 
 /// People remembered, by lower-case name.
@@ -389,6 +398,9 @@ impl Directory {
             remembered: (0..SHARDS).map(|_| RwLock::default()).collect(),
             shard_keys: RandomState::new(),
             generation: AtomicU64::new(1 << 62),
+            admin_remembered: Mutex::default(),
+            admin_keys: RandomState::new(),
+            unreachable_sign_ins: AtomicU64::new(0),
         })
     }
 

@@ -61,11 +61,12 @@ use tracing::{debug, info, warn};
 pub use self::basic::Malformed;
 pub use self::config::{AuthConfig, Binding, BindingConfig, ConcurrentLogins, Grant, PortalMode};
 pub use self::directory::{
-    DIRECTORY_PASSWORD_MARK, Directory, DirectoryError, DirectoryPerson, DirectoryUser,
+    AdminCheck, DIRECTORY_PASSWORD_MARK, Directory, DirectoryError, DirectoryPerson, DirectoryUser,
     GroupMapping, LdapConfig,
 };
 pub use self::identity::Identity;
 pub use self::kerberos::{Kerberos, KerberosConfig, KerberosError};
+pub use self::negotiate::ConnectionLogIn;
 pub use self::portal::{ConcurrentLoginEvent, ConcurrentOutcome, LoginSource, TokenPurpose};
 pub use self::table::{UserEntry, UserTable};
 
@@ -224,7 +225,7 @@ pub struct AuthStats {
     /// A user logged in (portal) or seen (proxy credentials) at a second address
     /// while still at another ([`Authenticator::concurrent_login_events`]).
     pub concurrent_logins: u64,
-    /// Directory log-ins that found no directory server answering.
+    /// Directory log-ins and admin sign-ins that found no directory server answering.
     pub directory_unreachable: u64,
 }
 
@@ -443,7 +444,13 @@ impl Authenticator {
             busy: read(&c.busy),
             portal_logins: read(&c.portal_logins),
             concurrent_logins: read(&c.concurrent_logins),
-            directory_unreachable: read(&c.directory_unreachable),
+            // Admin sign-ins through the same directory count too (the
+            // technician's notice watches this one figure).
+            directory_unreachable: read(&c.directory_unreachable)
+                + self
+                    .directory
+                    .as_ref()
+                    .map_or(0, |d| d.unreachable_sign_ins()),
         }
     }
 
@@ -484,6 +491,19 @@ impl Authenticator {
         Refusal::Missing
     }
 
+    /// The user `name` if still as verified (`generation`): neither changed nor
+    /// disabled (also by `users sync` finding them gone), locally or in the directory.
+    fn unchanged(&self, users: &UserTable, name: &str, generation: u64) -> Option<Arc<UserEntry>> {
+        let local = users.get(name);
+        if local.is_some_and(|entry| entry.disabled) {
+            return None;
+        }
+        let local = local
+            .filter(|entry| entry.generation == generation)
+            .map(Arc::clone);
+        local.or_else(|| self.directory.as_ref()?.known(name, generation))
+    }
+
     /// Checks a request's `Proxy-Authorization` header from `peer` as far as it can be
     /// without waiting: no header, a cache hit, or a refusal are answered here; a
     /// password to verify is returned as [`Check::Verify`].
@@ -502,15 +522,7 @@ impl Authenticator {
         let key = self.cache.key(token);
         let users = self.users.load();
         let hit = self.cache.lookup(key, now, |name, generation| {
-            let local = users.get(name);
-            // A disabled user (also one `users sync` found gone) is refused at once.
-            if local.is_some_and(|entry| entry.disabled) {
-                return None;
-            }
-            let local = local
-                .filter(|entry| entry.generation == generation)
-                .map(Arc::clone);
-            local.or_else(|| self.directory.as_ref()?.known(name, generation))
+            self.unchanged(&users, name, generation)
         });
         if let Some(Some(entry)) = hit {
             bump(&self.counters.cache_hits);
@@ -609,7 +621,12 @@ impl Authenticator {
 
     /// Verifies a password with Argon2 through the [`CheckPool`]; a right one is
     /// cached for later requests.
-    pub async fn verify(&self, verification: Verification) -> Result<Identity, Refusal> {
+    /// A Kerberos ticket's person is also held by `log_in`, the client connection's.
+    pub async fn verify(
+        &self,
+        verification: Verification,
+        log_in: &ConnectionLogIn,
+    ) -> Result<Identity, Refusal> {
         let Verification {
             peer,
             key,
@@ -624,7 +641,9 @@ impl Authenticator {
                     .verify_in_directory(peer, key, &name, &password, reservation)
                     .await;
             }
-            Target::Kerberos(token) => return self.verify_ticket(peer, token, reservation).await,
+            Target::Kerberos(token) => {
+                return self.verify_ticket(peer, token, reservation, log_in).await;
+            }
         };
         let verified = self.argon2(peer, &entry, password).await?;
         let now = Instant::now();

@@ -4,9 +4,14 @@
 //! name, else (with `[auth.ldap]`) the directory's person, whose groups are asked for
 //! at most once per `auth.credential_cache_ttl`. A bad, expired or replayed ticket is a
 //! `407` like a wrong password, never a `500`.
+//!
+//! Negotiate is connection-based (RFC 4559 section 4, as squid and browsers treat
+//! it): a ticket is sent once on a connection, and later requests on that connection
+//! without `Proxy-Authorization` are the same person's ([`ConnectionLogIn`]), so a
+//! keep-alive connection costs one ticket check, not one per request.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -44,7 +49,48 @@ pub(super) fn token(value: &HeaderValue) -> Option<Result<Vec<u8>, ()>> {
     )
 }
 
+/// The person a Kerberos ticket proved on one client connection, and when. Later
+/// requests on the connection without credentials are theirs for
+/// `auth.credential_cache_ttl`, while the person is unchanged and not disabled.
+#[derive(Debug, Default)]
+pub struct ConnectionLogIn(Mutex<Option<(Arc<UserEntry>, Instant)>>);
+
+impl ConnectionLogIn {
+    /// A copy for a connection that continues this one (a decrypted CONNECT tunnel).
+    pub fn inherit(&self) -> Self {
+        Self(Mutex::new(self.held()))
+    }
+
+    fn held(&self) -> Option<(Arc<UserEntry>, Instant)> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn hold(&self, held: Option<(Arc<UserEntry>, Instant)>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = held;
+    }
+}
+
 impl Authenticator {
+    /// The person a ticket proved earlier on this connection (`log_in`), while that
+    /// holds; counted as a credential-cache hit.
+    pub fn connection_identity(&self, log_in: &ConnectionLogIn, peer: IpAddr) -> Option<Identity> {
+        let (entry, at) = log_in.held()?;
+        let now = Instant::now();
+        let current = (now.saturating_duration_since(at) <= self.cache.ttl())
+            .then(|| self.unchanged(&self.users.load(), &entry.name, entry.generation))
+            .flatten();
+        let Some(current) = current else {
+            log_in.hold(None);
+            return None;
+        };
+        bump(&self.counters.cache_hits);
+        self.note_proxy_user(&current.name, peer, now);
+        Some(identity_of(&current, IdentifiedBy::ProxyAuth))
+    }
+
     /// A Negotiate header: refused at once when malformed, when Kerberos is not set
     /// up, or when the address is locked; otherwise a ticket to check.
     pub(super) fn negotiate_check(
@@ -79,6 +125,7 @@ impl Authenticator {
         peer: IpAddr,
         token: Vec<u8>,
         reservation: Reservation,
+        log_in: &ConnectionLogIn,
     ) -> Result<Identity, Refusal> {
         let Some(kerberos) = self.kerberos.as_ref().map(Arc::clone) else {
             return Err(Refusal::WrongPassword);
@@ -97,8 +144,11 @@ impl Authenticator {
             Ok(entry) => {
                 bump(&self.counters.verified);
                 info!(client = %peer, user = %entry.name, role = entry.role.as_str(), "proxy log-in (Kerberos)");
-                self.note_proxy_user(&entry.name, peer, Instant::now());
-                Ok(identity_of(&entry, IdentifiedBy::ProxyAuth))
+                let now = Instant::now();
+                self.note_proxy_user(&entry.name, peer, now);
+                let identity = identity_of(&entry, IdentifiedBy::ProxyAuth);
+                log_in.hold(Some((entry, now)));
+                Ok(identity)
             }
             Err(refusal) => {
                 info!(client = %peer, user = %name, reason = %refusal, "proxy log-in failed (Kerberos)");

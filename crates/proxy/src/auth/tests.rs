@@ -54,7 +54,7 @@ async fn log_in(
     match auth.check(peer, Some(header)) {
         Check::Known(identity) => Ok(identity),
         Check::Refused(refusal) => Err(refusal),
-        Check::Verify(verification) => auth.verify(verification).await,
+        Check::Verify(verification) => auth.verify(verification, &ConnectionLogIn::default()).await,
         Check::Anonymous => panic!("a header was sent"),
     }
 }

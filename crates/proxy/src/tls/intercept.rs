@@ -73,6 +73,8 @@ pub(crate) fn open(
         intake: client.intake,
         // The decrypted tunnel keeps the CONNECT connection's place while open.
         slot: Arc::clone(&client.slot),
+        // Requests inside are the CONNECT's person's, as the CONNECT was.
+        log_in: client.log_in.inherit(),
     });
     let state = Arc::clone(state);
     let tasks = state.tasks.clone();
