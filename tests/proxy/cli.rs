@@ -47,11 +47,21 @@ async fn shipped_configuration_checks_clean_and_shows_effective_values() {
             "proxy.listen=\"127.0.0.1:4128\"",
             "--set",
             "upstream.allow_loopback=true",
+            "--set",
+            "auth.ldap={ servers = [\"ldaps://dc1.school.test\"], bind_dn = \"cn=sg\", \
+             bind_password = \"ldap-secret-1\", base_dn = \"dc=school\", \
+             groups = [{ dn = \"cn=staff\", role = \"staff\" }] }",
         ])
         .await;
         assert!(status.success(), "{stderr}");
         assert!(stdout.contains("127.0.0.1:4128"), "{stdout}");
         assert!(stdout.contains("allow_loopback = true"), "{stdout}");
+        // Secrets written into the configuration are not shown.
+        assert!(
+            stdout.contains("bind_password = \"<redacted>\""),
+            "{stdout}"
+        );
+        assert!(!stdout.contains("ldap-secret-1"), "{stdout}");
     })
     .await;
 }

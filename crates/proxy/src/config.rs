@@ -550,6 +550,18 @@ mod optional_addr {
     }
 }
 
+/// `<redacted>` in place of a secret set in the configuration, for `safegate config
+/// show` (which prints the effective configuration, often pasted into support tickets).
+pub fn serialize_redacted<S: serde::Serializer>(
+    secret: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) if !secret.is_empty() => serializer.serialize_str("<redacted>"),
+        _ => serializer.serialize_str(""),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

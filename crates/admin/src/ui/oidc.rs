@@ -341,18 +341,7 @@ impl Oidc {
             .map(|n| n.trim().to_lowercase())
             .filter(|n| !n.is_empty())
             .ok_or_else(|| OidcError::Refused(format!("no {} claim", self.config.name_claim)))?;
-        let permissions = self
-            .config
-            .rules
-            .iter()
-            .find(|rule| holds(claims, &rule.claim, &rule.value))
-            .map(|rule| {
-                rule.permissions
-                    .iter()
-                    .filter_map(|p| p.parse().ok())
-                    .collect::<BTreeSet<Permission>>()
-            })
-            .filter(|p| !p.is_empty())
+        let permissions = permissions_for(&self.config.rules, claims)
             .ok_or_else(|| OidcError::Refused(format!("{name}: no rule gives a permission")))?;
         let display_name = claims
             .get("name")
@@ -368,6 +357,20 @@ impl Oidc {
             source: SignInSource::OpenId,
         })
     }
+}
+
+/// The permissions of the first rule that `claims` match, if it gives any.
+fn permissions_for(rules: &[OidcRule], claims: &serde_json::Value) -> Option<BTreeSet<Permission>> {
+    rules
+        .iter()
+        .find(|rule| holds(claims, &rule.claim, &rule.value))
+        .map(|rule| {
+            rule.permissions
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect::<BTreeSet<Permission>>()
+        })
+        .filter(|p| !p.is_empty())
 }
 
 /// Whether `claim` holds `value`: equal, or among a list; `email_domain` is the
@@ -524,6 +527,79 @@ mod tests {
         assert!(allowed_url("http://localhost:4000/cb").is_ok());
         assert!(allowed_url("http://idp.school.org").is_err());
         assert!(allowed_url("http://10.0.0.1").is_err());
+    }
+
+    /// The `[admin.oidc]` examples in the README, parsed.
+    fn readme_examples() -> Vec<OidcConfig> {
+        let readme = include_str!("../../../../README.md");
+        readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|block| block.split("```").next())
+            .filter(|block| block.starts_with("[admin.oidc]"))
+            .map(|block| {
+                let table: toml::Table = toml::from_str(block).unwrap_or_else(|e| panic!("{e}"));
+                let oidc = table["admin"]["oidc"].clone();
+                oidc.try_into().unwrap_or_else(|e| panic!("{e}: {block}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_examples_for_microsoft_and_google_are_valid_and_map_their_claims() {
+        let examples = readme_examples();
+        assert_eq!(
+            examples.len(),
+            2,
+            "the Entra ID and Google Workspace examples"
+        );
+        for example in &examples {
+            let problems: Vec<String> =
+                example.validate().iter().map(ToString::to_string).collect();
+            assert!(problems.is_empty(), "{problems:?}");
+        }
+        let permissions = |names: &[&str]| -> Option<BTreeSet<Permission>> {
+            Some(
+                names
+                    .iter()
+                    .map(|n| n.parse().unwrap_or_else(|_| panic!("{n}")))
+                    .collect(),
+            )
+        };
+        // Entra ID: the groups claim carries object ids; the first listed rule wins.
+        let entra = &examples[0];
+        assert_eq!(entra.name_claim, "preferred_username");
+        let dsl = serde_json::json!({
+            "preferred_username": "dsl@school.example",
+            "groups": ["<object id of IT support>", "<object id of the DSL group>"],
+        });
+        assert_eq!(
+            permissions_for(&entra.rules, &dsl),
+            permissions(&["reports"])
+        );
+        let it = serde_json::json!({ "groups": ["<object id of IT support>"] });
+        assert_eq!(
+            permissions_for(&entra.rules, &it),
+            permissions(&["rules", "metrics", "users"])
+        );
+        assert_eq!(
+            permissions_for(&entra.rules, &serde_json::json!({ "groups": [] })),
+            None
+        );
+        // Google: the head by e-mail, everyone else of the domain by `hd`.
+        let google = &examples[1];
+        let head = serde_json::json!({ "email": "head@school.example", "hd": "school.example" });
+        assert_eq!(
+            permissions_for(&google.rules, &head),
+            permissions(&["reports"])
+        );
+        let teacher = serde_json::json!({ "email": "t@school.example", "hd": "School.Example" });
+        assert_eq!(
+            permissions_for(&google.rules, &teacher),
+            permissions(&["teach"])
+        );
+        let outsider = serde_json::json!({ "email": "x@gmail.com" });
+        assert_eq!(permissions_for(&google.rules, &outsider), None);
     }
 
     #[test]

@@ -74,8 +74,13 @@ pub struct LdapConfig {
     pub ca_file: Option<PathBuf>,
     /// The search account's DN.
     pub bind_dn: String,
-    /// The search account's password, or ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The search account's password (shown as `<redacted>` by `safegate config
+    /// show`), or ...
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::config::serialize_redacted"
+    )]
     pub bind_password: Option<String>,
     /// ... a file holding it (first line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
