@@ -91,18 +91,40 @@ struct Sources {
 }
 
 impl Sources {
-    /// Reads the leases file again if it changed; says whether it did.
+    /// Reads the leases file again if it changed; says whether it did. Blocking: for
+    /// the start, before the runtime's workers serve requests.
     fn leases_changed(&mut self) -> bool {
         let Some(path) = self.config.leases.as_deref() else {
             return false;
         };
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        if self.leases_read && modified == self.leases_modified {
+        let read = fresh_leases(path, self.last_read());
+        self.take(read)
+    }
+
+    /// The same on the blocking pool, so that a large or slow leases file never holds
+    /// up a runtime worker (which also serves requests).
+    async fn leases_changed_off_runtime(&mut self) -> bool {
+        let Some(path) = self.config.leases.clone() else {
             return false;
-        }
+        };
+        let last = self.last_read();
+        let read = tokio::task::spawn_blocking(move || fresh_leases(&path, last)).await;
+        self.take(read.ok().flatten())
+    }
+
+    /// When the leases file last read had been modified (`None`: not read yet).
+    fn last_read(&self) -> Option<Option<SystemTime>> {
+        self.leases_read.then_some(self.leases_modified)
+    }
+
+    /// Keeps a fresh reading; says whether there was one.
+    fn take(&mut self, read: Option<(Option<SystemTime>, HashMap<IpAddr, String>)>) -> bool {
+        let Some((modified, leases)) = read else {
+            return false;
+        };
         self.leases_read = true;
         self.leases_modified = modified;
-        self.leases = read_leases(path);
+        self.leases = leases;
         true
     }
 
@@ -169,7 +191,10 @@ async fn keep_current(
     loop {
         let changed = tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => sources.leases_changed() | sources.dns_expired(),
+            _ = tick.tick() => {
+                let leases = sources.leases_changed_off_runtime().await;
+                leases | sources.dns_expired()
+            }
             Some(first) = next_miss(&mut queue) => {
                 let mut addresses = vec![first];
                 if let Some(queue) = queue.as_mut() {
@@ -190,6 +215,19 @@ async fn keep_current(
     }
 }
 
+/// The leases file read again, with when it was modified, unless it is unchanged
+/// since `last` (its modification time when last read). Blocking.
+fn fresh_leases(
+    path: &std::path::Path,
+    last: Option<Option<SystemTime>>,
+) -> Option<(Option<SystemTime>, HashMap<IpAddr, String>)> {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    if last == Some(modified) {
+        return None;
+    }
+    Some((modified, read_leases(path)))
+}
+
 /// The next queued address; never, when reverse DNS is off.
 async fn next_miss(queue: &mut Option<mpsc::Receiver<IpAddr>>) -> Option<IpAddr> {
     match queue {
@@ -202,6 +240,36 @@ async fn next_miss(queue: &mut Option<mpsc::Receiver<IpAddr>>) -> Option<IpAddr>
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_changed_leases_file_is_read_again_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let leases = dir.path().join("dnsmasq.leases");
+        std::fs::write(&leases, "1 aa:cc 10.0.3.60 PC60 x\n").unwrap();
+        let config = DevicesConfig {
+            leases: Some(leases.clone()),
+            ..DevicesConfig::default()
+        };
+        let shutdown = CancellationToken::new();
+        let known = KnownComputers::start(&config, shutdown.clone());
+        let name = |address: &str| known.name(address.parse().unwrap()).map(|n| n.to_string());
+        assert_eq!(name("10.0.3.60").as_deref(), Some("PC60"));
+        // The computer gets a new address; the file's time moves on.
+        std::fs::write(&leases, "1 aa:cc 10.0.3.61 PC60 x\n").unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&leases)
+            .and_then(|file| file.set_modified(later))
+            .unwrap();
+        let deadline = Instant::now() + LEASES_CHECK * 4;
+        while name("10.0.3.61").is_none() {
+            assert!(Instant::now() < deadline, "the new lease was not read");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(name("10.0.3.60"), None);
+        shutdown.cancel();
+    }
 
     #[tokio::test]
     async fn names_come_from_the_map_and_the_leases_file_without_waiting() {
