@@ -77,6 +77,8 @@ impl Authenticator {
     /// The person a ticket proved earlier on this connection (`log_in`), while that
     /// holds; counted as a credential-cache hit.
     pub fn connection_identity(&self, log_in: &ConnectionLogIn, peer: IpAddr) -> Option<Identity> {
+        // Without Kerberos nothing is ever held: no lock on every anonymous request.
+        self.kerberos.as_ref()?;
         let (entry, at) = log_in.held()?;
         let now = Instant::now();
         let current = (now.saturating_duration_since(at) <= self.cache.ttl())
