@@ -9,18 +9,23 @@
 #     records/s from one SafeGate, end to end (read from sled, JSONEachRow, HTTP
 #     insert, removal), checked against count() in ClickHouse.
 #  2. cost: the proxy's requests/s (wrk, 1 KiB GETs, 16 connections) with the export
-#     off and on (ClickHouse live), interleaved, REPEAT rounds, the median round kept.
+#     off and on (ClickHouse live, export.clickhouse.interval INTERVAL), interleaved,
+#     REPEAT rounds, the median round kept; with the CPU time SafeGate and ClickHouse
+#     used per 1,000 requests in each (utime + stime from /proc, all threads).
 #
 # Needs clickhouse-server (Debian: 18.16.1), nginx-light and wrk; builds the release
-# binary. Only 127.0.0.1 is used. Settings: FILL_SECONDS (20), DURATION (10),
-# REPEAT (3), BATCH (20000, export.clickhouse.batch_records), BASE_PORT (19000),
-# NO_BUILD=1 (use target/release/safegate as it is).
+# binary. Only 127.0.0.1 is used. Settings: FILL_SECONDS (20), DURATION (30: several
+# export intervals, so the window sees the export's steady state), REPEAT (3), BATCH
+# (20000, export.clickhouse.batch_records), INTERVAL (5s, the shipped
+# export.clickhouse.interval, for the cost rounds), BASE_PORT (19000),
+# NO_BUILD=1 (use target/release/safegate as it is), SKIP_DRAIN=1 (cost rounds only).
 set -euo pipefail
 
 FILL_SECONDS=${FILL_SECONDS:-20}
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-30}
 REPEAT=${REPEAT:-3}
 BATCH=${BATCH:-20000}
+INTERVAL=${INTERVAL:-5s}
 BASE_PORT=${BASE_PORT:-19000}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SAFEGATE=$ROOT/target/release/safegate
@@ -40,6 +45,7 @@ done
 [[ -n ${NO_BUILD:-} ]] || (cd "$ROOT" && cargo build --release -p safegate --bin safegate >&2)
 
 WORK=$(mktemp -d)
+chmod 755 "$WORK"   # nginx's workers (user nobody) read the page from here
 declare -A PID=()
 cleanup() {
     local name
@@ -117,17 +123,30 @@ EOF
     wait_port "$CH_HTTP" || die "clickhouse-server did not start"
 }
 
+# The shipped policy, except that pupils may reach sites by IP address (the origin is
+# 127.0.0.1, which the shipped block_ip_hosts would block: every request would be a
+# block page and a record of a block), with the list paths made absolute for the copy
+# (as benches/load/run.sh runs it).
+bench_policy() {
+    sed -e 's/^block_ip_hosts = true$/block_ip_hosts = false/' \
+        -e "s|\"\\.\\./blocklists/|\"$ROOT/blocklists/|g" \
+        "$ROOT/config/policy.toml" >"$WORK/policy.toml"
+    grep -q '^block_ip_hosts = true$' "$WORK/policy.toml" && die "block_ip_hosts still on"
+    return 0
+}
+
 ch() { curl -sS "http://127.0.0.1:$CH_HTTP/" --data-binary "$1"; }
 
-# start_safegate NAME EXPORT_URL|"" : one SafeGate on the shipped configuration.
+# start_safegate NAME EXPORT_URL|"" [INTERVAL] : one SafeGate on the shipped
+# configuration (the export looks at an empty outbox every INTERVAL, default 100ms).
 start_safegate() {
-    local name=$1 url=$2 sets=()
+    local name=$1 url=$2 interval=${3:-100ms} sets=()
     mkdir -p "$WORK/data"
     if [[ -n $url ]]; then
-        sets=(--set "export.clickhouse={ url = \"$url\", school = \"bench\", batch_records = $BATCH, interval = \"100ms\" }")
+        sets=(--set "export.clickhouse={ url = \"$url\", school = \"bench\", batch_records = $BATCH, interval = \"$interval\" }")
     fi
     "$SAFEGATE" run --config "$ROOT/config/safegate.toml" \
-        --set "policy.file=\"$ROOT/config/policy.toml\"" \
+        --set "policy.file=\"$WORK/policy.toml\"" \
         --set "proxy.listen=\"127.0.0.1:$PROXY\"" --set "admin.listen=\"127.0.0.1:$ADMIN\"" \
         --set 'upstream.allow_loopback=true' --set "data_dir=\"$WORK/data\"" \
         --set 'upstream.dns.servers=["127.0.0.1:9"]' --set 'log.level="warn"' \
@@ -150,58 +169,84 @@ wrk_rps() {
         awk '/^Requests\/sec:/ {print $2}'
 }
 
+# CPU clock ticks (user + system, every thread) a process has used so far.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# measure: wrk for DURATION seconds; prints "req/s safegate-ms clickhouse-ms", the
+# last two the CPU milliseconds each used per 1,000 requests meanwhile.
+measure() {
+    local sg0 ch0 sg1 ch1 rps hz
+    hz=$(getconf CLK_TCK)
+    sg0=$(cpu_ticks "${PID[safegate]}") ch0=$(cpu_ticks "${PID[clickhouse]}")
+    rps=$(wrk_rps "$DURATION")
+    sg1=$(cpu_ticks "${PID[safegate]}") ch1=$(cpu_ticks "${PID[clickhouse]}")
+    awk -v r="$rps" -v d="$DURATION" -v s="$((sg1 - sg0))" -v c="$((ch1 - ch0))" -v hz="$hz" \
+        'BEGIN {n = r * d / 1000; printf "%s %.1f %.1f\n", r, s * 1000 / hz / n, c * 1000 / hz / n}'
+}
+
 start_origin
 start_clickhouse
+bench_policy
 "$SAFEGATE" export init-clickhouse --config "$ROOT/config/safegate.toml" \
     --set "export.clickhouse={ url = \"http://127.0.0.1:$CH_HTTP\", school = \"bench\" }" >&2
 
 # 1. Drain.
-log "filling the outbox: ${FILL_SECONDS}s of requests, ClickHouse unreachable"
-start_safegate fill "http://127.0.0.1:$DEAD"
-wrk_rps "$FILL_SECONDS" >/dev/null
-sleep 2   # the writer's last flush interval
-waiting=$(metric safegate_export_backlog)
-stop_safegate
-log "$waiting entries (records and alerts) waiting; restarting with ClickHouse reachable"
-start_safegate drain "http://127.0.0.1:$CH_HTTP"
-# Timed from the first insert ClickHouse accepted (start-up left out) to the empty
-# outbox; that first insert's rows are left out of the count too.
-first=""
-while :; do
-    now=$(date +%s.%N)
+if [[ -z ${SKIP_DRAIN:-} ]]; then
+    log "filling the outbox: ${FILL_SECONDS}s of requests, ClickHouse unreachable"
+    start_safegate fill "http://127.0.0.1:$DEAD"
+    wrk_rps "$FILL_SECONDS" >/dev/null
+    sleep 2   # the writer's last flush interval
+    waiting=$(metric safegate_export_backlog)
+    stop_safegate
+    log "$waiting entries (records and alerts) waiting; restarting with ClickHouse reachable"
+    start_safegate drain "http://127.0.0.1:$CH_HTTP"
+    # Timed from the first insert ClickHouse accepted (start-up left out) to the empty
+    # outbox; that first insert's rows are left out of the count too.
+    first=""
+    while :; do
+        now=$(date +%s.%N)
+        sent=$(metric 'safegate_export_sent_total{kind="visit"}')
+        if [[ -z $first && -n $sent && $sent != 0 ]]; then
+            first=$sent start=$now
+        fi
+        [[ $(metric safegate_export_backlog) == 0 ]] && break
+        sleep 0.02
+    done
+    end=$(date +%s.%N)
     sent=$(metric 'safegate_export_sent_total{kind="visit"}')
-    if [[ -z $first && -n $sent && $sent != 0 ]]; then
-        first=$sent start=$now
-    fi
-    [[ $(metric safegate_export_backlog) == 0 ]] && break
-    sleep 0.02
-done
-end=$(date +%s.%N)
-sent=$(metric 'safegate_export_sent_total{kind="visit"}')
-alerts=$(metric 'safegate_export_sent_total{kind="alert"}')
-stored=$(ch "SELECT count() FROM safegate.visits FINAL")
-stop_safegate
-drain_rate=$(awk -v n="$((sent - first))" -v a="$start" -v b="$end" 'BEGIN {printf "%.0f", n / (b - a)}')
+    alerts=$(metric 'safegate_export_sent_total{kind="alert"}')
+    stored=$(ch "SELECT count() FROM safegate.visits FINAL")
+    stop_safegate
+    drain_rate=$(awk -v n="$((sent - first))" -v a="$start" -v b="$end" 'BEGIN {printf "%.0f", n / (b - a)}')
+fi
 
 # 2. Proxy cost, interleaved rounds.
 off=() on=()
 for round in $(seq 1 "$REPEAT"); do
     start_safegate off ""
+    [[ $(curl -s -o /dev/null -w '%{http_code}' -x "127.0.0.1:$PROXY" "http://$ORIGIN/1k") == 200 ]] ||
+        die "the proxy does not pass the bench page (200)"
     wrk_rps 1 >/dev/null
-    off+=("$(wrk_rps "$DURATION")")
+    read -r rps sg_ms ch_ms < <(measure)
+    off+=("$rps")
     stop_safegate
-    start_safegate on "http://127.0.0.1:$CH_HTTP"
+    log "round $round: export off $rps req/s; CPU ms per 1,000 requests: safegate $sg_ms, clickhouse $ch_ms"
+    start_safegate on "http://127.0.0.1:$CH_HTTP" "$INTERVAL"
     wrk_rps 1 >/dev/null
-    on+=("$(wrk_rps "$DURATION")")
+    read -r rps sg_ms ch_ms < <(measure)
+    on+=("$rps")
+    shipped=$(metric 'safegate_export_sent_total{kind="visit"}')
     stop_safegate
-    log "round $round: export off ${off[-1]} req/s, on ${on[-1]} req/s"
+    log "round $round: export on  $rps req/s; CPU ms per 1,000 requests: safegate $sg_ms, clickhouse $ch_ms ($shipped records sent)"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 off_m=$(median "${off[@]}")
 on_m=$(median "${on[@]}")
 
-printf '\nExport to ClickHouse %s (loopback, %s cores)\n' "$(ch 'SELECT version()')" "$(nproc)"
-printf '  drain: %s records (and %s alerts) in %.2f s = %s records/s (in ClickHouse, FINAL: %s)\n' \
+printf '\nExport to ClickHouse %s (loopback, %s cores; %s)\n' "$(ch 'SELECT version()')" "$(nproc)" "$(uptime)"
+[[ -n ${SKIP_DRAIN:-} ]] || printf '  drain: %s records (and %s alerts) in %.2f s = %s records/s (in ClickHouse, FINAL: %s)\n' \
     "$sent" "$alerts" "$(awk -v a="$start" -v b="$end" 'BEGIN {print b - a}')" "$drain_rate" "$stored"
-printf '  proxy, 1 KiB GETs, 16 connections, median of %s: export off %s req/s, on %s req/s (on/off %s)\n' \
-    "$REPEAT" "$off_m" "$on_m" "$(awk -v a="$on_m" -v b="$off_m" 'BEGIN {printf "%.3f", a / b}')"
+printf '  proxy, 1 KiB GETs, 16 connections, export interval %s, median of %s: export off %s req/s, on %s req/s (on/off %s)\n' \
+    "$INTERVAL" "$REPEAT" "$off_m" "$on_m" "$(awk -v a="$on_m" -v b="$off_m" 'BEGIN {printf "%.3f", a / b}')"

@@ -2,7 +2,9 @@
 //! 127.0.0.1 for the export tests: its own configuration and data in a temp dir, HTTP
 //! and native ports picked free, listening on loopback only, started in the foreground
 //! and killed when dropped. It can be stopped (SIGKILL: no goodbye to its clients) and
-//! started again on the same ports and data.
+//! started again on the same ports and data. With [`Tls`], it also serves HTTPS and
+//! checks client certificates itself (Poco's `openSSL.server`, `verificationMode`
+//! strict: a connection without a certificate signed by `client_ca` is refused).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -37,9 +39,19 @@ pub fn available() -> bool {
     here
 }
 
+/// The HTTPS port's files (PEM): the server's certificate and key, and the CA whose
+/// client certificates it takes.
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
 pub struct ClickHouse {
     child: Option<Child>,
     pub http_port: u16,
+    /// The HTTPS port, when started with [`Tls`].
+    pub https_port: Option<u16>,
     dir: tempfile::TempDir,
     http: reqwest::Client,
 }
@@ -47,18 +59,30 @@ pub struct ClickHouse {
 impl ClickHouse {
     /// Writes the configuration and starts the server on free loopback ports.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Like [`ClickHouse::start`], also serving HTTPS that requires a client
+    /// certificate (the plain HTTP port stays, for the test's own queries).
+    pub async fn start_tls(tls: &Tls) -> Self {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<&Tls>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
         let tcp_port = free_port();
+        let https = tls.map(|tls| (free_port(), tls));
         std::fs::write(
             dir.path().join("config.xml"),
-            config_xml(dir.path(), http_port, tcp_port),
+            config_xml(dir.path(), http_port, tcp_port, https),
         )
         .unwrap();
         std::fs::write(dir.path().join("users.xml"), USERS_XML).unwrap();
         let mut server = Self {
             child: None,
             http_port,
+            https_port: https.map(|(port, _)| port),
             dir,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
         };
@@ -69,6 +93,11 @@ impl ClickHouse {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// `https://127.0.0.1:PORT` (started with [`Tls`]).
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.https_port.unwrap())
     }
 
     /// Starts the server (again) on the same ports and data; returns once it answers.
@@ -131,14 +160,47 @@ impl ClickHouse {
     }
 }
 
-fn config_xml(dir: &Path, http_port: u16, tcp_port: u16) -> String {
+/// `<https_port>` and the server's TLS settings: deploy/clickhouse-tls.xml (client
+/// certificates required, checked against `client_ca` alone) with the test's port
+/// and files.
+fn tls_xml((port, tls): (u16, &Tls)) -> String {
+    let shipped = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/clickhouse-tls.xml"),
+    )
+    .unwrap();
+    let inner = shipped
+        .split("<yandex>")
+        .nth(1)
+        .and_then(|rest| rest.split("</yandex>").next())
+        .unwrap();
+    let replaced = inner
+        .replace("<https_port>8443<", &format!("<https_port>{port}<"))
+        .replace(
+            "/etc/clickhouse-server/tls/server.pem",
+            &tls.cert.display().to_string(),
+        )
+        .replace(
+            "/etc/clickhouse-server/tls/server.key",
+            &tls.key.display().to_string(),
+        )
+        .replace(
+            "/etc/clickhouse-server/tls/trust-ca.pem",
+            &tls.client_ca.display().to_string(),
+        );
+    assert!(!replaced.contains("/etc/"), "{replaced}");
+    replaced
+}
+
+fn config_xml(dir: &Path, http_port: u16, tcp_port: u16, https: Option<(u16, &Tls)>) -> String {
     let d = dir.display();
+    let tls = https.map(tls_xml).unwrap_or_default();
     format!(
         r#"<?xml version="1.0"?>
 <yandex>
   <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/err.log</errorlog></logger>
   <http_port>{http_port}</http_port>
   <tcp_port>{tcp_port}</tcp_port>
+{tls}
   <listen_host>127.0.0.1</listen_host>
   <path>{d}/data/</path>
   <tmp_path>{d}/tmp/</tmp_path>

@@ -45,6 +45,7 @@ mod setup;
 mod transparent;
 mod trust_content;
 mod trust_export;
+mod trust_export_tls;
 mod tunnel;
 mod upstream_failures;
 mod users_cli;

@@ -15,6 +15,8 @@ pub struct ClickHouse {
     url: String,
     user: String,
     password: Option<String>,
+    /// A client certificate is set (for the hint when a handshake fails).
+    identity: bool,
 }
 
 /// Reads a file named in the configuration.
@@ -63,6 +65,7 @@ impl ClickHouse {
             url: config.url.trim_end_matches('/').to_owned(),
             user: config.user.clone(),
             password,
+            identity: config.client_cert.is_some(),
         })
     }
 
@@ -123,10 +126,7 @@ impl ClickHouse {
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<String, ExportError> {
         let request = request.basic_auth(&self.user, self.password.as_deref());
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ExportError::Unreachable(error_chain(&e)))?;
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
         let text = response
             .text()
@@ -143,6 +143,55 @@ impl ClickHouse {
     }
 }
 
+impl ClickHouse {
+    /// A failed request as [`ExportError::Unreachable`], with what to do first when
+    /// the TLS handshake failed.
+    fn unreachable(&self, error: &reqwest::Error) -> ExportError {
+        let chain = error_chain(error);
+        match tls_hint(&chain, self.identity) {
+            Some(hint) => ExportError::Unreachable(format!("{hint} ({chain})")),
+            None => ExportError::Unreachable(chain),
+        }
+    }
+}
+
+/// Alerts a TLS server sends when it does not take the client's certificate (rustls
+/// names them `received fatal alert: <name>`).
+const CERTIFICATE_REFUSALS: [&str; 6] = [
+    "CertificateRequired",
+    "UnknownCA",
+    "BadCertificate",
+    "CertificateUnknown",
+    "CertificateExpired",
+    "AccessDenied",
+];
+
+/// What to set when a handshake failed, read from the error's text: the server's
+/// certificate not trusted, or this school's refused (or missing); `None` otherwise.
+fn tls_hint(chain: &str, identity: bool) -> Option<&'static str> {
+    if chain.contains("invalid peer certificate") {
+        return Some(
+            "ClickHouse's certificate is not trusted: set export.clickhouse.ca_file to the \
+             CA that signed it",
+        );
+    }
+    let alert = |name: &str| chain.contains(&format!("received fatal alert: {name}"));
+    let refused = CERTIFICATE_REFUSALS.iter().any(|name| alert(name));
+    match (refused || alert("HandshakeFailure"), identity) {
+        (true, false) => Some(
+            "the server wants a client certificate and no client certificate is set: set \
+             export.clickhouse.client_cert and client_key",
+        ),
+        // A handshake failure alone may be ciphers or versions: no guess then.
+        (true, true) if refused => Some(
+            "the server (ClickHouse, or a TLS terminator in front of it) refused this \
+             school's client certificate: check that export.clickhouse.client_cert is signed \
+             by the CA the server trusts and is still valid",
+        ),
+        _ => None,
+    }
+}
+
 /// An error and its causes on one line (reqwest's own text says little).
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -153,4 +202,27 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_hint;
+
+    #[test]
+    fn handshake_failures_say_what_to_set() {
+        let untrusted = "error sending request: invalid peer certificate: UnknownIssuer";
+        assert!(tls_hint(untrusted, true).is_some_and(|h| h.contains("ca_file")));
+        let required = "connection error: received fatal alert: CertificateRequired";
+        assert!(tls_hint(required, false).is_some_and(|h| h.contains("no client certificate")));
+        let unknown = "connection error: received fatal alert: UnknownCA";
+        assert!(tls_hint(unknown, true).is_some_and(|h| h.contains("refused this school's")));
+        assert_eq!(
+            tls_hint("received fatal alert: HandshakeFailure", true),
+            None
+        );
+        assert_eq!(
+            tls_hint("tcp connect error: Connection refused", false),
+            None
+        );
+    }
 }

@@ -43,7 +43,9 @@ pub struct ClickHouseConfig {
     pub school: String,
     /// Most entries sent in one insert.
     pub batch_records: usize,
-    /// How often the outbox is looked at while it is empty.
+    /// How long the exporter waits, once it has caught up, before it looks at the
+    /// outbox again: records reach ClickHouse in inserts of this much traffic (each
+    /// insert costs ClickHouse a new part; see benches/README.md, "Export").
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// How long one request may take.
@@ -71,7 +73,7 @@ impl Default for ClickHouseConfig {
             ca_file: None,
             school: String::new(),
             batch_records: 20_000,
-            interval: Duration::from_secs(1),
+            interval: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
             backlog_alert: 1_000_000,
             retention_days: 365,
