@@ -51,6 +51,9 @@ async fn shipped_configuration_checks_clean_and_shows_effective_values() {
             "auth.ldap={ servers = [\"ldaps://dc1.school.test\"], bind_dn = \"cn=sg\", \
              bind_password = \"ldap-secret-1\", base_dn = \"dc=school\", \
              groups = [{ dn = \"cn=staff\", role = \"staff\" }] }",
+            "--set",
+            "export.clickhouse={ url = \"https://ch.trust.test:8443\", school = \"s1\", \
+             password = \"clickhouse-secret-2\" }",
         ])
         .await;
         assert!(status.success(), "{stderr}");
@@ -62,6 +65,7 @@ async fn shipped_configuration_checks_clean_and_shows_effective_values() {
             "{stdout}"
         );
         assert!(!stdout.contains("ldap-secret-1"), "{stdout}");
+        assert!(!stdout.contains("clickhouse-secret-2"), "{stdout}");
     })
     .await;
 }

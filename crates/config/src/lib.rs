@@ -123,3 +123,16 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), O
     current.insert((*last).to_owned(), value);
     Ok(())
 }
+
+/// `<redacted>` in place of a secret set in the configuration, for `safegate config
+/// show` (which prints the effective configuration, often pasted into support
+/// tickets); empty when unset. Use with `#[serde(serialize_with = ...)]`.
+pub fn serialize_redacted<S: serde::Serializer>(
+    secret: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) if !secret.is_empty() => serializer.serialize_str("<redacted>"),
+        _ => serializer.serialize_str(""),
+    }
+}

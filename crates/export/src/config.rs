@@ -29,7 +29,12 @@ pub struct ClickHouseConfig {
     pub alerts_table: String,
     /// ClickHouse user.
     pub user: String,
-    /// Its password (prefer `password_file`).
+    /// Its password (prefer `password_file`; shown as `<redacted>` by `safegate config
+    /// show`).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "safegate_config::serialize_redacted"
+    )]
     pub password: Option<String>,
     /// A file holding the password (first line).
     pub password_file: Option<PathBuf>,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use safegate_config::ConfigProblem;
+pub use safegate_config::{ConfigProblem, serialize_redacted};
 
 /// `[proxy]`: the client-facing listener and its limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -547,18 +547,6 @@ mod optional_addr {
                 "`{text}` is not an address like \"0.0.0.0:3129\" (or \"\" for off)"
             ))
         })
-    }
-}
-
-/// `<redacted>` in place of a secret set in the configuration, for `safegate config
-/// show` (which prints the effective configuration, often pasted into support tickets).
-pub fn serialize_redacted<S: serde::Serializer>(
-    secret: &Option<String>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match secret {
-        Some(secret) if !secret.is_empty() => serializer.serialize_str("<redacted>"),
-        _ => serializer.serialize_str(""),
     }
 }
 
