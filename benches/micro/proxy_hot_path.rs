@@ -218,7 +218,12 @@ fn auth(c: &mut Criterion) {
     let Check::Verify(verification) = auth.check(peer, Some(&header)) else {
         panic!("the first request must be verified");
     };
-    runtime.block_on(auth.verify(verification)).unwrap();
+    runtime
+        .block_on(auth.verify(
+            verification,
+            &safegate_proxy::auth::ConnectionLogIn::default(),
+        ))
+        .unwrap();
 
     let mut group = c.benchmark_group("auth");
     group.bench_function("cache_hit", |b| {
