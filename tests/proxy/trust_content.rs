@@ -12,8 +12,8 @@ use std::time::Duration;
 use crate::kit::clickhouse::{self, ClickHouse};
 use crate::kit::dns::FakeDns;
 use crate::kit::pages::{Page, PageOrigin};
-use crate::kit::process::{SafeGate, run_to_end, shipped_config};
-use crate::trust_export::{export_set, init_tables, until_answer};
+use crate::kit::process::SafeGate;
+use crate::trust_export::{export_set, init_clickhouse, init_tables, until_answer};
 
 const SCHOOL: &str = "urn-300001";
 
@@ -23,19 +23,7 @@ const EXPLICIT: &str = "<html><head><title>Free porn videos</title></head><body>
 /// Makes the tables as an earlier SafeGate did: today's statements (from
 /// `init-clickhouse --print`) without the columns added since, and no `ALTER`s.
 async fn old_tables(ch: &ClickHouse) {
-    let config = shipped_config().display().to_string();
-    let set = export_set(ch, SCHOOL);
-    let args = [
-        "export",
-        "init-clickhouse",
-        "--print",
-        "--config",
-        &config,
-        "--set",
-        &set,
-    ];
-    let (status, stdout, stderr) = run_to_end(&args).await;
-    assert!(status.success(), "{stderr}");
+    let stdout = init_clickhouse(&export_set(ch, SCHOOL), &["--print"]).await;
     for statement in stdout.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
         if statement.starts_with("ALTER") {
             continue;

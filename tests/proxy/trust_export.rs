@@ -72,17 +72,17 @@ pub(crate) async fn until_answer(ch: &ClickHouse, sql: &str, want: &str) {
 /// `safegate export init-clickhouse`, as the trust's DBA or a technician runs it;
 /// returns what it printed.
 pub(crate) async fn init_tables(ch: &ClickHouse) -> String {
+    init_clickhouse(&export_set(ch, SCHOOLS[0]), &[]).await
+}
+
+/// `safegate export init-clickhouse` with the shipped configuration, the export
+/// settings `set` and the `extra` arguments (e.g. `--print`); what it printed.
+pub(crate) async fn init_clickhouse(set: &str, extra: &[&str]) -> String {
     let config = shipped_config().display().to_string();
-    let set = export_set(ch, SCHOOLS[0]);
-    let (status, stdout, stderr) = run_to_end(&[
-        "export",
-        "init-clickhouse",
-        "--config",
-        &config,
-        "--set",
-        &set,
-    ])
-    .await;
+    let mut args = vec!["export", "init-clickhouse"];
+    args.extend_from_slice(extra);
+    args.extend(["--config", &config, "--set", set]);
+    let (status, stdout, stderr) = run_to_end(&args).await;
     assert!(status.success(), "{stdout}\n{stderr}");
     stdout
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use crate::kit::clickhouse::{self, ClickHouse, PASSWORD, Tls, USER};
 use crate::kit::origin::Origin;
-use crate::kit::process::{SafeGate, run_to_end, shipped_config};
-use crate::trust_export::metric;
+use crate::kit::process::SafeGate;
+use crate::trust_export::{init_clickhouse, metric};
 
 const SCHOOL: &str = "urn-200001";
 /// Requests sent in each of the four starts.
@@ -158,18 +158,8 @@ async fn export_over_tls_needs_a_client_certificate_from_the_trusts_ca() {
         let ch = ClickHouse::start_tls(&certs.server()).await;
         let origin = Origin::start().await;
         // The tables, made over the same TLS, as a technician would.
-        let config = shipped_config().display().to_string();
         let good = tls_set(&ch, &certs, Some("school"), true);
-        let args = [
-            "export",
-            "init-clickhouse",
-            "--config",
-            &config,
-            "--set",
-            &good,
-        ];
-        let (status, stdout, stderr) = run_to_end(&args).await;
-        assert!(status.success(), "{stdout}\n{stderr}");
+        let stdout = init_clickhouse(&good, &[]).await;
         assert!(stdout.contains("ClickHouse 18.16"), "{stdout}");
 
         // A certificate from another CA: ClickHouse refuses the handshake.
