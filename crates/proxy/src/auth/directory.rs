@@ -322,6 +322,26 @@ struct Remembered {
     verified: Instant,
 }
 
+/// Before `name` is inserted into `map` of at most `bound` people: when it is full and
+/// `name` is new, forgets the person verified longest ago (a scan; once per check).
+fn make_room<V>(
+    map: &mut HashMap<Arc<str>, V>,
+    bound: usize,
+    name: &str,
+    verified: impl Fn(&V) -> Instant,
+) {
+    if map.len() < bound || map.contains_key(name) {
+        return;
+    }
+    let oldest = map
+        .iter()
+        .min_by_key(|(_, v)| verified(v))
+        .map(|(n, _)| Arc::clone(n));
+    if let Some(oldest) = oldest {
+        map.remove(&oldest);
+    }
+}
+
 /// The directory could not be set up from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectorySetupError {
@@ -639,15 +659,8 @@ impl Directory {
             .shard(&name)
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let full = remembered.len() >= REMEMBERED / SHARDS && !remembered.contains_key(&name);
         // Full (a very large school): the oldest check goes; a scan, once per log-in.
-        let oldest = full
-            .then(|| remembered.iter().min_by_key(|(_, r)| r.verified))
-            .flatten()
-            .map(|(n, _)| Arc::clone(n));
-        if let Some(oldest) = oldest {
-            remembered.remove(&oldest);
-        }
+        make_room(&mut remembered, REMEMBERED / SHARDS, &name, |r| r.verified);
         remembered.insert(
             name,
             Remembered {

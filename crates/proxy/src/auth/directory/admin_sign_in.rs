@@ -87,15 +87,7 @@ impl Directory {
             .admin_remembered
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if remembered.len() >= ADMIN_REMEMBERED && !remembered.contains_key(name) {
-            let oldest = remembered
-                .iter()
-                .min_by_key(|(_, r)| r.verified)
-                .map(|(n, _)| Arc::clone(n));
-            if let Some(oldest) = oldest {
-                remembered.remove(&oldest);
-            }
-        }
+        super::make_room(&mut remembered, ADMIN_REMEMBERED, name, |r| r.verified);
         remembered.insert(
             Arc::from(name),
             RememberedSignIn {
